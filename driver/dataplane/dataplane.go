@@ -1,0 +1,176 @@
+// Package dataplane is the only code in grapevine that touches the kernel: links,
+// addresses, neighbour and FDB entries through netlink, and packet-filter rules
+// through iptables. The drivers decide what should exist; this package makes the
+// kernel match, idempotently, and removes what grapevine made and no longer wants.
+//
+// Every method is safe to repeat: "already exists" and "not found" are success
+// where the end state is the one asked for. Names of kernel objects are chosen by
+// the caller (driver) and must start with LinkPrefix so that orphans can be found.
+package dataplane
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+)
+
+// LinkPrefix starts the name of every link grapevine creates.
+const LinkPrefix = "gv"
+
+// Sentinel errors returned (wrapped) by implementations. Callers use errors.Is.
+var (
+	// ErrVNIInUse: another VXLAN device in this namespace already uses the VNI on
+	// the same UDP port (the kernel answers EEXIST for the shared socket).
+	ErrVNIInUse = errors.New("vni already in use on this host")
+	// ErrLinkNotFound: the named link does not exist.
+	ErrLinkNotFound = errors.New("link not found")
+	// ErrIncompatibleLink: a link of that name exists with another type; it was
+	// not made by grapevine for this purpose and is left alone.
+	ErrIncompatibleLink = errors.New("link exists with an incompatible type")
+	// ErrNoUnderlay: no address/interface could be chosen for gossip and VTEP.
+	ErrNoUnderlay = errors.New("no usable underlay address")
+)
+
+// BridgeSpec describes a per-network bridge.
+type BridgeSpec struct {
+	Name    string           // e.g. "gvb-" + network id prefix
+	MTU     int              // 0 = leave kernel default
+	MAC     net.HardwareAddr // stable address, nil = kernel chooses
+	Address netip.Prefix     // gateway address with the subnet's prefix length; invalid = none
+}
+
+// VXLANSpec describes a per-network VXLAN device enslaved to a bridge.
+type VXLANSpec struct {
+	Name     string
+	VNI      uint32
+	Port     int        // UDP destination/listen port
+	Local    netip.Addr // local VTEP address; invalid = unset
+	Underlay string     // underlay link name to bind to; "" = unbound
+	MTU      int
+	Master   string // bridge to enslave to
+	// Learning off and proxy (local ARP answers) on are always set: no flooding entry.
+}
+
+// VethSpec describes an endpoint's veth pair. The host end is enslaved to Master;
+// the container end stays in the host namespace for Docker to move.
+type VethSpec struct {
+	HostName      string
+	ContainerName string
+	MTU           int
+	MAC           net.HardwareAddr // container end's address
+	Master        string
+	Hairpin       bool // hairpin mode on the bridge port (published-port hairpin)
+}
+
+// Route is a host routing-table entry as seen by conflict checks.
+type Route struct {
+	Dst  netip.Prefix
+	Dev  string
+	Ours bool // the route's link was made by grapevine
+}
+
+// Underlay is the resolved address/interface for gossip and VTEP traffic.
+type Underlay struct {
+	Addr netip.Addr
+	Link string
+	MTU  int
+}
+
+// Proto is an IP protocol number as Docker sends it (6 tcp, 17 udp, 132 sctp).
+type Proto uint8
+
+// Protocol numbers.
+const (
+	TCP  Proto = 6
+	UDP  Proto = 17
+	SCTP Proto = 132
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	case SCTP:
+		return "sctp"
+	}
+	return "unknown"
+}
+
+// NetworkRules is the firewall decision for one network on this host.
+type NetworkRules struct {
+	NetworkID string       // full id; rules carry a comment naming it
+	Bridge    string       // the network's bridge
+	Subnet    netip.Prefix // the overlay subnet
+	Internal  bool         // no traffic in or out of the subnet through the host
+	// Masquerade egress traffic from Subnet leaving through any other interface.
+	// Never true together with Internal.
+	Masquerade bool
+}
+
+// PortRule is one published port: HostIP:HostPort (all host addresses when HostIP
+// is invalid) is forwarded to ContainerIP:ContainerPort.
+type PortRule struct {
+	NetworkID     string
+	EndpointID    string
+	Bridge        string
+	Proto         Proto
+	HostIP        netip.Addr
+	HostPort      uint16
+	ContainerIP   netip.Addr
+	ContainerPort uint16
+}
+
+// Firewall is the complete desired rule set of grapevine on this host.
+type Firewall struct {
+	Networks []NetworkRules
+	Ports    []PortRule
+}
+
+// Dataplane is the seam between decisions (driver) and syscalls. Implementations:
+// Kernel (netlink + iptables in the current namespace) and Fake (records calls).
+type Dataplane interface {
+	// EnsureBridge creates or repairs the bridge: type, MTU, MAC, address, up.
+	EnsureBridge(BridgeSpec) error
+	// EnsureVXLAN creates or repairs the VXLAN device (recreating it if its VNI,
+	// port or local address differ) and enslaves it to its bridge, up.
+	// Returns an error wrapping ErrVNIInUse when the kernel refuses the VNI.
+	EnsureVXLAN(VXLANSpec) error
+	// EnsureVeth creates the pair if missing and repairs MTU, MAC, master, up.
+	// If the container end is gone (moved into a container), only the host end is
+	// repaired.
+	EnsureVeth(VethSpec) error
+	// DeleteLink removes a link by name; a missing link is success.
+	DeleteLink(name string) error
+	// ListLinks names the links in this namespace whose name starts with prefix.
+	ListLinks(prefix string) ([]string, error)
+
+	// SetFDB points MAC at a remote VTEP on the VXLAN device (replace semantics),
+	// and adds the matching static bridge entry so unknown unicast is not flooded.
+	SetFDB(vxlan string, mac net.HardwareAddr, vtep netip.Addr) error
+	// DelFDB removes both entries; missing entries are success.
+	DelFDB(vxlan string, mac net.HardwareAddr) error
+	// SetNeigh writes a permanent neighbour entry IP → MAC on the device.
+	SetNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error
+	// DelNeigh removes the neighbour entry; missing is success.
+	DelNeigh(dev string, ip netip.Addr) error
+
+	// Routes lists IPv4 routes of the main table with a non-zero prefix length.
+	Routes() ([]Route, error)
+	// ResolveUnderlay turns ADVERTISE ("" = auto, an IP, or an interface name)
+	// into an address, its link and MTU. Auto uses the default route's interface,
+	// else the only interface with a global IPv4 address, else ErrNoUnderlay.
+	ResolveUnderlay(advertise string) (Underlay, error)
+
+	// SyncFirewall makes grapevine's chains hold exactly the rules for fw, adding
+	// what is missing and removing what grapevine no longer wants. Jumps from the
+	// built-in chains are ensured.
+	SyncFirewall(fw Firewall) error
+	// PortInUse reports whether hostIP:port/proto is already taken on this host by
+	// something other than grapevine (a listening socket, Docker's own DNAT),
+	// with a short description of the holder.
+	PortInUse(proto Proto, hostIP netip.Addr, port uint16) (bool, string, error)
+	// RemoveFirewall deletes all of grapevine's chains and jumps.
+	RemoveFirewall() error
+}

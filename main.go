@@ -1,0 +1,73 @@
+// Command grapevine is the grapevine Docker plugin (`grapevine serve`, the
+// managed plugin's entrypoint) and its operator tool (`grapevine status`).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"grapevine/plugin"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cmd := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		opts := plugin.DefaultOptions()
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.StringVar(&opts.Socket, "socket", opts.Socket, "unix socket to serve both protocols on")
+		fs.StringVar(&opts.StateDir, "state-dir", opts.StateDir, "directory of the persisted state")
+		fs.DurationVar(&opts.ReconcileEvery, "reconcile-every", opts.ReconcileEvery, "period of the kernel reconcile loop")
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if err := plugin.Serve(context.Background(), opts, os.Getenv); err != nil {
+			fmt.Fprintln(os.Stdout, "grapevine:", err)
+			return 1
+		}
+		return 0
+	case "status":
+		fs := flag.NewFlagSet("status", flag.ContinueOnError)
+		socket := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
+		asJSON := fs.Bool("json", false, "print the raw JSON")
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if *socket == "" {
+			s, err := plugin.FindSocket()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "grapevine status:", err)
+				return 1
+			}
+			*socket = s
+		}
+		raw, err := plugin.QueryStatus(context.Background(), *socket)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "grapevine status:", err)
+			return 1
+		}
+		if *asJSON {
+			fmt.Println(string(raw))
+			return 0
+		}
+		if err := plugin.PrintStatus(os.Stdout, raw); err != nil {
+			fmt.Fprintln(os.Stderr, "grapevine status:", err)
+			return 1
+		}
+		return 0
+	case "help", "-h", "--help":
+		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR]] | status [--socket PATH] [--json]")
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve or status)\n", cmd)
+	return 2
+}

@@ -1,0 +1,246 @@
+// Package plugin is the grapevine process: it reads the settings, sets up
+// logging, serves the NetworkDriver and IpamDriver protocols on one unix socket,
+// opens the persisted state, wires the drivers, the data plane and the gossip
+// cluster together, runs the periodic reconcile, and shuts down on SIGTERM.
+// It is the only package that holds process-wide state.
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	bolt "go.etcd.io/bbolt"
+
+	"grapevine/driver"
+	"grapevine/driver/dataplane"
+	gvipam "grapevine/ipam"
+)
+
+// Options are the process's command-line options (the settings come from the
+// environment).
+type Options struct {
+	Socket   string // unix socket to serve on
+	StateDir string // directory of the persisted state (a host mount)
+	// ReconcileEvery is the period of the kernel reconcile loop.
+	ReconcileEvery time.Duration
+}
+
+// DefaultOptions are right for the managed plugin.
+func DefaultOptions() Options {
+	return Options{
+		Socket:         "/run/docker/plugins/grapevine.sock",
+		StateDir:       "/var/lib/grapevine",
+		ReconcileEvery: 30 * time.Second,
+	}
+}
+
+// Serve runs the plugin until SIGTERM/SIGINT or ctx ends.
+func Serve(ctx context.Context, opts Options, getenv func(string) string) error {
+	log := logrus.New()
+	log.SetOutput(os.Stdout) // dockerd logs plugin stdout as info, stderr as error
+	log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true, DisableColors: true})
+	entry := logrus.NewEntry(log).WithField("component", "plugin")
+
+	settings, settingsErr := ParseSettings(getenv)
+	log.SetLevel(settings.LogLevel)
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	// Listen first: Docker dials ~0.5 s after start and gives up after ~10 s.
+	ln, err := listen(opts.Socket)
+	if err != nil {
+		return err
+	}
+	srv := NewServer(entry.WithField("component", "server"))
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	entry.WithField("socket", opts.Socket).Info("serving NetworkDriver and IpamDriver")
+
+	var p *process
+	if settingsErr != nil {
+		entry.WithError(settingsErr).Error("bad settings; every request will be refused until they are fixed")
+		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": settingsErr.Error()} }, settingsErr)
+	} else {
+		p, err = start(ctx, opts, settings, entry)
+		if err != nil {
+			entry.WithError(err).Error("start-up failed; every request will be refused")
+			srv.SetBackend(nil, nil, func() any { return map[string]string{"error": err.Error()} }, err)
+		} else {
+			srv.SetBackend(p.driver, ipamAdapter{p.ipam}, p.status, nil)
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+		entry.Info("stopping")
+	case err := <-served:
+		entry.WithError(err).Error("socket server stopped")
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	if p != nil {
+		p.close()
+	}
+	entry.Info("stopped")
+	return nil
+}
+
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating socket directory %s: %w", filepath.Dir(path), err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// process holds everything that lives between start-up and shutdown.
+type process struct {
+	settings Settings
+	db       *bolt.DB
+	dp       dataplane.Dataplane
+	driver   *driver.Driver
+	ipam     *gvipam.Driver
+	log      *logrus.Entry
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	underlayOnce sync.Mutex
+	underlay     *dataplane.Underlay
+}
+
+func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ *process, err error) {
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory %s: %w", opts.StateDir, err)
+	}
+	dbPath := filepath.Join(opts.StateDir, "state.db")
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", dbPath, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = db.Close()
+		}
+	}()
+
+	dp, err := dataplane.NewKernel(log.WithField("component", "dataplane"))
+	if err != nil {
+		return nil, fmt.Errorf("opening the kernel data plane: %w", err)
+	}
+	p := &process{settings: s, db: db, dp: dp, log: log}
+
+	p.ipam, err = gvipam.New(gvipam.Config{
+		DB:               db,
+		DefaultPool:      s.Pool,
+		DefaultPrefixLen: 24,
+		RouteConflict:    p.routeConflict,
+		Log:              log.WithField("component", "ipam"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading IPAM state: %w", err)
+	}
+	p.driver, err = driver.New(driver.Config{
+		DB:            db,
+		Dataplane:     dp,
+		Underlay:      p.resolveUnderlay,
+		VXLANPort:     s.VXLANPort,
+		Scope:         s.Scope,
+		AddressSpaces: []string{gvipam.LocalAddressSpace, gvipam.GlobalAddressSpace},
+		Log:           log.WithField("component", "driver"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading network state: %w", err)
+	}
+
+	// The first reconcile runs before requests are answered, so a Join for a
+	// container Docker restarts finds its bridge in place.
+	if err := p.driver.Reconcile(); err != nil {
+		log.WithError(err).Warn("first reconcile left errors; retrying periodically")
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	p.wg.Add(1)
+	go p.reconcileLoop(rctx, opts.ReconcileEvery)
+	return p, nil
+}
+
+func (p *process) reconcileLoop(ctx context.Context, every time.Duration) {
+	defer p.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.driver.Reconcile(); err != nil {
+				p.log.WithError(err).Warn("reconcile left errors")
+			}
+		}
+	}
+}
+
+// resolveUnderlay resolves ADVERTISE once it works and caches the answer.
+func (p *process) resolveUnderlay() (dataplane.Underlay, error) {
+	p.underlayOnce.Lock()
+	defer p.underlayOnce.Unlock()
+	if p.underlay != nil {
+		return *p.underlay, nil
+	}
+	u, err := p.dp.ResolveUnderlay(p.settings.Advertise)
+	if err != nil {
+		return dataplane.Underlay{}, fmt.Errorf("resolving ADVERTISE=%q: %w", p.settings.Advertise, err)
+	}
+	p.underlay = &u
+	p.log.WithFields(logrus.Fields{"address": u.Addr, "link": u.Link, "mtu": u.MTU}).Info("underlay resolved")
+	return u, nil
+}
+
+// routeConflict names a host route, not made by grapevine, that overlaps pfx.
+func (p *process) routeConflict(pfx netip.Prefix) (string, error) {
+	routes, err := p.dp.Routes()
+	if err != nil {
+		return "", err
+	}
+	for _, r := range routes {
+		if !r.Ours && r.Dst.Overlaps(pfx) {
+			return fmt.Sprintf("%s dev %s", r.Dst, r.Dev), nil
+		}
+	}
+	return "", nil
+}
+
+func (p *process) close() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+	if err := p.db.Close(); err != nil {
+		p.log.WithError(err).Warn("closing state")
+	}
+}
+
+// ipamAdapter exposes the IPAM driver's capabilities under the server's name.
+type ipamAdapter struct{ *gvipam.Driver }
+
+func (a ipamAdapter) Capabilities() (any, error) { return a.GetCapabilities() }

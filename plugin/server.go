@@ -1,0 +1,216 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/ipam"
+	"github.com/docker/go-plugins-helpers/network"
+	"github.com/docker/go-plugins-helpers/sdk"
+	"github.com/sirupsen/logrus"
+)
+
+// manifest answers /Plugin.Activate for legacy (unmanaged) installs; managed
+// plugins take their types from config.json and are never activated.
+const manifest = `{"Implements": ["NetworkDriver", "IpamDriver"]}`
+
+// StatusPath is the route `grapevine status` asks on the plugin socket.
+const StatusPath = "/Grapevine.Status"
+
+// maxBody bounds a request body; Docker's largest requests are a few KiB.
+const maxBody = 1 << 20
+
+// readyWait is how long a request waits for start-up (state load, first
+// reconcile) before it is answered with an error. Docker retries calls to a
+// plugin that is still starting.
+const readyWait = 20 * time.Second
+
+// NetworkAPI is what the server needs from the network driver.
+type NetworkAPI interface {
+	GetCapabilities() (*network.CapabilitiesResponse, error)
+	CreateNetwork(*network.CreateNetworkRequest) error
+	AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error)
+	DeleteNetwork(*network.DeleteNetworkRequest) error
+	FreeNetwork(*network.FreeNetworkRequest) error
+	CreateEndpoint(*network.CreateEndpointRequest) (*network.CreateEndpointResponse, error)
+	DeleteEndpoint(*network.DeleteEndpointRequest) error
+	EndpointInfo(*network.InfoRequest) (map[string]interface{}, error)
+	Join(*network.JoinRequest) (*network.JoinResponse, error)
+	Leave(*network.LeaveRequest) error
+	DiscoverNew(*network.DiscoveryNotification) error
+	DiscoverDelete(*network.DiscoveryNotification) error
+	ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error
+	RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error
+}
+
+// IPAMAPI is what the server needs from the IPAM driver. Capabilities are
+// returned as any so the IPAM package may add fields the helper lacks
+// (RequiresRequestReplay).
+type IPAMAPI interface {
+	Capabilities() (any, error)
+	GetDefaultAddressSpaces() (*ipam.AddressSpacesResponse, error)
+	RequestPool(*ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error)
+	ReleasePool(*ipam.ReleasePoolRequest) error
+	RequestAddress(*ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error)
+	ReleaseAddress(*ipam.ReleaseAddressRequest) error
+}
+
+// backend is what a request is served by once the plugin is ready: the two
+// drivers and the status reporter, or the reason the plugin cannot serve.
+type backend struct {
+	net    NetworkAPI
+	ipam   IPAMAPI
+	status func() any
+	err    error // set when start-up failed (e.g. a bad setting); every call answers it
+}
+
+// Server serves both protocols on one socket. It answers as soon as it
+// listens; requests wait until SetBackend is called.
+type Server struct {
+	handler sdk.Handler
+	ready   chan struct{}
+	be      backend
+	log     *logrus.Entry
+}
+
+// NewServer registers every NetworkDriver and IpamDriver route.
+func NewServer(log *logrus.Entry) *Server {
+	s := &Server{handler: sdk.NewHandler(manifest), ready: make(chan struct{}), log: log}
+	s.routes()
+	return s
+}
+
+// SetBackend makes the server answer requests; call it exactly once.
+func (s *Server) SetBackend(n NetworkAPI, i IPAMAPI, status func() any, err error) {
+	s.be = backend{net: n, ipam: i, status: status, err: err}
+	close(s.ready)
+}
+
+// Handler returns the HTTP handler (the sdk mux with every route).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// empty is the JSON body of a successful call that returns nothing.
+type empty struct{}
+
+func (s *Server) routes() {
+	// NetworkDriver.*
+	route(s, "/NetworkDriver.GetCapabilities", noBody, func(_ *struct{}) (any, error) { return s.be.net.GetCapabilities() })
+	route(s, "/NetworkDriver.CreateNetwork", withBody, func(r *network.CreateNetworkRequest) (any, error) { return empty{}, s.be.net.CreateNetwork(r) })
+	route(s, "/NetworkDriver.AllocateNetwork", withBody, func(r *network.AllocateNetworkRequest) (any, error) { return s.be.net.AllocateNetwork(r) })
+	route(s, "/NetworkDriver.DeleteNetwork", withBody, func(r *network.DeleteNetworkRequest) (any, error) { return empty{}, s.be.net.DeleteNetwork(r) })
+	route(s, "/NetworkDriver.FreeNetwork", withBody, func(r *network.FreeNetworkRequest) (any, error) { return empty{}, s.be.net.FreeNetwork(r) })
+	route(s, "/NetworkDriver.CreateEndpoint", withBody, func(r *network.CreateEndpointRequest) (any, error) { return s.be.net.CreateEndpoint(r) })
+	route(s, "/NetworkDriver.DeleteEndpoint", withBody, func(r *network.DeleteEndpointRequest) (any, error) { return empty{}, s.be.net.DeleteEndpoint(r) })
+	route(s, "/NetworkDriver.EndpointOperInfo", withBody, func(r *network.InfoRequest) (any, error) {
+		v, err := s.be.net.EndpointInfo(r)
+		return map[string]any{"Value": v}, err
+	})
+	route(s, "/NetworkDriver.Join", withBody, func(r *network.JoinRequest) (any, error) { return s.be.net.Join(r) })
+	route(s, "/NetworkDriver.Leave", withBody, func(r *network.LeaveRequest) (any, error) { return empty{}, s.be.net.Leave(r) })
+	route(s, "/NetworkDriver.DiscoverNew", withBody, func(r *network.DiscoveryNotification) (any, error) { return empty{}, s.be.net.DiscoverNew(r) })
+	route(s, "/NetworkDriver.DiscoverDelete", withBody, func(r *network.DiscoveryNotification) (any, error) { return empty{}, s.be.net.DiscoverDelete(r) })
+	route(s, "/NetworkDriver.ProgramExternalConnectivity", withBody, func(r *network.ProgramExternalConnectivityRequest) (any, error) {
+		return empty{}, s.be.net.ProgramExternalConnectivity(r)
+	})
+	route(s, "/NetworkDriver.RevokeExternalConnectivity", withBody, func(r *network.RevokeExternalConnectivityRequest) (any, error) {
+		return empty{}, s.be.net.RevokeExternalConnectivity(r)
+	})
+
+	// IpamDriver.* — GetCapabilities and GetDefaultAddressSpaces arrive with an empty body.
+	route(s, "/IpamDriver.GetCapabilities", noBody, func(_ *struct{}) (any, error) { return s.be.ipam.Capabilities() })
+	route(s, "/IpamDriver.GetDefaultAddressSpaces", noBody, func(_ *struct{}) (any, error) { return s.be.ipam.GetDefaultAddressSpaces() })
+	route(s, "/IpamDriver.RequestPool", withBody, func(r *ipam.RequestPoolRequest) (any, error) { return s.be.ipam.RequestPool(r) })
+	route(s, "/IpamDriver.ReleasePool", withBody, func(r *ipam.ReleasePoolRequest) (any, error) { return empty{}, s.be.ipam.ReleasePool(r) })
+	route(s, "/IpamDriver.RequestAddress", withBody, func(r *ipam.RequestAddressRequest) (any, error) { return s.be.ipam.RequestAddress(r) })
+	route(s, "/IpamDriver.ReleaseAddress", withBody, func(r *ipam.ReleaseAddressRequest) (any, error) { return empty{}, s.be.ipam.ReleaseAddress(r) })
+
+	// grapevine's own: the operator's view of this host.
+	route(s, StatusPath, noBody, func(_ *struct{}) (any, error) { return s.be.status(), nil })
+}
+
+type bodyMode bool
+
+const (
+	noBody   bodyMode = false
+	withBody bodyMode = true
+)
+
+// errorBody carries an error in both spellings: NetworkDriver responses are read
+// from Err, IPAM responses from Error. It goes with a non-200 status, which both
+// protocols treat as failure.
+type errorBody struct {
+	Err   string
+	Error string
+}
+
+// route registers one path. The request is decoded into Req (unless the call
+// has no body), fn answers it, and panics become errors instead of crashes.
+func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, error)) {
+	s.handler.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		log := s.log.WithField("call", path[1:])
+		start := time.Now()
+		var (
+			res any
+			err error
+		)
+		defer func() {
+			if p := recover(); p != nil {
+				log.WithField("stack", string(debug.Stack())).Errorf("panic: %v", p)
+				err = fmt.Errorf("internal error in grapevine while handling %s: %v (see the plugin log)", path[1:], p)
+			}
+			if err != nil {
+				log.WithError(err).WithField("took", time.Since(start)).Info("refused")
+				sdk.EncodeResponse(w, errorBody{Err: err.Error(), Error: err.Error()}, true)
+				return
+			}
+			log.WithField("took", time.Since(start)).Debug("ok")
+			sdk.EncodeResponse(w, res, false)
+		}()
+
+		req := new(Req)
+		if mode == withBody {
+			if err = decode(r, req); err != nil {
+				err = fmt.Errorf("%s: %w", path[1:], err)
+				return
+			}
+		}
+		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+			log.WithField("request", fmt.Sprintf("%+v", req)).Debug("call")
+		}
+		select {
+		case <-s.ready:
+		case <-time.After(readyWait):
+			err = errors.New("grapevine is still starting; try again in a few seconds")
+			return
+		}
+		if s.be.err != nil && path != "/NetworkDriver.GetCapabilities" && path != "/IpamDriver.GetCapabilities" && path != StatusPath {
+			err = s.be.err
+			return
+		}
+		res, err = fn(req)
+	})
+}
+
+// decode reads a JSON request body strictly enough to give a clear error.
+func decode(r *http.Request, into any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return fmt.Errorf("reading request body: %w", err)
+	}
+	if len(body) > maxBody {
+		return fmt.Errorf("request body is larger than %d bytes", maxBody)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errors.New("empty request body: a JSON object is required")
+	}
+	if err := json.Unmarshal(body, into); err != nil {
+		return fmt.Errorf("request body is not valid JSON for this call: %w", err)
+	}
+	return nil
+}

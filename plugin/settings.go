@@ -1,0 +1,149 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Settings are the plugin's configuration, read from the environment that
+// config.json declares and `docker plugin set` changes.
+type Settings struct {
+	Peers      []string     // PEERS: host[:port] to join; empty = a cluster of one
+	Advertise  string       // ADVERTISE: "" (auto), an IPv4 address or an interface name
+	GossipPort int          // GOSSIP_PORT
+	VXLANPort  int          // VXLAN_PORT
+	GossipKey  string       // GOSSIP_KEY, base64; decoded and checked by the gossip package
+	Pool       netip.Prefix // POOL: where networks without --subnet get theirs
+	Scope      string       // SCOPE: "local" or "global"
+	LogLevel   logrus.Level // LOG_LEVEL
+}
+
+// Setting names, as operators type them in `docker plugin set`.
+const (
+	envPeers      = "PEERS"
+	envAdvertise  = "ADVERTISE"
+	envGossipPort = "GOSSIP_PORT"
+	envVXLANPort  = "VXLAN_PORT"
+	envGossipKey  = "GOSSIP_KEY"
+	envPool       = "POOL"
+	envScope      = "SCOPE"
+	envLogLevel   = "LOG_LEVEL"
+)
+
+// Defaults of every setting (the same values config.json declares).
+const (
+	DefaultGossipPort = 7947
+	DefaultVXLANPort  = 4789
+	DefaultPool       = "10.213.0.0/16"
+	DefaultScope      = "local"
+)
+
+// ParseSettings reads the settings through getenv. Every problem is reported,
+// each naming the setting, its value and what is allowed.
+func ParseSettings(getenv func(string) string) (Settings, error) {
+	s := Settings{
+		GossipPort: DefaultGossipPort,
+		VXLANPort:  DefaultVXLANPort,
+		Pool:       netip.MustParsePrefix(DefaultPool),
+		Scope:      DefaultScope,
+		LogLevel:   logrus.InfoLevel,
+	}
+	var errs []error
+	bad := func(name, value, allowed string) {
+		errs = append(errs, fmt.Errorf("setting %s=%q is invalid: %s (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)", name, value, allowed, name))
+	}
+
+	if v := strings.TrimSpace(getenv(envPeers)); v != "" {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			if err := checkPeer(p); err != nil {
+				bad(envPeers, v, fmt.Sprintf("%q: %v; want a comma-separated list of host[:port]", p, err))
+				continue
+			}
+			s.Peers = append(s.Peers, p)
+		}
+	}
+	s.Advertise = strings.TrimSpace(getenv(envAdvertise))
+	if a := s.Advertise; a != "" {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			if !ip.Is4() {
+				bad(envAdvertise, a, "only IPv4 addresses are supported")
+			}
+		} else if strings.ContainsAny(a, "/: ") || len(a) > 15 {
+			bad(envAdvertise, a, "want empty (automatic), an IPv4 address or an interface name")
+		}
+	}
+	if v := strings.TrimSpace(getenv(envGossipPort)); v != "" {
+		if p, err := strconv.Atoi(v); err != nil || p < 1 || p > 65535 {
+			bad(envGossipPort, v, "want a port number 1-65535")
+		} else {
+			s.GossipPort = p
+		}
+	}
+	if v := strings.TrimSpace(getenv(envVXLANPort)); v != "" {
+		if p, err := strconv.Atoi(v); err != nil || p < 1 || p > 65535 {
+			bad(envVXLANPort, v, "want a UDP port number 1-65535")
+		} else {
+			s.VXLANPort = p
+		}
+	}
+	if s.GossipPort == s.VXLANPort {
+		errs = append(errs, fmt.Errorf("settings %s and %s are both %d: gossip and the overlay need different ports", envGossipPort, envVXLANPort, s.GossipPort))
+	}
+	s.GossipKey = strings.TrimSpace(getenv(envGossipKey))
+	if v := strings.TrimSpace(getenv(envPool)); v != "" {
+		p, err := netip.ParsePrefix(v)
+		switch {
+		case err != nil || !p.Addr().Is4():
+			bad(envPool, v, "want an IPv4 CIDR such as 10.213.0.0/16")
+		case p != p.Masked():
+			bad(envPool, v, fmt.Sprintf("host bits are set; did you mean %s?", p.Masked()))
+		case p.Bits() > 24:
+			bad(envPool, v, "too small: POOL must hold at least one /24 (prefix length ≤ 24)")
+		default:
+			s.Pool = p
+		}
+	}
+	if v := strings.TrimSpace(getenv(envScope)); v != "" {
+		if v != "local" && v != "global" {
+			bad(envScope, v, `want "local" (plain networks on any host) or "global" (Swarm-only clusters)`)
+		} else {
+			s.Scope = v
+		}
+	}
+	if v := strings.TrimSpace(getenv(envLogLevel)); v != "" {
+		l, err := logrus.ParseLevel(v)
+		if err != nil {
+			bad(envLogLevel, v, "want one of panic, fatal, error, warn, info, debug, trace")
+		} else {
+			s.LogLevel = l
+		}
+	}
+	return s, errors.Join(errs...)
+}
+
+func checkPeer(p string) error {
+	host, port := p, ""
+	if h, pt, err := net.SplitHostPort(p); err == nil {
+		host, port = h, pt
+	}
+	if host == "" {
+		return errors.New("empty host")
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q is not 1-65535", port)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"grapevine/driver"
+	gvipam "grapevine/ipam"
+)
+
+// Status is what `grapevine status` shows: this host's view of its networks and
+// address pools.
+type Status struct {
+	Host     string                 `json:"host"`
+	Settings map[string]string      `json:"settings"`
+	Underlay string                 `json:"underlay,omitempty"`
+	Networks []driver.NetworkStatus `json:"networks"`
+	Pools    []gvipam.PoolStatus    `json:"pools"`
+	Error    string                 `json:"error,omitempty"`
+}
+
+func (p *process) status() any {
+	host, _ := os.Hostname()
+	st := Status{
+		Host: host,
+		Settings: map[string]string{
+			envPeers:      strings.Join(p.settings.Peers, ","),
+			envAdvertise:  p.settings.Advertise,
+			envGossipPort: fmt.Sprint(p.settings.GossipPort),
+			envVXLANPort:  fmt.Sprint(p.settings.VXLANPort),
+			envGossipKey:  map[bool]string{true: "(set)", false: "(none)"}[p.settings.GossipKey != ""],
+			envPool:       p.settings.Pool.String(),
+			envScope:      p.settings.Scope,
+			envLogLevel:   p.settings.LogLevel.String(),
+		},
+		Networks: p.driver.Status(),
+		Pools:    p.ipam.Status(),
+	}
+	if u, err := p.resolveUnderlay(); err == nil {
+		st.Underlay = fmt.Sprintf("%s dev %s mtu %d", u.Addr, u.Link, u.MTU)
+	} else {
+		st.Error = err.Error()
+	}
+	return st
+}
+
+// FindSocket locates the plugin socket on this host: the managed plugin's socket
+// lives under /run/docker/plugins/<plugin-id>/grapevine.sock.
+func FindSocket() (string, error) {
+	matches, _ := filepath.Glob("/run/docker/plugins/*/grapevine.sock")
+	if m, _ := filepath.Glob("/run/docker/plugins/grapevine.sock"); len(m) == 1 {
+		matches = append(matches, m...)
+	}
+	switch len(matches) {
+	case 0:
+		return "", errors.New("no grapevine socket under /run/docker/plugins: is the plugin enabled (`docker plugin ls`)?")
+	case 1:
+		return matches[0], nil
+	}
+	return "", fmt.Errorf("several grapevine sockets found (%s): choose one with --socket", strings.Join(matches, ", "))
+}
+
+// QueryStatus asks the running plugin on socket for its status as raw JSON.
+func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}, Timeout: 10 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+StatusPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("asking the plugin at %s: %w", socket, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the plugin's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("plugin answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+// PrintStatus writes a human-readable status report.
+func PrintStatus(w io.Writer, raw []byte) error {
+	var st Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("decoding the plugin's status: %w", err)
+	}
+	fmt.Fprintf(w, "host:      %s\n", st.Host)
+	fmt.Fprintf(w, "underlay:  %s\n", st.Underlay)
+	if st.Error != "" {
+		fmt.Fprintf(w, "error:     %s\n", st.Error)
+	}
+	fmt.Fprintf(w, "settings:  ")
+	for _, k := range []string{envPeers, envAdvertise, envGossipPort, envVXLANPort, envGossipKey, envPool, envScope, envLogLevel} {
+		fmt.Fprintf(w, "%s=%s ", k, st.Settings[k])
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "\nNETWORKS")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSUBNET\tGATEWAY\tVNI\tMTU\tINTERNAL\tBRIDGE\tENDPOINTS")
+	for _, n := range st.Networks {
+		fmt.Fprintf(tw, "%.12s\t%s\t%s\t%d\t%d\t%v\t%s\t%d\n", n.ID, n.Subnet, n.Gateway, n.VNI, n.MTU, n.Internal, n.Bridge, n.Endpoints)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nPOOLS")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POOL\tRANGE\tSPACE\tGATEWAY\tUSED\tFREE")
+	for _, p := range st.Pools {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", p.Pool, p.SubPool, p.Space, p.Gateway, p.Used, p.Free)
+	}
+	return tw.Flush()
+}
