@@ -1,0 +1,198 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/ipam"
+	"github.com/docker/go-plugins-helpers/network"
+	"github.com/sirupsen/logrus"
+)
+
+// fakeNet answers every NetworkDriver call; CreateNetwork fails or panics on demand.
+type fakeNet struct {
+	created []string
+	fail    error
+	panics  bool
+}
+
+func (f *fakeNet) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: "local", ConnectivityScope: "global"}, nil
+}
+func (f *fakeNet) CreateNetwork(r *network.CreateNetworkRequest) error {
+	if f.panics {
+		var m map[string]int
+		m["boom"] = 1
+	}
+	if f.fail != nil {
+		return f.fail
+	}
+	f.created = append(f.created, r.NetworkID)
+	return nil
+}
+func (f *fakeNet) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	return &network.AllocateNetworkResponse{}, nil
+}
+func (f *fakeNet) DeleteNetwork(*network.DeleteNetworkRequest) error { return nil }
+func (f *fakeNet) FreeNetwork(*network.FreeNetworkRequest) error     { return nil }
+func (f *fakeNet) CreateEndpoint(*network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	return &network.CreateEndpointResponse{}, nil
+}
+func (f *fakeNet) DeleteEndpoint(*network.DeleteEndpointRequest) error { return nil }
+func (f *fakeNet) EndpointInfo(*network.InfoRequest) (map[string]interface{}, error) {
+	return map[string]interface{}{"com.docker.network.portmap": []any{map[string]any{"HostPort": 8080}}}, nil
+}
+func (f *fakeNet) Join(*network.JoinRequest) (*network.JoinResponse, error) {
+	return &network.JoinResponse{Gateway: "198.19.10.1"}, nil
+}
+func (f *fakeNet) Leave(*network.LeaveRequest) error                    { return nil }
+func (f *fakeNet) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
+func (f *fakeNet) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
+func (f *fakeNet) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
+	return nil
+}
+func (f *fakeNet) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
+	return nil
+}
+
+type fakeIPAM struct{}
+
+func (fakeIPAM) Capabilities() (any, error) {
+	return map[string]bool{"RequiresMACAddress": false, "RequiresRequestReplay": false}, nil
+}
+func (fakeIPAM) GetDefaultAddressSpaces() (*ipam.AddressSpacesResponse, error) {
+	return &ipam.AddressSpacesResponse{LocalDefaultAddressSpace: "grapevine-local", GlobalDefaultAddressSpace: "grapevine-global"}, nil
+}
+func (fakeIPAM) RequestPool(r *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
+	if r.Pool == "" {
+		return nil, errors.New("--subnet is required")
+	}
+	return &ipam.RequestPoolResponse{PoolID: "p", Pool: r.Pool}, nil
+}
+func (fakeIPAM) ReleasePool(*ipam.ReleasePoolRequest) error { return nil }
+func (fakeIPAM) RequestAddress(*ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
+	return &ipam.RequestAddressResponse{Address: "198.19.10.2/24"}, nil
+}
+func (fakeIPAM) ReleaseAddress(*ipam.ReleaseAddressRequest) error { return nil }
+
+func newTestServer(t *testing.T, n *fakeNet, beErr error) *httptest.Server {
+	t.Helper()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s := NewServer(logrus.NewEntry(log))
+	s.SetBackend(n, fakeIPAM{}, func() any { return map[string]string{"host": "h1"} }, beErr)
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func post(t *testing.T, ts *httptest.Server, path, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(ts.URL+path, "application/vnd.docker.plugins.v1.2+json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("%s: answer is not JSON: %q", path, raw)
+	}
+	return resp.StatusCode, m
+}
+
+func TestEmptyBodyIPAMCalls(t *testing.T) {
+	ts := newTestServer(t, &fakeNet{}, nil)
+	code, m := post(t, ts, "/IpamDriver.GetCapabilities", "")
+	if code != 200 || m["RequiresMACAddress"] != false {
+		t.Fatalf("GetCapabilities: %d %v", code, m)
+	}
+	code, m = post(t, ts, "/IpamDriver.GetDefaultAddressSpaces", "")
+	if code != 200 || m["LocalDefaultAddressSpace"] != "grapevine-local" {
+		t.Fatalf("GetDefaultAddressSpaces: %d %v", code, m)
+	}
+	code, m = post(t, ts, "/NetworkDriver.GetCapabilities", "")
+	if code != 200 || m["ConnectivityScope"] != "global" {
+		t.Fatalf("NetworkDriver.GetCapabilities: %d %v", code, m)
+	}
+}
+
+func TestErrorsCarryBothSpellings(t *testing.T) {
+	ts := newTestServer(t, &fakeNet{fail: errors.New("option foo is unknown")}, nil)
+	code, m := post(t, ts, "/NetworkDriver.CreateNetwork", `{"NetworkID":"n1"}`)
+	if code == 200 || m["Err"] != "option foo is unknown" {
+		t.Fatalf("network error: %d %v", code, m)
+	}
+	code, m = post(t, ts, "/IpamDriver.RequestPool", `{"AddressSpace":"grapevine-local"}`)
+	if code == 200 || m["Error"] != "--subnet is required" {
+		t.Fatalf("ipam error: %d %v", code, m)
+	}
+}
+
+func TestGarbageAndPanicAreErrorsNotCrashes(t *testing.T) {
+	n := &fakeNet{}
+	ts := newTestServer(t, n, nil)
+	for _, body := range []string{"{not json", "", "[1,2]", `{"NetworkID": 5}`} {
+		code, m := post(t, ts, "/NetworkDriver.CreateNetwork", body)
+		if code == 200 || !strings.Contains(m["Err"].(string), "NetworkDriver.CreateNetwork") {
+			t.Errorf("body %q: %d %v", body, code, m)
+		}
+	}
+	n.panics = true
+	code, m := post(t, ts, "/NetworkDriver.CreateNetwork", `{"NetworkID":"n2"}`)
+	if code == 200 || !strings.Contains(m["Err"].(string), "internal error") {
+		t.Fatalf("panic: %d %v", code, m)
+	}
+	n.panics = false
+	if code, _ := post(t, ts, "/NetworkDriver.CreateNetwork", `{"NetworkID":"n3"}`); code != 200 || len(n.created) != 1 {
+		t.Fatalf("server did not keep serving after a panic: %d %v", code, n.created)
+	}
+}
+
+func TestEndpointOperInfoWrapsValue(t *testing.T) {
+	ts := newTestServer(t, &fakeNet{}, nil)
+	code, m := post(t, ts, "/NetworkDriver.EndpointOperInfo", `{"NetworkID":"n","EndpointID":"e"}`)
+	v, ok := m["Value"].(map[string]any)
+	if code != 200 || !ok || v["com.docker.network.portmap"] == nil {
+		t.Fatalf("EndpointOperInfo: %d %v", code, m)
+	}
+}
+
+func TestBackendErrorRefusesCallsButAnswersCapabilities(t *testing.T) {
+	ts := newTestServer(t, &fakeNet{}, errors.New("setting POOL=\"x\" is invalid"))
+	if code, _ := post(t, ts, "/NetworkDriver.GetCapabilities", ""); code != 200 {
+		t.Fatalf("capabilities refused: %d", code)
+	}
+	code, m := post(t, ts, "/IpamDriver.RequestPool", `{"Pool":"198.19.10.0/24"}`)
+	if code == 200 || !strings.Contains(m["Error"].(string), "POOL") {
+		t.Fatalf("bad settings not reported: %d %v", code, m)
+	}
+}
+
+func TestRequestsWaitForBackend(t *testing.T) {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s := NewServer(logrus.NewEntry(log))
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	done := make(chan int)
+	go func() {
+		resp, err := http.Post(ts.URL+"/IpamDriver.RequestAddress", "application/json", bytes.NewBufferString(`{"PoolID":"p"}`))
+		if err != nil {
+			done <- -1
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	s.SetBackend(&fakeNet{}, fakeIPAM{}, func() any { return nil }, nil)
+	if code := <-done; code != 200 {
+		t.Fatalf("request before ready answered %d", code)
+	}
+}
