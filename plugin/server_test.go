@@ -51,7 +51,7 @@ func (f *fakeNet) EndpointInfo(*network.InfoRequest) (map[string]interface{}, er
 func (f *fakeNet) Join(*network.JoinRequest) (*network.JoinResponse, error) {
 	return &network.JoinResponse{Gateway: "198.19.10.1"}, nil
 }
-func (f *fakeNet) Leave(*network.LeaveRequest) error                    { return nil }
+func (f *fakeNet) Leave(*network.LeaveRequest) error                   { return nil }
 func (f *fakeNet) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
 func (f *fakeNet) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
 func (f *fakeNet) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
