@@ -1,0 +1,509 @@
+package dataplane
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Link kinds recorded by Fake.
+const (
+	KindBridge   = "bridge"
+	KindVXLAN    = "vxlan"
+	KindVeth     = "veth"    // host end of a veth pair
+	KindVethPeer = "veth-cn" // container end of a veth pair
+	KindOther    = "other"   // a link grapevine did not make (added by a test)
+)
+
+// FakeLink is one link in the Fake's pretend namespace.
+type FakeLink struct {
+	Name   string
+	Kind   string
+	Bridge BridgeSpec // valid when Kind == KindBridge
+	VXLAN  VXLANSpec  // valid when Kind == KindVXLAN
+	Veth   VethSpec   // valid when Kind is KindVeth or KindVethPeer
+	Peer   string     // the other end of a veth pair
+}
+
+type fakePortKey struct {
+	proto Proto
+	port  uint16
+}
+
+type fakeBusy struct {
+	hostIP netip.Addr
+	holder string
+}
+
+type fakeVNIKey struct {
+	port int
+	vni  uint32
+}
+
+// Fake is an in-memory, recording Dataplane for unit tests. It models one
+// network namespace: links (with veth peers and bridge masters), FDB and
+// neighbour entries, the routing table, the firewall state and ports held by
+// other programs. All methods are safe for concurrent use.
+//
+// Errors are injected through Fail, keyed by method name ("EnsureVXLAN") or by
+// method and object name ("DeleteLink:gvb-0123456789a"); the more specific key
+// wins. An injected error is returned before the method has any effect. Set Fail
+// before the Fake is shared between goroutines, or use SetFail.
+type Fake struct {
+	Fail map[string]error
+
+	mu         sync.Mutex
+	calls      []string
+	links      map[string]*FakeLink
+	fdb        map[string]map[string]netip.Addr // vxlan → mac → vtep
+	neigh      map[string]map[netip.Addr]string // dev → ip → mac
+	routes     []Route                          // routes not made by grapevine
+	underlay   *Underlay
+	firewall   Firewall
+	fwSyncs    int
+	busy       map[fakePortKey][]fakeBusy
+	foreignVNI map[fakeVNIKey]bool
+}
+
+var _ Dataplane = (*Fake)(nil)
+
+// NewFake returns an empty Fake whose underlay is 198.18.0.1 on "eth0", MTU 1500.
+func NewFake() *Fake {
+	return &Fake{
+		Fail:       map[string]error{},
+		links:      map[string]*FakeLink{},
+		fdb:        map[string]map[string]netip.Addr{},
+		neigh:      map[string]map[netip.Addr]string{},
+		busy:       map[fakePortKey][]fakeBusy{},
+		foreignVNI: map[fakeVNIKey]bool{},
+		underlay:   &Underlay{Addr: netip.MustParseAddr("198.18.0.1"), Link: "eth0", MTU: 1500},
+	}
+}
+
+// begin records the call and returns the injected error, if any. Caller holds mu.
+func (f *Fake) begin(method, object string) error {
+	f.calls = append(f.calls, strings.TrimSpace(method+" "+object))
+	if f.Fail == nil {
+		return nil
+	}
+	if err, ok := f.Fail[method+":"+object]; ok && err != nil {
+		return err
+	}
+	if err, ok := f.Fail[method]; ok && err != nil {
+		return err
+	}
+	return nil
+}
+
+func (f *Fake) lock() func() {
+	f.mu.Lock()
+	if f.links == nil { // zero Fake: make it usable
+		f.links = map[string]*FakeLink{}
+		f.fdb = map[string]map[string]netip.Addr{}
+		f.neigh = map[string]map[netip.Addr]string{}
+		f.busy = map[fakePortKey][]fakeBusy{}
+		f.foreignVNI = map[fakeVNIKey]bool{}
+	}
+	return f.mu.Unlock
+}
+
+func cloneMAC(m net.HardwareAddr) net.HardwareAddr {
+	if m == nil {
+		return nil
+	}
+	return slices.Clone(m)
+}
+
+// EnsureBridge implements Dataplane.
+func (f *Fake) EnsureBridge(s BridgeSpec) error {
+	defer f.lock()()
+	if err := f.begin("EnsureBridge", s.Name); err != nil {
+		return err
+	}
+	if s.Name == "" {
+		return fmt.Errorf("bridge name is empty")
+	}
+	if l, ok := f.links[s.Name]; ok && l.Kind != KindBridge {
+		return fmt.Errorf("bridge %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+	}
+	s.MAC = cloneMAC(s.MAC)
+	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindBridge, Bridge: s}
+	return nil
+}
+
+// EnsureVXLAN implements Dataplane. A VNI already used on the same port by
+// another VXLAN link, or marked with SetForeignVNI, yields ErrVNIInUse.
+func (f *Fake) EnsureVXLAN(s VXLANSpec) error {
+	defer f.lock()()
+	if err := f.begin("EnsureVXLAN", s.Name); err != nil {
+		return err
+	}
+	if s.Name == "" {
+		return fmt.Errorf("vxlan name is empty")
+	}
+	if l, ok := f.links[s.Name]; ok && l.Kind != KindVXLAN {
+		return fmt.Errorf("vxlan %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+	}
+	if f.foreignVNI[fakeVNIKey{s.Port, s.VNI}] {
+		return fmt.Errorf("vxlan %s vni %d port %d: %w", s.Name, s.VNI, s.Port, ErrVNIInUse)
+	}
+	for _, l := range f.links {
+		if l.Kind == KindVXLAN && l.Name != s.Name && l.VXLAN.VNI == s.VNI && l.VXLAN.Port == s.Port {
+			return fmt.Errorf("vxlan %s vni %d port %d: %w", s.Name, s.VNI, s.Port, ErrVNIInUse)
+		}
+	}
+	if s.Master != "" {
+		if m, ok := f.links[s.Master]; !ok || m.Kind != KindBridge {
+			return fmt.Errorf("vxlan %s master %s: %w", s.Name, s.Master, ErrLinkNotFound)
+		}
+	}
+	if old, ok := f.links[s.Name]; ok && old.VXLAN.VNI != s.VNI {
+		delete(f.fdb, s.Name) // recreated: entries are lost, as in the kernel
+		delete(f.neigh, s.Name)
+	}
+	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindVXLAN, VXLAN: s}
+	return nil
+}
+
+// EnsureVeth implements Dataplane. If the host end exists but the container end
+// does not (moved into a container), only the host end is repaired.
+func (f *Fake) EnsureVeth(s VethSpec) error {
+	defer f.lock()()
+	if err := f.begin("EnsureVeth", s.HostName); err != nil {
+		return err
+	}
+	if s.HostName == "" || s.ContainerName == "" {
+		return fmt.Errorf("veth names must not be empty")
+	}
+	if s.Master != "" {
+		if m, ok := f.links[s.Master]; !ok || m.Kind != KindBridge {
+			return fmt.Errorf("veth %s master %s: %w", s.HostName, s.Master, ErrLinkNotFound)
+		}
+	}
+	host, hostOK := f.links[s.HostName]
+	if hostOK && host.Kind != KindVeth {
+		return fmt.Errorf("veth %s: %w (it is a %s)", s.HostName, ErrIncompatibleLink, host.Kind)
+	}
+	if c, ok := f.links[s.ContainerName]; ok && c.Kind != KindVethPeer {
+		return fmt.Errorf("veth %s: %w (it is a %s)", s.ContainerName, ErrIncompatibleLink, c.Kind)
+	}
+	s.MAC = cloneMAC(s.MAC)
+	if hostOK && host.Peer == s.ContainerName {
+		host.Veth = s
+		if c, ok := f.links[s.ContainerName]; ok {
+			c.Veth = s
+		}
+		return nil
+	}
+	delete(f.links, s.ContainerName)
+	f.links[s.HostName] = &FakeLink{Name: s.HostName, Kind: KindVeth, Veth: s, Peer: s.ContainerName}
+	f.links[s.ContainerName] = &FakeLink{Name: s.ContainerName, Kind: KindVethPeer, Veth: s, Peer: s.HostName}
+	return nil
+}
+
+// DeleteLink implements Dataplane. Deleting one end of a veth pair deletes the
+// other end too; deleting a bridge releases its ports.
+func (f *Fake) DeleteLink(name string) error {
+	defer f.lock()()
+	if err := f.begin("DeleteLink", name); err != nil {
+		return err
+	}
+	l, ok := f.links[name]
+	if !ok {
+		return nil
+	}
+	delete(f.links, name)
+	delete(f.fdb, name)
+	delete(f.neigh, name)
+	if l.Peer != "" {
+		if p, ok := f.links[l.Peer]; ok && p.Peer == name {
+			delete(f.links, l.Peer)
+		}
+	}
+	return nil
+}
+
+// ListLinks implements Dataplane.
+func (f *Fake) ListLinks(prefix string) ([]string, error) {
+	defer f.lock()()
+	if err := f.begin("ListLinks", prefix); err != nil {
+		return nil, err
+	}
+	var out []string
+	for n := range f.links {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// SetFDB implements Dataplane.
+func (f *Fake) SetFDB(vxlan string, mac net.HardwareAddr, vtep netip.Addr) error {
+	defer f.lock()()
+	if err := f.begin("SetFDB", vxlan); err != nil {
+		return err
+	}
+	if l, ok := f.links[vxlan]; !ok || l.Kind != KindVXLAN {
+		return fmt.Errorf("fdb on %s: %w", vxlan, ErrLinkNotFound)
+	}
+	if len(mac) != 6 || !vtep.IsValid() {
+		return fmt.Errorf("fdb on %s: bad mac %q or vtep %v", vxlan, mac, vtep)
+	}
+	if f.fdb[vxlan] == nil {
+		f.fdb[vxlan] = map[string]netip.Addr{}
+	}
+	f.fdb[vxlan][mac.String()] = vtep
+	return nil
+}
+
+// DelFDB implements Dataplane.
+func (f *Fake) DelFDB(vxlan string, mac net.HardwareAddr) error {
+	defer f.lock()()
+	if err := f.begin("DelFDB", vxlan); err != nil {
+		return err
+	}
+	delete(f.fdb[vxlan], mac.String())
+	return nil
+}
+
+// SetNeigh implements Dataplane.
+func (f *Fake) SetNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error {
+	defer f.lock()()
+	if err := f.begin("SetNeigh", dev); err != nil {
+		return err
+	}
+	if _, ok := f.links[dev]; !ok {
+		return fmt.Errorf("neighbour on %s: %w", dev, ErrLinkNotFound)
+	}
+	if len(mac) != 6 || !ip.IsValid() {
+		return fmt.Errorf("neighbour on %s: bad mac %q or ip %v", dev, mac, ip)
+	}
+	if f.neigh[dev] == nil {
+		f.neigh[dev] = map[netip.Addr]string{}
+	}
+	f.neigh[dev][ip] = mac.String()
+	return nil
+}
+
+// DelNeigh implements Dataplane.
+func (f *Fake) DelNeigh(dev string, ip netip.Addr) error {
+	defer f.lock()()
+	if err := f.begin("DelNeigh", dev); err != nil {
+		return err
+	}
+	delete(f.neigh[dev], ip)
+	return nil
+}
+
+// Routes implements Dataplane: the routes set with SetRoutes plus one connected
+// route (Ours) for every bridge that carries an address.
+func (f *Fake) Routes() ([]Route, error) {
+	defer f.lock()()
+	if err := f.begin("Routes", ""); err != nil {
+		return nil, err
+	}
+	out := slices.Clone(f.routes)
+	for _, l := range f.links {
+		if l.Kind == KindBridge && l.Bridge.Address.IsValid() {
+			out = append(out, Route{Dst: l.Bridge.Address.Masked(), Dev: l.Name, Ours: true})
+		}
+	}
+	return out, nil
+}
+
+// ResolveUnderlay implements Dataplane: it ignores advertise and returns the
+// underlay set with SetUnderlay (ErrNoUnderlay after SetUnderlay(nil)).
+func (f *Fake) ResolveUnderlay(advertise string) (Underlay, error) {
+	defer f.lock()()
+	if err := f.begin("ResolveUnderlay", advertise); err != nil {
+		return Underlay{}, err
+	}
+	if f.underlay == nil {
+		return Underlay{}, ErrNoUnderlay
+	}
+	return *f.underlay, nil
+}
+
+// SyncFirewall implements Dataplane: it records a copy of fw as the state.
+func (f *Fake) SyncFirewall(fw Firewall) error {
+	defer f.lock()()
+	if err := f.begin("SyncFirewall", ""); err != nil {
+		return err
+	}
+	f.firewall = cloneFirewall(fw)
+	f.fwSyncs++
+	return nil
+}
+
+// PortInUse implements Dataplane against the ports marked with SetPortBusy.
+func (f *Fake) PortInUse(proto Proto, hostIP netip.Addr, port uint16) (bool, string, error) {
+	defer f.lock()()
+	if err := f.begin("PortInUse", fmt.Sprintf("%d/%s", port, proto)); err != nil {
+		return false, "", err
+	}
+	for _, b := range f.busy[fakePortKey{proto, port}] {
+		if !b.hostIP.IsValid() || !hostIP.IsValid() || b.hostIP == hostIP {
+			return true, b.holder, nil
+		}
+	}
+	return false, "", nil
+}
+
+// RemoveFirewall implements Dataplane.
+func (f *Fake) RemoveFirewall() error {
+	defer f.lock()()
+	if err := f.begin("RemoveFirewall", ""); err != nil {
+		return err
+	}
+	f.firewall = Firewall{}
+	return nil
+}
+
+func cloneFirewall(fw Firewall) Firewall {
+	return Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports)}
+}
+
+// --- test set-up helpers ---
+
+// SetFail injects (err != nil) or clears (err == nil) a failure for key.
+func (f *Fake) SetFail(key string, err error) {
+	defer f.lock()()
+	if f.Fail == nil {
+		f.Fail = map[string]error{}
+	}
+	if err == nil {
+		delete(f.Fail, key)
+		return
+	}
+	f.Fail[key] = err
+}
+
+// SetRoutes sets the routes that were not made by grapevine.
+func (f *Fake) SetRoutes(rs ...Route) {
+	defer f.lock()()
+	f.routes = slices.Clone(rs)
+}
+
+// SetUnderlay sets what ResolveUnderlay returns; nil makes it fail.
+func (f *Fake) SetUnderlay(u *Underlay) {
+	defer f.lock()()
+	if u == nil {
+		f.underlay = nil
+		return
+	}
+	c := *u
+	f.underlay = &c
+}
+
+// SetPortBusy marks hostIP:port/proto (invalid hostIP = all addresses) as held
+// by something other than grapevine.
+func (f *Fake) SetPortBusy(proto Proto, hostIP netip.Addr, port uint16, holder string) {
+	defer f.lock()()
+	k := fakePortKey{proto, port}
+	f.busy[k] = append(f.busy[k], fakeBusy{hostIP, holder})
+}
+
+// SetForeignVNI marks vni on UDP port as taken by a VXLAN device grapevine did
+// not make (Docker's overlay, another tool).
+func (f *Fake) SetForeignVNI(port int, vni uint32) {
+	defer f.lock()()
+	f.foreignVNI[fakeVNIKey{port, vni}] = true
+}
+
+// AddLink adds a link of the given kind without the checks of the Ensure
+// methods, e.g. an orphan left by an earlier run.
+func (f *Fake) AddLink(name, kind string) {
+	defer f.lock()()
+	f.links[name] = &FakeLink{Name: name, Kind: kind}
+}
+
+// MoveOut removes a link from the namespace without deleting its peer, as
+// Docker does when it moves a container end into a container.
+func (f *Fake) MoveOut(name string) {
+	defer f.lock()()
+	delete(f.links, name)
+}
+
+// --- read helpers ---
+
+// Link returns a copy of the named link.
+func (f *Fake) Link(name string) (FakeLink, bool) {
+	defer f.lock()()
+	l, ok := f.links[name]
+	if !ok {
+		return FakeLink{}, false
+	}
+	return *l, true
+}
+
+// LinkNames returns the names of all links, sorted.
+func (f *Fake) LinkNames() []string {
+	defer f.lock()()
+	out := make([]string, 0, len(f.links))
+	for n := range f.links {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// FDB returns the FDB entries of a VXLAN device as MAC → VTEP.
+func (f *Fake) FDB(vxlan string) map[string]netip.Addr {
+	defer f.lock()()
+	out := map[string]netip.Addr{}
+	for k, v := range f.fdb[vxlan] {
+		out[k] = v
+	}
+	return out
+}
+
+// Neigh returns the neighbour entries of a device as IP → MAC.
+func (f *Fake) Neigh(dev string) map[netip.Addr]string {
+	defer f.lock()()
+	out := map[netip.Addr]string{}
+	for k, v := range f.neigh[dev] {
+		out[k] = v
+	}
+	return out
+}
+
+// Firewall returns a copy of the last synced firewall state.
+func (f *Fake) Firewall() Firewall {
+	defer f.lock()()
+	return cloneFirewall(f.firewall)
+}
+
+// FirewallSyncs counts successful SyncFirewall calls.
+func (f *Fake) FirewallSyncs() int {
+	defer f.lock()()
+	return f.fwSyncs
+}
+
+// Calls returns the recorded calls as "Method object" strings, in order.
+func (f *Fake) Calls() []string {
+	defer f.lock()()
+	return slices.Clone(f.calls)
+}
+
+// CallCount counts recorded calls of method.
+func (f *Fake) CallCount(method string) int {
+	defer f.lock()()
+	n := 0
+	for _, c := range f.calls {
+		if c == method || strings.HasPrefix(c, method+" ") {
+			n++
+		}
+	}
+	return n
+}
+
+// ResetCalls forgets the recorded calls.
+func (f *Fake) ResetCalls() {
+	defer f.lock()()
+	f.calls = nil
+}

@@ -1,0 +1,178 @@
+package dataplane
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+)
+
+func TestFakeLinks(t *testing.T) {
+	f := NewFake()
+	br := BridgeSpec{Name: "gvb-a", MTU: 1450, Address: netip.MustParsePrefix("198.19.1.1/24")}
+	if err := f.EnsureBridge(br); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-a", VNI: 10, Port: 4789, Master: "gvb-missing"}); !errors.Is(err, ErrLinkNotFound) {
+		t.Fatalf("vxlan with missing master: got %v, want ErrLinkNotFound", err)
+	}
+	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-a", VNI: 10, Port: 4789, Master: "gvb-a"}); err != nil {
+		t.Fatal(err)
+	}
+	// same VNI, same port, other device: refused; other port: fine.
+	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-b", VNI: 10, Port: 4789, Master: "gvb-b"}); !errors.Is(err, ErrVNIInUse) {
+		t.Fatalf("duplicate vni: got %v, want ErrVNIInUse", err)
+	}
+	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-b", VNI: 10, Port: 4790, Master: "gvb-b"}); err != nil {
+		t.Fatal(err)
+	}
+	f.SetForeignVNI(4789, 4096)
+	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-c", VNI: 4096, Port: 4789, Master: "gvb-b"}); !errors.Is(err, ErrVNIInUse) {
+		t.Fatalf("foreign vni: got %v, want ErrVNIInUse", err)
+	}
+	// a name taken by another kind
+	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvb-a", VNI: 11, Port: 4789}); !errors.Is(err, ErrIncompatibleLink) {
+		t.Fatalf("incompatible: got %v", err)
+	}
+
+	veth := VethSpec{HostName: "gve-1", ContainerName: "gvc-1", MTU: 1450, Master: "gvb-a", Hairpin: true,
+		MAC: net.HardwareAddr{2, 0x42, 198, 19, 1, 2}}
+	if err := f.EnsureVeth(veth); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.EnsureVeth(veth); err != nil { // repeat
+		t.Fatal(err)
+	}
+	f.MoveOut("gvc-1")
+	if err := f.EnsureVeth(veth); err != nil { // only host end repaired
+		t.Fatal(err)
+	}
+	if _, ok := f.Link("gvc-1"); ok {
+		t.Fatal("EnsureVeth recreated a container end that was moved out")
+	}
+	got, _ := f.ListLinks("gv")
+	want := []string{"gvb-a", "gvb-b", "gve-1", "gvx-a", "gvx-b"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("links %v, want %v", got, want)
+	}
+	rs, _ := f.Routes()
+	if len(rs) != 1 || rs[0].Dev != "gvb-a" || !rs[0].Ours || rs[0].Dst != netip.MustParsePrefix("198.19.1.0/24") {
+		t.Fatalf("routes %+v", rs)
+	}
+
+	// deleting one veth end deletes the other
+	if err := f.EnsureVeth(VethSpec{HostName: "gve-2", ContainerName: "gvc-2", Master: "gvb-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.DeleteLink("gve-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.Link("gvc-2"); ok {
+		t.Fatal("peer survived DeleteLink")
+	}
+	if err := f.DeleteLink("gve-2"); err != nil { // missing = success
+		t.Fatal(err)
+	}
+}
+
+func TestFakeFailInjection(t *testing.T) {
+	f := NewFake()
+	boom := errors.New("boom")
+	f.SetFail("EnsureBridge:gvb-x", boom)
+	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-y"}); err != nil {
+		t.Fatalf("targeted failure hit another name: %v", err)
+	}
+	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-x"}); !errors.Is(err, boom) {
+		t.Fatalf("got %v, want boom", err)
+	}
+	if _, ok := f.Link("gvb-x"); ok {
+		t.Fatal("failed call had an effect")
+	}
+	f.SetFail("EnsureBridge:gvb-x", nil)
+	f.Fail["SyncFirewall"] = boom
+	if err := f.SyncFirewall(Firewall{Networks: []NetworkRules{{NetworkID: "n"}}}); !errors.Is(err, boom) {
+		t.Fatalf("got %v", err)
+	}
+	if len(f.Firewall().Networks) != 0 || f.FirewallSyncs() != 0 {
+		t.Fatal("failed SyncFirewall changed state")
+	}
+	if n := f.CallCount("EnsureBridge"); n != 2 {
+		t.Fatalf("EnsureBridge calls = %d, want 2", n)
+	}
+}
+
+func TestFakeFDBNeighPorts(t *testing.T) {
+	f := NewFake()
+	mac := net.HardwareAddr{2, 0x42, 1, 2, 3, 4}
+	vtep := netip.MustParseAddr("198.18.0.2")
+	if err := f.SetFDB("gvx-a", mac, vtep); !errors.Is(err, ErrLinkNotFound) {
+		t.Fatalf("fdb on missing link: %v", err)
+	}
+	_ = f.EnsureBridge(BridgeSpec{Name: "gvb-a"})
+	_ = f.EnsureVXLAN(VXLANSpec{Name: "gvx-a", VNI: 5, Port: 4789, Master: "gvb-a"})
+	if err := f.SetFDB("gvx-a", mac, vtep); err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("198.19.1.5")
+	if err := f.SetNeigh("gvx-a", ip, mac); err != nil {
+		t.Fatal(err)
+	}
+	if f.FDB("gvx-a")[mac.String()] != vtep || f.Neigh("gvx-a")[ip] != mac.String() {
+		t.Fatal("entries not recorded")
+	}
+	_ = f.DelFDB("gvx-a", mac)
+	_ = f.DelNeigh("gvx-a", ip)
+	if len(f.FDB("gvx-a")) != 0 || len(f.Neigh("gvx-a")) != 0 {
+		t.Fatal("entries not deleted")
+	}
+
+	f.SetPortBusy(TCP, netip.MustParseAddr("198.18.0.1"), 8080, "sshd")
+	cases := []struct {
+		proto Proto
+		ip    string
+		port  uint16
+		want  bool
+	}{
+		{TCP, "198.18.0.1", 8080, true},
+		{TCP, "", 8080, true},
+		{TCP, "198.18.0.9", 8080, false},
+		{UDP, "198.18.0.1", 8080, false},
+		{TCP, "198.18.0.1", 8081, false},
+	}
+	for _, c := range cases {
+		var a netip.Addr
+		if c.ip != "" {
+			a = netip.MustParseAddr(c.ip)
+		}
+		got, holder, err := f.PortInUse(c.proto, a, c.port)
+		if err != nil || got != c.want || (got && holder != "sshd") {
+			t.Errorf("PortInUse(%v,%q,%d) = %v,%q,%v", c.proto, c.ip, c.port, got, holder, err)
+		}
+	}
+}
+
+func TestFakeConcurrent(t *testing.T) {
+	f := NewFake()
+	_ = f.EnsureBridge(BridgeSpec{Name: "gvb-a"})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := string(rune('a' + i))
+			_ = f.EnsureVeth(VethSpec{HostName: "gve-" + n, ContainerName: "gvc-" + n, Master: "gvb-a"})
+			_, _ = f.ListLinks("gv")
+			_ = f.SyncFirewall(Firewall{})
+			_ = f.DeleteLink("gve-" + n)
+		}()
+	}
+	wg.Wait()
+	if got := f.LinkNames(); !slices.Equal(got, []string{"gvb-a"}) {
+		t.Fatalf("links left: %v", got)
+	}
+}
