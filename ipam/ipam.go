@@ -1,0 +1,177 @@
+// Package ipam is grapevine's remote IPAM driver: it owns address pools (the
+// subnets of networks), the per-host blocks of each pool this host may allocate
+// from, the gateway reservation and every address handed to an endpoint. It
+// never touches the kernel. Every decision is written to the bbolt bucket
+// "ipam" before the call that made it returns, and New restores it all.
+//
+// Methods follow github.com/docker/go-plugins-helpers/ipam and are safe for
+// concurrent use. Errors are written for operators (Docker shows them as
+// "remote: …") and carry a kind that errors.Is matches: ErrInvalid,
+// ErrUnsupported, ErrConflict, ErrExhausted, ErrUnknownPool, ErrNotOwned.
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+
+	"github.com/docker/go-plugins-helpers/ipam"
+	"github.com/sirupsen/logrus"
+	"go.etcd.io/bbolt"
+)
+
+// Address spaces grapevine serves. Docker asks for the local space for plain
+// networks and for the global space from a Swarm manager's allocator.
+const (
+	LocalAddressSpace  = "grapevine-local"
+	GlobalAddressSpace = "grapevine-global"
+)
+
+// Option keys and values Docker uses in IPAM requests.
+const (
+	requestAddressTypeKey = "RequestAddressType"
+	gatewayAddressType    = "com.docker.network.gateway"
+	dockerOptionPrefix    = "com.docker."
+)
+
+// Defaults for Config fields left zero.
+const (
+	defaultPool      = "10.213.0.0/16"
+	defaultPrefixLen = 24
+	minPrefixLen     = 8
+	maxPrefixLen     = 30
+)
+
+// Error kinds. Every error returned by the Driver matches one of these with
+// errors.Is (storage failures wrap the bbolt error instead).
+var (
+	// ErrInvalid: a request field is malformed or out of the allowed range.
+	ErrInvalid = errors.New("invalid ipam request")
+	// ErrUnsupported: the request asks for something grapevine does not do (IPv6).
+	ErrUnsupported = errors.New("unsupported ipam request")
+	// ErrConflict: the pool or address is already used.
+	ErrConflict = errors.New("ipam conflict")
+	// ErrExhausted: no subnet or address is left.
+	ErrExhausted = errors.New("ipam space exhausted")
+	// ErrUnknownPool: the PoolID names no pool this host holds.
+	ErrUnknownPool = errors.New("unknown ipam pool")
+	// ErrNotOwned: the address lies in a block this host does not own.
+	ErrNotOwned = errors.New("address block owned by another host")
+)
+
+// opError carries an operator-facing message and an error kind.
+type opError struct {
+	kind error
+	err  error
+}
+
+func (e *opError) Error() string   { return e.err.Error() }
+func (e *opError) Unwrap() []error { return []error{e.kind, e.err} }
+
+func failf(kind error, format string, a ...any) error {
+	return &opError{kind: kind, err: fmt.Errorf(format, a...)}
+}
+
+// Config configures a Driver.
+type Config struct {
+	// DB is the plugin's store; the Driver owns its top-level bucket "ipam".
+	DB *bbolt.DB
+	// DefaultPool is where subnets of networks created without --subnet come
+	// from (setting POOL). Zero means 10.213.0.0/16.
+	DefaultPool netip.Prefix
+	// DefaultPrefixLen is the prefix length of auto-chosen subnets. Zero means 24.
+	DefaultPrefixLen int
+	// RouteConflict reports a host route (not grapevine's) overlapping p, as a
+	// human description like "198.18.0.0/24 dev eth0", or "" when none. It is
+	// consulted only when choosing a subnet automatically, never with the
+	// Driver's lock held. Nil means "no host routes".
+	RouteConflict func(p netip.Prefix) (string, error)
+	// Log receives the driver's messages. Nil discards them.
+	Log *logrus.Entry
+}
+
+// Driver is grapevine's IPAM driver.
+type Driver struct {
+	db        *bbolt.DB
+	commit    *committer
+	log       *logrus.Entry
+	defPool   netip.Prefix
+	defLen    int
+	routeConf func(netip.Prefix) (string, error)
+
+	mu    sync.Mutex
+	pools map[string]*pool // by PoolID
+	// refused holds auto-chosen subnets that Docker released without using
+	// (it asks again when an answer overlaps a host route); auto-selection
+	// offers them only as a last resort. lastAuto is the latest auto answer,
+	// never offered twice in a row. Both live in memory only.
+	refused  map[netip.Prefix]bool
+	lastAuto netip.Prefix
+}
+
+// New checks cfg, creates the "ipam" bucket if needed and restores every pool,
+// gateway, allocated address and cursor persisted by an earlier run.
+func New(cfg Config) (*Driver, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("ipam: config DB is nil")
+	}
+	log := cfg.Log
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
+	}
+	def := cfg.DefaultPool
+	if !def.IsValid() {
+		def = netip.MustParsePrefix(defaultPool)
+	}
+	if !def.Addr().Is4() || def != def.Masked() || def.Bits() < minPrefixLen || def.Bits() > maxPrefixLen {
+		return nil, fmt.Errorf("setting POOL %s: want an IPv4 network address with a prefix length of /%d to /%d, such as %s",
+			def, minPrefixLen, maxPrefixLen, defaultPool)
+	}
+	plen := cfg.DefaultPrefixLen
+	if plen == 0 {
+		plen = defaultPrefixLen
+	}
+	if plen < def.Bits() || plen > maxPrefixLen {
+		return nil, fmt.Errorf("default subnet size /%d does not fit POOL %s: want /%d to /%d", plen, def, def.Bits(), maxPrefixLen)
+	}
+	d := &Driver{
+		db:        cfg.DB,
+		commit:    &committer{db: cfg.DB},
+		log:       log,
+		defPool:   def,
+		defLen:    plen,
+		routeConf: cfg.RouteConflict,
+		pools:     make(map[string]*pool),
+		refused:   make(map[netip.Prefix]bool),
+	}
+	if err := d.load(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Capabilities is the IPAM capabilities answer. The helper package's type lacks
+// RequiresRequestReplay, so grapevine defines its own. Both are false:
+// grapevine needs no MAC address and restores its own state, so Docker need
+// not replay pools and addresses at daemon start.
+type Capabilities struct {
+	RequiresMACAddress    bool
+	RequiresRequestReplay bool
+}
+
+// GetCapabilities answers IpamDriver.GetCapabilities.
+func (d *Driver) GetCapabilities() (*Capabilities, error) {
+	return &Capabilities{}, nil
+}
+
+// GetDefaultAddressSpaces answers IpamDriver.GetDefaultAddressSpaces.
+func (d *Driver) GetDefaultAddressSpaces() (*ipam.AddressSpacesResponse, error) {
+	return &ipam.AddressSpacesResponse{
+		LocalDefaultAddressSpace:  LocalAddressSpace,
+		GlobalDefaultAddressSpace: GlobalAddressSpace,
+	}, nil
+}
