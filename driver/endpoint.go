@@ -1,0 +1,175 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/docker/go-plugins-helpers/network"
+)
+
+// CreateEndpoint records an endpoint: the address Docker's IPAM call gave it, a
+// MAC (Docker's, or one derived from the address), the kernel names of its veth
+// pair and the ports it asks to publish. Nothing is made in the kernel until
+// Join. A repeat with the same id, network and address returns the same answer.
+func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	if r == nil {
+		return nil, errors.New("CreateEndpoint: empty request")
+	}
+	if err := checkID("NetworkID", r.NetworkID); err != nil {
+		return nil, err
+	}
+	if err := checkID("EndpointID", r.EndpointID); err != nil {
+		return nil, err
+	}
+	if r.Interface == nil || r.Interface.Address == "" {
+		return nil, errors.New("endpoint has no IPv4 address: grapevine needs Docker to allocate it through IPAM (Interface.Address)")
+	}
+	if r.Interface.AddressIPv6 != "" {
+		return nil, fmt.Errorf("endpoint IPv6 address %s: IPv6 is not supported by grapevine yet", r.Interface.AddressIPv6)
+	}
+	addr, err := netip.ParsePrefix(r.Interface.Address)
+	if err != nil || !addr.Addr().Is4() {
+		return nil, fmt.Errorf("endpoint address %q is not an IPv4 address in CIDR form", r.Interface.Address)
+	}
+	var mac net.HardwareAddr
+	generated := r.Interface.MacAddress == ""
+	if generated {
+		mac = macFromIPv4(addr.Addr())
+	} else {
+		mac, err = net.ParseMAC(r.Interface.MacAddress)
+		if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+			return nil, fmt.Errorf("endpoint MAC address %q is not a unicast Ethernet address (--mac-address)", r.Interface.MacAddress)
+		}
+	}
+	requested, err := portMapOption(r.Options)
+	if err != nil {
+		return nil, err
+	}
+	exposed, err := exposedOption(r.Options)
+	if err != nil {
+		return nil, err
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.networks[r.NetworkID]
+	if !ok {
+		return nil, fmt.Errorf("network %s is not known to grapevine on this host: remove and recreate the network", shortID(r.NetworkID))
+	}
+	addr = netip.PrefixFrom(addr.Addr(), n.Subnet.Bits())
+	if !n.Subnet.Contains(addr.Addr()) {
+		return nil, fmt.Errorf("endpoint address %s is outside the network's subnet %s", addr.Addr(), n.Subnet)
+	}
+	if addr.Addr() == n.Gateway.Addr() {
+		return nil, fmt.Errorf("endpoint address %s is the network's gateway: choose another --ip", addr.Addr())
+	}
+	resp := &network.CreateEndpointResponse{}
+	if generated {
+		resp.Interface = &network.EndpointInterface{MacAddress: mac.String()}
+	}
+	if old, ok := d.endpoints[r.EndpointID]; ok {
+		if old.NetworkID != r.NetworkID || old.Address != addr || old.MAC != mac.String() {
+			return nil, fmt.Errorf("endpoint %s already exists on network %s with address %s", shortID(old.ID), shortID(old.NetworkID), old.Address)
+		}
+		return resp, nil
+	}
+	for _, e := range d.endpoints {
+		if hostVeth(e.ID) == hostVeth(r.EndpointID) {
+			return nil, fmt.Errorf("endpoint id %s starts with the same %d characters as endpoint %s: its kernel names would collide", r.EndpointID, idLen, e.ID)
+		}
+		if e.NetworkID == r.NetworkID && e.Address.Addr() == addr.Addr() {
+			return nil, fmt.Errorf("endpoint address %s is already used by endpoint %s on this network", addr.Addr(), shortID(e.ID))
+		}
+	}
+	rec := &endpointRecord{
+		Version:       recordVersion,
+		ID:            r.EndpointID,
+		NetworkID:     r.NetworkID,
+		Address:       addr,
+		MAC:           mac.String(),
+		MACGenerated:  generated,
+		HostVeth:      hostVeth(r.EndpointID),
+		ContainerVeth: contVeth(r.EndpointID),
+		Requested:     requested,
+		Exposed:       exposed,
+	}
+	if err := d.store.putEndpoint(rec); err != nil {
+		return nil, err
+	}
+	d.endpoints[rec.ID] = rec
+	d.epLog(rec.NetworkID, rec.ID).WithFields(map[string]any{"address": rec.Address, "mac": rec.MAC}).Debug("endpoint created")
+	return resp, nil
+}
+
+// DeleteEndpoint removes the endpoint's links, its record and its published
+// ports. An unknown endpoint is success; Docker only logs errors from here, so
+// everything is attempted and a failed link removal is left to Reconcile.
+func (d *Driver) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
+	if r == nil {
+		return errors.New("DeleteEndpoint: empty request")
+	}
+	if err := checkID("EndpointID", r.EndpointID); err != nil {
+		return err
+	}
+	log := d.epLog(r.NetworkID, r.EndpointID)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.endpoints[r.EndpointID]
+	if !ok {
+		log.Debug("DeleteEndpoint for an unknown endpoint")
+		return d.deleteEndpointLinks(&endpointRecord{ID: r.EndpointID})
+	}
+	errs := []error{d.deleteEndpointLinks(e)}
+	if err := d.store.deleteEndpoint(e.ID); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	delete(d.endpoints, e.ID)
+	if err := d.syncFirewall(); err != nil {
+		errs = append(errs, err)
+	}
+	log.Debug("endpoint deleted")
+	return errors.Join(errs...)
+}
+
+// deleteEndpointLinks removes both ends of an endpoint's veth pair, by name.
+func (d *Driver) deleteEndpointLinks(e *endpointRecord) error {
+	var errs []error
+	for _, l := range []string{hostVeth(e.ID), contVeth(e.ID)} {
+		if err := d.dp.DeleteLink(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete link %s: %w", l, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// EndpointInfo reports the endpoint's published ports (with the host ports
+// actually chosen) and its MAC address.
+func (d *Driver) EndpointInfo(r *network.InfoRequest) (map[string]interface{}, error) {
+	if r == nil {
+		return nil, errors.New("EndpointOperInfo: empty request")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.endpoints[r.EndpointID]
+	if !ok {
+		return nil, fmt.Errorf("endpoint %s is not known to grapevine on this host", shortID(r.EndpointID))
+	}
+	pm := make([]dockerPortBinding, 0, len(e.Bindings))
+	for _, b := range e.Bindings {
+		pm = append(pm, toDocker(b, e.Address.Addr()))
+	}
+	info := map[string]interface{}{
+		optPortMap:    pm,
+		optMACAddress: e.MAC,
+	}
+	if len(e.Exposed) > 0 {
+		ex := make([]dockerTransportPort, 0, len(e.Exposed))
+		for _, t := range e.Exposed {
+			ex = append(ex, dockerTransportPort{Proto: uint8(t.Proto), Port: t.Port})
+		}
+		info[optExposed] = ex
+	}
+	return info, nil
+}

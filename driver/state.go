@@ -1,0 +1,153 @@
+package driver
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"slices"
+
+	"grapevine/driver/dataplane"
+)
+
+// recordVersion is the schema version written into every persisted record.
+const recordVersion = 1
+
+// Link name prefixes. Every name is prefix + the first idLen characters of a
+// Docker id, so it fits IFNAMSIZ (15) and is derivable from persisted state.
+const (
+	bridgePrefix   = dataplane.LinkPrefix + "b-"
+	vxlanPrefix    = dataplane.LinkPrefix + "x-"
+	hostVethPrefix = dataplane.LinkPrefix + "e-"
+	contVethPrefix = dataplane.LinkPrefix + "c-"
+	idLen          = 11
+)
+
+// Modes of a network.
+const (
+	modeVXLAN   = "vxlan"
+	modeMACVLAN = "macvlan"
+)
+
+// VXLAN numbers: valid range, and the range automatic VNIs are hashed into
+// (Docker's Swarm overlay allocates from 4096 up, far below).
+const (
+	maxVNI        = 1<<24 - 1
+	autoVNIBase   = 1 << 23
+	autoVNISpan   = 1 << 23
+	vxlanOverhead = 50 // outer Ethernet + IPv4 + UDP + VXLAN headers
+)
+
+// networkRecord is a network as persisted in bucket "driver/networks".
+type networkRecord struct {
+	Version      int          `json:"version"`
+	ID           string       `json:"id"`
+	Mode         string       `json:"mode"`
+	Subnet       netip.Prefix `json:"subnet"`
+	Gateway      netip.Prefix `json:"gateway"` // gateway address with the subnet's length
+	AddressSpace string       `json:"address_space"`
+	VNI          uint32       `json:"vni"`
+	VNIAuto      bool         `json:"vni_auto"`
+	MTU          int          `json:"mtu"`
+	Internal     bool         `json:"internal"`
+}
+
+// portBinding is one published port. HostIP invalid = all host addresses.
+// HostPortEnd > HostPort asks for the first free port of a range; in a chosen
+// binding HostPort is the port in use.
+type portBinding struct {
+	Proto       dataplane.Proto `json:"proto"`
+	Port        uint16          `json:"port"`
+	HostIP      netip.Addr      `json:"host_ip"`
+	HostPort    uint16          `json:"host_port"`
+	HostPortEnd uint16          `json:"host_port_end"`
+}
+
+// transportPort is an exposed (not necessarily published) container port.
+type transportPort struct {
+	Proto dataplane.Proto `json:"proto"`
+	Port  uint16          `json:"port"`
+}
+
+// endpointRecord is an endpoint as persisted in bucket "driver/endpoints".
+type endpointRecord struct {
+	Version       int             `json:"version"`
+	ID            string          `json:"id"`
+	NetworkID     string          `json:"network_id"`
+	Address       netip.Prefix    `json:"address"`
+	MAC           string          `json:"mac"`
+	MACGenerated  bool            `json:"mac_generated"`
+	HostVeth      string          `json:"host_veth"`
+	ContainerVeth string          `json:"container_veth"`
+	Joined        bool            `json:"joined"`
+	Requested     []portBinding   `json:"requested,omitempty"` // portmap from CreateEndpoint
+	Exposed       []transportPort `json:"exposed,omitempty"`
+	Programmed    bool            `json:"programmed"`         // ProgramExternalConnectivity succeeded
+	Bindings      []portBinding   `json:"bindings,omitempty"` // programmed, host ports chosen
+}
+
+func (e *endpointRecord) clone() *endpointRecord {
+	c := *e
+	c.Requested = slices.Clone(e.Requested)
+	c.Exposed = slices.Clone(e.Exposed)
+	c.Bindings = slices.Clone(e.Bindings)
+	return &c
+}
+
+func shortID(id string) string {
+	if len(id) > idLen {
+		return id[:idLen]
+	}
+	return id
+}
+
+func bridgeName(networkID string) string { return bridgePrefix + shortID(networkID) }
+func vxlanName(networkID string) string  { return vxlanPrefix + shortID(networkID) }
+func hostVeth(endpointID string) string  { return hostVethPrefix + shortID(endpointID) }
+func contVeth(endpointID string) string  { return contVethPrefix + shortID(endpointID) }
+
+// checkID accepts Docker ids: non-empty, at most 128 characters of [0-9A-Za-z_.-],
+// so that link names made from them are valid.
+func checkID(field, id string) error {
+	if id == "" {
+		return fmt.Errorf("%s is empty", field)
+	}
+	if len(id) > 128 {
+		return fmt.Errorf("%s is longer than 128 characters", field)
+	}
+	for _, c := range id {
+		ok := c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '.' || c == '-'
+		if !ok {
+			return fmt.Errorf("%s %q contains %q: only letters, digits, '_', '.' and '-' are allowed", field, id, c)
+		}
+	}
+	return nil
+}
+
+// bridgeMAC derives a stable, locally administered unicast MAC from the network id.
+func bridgeMAC(networkID string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("grapevine-bridge:" + networkID))
+	m := net.HardwareAddr(slices.Clone(h[:6]))
+	m[0] = m[0]&0xfc | 0x02
+	return m
+}
+
+// macFromIPv4 returns 02:42:a:b:c:d for IPv4 address a.b.c.d, as Docker does.
+func macFromIPv4(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
+}
+
+// autoVNI is the first candidate VNI of a subnet: a hash into
+// [autoVNIBase, autoVNIBase+autoVNISpan), the same on every host.
+func autoVNI(subnet netip.Prefix) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(subnet.Masked().String()))
+	return autoVNIBase + h.Sum32()%autoVNISpan
+}
+
+// nextAutoVNI probes forward inside the automatic range, wrapping around.
+func nextAutoVNI(v uint32) uint32 {
+	return autoVNIBase + (v-autoVNIBase+1)%autoVNISpan
+}
