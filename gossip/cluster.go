@@ -1,0 +1,456 @@
+package gossip
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/sirupsen/logrus"
+)
+
+// Cluster is this host's membership in the grapevine cluster and its copy of
+// the replicated records. All methods are safe for concurrent use.
+type Cluster struct {
+	cfg   Config
+	log   *logrus.Entry
+	meta  []byte
+	peers []string // normalised PEERS
+
+	store  *store
+	events *eventQueue
+	queue  *memberlist.TransmitLimitedQueue
+	ml     atomic.Pointer[memberlist.Memberlist]
+
+	joined       atomic.Bool
+	joinAttempts atomic.Int64
+	stats        counters
+
+	mu       sync.Mutex
+	departed map[string]departedMember // dead or left members, for Members
+	nodeSubs []func(Member, EventType)
+	started  bool
+	closed   bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	flushMu  sync.Mutex
+	flushCh  chan struct{}
+}
+
+type departedMember struct {
+	m     Member
+	since time.Time
+}
+
+// counters are internal statistics, also used by tests and benchmarks.
+type counters struct {
+	recvBroadcast  atomic.Uint64 // broadcast messages received
+	recvPushPull   atomic.Uint64 // records received by push/pull
+	floorHits      atomic.Uint64 // stale copies rejected by floors
+	maxLocalState  atomic.Int64  // largest LocalState produced, bytes
+	localStateSent atomic.Uint64 // LocalState calls
+}
+
+func (s *counters) noteLocalState(n int) {
+	s.localStateSent.Add(1)
+	for {
+		cur := s.maxLocalState.Load()
+		if int64(n) <= cur || s.maxLocalState.CompareAndSwap(cur, int64(n)) {
+			return
+		}
+	}
+}
+
+// New checks cfg, fills in defaults and loads the persisted records and
+// clock. It does no network I/O; Start does.
+func New(cfg Config) (*Cluster, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{
+		cfg:      cfg,
+		log:      cfg.Log,
+		departed: make(map[string]departedMember),
+		stop:     make(chan struct{}),
+		flushCh:  make(chan struct{}, 1),
+	}
+	c.meta, _ = cfg.Meta.encode() // checked by withDefaults
+	for _, p := range cfg.Peers {
+		n, _ := normalizePeer(p, cfg.Port) // checked by withDefaults
+		c.peers = append(c.peers, n)
+	}
+	c.events = newEventQueue(c.log)
+	c.store = newStore(cfg.NodeName, cfg.Now, cfg.TombstoneTTL, cfg.FloorTTL, c.events)
+	c.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       c.numNodes,
+		RetransmitMult: cfg.RetransmitMult,
+	}
+	if cfg.DB != nil {
+		entries, meta, skipped, err := loadState(cfg.DB)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range skipped {
+			c.log.WithField("record", s).Warn("skipping undecodable persisted gossip record; peers will send it again")
+		}
+		if meta.Node != "" && meta.Node != cfg.NodeName {
+			c.log.WithFields(logrus.Fields{"previous": meta.Node, "node": cfg.NodeName}).
+				Warn("gossip state was written under another node name; records owned by the old name are no longer this host's")
+		}
+		c.store.load(entries, meta.Clock)
+	}
+	return c, nil
+}
+
+// numNodes feeds the broadcast queue's retransmit limit.
+func (c *Cluster) numNodes() int {
+	if ml := c.ml.Load(); ml != nil {
+		return ml.NumMembers()
+	}
+	return 1
+}
+
+// Start creates the memberlist, listening on BindAddr:Port (or the given
+// Transport), and returns without waiting for peers: joining PEERS runs in
+// the background, retried forever with a capped backoff (see Joined).
+// Start may be called once.
+func (c *Cluster) Start() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.started {
+		c.mu.Unlock()
+		return fmt.Errorf("gossip cluster already started")
+	}
+	c.started = true
+	c.mu.Unlock()
+
+	if len(c.cfg.Key) == 0 {
+		c.log.Warn("GOSSIP_KEY is empty: gossip is neither encrypted nor authenticated; any host that reaches GOSSIP_PORT can join and write records")
+	}
+	c.events.start()
+	ml, err := memberlist.Create(c.memberlistConfig())
+	if err != nil {
+		return fmt.Errorf("start gossip on %s:%d (GOSSIP_PORT): %w", c.cfg.BindAddr, c.cfg.Port, err)
+	}
+	c.ml.Store(ml)
+	if len(c.peers) == 0 {
+		c.joined.Store(true)
+	}
+	c.log.WithFields(logrus.Fields{"node": c.cfg.NodeName, "addr": ml.LocalNode().Address(), "peers": c.peers}).
+		Info("gossip started")
+
+	c.wg.Add(3)
+	go c.joinLoop()
+	go c.flushLoop()
+	go c.reapLoop()
+	return nil
+}
+
+// Joined reports whether this node has been in contact with at least one
+// other member since Start (it stays true once set), or has no PEERS.
+func (c *Cluster) Joined() bool { return c.joined.Load() }
+
+// LocalAddr returns the address memberlist advertises for this node
+// (invalid before Start).
+func (c *Cluster) LocalAddr() netip.AddrPort {
+	ml := c.ml.Load()
+	if ml == nil {
+		return netip.AddrPort{}
+	}
+	return c.member(ml.LocalNode()).Addr
+}
+
+// Members returns every known member: alive and suspect ones from
+// memberlist, plus dead and departed ones until they return (or for
+// TombstoneTTL). Sorted by name; empty before Start.
+func (c *Cluster) Members() []Member {
+	ml := c.ml.Load()
+	if ml == nil {
+		return nil
+	}
+	seen := make(map[string]bool)
+	var out []Member
+	for _, n := range ml.Members() {
+		m := c.member(n)
+		seen[m.Name] = true
+		out = append(out, m)
+	}
+	c.mu.Lock()
+	for name, d := range c.departed {
+		if !seen[name] {
+			out = append(out, d.m)
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// OnNodeEvent registers fn for join, leave, update and dead events of other
+// members (never this node). Callbacks run on the same worker, in the same
+// order, as Subscribe callbacks; they must not block for long and must not
+// call Shutdown.
+func (c *Cluster) OnNodeEvent(fn func(Member, EventType)) {
+	c.events.start()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodeSubs = append(c.nodeSubs, fn)
+}
+
+// nodeEvent runs under memberlist's node lock: record and queue only.
+func (c *Cluster) nodeEvent(n *memberlist.Node, ev EventType) {
+	m := c.member(n)
+	if m.Self {
+		return
+	}
+	l := c.log.WithFields(logrus.Fields{"peer": m.Name, "addr": m.Addr.String(), "vtep": m.Meta.VTEP.String()})
+	switch ev {
+	case EventJoin:
+		c.joined.Store(true)
+		l.Info("peer joined")
+	case EventUpdate:
+		l.Info("peer updated")
+	case EventLeave:
+		l.Info("peer left")
+	case EventDead:
+		l.Warn("peer failed")
+	}
+	if m.MetaErr != "" {
+		l.WithField("error", m.MetaErr).Warn("peer metadata undecodable")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch ev {
+	case EventLeave, EventDead:
+		c.departed[m.Name] = departedMember{m: m, since: c.cfg.Now()}
+	default:
+		delete(c.departed, m.Name)
+	}
+	for _, fn := range c.nodeSubs {
+		c.events.push(func() { fn(m, ev) })
+	}
+}
+
+// joinLoop contacts PEERS until another member is alive, backing off
+// between failed attempts; it keeps watching afterwards and rejoins if this
+// node ends up alone (e.g. after every peer restarted during a partition).
+func (c *Cluster) joinLoop() {
+	defer c.wg.Done()
+	if len(c.peers) == 0 {
+		return
+	}
+	backoff := c.cfg.JoinBackoffMin
+	for {
+		ml := c.ml.Load()
+		wait := c.cfg.JoinBackoffMax
+		if ml.NumMembers() <= 1 {
+			c.joinAttempts.Add(1)
+			n, err := ml.Join(c.peers)
+			if ml.NumMembers() > 1 {
+				if !c.joined.Swap(true) {
+					c.log.WithFields(logrus.Fields{"peers": c.peers, "contacted": n}).Info("joined gossip cluster")
+				}
+				backoff = c.cfg.JoinBackoffMin
+			} else {
+				l := c.log.WithFields(logrus.Fields{"peers": c.peers, "retry_in": backoff})
+				if err != nil {
+					l = l.WithError(err)
+				}
+				l.Warn("no PEERS reachable yet (check addresses, GOSSIP_PORT, GOSSIP_KEY and firewalls); retrying")
+				wait = backoff
+				backoff = min(2*backoff, c.cfg.JoinBackoffMax)
+			}
+		}
+		// ±20 % jitter so restarted fleets do not retry in lockstep.
+		wait += time.Duration((rand.Float64()*0.4 - 0.2) * float64(wait))
+		t := time.NewTimer(wait)
+		select {
+		case <-c.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// flushLoop persists records received from peers shortly after they arrive.
+func (c *Cluster) flushLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.flushCh:
+			if err := c.flush(); err != nil {
+				c.log.WithError(err).Error("persisting gossip records failed; will retry")
+			}
+		}
+	}
+}
+
+// reapLoop expires tombstones, floors and departed members.
+func (c *Cluster) reapLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			c.reap()
+		}
+	}
+}
+
+func (c *Cluster) reap() {
+	floored, forgotten := c.store.reap()
+	if floored+forgotten > 0 {
+		c.log.WithFields(logrus.Fields{"reaped": floored, "forgotten": forgotten}).Debug("expired gossip tombstones")
+		c.kickFlush()
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	for name, d := range c.departed {
+		if now.Sub(d.since) > c.cfg.TombstoneTTL {
+			delete(c.departed, name)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// Shutdown leaves the cluster gracefully (waiting at most LeaveTimeout for
+// the leave to spread), stops memberlist and the background goroutines,
+// and writes pending records. Undelivered callbacks are dropped. It does
+// not close the DB. Safe to call more than once; must not be called from a
+// callback.
+func (c *Cluster) Shutdown() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+
+	close(c.stop)
+	var firstErr error
+	if ml := c.ml.Load(); ml != nil {
+		if err := ml.Leave(c.cfg.LeaveTimeout); err != nil {
+			c.log.WithError(err).Warn("graceful leave did not complete; peers will notice the failure instead")
+		}
+		if err := ml.Shutdown(); err != nil {
+			firstErr = fmt.Errorf("stop memberlist: %w", err)
+		}
+	}
+	c.wg.Wait()
+	if err := c.flush(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	c.events.close()
+	c.log.Info("gossip stopped")
+	return firstErr
+}
+
+func (c *Cluster) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// Put writes (kind, key) = value as this node's record with a new version
+// and queues it for gossip. Re-putting the value this node already owns is
+// a no-op. It returns once the record is persisted; on a persistence error
+// the record is nonetheless live in memory and gossiped (and persisting is
+// retried). Value is copied. Put works before Start (the record spreads once
+// the cluster runs).
+func (c *Cluster) Put(kind, key string, value []byte) error {
+	if c.isClosed() {
+		return ErrClosed
+	}
+	r, changed, err := c.store.put(kind, key, value)
+	if err != nil {
+		return err
+	}
+	if !changed {
+		return nil
+	}
+	c.broadcast(r)
+	if err := c.flush(); err != nil {
+		return fmt.Errorf("put %s/%s: %w", kind, key, err)
+	}
+	return nil
+}
+
+// Delete replaces (kind, key) by a tombstone owned by this node and queues
+// it for gossip. Deleting an absent key is a no-op.
+func (c *Cluster) Delete(kind, key string) error {
+	if c.isClosed() {
+		return ErrClosed
+	}
+	r, changed, err := c.store.del(kind, key)
+	if err != nil {
+		return err
+	}
+	if !changed {
+		return nil
+	}
+	c.broadcast(r)
+	if err := c.flush(); err != nil {
+		return fmt.Errorf("delete %s/%s: %w", kind, key, err)
+	}
+	return nil
+}
+
+// Get returns the live record (kind, key); false if absent or deleted.
+func (c *Cluster) Get(kind, key string) (Record, bool) { return c.store.get(kind, key) }
+
+// List returns the live records of kind ("" = every kind), sorted by key.
+func (c *Cluster) List(kind string) []Record { return c.store.list(kind) }
+
+// Subscribe registers fn for changes to records of kind ("" = every kind).
+//
+// fn first receives (nil, r) for every live record present at the call,
+// then every later change in the order it was applied: old is the previous
+// live record (nil if the key was absent or deleted) and new the record now
+// in force; new.Deleted reports a deletion (then new.Owner is the deleting
+// node). Changes between tombstones (re-deletions) are not reported, nor is
+// reaping. Records may be own writes or received from peers.
+//
+// Callbacks run one at a time on a single worker goroutine shared with
+// OnNodeEvent, never on memberlist's goroutines; a slow callback delays the
+// others (the queue grows) but never gossip. Callbacks may call Get, List,
+// Put and Delete, but not Shutdown. Callbacks still queued at Shutdown are
+// dropped. There is no unsubscribe: subscribe for the Cluster's lifetime.
+func (c *Cluster) Subscribe(kind string, fn func(old, new *Record)) {
+	c.events.start()
+	c.store.subscribe(kind, fn)
+}
+
+// Stats describes the local replicated state and the gossip queue.
+type Stats struct {
+	StoreStats
+	QueuedBroadcasts int
+	Members          int // alive members, this node included
+}
+
+// Stats returns current statistics, e.g. for the status endpoint.
+func (c *Cluster) Stats() Stats {
+	return Stats{StoreStats: c.store.stats(), QueuedBroadcasts: c.queue.NumQueued(), Members: c.numNodes()}
+}

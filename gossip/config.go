@@ -1,0 +1,335 @@
+package gossip
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/sirupsen/logrus"
+	"go.etcd.io/bbolt"
+)
+
+// Defaults applied by New to zero fields of Config.
+const (
+	DefaultPort                = 7947 // GOSSIP_PORT; Swarm's own memberlist uses 7946
+	DefaultBindAddr            = "0.0.0.0"
+	DefaultProbeInterval       = time.Second
+	DefaultProbeTimeout        = 500 * time.Millisecond
+	DefaultGossipInterval      = 200 * time.Millisecond
+	DefaultGossipNodes         = 3
+	DefaultPushPullInterval    = 15 * time.Second
+	DefaultRetransmitMult      = 4
+	DefaultSuspicionMult       = 4
+	DefaultTCPTimeout          = 10 * time.Second
+	DefaultPushPullBudget      = 256 << 10
+	DefaultMaxQueuedBroadcasts = 4096
+	DefaultTombstoneTTL        = time.Hour
+	DefaultFloorTTL            = 7 * 24 * time.Hour
+	DefaultReapInterval        = time.Minute
+	DefaultJoinBackoffMin      = time.Second
+	DefaultJoinBackoffMax      = 30 * time.Second
+	DefaultLeaveTimeout        = 5 * time.Second
+)
+
+// Config configures a Cluster. Every field has a usable zero value (the
+// documented default) except where noted; New validates the result.
+type Config struct {
+	// NodeName names this host in the cluster and in record owners. It must
+	// be unique in the cluster and stable across restarts (records owned by
+	// a previous name are not "own" records any more). Default: hostname.
+	NodeName string
+
+	// BindAddr is the address memberlist listens on (TCP and UDP).
+	// Default "0.0.0.0". Ignored when Transport is set.
+	BindAddr string
+
+	// AdvertiseAddr is the address other hosts use to reach this one, for
+	// gossip and as the VTEP. Zero lets memberlist pick the first private
+	// address of the host (not recommended: plugin resolves ADVERTISE).
+	AdvertiseAddr netip.Addr
+
+	// Port is GOSSIP_PORT, for both TCP and UDP, bound and advertised.
+	// Default 7947. Ignored for binding when Transport is set.
+	Port int
+
+	// Peers are PEERS entries, "host[:port]" (port defaults to Port). Empty
+	// means a single-host cluster: Joined is true at once. Entries naming
+	// this host are harmless: joining only oneself does not count as joined.
+	Peers []string
+
+	// Key is GOSSIP_KEY decoded by ParseKey: 16, 24 or 32 bytes selecting
+	// AES-128/192/256-GCM. With a key every message is encrypted and
+	// authenticated, and plain or foreign-key messages are refused, so a
+	// host without the key can neither join nor inject records. Nil sends
+	// everything in clear text (New logs a warning).
+	Key []byte
+
+	// Meta is published in memberlist's node metadata (at most 512 bytes
+	// encoded). Meta.VTEP defaults to AdvertiseAddr.
+	Meta NodeMeta
+
+	// DB persists records and the Lamport clock in bucket "gossip". Nil
+	// keeps everything in memory (tests only: a restarted node would lose
+	// its clock and its records).
+	DB *bbolt.DB
+
+	// Log receives this package's and memberlist's messages, the latter
+	// mapped to logrus levels with field component=memberlist. Nil discards.
+	Log *logrus.Entry
+
+	// Transport carries memberlist's packets and streams. Nil uses the real
+	// network (memberlist's NetTransport on BindAddr:Port). Tests pass
+	// memberlist.MockNetwork transports.
+	Transport memberlist.Transport
+
+	// ProbeInterval is the time between failure probes of one random
+	// member; with ProbeTimeout (the wait for an ack, longer than the
+	// network RTT) and SuspicionMult it sets how fast a dead host is
+	// noticed: suspicion lasts SuspicionMult × log10(N+1) × ProbeInterval.
+	// Defaults 1 s, 500 ms, 4.
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
+
+	// GossipInterval is the time between gossip rounds, each sending queued
+	// broadcasts to GossipNodes random members. Lower spreads records
+	// faster for more packets. Defaults 200 ms, 3.
+	GossipInterval time.Duration
+	GossipNodes    int
+
+	// RetransmitMult: each broadcast is sent RetransmitMult × log10(N+1)
+	// times by every node that queues it (N from memberlist's member
+	// count). Higher is more robust to loss, costs more packets. Default 4.
+	RetransmitMult int
+
+	// PushPullInterval is the time between full TCP state exchanges with
+	// one random member (memberlist scales it up above 32 members). It
+	// bounds how long a lost broadcast stays unrepaired. Default 15 s.
+	PushPullInterval time.Duration
+
+	// TCPTimeout bounds one TCP connection (join, push/pull). Default 10 s.
+	TCPTimeout time.Duration
+
+	// PushPullBudget caps, in bytes, the records sent by one push/pull.
+	// Larger states are sent as a window that rotates through all records,
+	// one window per exchange. Minimum MaxRecordBytes. Default 256 KiB.
+	PushPullBudget int
+
+	// MaxQueuedBroadcasts caps the broadcast queue; beyond it the oldest
+	// broadcasts are dropped and anti-entropy delivers those records
+	// instead. Default 4096.
+	MaxQueuedBroadcasts int
+
+	// TombstoneTTL is how long a deletion is gossiped before it is reaped
+	// into a floor. It must be much longer than the time to converge
+	// (a few PushPullIntervals × windows per full state). Default 1 h.
+	TombstoneTTL time.Duration
+
+	// FloorTTL is how long a reaped deletion is remembered (locally, not
+	// gossiped: kind, key, version) to reject stale copies from hosts that
+	// slept through it. A host away longer than this can resurrect deleted
+	// records; keep it above the longest absence after which a host may
+	// return with its old state. Default 7 days.
+	FloorTTL time.Duration
+
+	// ReapInterval is how often tombstones and floors are checked for
+	// expiry. Default 1 min.
+	ReapInterval time.Duration
+
+	// JoinBackoffMin and JoinBackoffMax bound the wait between attempts to
+	// reach PEERS; the wait doubles after every failed attempt (±20 %
+	// jitter). Once joined, an isolated node (no alive peer) retries at
+	// the same pace. Defaults 1 s and 30 s.
+	JoinBackoffMin time.Duration
+	JoinBackoffMax time.Duration
+
+	// LeaveTimeout bounds the graceful leave broadcast in Shutdown.
+	// Default 5 s.
+	LeaveTimeout time.Duration
+
+	// Now is the clock for tombstone reaping. Nil is time.Now; tests pass
+	// a fake clock.
+	Now func() time.Time
+}
+
+// ParseKey decodes GOSSIP_KEY: standard base64 of 16, 24 or 32 bytes. An
+// empty (or blank) string means no key and returns nil, nil.
+func ParseKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("GOSSIP_KEY is not valid base64 (%v); generate one with \"openssl rand -base64 32\": %w", err, ErrInvalidKey)
+	}
+	if err := memberlist.ValidateKey(key); err != nil {
+		return nil, fmt.Errorf("GOSSIP_KEY decodes to %d bytes, want 16, 24 or 32; generate one with \"openssl rand -base64 32\": %w", len(key), ErrInvalidKey)
+	}
+	return key, nil
+}
+
+// withDefaults returns cfg with defaults filled in and checks it.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return cfg, fmt.Errorf("node name is empty and the hostname is unknown (%v): set NodeName: %w", err, ErrInvalidConfig)
+		}
+		cfg.NodeName = h
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = DefaultBindAddr
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.Meta.VTEP == (netip.Addr{}) {
+		cfg.Meta.VTEP = cfg.AdvertiseAddr
+	}
+	cfg.Meta.Version = metaVersion
+	if cfg.Log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		cfg.Log = logrus.NewEntry(l)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	setDur := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	setInt := func(p *int, d int) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	setDur(&cfg.ProbeInterval, DefaultProbeInterval)
+	setDur(&cfg.ProbeTimeout, DefaultProbeTimeout)
+	setDur(&cfg.GossipInterval, DefaultGossipInterval)
+	setDur(&cfg.PushPullInterval, DefaultPushPullInterval)
+	setDur(&cfg.TCPTimeout, DefaultTCPTimeout)
+	setDur(&cfg.TombstoneTTL, DefaultTombstoneTTL)
+	setDur(&cfg.FloorTTL, DefaultFloorTTL)
+	setDur(&cfg.ReapInterval, DefaultReapInterval)
+	setDur(&cfg.JoinBackoffMin, DefaultJoinBackoffMin)
+	setDur(&cfg.JoinBackoffMax, DefaultJoinBackoffMax)
+	setDur(&cfg.LeaveTimeout, DefaultLeaveTimeout)
+	setInt(&cfg.SuspicionMult, DefaultSuspicionMult)
+	setInt(&cfg.GossipNodes, DefaultGossipNodes)
+	setInt(&cfg.RetransmitMult, DefaultRetransmitMult)
+	setInt(&cfg.PushPullBudget, DefaultPushPullBudget)
+	setInt(&cfg.MaxQueuedBroadcasts, DefaultMaxQueuedBroadcasts)
+
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 {
+		bad("port %d is out of range: GOSSIP_PORT must be 1-65535", cfg.Port)
+	}
+	if len(cfg.Key) > 0 {
+		if err := memberlist.ValidateKey(cfg.Key); err != nil {
+			bad("key of %d bytes: GOSSIP_KEY must decode to 16, 24 or 32 bytes", len(cfg.Key))
+		}
+	}
+	for i, p := range cfg.Peers {
+		if strings.TrimSpace(p) == "" {
+			bad("PEERS entry %d is empty: give host[:port] entries separated by commas", i+1)
+		} else if _, err := normalizePeer(p, cfg.Port); err != nil {
+			bad("%v", err)
+		}
+	}
+	if cfg.PushPullBudget < MaxRecordBytes {
+		bad("push/pull budget %d bytes is below MaxRecordBytes (%d)", cfg.PushPullBudget, MaxRecordBytes)
+	}
+	if cfg.FloorTTL < cfg.TombstoneTTL {
+		bad("floor TTL %v is shorter than tombstone TTL %v: floors must outlive tombstones", cfg.FloorTTL, cfg.TombstoneTTL)
+	}
+	if cfg.JoinBackoffMax < cfg.JoinBackoffMin {
+		bad("join backoff max %v is below min %v", cfg.JoinBackoffMax, cfg.JoinBackoffMin)
+	}
+	for name, d := range map[string]time.Duration{
+		"probe interval": cfg.ProbeInterval, "probe timeout": cfg.ProbeTimeout,
+		"gossip interval": cfg.GossipInterval, "push/pull interval": cfg.PushPullInterval,
+		"tcp timeout": cfg.TCPTimeout, "tombstone TTL": cfg.TombstoneTTL,
+		"reap interval": cfg.ReapInterval, "join backoff": cfg.JoinBackoffMin,
+		"leave timeout": cfg.LeaveTimeout,
+	} {
+		if d < 0 {
+			bad("%s %v is negative", name, d)
+		}
+	}
+	if meta, err := cfg.Meta.encode(); err != nil {
+		bad("node metadata: %v", err)
+	} else if len(meta) > memberlist.MetaMaxSize {
+		bad("node metadata encodes to %d bytes, more than memberlist's %d", len(meta), memberlist.MetaMaxSize)
+	}
+	if len(errs) > 0 {
+		return cfg, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	return cfg, nil
+}
+
+// normalizePeer turns a PEERS entry "host", "host:port", "[v6]:port" or a
+// bare IPv6 address into "host:port".
+func normalizePeer(p string, defPort int) (string, error) {
+	p = strings.TrimSpace(p)
+	if a, err := netip.ParseAddr(p); err == nil {
+		return netip.AddrPortFrom(a, uint16(defPort)).String(), nil
+	}
+	host, port, err := net.SplitHostPort(p)
+	if err != nil {
+		if strings.Contains(p, "[") || strings.Count(p, ":") > 0 {
+			return "", fmt.Errorf("PEERS entry %q is not host[:port] (%v)", p, err)
+		}
+		return net.JoinHostPort(p, strconv.Itoa(defPort)), nil
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || host == "" {
+		return "", fmt.Errorf("PEERS entry %q: want host:port with port 1-65535", p)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// memberlistConfig translates cfg for memberlist.
+func (c *Cluster) memberlistConfig() *memberlist.Config {
+	cfg := c.cfg
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeName
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.Port
+	mc.AdvertisePort = cfg.Port
+	if cfg.AdvertiseAddr.IsValid() {
+		mc.AdvertiseAddr = cfg.AdvertiseAddr.Unmap().String()
+	}
+	mc.Transport = cfg.Transport
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.GossipInterval = cfg.GossipInterval
+	mc.GossipNodes = cfg.GossipNodes
+	mc.RetransmitMult = cfg.RetransmitMult
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.TCPTimeout = cfg.TCPTimeout
+	if len(cfg.Key) > 0 {
+		mc.SecretKey = append([]byte(nil), cfg.Key...)
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	mc.Delegate = &delegate{c: c}
+	mc.Events = &eventDelegate{c: c}
+	mc.LogOutput = nil
+	mc.Logger = newMemberlistLogger(cfg.Log)
+	return mc
+}

@@ -1,0 +1,51 @@
+// Package gossip owns grapevine's view of the other hosts: the memberlist
+// cluster (who is there, at which address, with which VTEP) and a small
+// replicated state store that carries records such as address blocks,
+// networks and endpoints from host to host.
+//
+// # Membership
+//
+// A Cluster wraps one hashicorp/memberlist instance. New validates the
+// configuration and loads persisted records; Start creates the memberlist and
+// joins PEERS in the background, retrying forever with a capped backoff, so a
+// plugin can serve Docker before any peer answers. Joined reports whether this
+// host has reached at least one other host (or has no PEERS to reach).
+// With a GOSSIP_KEY every packet and stream is encrypted and authenticated,
+// and unencrypted or foreign-key traffic is refused.
+//
+// # Replicated records
+//
+// A Record is (Kind, Key) → Value with an Owner (the node that wrote it) and
+// a Version taken from a Lamport clock. Every node keeps the record that is
+// newest by (Version, Owner, Deleted, Value), so all nodes pick the same
+// winner whatever the order in which copies arrive. Values are opaque bytes:
+// gossip never decodes them; their consumer (ipam, driver) does.
+//
+// Records spread two ways:
+//
+//   - Broadcasts: every local write, and every record newly learnt from a
+//     broadcast, is queued in a memberlist TransmitLimitedQueue and
+//     piggy-backed on gossip packets (one record per UDP message, hence
+//     MaxRecordBytes).
+//   - Anti-entropy: on every memberlist push/pull (TCP) each side sends a
+//     window of its records of at most Config.PushPullBudget bytes; the
+//     window rotates through the whole state, so even a state much larger
+//     than one message converges after enough exchanges, and a late joiner
+//     receives everything.
+//
+// Deleting writes a tombstone. Tombstones are gossiped like records for
+// Config.TombstoneTTL and then reaped into a "floor": a local, un-gossiped
+// (kind, key, version) marker kept for Config.FloorTTL. A floor rejects any
+// copy of the key that is not newer than the deletion, so a peer that slept
+// through the deletion cannot resurrect the record; when such a stale copy
+// arrives the node re-announces the tombstone so the stale peer drops it too.
+// Only a peer that was away for longer than FloorTTL can bring a deleted
+// record back; FloorTTL must therefore exceed the longest absence after which
+// a host is expected to come back with its old state (default 7 days).
+//
+// Records and the Lamport clock persist in the bbolt bucket "gossip", so a
+// restarted node keeps its own records and never reuses a version.
+//
+// Consumers learn about changes through Subscribe and OnNodeEvent. Callbacks
+// run on one worker goroutine, in order, never on memberlist's goroutines.
+package gossip

@@ -1,0 +1,29 @@
+package gossip
+
+import "errors"
+
+// Errors returned by this package. Test for them with errors.Is; the
+// returned errors wrap them with the offending input.
+var (
+	// ErrInvalidConfig wraps every configuration problem found by New.
+	ErrInvalidConfig = errors.New("invalid gossip configuration")
+
+	// ErrInvalidKey is returned by ParseKey (and New) for a GOSSIP_KEY that
+	// is not base64 of 16, 24 or 32 bytes.
+	ErrInvalidKey = errors.New("invalid GOSSIP_KEY")
+
+	// ErrInvalidRecord is returned by Put and Delete for an empty or
+	// oversized kind or key.
+	ErrInvalidRecord = errors.New("invalid record")
+
+	// ErrRecordTooLarge is returned by Put when the encoded record would
+	// not fit in one gossip UDP message (see MaxRecordBytes).
+	ErrRecordTooLarge = errors.New("record too large for one gossip message")
+
+	// ErrClosed is returned by operations on a Cluster after Shutdown.
+	ErrClosed = errors.New("gossip cluster is shut down")
+
+	// errMalformed marks an undecodable message from a peer; it is logged,
+	// never returned to callers.
+	errMalformed = errors.New("malformed gossip message")
+)

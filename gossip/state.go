@@ -1,0 +1,388 @@
+package gossip
+
+import (
+	"bytes"
+	"encoding/binary"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// rkey identifies a record.
+type rkey struct{ kind, key string }
+
+func (k rkey) compare(o rkey) int {
+	if c := strings.Compare(k.kind, o.kind); c != 0 {
+		return c
+	}
+	return strings.Compare(k.key, o.key)
+}
+
+// entry is the local state of one key: a live record, a tombstone (gossiped
+// until rec.ReapAt) or a floor (a reaped tombstone, kept silently until
+// forgetAt to reject stale copies).
+type entry struct {
+	rec      Record
+	floor    bool
+	forgetAt time.Time
+}
+
+type subscription struct {
+	kind string // "" = every kind
+	fn   func(old, new *Record)
+}
+
+// applyResult says what apply did with a received record.
+type applyResult int
+
+const (
+	applied    applyResult = iota // newer than what we had: stored
+	stale                         // same or older: ignored
+	staleFloor                    // a live copy of a reaped record: ignored, re-announce the tombstone
+)
+
+// store is the replicated state of one node, independent of memberlist.
+// All methods are safe for concurrent use.
+type store struct {
+	self         string
+	now          func() time.Time
+	tombstoneTTL time.Duration
+	floorTTL     time.Duration
+	events       *eventQueue
+
+	mu         sync.Mutex
+	clock      uint64 // Lamport clock: ≥ every version seen
+	entries    map[rkey]*entry
+	order      []rkey // sorted keys of entries, for the rotating push/pull window
+	orderDirty bool
+	cursor     int
+	dirty      map[rkey]struct{} // keys to write to (or delete from) the DB
+	clockDirty bool
+	subs       []subscription
+}
+
+func newStore(self string, now func() time.Time, tombstoneTTL, floorTTL time.Duration, events *eventQueue) *store {
+	return &store{
+		self:         self,
+		now:          now,
+		tombstoneTTL: tombstoneTTL,
+		floorTTL:     floorTTL,
+		events:       events,
+		entries:      make(map[rkey]*entry),
+		dirty:        make(map[rkey]struct{}),
+	}
+}
+
+// put writes a live record owned by this node. It returns the stored record
+// and whether anything changed: re-putting the value this node already
+// owns is a no-op, so reconcilers may call put freely.
+func (s *store) put(kind, key string, value []byte) (*Record, bool, error) {
+	if err := validateName("kind", kind, MaxKindLen); err != nil {
+		return nil, false, err
+	}
+	if err := validateName("key", key, MaxKeyLen); err != nil {
+		return nil, false, err
+	}
+	if len(value) == 0 {
+		value = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := rkey{kind, key}
+	e := s.entries[k]
+	if e != nil && !e.rec.Deleted && e.rec.Owner == s.self && bytes.Equal(e.rec.Value, value) {
+		return e.rec.clone(), false, nil
+	}
+	r := &Record{Kind: kind, Key: key, Value: append([]byte(nil), value...), Owner: s.self, Version: s.clock + 1}
+	if value == nil {
+		r.Value = nil
+	}
+	if n := 2 + encodedLen(r); n > MaxRecordBytes {
+		return nil, false, errTooLarge(kind, key, n)
+	}
+	s.clock++
+	s.clockDirty = true
+	s.setLocked(k, e, r)
+	return r.clone(), true, nil
+}
+
+// del replaces a live record by a tombstone owned by this node. Deleting an
+// absent or already deleted key is a no-op.
+func (s *store) del(kind, key string) (*Record, bool, error) {
+	if err := validateName("kind", kind, MaxKindLen); err != nil {
+		return nil, false, err
+	}
+	if err := validateName("key", key, MaxKeyLen); err != nil {
+		return nil, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := rkey{kind, key}
+	e := s.entries[k]
+	if e == nil || e.rec.Deleted {
+		return nil, false, nil
+	}
+	s.clock++
+	s.clockDirty = true
+	r := &Record{Kind: kind, Key: key, Owner: s.self, Version: s.clock, Deleted: true}
+	s.setLocked(k, e, r)
+	return r.clone(), true, nil
+}
+
+// apply merges a record received from a peer.
+func (s *store) apply(r *Record) (applyResult, *Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.Version > s.clock {
+		s.clock = r.Version
+		s.clockDirty = true
+	}
+	k := rkey{r.Kind, r.Key}
+	e := s.entries[k]
+	if e != nil && !newer(r, &e.rec) {
+		if e.floor && !r.Deleted {
+			t := e.rec
+			t.ReapAt = time.Time{}
+			return staleFloor, &t
+		}
+		return stale, nil
+	}
+	s.setLocked(k, e, r)
+	return applied, nil
+}
+
+// setLocked stores r (owned by the store from now on) in place of old and
+// queues subscriber callbacks. s.mu must be held.
+func (s *store) setLocked(k rkey, old *entry, r *Record) {
+	r.ReapAt = time.Time{}
+	if r.Deleted {
+		r.Value = nil
+		r.ReapAt = s.now().Add(s.tombstoneTTL)
+	}
+	if old == nil {
+		s.orderDirty = true
+	}
+	s.entries[k] = &entry{rec: *r}
+	s.dirty[k] = struct{}{}
+
+	oldLive := old != nil && !old.rec.Deleted
+	if !oldLive && r.Deleted {
+		return // nothing visible changed
+	}
+	var oldRec *Record
+	if oldLive {
+		oldRec = &old.rec
+	}
+	for _, sub := range s.subs {
+		if sub.kind != "" && sub.kind != k.kind {
+			continue
+		}
+		var o *Record
+		if oldRec != nil {
+			o = oldRec.clone()
+		}
+		n, fn := r.clone(), sub.fn
+		s.events.push(func() { fn(o, n) })
+	}
+}
+
+// get returns the live record for (kind, key).
+func (s *store) get(kind, key string) (Record, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[rkey{kind, key}]
+	if e == nil || e.rec.Deleted {
+		return Record{}, false
+	}
+	return *e.rec.clone(), true
+}
+
+// list returns the live records of kind ("" = all kinds) sorted by kind and key.
+func (s *store) list(kind string) []Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Record
+	for k, e := range s.entries {
+		if e.rec.Deleted || (kind != "" && k.kind != kind) {
+			continue
+		}
+		out = append(out, *e.rec.clone())
+	}
+	slices.SortFunc(out, func(a, b Record) int {
+		return rkey{a.Kind, a.Key}.compare(rkey{b.Kind, b.Key})
+	})
+	return out
+}
+
+// subscribe registers fn and queues (nil, r) for every live record of kind
+// present now, atomically with respect to writes, so the subscriber sees
+// the whole state followed by every later change, without gaps.
+func (s *store) subscribe(kind string, fn func(old, new *Record)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs = append(s.subs, subscription{kind: kind, fn: fn})
+	keys := make([]rkey, 0, len(s.entries))
+	for k, e := range s.entries {
+		if !e.rec.Deleted && (kind == "" || k.kind == kind) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, rkey.compare)
+	for _, k := range keys {
+		n := s.entries[k].rec.clone()
+		s.events.push(func() { fn(nil, n) })
+	}
+}
+
+// window encodes the next records of the rotating anti-entropy window, up
+// to budget bytes (at least one record), and advances the cursor. Floors
+// are never sent. It returns nil when there is nothing to send.
+func (s *store) window(budget int) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.orderDirty {
+		s.order = s.order[:0]
+		for k := range s.entries {
+			s.order = append(s.order, k)
+		}
+		slices.SortFunc(s.order, rkey.compare)
+		s.orderDirty = false
+	}
+	n := len(s.order)
+	if n == 0 {
+		return nil
+	}
+	if s.cursor >= n {
+		s.cursor = 0
+	}
+	var body []byte
+	count, visited := 0, 0
+	for ; visited < n; visited++ {
+		e := s.entries[s.order[(s.cursor+visited)%n]]
+		if e == nil || e.floor {
+			continue
+		}
+		if count > 0 && len(body)+encodedLen(&e.rec) > budget {
+			break
+		}
+		body = appendRecord(body, &e.rec)
+		count++
+	}
+	s.cursor = (s.cursor + visited) % n
+	if count == 0 {
+		return nil
+	}
+	out := make([]byte, 0, len(body)+12)
+	out = append(out, wireVersion, msgState)
+	out = binary.AppendUvarint(out, uint64(count))
+	return append(out, body...)
+}
+
+// reap turns tombstones past their ReapAt into floors and forgets floors
+// past forgetAt. It returns how many of each it changed.
+func (s *store) reap() (floored, forgotten int) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range s.entries {
+		switch {
+		case e.floor:
+			if !now.Before(e.forgetAt) {
+				delete(s.entries, k)
+				s.dirty[k] = struct{}{}
+				s.orderDirty = true
+				forgotten++
+			}
+		case e.rec.Deleted && !now.Before(e.rec.ReapAt):
+			e.floor = true
+			e.forgetAt = now.Add(s.floorTTL)
+			s.dirty[k] = struct{}{}
+			floored++
+		}
+	}
+	return floored, forgotten
+}
+
+// dirtyItem is one key to persist: e == nil means delete it.
+type dirtyItem struct {
+	k rkey
+	e *entry
+}
+
+// takeDirty hands the pending changes to the persister and clears them.
+func (s *store) takeDirty() ([]dirtyItem, uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	items := make([]dirtyItem, 0, len(s.dirty))
+	for k := range s.dirty {
+		var c *entry
+		if e := s.entries[k]; e != nil {
+			cp := *e
+			c = &cp
+		}
+		items = append(items, dirtyItem{k: k, e: c})
+	}
+	clear(s.dirty)
+	clockDirty := s.clockDirty
+	s.clockDirty = false
+	return items, s.clock, clockDirty
+}
+
+// redirty puts back changes whose write failed, so the next flush retries.
+func (s *store) redirty(items []dirtyItem) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, it := range items {
+		s.dirty[it.k] = struct{}{}
+	}
+	s.clockDirty = true
+}
+
+// load installs persisted entries and the clock, before any traffic.
+func (s *store) load(entries map[rkey]*entry, clock uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range entries {
+		s.entries[k] = e
+		clock = max(clock, e.rec.Version)
+	}
+	s.clock = max(s.clock, clock)
+	s.orderDirty = true
+}
+
+// StoreStats counts the local replicated state.
+type StoreStats struct {
+	Clock      uint64 // Lamport clock
+	Records    int    // live records
+	Tombstones int    // tombstones still gossiped
+	Floors     int    // reaped tombstones kept to block stale copies
+}
+
+func (s *store) stats() StoreStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := StoreStats{Clock: s.clock}
+	for _, e := range s.entries {
+		switch {
+		case e.floor:
+			st.Floors++
+		case e.rec.Deleted:
+			st.Tombstones++
+		default:
+			st.Records++
+		}
+	}
+	return st
+}
+
+// entryState returns a copy of the raw entry for tests and diagnostics.
+func (s *store) entryState(kind, key string) (entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[rkey{kind, key}]
+	if e == nil {
+		return entry{}, false
+	}
+	return *e, true
+}
