@@ -1,0 +1,205 @@
+package dataplane
+
+import (
+	"cmp"
+	"fmt"
+	"regexp"
+	"slices"
+)
+
+// grapevine's own iptables chains. Everything grapevine adds to the packet
+// filter lives in these; the built-in chains only get the jumps below.
+const (
+	chainForward     = "GRAPEVINE-FORWARD"     // filter: isolation, egress, published ports
+	chainIsolation   = "GRAPEVINE-ISOLATION"   // filter: drops traffic into another grapevine bridge
+	chainDNAT        = "GRAPEVINE-DNAT"        // nat: published ports
+	chainPostrouting = "GRAPEVINE-POSTROUTING" // nat: egress masquerade and hairpin
+)
+
+// jumpComment marks the jumps from the built-in chains.
+const jumpComment = "grapevine"
+
+// fwChains lists grapevine's chains per table, in the order they are written.
+var fwChains = []struct {
+	table  string
+	chains []string
+}{
+	{"filter", []string{chainForward, chainIsolation}},
+	{"nat", []string{chainDNAT, chainPostrouting}},
+}
+
+// fwJump is a rule in a built-in chain that sends packets into grapevine's chain.
+type fwJump struct {
+	table, chain string
+	rule         string // rule text without "-A CHAIN", in iptables-save form
+	first        bool   // inserted at position 1 rather than appended
+}
+
+var fwJumps = []fwJump{
+	{"filter", "FORWARD", `-m comment --comment "` + jumpComment + `" -j ` + chainForward, true},
+	{"nat", "PREROUTING", `-m addrtype --dst-type LOCAL -m comment --comment "` + jumpComment + `" -j ` + chainDNAT, false},
+	{"nat", "OUTPUT", `! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment "` + jumpComment + `" -j ` + chainDNAT, false},
+	{"nat", "POSTROUTING", `-m comment --comment "` + jumpComment + `" -j ` + chainPostrouting, false},
+}
+
+// ifaceName accepts what the kernel accepts as a link name and nothing that
+// could break the rule text.
+var ifaceName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
+// fwRules is the rendered rule set: per table, the "-A CHAIN …" lines of
+// grapevine's chains in order, in the form iptables-save prints them.
+type fwRules map[string][]string
+
+// shortID is the first 12 characters of a Docker id, as used in comments.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func netComment(networkID string) string {
+	return fmt.Sprintf(`-m comment --comment "grapevine:%s"`, shortID(networkID))
+}
+
+func portComment(p PortRule) string {
+	return fmt.Sprintf(`-m comment --comment "grapevine:%s:%s"`, shortID(p.NetworkID), shortID(p.EndpointID))
+}
+
+var idChars = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// validateFirewall rejects input that would render wrong or unsafe rules.
+func validateFirewall(fw Firewall) error {
+	nets := map[string]NetworkRules{}
+	for i, n := range fw.Networks {
+		switch {
+		case !idChars.MatchString(n.NetworkID):
+			return fmt.Errorf("firewall network %d: network id %q is empty or has characters other than letters, digits, _ . -", i, n.NetworkID)
+		case !ifaceName.MatchString(n.Bridge):
+			return fmt.Errorf("firewall network %s: bridge name %q is not a valid link name", shortID(n.NetworkID), n.Bridge)
+		case n.Masquerade && n.Internal:
+			return fmt.Errorf("firewall network %s: masquerade and internal are both set; an internal network has no egress", shortID(n.NetworkID))
+		case n.Masquerade && (!n.Subnet.IsValid() || !n.Subnet.Addr().Is4()):
+			return fmt.Errorf("firewall network %s: masquerade needs an IPv4 subnet, got %v", shortID(n.NetworkID), n.Subnet)
+		}
+		if _, dup := nets[n.NetworkID]; dup {
+			return fmt.Errorf("firewall network %s listed twice", shortID(n.NetworkID))
+		}
+		nets[n.NetworkID] = n
+	}
+	for _, p := range fw.Ports {
+		where := fmt.Sprintf("published port %s/%d of endpoint %s", p.Proto, p.HostPort, shortID(p.EndpointID))
+		n, ok := nets[p.NetworkID]
+		switch {
+		case !ok:
+			return fmt.Errorf("%s: network %q is not among the firewall's networks", where, shortID(p.NetworkID))
+		case n.Internal:
+			return fmt.Errorf("%s: network %s is internal and cannot publish ports", where, shortID(p.NetworkID))
+		case !idChars.MatchString(p.EndpointID):
+			return fmt.Errorf("%s: endpoint id %q is empty or malformed", where, p.EndpointID)
+		case p.Bridge != "" && p.Bridge != n.Bridge:
+			return fmt.Errorf("%s: bridge %q differs from the network's bridge %q", where, p.Bridge, n.Bridge)
+		case p.Proto != TCP && p.Proto != UDP && p.Proto != SCTP:
+			return fmt.Errorf("%s: protocol %d is not tcp, udp or sctp", where, p.Proto)
+		case p.HostPort == 0 || p.ContainerPort == 0:
+			return fmt.Errorf("%s: host port %d and container port %d must be non-zero", where, p.HostPort, p.ContainerPort)
+		case !p.ContainerIP.Is4():
+			return fmt.Errorf("%s: container address %v is not IPv4", where, p.ContainerIP)
+		case p.HostIP.IsValid() && !p.HostIP.Is4():
+			return fmt.Errorf("%s: host address %v is not IPv4 (grapevine programs IPv4 only)", where, p.HostIP)
+		}
+	}
+	return nil
+}
+
+// renderFirewall turns the desired state into grapevine's chain contents.
+// Networks and ports are sorted so that the output depends only on the set.
+func renderFirewall(fw Firewall) (fwRules, error) {
+	if err := validateFirewall(fw); err != nil {
+		return nil, err
+	}
+	nets := slices.Clone(fw.Networks)
+	slices.SortFunc(nets, func(a, b NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
+	ports := slices.Clone(fw.Ports)
+	slices.SortFunc(ports, comparePorts)
+	byNet := map[string][]PortRule{}
+	for _, p := range ports {
+		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
+	}
+
+	var fwd, iso, dnat, post []string
+	seen := map[string]bool{} // two host ports may share one container port
+	add := func(dst *[]string, chain, format string, args ...any) {
+		line := "-A " + chain + " " + fmt.Sprintf(format, args...)
+		if !seen[line] {
+			seen[line] = true
+			*dst = append(*dst, line)
+		}
+	}
+	// Isolation first, so no later accept can let one network reach another.
+	for _, n := range nets {
+		add(&fwd, chainForward, "-i %s ! -o %s %s -j %s", n.Bridge, n.Bridge, netComment(n.NetworkID), chainIsolation)
+		add(&iso, chainIsolation, "-o %s %s -j DROP", n.Bridge, netComment(n.NetworkID))
+	}
+	// br_netfilter sends bridged frames through FORWARD; Docker's policy is DROP.
+	for _, n := range nets {
+		add(&fwd, chainForward, "-i %s -o %s %s -j ACCEPT", n.Bridge, n.Bridge, netComment(n.NetworkID))
+	}
+	for _, n := range nets {
+		c := netComment(n.NetworkID)
+		if n.Internal {
+			add(&fwd, chainForward, "-i %s %s -j DROP", n.Bridge, c)
+			add(&fwd, chainForward, "-o %s %s -j DROP", n.Bridge, c)
+			continue
+		}
+		add(&fwd, chainForward, "-i %s ! -o %s %s -j ACCEPT", n.Bridge, n.Bridge, c)
+		add(&fwd, chainForward, "-o %s -m conntrack --ctstate RELATED,ESTABLISHED %s -j ACCEPT", n.Bridge, c)
+		for _, p := range byNet[n.NetworkID] {
+			add(&fwd, chainForward, "-d %s/32 -o %s -p %s -m %s --dport %d %s -j ACCEPT",
+				p.ContainerIP, n.Bridge, p.Proto, p.Proto, p.ContainerPort, portComment(p))
+		}
+		add(&fwd, chainForward, "-o %s %s -j DROP", n.Bridge, c)
+	}
+
+	for _, p := range ports {
+		dst := ""
+		if p.HostIP.IsValid() && !p.HostIP.IsUnspecified() {
+			dst = fmt.Sprintf("-d %s/32 ", p.HostIP)
+		}
+		add(&dnat, chainDNAT, "%s-p %s -m %s --dport %d %s -j DNAT --to-destination %s:%d",
+			dst, p.Proto, p.Proto, p.HostPort, portComment(p), p.ContainerIP, p.ContainerPort)
+	}
+	for _, n := range nets {
+		if n.Masquerade {
+			add(&post, chainPostrouting, "-s %s ! -o %s %s -j MASQUERADE", n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
+		}
+	}
+	for _, p := range ports {
+		// Hairpin: a container reaching its own published port through the host.
+		add(&post, chainPostrouting, "-s %s/32 -d %s/32 -p %s -m %s --dport %d %s -j MASQUERADE",
+			p.ContainerIP, p.ContainerIP, p.Proto, p.Proto, p.ContainerPort, portComment(p))
+	}
+	return fwRules{"filter": append(fwd, iso...), "nat": append(dnat, post...)}, nil
+}
+
+func comparePorts(a, b PortRule) int {
+	return cmp.Or(
+		cmp.Compare(a.NetworkID, b.NetworkID),
+		cmp.Compare(a.EndpointID, b.EndpointID),
+		cmp.Compare(a.Proto, b.Proto),
+		cmp.Compare(a.HostPort, b.HostPort),
+		a.HostIP.Compare(b.HostIP),
+		a.ContainerIP.Compare(b.ContainerIP),
+		cmp.Compare(a.ContainerPort, b.ContainerPort),
+	)
+}
+
+// hasForwarding reports whether any network needs the host to route for it.
+func hasForwarding(fw Firewall) bool {
+	for _, n := range fw.Networks {
+		if !n.Internal {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,370 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// xtables runs iptables-save and iptables-restore matching the iptables binary
+// go-iptables found (nft or legacy: mixing them would write to the other
+// backend).
+type xtables struct {
+	path    string // binary to execute
+	multi   bool   // path is an xtables-*-multi binary that dispatches on argv[0]
+	saveBin string // when !multi: the iptables-save binary
+}
+
+// findXtables locates save/restore next to (or behind the symlinks of) the
+// iptables binary that go-iptables runs (the first "iptables" in PATH).
+func findXtables() (xtables, error) {
+	path, err := exec.LookPath("iptables")
+	if err != nil {
+		return xtables{}, fmt.Errorf("find iptables: %w", err)
+	}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		base := filepath.Base(real)
+		if strings.HasPrefix(base, "xtables-") && strings.HasSuffix(base, "-multi") {
+			return xtables{path: real, multi: true}, nil
+		}
+	}
+	dir := filepath.Dir(path)
+	restore, save := filepath.Join(dir, "iptables-restore"), filepath.Join(dir, "iptables-save")
+	for _, p := range []string{restore, save} {
+		if _, err := os.Stat(p); err != nil {
+			return xtables{}, fmt.Errorf("find %s next to %s (the plugin rootfs needs iptables-save and iptables-restore): %w",
+				filepath.Base(p), path, err)
+		}
+	}
+	return xtables{path: restore, saveBin: save}, nil
+}
+
+func (x xtables) command(tool string, args ...string) *exec.Cmd {
+	if x.multi {
+		return &exec.Cmd{Path: x.path, Args: append([]string{tool}, args...)}
+	}
+	bin := x.path
+	if tool == "iptables-save" {
+		bin = x.saveBin
+	}
+	return exec.Command(bin, args...)
+}
+
+// save returns the rules of one table as iptables-save prints them.
+func (x xtables) save(table string) (string, error) {
+	cmd := x.command("iptables-save", "-t", table)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("iptables-save -t %s: %w: %s", table, err, strings.TrimSpace(stderr.String()))
+	}
+	return out.String(), nil
+}
+
+// restore applies input with --noflush: only the chains it declares are
+// flushed, and each table is committed atomically.
+func (x xtables) restore(input string) error {
+	cmd := x.command("iptables-restore", "--noflush", "-w")
+	cmd.Stdin = strings.NewReader(input)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("iptables-restore: %w: %s\ninput:\n%s", err, strings.TrimSpace(stderr.String()), input)
+	}
+	return nil
+}
+
+// savedTable is one table parsed from iptables-save.
+type savedTable struct {
+	chains map[string]bool     // every chain, built-in or not
+	rules  map[string][]string // chain → rule text after "-A CHAIN "
+}
+
+func parseSave(text string) savedTable {
+	t := savedTable{chains: map[string]bool{}, rules: map[string][]string{}}
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, ":"):
+			if f := strings.Fields(line[1:]); len(f) > 0 {
+				t.chains[f[0]] = true
+			}
+		case strings.HasPrefix(line, "-A "):
+			chain, rule, _ := strings.Cut(line[3:], " ")
+			t.rules[chain] = append(t.rules[chain], rule)
+		}
+	}
+	return t
+}
+
+// ours returns grapevine's chain contents of the table as "-A CHAIN …" lines.
+func (t savedTable) ours(chains []string) []string {
+	var lines []string
+	for _, c := range chains {
+		for _, r := range t.rules[c] {
+			lines = append(lines, "-A "+c+" "+r)
+		}
+	}
+	return lines
+}
+
+// appliedTable is what a table looked like right after grapevine last wrote it.
+type appliedTable struct {
+	desired  []string
+	readback []string
+}
+
+// SyncFirewall makes grapevine's chains hold exactly the rules for fw. Each
+// table is replaced in one iptables-restore transaction (only grapevine's chains
+// are flushed and refilled, so established traffic never meets a half-written
+// chain), and only when what the kernel holds differs from what is wanted.
+func (k *Kernel) SyncFirewall(fw Firewall) error {
+	want, err := renderFirewall(fw)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+
+	for _, tc := range fwChains {
+		if err := k.syncTable(tc.table, tc.chains, want[tc.table]); err != nil {
+			return err
+		}
+	}
+	if hasForwarding(fw) {
+		k.enableForwarding()
+	}
+	return nil
+}
+
+// syncTable brings one table's grapevine chains and jumps to the wanted state.
+func (k *Kernel) syncTable(table string, chains, want []string) error {
+	text, err := k.xt.save(table)
+	if err != nil {
+		return err
+	}
+	saved := parseSave(text)
+	have := saved.ours(chains)
+	chainsOK := true
+	for _, c := range chains {
+		chainsOK = chainsOK && saved.chains[c]
+	}
+	last := k.applied[table]
+	rulesOK := chainsOK && (slices.Equal(have, want) ||
+		(slices.Equal(last.desired, want) && slices.Equal(last.readback, have)))
+
+	jumpLines, err := k.jumpFixes(table, saved)
+	if err != nil {
+		return err
+	}
+	if rulesOK && len(jumpLines) == 0 {
+		return nil
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%s\n", table)
+	if !rulesOK {
+		for _, c := range chains {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+		}
+		for _, l := range want {
+			b.WriteString(l + "\n")
+		}
+	}
+	for _, l := range jumpLines {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("COMMIT\n")
+	if err := k.xt.restore(b.String()); err != nil {
+		return fmt.Errorf("write grapevine chains %s of table %s: %w", strings.Join(chains, ", "), table, err)
+	}
+	k.restores++
+	k.log.WithFields(map[string]any{"table": table, "rules": len(want), "jumps": len(jumpLines)}).Info("updated grapevine firewall chains")
+
+	if !rulesOK {
+		text, err := k.xt.save(table)
+		if err != nil {
+			return err
+		}
+		back := parseSave(text).ours(chains)
+		k.applied[table] = appliedTable{desired: slices.Clone(want), readback: back}
+		if !slices.Equal(back, want) {
+			k.log.WithField("table", table).Debug("iptables prints grapevine's rules differently from how they were written; comparing against the read-back from now on")
+		}
+	}
+	return nil
+}
+
+// jumpFixes returns the restore lines that make every jump into grapevine's
+// chains of this table present exactly once.
+func (k *Kernel) jumpFixes(table string, saved savedTable) ([]string, error) {
+	var lines []string
+	for _, j := range fwJumps {
+		if j.table != table {
+			continue
+		}
+		target := j.rule[strings.LastIndex(j.rule, " ")+1:]
+		n := 0
+		for _, r := range saved.rules[j.chain] {
+			if r == j.rule {
+				n++
+			}
+		}
+		if n == 0 && saved.chains[target] {
+			// iptables may print the rule in another form: ask it directly.
+			ok, err := k.ipt.Exists(table, j.chain, splitRule(j.rule)...)
+			if err != nil {
+				return nil, fmt.Errorf("check jump %q in %s/%s: %w", j.rule, table, j.chain, err)
+			}
+			if ok {
+				continue
+			}
+		}
+		if n == 0 {
+			if j.first {
+				lines = append(lines, fmt.Sprintf("-I %s 1 %s", j.chain, j.rule))
+			} else {
+				lines = append(lines, fmt.Sprintf("-A %s %s", j.chain, j.rule))
+			}
+		}
+		for ; n > 1; n-- {
+			lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
+		}
+	}
+	return lines, nil
+}
+
+// enableForwarding turns on IPv4 forwarding, which non-internal networks need.
+// A read-only /proc/sys (a container without the right mount) is a warning.
+func (k *Kernel) enableForwarding() {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	cur, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(cur)) == "1" {
+		return
+	}
+	if err == nil {
+		err = os.WriteFile(path, []byte("1\n"), 0o644)
+	}
+	if err != nil {
+		k.log.WithError(err).Warn("could not enable net.ipv4.ip_forward; containers on non-internal networks cannot reach beyond this host until it is set to 1")
+		return
+	}
+	k.log.Info("enabled net.ipv4.ip_forward")
+}
+
+// RemoveFirewall deletes all of grapevine's jumps and chains. Missing ones are
+// success.
+func (k *Kernel) RemoveFirewall() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+
+	var errs []error
+	for _, tc := range fwChains {
+		text, err := k.xt.save(tc.table)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		saved := parseSave(text)
+		for _, j := range fwJumps {
+			target := j.rule[strings.LastIndex(j.rule, " ")+1:]
+			if j.table != tc.table || !saved.chains[target] {
+				continue // no chain, so no jump to it either
+			}
+			if err := k.deleteAll(j); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		// Flush all first: GRAPEVINE-FORWARD refers to GRAPEVINE-ISOLATION.
+		for _, c := range tc.chains {
+			if !saved.chains[c] {
+				continue
+			}
+			if err := k.ipt.ClearChain(tc.table, c); err != nil {
+				errs = append(errs, fmt.Errorf("flush chain %s/%s: %w", tc.table, c, err))
+			}
+		}
+		for _, c := range tc.chains {
+			if !saved.chains[c] {
+				continue
+			}
+			if err := k.ipt.DeleteChain(tc.table, c); err != nil && !isNoChain(err) {
+				errs = append(errs, fmt.Errorf("delete chain %s/%s (is another rule still jumping to it?): %w", tc.table, c, err))
+			}
+		}
+		delete(k.applied, tc.table)
+	}
+	if len(errs) == 0 {
+		k.log.Info("removed grapevine firewall chains")
+	}
+	return errors.Join(errs...)
+}
+
+// deleteAll removes every copy of the jump j.
+func (k *Kernel) deleteAll(j fwJump) error {
+	spec := splitRule(j.rule)
+	for range 100 { // bounded: a rule that stays after -D is reported below
+		ok, err := k.ipt.Exists(j.table, j.chain, spec...)
+		if err == nil && !ok {
+			return nil
+		}
+		if err == nil {
+			err = k.ipt.Delete(j.table, j.chain, spec...)
+		}
+		if err != nil {
+			if isNoChain(err) {
+				return nil
+			}
+			return fmt.Errorf("delete jump %q from %s/%s: %w", j.rule, j.table, j.chain, err)
+		}
+	}
+	return fmt.Errorf("delete jump %q from %s/%s: still present after 100 deletions", j.rule, j.table, j.chain)
+}
+
+// isNoChain reports an iptables error saying the chain or rule does not exist.
+func isNoChain(err error) bool {
+	var e *iptables.Error
+	return errors.As(err, &e) && e.IsNotExist()
+}
+
+// splitRule splits iptables-save rule text into arguments, honouring double
+// quotes and backslash escapes inside them.
+func splitRule(s string) []string {
+	var (
+		args  []string
+		cur   strings.Builder
+		inQ   bool
+		begun bool
+	)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case inQ && c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case c == '"':
+			inQ = !inQ
+			begun = true
+		case !inQ && (c == ' ' || c == '\t'):
+			if begun {
+				args = append(args, cur.String())
+				cur.Reset()
+				begun = false
+			}
+		default:
+			cur.WriteByte(c)
+			begun = true
+		}
+	}
+	if begun {
+		args = append(args, cur.String())
+	}
+	return args
+}

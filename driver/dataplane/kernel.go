@@ -1,0 +1,197 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// dumpRetries bounds how often a netlink dump interrupted by a concurrent change
+// (netlink.ErrDumpInterrupted) is repeated before the error is returned.
+const dumpRetries = 5
+
+// Kernel is the Dataplane that programs the real kernel: links, addresses,
+// neighbour and FDB entries through its own netlink handle, packet-filter rules
+// through the iptables binaries.
+//
+// Namespaces: the netlink handle is bound to the network namespace that was
+// current for the calling thread when NewKernel ran, and keeps acting there from
+// any goroutine. iptables commands, sysctl writes and the socket probes of
+// PortInUse act in the namespace of the calling thread; in the plugin every
+// thread is in the host namespace, so both are the same.
+//
+// Methods are safe for concurrent use; they are serialised by one mutex because
+// kernel programming is quick and read-modify-write sequences must not interleave.
+type Kernel struct {
+	log *logrus.Entry
+	nl  *netlink.Handle
+	ipt *iptables.IPTables
+	// xt runs iptables-save and iptables-restore of the same flavour as ipt.
+	xt xtables
+
+	mu sync.Mutex
+	// applied remembers, per table, the rules last written and what iptables
+	// printed for them afterwards, so that a later sync whose desired rules and
+	// read-back are unchanged writes nothing even if iptables prints a rule in a
+	// form other than the one written.
+	applied map[string]appliedTable
+	// restores counts iptables-restore runs (tests check that a repeated sync
+	// writes nothing).
+	restores int
+}
+
+var _ Dataplane = (*Kernel)(nil)
+
+// NewKernel returns a Kernel for the calling thread's current network namespace.
+// It fails when netlink is unavailable or no usable iptables binary is found.
+// Call Close to release the netlink sockets.
+func NewKernel(log *logrus.Entry) (*Kernel, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink handle in the current network namespace: %w", err)
+	}
+	ipt, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10))
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("find iptables (the plugin rootfs must contain the iptables binaries): %w", err)
+	}
+	xt, err := findXtables()
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return &Kernel{
+		log:     log,
+		nl:      h,
+		ipt:     ipt,
+		xt:      xt,
+		applied: map[string]appliedTable{},
+	}, nil
+}
+
+// Close releases the netlink handle. The Kernel must not be used afterwards.
+func (k *Kernel) Close() {
+	k.nl.Close()
+}
+
+// linkByName returns the link or an error wrapping ErrLinkNotFound.
+func (k *Kernel) linkByName(name string) (netlink.Link, error) {
+	if name == "" {
+		return nil, fmt.Errorf("look up link: empty name: %w", ErrLinkNotFound)
+	}
+	l, err := k.nl.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil, fmt.Errorf("link %q: %w", name, ErrLinkNotFound)
+		}
+		return nil, fmt.Errorf("look up link %q: %w", name, err)
+	}
+	return l, nil
+}
+
+// linkList dumps all links, repeating a dump interrupted by concurrent changes.
+func (k *Kernel) linkList() ([]netlink.Link, error) {
+	var err error
+	for range dumpRetries {
+		var links []netlink.Link
+		links, err = k.nl.LinkList()
+		if err == nil {
+			return links, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("list links: %w", err)
+}
+
+// DeleteLink removes a link by name; a missing link is success.
+func (k *Kernel) DeleteLink(name string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.deleteLink(name)
+}
+
+func (k *Kernel) deleteLink(name string) error {
+	l, err := k.linkByName(name)
+	if errors.Is(err, ErrLinkNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := k.nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete link %q: %w", name, err)
+	}
+	return nil
+}
+
+// ListLinks names the links in this namespace whose name starts with prefix.
+func (k *Kernel) ListLinks(prefix string) ([]string, error) {
+	links, err := k.linkList()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, l := range links {
+		if n := l.Attrs().Name; strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// Routes lists IPv4 routes of the main table with a non-zero prefix length.
+func (k *Kernel) Routes() ([]Route, error) {
+	var (
+		routes []netlink.Route
+		err    error
+	)
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
+	for range dumpRetries {
+		routes, err = k.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list ipv4 routes of the main table: %w", err)
+	}
+	links, err := k.linkList()
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []Route
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		if ones == 0 {
+			continue
+		}
+		addr, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		if !ok {
+			continue
+		}
+		dev := names[r.LinkIndex]
+		out = append(out, Route{
+			Dst:  netip.PrefixFrom(addr, ones).Masked(),
+			Dev:  dev,
+			Ours: dev != "" && strings.HasPrefix(dev, LinkPrefix),
+		})
+	}
+	return out, nil
+}

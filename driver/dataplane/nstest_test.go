@@ -1,0 +1,269 @@
+package dataplane
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// testNS is a network namespace made for one test. The test's goroutine stays
+// locked to its OS thread, which is switched into the namespace until cleanup.
+type testNS struct {
+	t    *testing.T
+	name string
+	ns   netns.NsHandle
+	// outer is the /proc/thread-self/ns/net link of the namespace the thread
+	// was in before the test switched it.
+	outer string
+	nl   *netlink.Handle // handle bound to this namespace, for reading back state
+}
+
+// testLog returns a logger that writes through t.Log.
+func testLog(t *testing.T) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(testWriter{t})
+	l.SetLevel(logrus.DebugLevel)
+	return logrus.NewEntry(l).WithField("test", t.Name())
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// requireRoot skips the test when it cannot create network namespaces.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces and program the kernel")
+	}
+}
+
+// enterNewNS locks the calling goroutine to its thread, creates a fresh named
+// namespace, switches the thread into it and undoes all of that in t.Cleanup
+// (which runs on the same goroutine). Loopback is brought up.
+func enterNewNS(t *testing.T) *testNS {
+	t.Helper()
+	requireRoot(t)
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("get current netns: %v", err)
+	}
+	outer, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		t.Fatalf("read current netns: %v", err)
+	}
+	name := "gvt-" + randHex(t, 4)
+	ns, err := netns.NewNamed(name) // also switches this thread into it
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	tn := &testNS{t: t, name: name, ns: ns, outer: outer}
+	t.Cleanup(func() {
+		if tn.nl != nil {
+			tn.nl.Close()
+		}
+		restored := netns.Set(orig) == nil
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+		ns.Close()
+		orig.Close()
+		if restored {
+			runtime.UnlockOSThread()
+		} // else: leave the thread locked so the runtime discards it
+	})
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", name, err)
+	}
+	tn.nl = h
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatalf("find lo: %v", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatalf("set lo up: %v", err)
+	}
+	return tn
+}
+
+// newKernelNS makes a namespace and a Kernel inside it.
+func newKernelNS(t *testing.T) (*testNS, *Kernel) {
+	t.Helper()
+	tn := enterNewNS(t)
+	k, err := NewKernel(testLog(t))
+	if err != nil {
+		t.Fatalf("NewKernel: %v", err)
+	}
+	t.Cleanup(k.Close)
+	return tn, k
+}
+
+// otherNS creates an extra named namespace without entering it; it is deleted
+// in t.Cleanup. The returned handle is bound to it.
+func otherNS(t *testing.T) (string, netns.NsHandle, *netlink.Handle) {
+	t.Helper()
+	cur, err := netns.Get()
+	if err != nil {
+		t.Fatalf("get current netns: %v", err)
+	}
+	defer cur.Close()
+	name := "gvt-" + randHex(t, 4)
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	if err := netns.Set(cur); err != nil {
+		t.Fatalf("return to test netns: %v", err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		h.Close()
+		ns.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("set lo up in %s: %v", name, err)
+	}
+	return name, ns, h
+}
+
+// inNS runs f with the calling (locked) thread switched into ns.
+func inNS(t *testing.T, ns netns.NsHandle, f func()) {
+	t.Helper()
+	cur, err := netns.Get()
+	if err != nil {
+		t.Fatalf("get current netns: %v", err)
+	}
+	defer cur.Close()
+	if err := netns.Set(ns); err != nil {
+		t.Fatalf("enter netns: %v", err)
+	}
+	defer func() {
+		if err := netns.Set(cur); err != nil {
+			t.Fatalf("return to netns: %v", err)
+		}
+	}()
+	f()
+}
+
+func randHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(rand.Reader, b); err != nil {
+		t.Fatalf("random: %v", err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// run executes a command from the locked thread (so in the current netns) and
+// returns its combined output.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// link reads a link back through the test's own handle.
+func (tn *testNS) link(name string) netlink.Link {
+	tn.t.Helper()
+	l, err := tn.nl.LinkByName(name)
+	if err != nil {
+		tn.t.Fatalf("read back link %q: %v", name, err)
+	}
+	return l
+}
+
+// addIfb adds an ifb link (a plain, addressable link type built into this
+// kernel; dummy is not) with the given IPv4 prefixes, up.
+func addIfb(t *testing.T, h *netlink.Handle, name string, mtu int, prefixes ...string) netlink.Link {
+	t.Helper()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	attrs.MTU = mtu
+	if err := h.LinkAdd(&netlink.Ifb{LinkAttrs: attrs}); err != nil {
+		t.Fatalf("add ifb %q: %v", name, err)
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("read back %q: %v", name, err)
+	}
+	for _, p := range prefixes {
+		addAddr(t, h, l, p)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		t.Fatalf("set %q up: %v", name, err)
+	}
+	return l
+}
+
+func addAddr(t *testing.T, h *netlink.Handle, l netlink.Link, prefix string) {
+	t.Helper()
+	a, err := netlink.ParseAddr(prefix)
+	if err != nil {
+		t.Fatalf("parse %q: %v", prefix, err)
+	}
+	if err := h.AddrAdd(l, a); err != nil {
+		t.Fatalf("add %s to %q: %v", prefix, l.Attrs().Name, err)
+	}
+}
+
+func mustMAC(t *testing.T, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatalf("parse mac %q: %v", s, err)
+	}
+	return m
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
+
+// eventually polls cond until it returns "" or the deadline passes.
+func eventually(t *testing.T, d time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %s", d, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
