@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -83,14 +84,26 @@ func (k *Kernel) DelFDB(vxlan string, mac net.HardwareAddr) error {
 			return fmt.Errorf("delete static bridge fdb entry %s on port %q: %w", mac, vxlan, err)
 		}
 	}
-	self := &netlink.Neigh{
-		LinkIndex:    l.Attrs().Index,
-		Family:       unix.AF_BRIDGE,
-		Flags:        netlink.NTF_SELF,
-		HardwareAddr: mac,
+	// The VXLAN driver rejects a delete without a destination address, so
+	// delete each remote the device holds for mac by its address.
+	entries, err := k.fdbList(l)
+	if err != nil {
+		return err
 	}
-	if err := k.nl.NeighDel(self); err != nil && !isMissing(err) {
-		return fmt.Errorf("delete fdb entry %s on %q: %w", mac, vxlan, err)
+	for _, e := range entries {
+		if e.Flags&netlink.NTF_SELF == 0 || !bytes.Equal(e.HardwareAddr, mac) {
+			continue
+		}
+		self := &netlink.Neigh{
+			LinkIndex:    l.Attrs().Index,
+			Family:       unix.AF_BRIDGE,
+			Flags:        netlink.NTF_SELF,
+			IP:           e.IP,
+			HardwareAddr: mac,
+		}
+		if err := k.nl.NeighDel(self); err != nil && !isMissing(err) {
+			return fmt.Errorf("delete fdb entry %s dst %s on %q: %w", mac, e.IP, vxlan, err)
+		}
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ type testNS struct {
 	// outer is the /proc/thread-self/ns/net link of the namespace the thread
 	// was in before the test switched it.
 	outer string
-	nl   *netlink.Handle // handle bound to this namespace, for reading back state
+	nl    *netlink.Handle // handle bound to this namespace, for reading back state
 }
 
 // testLog returns a logger that writes through t.Log.
