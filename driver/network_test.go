@@ -85,8 +85,10 @@ func TestCreateNetworkValidation(t *testing.T) {
 			want: "grapevine networks need grapevine's IPAM (address space \"LocalDefault\" is not one of grapevine-local, grapevine-global): add --ipam-driver grapevine:test",
 		},
 		{
-			name:  "route overlap",
-			setup: func(e *env) { e.fake.SetRoutes(dataplane.Route{Dst: netip.MustParsePrefix("198.19.0.0/16"), Dev: "eth1"}) },
+			name: "route overlap",
+			setup: func(e *env) {
+				e.fake.SetRoutes(dataplane.Route{Dst: netip.MustParsePrefix("198.19.0.0/16"), Dev: "eth1"})
+			},
 			req: func(e *env) *network.CreateNetworkRequest {
 				return e.createReq(netReq{id: id("n"), subnet: "198.19.1.0/24"})
 			},
