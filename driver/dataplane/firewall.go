@@ -16,7 +16,8 @@ const (
 	chainPostrouting = "GRAPEVINE-POSTROUTING" // nat: egress masquerade and hairpin
 )
 
-// jumpComment marks the jumps from the built-in chains.
+// jumpComment marks the jumps from the built-in chains (plain word: iptables
+// prints it unquoted, which keeps the read-back identical).
 const jumpComment = "grapevine"
 
 // fwChains lists grapevine's chains per table, in the order they are written.
@@ -36,10 +37,10 @@ type fwJump struct {
 }
 
 var fwJumps = []fwJump{
-	{"filter", "FORWARD", `-m comment --comment "` + jumpComment + `" -j ` + chainForward, true},
-	{"nat", "PREROUTING", `-m addrtype --dst-type LOCAL -m comment --comment "` + jumpComment + `" -j ` + chainDNAT, false},
-	{"nat", "OUTPUT", `! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment "` + jumpComment + `" -j ` + chainDNAT, false},
-	{"nat", "POSTROUTING", `-m comment --comment "` + jumpComment + `" -j ` + chainPostrouting, false},
+	{"filter", "FORWARD", `-m comment --comment ` + jumpComment + ` -j ` + chainForward, true},
+	{"nat", "PREROUTING", `-m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
+	{"nat", "OUTPUT", `! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
+	{"nat", "POSTROUTING", `-m comment --comment ` + jumpComment + ` -j ` + chainPostrouting, false},
 }
 
 // ifaceName accepts what the kernel accepts as a link name and nothing that
