@@ -1,0 +1,180 @@
+package dataplane
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// overlayHost is one simulated host of the traffic test.
+type overlayHost struct {
+	k        *Kernel
+	nl       *netlink.Handle // read/setup handle in the host namespace
+	vtep     netip.Addr
+	underlay string
+	cNS      netns.NsHandle // the "container" namespace
+	cIP      netip.Addr
+	cMAC     net.HardwareAddr
+}
+
+// ping sends one ICMP echo from inside ns to dst and waits up to timeout for
+// the reply. It returns "" on success, else why it failed.
+func ping(t *testing.T, ns netns.NsHandle, dst netip.Addr, seq int, timeout time.Duration) string {
+	t.Helper()
+	var conn *icmp.PacketConn
+	var err error
+	inNS(t, ns, func() { conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0") })
+	if err != nil {
+		t.Fatalf("open icmp socket: %v", err)
+	}
+	defer conn.Close()
+	id := os.Getpid() & 0xffff
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("grapevine")}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.WriteTo(b, &net.IPAddr{IP: net.IP(dst.AsSlice())}); err != nil {
+		return fmt.Sprintf("send echo to %s: %v", dst, err)
+	}
+	deadline := time.Now().Add(timeout)
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return fmt.Sprintf("no echo reply from %s: %v", dst, err)
+		}
+		rm, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		if e, ok := rm.Body.(*icmp.Echo); ok && e.ID == id && e.Seq == seq && from.String() == dst.String() {
+			return ""
+		}
+	}
+}
+
+// TestOverlayTraffic programs two simulated hosts (namespaces joined by a veth
+// "underlay") only through Kernel, puts a "container" behind each, and checks
+// that they reach each other across the VXLAN and stop when the FDB entry goes.
+func TestOverlayTraffic(t *testing.T) {
+	tn1, k1 := newKernelNS(t)
+	_, ns2, nl2 := otherNS(t)
+	var k2 *Kernel
+	inNS(t, ns2, func() {
+		var err error
+		if k2, err = NewKernel(testLog(t).WithField("host", 2)); err != nil {
+			t.Fatalf("NewKernel in host 2: %v", err)
+		}
+	})
+	t.Cleanup(k2.Close)
+
+	// Underlay: u1 (host 1) <-> u2 (host 2).
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = "u1"
+	if err := tn1.nl.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "u2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn1.nl.LinkSetNsFd(tn1.link("u2"), int(ns2)); err != nil {
+		t.Fatal(err)
+	}
+	hosts := []*overlayHost{
+		{k: k1, nl: tn1.nl, vtep: mustAddr("198.18.0.1"), underlay: "u1", cIP: mustAddr("198.19.0.11"), cMAC: mustMAC(t, "02:42:c6:13:00:0b")},
+		{k: k2, nl: nl2, vtep: mustAddr("198.18.0.2"), underlay: "u2", cIP: mustAddr("198.19.0.12"), cMAC: mustMAC(t, "02:42:c6:13:00:0c")},
+	}
+	for i, h := range hosts {
+		u, err := h.nl.LinkByName(h.underlay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addAddr(t, h.nl, u, h.vtep.String()+"/24")
+		if err := h.nl.LinkSetUp(u); err != nil {
+			t.Fatal(err)
+		}
+
+		// What the driver does for a network and a local endpoint.
+		if err := h.k.EnsureBridge(BridgeSpec{Name: "gvb-t", MTU: 1450, MAC: net.HardwareAddr{2, 0x47, 0, 0, 0, byte(i + 1)}, Address: mustPrefix("198.19.0.1/24")}); err != nil {
+			t.Fatalf("host %d: %v", i+1, err)
+		}
+		vx := VXLANSpec{Name: "gvx-t", VNI: 42, Port: 4789, Local: h.vtep, Underlay: h.underlay, MTU: 1450, Master: "gvb-t"}
+		if err := h.k.EnsureVXLAN(vx); err != nil {
+			t.Fatalf("host %d: %v", i+1, err)
+		}
+		veth := VethSpec{HostName: "gvh-t", ContainerName: "gvc-t", MTU: 1450, MAC: h.cMAC, Master: "gvb-t"}
+		if err := h.k.EnsureVeth(veth); err != nil {
+			t.Fatalf("host %d: %v", i+1, err)
+		}
+
+		// What Docker does: move the container end into the container and
+		// configure it there.
+		var cnl *netlink.Handle
+		_, h.cNS, cnl = otherNS(t)
+		cEnd, err := h.nl.LinkByName("gvc-t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.nl.LinkSetNsFd(cEnd, int(h.cNS)); err != nil {
+			t.Fatal(err)
+		}
+		if cEnd, err = cnl.LinkByName("gvc-t"); err != nil {
+			t.Fatal(err)
+		}
+		addAddr(t, cnl, cEnd, h.cIP.String()+"/24")
+		if err := cnl.LinkSetUp(cEnd); err != nil {
+			t.Fatal(err)
+		}
+		if cEnd.Attrs().MTU != 1450 {
+			t.Errorf("host %d: container end mtu %d after the move, want 1450", i+1, cEnd.Attrs().MTU)
+		}
+		// The reconciler repeats Ensure after the move: only the host end is touched.
+		if err := h.k.EnsureVeth(veth); err != nil {
+			t.Fatalf("host %d: EnsureVeth after the move: %v", i+1, err)
+		}
+	}
+
+	// What gossip does: each host learns the other's endpoint.
+	for i, h := range hosts {
+		peer := hosts[1-i]
+		if err := h.k.SetFDB("gvx-t", peer.cMAC, peer.vtep); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.k.SetNeigh("gvx-t", peer.cIP, peer.cMAC); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	seq := 0
+	pingOK := func(from, to *overlayHost) func() string {
+		return func() string { seq++; return ping(t, from.cNS, to.cIP, seq, 300*time.Millisecond) }
+	}
+	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
+	eventually(t, 5*time.Second, pingOK(hosts[1], hosts[0]))
+
+	// Without the FDB entry host 1 has nowhere to send the frames.
+	if err := k1.DelFDB("gvx-t", hosts[1].cMAC); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		seq++
+		if msg := ping(t, hosts[0].cNS, hosts[1].cIP, seq, 300*time.Millisecond); msg == "" {
+			t.Fatalf("ping across the overlay still works after DelFDB")
+		}
+	}
+
+	// And with it back, traffic resumes.
+	if err := k1.SetFDB("gvx-t", hosts[1].cMAC, hosts[1].vtep); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
+}
