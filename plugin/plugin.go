@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -64,9 +63,8 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 		return err
 	}
 	srv := NewServer(entry.WithField("component", "server"))
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
-	go func() { served <- httpSrv.Serve(ln) }()
+	go func() { served <- srv.Serve(ln) }()
 	entry.WithField("socket", opts.Socket).Info("serving NetworkDriver and IpamDriver")
 
 	var p *process
@@ -89,9 +87,10 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 	case err := <-served:
 		entry.WithError(err).Error("socket server stopped")
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	_ = httpSrv.Shutdown(shutdownCtx)
+	_ = ln.Close()
+	if !srv.Drain(3 * time.Second) {
+		entry.Warn("requests still running after 3s; stopping anyway")
+	}
 	if p != nil {
 		p.close()
 	}

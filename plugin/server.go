@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
@@ -73,10 +75,11 @@ type backend struct {
 // Server serves both protocols on one socket. It answers as soon as it
 // listens; requests wait until SetBackend is called.
 type Server struct {
-	handler sdk.Handler
-	ready   chan struct{}
-	be      backend
-	log     *logrus.Entry
+	handler  sdk.Handler
+	ready    chan struct{}
+	be       backend
+	inflight sync.WaitGroup
+	log      *logrus.Entry
 }
 
 // NewServer registers every NetworkDriver and IpamDriver route.
@@ -92,8 +95,20 @@ func (s *Server) SetBackend(n NetworkAPI, i IPAMAPI, status func() any, err erro
 	close(s.ready)
 }
 
-// Handler returns the HTTP handler (the sdk mux with every route).
-func (s *Server) Handler() http.Handler { return s.handler }
+// Serve answers requests on ln until ln is closed.
+func (s *Server) Serve(ln net.Listener) error { return s.handler.Serve(ln) }
+
+// Drain waits up to timeout for requests already being answered.
+func (s *Server) Drain(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
 
 // empty is the JSON body of a successful call that returns nothing.
 type empty struct{}
@@ -153,6 +168,8 @@ type errorBody struct {
 // has no body), fn answers it, and panics become errors instead of crashes.
 func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, error)) {
 	s.handler.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
 		log := s.log.WithField("call", path[1:])
 		start := time.Now()
 		var (

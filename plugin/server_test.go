@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -81,18 +81,30 @@ func (fakeIPAM) RequestAddress(*ipam.RequestAddressRequest) (*ipam.RequestAddres
 }
 func (fakeIPAM) ReleaseAddress(*ipam.ReleaseAddressRequest) error { return nil }
 
-func newTestServer(t *testing.T, n *fakeNet, beErr error) *httptest.Server {
+// testServer is a Server listening on loopback.
+type testServer struct{ URL string }
+
+func serveTest(t *testing.T, s *Server) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { ln.Close() })
+	return &testServer{URL: "http://" + ln.Addr().String()}
+}
+
+func newTestServer(t *testing.T, n *fakeNet, beErr error) *testServer {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	s := NewServer(logrus.NewEntry(log))
 	s.SetBackend(n, fakeIPAM{}, func() any { return map[string]string{"host": "h1"} }, beErr)
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(ts.Close)
-	return ts
+	return serveTest(t, s)
 }
 
-func post(t *testing.T, ts *httptest.Server, path, body string) (int, map[string]any) {
+func post(t *testing.T, ts *testServer, path, body string) (int, map[string]any) {
 	t.Helper()
 	resp, err := http.Post(ts.URL+path, "application/vnd.docker.plugins.v1.2+json", strings.NewReader(body))
 	if err != nil {
@@ -179,8 +191,7 @@ func TestRequestsWaitForBackend(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	s := NewServer(logrus.NewEntry(log))
-	ts := httptest.NewServer(s.Handler())
-	defer ts.Close()
+	ts := serveTest(t, s)
 	done := make(chan int)
 	go func() {
 		resp, err := http.Post(ts.URL+"/IpamDriver.RequestAddress", "application/json", bytes.NewBufferString(`{"PoolID":"p"}`))

@@ -120,9 +120,9 @@ func PrintStatus(w io.Writer, raw []byte) error {
 	tw.Flush()
 	fmt.Fprintln(w, "\nPOOLS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tRANGE\tSPACE\tGATEWAY\tUSED\tFREE")
+	fmt.Fprintln(tw, "POOL\tRANGE\tSPACE\tGATEWAY\tALLOCATED\tFREE\tOWNED")
 	for _, p := range st.Pools {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", p.Pool, p.SubPool, p.Space, p.Gateway, p.Used, p.Free)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d/%d\t%s\n", p.Pool, p.SubPool, p.Space, p.Gateway, p.Allocated, p.Free, p.Capacity, strings.Join(p.Owned, ","))
 	}
 	return tw.Flush()
 }
