@@ -30,8 +30,11 @@ type Cluster struct {
 	joinAttempts atomic.Int64
 	stats        counters
 
+	metaMu sync.Mutex // guards meta, read by memberlist through NodeMeta
+
 	mu       sync.Mutex
 	departed map[string]departedMember // dead or left members, for Members
+	leaving  map[string]bool           // members that announced a graceful leave
 	nodeSubs []func(Member, EventType)
 	started  bool
 	closed   bool
@@ -76,6 +79,7 @@ func New(cfg Config) (*Cluster, error) {
 		cfg:      cfg,
 		log:      cfg.Log,
 		departed: make(map[string]departedMember),
+		leaving:  make(map[string]bool),
 		stop:     make(chan struct{}),
 		flushCh:  make(chan struct{}, 1),
 	}
@@ -165,7 +169,8 @@ func (c *Cluster) LocalAddr() netip.AddrPort {
 	if ml == nil {
 		return netip.AddrPort{}
 	}
-	return c.member(ml.LocalNode()).Addr
+	m, _ := c.member(ml.LocalNode())
+	return m.Addr
 }
 
 // Members returns every known member: alive and suspect ones from
@@ -179,7 +184,7 @@ func (c *Cluster) Members() []Member {
 	seen := make(map[string]bool)
 	var out []Member
 	for _, n := range ml.Members() {
-		m := c.member(n)
+		m, _ := c.member(n)
 		seen[m.Name] = true
 		out = append(out, m)
 	}
@@ -215,9 +220,20 @@ func (c *Cluster) OnNodeEvent(fn func(Member, EventType)) {
 
 // nodeEvent runs under memberlist's node lock: record and queue only.
 func (c *Cluster) nodeEvent(n *memberlist.Node, ev EventType) {
-	m := c.member(n)
+	m, leaving := c.member(n)
 	if m.Self {
 		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case ev == EventUpdate && leaving:
+		// The leave announcement: remembered, not reported as an update.
+		c.leaving[m.Name] = true
+		c.log.WithField("peer", m.Name).Debug("peer announced it is leaving")
+		return
+	case ev == EventDead && c.leaving[m.Name]:
+		ev = EventLeave
 	}
 	l := c.log.WithFields(logrus.Fields{"peer": m.Name, "addr": m.Addr.String(), "vtep": m.Meta.VTEP.String()})
 	switch ev {
@@ -234,13 +250,16 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev EventType) {
 	if m.MetaErr != "" {
 		l.WithField("error", m.MetaErr).Warn("peer metadata undecodable")
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	switch ev {
-	case EventLeave, EventDead:
+	case EventLeave:
+		m.State = StateLeft
+		c.departed[m.Name] = departedMember{m: m, since: c.cfg.Now()}
+	case EventDead:
+		m.State = StateDead
 		c.departed[m.Name] = departedMember{m: m, since: c.cfg.Now()}
 	default:
 		delete(c.departed, m.Name)
+		delete(c.leaving, m.Name)
 	}
 	for _, fn := range c.nodeSubs {
 		c.events.push(func() { fn(m, ev) })
@@ -352,6 +371,16 @@ func (c *Cluster) Shutdown() error {
 	close(c.stop)
 	var firstErr error
 	if ml := c.ml.Load(); ml != nil {
+		// Announce the leave in our metadata first, so that peers report
+		// EventLeave rather than EventDead.
+		if meta, err := encodeLeavingMeta(c.cfg.Meta); err == nil {
+			c.metaMu.Lock()
+			c.meta = meta
+			c.metaMu.Unlock()
+			if err := ml.UpdateNode(c.cfg.LeaveTimeout); err != nil {
+				c.log.WithError(err).Debug("leave announcement did not complete")
+			}
+		}
 		if err := ml.Leave(c.cfg.LeaveTimeout); err != nil {
 			c.log.WithError(err).Warn("graceful leave did not complete; peers will notice the failure instead")
 		}

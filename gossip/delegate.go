@@ -43,6 +43,8 @@ type delegate struct{ c *Cluster }
 // NodeMeta returns the encoded NodeMeta (checked against the limit by New).
 // Called when memberlist (re)announces this node.
 func (d *delegate) NodeMeta(limit int) []byte {
+	d.c.metaMu.Lock()
+	defer d.c.metaMu.Unlock()
 	if len(d.c.meta) > limit {
 		return nil
 	}

@@ -24,56 +24,57 @@ type NodeMeta struct {
 	Release string `json:"release,omitempty"`
 }
 
-func (m NodeMeta) encode() ([]byte, error) {
-	return json.Marshal(m)
+// wireMeta is NodeMeta as sent, plus the leaving flag Shutdown announces
+// just before the graceful leave. memberlist's events do not tell a leave
+// from a failure, so peers use the flag to report EventLeave rather than
+// EventDead (best effort: if the announcement is lost, a leave is reported
+// as a failure).
+type wireMeta struct {
+	NodeMeta
+	Leaving bool `json:"leaving,omitempty"`
 }
 
-func decodeMeta(b []byte) (NodeMeta, error) {
-	var m NodeMeta
+func (m NodeMeta) encode() ([]byte, error) {
+	return json.Marshal(wireMeta{NodeMeta: m})
+}
+
+func encodeLeavingMeta(m NodeMeta) ([]byte, error) {
+	return json.Marshal(wireMeta{NodeMeta: m, Leaving: true})
+}
+
+func decodeMeta(b []byte) (wireMeta, error) {
+	var m wireMeta
 	if len(b) == 0 {
 		return m, nil
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return m, fmt.Errorf("node metadata: %w", err)
+		return wireMeta{}, fmt.Errorf("node metadata: %w", err)
 	}
 	return m, nil
 }
 
-// MemberState is a member's state as memberlist sees it.
+// MemberState is a member's state as memberlist sees it. memberlist's API
+// does not expose suspicion, so a suspect member is reported alive until it
+// is declared dead.
 type MemberState int
 
 // Member states.
 const (
-	StateAlive   MemberState = iota // answering probes
-	StateSuspect                    // missed probes; may be declared dead soon
-	StateDead                       // failed: stopped answering
-	StateLeft                       // left gracefully
+	StateAlive MemberState = iota // a member (possibly suspect)
+	StateDead                     // failed: stopped answering
+	StateLeft                     // left gracefully
 )
 
 func (s MemberState) String() string {
 	switch s {
 	case StateAlive:
 		return "alive"
-	case StateSuspect:
-		return "suspect"
 	case StateDead:
 		return "dead"
 	case StateLeft:
 		return "left"
 	}
 	return fmt.Sprintf("MemberState(%d)", int(s))
-}
-
-func memberState(s memberlist.NodeStateType) MemberState {
-	switch s {
-	case memberlist.StateSuspect:
-		return StateSuspect
-	case memberlist.StateDead:
-		return StateDead
-	case memberlist.StateLeft:
-		return StateLeft
-	}
-	return StateAlive
 }
 
 // Member is one host of the cluster.
@@ -112,8 +113,11 @@ func (e EventType) String() string {
 	return fmt.Sprintf("EventType(%d)", int(e))
 }
 
-func (c *Cluster) member(n *memberlist.Node) Member {
-	m := Member{Name: n.Name, State: memberState(n.State), Self: n.Name == c.cfg.NodeName}
+// member converts a memberlist node (whose State field memberlist leaves
+// unset) into an alive Member, and reports whether it announced it is
+// leaving.
+func (c *Cluster) member(n *memberlist.Node) (Member, bool) {
+	m := Member{Name: n.Name, State: StateAlive, Self: n.Name == c.cfg.NodeName}
 	if a, ok := netip.AddrFromSlice(n.Addr); ok {
 		m.Addr = netip.AddrPortFrom(a.Unmap(), n.Port)
 	}
@@ -121,8 +125,8 @@ func (c *Cluster) member(n *memberlist.Node) Member {
 	if err != nil {
 		m.MetaErr = err.Error()
 	}
-	m.Meta = meta
-	return m
+	m.Meta = meta.NodeMeta
+	return m, meta.Leaving
 }
 
 // eventDelegate implements memberlist.EventDelegate. memberlist calls it
@@ -130,12 +134,12 @@ func (c *Cluster) member(n *memberlist.Node) Member {
 // call back into memberlist.
 type eventDelegate struct{ c *Cluster }
 
-func (d *eventDelegate) NotifyJoin(n *memberlist.Node)   { d.c.nodeEvent(n, EventJoin) }
+// NotifyJoin implements memberlist.EventDelegate.
+func (d *eventDelegate) NotifyJoin(n *memberlist.Node) { d.c.nodeEvent(n, EventJoin) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
 func (d *eventDelegate) NotifyUpdate(n *memberlist.Node) { d.c.nodeEvent(n, EventUpdate) }
-func (d *eventDelegate) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
-		d.c.nodeEvent(n, EventLeave)
-		return
-	}
-	d.c.nodeEvent(n, EventDead)
-}
+
+// NotifyLeave implements memberlist.EventDelegate; it is called for leaves
+// and failures alike (EventDead unless the node announced it was leaving).
+func (d *eventDelegate) NotifyLeave(n *memberlist.Node) { d.c.nodeEvent(n, EventDead) }
