@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/sirupsen/logrus"
 )
 
 // xtables runs iptables-save and iptables-restore matching the iptables binary
@@ -186,7 +187,7 @@ func (k *Kernel) syncTable(table string, chains, want []string) error {
 		return fmt.Errorf("write grapevine chains %s of table %s: %w", strings.Join(chains, ", "), table, err)
 	}
 	k.restores++
-	k.log.WithFields(map[string]any{"table": table, "rules": len(want), "jumps": len(jumpLines)}).Info("updated grapevine firewall chains")
+	k.log.WithFields(logrus.Fields{"table": table, "rules": len(want), "jumps": len(jumpLines)}).Info("updated grapevine firewall chains")
 
 	if !rulesOK {
 		text, err := k.xt.save(table)

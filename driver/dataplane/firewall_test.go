@@ -253,8 +253,10 @@ func TestSyncFirewall(t *testing.T) {
 		t.Errorf("a foreign jump in front of ours caused a rewrite")
 	}
 
-	// Drift: a rule and a jump removed by hand are restored.
+	// Drift: a rule and a jump removed by hand are restored, a jump added twice
+	// is deduplicated.
 	run(t, "iptables", "-D", chainForward, "3")
+	run(t, "iptables", "-A", "FORWARD", "-m", "comment", "--comment", jumpComment, "-j", chainForward)
 	run(t, "iptables", "-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", jumpComment, "-j", chainPostrouting)
 	if err := k.SyncFirewall(fw); err != nil {
 		t.Fatal(err)
