@@ -161,6 +161,29 @@ func TestOverlayTraffic(t *testing.T) {
 	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
 	eventually(t, 5*time.Second, pingOK(hosts[1], hosts[0]))
 
+	// Docker's FORWARD policy is DROP and br_netfilter (on in every namespace
+	// here) sends bridged frames through FORWARD: grapevine's rules must keep
+	// the bridged overlay path open.
+	run(t, "iptables", "-P", "FORWARD", "DROP")
+	fw := Firewall{Networks: []NetworkRules{{NetworkID: "overlaytest", Bridge: "gvb-t", Subnet: mustPrefix("198.19.0.0/24"), Masquerade: true}}}
+	if err := k1.SyncFirewall(fw); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
+	eventually(t, 5*time.Second, pingOK(hosts[1], hosts[0]))
+	// Control: without grapevine's rules the same policy blocks the path.
+	if err := k1.RemoveFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	seq++
+	if msg := ping(t, hosts[0].cNS, hosts[1].cIP, seq, 300*time.Millisecond); msg == "" {
+		t.Fatalf("ping works with FORWARD policy DROP and no grapevine rules; the firewall check above proves nothing")
+	}
+	if err := k1.SyncFirewall(fw); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
+
 	// Without the FDB entry host 1 has nowhere to send the frames.
 	if err := k1.DelFDB("gvx-t", hosts[1].cMAC); err != nil {
 		t.Fatal(err)
