@@ -306,7 +306,7 @@ func TestSyncFirewall(t *testing.T) {
 	checkFirewall(t, wantFirewall)
 }
 
-func TestSyncFirewallInternalOnlyKeepsForwarding(t *testing.T) {
+func TestSyncFirewallInternalOnlyLeavesForwardingOff(t *testing.T) {
 	_, k := newKernelNS(t)
 	fw := testFirewall()
 	fw.Networks, fw.Ports = fw.Networks[:1], nil // netB, internal
