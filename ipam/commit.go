@@ -23,6 +23,14 @@ type committer struct {
 	mu      sync.Mutex
 	busy    bool // a leader is committing
 	pending []*commitReq
+	commits uint64 // transactions attempted, for benchmarks and status
+}
+
+// commitCount returns how many transactions were attempted.
+func (c *committer) commitCount() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commits
 }
 
 type commitReq struct {
@@ -77,6 +85,9 @@ var errFnFailed = errors.New("ipam: function failed in group commit")
 // run commits batch, delivering every request's result on its channel.
 func (c *committer) run(batch []*commitReq) {
 	for len(batch) > 0 {
+		c.mu.Lock()
+		c.commits++
+		c.mu.Unlock()
 		failed := -1
 		var fnErr error
 		err := c.db.Update(func(tx *bbolt.Tx) error {

@@ -60,12 +60,13 @@ func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolRes
 	d.mu.Lock()
 	if p := d.pools[id]; p != nil && space == GlobalAddressSpace {
 		p.refs++
+		refs := p.refs
 		d.mu.Unlock()
 		if err := d.persist(id); err != nil {
 			d.dropPoolRef(p)
 			return nil, err
 		}
-		log.WithField("refs", p.refs).Debug("repeated global pool request")
+		log.WithField("refs", refs).Debug("repeated global pool request")
 		return &ipam.RequestPoolResponse{PoolID: id, Pool: prefix.String()}, nil
 	}
 	for _, o := range d.sortedPools() {
@@ -99,7 +100,8 @@ func (d *Driver) ReleasePool(req *ipam.ReleasePoolRequest) error {
 		return nil
 	}
 	p.refs--
-	gone := p.refs <= 0
+	refs := p.refs
+	gone := refs <= 0
 	if gone {
 		delete(d.pools, id)
 		if p.auto && !p.used {
@@ -122,7 +124,7 @@ func (d *Driver) ReleasePool(req *ipam.ReleasePoolRequest) error {
 	if gone {
 		log.Info("pool released")
 	} else {
-		log.WithField("refs", p.refs).Debug("pool reference released")
+		log.WithField("refs", refs).Debug("pool reference released")
 	}
 	return nil
 }

@@ -2,10 +2,13 @@ package ipam
 
 import (
 	"errors"
+	"io"
 	"net/netip"
+	"sync"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/ipam"
+	"github.com/sirupsen/logrus"
 	"go.etcd.io/bbolt"
 )
 
@@ -230,5 +233,52 @@ func TestPersistFailureRollsBack(t *testing.T) {
 	h.open()
 	if s := h.status(id); s.Allocated != 1 {
 		t.Fatalf("after reopen: %+v", s)
+	}
+}
+
+func TestGlobalPoolConcurrentRepeats(t *testing.T) {
+	l := logrus.New()
+	l.SetLevel(logrus.DebugLevel)
+	l.SetOutput(io.Discard)
+	h := newHarness(t, Config{Log: logrus.NewEntry(l)})
+	const n = 12
+	var wg sync.WaitGroup
+	ids := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := h.d.RequestPool(&ipam.RequestPoolRequest{AddressSpace: GlobalAddressSpace, Pool: "198.19.70.0/24"})
+			if err == nil {
+				ids[i] = res.PoolID
+				_, err = h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: res.PoolID,
+					Options: map[string]string{requestAddressTypeKey: gatewayAddressType}})
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || ids[i] != ids[0] {
+			t.Fatalf("request %d: %s %v", i, ids[i], errs[i])
+		}
+	}
+	if s := h.status(ids[0]); s.Refs != n || s.Gateway != "198.19.70.1" {
+		t.Fatalf("status = %+v", s)
+	}
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.d.ReleasePool(&ipam.ReleasePoolRequest{PoolID: ids[0]}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	h.restart()
+	if n := len(h.d.Status()); n != 0 {
+		t.Fatalf("%d pools left after all references were released", n)
 	}
 }
