@@ -116,7 +116,7 @@ func listen(path string) (net.Listener, error) {
 type process struct {
 	settings Settings
 	db       *bolt.DB
-	dp       dataplane.Dataplane
+	dp       *dataplane.Kernel
 	driver   *driver.Driver
 	ipam     *gvipam.Driver
 	log      *logrus.Entry
@@ -146,6 +146,11 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 	if err != nil {
 		return nil, fmt.Errorf("opening the kernel data plane: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			dp.Close()
+		}
+	}()
 	p := &process{settings: s, db: db, dp: dp, log: log}
 
 	p.ipam, err = gvipam.New(gvipam.Config{
@@ -234,6 +239,7 @@ func (p *process) close() {
 		p.cancel()
 	}
 	p.wg.Wait()
+	p.dp.Close()
 	if err := p.db.Close(); err != nil {
 		p.log.WithError(err).Warn("closing state")
 	}
