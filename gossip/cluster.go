@@ -235,7 +235,10 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev EventType) {
 	case ev == EventDead && c.leaving[m.Name]:
 		ev = EventLeave
 	}
-	l := c.log.WithFields(logrus.Fields{"peer": m.Name, "addr": m.Addr.String(), "vtep": m.Meta.VTEP.String()})
+	l := c.log.WithFields(logrus.Fields{"peer": m.Name, "addr": m.Addr.String()})
+	if m.Meta.VTEP.IsValid() {
+		l = l.WithField("vtep", m.Meta.VTEP.String())
+	}
 	switch ev {
 	case EventJoin:
 		c.joined.Store(true)
