@@ -1,0 +1,528 @@
+#!/usr/bin/env bash
+# harness.sh — several real Docker hosts on one machine, for grapevine's tests.
+#
+# One simulated host = one network namespace with its own containerd and dockerd.
+# The hosts are joined by veth pairs to a bridge that lives in its own namespace
+# (the underlay), so the root namespace gets no address or route into the test
+# ranges. A "LAN machine" namespace without Docker sits on the same underlay.
+#
+#   harness.sh up RUN N             bring up hosts h1..hN (tears down again on failure)
+#   harness.sh down RUN             tear everything of RUN down (idempotent)
+#   harness.sh env RUN              print shell exports describing the run
+#   harness.sh docker RUN hN ARGS…  run /usr/bin/docker against host hN
+#   harness.sh exec RUN hN|lan|ul CMD…   run CMD in that namespace
+#   harness.sh plugin-id RUN hN     the grapevine plugin's id on hN
+#   harness.sh plugin-sock RUN hN   path of hN's plugin socket in the root namespace
+#   harness.sh plugin-pid RUN hN    pid of hN's running plugin process
+#   harness.sh plugin-install RUN hN   (re)create, configure and enable the plugin on hN
+#   harness.sh dockerd-stop RUN hN  SIGTERM hN's dockerd and wait for it to exit
+#   harness.sh dockerd-start RUN hN start hN's dockerd again with the same flags
+#   harness.sh dockerd-restart RUN hN
+#
+# RUN is a short unique prefix (letters/digits, ≤ 8 chars) so that two runs can share
+# a machine. Addresses: underlay 198.18.0.0/24, host i at 198.18.0.(10+i), the LAN
+# machine at 198.18.0.200; docker0 198.19.250.1/24 and default pools in
+# 100.64.0.0/10 inside each host; grapevine POOL 198.19.128.0/17.
+#
+# Environment for `up`: PLUGIN_DIR (default build/plugin; must hold config.json and
+# rootfs/), PEERS (value for the plugin's PEERS setting, default empty),
+# PLUGIN_SETTINGS (extra `docker plugin set` KEY=VALUE words), SKIP_PLUGIN=1 (no plugin).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+DOCKER=/usr/bin/docker
+BASE=${GV_HARNESS_BASE:-/run/gvtest}
+UL_PREFIX=198.18.0
+LAN_ADDR=$UL_PREFIX.200
+UNUSED_DNS=$UL_PREFIX.254
+GV_POOL=${GV_POOL:-198.19.128.0/17}
+
+die() {
+	echo "harness: $*" >&2
+	exit 1
+}
+log() { echo "harness: $*" >&2; }
+
+check_run() {
+	[[ ${1:-} =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "RUN must be 1-8 lowercase letters/digits starting with a letter, got '${1:-}'"
+}
+
+rundir() { echo "$BASE/$1"; }
+host_ns() { echo "$1-$2"; } # RUN hN
+host_index() {
+	[[ $1 =~ ^h([0-9]+)$ ]] || die "host must be h1, h2, …; got '$1'"
+	echo "${BASH_REMATCH[1]}"
+}
+host_addr() { echo "$UL_PREFIX.$((10 + $(host_index "$1")))"; }
+host_sock() { echo "$(rundir "$1")/$2/docker.sock"; }
+
+hdocker() { # RUN hN args…
+	local run=$1 h=$2
+	shift 2
+	"$DOCKER" -H "unix://$(host_sock "$run" "$h")" "$@"
+}
+
+in_ns() { # NS cmd…
+	local ns=$1
+	shift
+	nsenter --net="/run/netns/$ns" -- "$@"
+}
+
+# ---------------------------------------------------------------------------
+# installation of what the harness needs (a fresh Debian has only Go)
+
+ensure_packages() {
+	local missing=()
+	command -v dockerd >/dev/null || missing+=(docker.io)
+	[ -x "$DOCKER" ] || missing+=(docker.io)
+	command -v containerd >/dev/null || missing+=(containerd)
+	command -v iptables >/dev/null || missing+=(iptables)
+	command -v ip >/dev/null || missing+=(iproute2)
+	# busybox must be the static build: it is copied into images.
+	if ! { [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; }; then
+		missing+=(busybox-static)
+	fi
+	command -v file >/dev/null || missing+=(file)
+	if [ ${#missing[@]} -gt 0 ]; then
+		log "installing ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+	fi
+	if ! file -L /bin/busybox | grep -q 'statically linked'; then
+		die "/bin/busybox is not statically linked (install busybox-static)"
+	fi
+	# dockerd needs these modules' functionality; they are built in on the target kernels,
+	# modprobe is best effort for kernels that have them as modules.
+	modprobe -q br_netfilter 2>/dev/null || true
+	modprobe -q vxlan 2>/dev/null || true
+	modprobe -q overlay 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------
+# underlay
+
+setup_underlay() { # RUN N
+	local run=$1 n=$2 ul="$1-ul" i ns
+	ip netns add "$ul"
+	in_ns "$ul" ip link set lo up
+	in_ns "$ul" ip link add br0 type bridge
+	in_ns "$ul" ip link set br0 mtu 1500 up
+	for i in $(seq 1 "$n"); do
+		ns=$(host_ns "$run" "h$i")
+		ip netns add "$ns"
+		ip link add eth0 netns "$ns" mtu 1500 type veth peer name "h$i" netns "$ul" mtu 1500
+		in_ns "$ul" ip link set "h$i" master br0 up
+		in_ns "$ns" ip link set lo up
+		in_ns "$ns" ip addr add "$UL_PREFIX.$((10 + i))/24" dev eth0
+		in_ns "$ns" ip link set eth0 up
+	done
+	ns="$run-lan"
+	ip netns add "$ns"
+	ip link add eth0 netns "$ns" mtu 1500 type veth peer name lan netns "$ul" mtu 1500
+	in_ns "$ul" ip link set lan master br0 up
+	in_ns "$ns" ip link set lo up
+	in_ns "$ns" ip addr add "$LAN_ADDR/24" dev eth0
+	in_ns "$ns" ip link set eth0 up
+}
+
+# ---------------------------------------------------------------------------
+# containerd + dockerd per host
+
+write_host_config() { # RUN hN
+	local run=$1 h=$2 d
+	d="$(rundir "$run")/$h"
+	mkdir -p "$d/containerd/root" "$d/containerd/state" "$d/data" "$d/exec" "$d/state"
+	cat >"$d/containerd/config.toml" <<EOF
+version = 2
+root = "$d/containerd/root"
+state = "$d/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$d/containerd/containerd.sock"
+
+[ttrpc]
+  address = "$d/containerd/containerd.sock.ttrpc"
+
+[debug]
+  address = "$d/containerd/debug.sock"
+
+[metrics]
+  address = ""
+EOF
+	# dockerd 20.10 writes its identity key to /etc/docker/key.json unless told otherwise:
+	# give every host its own (own daemon ID, nothing left in /etc).
+	printf '{"deprecated-key-path": "%s"}\n' "$d/key.json" >"$d/daemon.json"
+	# the exact dockerd command line, reused by dockerd-start
+	cat >"$d/dockerd.args" <<EOF
+--config-file=$d/daemon.json
+--data-root=$d/data
+--exec-root=$d/exec
+--pidfile=$d/dockerd.pid
+-H=unix://$d/docker.sock
+--containerd=$d/containerd/containerd.sock
+--bip=198.19.250.1/24
+--default-address-pool=base=100.64.0.0/10,size=24
+--dns=$UNUSED_DNS
+--cgroup-parent=/$run-$h
+--userland-proxy=false
+--shutdown-timeout=2
+EOF
+}
+
+wait_for() { # DESCRIPTION SECONDS cmd…
+	local what=$1 secs=$2 deadline
+	shift 2
+	deadline=$((SECONDS + secs))
+	local rc
+	while true; do
+		rc=0
+		"$@" >/dev/null 2>&1 || rc=$?
+		[ $rc -ne 0 ] || return 0
+		if [ $rc -eq 2 ] || ((SECONDS >= deadline)); then
+			log "gave up waiting for $what (exit $rc after $((secs - deadline + SECONDS))s)"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+start_containerd() { # RUN hN
+	local run=$1 h=$2 d ns
+	d="$(rundir "$run")/$h"
+	ns=$(host_ns "$run" "$h")
+	setsid nsenter --net="/run/netns/$ns" -- containerd --config "$d/containerd/config.toml" \
+		</dev/null >>"$d/containerd.log" 2>&1 &
+	echo $! >"$d/containerd.pid"
+	wait_for "containerd of $h ($d/containerd.log)" 30 test -S "$d/containerd/containerd.sock"
+}
+
+dockerd_running() { # RUN hN
+	local d pid
+	d="$(rundir "$1")/$2"
+	[ -f "$d/dockerd.pid" ] || return 1
+	pid=$(cat "$d/dockerd.pid" 2>/dev/null) || return 1
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+start_dockerd() { # RUN hN
+	local run=$1 h=$2 d ns args
+	d="$(rundir "$run")/$h"
+	ns=$(host_ns "$run" "$h")
+	mapfile -t args <"$d/dockerd.args"
+	# nsenter, not `ip netns exec` (that remounts /sys and dockerd loses the cgroup mounts);
+	# unshare --uts so that each daemon has its own hostname.
+	setsid nsenter --net="/run/netns/$ns" -- unshare --uts -- sh -c 'hostname "$1"; shift; exec dockerd "$@"' \
+		sh "$h" "${args[@]}" </dev/null >>"$d/dockerd.log" 2>&1 &
+	local pid=$!
+	if ! wait_for "dockerd of $h ($d/dockerd.log)" 60 dockerd_answers "$run" "$h" "$pid"; then
+		tail -n 30 "$d/dockerd.log" >&2 || true
+		return 1
+	fi
+}
+
+dockerd_answers() { # RUN hN PID — succeeds once dockerd answers; aborts the wait if it died
+	if ! kill -0 "$3" 2>/dev/null; then
+		log "dockerd of $2 exited"
+		return 2
+	fi
+	hdocker "$1" "$2" version
+}
+
+stop_pidfile() { # PIDFILE SECONDS — SIGTERM, wait, then SIGKILL
+	local pf=$1 secs=$2 pid deadline
+	[ -f "$pf" ] || return 0
+	pid=$(cat "$pf" 2>/dev/null || true)
+	[ -n "$pid" ] || return 0
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	deadline=$((SECONDS + secs))
+	while kill -0 "$pid" 2>/dev/null; do
+		if ((SECONDS >= deadline)); then
+			log "pid $pid ($pf) ignored SIGTERM for ${secs}s; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+			sleep 0.2
+			break
+		fi
+		sleep 0.1
+	done
+}
+
+stop_dockerd() { # RUN hN
+	local d
+	d="$(rundir "$1")/$2"
+	stop_pidfile "$d/dockerd.pid" 30
+	# dockerd removes its pidfile on a clean exit; wait for the socket to stop answering.
+	wait_for "dockerd of $2 to stop answering" 10 sh -c "! $DOCKER -H unix://$d/docker.sock version" || true
+}
+
+# ---------------------------------------------------------------------------
+# image and plugin
+
+build_image_dir() { # DIR
+	local dir=$1 a
+	rm -rf "$dir"
+	mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root" "$dir/www"
+	cp /bin/busybox "$dir/bin/busybox"
+	for a in $(/bin/busybox --list); do
+		[ "$a" = busybox ] || ln -s busybox "$dir/bin/$a"
+	done
+	mkdir -p "$dir/usr/bin" "$dir/sbin" "$dir/usr/sbin"
+	if command -v iperf3 >/dev/null && [ "${GV_IMAGE_IPERF3:-1}" = 1 ]; then
+		copy_with_libs "$(command -v iperf3)" "$dir"
+	fi
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$dir/etc/passwd"
+	printf 'root:x:0:\nnobody:x:65534:\n' >"$dir/etc/group"
+	chmod 1777 "$dir/tmp"
+}
+
+copy_with_libs() { # BINARY DIR — copy a dynamic binary and the libraries ldd lists
+	local bin=$1 dir=$2 lib
+	mkdir -p "$dir$(dirname "$bin")"
+	cp -L "$bin" "$dir$bin"
+	ldd "$bin" | awk '/=>/ { if ($3 ~ /^\//) print $3; next } $1 ~ /^\// { print $1 }' |
+		while read -r lib; do
+			mkdir -p "$dir$(dirname "$lib")"
+			cp -L "$lib" "$dir$lib"
+		done
+}
+
+import_image() { # RUN hN
+	local run=$1 h=$2 img
+	img="$(rundir "$run")/image.tar"
+	hdocker "$run" "$h" import --change 'CMD ["sh"]' "$img" gvtest/busybox:latest >/dev/null
+}
+
+plugin_id() { # RUN hN
+	hdocker "$1" "$2" plugin inspect -f '{{.Id}}' grapevine:latest 2>/dev/null
+}
+
+peers_for() { # RUN hN — the PEERS setting for hN: $PEERS from the environment (default empty)
+	echo "${PEERS:-}"
+}
+
+install_plugin() { # RUN hN
+	local run=$1 h=$2 d pdir id peers
+	d="$(rundir "$run")/$h"
+	pdir=${PLUGIN_DIR:-$REPO/build/plugin}
+	[ -f "$pdir/config.json" ] && [ -d "$pdir/rootfs" ] ||
+		die "plugin directory $pdir lacks config.json or rootfs/ (run make plugin)"
+	if id=$(plugin_id "$run" "$h"); then
+		hdocker "$run" "$h" plugin disable -f grapevine:latest >/dev/null 2>&1 || true
+		hdocker "$run" "$h" plugin rm -f grapevine:latest >/dev/null
+		rm -rf "/run/docker/plugins/$id"
+	fi
+	hdocker "$run" "$h" plugin create grapevine:latest "$pdir" >/dev/null
+	id=$(plugin_id "$run" "$h")
+	echo "$id" >>"$(rundir "$run")/plugin-ids"
+	mkdir -p "$d/state"
+	peers=$(peers_for "$run" "$h")
+	# shellcheck disable=SC2086 # PLUGIN_SETTINGS is a list of words on purpose
+	hdocker "$run" "$h" plugin set grapevine:latest "state.source=$d/state" \
+		"ADVERTISE=$(host_addr "$h")" "PEERS=$peers" "POOL=$GV_POOL" LOG_LEVEL=debug \
+		${PLUGIN_SETTINGS:-}
+	if ! hdocker "$run" "$h" plugin enable --timeout 30 grapevine:latest >/dev/null; then
+		log "plugin enable failed on $h; dockerd log tail:"
+		tail -n 30 "$d/dockerd.log" >&2 || true
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# up / down
+
+cmd_up() { # RUN N
+	local run=$1 n=$2 i rd pids
+	[[ $n =~ ^[1-9][0-9]?$ ]] && ((n <= 40)) || die "N must be 1..40, got '$n'"
+	rd=$(rundir "$run")
+	[ ! -e "$rd" ] || die "$rd exists: run '$0 down $run' first"
+	ip netns list | grep -q "^$run-" && die "namespaces named $run-* exist: run '$0 down $run' first"
+	ensure_packages
+	mkdir -p "$rd"
+	echo "$n" >"$rd/hosts"
+	UP_RUN=$run
+	trap 'rc=$?; if [ $rc -ne 0 ]; then log "up failed (exit $rc); tearing down $UP_RUN"; cmd_down "$UP_RUN"; fi' EXIT
+	setup_underlay "$run" "$n"
+	for i in $(seq 1 "$n"); do
+		write_host_config "$run" "h$i"
+		start_containerd "$run" "h$i"
+	done
+	pids=()
+	for i in $(seq 1 "$n"); do
+		start_dockerd "$run" "h$i" &
+		pids+=($!)
+	done
+	wait_pids "${pids[@]}"
+	# the image tarball is built once, then imported everywhere in parallel
+	build_image_dir "$rd/image"
+	tar -C "$rd/image" -cf "$rd/image.tar" .
+	pids=()
+	for i in $(seq 1 "$n"); do
+		import_image "$run" "h$i" &
+		pids+=($!)
+	done
+	wait_pids "${pids[@]}"
+	if [ "${SKIP_PLUGIN:-0}" != 1 ]; then
+		pids=()
+		for i in $(seq 1 "$n"); do
+			install_plugin "$run" "h$i" &
+			pids+=($!)
+		done
+		wait_pids "${pids[@]}"
+	fi
+	trap - EXIT
+	log "up: $n host(s) in $rd"
+}
+
+wait_pids() { # PID… — wait for each; fail if any failed
+	local rc=0 pid
+	for pid in "$@"; do
+		wait "$pid" || rc=1
+	done
+	return $rc
+}
+
+cmd_down() { # RUN — best effort, idempotent
+	local run=$1 rd n i h d id ids pid ns cg mnt pids
+	rd=$(rundir "$run")
+	set +e
+	n=$(cat "$rd/hosts" 2>/dev/null)
+	[ -n "$n" ] || n=$(ip netns list | awk -v p="^$run-h[0-9]+$" '$1 ~ p' | wc -l)
+	# 1. containers and plugins, while the daemons still answer
+	for i in $(seq 1 "$n"); do
+		h="h$i"
+		d="$rd/$h"
+		[ -S "$d/docker.sock" ] || continue
+		if hdocker "$run" "$h" version >/dev/null 2>&1; then
+			id=$(plugin_id "$run" "$h") && echo "$id" >>"$rd/plugin-ids"
+			ids=$(hdocker "$run" "$h" ps -aq 2>/dev/null)
+			[ -z "$ids" ] || hdocker "$run" "$h" rm -f $ids >/dev/null 2>&1
+			hdocker "$run" "$h" plugin disable -f grapevine:latest >/dev/null 2>&1
+		fi
+	done
+	# 2. daemons: dockerd first, then containerd
+	pids=()
+	for i in $(seq 1 "$n"); do
+		stop_pidfile "$rd/h$i/dockerd.pid" 30 &
+		pids+=($!)
+	done
+	wait_pids "${pids[@]}"
+	pids=()
+	for i in $(seq 1 "$n"); do
+		stop_pidfile "$rd/h$i/containerd.pid" 15 &
+		pids+=($!)
+	done
+	wait_pids "${pids[@]}"
+	# 3. leftover shims (and their children) that name one of our containerd sockets
+	for pid in $(pgrep -f 'containerd-shim' 2>/dev/null); do
+		if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$rd/"; then
+			log "killing leftover shim $pid"
+			for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+				kill -KILL "$child" 2>/dev/null
+			done
+			kill -KILL "$pid" 2>/dev/null
+		fi
+	done
+	# 4. mounts under the run directory, deepest first
+	if [ -n "$rd" ] && [ -d "$rd" ]; then
+		for mnt in $(awk -v p="$rd/" 'index($2, p) == 1 { print $2 }' /proc/self/mounts | sort -r); do
+			umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+		done
+	fi
+	# 5. namespaces
+	for ns in $(ip netns list | awk -v p="^$run-(h[0-9]+|ul|lan)$" '$1 ~ p { print $1 }'); do
+		ip netns del "$ns" 2>/dev/null
+	done
+	# 6. our plugins' socket directories in the shared /run/docker/plugins
+	if [ -f "$rd/plugin-ids" ]; then
+		for id in $(sort -u "$rd/plugin-ids"); do
+			[[ $id =~ ^[0-9a-f]{64}$ ]] && rm -rf "/run/docker/plugins/$id"
+		done
+	fi
+	# 7. our cgroup directories: containers live under /RUN-hN (--cgroup-parent), plugins
+	# under /<plugin-id>; with cgroup v1 one of each per controller, possibly nested
+	# below this process's own cgroup.
+	local names=("$run-h*")
+	[ -f "$rd/plugin-ids" ] && names+=($(sort -u "$rd/plugin-ids"))
+	for id in "${names[@]}"; do
+		find /sys/fs/cgroup -maxdepth 5 -type d -name "$id" -print 2>/dev/null
+	done | while read -r cg; do
+		find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+	done
+	# 8. files; the shims' socket directory is shared: remove it only if empty and no
+	# containerd at all is left on the machine
+	rm -rf "$rd"
+	if ! pgrep -x containerd >/dev/null 2>&1; then
+		rmdir /run/containerd/s /run/containerd 2>/dev/null
+	fi
+	rmdir "$BASE" 2>/dev/null
+	set -e
+	return 0
+}
+
+cmd_env() { # RUN
+	local run=$1 rd n i
+	rd=$(rundir "$run")
+	[ -f "$rd/hosts" ] || die "run $run is not up"
+	n=$(cat "$rd/hosts")
+	echo "export GV_RUN=$run GV_RUNDIR=$rd GV_HOSTS=$n"
+	echo "export GV_LAN_NETNS=$run-lan GV_LAN_ADDR=$LAN_ADDR GV_POOL=$GV_POOL"
+	for i in $(seq 1 "$n"); do
+		echo "export GV_H${i}_DOCKER_HOST=unix://$rd/h$i/docker.sock GV_H${i}_ADDR=$(host_addr "h$i") GV_H${i}_NETNS=$run-h$i"
+	done
+}
+
+cmd_plugin_pid() { # RUN hN — the `/grapevine serve` process in hN's network namespace
+	local run=$1 h=$2 want pid
+	want=$(stat -L -c '%d:%i' "/run/netns/$(host_ns "$run" "$h")")
+	for pid in $(pgrep -x grapevine 2>/dev/null); do
+		[ "$(stat -L -c '%d:%i' "/proc/$pid/ns/net" 2>/dev/null)" = "$want" ] || continue
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^/grapevine serve' || continue
+		echo "$pid"
+		return 0
+	done
+	return 1
+}
+
+main() {
+	local cmd=${1:-} run=${2:-}
+	[ -n "$cmd" ] || die "usage: $0 up|down|env|docker|exec|plugin-id|plugin-sock|plugin-pid|plugin-install|dockerd-stop|dockerd-start|dockerd-restart RUN …"
+	[ "$(id -u)" = 0 ] || die "must run as root"
+	check_run "$run"
+	shift 2
+	case $cmd in
+	up) cmd_up "$run" "${1:-1}" ;;
+	down) cmd_down "$run" ;;
+	env) cmd_env "$run" ;;
+	docker)
+		local h=${1:?host}
+		shift
+		host_index "$h" >/dev/null
+		exec "$DOCKER" -H "unix://$(host_sock "$run" "$h")" "$@"
+		;;
+	exec)
+		local h=${1:?host}
+		shift
+		case $h in
+		lan | ul) exec nsenter --net="/run/netns/$run-$h" -- "$@" ;;
+		*)
+			host_index "$h" >/dev/null
+			exec nsenter --net="/run/netns/$(host_ns "$run" "$h")" -- "$@"
+			;;
+		esac
+		;;
+	plugin-id) plugin_id "$run" "${1:?host}" ;;
+	plugin-sock) echo "/run/docker/plugins/$(plugin_id "$run" "${1:?host}")/grapevine.sock" ;;
+	plugin-pid) cmd_plugin_pid "$run" "${1:?host}" ;;
+	plugin-install) install_plugin "$run" "${1:?host}" ;;
+	dockerd-stop) stop_dockerd "$run" "${1:?host}" ;;
+	dockerd-start) start_dockerd "$run" "${1:?host}" ;;
+	dockerd-restart)
+		stop_dockerd "$run" "${1:?host}"
+		start_dockerd "$run" "${1:?host}"
+		;;
+	*) die "unknown command '$cmd'" ;;
+	esac
+}
+
+main "$@"
