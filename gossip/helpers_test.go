@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,13 +14,19 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// testNet is an in-memory network of memberlist MockTransports. All
-// transports must be created (addNode) before any node starts, because
-// MockNetwork's address maps are not safe for concurrent use.
+// testNet is an in-memory network built on memberlist's MockNetwork, which
+// hands out the addresses. All transports must be created (addTransport)
+// before any node starts, because MockNetwork's maps are not safe for
+// concurrent use.
 //
-// Each transport can be taken down (a stopped node: packets to it are
-// dropped and dials fail) or isolated (a partitioned node: nothing goes in
-// or out), and counts the bytes it sends.
+// Delivery does not use MockTransport's unbuffered channels: with dozens of
+// nodes, two memberlist receive loops that answer each other's pings block
+// on each other forever. Each testTransport has buffered inboxes instead and
+// behaves like a network: a packet to a full inbox is lost (UDP), a dial to
+// a full stream backlog is refused (TCP).
+//
+// Each transport can be taken down (a stopped node) or isolated (a
+// partitioned node: nothing in or out), and counts the bytes it sends.
 type testNet struct {
 	mock   memberlist.MockNetwork
 	byAddr map[string]*testTransport
@@ -32,18 +37,21 @@ func newTestNet() *testNet {
 	return &testNet{byAddr: map[string]*testTransport{}, byName: map[string]*testTransport{}}
 }
 
-type testTransport struct {
-	*memberlist.MockTransport
-	net      *testNet
-	name     string
-	addr     string
-	down     atomic.Bool
-	isolated atomic.Bool
-	sent     atomic.Uint64
+type testAddr string
 
-	drainMu   sync.Mutex
-	drainStop chan struct{}
-	drainDone chan struct{}
+func (a testAddr) Network() string { return "mock" }
+func (a testAddr) String() string  { return string(a) }
+
+type testTransport struct {
+	*memberlist.MockTransport // addressing only (FinalAdvertiseAddr)
+	net                       *testNet
+	name                      string
+	addr                      string
+	packets                   chan *memberlist.Packet
+	streams                   chan net.Conn
+	down                      atomic.Bool
+	isolated                  atomic.Bool
+	sent                      atomic.Uint64
 }
 
 var errUnreachable = errors.New("test network: unreachable")
@@ -54,7 +62,12 @@ func (n *testNet) addTransport(name string) *testTransport {
 	if err != nil {
 		panic(err)
 	}
-	t := &testTransport{MockTransport: mt, net: n, name: name, addr: net.JoinHostPort(ip.String(), fmt.Sprint(port))}
+	t := &testTransport{
+		MockTransport: mt, net: n, name: name,
+		addr:    net.JoinHostPort(ip.String(), fmt.Sprint(port)),
+		packets: make(chan *memberlist.Packet, 1024),
+		streams: make(chan net.Conn, 64),
+	}
 	n.byAddr[t.addr] = t
 	n.byName[name] = t
 	return t
@@ -71,16 +84,34 @@ func (t *testTransport) blocked(dest *testTransport) bool {
 	return dest == nil || t.isolated.Load() || t.down.Load() || dest.isolated.Load() || dest.down.Load()
 }
 
+func (t *testTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
+func (t *testTransport) StreamCh() <-chan net.Conn           { return t.streams }
+
 func (t *testTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
 func (t *testTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if t.blocked(t.net.peer(a)) {
-		return time.Now(), nil // a lost UDP packet
+	now := time.Now()
+	dest := t.net.peer(a)
+	if t.blocked(dest) {
+		return now, nil // a lost UDP packet
 	}
 	t.sent.Add(uint64(len(b)))
-	return t.MockTransport.WriteToAddress(b, a)
+	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: testAddr(t.addr), Timestamp: now}
+	select {
+	case dest.packets <- p:
+	default: // receive buffer full: dropped, as UDP would
+	}
+	return now, nil
+}
+
+func (t *testTransport) IngestPacket(conn net.Conn, addr net.Addr, now time.Time, shouldClose bool) error {
+	return errors.New("test transport: IngestPacket unsupported")
+}
+
+func (t *testTransport) IngestStream(conn net.Conn) error {
+	return errors.New("test transport: IngestStream unsupported")
 }
 
 func (t *testTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
@@ -93,40 +124,18 @@ func (t *testTransport) DialAddressTimeout(a memberlist.Address, timeout time.Du
 		return nil, fmt.Errorf("dial %s: %w", a.Addr, errUnreachable)
 	}
 	p1, p2 := net.Pipe()
-	if err := dest.IngestStream(&countConn{Conn: p1, n: &dest.sent}); err != nil {
-		return nil, err
+	select {
+	case dest.streams <- &countConn{Conn: p1, n: &dest.sent}:
+	default:
+		return nil, fmt.Errorf("dial %s: backlog full: %w", a.Addr, errUnreachable)
 	}
 	return &countConn{Conn: p2, n: &t.sent}, nil
 }
 
-// setDown marks the node stopped (true) or about to start (false). While
-// down, a drainer consumes whatever was already in flight to it, so senders
-// racing with the shutdown never block forever on the mock's channels.
-func (t *testTransport) setDown(down bool) {
-	t.drainMu.Lock()
-	defer t.drainMu.Unlock()
-	t.down.Store(down)
-	if down && t.drainStop == nil {
-		t.drainStop, t.drainDone = make(chan struct{}), make(chan struct{})
-		go func(stop, done chan struct{}) {
-			defer close(done)
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.PacketCh():
-				case c := <-t.StreamCh():
-					c.Close()
-				}
-			}
-		}(t.drainStop, t.drainDone)
-	}
-	if !down && t.drainStop != nil {
-		close(t.drainStop)
-		<-t.drainDone
-		t.drainStop, t.drainDone = nil, nil
-	}
-}
+func (t *testTransport) Shutdown() error { return nil }
+
+// setDown marks the node stopped (true) or about to start (false).
+func (t *testTransport) setDown(down bool) { t.down.Store(down) }
 
 type countConn struct {
 	net.Conn
@@ -232,7 +241,7 @@ func startCluster(t testing.TB, size int, mod func(i int, cfg *Config)) (*testNe
 // waitMembers waits until every node counts want alive members.
 func waitMembers(t testing.TB, nodes []*testNode, want int) {
 	t.Helper()
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d nodes to see %d alive members", len(nodes), want), func() bool {
+	waitFor(t, 90*time.Second, fmt.Sprintf("%d nodes to see %d alive members", len(nodes), want), func() bool {
 		for _, n := range nodes {
 			if n.c.numNodes() != want {
 				return false
