@@ -1,0 +1,56 @@
+# grapevine — build, package and test.
+#
+#   make build     the grapevine binary (./build/grapevine)
+#   make plugin    the managed-plugin directory build/plugin (offline, seconds)
+#   make install   install and enable grapevine:latest on this machine's dockerd
+#   make deps      apt-get install what the tests need, if missing
+#   make vet       gofmt + go vet
+#   make unit      unit tests (with -race; includes tests in their own network namespaces)
+#   make e2e       end-to-end tests against real dockerd hosts (scripts/harness.sh)
+#   make test      deps vet unit plugin e2e — what CI runs (.ci/run)
+#   make clean
+
+GO ?= go
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+DEB_PKGS := docker.io iptables busybox-static docker-compose iproute2 curl file
+
+.PHONY: build plugin install deps vet unit e2e test clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o build/grapevine .
+
+plugin:
+	scripts/build-plugin.sh
+
+install:
+	scripts/install.sh
+
+deps:
+	@missing=(); \
+	for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$$p"); \
+	done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+		echo "deps: installing $${missing[*]}"; \
+		apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null; \
+	fi
+
+vet:
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*' -not -path './.git/*')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+e2e:
+	$(GO) test -tags e2e -race -count=1 -v -timeout 30m ./e2e/
+
+test: deps vet unit plugin e2e
+
+clean:
+	rm -rf build
