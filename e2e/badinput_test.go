@@ -46,6 +46,7 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("network create %v succeeded, want an error naming %v", tc.args, tc.want)
 			}
 			assertMentions(t, stderr, tc.want)
+			t.Logf("refused: %s", strings.TrimSpace(stderr))
 			if _, _, err := docker(h, "network", "inspect", "badnet"); err == nil {
 				t.Errorf("refused network badnet exists anyway")
 			}
@@ -68,6 +69,7 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("docker run --ip %s succeeded, want an error", tc.ip)
 			}
 			assertMentions(t, stderr, tc.want)
+			t.Logf("refused: %s", strings.TrimSpace(stderr))
 		})
 	}
 
