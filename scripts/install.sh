@@ -6,14 +6,15 @@
 # builds the plugin offline, (re)creates and enables it, and copies the binary to
 # /usr/local/bin/grapevine (for `grapevine status`).
 #
-# Environment: PLUGIN_NAME (default grapevine:latest), STATE_DIR (default
+# Environment: DOCKER_SOCK (default /var/run/docker.sock; a dockerd is started only
+# when it is the default), PLUGIN_NAME (default grapevine:latest), STATE_DIR (default
 # /var/lib/grapevine), PLUGIN_SETTINGS (extra `docker plugin set` KEY=VALUE words,
 # e.g. "PEERS=10.0.0.2,10.0.0.3 ADVERTISE=eth0").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DOCKER=/usr/bin/docker # the Debian client; a newer one elsewhere in PATH may not match the daemon
-SOCK=/var/run/docker.sock
+SOCK=${DOCKER_SOCK:-/var/run/docker.sock}
 NAME=${PLUGIN_NAME:-grapevine:latest}
 STATE_DIR=${STATE_DIR:-/var/lib/grapevine}
 
@@ -37,6 +38,10 @@ if ! "$DOCKER" -H "unix://$SOCK" version >/dev/null 2>&1; then
 	fi
 fi
 if ! "$DOCKER" -H "unix://$SOCK" version >/dev/null 2>&1; then
+	if [ "$SOCK" != /var/run/docker.sock ]; then
+		echo "install: no dockerd answers on $SOCK" >&2
+		exit 1
+	fi
 	echo "install: no dockerd answers on $SOCK; starting one (log /var/log/grapevine-dockerd.log)" >&2
 	setsid dockerd </dev/null >>/var/log/grapevine-dockerd.log 2>&1 &
 	deadline=$((SECONDS + 60))
