@@ -1,0 +1,32 @@
+package gossip
+
+// Replicated is the part of a Cluster that its consumers (ipam, driver) use:
+// this node's identity, membership, and the replicated records. Consumers
+// depend on this interface, not on *Cluster, so their tests can run several
+// instances over an in-memory network (package gossiptest).
+type Replicated interface {
+	// LocalName is this node's name: the Owner of the records it writes.
+	LocalName() string
+	// Joined reports whether this node has reached at least one of its PEERS
+	// (always true with no PEERS configured).
+	Joined() bool
+	// HasPeers reports whether PEERS were configured: a node with none is a
+	// cluster of one.
+	HasPeers() bool
+	// Members lists every known member, this node included, with its state.
+	Members() []Member
+	Put(kind, key string, value []byte) error
+	Delete(kind, key string) error
+	Get(kind, key string) (Record, bool)
+	List(kind string) []Record
+	Subscribe(kind string, fn func(old, new *Record))
+	OnNodeEvent(fn func(Member, EventType))
+}
+
+var _ Replicated = (*Cluster)(nil)
+
+// LocalName is this node's name (Config.NodeName after defaults).
+func (c *Cluster) LocalName() string { return c.cfg.NodeName }
+
+// HasPeers reports whether PEERS were configured.
+func (c *Cluster) HasPeers() bool { return len(c.peers) > 0 }
