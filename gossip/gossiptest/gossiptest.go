@@ -228,9 +228,9 @@ func (a addr) Network() string { return "gossiptest" }
 func (a addr) String() string  { return string(a) }
 
 func (t *transport) FinalAdvertiseAddr(string, int) (net.IP, int, error) { return t.ip, t.port, nil }
-func (t *transport) PacketCh() <-chan *memberlist.Packet                  { return t.packets }
-func (t *transport) StreamCh() <-chan net.Conn                            { return t.streams }
-func (t *transport) Shutdown() error                                      { return nil }
+func (t *transport) PacketCh() <-chan *memberlist.Packet                 { return t.packets }
+func (t *transport) StreamCh() <-chan net.Conn                           { return t.streams }
+func (t *transport) Shutdown() error                                     { return nil }
 
 func (t *transport) WriteTo(b []byte, a string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: a})
