@@ -23,6 +23,7 @@ import (
 
 	"grapevine/driver"
 	"grapevine/driver/dataplane"
+	"grapevine/gossip"
 	gvipam "grapevine/ipam"
 )
 
@@ -119,6 +120,8 @@ type process struct {
 	dp       *dataplane.Kernel
 	driver   *driver.Driver
 	ipam     *gvipam.Driver
+	cluster  *gossip.Cluster
+	node     string
 	log      *logrus.Entry
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -152,6 +155,19 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		}
 	}()
 	p := &process{settings: s, db: db, dp: dp, log: log}
+	if p.node, err = nodeName(db); err != nil {
+		return nil, err
+	}
+	log = log.WithField("node", p.node)
+	p.log = log
+	if p.cluster, err = p.newCluster(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = p.cluster.Shutdown()
+		}
+	}()
 
 	p.ipam, err = gvipam.New(gvipam.Config{
 		DB:               db,
@@ -181,6 +197,11 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 	if err := p.driver.Reconcile(); err != nil {
 		log.WithError(err).Warn("first reconcile left errors; retrying periodically")
 	}
+	// Gossip starts after the socket answers and the kernel is reconciled;
+	// joining PEERS goes on in the background.
+	if err := p.cluster.Start(); err != nil {
+		return nil, fmt.Errorf("starting gossip on port %d: %w", s.GossipPort, err)
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	p.wg.Add(1)
@@ -202,6 +223,38 @@ func (p *process) reconcileLoop(ctx context.Context, every time.Duration) {
 			}
 		}
 	}
+}
+
+// newCluster prepares this host's gossip membership. Gossip and the VTEP use
+// the underlay address (ADVERTISE); without PEERS the host is a cluster of
+// one, and an unresolvable underlay then only disables gossip.
+func (p *process) newCluster() (*gossip.Cluster, error) {
+	cfg := gossip.Config{
+		NodeName: p.node,
+		Port:     p.settings.GossipPort,
+		Peers:    p.settings.Peers,
+		Key:      p.settings.GossipKey,
+		Meta:     gossip.NodeMeta{VXLANPort: p.settings.VXLANPort, Release: Release},
+		DB:       p.db,
+		Log:      p.log.WithField("component", "gossip"),
+	}
+	u, err := p.resolveUnderlay()
+	switch {
+	case err == nil:
+		cfg.AdvertiseAddr = u.Addr
+		cfg.BindAddr = u.Addr.String()
+	case len(p.settings.Peers) > 0:
+		return nil, fmt.Errorf("PEERS is set but the address to gossip on is unknown: %w", err)
+	default:
+		p.log.WithError(err).Warn("no underlay address; gossip listens on all addresses of this host")
+		cfg.AdvertiseAddr = netip.MustParseAddr("127.0.0.1")
+		cfg.BindAddr = "127.0.0.1"
+	}
+	c, err := gossip.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("configuring gossip: %w", err)
+	}
+	return c, nil
 }
 
 // resolveUnderlay resolves ADVERTISE once it works and caches the answer.
@@ -239,6 +292,9 @@ func (p *process) close() {
 		p.cancel()
 	}
 	p.wg.Wait()
+	if err := p.cluster.Shutdown(); err != nil {
+		p.log.WithError(err).Warn("leaving the cluster")
+	}
 	p.dp.Close()
 	if err := p.db.Close(); err != nil {
 		p.log.WithError(err).Warn("closing state")

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+
+	"grapevine/gossip"
 )
 
 // Settings are the plugin's configuration, read from the environment that
@@ -18,7 +20,7 @@ type Settings struct {
 	Advertise  string       // ADVERTISE: "" (auto), an IPv4 address or an interface name
 	GossipPort int          // GOSSIP_PORT
 	VXLANPort  int          // VXLAN_PORT
-	GossipKey  string       // GOSSIP_KEY, base64; decoded and checked by the gossip package
+	GossipKey  []byte       // GOSSIP_KEY decoded; nil = gossip in clear text
 	Pool       netip.Prefix // POOL: where networks without --subnet get theirs
 	Scope      string       // SCOPE: "local" or "global"
 	LogLevel   logrus.Level // LOG_LEVEL
@@ -99,7 +101,11 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 	if s.GossipPort == s.VXLANPort {
 		errs = append(errs, fmt.Errorf("settings %s and %s are both %d: gossip and the overlay need different ports", envGossipPort, envVXLANPort, s.GossipPort))
 	}
-	s.GossipKey = strings.TrimSpace(getenv(envGossipKey))
+	if key, err := gossip.ParseKey(getenv(envGossipKey)); err != nil {
+		errs = append(errs, fmt.Errorf("setting %s is invalid: %w (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)", envGossipKey, err, envGossipKey))
+	} else {
+		s.GossipKey = key
+	}
 	if v := strings.TrimSpace(getenv(envPool)); v != "" {
 		p, err := netip.ParsePrefix(v)
 		switch {

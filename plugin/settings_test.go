@@ -64,3 +64,16 @@ func TestParseSettingsErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSettingsGossipKey(t *testing.T) {
+	s, err := ParseSettings(envOf(map[string]string{"GOSSIP_KEY": "MDEyMzQ1Njc4OWFiY2RlZg=="}))
+	if err != nil || len(s.GossipKey) != 16 {
+		t.Fatalf("16-byte key: %v %d", err, len(s.GossipKey))
+	}
+	for _, bad := range []string{"not base64!", "MDEyMzQ1"} {
+		_, err := ParseSettings(envOf(map[string]string{"GOSSIP_KEY": bad}))
+		if err == nil || !strings.Contains(err.Error(), "GOSSIP_KEY") || !strings.Contains(err.Error(), "docker plugin set") {
+			t.Errorf("GOSSIP_KEY=%q: %v", bad, err)
+		}
+	}
+}

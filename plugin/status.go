@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"grapevine/driver"
+	"grapevine/gossip"
 	gvipam "grapevine/ipam"
 )
 
@@ -22,6 +23,9 @@ import (
 // address pools.
 type Status struct {
 	Host     string                 `json:"host"`
+	Node     string                 `json:"node"`
+	Joined   bool                   `json:"joined"`
+	Members  []gossip.Member        `json:"members"`
 	Settings map[string]string      `json:"settings"`
 	Underlay string                 `json:"underlay,omitempty"`
 	Networks []driver.NetworkStatus `json:"networks"`
@@ -32,13 +36,16 @@ type Status struct {
 func (p *process) status() any {
 	host, _ := os.Hostname()
 	st := Status{
-		Host: host,
+		Host:    host,
+		Node:    p.node,
+		Joined:  p.cluster.Joined(),
+		Members: p.cluster.Members(),
 		Settings: map[string]string{
 			envPeers:      strings.Join(p.settings.Peers, ","),
 			envAdvertise:  p.settings.Advertise,
 			envGossipPort: fmt.Sprint(p.settings.GossipPort),
 			envVXLANPort:  fmt.Sprint(p.settings.VXLANPort),
-			envGossipKey:  map[bool]string{true: "(set)", false: "(none)"}[p.settings.GossipKey != ""],
+			envGossipKey:  map[bool]string{true: "(set)", false: "(none)"}[p.settings.GossipKey != nil],
 			envPool:       p.settings.Pool.String(),
 			envScope:      p.settings.Scope,
 			envLogLevel:   p.settings.LogLevel.String(),
@@ -111,8 +118,20 @@ func PrintStatus(w io.Writer, raw []byte) error {
 		fmt.Fprintf(w, "%s=%s ", k, st.Settings[k])
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "\nNETWORKS")
+	fmt.Fprintf(w, "node:      %s (joined: %v)\n", st.Node, st.Joined)
+	fmt.Fprintln(w, "\nPEERS")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tVTEP\tSTATE\tRELEASE")
+	for _, m := range st.Members {
+		name := m.Name
+		if m.Self {
+			name += " (this host)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, m.Addr, m.Meta.VTEP, m.State, m.Meta.Release)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nNETWORKS")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSUBNET\tGATEWAY\tVNI\tMTU\tINTERNAL\tBRIDGE\tENDPOINTS")
 	for _, n := range st.Networks {
 		fmt.Fprintf(tw, "%.12s\t%s\t%s\t%d\t%d\t%v\t%s\t%d\n", n.ID, n.Subnet, n.Gateway, n.VNI, n.MTU, n.Internal, n.Bridge, n.Endpoints)
