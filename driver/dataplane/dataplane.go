@@ -69,6 +69,27 @@ type Route struct {
 	Ours bool // the route's link was made by grapevine
 }
 
+// FDBEntry is one forwarding entry grapevine may have written on a VXLAN
+// device: either the device's own entry (MAC → remote VTEP, "self") or the
+// bridge's static entry for MAC behind the device's port ("master").
+type FDBEntry struct {
+	MAC net.HardwareAddr
+	// VTEP is the remote tunnel endpoint of a self entry; invalid for a master
+	// entry.
+	VTEP netip.Addr
+	// Master marks the bridge's static entry (no VTEP).
+	Master bool
+}
+
+// NeighEntry is one IPv4 neighbour entry on a device.
+type NeighEntry struct {
+	IP  netip.Addr
+	MAC net.HardwareAddr
+	// Permanent is true for entries written as permanent (grapevine's); other
+	// states are entries the kernel resolved itself.
+	Permanent bool
+}
+
 // Underlay is the resolved address/interface for gossip and VTEP traffic.
 type Underlay struct {
 	Addr netip.Addr
@@ -155,6 +176,16 @@ type Dataplane interface {
 	SetNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error
 	// DelNeigh removes the neighbour entry; missing is success.
 	DelNeigh(dev string, ip netip.Addr) error
+	// ListFDB lists the unicast entries of the VXLAN device that grapevine could
+	// have written: its self entries (MAC → VTEP; all-zero and multicast MACs
+	// excluded) and the bridge's static entries behind its port. Entries the
+	// kernel makes for the device's own address are left out. A missing device
+	// yields an error wrapping ErrLinkNotFound.
+	ListFDB(vxlan string) ([]FDBEntry, error)
+	// ListNeigh lists the IPv4 neighbour entries with a link-layer address on
+	// the device (proxy entries excluded). A missing device yields an error
+	// wrapping ErrLinkNotFound.
+	ListNeigh(dev string) ([]NeighEntry, error)
 
 	// Routes lists IPv4 routes of the main table with a non-zero prefix length.
 	Routes() ([]Route, error)

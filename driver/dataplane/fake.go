@@ -58,8 +58,10 @@ type Fake struct {
 	mu         sync.Mutex
 	calls      []string
 	links      map[string]*FakeLink
-	fdb        map[string]map[string]netip.Addr // vxlan → mac → vtep
+	fdb        map[string]map[string]netip.Addr // vxlan → mac → vtep (self entries)
+	fdbMaster  map[string]map[string]bool       // vxlan → mac: the bridge's static entries
 	neigh      map[string]map[netip.Addr]string // dev → ip → mac
+	neighTemp  map[string]map[netip.Addr]bool   // dev → ip: entries not permanent
 	routes     []Route                          // routes not made by grapevine
 	underlay   *Underlay
 	firewall   Firewall
@@ -76,6 +78,7 @@ func NewFake() *Fake {
 		Fail:       map[string]error{},
 		links:      map[string]*FakeLink{},
 		fdb:        map[string]map[string]netip.Addr{},
+		fdbMaster:  map[string]map[string]bool{},
 		neigh:      map[string]map[netip.Addr]string{},
 		busy:       map[fakePortKey][]fakeBusy{},
 		foreignVNI: map[fakeVNIKey]bool{},
@@ -103,6 +106,7 @@ func (f *Fake) lock() func() {
 	if f.links == nil { // zero Fake: make it usable
 		f.links = map[string]*FakeLink{}
 		f.fdb = map[string]map[string]netip.Addr{}
+		f.fdbMaster = map[string]map[string]bool{}
 		f.neigh = map[string]map[netip.Addr]string{}
 		f.busy = map[fakePortKey][]fakeBusy{}
 		f.foreignVNI = map[fakeVNIKey]bool{}
@@ -162,6 +166,7 @@ func (f *Fake) EnsureVXLAN(s VXLANSpec) error {
 	}
 	if old, ok := f.links[s.Name]; ok && old.VXLAN.VNI != s.VNI {
 		delete(f.fdb, s.Name) // recreated: entries are lost, as in the kernel
+		delete(f.fdbMaster, s.Name)
 		delete(f.neigh, s.Name)
 	}
 	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindVXLAN, VXLAN: s}
@@ -217,7 +222,9 @@ func (f *Fake) DeleteLink(name string) error {
 	}
 	delete(f.links, name)
 	delete(f.fdb, name)
+	delete(f.fdbMaster, name)
 	delete(f.neigh, name)
+	delete(f.neighTemp, name)
 	if l.Peer != "" {
 		if p, ok := f.links[l.Peer]; ok && p.Peer == name {
 			delete(f.links, l.Peer)
@@ -258,6 +265,12 @@ func (f *Fake) SetFDB(vxlan string, mac net.HardwareAddr, vtep netip.Addr) error
 		f.fdb[vxlan] = map[string]netip.Addr{}
 	}
 	f.fdb[vxlan][mac.String()] = vtep
+	if f.links[vxlan].VXLAN.Master != "" {
+		if f.fdbMaster[vxlan] == nil {
+			f.fdbMaster[vxlan] = map[string]bool{}
+		}
+		f.fdbMaster[vxlan][mac.String()] = true
+	}
 	return nil
 }
 
@@ -268,6 +281,7 @@ func (f *Fake) DelFDB(vxlan string, mac net.HardwareAddr) error {
 		return err
 	}
 	delete(f.fdb[vxlan], mac.String())
+	delete(f.fdbMaster[vxlan], mac.String())
 	return nil
 }
 
@@ -287,6 +301,7 @@ func (f *Fake) SetNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error {
 		f.neigh[dev] = map[netip.Addr]string{}
 	}
 	f.neigh[dev][ip] = mac.String()
+	delete(f.neighTemp[dev], ip)
 	return nil
 }
 
@@ -297,7 +312,61 @@ func (f *Fake) DelNeigh(dev string, ip netip.Addr) error {
 		return err
 	}
 	delete(f.neigh[dev], ip)
+	delete(f.neighTemp[dev], ip)
 	return nil
+}
+
+// ListFDB implements Dataplane: the self entries and the bridge's static
+// entries of the device, sorted by MAC (master after self).
+func (f *Fake) ListFDB(vxlan string) ([]FDBEntry, error) {
+	defer f.lock()()
+	if err := f.begin("ListFDB", vxlan); err != nil {
+		return nil, err
+	}
+	if l, ok := f.links[vxlan]; !ok || l.Kind != KindVXLAN {
+		return nil, fmt.Errorf("list fdb of %s: %w", vxlan, ErrLinkNotFound)
+	}
+	var out []FDBEntry
+	for m, vtep := range f.fdb[vxlan] {
+		mac, _ := net.ParseMAC(m)
+		out = append(out, FDBEntry{MAC: mac, VTEP: vtep})
+	}
+	for m := range f.fdbMaster[vxlan] {
+		mac, _ := net.ParseMAC(m)
+		out = append(out, FDBEntry{MAC: mac, Master: true})
+	}
+	slices.SortFunc(out, func(a, b FDBEntry) int {
+		if c := strings.Compare(a.MAC.String(), b.MAC.String()); c != 0 {
+			return c
+		}
+		switch {
+		case a.Master == b.Master:
+			return 0
+		case b.Master:
+			return -1
+		}
+		return 1
+	})
+	return out, nil
+}
+
+// ListNeigh implements Dataplane: the device's entries (all permanent unless
+// added with InjectNeigh), sorted by address.
+func (f *Fake) ListNeigh(dev string) ([]NeighEntry, error) {
+	defer f.lock()()
+	if err := f.begin("ListNeigh", dev); err != nil {
+		return nil, err
+	}
+	if _, ok := f.links[dev]; !ok {
+		return nil, fmt.Errorf("list neighbours of %s: %w", dev, ErrLinkNotFound)
+	}
+	var out []NeighEntry
+	for ip, m := range f.neigh[dev] {
+		mac, _ := net.ParseMAC(m)
+		out = append(out, NeighEntry{IP: ip, MAC: mac, Permanent: !f.neighTemp[dev][ip]})
+	}
+	slices.SortFunc(out, func(a, b NeighEntry) int { return a.IP.Compare(b.IP) })
+	return out, nil
 }
 
 // Routes implements Dataplane: the routes set with SetRoutes plus one connected
@@ -381,6 +450,71 @@ func (f *Fake) SetFail(key string, err error) {
 		return
 	}
 	f.Fail[key] = err
+}
+
+// InjectFDB writes entries without recording a call, as another program (or
+// an earlier run) would: a self entry mac → vtep when vtep is valid, and the
+// bridge's static entry when master is true.
+func (f *Fake) InjectFDB(vxlan string, mac net.HardwareAddr, vtep netip.Addr, master bool) {
+	defer f.lock()()
+	if vtep.IsValid() {
+		if f.fdb[vxlan] == nil {
+			f.fdb[vxlan] = map[string]netip.Addr{}
+		}
+		f.fdb[vxlan][mac.String()] = vtep
+	}
+	if master {
+		if f.fdbMaster[vxlan] == nil {
+			f.fdbMaster[vxlan] = map[string]bool{}
+		}
+		f.fdbMaster[vxlan][mac.String()] = true
+	}
+}
+
+// DropFDB removes entries without recording a call, as an operator's
+// `bridge fdb del` would: the self entry, the static bridge entry, or both.
+func (f *Fake) DropFDB(vxlan string, mac net.HardwareAddr, self, master bool) {
+	defer f.lock()()
+	if self {
+		delete(f.fdb[vxlan], mac.String())
+	}
+	if master {
+		delete(f.fdbMaster[vxlan], mac.String())
+	}
+}
+
+// InjectNeigh writes a neighbour entry without recording a call; permanent
+// false models an entry the kernel resolved itself.
+func (f *Fake) InjectNeigh(dev string, ip netip.Addr, mac net.HardwareAddr, permanent bool) {
+	defer f.lock()()
+	if f.neigh[dev] == nil {
+		f.neigh[dev] = map[netip.Addr]string{}
+	}
+	f.neigh[dev][ip] = mac.String()
+	if f.neighTemp == nil {
+		f.neighTemp = map[string]map[netip.Addr]bool{}
+	}
+	if f.neighTemp[dev] == nil {
+		f.neighTemp[dev] = map[netip.Addr]bool{}
+	}
+	f.neighTemp[dev][ip] = !permanent
+}
+
+// DropNeigh removes a neighbour entry without recording a call.
+func (f *Fake) DropNeigh(dev string, ip netip.Addr) {
+	defer f.lock()()
+	delete(f.neigh[dev], ip)
+}
+
+// FDBMaster returns the MACs of the bridge's static entries behind the device.
+func (f *Fake) FDBMaster(vxlan string) []string {
+	defer f.lock()()
+	var out []string
+	for m := range f.fdbMaster[vxlan] {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // SetRoutes sets the routes that were not made by grapevine.

@@ -176,3 +176,74 @@ func TestFakeConcurrent(t *testing.T) {
 		t.Fatalf("links left: %v", got)
 	}
 }
+
+// TestFakeListFDBNeigh: the Fake lists what SetFDB/SetNeigh wrote, with the
+// bridge entry only for an enslaved device, and what tests inject or drop.
+func TestFakeListFDBNeigh(t *testing.T) {
+	f := NewFake()
+	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-a"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []VXLANSpec{{Name: "gvx-a", VNI: 1, Master: "gvb-a"}, {Name: "gvx-b", VNI: 2}} {
+		if err := f.EnsureVXLAN(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m1 := mustMAC(t, "02:00:00:00:00:01")
+	m2 := mustMAC(t, "02:00:00:00:00:02")
+	for _, vx := range []string{"gvx-a", "gvx-b"} {
+		if err := f.SetFDB(vx, m1, mustAddr("198.18.0.2")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.SetNeigh(vx, mustAddr("198.19.0.2"), m1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.InjectFDB("gvx-a", m2, mustAddr("198.18.0.3"), false)
+	f.InjectNeigh("gvx-a", mustAddr("198.19.0.3"), m2, false)
+
+	tests := []struct {
+		dev       string
+		wantFDB   []string
+		wantNeigh []string
+	}{
+		{"gvx-a",
+			[]string{m1.String() + " dst 198.18.0.2", m1.String() + " master", m2.String() + " dst 198.18.0.3"},
+			[]string{"198.19.0.2 " + m1.String() + " permanent=true", "198.19.0.3 " + m2.String() + " permanent=false"}},
+		{"gvx-b",
+			[]string{m1.String() + " dst 198.18.0.2"},
+			[]string{"198.19.0.2 " + m1.String() + " permanent=true"}},
+	}
+	for _, tc := range tests {
+		fdb, err := f.ListFDB(tc.dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := fdbStrings(fdb); !slices.Equal(g, tc.wantFDB) {
+			t.Errorf("%s: ListFDB = %q, want %q", tc.dev, g, tc.wantFDB)
+		}
+		nb, err := f.ListNeigh(tc.dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := neighStrings(nb); !slices.Equal(g, tc.wantNeigh) {
+			t.Errorf("%s: ListNeigh = %q, want %q", tc.dev, g, tc.wantNeigh)
+		}
+	}
+	f.DropFDB("gvx-a", m1, false, true)
+	if got := f.FDBMaster("gvx-a"); len(got) != 0 {
+		t.Errorf("after DropFDB master: %q", got)
+	}
+	if err := f.DelFDB("gvx-a", m2); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.FDB("gvx-a")[m2.String()]; ok {
+		t.Errorf("DelFDB left %s", m2)
+	}
+	if _, err := f.ListFDB("gvx-missing"); !errors.Is(err, ErrLinkNotFound) {
+		t.Errorf("ListFDB on a missing device: %v", err)
+	}
+	if _, err := f.ListNeigh("gvx-missing"); !errors.Is(err, ErrLinkNotFound) {
+		t.Errorf("ListNeigh on a missing device: %v", err)
+	}
+}
