@@ -18,15 +18,33 @@
 #   harness.sh dockerd-stop RUN hN  SIGTERM hN's dockerd and wait for it to exit
 #   harness.sh dockerd-start RUN hN start hN's dockerd again with the same flags
 #   harness.sh dockerd-restart RUN hN
+#   harness.sh status RUN hN [--json]   `grapevine status` of hN's plugin (run in hN's namespaces)
+#   harness.sh plugin-set RUN hN K=V…    disable -f, `docker plugin set`, enable on hN
+#   harness.sh partition RUN hA [hB…]    cut the listed hosts from all the others (iptables
+#                                   DROP in the hosts' raw tables, comment gvtest-partition)
+#   harness.sh heal RUN             remove every partition rule
+#   harness.sh partition-counters RUN hN   packets dropped on hN per chain and kind
+#                                   (vxlan, gossip-udp, gossip-tcp, all)
+#   harness.sh kill RUN hN          SIGKILL hN's dockerd, containerd, shims, plugin and containers
+#   harness.sh revive RUN hN        start a killed host's containerd and dockerd again
+#   harness.sh link RUN hN up|down  cut or restore hN's underlay link
+#   harness.sh swarm RUN            swarm init on h1 (on the underlay), join all other hosts
+#   harness.sh leftovers RUN [PLUGIN-ID…]   after down: list anything left; exit 1 if any
 #
 # RUN is a short unique prefix (letters/digits, ≤ 8 chars) so that two runs can share
 # a machine. Addresses: underlay 198.18.0.0/24, host i at 198.18.0.(10+i), the LAN
 # machine at 198.18.0.200; docker0 198.19.250.1/24 and default pools in
 # 100.64.0.0/10 inside each host; grapevine POOL 198.19.128.0/17.
 #
+# Each host has its own UTS namespace named hN, shared by its containerd and dockerd,
+# so the plugin, Swarm and `docker info` all see hN.
+#
 # Environment for `up`: PLUGIN_DIR (default build/plugin; must hold config.json and
-# rootfs/), PEERS (value for the plugin's PEERS setting, default empty),
-# PLUGIN_SETTINGS (extra `docker plugin set` KEY=VALUE words), SKIP_PLUGIN=1 (no plugin).
+# rootfs/), PEERS (the plugin's PEERS on every host; unset = a mesh: each of the first
+# MESH hosts (default all) lists the others, hosts beyond MESH list the mesh hosts),
+# PLUGIN_SETTINGS (extra `docker plugin set` KEY=VALUE words for every host, e.g.
+# "GOSSIP_KEY=… SCOPE=global"), PLUGIN_SETTINGS_hN (the same for hN only, applied
+# last), SKIP_PLUGIN=1 (no plugin).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -132,6 +150,13 @@ write_host_config() { # RUN hN
 	local run=$1 h=$2 d
 	d="$(rundir "$run")/$h"
 	mkdir -p "$d/containerd/root" "$d/containerd/state" "$d/data" "$d/exec" "$d/state"
+	# a persistent UTS namespace (bind-mounted on $d/uts) named after the host, entered
+	# by its containerd and dockerd (and so by the plugin and Swarm): it survives
+	# daemon restarts and kills, and `down` unmounts it with everything under the run.
+	if ! mountpoint -q "$d/uts" 2>/dev/null; then
+		: >"$d/uts"
+		unshare --uts="$d/uts" hostname "$h"
+	fi
 	cat >"$d/containerd/config.toml" <<EOF
 version = 2
 root = "$d/containerd/root"
@@ -191,10 +216,23 @@ start_containerd() { # RUN hN
 	local run=$1 h=$2 d ns
 	d="$(rundir "$run")/$h"
 	ns=$(host_ns "$run" "$h")
-	setsid nsenter --net="/run/netns/$ns" -- containerd --config "$d/containerd/config.toml" \
+	# a stale socket from a killed containerd would satisfy the wait below at once
+	rm -f "$d/containerd/containerd.sock" "$d/containerd/containerd.sock.ttrpc"
+	# containerd starts the plugin's and containers' shims: they inherit its UTS
+	# namespace, so the plugin sees the host's name (a plugin gets a new UTS namespace
+	# that starts as a copy of its parent's).
+	setsid nsenter --net="/run/netns/$ns" --uts="$d/uts" -- containerd --config "$d/containerd/config.toml" \
 		</dev/null >>"$d/containerd.log" 2>&1 &
 	echo $! >"$d/containerd.pid"
 	wait_for "containerd of $h ($d/containerd.log)" 30 test -S "$d/containerd/containerd.sock"
+}
+
+pid_alive() { # PID — running and not a zombie (a killed daemon whose reaper has not
+	# collected it yet still answers kill -0)
+	local st
+	[ -n "${1:-}" ] || return 1
+	st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }
 
 dockerd_running() { # RUN hN
@@ -202,7 +240,7 @@ dockerd_running() { # RUN hN
 	d="$(rundir "$1")/$2"
 	[ -f "$d/dockerd.pid" ] || return 1
 	pid=$(cat "$d/dockerd.pid" 2>/dev/null) || return 1
-	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+	pid_alive "$pid"
 }
 
 start_dockerd() { # RUN hN
@@ -211,9 +249,9 @@ start_dockerd() { # RUN hN
 	ns=$(host_ns "$run" "$h")
 	mapfile -t args <"$d/dockerd.args"
 	# nsenter, not `ip netns exec` (that remounts /sys and dockerd loses the cgroup mounts);
-	# unshare --uts so that each daemon has its own hostname.
-	setsid nsenter --net="/run/netns/$ns" -- unshare --uts -- sh -c 'hostname "$1"; shift; exec dockerd "$@"' \
-		sh "$h" "${args[@]}" </dev/null >>"$d/dockerd.log" 2>&1 &
+	# the host's own UTS namespace (shared with its containerd) gives it its hostname.
+	setsid nsenter --net="/run/netns/$ns" --uts="$d/uts" -- dockerd "${args[@]}" \
+		</dev/null >>"$d/dockerd.log" 2>&1 &
 	local pid=$!
 	if ! wait_for "dockerd of $h ($d/dockerd.log)" 60 dockerd_answers "$run" "$h" "$pid"; then
 		tail -n 30 "$d/dockerd.log" >&2 || true
@@ -222,7 +260,7 @@ start_dockerd() { # RUN hN
 }
 
 dockerd_answers() { # RUN hN PID — succeeds once dockerd answers; aborts the wait if it died
-	if ! kill -0 "$3" 2>/dev/null; then
+	if ! pid_alive "$3"; then
 		log "dockerd of $2 exited"
 		return 2
 	fi
@@ -234,10 +272,10 @@ stop_pidfile() { # PIDFILE SECONDS — SIGTERM, wait, then SIGKILL
 	[ -f "$pf" ] || return 0
 	pid=$(cat "$pf" 2>/dev/null || true)
 	[ -n "$pid" ] || return 0
-	kill -0 "$pid" 2>/dev/null || return 0
+	pid_alive "$pid" || return 0
 	kill -TERM "$pid" 2>/dev/null || true
 	deadline=$((SECONDS + secs))
-	while kill -0 "$pid" 2>/dev/null; do
+	while pid_alive "$pid"; do
 		if ((SECONDS >= deadline)); then
 			log "pid $pid ($pf) ignored SIGTERM for ${secs}s; killing it"
 			kill -KILL "$pid" 2>/dev/null || true
@@ -297,8 +335,23 @@ plugin_id() { # RUN hN
 	hdocker "$1" "$2" plugin inspect -f '{{.Id}}' grapevine:latest 2>/dev/null
 }
 
-peers_for() { # RUN hN — the PEERS setting for hN: $PEERS from the environment (default empty)
-	echo "${PEERS:-}"
+peers_for() { # RUN hN — the PEERS setting for hN
+	# $PEERS if set (even empty); otherwise a mesh: the first $MESH hosts (default all)
+	# list each other, and hosts beyond $MESH list the mesh hosts (outsiders that try
+	# to join, e.g. with a wrong GOSSIP_KEY).
+	if [ -n "${PEERS+set}" ]; then
+		echo "$PEERS"
+		return
+	fi
+	local run=$1 h=$2 n mesh i me out=()
+	n=$(cat "$(rundir "$run")/hosts")
+	mesh=${MESH:-$n}
+	me=$(host_index "$h")
+	for i in $(seq 1 "$mesh"); do
+		[ "$i" = "$me" ] || out+=("$(host_addr "h$i")")
+	done
+	local IFS=,
+	echo "${out[*]}"
 }
 
 install_plugin() { # RUN hN
@@ -317,10 +370,11 @@ install_plugin() { # RUN hN
 	echo "$id" >>"$(rundir "$run")/plugin-ids"
 	mkdir -p "$d/state"
 	peers=$(peers_for "$run" "$h")
-	# shellcheck disable=SC2086 # PLUGIN_SETTINGS is a list of words on purpose
+	local own="PLUGIN_SETTINGS_$h"
+	# shellcheck disable=SC2086 # PLUGIN_SETTINGS* are lists of words on purpose
 	hdocker "$run" "$h" plugin set grapevine:latest "state.source=$d/state" \
 		"ADVERTISE=$(host_addr "$h")" "PEERS=$peers" "POOL=$GV_POOL" LOG_LEVEL=debug \
-		${PLUGIN_SETTINGS:-}
+		${PLUGIN_SETTINGS:-} ${!own:-}
 	if ! hdocker "$run" "$h" plugin enable --timeout 30 grapevine:latest >/dev/null; then
 		log "plugin enable failed on $h; dockerd log tail:"
 		tail -n 30 "$d/dockerd.log" >&2 || true
@@ -460,6 +514,26 @@ cmd_down() { # RUN — best effort, idempotent
 	return 0
 }
 
+cmd_leftovers() { # RUN [PLUGIN-ID…] — print what a torn-down run left behind; exit 1 if anything
+	local run=$1 rd id found=0
+	shift
+	rd=$(rundir "$run")
+	report() {
+		found=1
+		echo "$*"
+	}
+	[ ! -e "$rd" ] || report "directory $rd"
+	for ns in $(ip netns list | awk -v p="^$run-(h[0-9]+|ul|lan)$" '$1 ~ p { print $1 }'); do report "netns $ns"; done
+	for pid in $(pgrep -f "$rd/" 2>/dev/null); do report "process $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"; done
+	awk -v p="$rd/" 'index($2, p) == 1 { print "mount " $2 }' /proc/self/mounts | while read -r l; do echo "$l"; done | grep . && found=1
+	for id in "$@"; do
+		[ ! -e "/run/docker/plugins/$id" ] || report "plugin directory /run/docker/plugins/$id"
+		for cg in $(find /sys/fs/cgroup -maxdepth 5 -type d -name "$id" 2>/dev/null); do report "cgroup $cg"; done
+	done
+	for cg in $(find /sys/fs/cgroup -maxdepth 5 -type d -name "$run-h*" 2>/dev/null); do report "cgroup $cg"; done
+	return $found
+}
+
 cmd_env() { # RUN
 	local run=$1 rd n i
 	rd=$(rundir "$run")
@@ -484,9 +558,176 @@ cmd_plugin_pid() { # RUN hN — the `/grapevine serve` process in hN's network n
 	return 1
 }
 
+# ---------------------------------------------------------------------------
+# faults: partitions, abrupt host death, link cuts
+
+PART_COMMENT=gvtest-partition
+
+hosts_of() { # RUN — h1 … hN
+	local n i
+	n=$(cat "$(rundir "$1")/hosts" 2>/dev/null) || die "run $1 is not up"
+	for i in $(seq 1 "$n"); do echo "h$i"; done
+}
+
+# drop_between NS ADDR — in NS, drop everything to and from ADDR. Rules go in the raw
+# table (before conntrack, so established gossip TCP streams are cut too, and no other
+# software there puts rules in it). Gossip and VXLAN get their own rules first, so
+# their counters prove that both kinds were cut (partition-counters).
+drop_between() {
+	local ns=$1 addr=$2 vx=${VXLAN_PORT:-4789} gp=${GOSSIP_PORT:-7947} kind chain dir spec
+	for chain in PREROUTING OUTPUT; do
+		if [ "$chain" = PREROUTING ]; then dir=-s; else dir=-d; fi
+		for spec in "vxlan:-p udp --dport $vx" "gossip-udp:-p udp --dport $gp" "gossip-tcp:-p tcp --dport $gp" \
+			"gossip-tcp:-p tcp --sport $gp" "all:"; do
+			kind=${spec%%:*}
+			# shellcheck disable=SC2086 # the match is a list of words
+			in_ns "$ns" iptables -w -t raw -A "$chain" "$dir" "$addr" ${spec#*:} \
+				-m comment --comment "$PART_COMMENT $kind" -j DROP
+		done
+	done
+}
+
+cmd_partition() { # RUN hA… — cut hA… (one side) from every other host of the run
+	local run=$1 h o side=" ${*:2} "
+	shift
+	[ $# -gt 0 ] || die "usage: partition RUN hA [hB…] (the hosts on one side)"
+	for h in "$@"; do host_index "$h" >/dev/null; done
+	for h in $(hosts_of "$run"); do
+		for o in $(hosts_of "$run"); do
+			[ "$h" != "$o" ] || continue
+			# only pairs across the cut: exactly one of them on the listed side
+			local a=0 b=0
+			[[ $side == *" $h "* ]] && a=1
+			[[ $side == *" $o "* ]] && b=1
+			[ "$a" != "$b" ] || continue
+			drop_between "$(host_ns "$run" "$h")" "$(host_addr "$o")"
+		done
+	done
+	log "partition: {$*} | {the other hosts}"
+}
+
+cmd_heal() { # RUN — remove every partition rule of the run (idempotent)
+	local run=$1 h ns rule
+	for h in $(hosts_of "$run"); do
+		ns=$(host_ns "$run" "$h")
+		[ -e "/run/netns/$ns" ] || continue
+		in_ns "$ns" iptables -w -t raw -S 2>/dev/null | grep -F -- "$PART_COMMENT" | sed 's/^-A /-D /' |
+			while read -r rule; do
+				eval "in_ns \"\$ns\" iptables -w -t raw $rule"
+			done
+	done
+}
+
+cmd_partition_counters() { # RUN hN — "CHAIN KIND PACKETS" of hN's partition rules, summed per kind
+	local run=$1 h=$2
+	in_ns "$(host_ns "$run" "$h")" iptables -w -t raw -L -v -x -n |
+		awk -v c="$PART_COMMENT" '/^Chain/ { chain = $2 } index($0, "/* " c " ") { k = $0; sub(".*/\\* " c " ", "", k); sub(" \\*/.*", "", k); n[chain " " k] += $1 }
+			END { for (x in n) print x, n[x] }' | sort
+}
+
+# host_pids RUN hN — every process of hN: dockerd, containerd, their shims and all the
+# shims' descendants (the plugin and the containers).
+host_pids() {
+	local run=$1 h=$2 d pid shims=() all=() frontier next p
+	d="$(rundir "$run")/$h"
+	for f in dockerd.pid containerd.pid; do
+		pid=$(cat "$d/$f" 2>/dev/null) || continue
+		pid_alive "$pid" && all+=("$pid")
+	done
+	for pid in $(pgrep -f 'containerd-shim' 2>/dev/null); do
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$d/containerd/" && shims+=("$pid")
+	done
+	frontier=("${shims[@]}")
+	all+=("${shims[@]}")
+	while [ ${#frontier[@]} -gt 0 ]; do
+		next=()
+		for p in "${frontier[@]}"; do
+			for c in $(ps -o pid= --ppid "$p" 2>/dev/null); do next+=("$c"); done
+		done
+		all+=("${next[@]}")
+		frontier=("${next[@]}")
+	done
+	[ ${#all[@]} -eq 0 ] || printf '%s\n' "${all[@]}"
+}
+
+cmd_kill() { # RUN hN — the host dies: SIGKILL all its processes at once (stopped first so
+	# nothing reacts to the others' death); its namespace and kernel state stay, as
+	# on a machine that lost power they would be gone, but nobody answers any more.
+	local run=$1 h=$2 pids d
+	d="$(rundir "$run")/$h"
+	mapfile -t pids < <(host_pids "$run" "$h")
+	[ ${#pids[@]} -gt 0 ] || die "no process of $h is running"
+	kill -STOP "${pids[@]}" 2>/dev/null || true
+	kill -KILL "${pids[@]}" 2>/dev/null || true
+	local deadline=$((SECONDS + 10)) p alive
+	while :; do
+		alive=0
+		for p in "${pids[@]}"; do pid_alive "$p" && alive=1; done
+		[ $alive = 1 ] || break
+		((SECONDS < deadline)) || die "processes of $h survive SIGKILL: ${pids[*]}"
+		sleep 0.1
+	done
+	rm -f "$d/dockerd.pid"
+	log "killed $h (${#pids[@]} processes)"
+}
+
+cmd_revive() { # RUN hN — start a killed (or stopped) host's containerd and dockerd again;
+	# dockerd re-enables the plugin, which restores its state.
+	local run=$1 h=$2 d pid
+	d="$(rundir "$run")/$h"
+	pid=$(cat "$d/containerd.pid" 2>/dev/null || true)
+	if ! pid_alive "$pid"; then
+		start_containerd "$run" "$h"
+	fi
+	dockerd_running "$run" "$h" || start_dockerd "$run" "$h"
+}
+
+cmd_link() { # RUN hN up|down — cut or restore hN's underlay link (a pulled cable)
+	local run=$1 h=$2 state=$3
+	[[ $state =~ ^(up|down)$ ]] || die "usage: link RUN hN up|down"
+	in_ns "$run-ul" ip link set "$h" "$state"
+}
+
+cmd_plugin_set() { # RUN hN KEY=VALUE… — disable -f, set, enable
+	local run=$1 h=$2
+	shift 2
+	hdocker "$run" "$h" plugin disable -f grapevine:latest >/dev/null
+	hdocker "$run" "$h" plugin set grapevine:latest "$@"
+	hdocker "$run" "$h" plugin enable --timeout 30 grapevine:latest >/dev/null
+}
+
+cmd_status() { # RUN hN [ARGS…] — `grapevine status` in hN's namespace against hN's plugin
+	local run=$1 h=$2 id bin
+	shift 2
+	id=$(plugin_id "$run" "$h") || die "no grapevine plugin on $h"
+	bin=${PLUGIN_DIR:-$REPO/build/plugin}/rootfs/grapevine
+	nsenter --net="/run/netns/$(host_ns "$run" "$h")" --uts="$(rundir "$run")/$h/uts" -- \
+		"$bin" status --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
+}
+
+# ---------------------------------------------------------------------------
+# Swarm across the hosts: h1 manager, the others workers; Swarm's own gossip and
+# control ports on the underlay (grapevine's gossip uses 7947, Swarm's 7946).
+
+SWARM_POOL=${SWARM_POOL:-100.127.0.0/16}
+
+cmd_swarm() { # RUN — init on h1, join the others
+	local run=$1 h token
+	hdocker "$run" h1 swarm init --advertise-addr "$(host_addr h1)" --listen-addr "$(host_addr h1):2377" \
+		--default-addr-pool "$SWARM_POOL" --default-addr-pool-mask-length 24 >/dev/null
+	token=$(hdocker "$run" h1 swarm join-token -q worker)
+	for h in $(hosts_of "$run"); do
+		[ "$h" != h1 ] || continue
+		hdocker "$run" "$h" swarm join --advertise-addr "$(host_addr "$h")" --listen-addr "$(host_addr "$h"):2377" \
+			--token "$token" "$(host_addr h1):2377" >/dev/null
+	done
+	wait_for "all nodes ready in the swarm" 60 sh -c \
+		"[ \$($DOCKER -H unix://$(host_sock "$run" h1) node ls --format '{{.Status}}' | grep -c Ready) = $(hosts_of "$run" | wc -l) ]"
+}
+
 main() {
 	local cmd=${1:-} run=${2:-}
-	[ -n "$cmd" ] || die "usage: $0 up|down|env|docker|exec|plugin-id|plugin-sock|plugin-pid|plugin-install|dockerd-stop|dockerd-start|dockerd-restart RUN …"
+	[ -n "$cmd" ] || die "usage: $0 up|down|env|docker|exec|status|plugin-id|plugin-sock|plugin-pid|plugin-install|plugin-set|dockerd-stop|dockerd-start|dockerd-restart|partition|heal|partition-counters|kill|revive|link|swarm RUN …"
 	[ "$(id -u)" = 0 ] || die "must run as root"
 	check_run "$run"
 	shift 2
@@ -521,6 +762,16 @@ main() {
 		stop_dockerd "$run" "${1:?host}"
 		start_dockerd "$run" "${1:?host}"
 		;;
+	partition) cmd_partition "$run" "$@" ;;
+	heal) cmd_heal "$run" ;;
+	partition-counters) cmd_partition_counters "$run" "${1:?host}" ;;
+	kill) cmd_kill "$run" "${1:?host}" ;;
+	revive) cmd_revive "$run" "${1:?host}" ;;
+	link) cmd_link "$run" "${1:?host}" "${2:?up or down}" ;;
+	plugin-set) cmd_plugin_set "$run" "${1:?host}" "${@:2}" ;;
+	status) cmd_status "$run" "${1:?host}" "${@:2}" ;;
+	swarm) cmd_swarm "$run" ;;
+	leftovers) cmd_leftovers "$run" "$@" ;;
 	*) die "unknown command '$cmd'" ;;
 	esac
 }
