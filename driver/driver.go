@@ -12,9 +12,17 @@
 //	veth, host end    gve-<endpoint id[:11]>
 //	veth, container   gvc-<endpoint id[:11]>
 //
-// Remote endpoints (other hosts) are later programmed on a network's VXLAN
-// device with the dataplane's SetFDB/SetNeigh verbs; this package already gives
-// every network a stable VNI, VXLAN device name and anycast gateway for that.
+// With a gossip cluster (Config.Cluster) the driver also publishes what this
+// host has — a "network" record per subnet ("<subnet>/<node>": mode, VNI,
+// gateway, MTU) and an "endpoint" record per endpoint ("<subnet>/<ip>": MAC,
+// host) — and programs every other host's endpoints of the networks that exist
+// here on the network's VXLAN device: one FDB entry (MAC → the host's VTEP)
+// and one permanent neighbour entry (IP → MAC). A subnet keeps one identity
+// across hosts: a host refuses to define it with another mode, VNI or
+// gateway, and adopts the cluster's VNI when none is given. Entries follow
+// records and membership (a dead or departed host's endpoints are removed,
+// re-added when it returns) and are repaired periodically in both
+// directions (ReconcilePeers). See cluster.go and peers.go.
 package driver
 
 import (
@@ -23,12 +31,14 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 	"go.etcd.io/bbolt"
 
 	"grapevine/driver/dataplane"
+	"grapevine/gossip"
 )
 
 // Option keys Docker sends.
@@ -66,6 +76,14 @@ type Config struct {
 	PluginName string
 	// Log receives the driver's log lines; nil discards them.
 	Log *logrus.Entry
+	// Cluster is the gossip cluster the driver publishes this host's networks
+	// and endpoints to and learns the other hosts' from. Nil: a single host,
+	// nothing published, no remote endpoints.
+	Cluster gossip.Replicated
+	// PeerRepair is how often the remote endpoint entries are compared with
+	// the kernel and repaired (ReconcilePeers); 0 means 10 s, negative never
+	// (Reconcile still does it). Only used with a Cluster.
+	PeerRepair time.Duration
 }
 
 // Driver implements the NetworkDriver calls. All methods are safe for
@@ -84,6 +102,15 @@ type Driver struct {
 	mu        sync.Mutex
 	networks  map[string]*networkRecord
 	endpoints map[string]*endpointRecord
+
+	// Cluster state (all nil without a Cluster). peers is guarded by mu.
+	cluster   gossip.Replicated
+	self      string
+	peers     *peerState
+	wake      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // New checks cfg, creates the bucket if needed and loads the persisted networks
@@ -153,7 +180,46 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d.networks, d.endpoints = nets, eps
 	log.WithFields(logrus.Fields{"networks": len(nets), "endpoints": len(eps)}).Info("driver state loaded")
+	if c, ok := cfg.Cluster.(*gossip.Cluster); ok && c == nil {
+		cfg.Cluster = nil // a nil *Cluster in the interface means no cluster
+	}
+	if cfg.Cluster != nil {
+		d.startCluster(cfg.Cluster, cfg.PeerRepair)
+	}
 	return d, nil
+}
+
+// startCluster publishes this host's records, withdraws stale ones, follows
+// the cluster's records and members and starts the peer worker.
+func (d *Driver) startCluster(c gossip.Replicated, repair time.Duration) {
+	d.cluster = c
+	d.self = c.LocalName()
+	d.peers = newPeerState()
+	d.wake = make(chan struct{}, 1)
+	d.stop = make(chan struct{})
+	d.done = make(chan struct{})
+	if repair == 0 {
+		repair = defaultPeerRepair
+	}
+	// Events first, then the snapshot: nothing is missed, and a duplicate
+	// event carries the same state.
+	c.OnNodeEvent(d.onNodeEvent)
+	d.mu.Lock()
+	for _, m := range c.Members() {
+		if !m.Self {
+			d.peers.members[m.Name] = m
+			d.warnPort(m)
+		}
+	}
+	if err := d.publishOwn(); err != nil {
+		d.log.WithError(err).Warn("publishing this host's networks and endpoints failed; reconcile retries")
+	}
+	d.mu.Unlock()
+	// Subscribe replays every live record, then follows changes.
+	c.Subscribe(kindNetwork, d.onNetworkRecord)
+	c.Subscribe(kindEndpoint, d.onEndpointRecord)
+	go d.peerLoop(repair)
+	d.log.WithField("node", d.self).Info("driver follows the gossip cluster")
 }
 
 // GetCapabilities reports the configured scope; connectivity is always global
@@ -208,6 +274,14 @@ type NetworkStatus struct {
 	Endpoints int    `json:"endpoints"`
 	Published int    `json:"published_ports"`
 	Internal  bool   `json:"internal"`
+	// RemoteEndpoints counts other hosts' endpoints programmed on this host;
+	// RemoteUnreachable those whose host is dead, gone or without a VTEP.
+	RemoteEndpoints   int `json:"remote_endpoints"`
+	RemoteUnreachable int `json:"remote_unreachable,omitempty"`
+	// RemoteHosts counts other hosts' endpoints by host name.
+	RemoteHosts map[string]int `json:"remote_hosts,omitempty"`
+	// Conflict describes other hosts that define the subnet differently.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 // Status lists the networks of this host, sorted by id.
@@ -233,6 +307,8 @@ func (d *Driver) Status() []NetworkStatus {
 				s.Published += len(e.Bindings)
 			}
 		}
+		s.RemoteEndpoints, s.RemoteUnreachable, s.RemoteHosts = d.peerCounts(n)
+		s.Conflict = d.conflictOf(n)
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b NetworkStatus) int {

@@ -99,6 +99,7 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 		return nil, err
 	}
 	d.endpoints[rec.ID] = rec
+	d.clusterEndpointCreated(n, rec)
 	d.epLog(rec.NetworkID, rec.ID).WithFields(map[string]any{"address": rec.Address, "mac": rec.MAC}).Debug("endpoint created")
 	return resp, nil
 }
@@ -126,6 +127,7 @@ func (d *Driver) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
 		return errors.Join(append(errs, err)...)
 	}
 	delete(d.endpoints, e.ID)
+	d.clusterEndpointDeleted(d.networks[e.NetworkID], e)
 	if err := d.syncFirewall(); err != nil {
 		errs = append(errs, err)
 	}

@@ -51,6 +51,9 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 		}
 		return d.syncFirewall()
 	}
+	if err := d.checkCluster(&spec); err != nil {
+		return err
+	}
 	if err := d.checkNewNetwork(r.NetworkID, spec); err != nil {
 		return err
 	}
@@ -105,7 +108,12 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 	if err = d.syncFirewall(); err != nil {
 		return err
 	}
-	log.WithFields(map[string]any{"subnet": rec.Subnet, "vni": rec.VNI, "mtu": rec.MTU, "internal": rec.Internal}).Info("network created")
+	d.clusterNetworkCreated(rec)
+	l := log.WithFields(map[string]any{"subnet": rec.Subnet, "vni": rec.VNI, "mtu": rec.MTU, "internal": rec.Internal})
+	if spec.adopted != "" {
+		l = l.WithField("vni_from", spec.adopted)
+	}
+	l.Info("network created")
 	return nil
 }
 
@@ -140,7 +148,7 @@ func (d *Driver) checkNewNetwork(id string, spec networkSpec) error {
 func (d *Driver) firstFreeAutoVNI(subnet netip.Prefix) uint32 {
 	v := autoVNI(subnet)
 	for range autoVNITries {
-		if !d.vniUsed(v) {
+		if _, _, clash := d.clusterVNIUser(v, subnet); !d.vniUsed(v) && !clash {
 			return v
 		}
 		v = nextAutoVNI(v)
@@ -236,9 +244,11 @@ func (d *Driver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 
 	var errs []error
 	var epIDs []string
+	var eps []*endpointRecord
 	for id, e := range d.endpoints {
 		if e.NetworkID == r.NetworkID {
 			epIDs = append(epIDs, id)
+			eps = append(eps, e)
 			errs = append(errs, d.deleteEndpointLinks(e))
 		}
 	}
@@ -254,10 +264,12 @@ func (d *Driver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 	if err := d.store.deleteNetwork(r.NetworkID, epIDs); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
+	n := d.networks[r.NetworkID]
 	delete(d.networks, r.NetworkID)
 	for _, id := range epIDs {
 		delete(d.endpoints, id)
 	}
+	d.clusterNetworkDeleted(n, eps)
 	if err := d.syncFirewall(); err != nil {
 		errs = append(errs, err)
 	}

@@ -30,6 +30,7 @@ type networkSpec struct {
 	subnet   netip.Prefix
 	gateway  netip.Prefix
 	space    string
+	adopted  string // the host whose definition gave vni (checkCluster)
 }
 
 // parseNetwork validates everything in a CreateNetwork request that does not

@@ -12,8 +12,10 @@ import (
 // Reconcile makes the kernel match the persisted state: it repairs every
 // network's bridge and VXLAN device and every joined endpoint's host veth,
 // deletes links with grapevine's prefixes that belong to nothing persisted,
-// and re-programs the firewall. It is best effort: it carries on past
-// failures and returns them joined. Called at start and periodically.
+// re-programs the firewall, and with a cluster republishes this host's
+// records and repairs the remote endpoint entries (ReconcilePeers). It is
+// best effort: it carries on past failures and returns them joined. Called at
+// start and periodically.
 func (d *Driver) Reconcile() error {
 	var errs []error
 	u, uerr := d.underlay()
@@ -62,6 +64,8 @@ func (d *Driver) Reconcile() error {
 
 	errs = append(errs, d.removeOrphans())
 	errs = append(errs, d.syncFirewall())
+	errs = append(errs, d.publishOwn())
+	errs = append(errs, d.reconcilePeers())
 	err := errors.Join(errs...)
 	if err != nil {
 		d.log.WithError(err).Warn("reconcile incomplete")

@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func TestRestartReconcile(t *testing.T) {
 	kernel.AddLink("eth1", dataplane.KindOther)
 	e.restart(kernel)
 
-	if got := e.d.Status(); !slices.Equal(got, statusBefore) {
+	if got := e.d.Status(); !reflect.DeepEqual(got, statusBefore) {
 		t.Fatalf("status after restart %+v, before %+v", got, statusBefore)
 	}
 	if err := e.d.Reconcile(); err != nil {

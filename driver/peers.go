@@ -1,0 +1,490 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"grapevine/driver/dataplane"
+	"grapevine/gossip"
+)
+
+// Remote endpoints are programmed in two stages. Gossip callbacks only update
+// the model below (under mu, briefly) and mark record keys dirty; the peer
+// worker then applies dirty keys to the kernel in batches, taking mu per
+// batch, so Docker's requests interleave with a large update. ReconcilePeers
+// compares the kernel with the model and repairs both directions.
+
+// peerBatch bounds the keys applied per lock hold.
+const peerBatch = 256
+
+// defaultPeerRepair is how often the peer worker runs ReconcilePeers.
+const defaultPeerRepair = 10 * time.Second
+
+// remoteEP is a live endpoint record of another host.
+type remoteEP struct {
+	subnet netip.Prefix
+	ip     netip.Addr
+	mac    string
+	node   string
+}
+
+// progEntry is what this host wrote to the kernel for one endpoint record.
+type progEntry struct {
+	vx   string
+	ip   netip.Addr
+	mac  string
+	vtep netip.Addr
+}
+
+// peerState is the model of the cluster's endpoints and members. Guarded by
+// Driver.mu.
+type peerState struct {
+	eps     map[string]*remoteEP           // endpoint record key → remote endpoint
+	members map[string]gossip.Member       // by name
+	prog    map[string]progEntry           // endpoint record key → programmed entries
+	macRefs map[string]map[string][]string // vxlan → mac → keys programmed with it
+	dirty   map[string]struct{}
+}
+
+func newPeerState() *peerState {
+	return &peerState{
+		eps:     map[string]*remoteEP{},
+		members: map[string]gossip.Member{},
+		prog:    map[string]progEntry{},
+		macRefs: map[string]map[string][]string{},
+		dirty:   map[string]struct{}{},
+	}
+}
+
+func (p *peerState) setProg(k string, e progEntry) {
+	p.delProg(k)
+	p.prog[k] = e
+	if p.macRefs[e.vx] == nil {
+		p.macRefs[e.vx] = map[string][]string{}
+	}
+	p.macRefs[e.vx][e.mac] = append(p.macRefs[e.vx][e.mac], k)
+}
+
+func (p *peerState) delProg(k string) {
+	e, ok := p.prog[k]
+	if !ok {
+		return
+	}
+	delete(p.prog, k)
+	refs := slices.DeleteFunc(p.macRefs[e.vx][e.mac], func(s string) bool { return s == k })
+	if len(refs) == 0 {
+		delete(p.macRefs[e.vx], e.mac)
+	} else {
+		p.macRefs[e.vx][e.mac] = refs
+	}
+}
+
+// markDirty schedules key for the peer worker. Caller holds mu.
+func (d *Driver) markDirty(k string) {
+	d.peers.dirty[k] = struct{}{}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// hostVTEP returns the VTEP of a member whose endpoints can be programmed:
+// alive (or suspect), with a VTEP, on this host's VXLAN port.
+func (d *Driver) hostVTEP(node string) (netip.Addr, bool) {
+	m, ok := d.peers.members[node]
+	if !ok || m.State != gossip.StateAlive || !m.Meta.VTEP.IsValid() {
+		return netip.Addr{}, false
+	}
+	if m.Meta.VXLANPort != 0 && m.Meta.VXLANPort != d.port {
+		return netip.Addr{}, false
+	}
+	return m.Meta.VTEP, true
+}
+
+// networkOf returns the local network of a subnet.
+func (d *Driver) networkOf(subnet netip.Prefix) *networkRecord {
+	for _, n := range d.networks {
+		if n.Subnet == subnet {
+			return n
+		}
+	}
+	return nil
+}
+
+// want is what must be programmed for an endpoint record key: nothing unless
+// the endpoint is remote and live, its network exists here, its host is
+// reachable, and no local endpoint holds the address. Caller holds mu.
+func (d *Driver) want(k string) (progEntry, bool) {
+	ep, ok := d.peers.eps[k]
+	if !ok {
+		return progEntry{}, false
+	}
+	n := d.networkOf(ep.subnet)
+	if n == nil {
+		return progEntry{}, false
+	}
+	vtep, ok := d.hostVTEP(ep.node)
+	if !ok {
+		return progEntry{}, false
+	}
+	if d.localAddr(n.ID, ep.ip) {
+		return progEntry{}, false
+	}
+	return progEntry{vx: vxlanName(n.ID), ip: ep.ip, mac: ep.mac, vtep: vtep}, true
+}
+
+func (d *Driver) localAddr(netID string, ip netip.Addr) bool {
+	for _, e := range d.endpoints {
+		if e.NetworkID == netID && e.Address.Addr() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// applyKey makes the kernel match want(k) for one key. Caller holds mu.
+func (d *Driver) applyKey(k string) error {
+	w, wok := d.want(k)
+	h, hok := d.peers.prog[k]
+	if wok && hok && w == h {
+		return nil
+	}
+	var errs []error
+	if hok {
+		sameNeigh := wok && w.vx == h.vx && w.ip == h.ip
+		sameMAC := wok && w.vx == h.vx && w.mac == h.mac
+		d.peers.delProg(k)
+		if !sameNeigh {
+			if err := d.dp.DelNeigh(h.vx, h.ip); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if !sameMAC {
+			errs = append(errs, d.releaseMAC(h.vx, h.mac))
+		}
+	}
+	if wok {
+		mac, _ := net.ParseMAC(w.mac) // parsed when the record arrived
+		if err := d.dp.SetFDB(w.vx, mac, w.vtep); err != nil {
+			errs = append(errs, err)
+		} else if err := d.dp.SetNeigh(w.vx, w.ip, mac); err != nil {
+			errs = append(errs, err)
+		} else {
+			d.peers.setProg(k, w)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// releaseMAC removes the FDB entries of mac unless another programmed
+// endpoint uses the same MAC on the device, which then gets them back.
+func (d *Driver) releaseMAC(vx, macText string) error {
+	mac, _ := net.ParseMAC(macText)
+	if refs := d.peers.macRefs[vx][macText]; len(refs) > 0 {
+		return d.dp.SetFDB(vx, mac, d.peers.prog[refs[0]].vtep)
+	}
+	return d.dp.DelFDB(vx, mac)
+}
+
+// forgetDevice drops what was programmed on a deleted VXLAN device. Caller
+// holds mu.
+func (d *Driver) forgetDevice(vx string) {
+	for k, e := range d.peers.prog {
+		if e.vx == vx {
+			d.peers.delProg(k)
+		}
+	}
+	delete(d.peers.macRefs, vx)
+}
+
+// applyDirty applies up to max dirty keys (all when max ≤ 0) and returns how
+// many remain. Failures are logged once per batch; ReconcilePeers retries.
+func (d *Driver) applyDirty(max int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.peers == nil {
+		return 0
+	}
+	var failed int
+	var first error
+	n := 0
+	for k := range d.peers.dirty {
+		if max > 0 && n >= max {
+			break
+		}
+		n++
+		delete(d.peers.dirty, k)
+		if err := d.applyKey(k); err != nil {
+			failed++
+			if first == nil {
+				first = fmt.Errorf("endpoint %s: %w", k, err)
+			}
+		}
+	}
+	if failed > 0 {
+		d.log.WithError(first).WithField("failed", failed).Warn("programming remote endpoints failed; the periodic repair retries")
+	}
+	return len(d.peers.dirty)
+}
+
+// peerLoop is the peer worker: it applies dirty keys as they come and runs
+// ReconcilePeers every repair interval, until Close.
+func (d *Driver) peerLoop(repair time.Duration) {
+	defer close(d.done)
+	var tick <-chan time.Time
+	if repair > 0 {
+		t := time.NewTicker(repair)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.wake:
+			for d.applyDirty(peerBatch) > 0 {
+				select {
+				case <-d.stop:
+					return
+				default:
+				}
+			}
+		case <-tick:
+			_ = d.ReconcilePeers()
+		}
+	}
+}
+
+// Close stops the peer worker (when a Cluster was configured). The Driver
+// must not be used afterwards. Safe to call more than once.
+func (d *Driver) Close() {
+	d.closeOnce.Do(func() {
+		if d.stop != nil {
+			close(d.stop)
+			<-d.done
+		}
+	})
+}
+
+// ReconcilePeers makes the forwarding and neighbour entries on every
+// grapevine VXLAN device match the cluster's live remote endpoints: missing or
+// wrong entries are written, entries that match no live remote endpoint are
+// deleted. It is cheap (two netlink dumps per network) and runs every few
+// seconds on its own when a Cluster is configured; Reconcile runs it too.
+// Best effort: it carries on past failures and returns them joined.
+func (d *Driver) ReconcilePeers() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reconcilePeers()
+}
+
+// peerRepairs counts what one reconcile pass changed.
+type peerRepairs struct{ fdbSet, fdbDel, neighSet, neighDel int }
+
+// reconcilePeers is ReconcilePeers with mu held.
+func (d *Driver) reconcilePeers() error {
+	if d.cluster == nil {
+		return nil
+	}
+	// Membership snapshot: any change since is also queued as an event, so
+	// the model converges whatever the interleaving.
+	for _, m := range d.cluster.Members() {
+		if !m.Self {
+			d.peers.members[m.Name] = m
+		}
+	}
+	desired := map[string]map[string]progEntry{} // vxlan → key → entry
+	for k := range d.peers.eps {
+		if w, ok := d.want(k); ok {
+			if desired[w.vx] == nil {
+				desired[w.vx] = map[string]progEntry{}
+			}
+			desired[w.vx][k] = w
+		}
+	}
+	ids := make([]string, 0, len(d.networks))
+	for id := range d.networks {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	done := map[string]bool{}
+	var errs []error
+	for _, id := range ids {
+		vx := vxlanName(id)
+		rep, err := d.repairDevice(vx, desired[vx])
+		if errors.Is(err, dataplane.ErrLinkNotFound) {
+			continue // the full Reconcile recreates the device
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("network %s: %w", shortID(id), err))
+		}
+		done[vx] = true
+		if rep != (peerRepairs{}) {
+			d.netLog(id).WithFields(logrus.Fields{"fdb_set": rep.fdbSet, "fdb_deleted": rep.fdbDel, "neigh_set": rep.neighSet, "neigh_deleted": rep.neighDel}).
+				Info("repaired remote endpoint entries")
+		}
+	}
+	// The model now matches the kernel for every repaired device; entries of
+	// devices that no longer belong to a network went with the device.
+	for k, e := range d.peers.prog {
+		if done[e.vx] || !d.hasDevice(e.vx) {
+			d.peers.delProg(k)
+		}
+	}
+	for vx, entries := range desired {
+		if !done[vx] {
+			continue
+		}
+		for k, e := range entries {
+			d.peers.setProg(k, e)
+		}
+	}
+	for k := range d.peers.dirty {
+		w, wok := d.want(k)
+		h, hok := d.peers.prog[k]
+		if (!wok || done[w.vx]) && (!hok || done[h.vx]) {
+			delete(d.peers.dirty, k)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Driver) hasDevice(vx string) bool {
+	for id := range d.networks {
+		if vxlanName(id) == vx {
+			return true
+		}
+	}
+	return false
+}
+
+// repairDevice compares one VXLAN device's entries with want (key → entry).
+func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs, error) {
+	var rep peerRepairs
+	fdb, err := d.dp.ListFDB(vx)
+	if err != nil {
+		return rep, err
+	}
+	neigh, err := d.dp.ListNeigh(vx)
+	if err != nil {
+		return rep, err
+	}
+	wantMAC := map[string]netip.Addr{} // mac → vtep (first key in order wins)
+	wantIP := map[netip.Addr]string{}
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		e := want[k]
+		if _, ok := wantMAC[e.mac]; !ok {
+			wantMAC[e.mac] = e.vtep
+		}
+		wantIP[e.ip] = e.mac
+	}
+	selfs := map[string][]netip.Addr{}
+	masters := map[string]bool{}
+	for _, e := range fdb {
+		if e.Master {
+			masters[e.MAC.String()] = true
+		} else {
+			selfs[e.MAC.String()] = append(selfs[e.MAC.String()], e.VTEP)
+		}
+	}
+	var errs []error
+	deleted := map[string]bool{}
+	for _, m := range slices.Concat(mapKeys(selfs), mapKeys(masters)) {
+		if _, ok := wantMAC[m]; ok || deleted[m] {
+			continue
+		}
+		deleted[m] = true
+		mac, _ := net.ParseMAC(m)
+		if err := d.dp.DelFDB(vx, mac); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rep.fdbDel++
+	}
+	for m, vtep := range wantMAC {
+		have := selfs[m]
+		if len(have) == 1 && have[0] == vtep && masters[m] {
+			continue
+		}
+		mac, _ := net.ParseMAC(m)
+		if len(have) > 1 {
+			if err := d.dp.DelFDB(vx, mac); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := d.dp.SetFDB(vx, mac, vtep); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rep.fdbSet++
+	}
+	haveIP := map[netip.Addr]dataplane.NeighEntry{}
+	for _, e := range neigh {
+		if _, ok := wantIP[e.IP]; !ok {
+			if err := d.dp.DelNeigh(vx, e.IP); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			rep.neighDel++
+			continue
+		}
+		haveIP[e.IP] = e
+	}
+	for ip, m := range wantIP {
+		if h, ok := haveIP[ip]; ok && h.Permanent && h.MAC.String() == m {
+			continue
+		}
+		mac, _ := net.ParseMAC(m)
+		if err := d.dp.SetNeigh(vx, ip, mac); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rep.neighSet++
+	}
+	return rep, errors.Join(errs...)
+}
+
+func mapKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// peerCounts summarises a network's remote endpoints for Status: how many are
+// programmed, how many wait for their host, and per host how many exist.
+// Caller holds mu.
+func (d *Driver) peerCounts(n *networkRecord) (programmed, unreachable int, perHost map[string]int) {
+	if d.peers == nil {
+		return 0, 0, nil
+	}
+	for k, ep := range d.peers.eps {
+		if ep.subnet != n.Subnet {
+			continue
+		}
+		if perHost == nil {
+			perHost = map[string]int{}
+		}
+		perHost[ep.node]++
+		if _, ok := d.want(k); ok {
+			programmed++
+		} else {
+			unreachable++
+		}
+	}
+	return programmed, unreachable, perHost
+}
