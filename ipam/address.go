@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/docker/go-plugins-helpers/ipam"
@@ -34,6 +35,19 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 		d.mu.Unlock()
 		return nil, failf(ErrUnknownPool, "unknown ipam pool %q: it was released or never created by this plugin; recreate the network", req.PoolID)
 	}
+	if p.clustered && !gw {
+		// Addresses come only from blocks this host owns: the division
+		// of the subnet must be agreed first.
+		d.mu.Unlock()
+		if err := d.ensureAgreed(p); err != nil {
+			return nil, err
+		}
+		d.mu.Lock()
+		if d.pools[req.PoolID] != p {
+			d.mu.Unlock()
+			return nil, failf(ErrUnknownPool, "ipam pool %q was released while this request waited; recreate the network", req.PoolID)
+		}
+	}
 	var (
 		ord   uint32
 		fresh bool // this call took the address (false for an idempotent repeat)
@@ -41,17 +55,48 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 	)
 	switch {
 	case gw:
+		if p.clustered {
+			g := want
+			if !g.IsValid() {
+				g = p.gateway
+				if !g.IsValid() {
+					g = ordToAddr(p.prefix.Addr(), 1)
+				}
+			}
+			if err = d.checkDefinition(p.prefix, p.sub, g); err != nil {
+				break
+			}
+		}
 		ord, fresh, err = p.takeGateway(want)
 	case want.IsValid():
 		ord, fresh, err = p.takeStatic(want)
+		if errors.Is(err, ErrNotOwned) && p.clustered {
+			err = d.notOwned(p, want)
+		}
 	default:
 		ord, err = p.takeNext()
 		fresh = true
+		if errors.Is(err, ErrExhausted) && p.clustered {
+			d.mu.Unlock()
+			if err := d.requestSpace(p); err != nil {
+				return nil, err
+			}
+			d.mu.Lock()
+			if d.pools[req.PoolID] != p {
+				d.mu.Unlock()
+				return nil, failf(ErrUnknownPool, "ipam pool %q was released while this request waited; recreate the network", req.PoolID)
+			}
+			ord, err = p.takeNext()
+		}
 	}
 	if err != nil {
 		d.mu.Unlock()
 		return nil, err
 	}
+	if gw && fresh && p.clustered {
+		d.publishLocked(p.prefix)
+	}
+	low := p.clustered && !gw && p.alloc.free < p.lowWater()
 	p.used = true
 	addr := ordToAddr(p.prefix.Addr(), ord)
 	d.mu.Unlock()
@@ -61,6 +106,9 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 			d.undoTake(p, ord, gw)
 		}
 		return nil, err
+	}
+	if low {
+		d.askAhead(p)
 	}
 	log := d.log.WithFields(logrus.Fields{"pool": p.id, "address": addr})
 	switch {
@@ -215,7 +263,22 @@ func (p *pool) takeStatic(want netip.Addr) (ord uint32, fresh bool, err error) {
 
 // takeNext allocates the next free address of the range. Caller holds d.mu.
 func (p *pool) takeNext() (uint32, error) {
-	ord, ok := p.alloc.next()
+	ord, ok := uint32(0), false
+	if len(p.reclaimed.ranges) > 0 {
+		// Space reclaimed from a dead host is handed out only after
+		// never-used space: its old owner may come back with it in use.
+		fresh := p.owned
+		for _, r := range p.reclaimed.ranges {
+			fresh.donate(r)
+		}
+		rs := p.rangeSpan()
+		p.alloc.setSpans(fresh.intersect(rs.lo, rs.hi))
+		ord, ok = p.alloc.next()
+		p.rebuildSpans()
+	}
+	if !ok {
+		ord, ok = p.alloc.next()
+	}
 	if !ok {
 		return 0, p.exhausted()
 	}

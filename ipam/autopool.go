@@ -39,6 +39,13 @@ func (d *Driver) requestAutoPool(space string) (*ipam.RequestPoolResponse, error
 			d.mu.Unlock()
 			continue
 		}
+		if d.cl != nil && space == LocalAddressSpace {
+			if err := d.checkDefinition(cand, netip.Prefix{}, netip.Addr{}); err != nil {
+				routes[cand] = "another host's definition of the same subnet"
+				d.mu.Unlock()
+				continue
+			}
+		}
 		p := d.addPool(id, space, cand, netip.Prefix{}, true)
 		d.lastAuto = cand
 		wasRefused := d.refused[cand]
@@ -52,6 +59,9 @@ func (d *Driver) requestAutoPool(space string) (*ipam.RequestPoolResponse, error
 				d.mu.Unlock()
 			}
 			return nil, err
+		}
+		if p.clustered {
+			d.joinPool(p)
 		}
 		d.log.WithField("pool", id).Info("pool chosen from POOL")
 		return &ipam.RequestPoolResponse{PoolID: id, Pool: cand.String()}, nil

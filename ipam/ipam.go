@@ -1,13 +1,3 @@
-// Package ipam is grapevine's remote IPAM driver: it owns address pools (the
-// subnets of networks), the per-host blocks of each pool this host may allocate
-// from, the gateway reservation and every address handed to an endpoint. It
-// never touches the kernel. Every decision is written to the bbolt bucket
-// "ipam" before the call that made it returns, and New restores it all.
-//
-// Methods follow github.com/docker/go-plugins-helpers/ipam and are safe for
-// concurrent use. Errors are written for operators (Docker shows them as
-// "remote: …") and carry a kind that errors.Is matches: ErrInvalid,
-// ErrUnsupported, ErrConflict, ErrExhausted, ErrUnknownPool, ErrNotOwned.
 package ipam
 
 import (
@@ -16,10 +6,13 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/sirupsen/logrus"
 	"go.etcd.io/bbolt"
+
+	"grapevine/gossip"
 )
 
 // Address spaces grapevine serves. Docker asks for the local space for plain
@@ -90,6 +83,28 @@ type Config struct {
 	RouteConflict func(p netip.Prefix) (string, error)
 	// Log receives the driver's messages. Nil discards them.
 	Log *logrus.Entry
+
+	// Cluster is the replicated state shared with the other hosts. Nil
+	// keeps the single-host behaviour: this host owns every pool whole.
+	// With a Cluster, pools of the local address space are cluster-wide
+	// (identified by their subnet) and divided into blocks (see doc.go);
+	// pools of the global address space stay per host (Swarm's manager
+	// chooses their addresses).
+	Cluster gossip.Replicated
+	// ReclaimAfter is how long a host must have been continuously absent
+	// (as seen by a majority of all known hosts) before its blocks may be
+	// reclaimed. Zero or negative means 24 hours.
+	ReclaimAfter time.Duration
+	// AgreeTimeout bounds one agreement (Paxos round trips until a value
+	// is chosen) on the first division of a pool or on a reclaim. Zero or
+	// negative means 5 seconds.
+	AgreeTimeout time.Duration
+	// DonateTimeout bounds how long a request for an address waits for
+	// another host to donate space when this host's blocks are full. Zero
+	// or negative means 5 seconds.
+	DonateTimeout time.Duration
+	// Now is the clock for absence times (reclaim). Nil means time.Now.
+	Now func() time.Time
 }
 
 // Driver is grapevine's IPAM driver.
@@ -109,6 +124,11 @@ type Driver struct {
 	// never offered twice in a row. Both live in memory only.
 	refused  map[netip.Prefix]bool
 	lastAuto netip.Prefix
+
+	cl       *clusterState     // nil without a cluster
+	answered map[string]uint64 // want record key → last Seq answered
+	wantSeq  uint64
+	bg       sync.WaitGroup // background persists and requests for space
 }
 
 // New checks cfg, creates the "ipam" bucket if needed and restores every pool,
@@ -147,11 +167,30 @@ func New(cfg Config) (*Driver, error) {
 		routeConf: cfg.RouteConflict,
 		pools:     make(map[string]*pool),
 		refused:   make(map[netip.Prefix]bool),
+		answered:  make(map[string]uint64),
+	}
+	if cfg.Cluster != nil {
+		d.cl = newClusterState(cfg, log)
+		d.cl.vote = d.cl.voteFor
 	}
 	if err := d.load(); err != nil {
 		return nil, err
 	}
+	if d.cl != nil {
+		if err := d.joinCluster(); err != nil {
+			return nil, err
+		}
+	}
 	return d, nil
+}
+
+// Close stops the Driver's background work (requests for space in
+// flight, replicated-state callbacks) and waits for it. The DB stays open.
+func (d *Driver) Close() {
+	if d.cl != nil {
+		d.cl.close()
+	}
+	d.bg.Wait()
 }
 
 // Capabilities is the IPAM capabilities answer. The helper package's type lacks

@@ -75,11 +75,20 @@ func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolRes
 			return nil, failf(ErrConflict, "--subnet %s overlaps %s of another grapevine network (pool %s); choose a --subnet that does not overlap it", prefix, o.prefix, o.id)
 		}
 	}
+	if d.cl != nil && space == LocalAddressSpace {
+		if err := d.checkDefinition(prefix, sub, netip.Addr{}); err != nil {
+			d.mu.Unlock()
+			return nil, err
+		}
+	}
 	p := d.addPool(id, space, prefix, sub, false)
 	d.mu.Unlock()
 	if err := d.persist(id); err != nil {
 		d.dropPoolRef(p)
 		return nil, err
+	}
+	if p.clustered {
+		d.joinPool(p)
 	}
 	log.Info("pool registered")
 	return &ipam.RequestPoolResponse{PoolID: id, Pool: prefix.String()}, nil
@@ -121,6 +130,11 @@ func (d *Driver) ReleasePool(req *ipam.ReleasePoolRequest) error {
 		d.mu.Unlock()
 		return err
 	}
+	if gone && p.clustered {
+		if err := d.cl.r.Delete(kindPool, subnetKey(p.prefix)+"/"+d.cl.self); err != nil {
+			log.WithError(err).Warn("could not withdraw the pool definition from the cluster")
+		}
+	}
 	if gone {
 		log.Info("pool released")
 	} else {
@@ -129,13 +143,20 @@ func (d *Driver) ReleasePool(req *ipam.ReleasePoolRequest) error {
 	return nil
 }
 
-// addPool creates and registers a pool owned wholly by this host (no cluster
-// yet: see ownership). Caller holds d.mu.
+// addPool creates and registers a pool: owned wholly by this host without a
+// cluster (or in the global address space), owning nothing yet in cluster
+// mode until the division of the subnet is agreed. Caller holds d.mu.
 func (d *Driver) addPool(id, space string, prefix, sub netip.Prefix, auto bool) *pool {
 	n := uint32(1) << (32 - prefix.Bits())
 	p := newPool(id, space, prefix, sub, newOwnership(span{0, n - 1}))
 	p.gen = rand.Uint64()
 	p.auto = auto
+	if d.cl != nil && space == LocalAddressSpace {
+		// Cluster-wide pool: nothing is owned until the division is agreed.
+		p.clustered = true
+		p.owned = ownership{}
+		p.rebuildSpans()
+	}
 	d.pools[id] = p
 	return p
 }

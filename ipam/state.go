@@ -21,6 +21,13 @@ type pool struct {
 	owned   ownership    // the blocks this host may allocate from
 	alloc   *allocator   // bit per host offset; network and broadcast always set
 	count   int          // addresses handed out (gateway excluded)
+
+	// Cluster mode (local address space with a Cluster): owned follows the
+	// replicated block records.
+	clustered bool
+	reclaimed ownership // owned blocks taken over from a dead host: used last
+	lost      []string  // "first-last" ranges reclaimed from this host while it was away
+	asking    bool      // a background request for space is in flight
 }
 
 func newPool(id, space string, prefix, sub netip.Prefix, owned ownership) *pool {

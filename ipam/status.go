@@ -12,6 +12,22 @@ type PoolStatus struct {
 	Capacity  int      `json:"capacity"`  // addresses this host may hand out dynamically (owned ∩ range)
 	Free      int      `json:"free"`      // of Capacity, still free
 	Owned     []string `json:"owned"`     // "first-last" ranges this host owns
+	// Blocks lists every block of a cluster-wide pool with its owner (node
+	// name), as this host sees the replicated state; empty without a
+	// cluster, in the global address space, or before the division is agreed.
+	Blocks []BlockStatus `json:"blocks,omitempty"`
+	// Lost lists "first-last" ranges this host owned that the cluster
+	// reclaimed while it was away; it never allocates from them again.
+	Lost []string `json:"lost,omitempty"`
+}
+
+// BlockStatus is one block of a pool and its owner.
+type BlockStatus struct {
+	First string `json:"first"`
+	Last  string `json:"last"`
+	Owner string `json:"owner"`
+	// Reclaimed: taken over from a host absent longer than ReclaimAfter.
+	Reclaimed bool `json:"reclaimed,omitempty"`
 }
 
 // Status lists every pool, sorted by PoolID.
@@ -27,6 +43,14 @@ func (d *Driver) Status() []PoolStatus {
 		}
 		if p.gateway.IsValid() {
 			s.Gateway = p.gateway.String()
+		}
+		if p.clustered {
+			bs, _ := d.cl.blocks(p.prefix)
+			for _, b := range bs {
+				s.Blocks = append(s.Blocks, BlockStatus{First: ordToAddr(p.prefix.Addr(), b.lo).String(),
+					Last: ordToAddr(p.prefix.Addr(), b.hi).String(), Owner: b.owner, Reclaimed: b.reclaimed})
+			}
+			s.Lost = append([]string(nil), p.lost...)
 		}
 		out = append(out, s)
 	}

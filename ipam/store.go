@@ -40,7 +40,8 @@ type poolRecord struct {
 	Refs    int      `json:"refs"`
 	Auto    bool     `json:"auto,omitempty"`
 	Used    bool     `json:"used,omitempty"`
-	Owned   []string `json:"owned"` // "first-last" ranges this host owns
+	Owned   []string `json:"owned"`          // "first-last" ranges this host owns
+	Lost    []string `json:"lost,omitempty"` // ranges reclaimed from this host while it was away
 }
 
 // cursorRecord is where dynamic allocation continues.
@@ -57,7 +58,7 @@ type addrRecord struct {
 func (p *pool) record() poolRecord {
 	r := poolRecord{
 		Version: storeVersion, ID: p.id, Gen: p.gen, Space: p.space, Pool: p.prefix.String(),
-		Refs: p.refs, Auto: p.auto, Used: p.used, Owned: p.owned.format(p.prefix.Addr()),
+		Refs: p.refs, Auto: p.auto, Used: p.used, Owned: p.owned.format(p.prefix.Addr()), Lost: p.lost,
 	}
 	if p.sub.IsValid() {
 		r.SubPool = p.sub.String()
@@ -224,7 +225,7 @@ func loadPool(id string, b *bbolt.Bucket) (*pool, error) {
 		return nil, fmt.Errorf("pool %s: %w", id, err)
 	}
 	p := newPool(id, space, prefix, sub, owned)
-	p.gen, p.refs, p.auto, p.used = r.Gen, max(r.Refs, 1), r.Auto, r.Used
+	p.gen, p.refs, p.auto, p.used, p.lost = r.Gen, max(r.Refs, 1), r.Auto, r.Used, r.Lost
 	if r.Gateway != "" {
 		g, err := netip.ParseAddr(r.Gateway)
 		if err != nil || !prefix.Contains(g) {

@@ -1,0 +1,296 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"grapevine/gossip"
+)
+
+// Defaults of the cluster timings in Config.
+const (
+	defaultReclaimAfter  = 24 * time.Hour
+	defaultAgreeTimeout  = 5 * time.Second
+	defaultDonateTimeout = 5 * time.Second
+)
+
+// clusterState is the Driver's view of the replicated state: membership,
+// the Paxos acceptor, and the wake-up channel of goroutines waiting for
+// records to change. Nil on a Driver without a cluster.
+type clusterState struct {
+	r             gossip.Replicated
+	self          string
+	log           *logrus.Entry
+	agreeTimeout  time.Duration
+	donateTimeout time.Duration
+	reclaimAfter  time.Duration
+	now           func() time.Time
+
+	// vote, when set, is asked before this acceptor answers a proposal
+	// of an instance; reclaims use it to agree only when the dead host has
+	// been absent long enough from here too.
+	vote func(inst string) bool
+
+	accMu sync.Mutex // serialises writes of this node's acceptor records
+
+	mu      sync.Mutex
+	sig     chan struct{} // closed and replaced whenever a record changes
+	stopped bool
+	stop    chan struct{}
+	absent  map[string]time.Time // known hosts not alive, since when (this process's view)
+}
+
+func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
+	c := &clusterState{
+		r:             cfg.Cluster,
+		self:          cfg.Cluster.LocalName(),
+		log:           log,
+		agreeTimeout:  orDefault(cfg.AgreeTimeout, defaultAgreeTimeout),
+		donateTimeout: orDefault(cfg.DonateTimeout, defaultDonateTimeout),
+		reclaimAfter:  orDefault(cfg.ReclaimAfter, defaultReclaimAfter),
+		now:           cfg.Now,
+		sig:           make(chan struct{}),
+		stop:          make(chan struct{}),
+		absent:        make(map[string]time.Time),
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// kick wakes every waiter: some record changed.
+func (c *clusterState) kick() {
+	c.mu.Lock()
+	close(c.sig)
+	c.sig = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *clusterState) signal() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sig
+}
+
+func (c *clusterState) closed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped
+}
+
+func (c *clusterState) close() {
+	c.mu.Lock()
+	if !c.stopped {
+		c.stopped = true
+		close(c.stop)
+	}
+	c.mu.Unlock()
+}
+
+// waitUntil polls cond whenever a record changes (and at least every 50 ms,
+// as membership changes come without a record) until it holds, the deadline
+// passes, or max (when > 0) has elapsed. It reports whether cond held.
+func (c *clusterState) waitUntil(deadline time.Time, max time.Duration, cond func() bool) bool {
+	if max > 0 {
+		if d := time.Now().Add(max); d.Before(deadline) {
+			deadline = d
+		}
+	}
+	for {
+		ch := c.signal()
+		if cond() {
+			return true
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		t := time.NewTimer(min(left, 50*time.Millisecond))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-c.stop:
+			t.Stop()
+			return false
+		}
+		t.Stop()
+	}
+}
+
+// knownSet is every host the cluster knows: current and departed members,
+// and every node that ever announced itself to IPAM (records outlive
+// memberlist's memory of departed members).
+func (c *clusterState) knownSet() map[string]bool {
+	out := map[string]bool{c.self: true}
+	for _, m := range c.r.Members() {
+		out[m.Name] = true
+	}
+	for _, r := range c.r.List(kindHost) {
+		if r.Key == r.Owner {
+			out[r.Key] = true
+		}
+	}
+	return out
+}
+
+func (c *clusterState) knownHosts() []string {
+	s := c.knownSet()
+	out := make([]string, 0, len(s))
+	for n := range s {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// alive returns the members memberlist considers alive (this node included).
+func (c *clusterState) alive() map[string]bool {
+	out := map[string]bool{c.self: true}
+	for _, m := range c.r.Members() {
+		if m.State == gossip.StateAlive {
+			out[m.Name] = true
+		}
+	}
+	return out
+}
+
+// reachability describes a host for messages: "alive", or how long it has
+// been absent as seen from here.
+func (c *clusterState) reachability(name string, alive map[string]bool) string {
+	if alive[name] {
+		return "reachable"
+	}
+	c.mu.Lock()
+	since, ok := c.absent[name]
+	c.mu.Unlock()
+	if ok {
+		return "unreachable for " + c.now().Sub(since).Truncate(time.Second).String()
+	}
+	return "unreachable"
+}
+
+// noteMembers updates the absence clock of every known host.
+func (c *clusterState) noteMembers() {
+	alive := c.alive()
+	known := c.knownSet()
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for n := range known {
+		if alive[n] {
+			delete(c.absent, n)
+		} else if _, ok := c.absent[n]; !ok {
+			c.absent[n] = now
+		}
+	}
+}
+
+// absentFor reports how long name has been continuously absent (0 if alive).
+func (c *clusterState) absentFor(name string) time.Duration {
+	c.noteMembers()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	since, ok := c.absent[name]
+	if !ok {
+		return 0
+	}
+	return c.now().Sub(since)
+}
+
+// joinCluster announces this host to IPAM's replicated state, subscribes to
+// the records it reacts to, and rebuilds the ownership of restored pools from
+// the replicated blocks (the bbolt copy is a cache; a block reclaimed while
+// this host was down is noticed here).
+func (d *Driver) joinCluster() error {
+	c := d.cl
+	if err := c.r.Put(kindHost, c.self, encodeRec(hostRec{Version: recordVersion})); err != nil {
+		return fmt.Errorf("announcing this host to the cluster: %w", err)
+	}
+	d.mu.Lock()
+	var subnets []netip.Prefix
+	for _, p := range d.pools {
+		if p.space == LocalAddressSpace {
+			p.clustered = true
+			subnets = append(subnets, p.prefix)
+		}
+	}
+	d.mu.Unlock()
+	c.r.Subscribe(kindProp, c.onProp)
+	c.r.Subscribe(kindAcc, d.onAcc)
+	c.r.Subscribe(kindBlock, d.onBlock)
+	c.r.Subscribe(kindWant, d.onWant)
+	c.r.OnNodeEvent(func(gossip.Member, gossip.EventType) {
+		c.noteMembers()
+		c.kick()
+	})
+	c.noteMembers()
+	for _, s := range subnets {
+		d.applyInit(s)
+		d.mu.Lock()
+		d.publishLocked(s)
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+// checkDefinition refuses a pool whose --ip-range (or gateway, when valid)
+// differs from another host's definition of the same subnet. Caller holds d.mu.
+func (d *Driver) checkDefinition(subnet, sub netip.Prefix, gw netip.Addr) error {
+	prefix := subnetKey(subnet) + "/"
+	for _, r := range d.cl.r.List(kindPool) {
+		node, ok := strings.CutPrefix(r.Key, prefix)
+		if !ok || strings.Contains(node, "/") || node == d.cl.self || node != r.Owner {
+			continue
+		}
+		var def poolDef
+		if decodeRec(r, &def) != nil {
+			continue
+		}
+		if def.Range != optPrefix(sub) {
+			return failf(ErrConflict, "%s differs from host %s's definition of %s (%s): every host must create the network with the same --subnet and --ip-range",
+				describeRange(sub), node, subnet, describeRange(netip.MustParsePrefix(orZeroPrefix(def.Range))))
+		}
+		if gw.IsValid() && def.Gateway != "" && def.Gateway != gw.String() {
+			return failf(ErrConflict, "gateway %s differs from host %s's gateway %s for %s: the gateway is the same on every host; create the network with --gateway %s",
+				gw, node, def.Gateway, subnet, def.Gateway)
+		}
+	}
+	return nil
+}
+
+func orZeroPrefix(s string) string {
+	if _, err := netip.ParsePrefix(s); err != nil {
+		return "0.0.0.0/32"
+	}
+	return s
+}
+
+func describeRange(sub netip.Prefix) string {
+	if !sub.IsValid() || sub.Bits() == 32 && sub.Addr().IsUnspecified() {
+		return "no --ip-range"
+	}
+	return "--ip-range " + sub.String()
+}
+
+// joinPool publishes this host's definition of a new cluster pool and takes
+// its blocks if the division is already decided.
+func (d *Driver) joinPool(p *pool) {
+	d.applyInit(p.prefix)
+	d.mu.Lock()
+	d.publishLocked(p.prefix)
+	d.mu.Unlock()
+}

@@ -1,0 +1,93 @@
+// Package ipam is grapevine's remote IPAM driver: it owns address pools (the
+// subnets of networks), the per-host blocks of each pool this host may allocate
+// from, the gateway reservation and every address handed to an endpoint. It
+// never touches the kernel. Every decision is written to the bbolt bucket
+// "ipam" before the call that made it returns, and New restores it all.
+//
+// Methods follow github.com/docker/go-plugins-helpers/ipam and are safe for
+// concurrent use. Errors are written for operators (Docker shows them as
+// "remote: …") and carry a kind that errors.Is matches: ErrInvalid,
+// ErrUnsupported, ErrConflict, ErrExhausted, ErrUnknownPool, ErrNotOwned.
+//
+// # Cluster mode
+//
+// With Config.Cluster set, a pool of the local address space is cluster-wide:
+// its identity is its subnet. Hosts agree on its definition and divide it
+// into blocks; each host allocates only from blocks it owns. Records (kind,
+// key → value; every kind has one writer per key):
+//
+//	ipam-host  <node>                  this node takes part (counts towards quorums)
+//	ipam-pool  <subnet>/<node>         the node's --ip-range, gateway, spare space
+//	ipam-block <subnet>/<first>        last address, owner: written by the owner only
+//	ipam-want  <subnet>/<node>         the node asks one donor for space
+//	ipam-prop  <instance>/<node>       the node's Paxos proposal
+//	ipam-acc   <instance>/<node>       the node's Paxos acceptor state
+//
+// Definition: another host's ipam-pool record with a different --ip-range or
+// gateway makes RequestPool (or the gateway request) fail, naming that host.
+// The gateway is the same on every host and reserved on every host, so it is
+// never handed to a container whoever owns its block.
+//
+// First ownership: the first address request of a subnet runs single-decree
+// Paxos (instance "init/<subnet>") unless it is already decided. No PEERS:
+// the only known host is this one, the quorum is 1 and it takes the whole
+// range. PEERS set but none reached: the request fails and nothing is
+// claimed. Otherwise a proposer writes prepare(b) and accept(b, v) into its
+// ipam-prop record; every node answers by rewriting its own ipam-acc record
+// (promise: promised=b; accept: accepted=b, value=v, only if b ≥ promised)
+// on the gossip worker, one answer at a time. The quorum is a majority of
+// every host the cluster knows (members, departed members, and every node
+// that ever wrote an ipam-host record), never just the reachable ones. The
+// value v is the range split into equal aligned power-of-two blocks (at
+// least /28) given round-robin to the hosts alive at proposal time. A node
+// that learns the decision marks its acceptor record decided, so later
+// proposers adopt it at once. Waits are bounded by AgreeTimeout.
+//
+// Donation: a host short of space (or under its low-water mark, so it asks
+// before it runs dry) writes an ipam-want record naming the best donor: the
+// reachable owner with the most published spare space, ties to the lowest
+// name. The donor, and only it, drops half of its largest aligned free block
+// (no allocated address) from its own allocator, then rewrites its block
+// records: the pieces it keeps, then the piece it gives. A host learns that
+// it owns a block only from a record naming it as owner. If nobody donates
+// within DonateTimeout the request fails, naming every owner and whether it
+// is reachable.
+//
+// Reclaim: when no reachable owner has spare space, a host may propose
+// "reclaim/<subnet>/<dead>/<n>" for an owner absent longer than
+// ReclaimAfter. Acceptors promise and accept only if that host has been
+// continuously absent for ReclaimAfter in their own view too. The decided
+// beneficiary rewrites the dead host's blocks (the one exception to owner
+// writes), marked reclaimed: they are allocated from only after never-used
+// space. A host that returns keeps every block still naming it; a block
+// rewritten by another host while it owned it is logged at error level and
+// listed in Status().Lost, and it never allocates from it again.
+//
+// The global address space is exempt from all of this: with Swarm's global
+// scope the manager chooses addresses (and a manager that is also a worker
+// repeats requests), so those pools stay per host and unchecked.
+//
+// # Safety argument
+//
+//  1. A block record is written by its current owner only; LWW by Lamport
+//     version orders one writer's writes, so every host converges on the
+//     owner's latest word and no host ever sees a stale record naming
+//     itself as owner of a range it gave away (its own newer write wins).
+//  2. A host allocates only inside ranges its own store says it owns, and
+//     gives a range away only after removing it from its allocator under the
+//     same lock, when no address in it is allocated: a range has at most one
+//     allocating host at any moment, partition or not.
+//  3. The first division is a Paxos decision with quorums of a majority of
+//     all known hosts; two sides of a partition cannot both reach one, so at
+//     most one division is ever chosen and all hosts derive the same blocks.
+//  4. Hence no address is handed to two endpoints, and after a partition
+//     heals the records merge without conflict: each block has one writer.
+//  5. Reclaim breaks rule 1 once, only with a majority that has not seen the
+//     owner for ReclaimAfter; addresses in reclaimed blocks are reused last.
+//     Residual risks (documented, not prevented): a "dead" host that in fact
+//     kept running in a minority partition for longer than ReclaimAfter may
+//     still have containers there, and a host set that grows between two
+//     proposals of one instance by hosts that never synced the decided
+//     records could form a disjoint majority (joining through any host syncs
+//     all records first, so this needs a partition during the join).
+package ipam

@@ -1,0 +1,395 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"grapevine/gossip"
+)
+
+// lowWater is the number of free addresses under which a host asks for more
+// space in the background, before it runs dry.
+func (p *pool) lowWater() int { return max(2, p.capacity()/8) }
+
+// spareLocked is the size of what this host could donate from subnet now
+// (see pickDonation). Caller holds d.mu.
+func (d *Driver) spareLocked(subnet netip.Prefix, within span) int {
+	g, ok := d.pickDonation(subnet, within)
+	if !ok {
+		return 0
+	}
+	return g.size()
+}
+
+// pickDonation chooses what this host gives to a host short of space in
+// within: half of its largest aligned free range (no allocated address)
+// inside within; a whole minimum block when that is all it has free and it
+// owns more, or uses none of its space. Caller holds d.mu.
+func (d *Driver) pickDonation(subnet netip.Prefix, within span) (span, bool) {
+	p := d.localPool(subnet)
+	var owned ownership
+	if p != nil {
+		owned = p.owned
+	} else {
+		bs, ok := d.cl.blocks(subnet)
+		if !ok {
+			return span{}, false
+		}
+		owned, _ = ownedBy(bs, d.cl.self)
+	}
+	free := func(s span) bool {
+		if p == nil {
+			return true
+		}
+		for o := uint64(s.lo); o <= uint64(s.hi); o++ {
+			if p.allocated(uint32(o)) {
+				return false
+			}
+		}
+		return true
+	}
+	var best span
+	found := false
+	var visit func(s span)
+	visit = func(s span) {
+		if found && s.size() <= best.size() {
+			return
+		}
+		if free(s) {
+			best, found = s, true
+			return
+		}
+		if s.size() >= 2*minBlock {
+			h := uint32(s.size() / 2)
+			visit(span{s.lo, s.lo + h - 1})
+			visit(span{s.lo + h, s.hi})
+		}
+	}
+	total := 0
+	for _, r := range owned.ranges {
+		total += r.size()
+	}
+	for _, r := range owned.intersect(within.lo, within.hi) {
+		for _, a := range aligned(r) {
+			visit(a)
+		}
+	}
+	if !found {
+		return span{}, false
+	}
+	if best.size() >= 2*minBlock {
+		h := uint32(best.size() / 2)
+		return span{best.lo + h, best.hi}, true
+	}
+	if total > best.size() || p == nil || p.count == 0 {
+		return best, true
+	}
+	return span{}, false
+}
+
+// donateLocked gives g to host to: it drops g from this host's ownership
+// first, then rewrites its block records (the pieces it keeps, then the
+// piece it gives). Caller holds d.mu, so no allocation races the change.
+func (d *Driver) donateLocked(subnet netip.Prefix, g span, to string) error {
+	c := d.cl
+	bs, ok := c.blocks(subnet)
+	if !ok {
+		return fmt.Errorf("pool %s has no agreed division", subnet)
+	}
+	if p := d.localPool(subnet); p != nil {
+		p.owned.donate(g)
+		p.rebuildSpans()
+	}
+	type piece struct {
+		s         span
+		owner     string
+		reclaimed bool
+	}
+	var keep, give []piece
+	for _, b := range bs {
+		if b.owner != c.self || b.hi < g.lo || b.lo > g.hi {
+			continue
+		}
+		if b.lo < g.lo {
+			keep = append(keep, piece{span{b.lo, g.lo - 1}, c.self, b.reclaimed})
+		}
+		if b.hi > g.hi {
+			keep = append(keep, piece{span{g.hi + 1, b.hi}, c.self, b.reclaimed})
+		}
+		give = append(give, piece{span{max(b.lo, g.lo), min(b.hi, g.hi)}, to, b.reclaimed})
+	}
+	for _, pc := range append(keep, give...) {
+		if err := c.putBlock(subnet, pc.s, pc.owner, pc.reclaimed); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onWant answers a request for space addressed to this host. Runs on the
+// gossip worker.
+func (d *Driver) onWant(_, rec *gossip.Record) {
+	c := d.cl
+	defer c.kick()
+	if rec == nil || rec.Deleted || c.closed() {
+		return
+	}
+	subnetS, from, ok := splitKey(rec.Key)
+	if !ok || from != rec.Owner || from == c.self {
+		return
+	}
+	var w wantRec
+	if decodeRec(*rec, &w) != nil || w.Donor != c.self {
+		return
+	}
+	subnet, err := netip.ParsePrefix(subnetS)
+	if err != nil {
+		return
+	}
+	within, err := rangeOf(subnet, w.Range)
+	if err != nil {
+		return
+	}
+	log := d.log.WithFields(logrus.Fields{"subnet": subnet, "peer": from})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.answered[rec.Key] >= w.Seq {
+		return
+	}
+	d.answered[rec.Key] = w.Seq
+	g, ok := d.pickDonation(subnet, within)
+	if !ok {
+		log.Info("asked for space but has none free to give")
+		d.publishLocked(subnet)
+		return
+	}
+	if err := d.donateLocked(subnet, g, from); err != nil {
+		log.WithError(err).Error("donation failed half-way; the block records will be rewritten by the next change")
+		return
+	}
+	log.WithField("block", ordToAddr(subnet.Addr(), g.lo).String()+"-"+ordToAddr(subnet.Addr(), g.hi).String()).Info("donated a block")
+	d.publishLocked(subnet)
+	if p := d.localPool(subnet); p != nil {
+		d.persistAsync(p.id)
+	}
+}
+
+// publishLocked writes this host's pool definition record (range, gateway,
+// spare space) for subnet's local pool. Caller holds d.mu.
+func (d *Driver) publishLocked(subnet netip.Prefix) {
+	p := d.localPool(subnet)
+	if p == nil {
+		return
+	}
+	def := poolDef{Version: recordVersion, Range: optPrefix(p.sub), Spare: d.spareLocked(subnet, p.rangeSpan())}
+	if p.gateway.IsValid() {
+		def.Gateway = p.gateway.String()
+	}
+	if err := d.cl.r.Put(kindPool, subnetKey(subnet)+"/"+d.cl.self, encodeRec(def)); err != nil {
+		d.log.WithError(err).WithField("pool", p.id).Warn("could not publish the pool definition")
+	}
+}
+
+// persistAsync persists a pool from a context that holds d.mu.
+func (d *Driver) persistAsync(id string) {
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		if err := d.persist(id); err != nil {
+			d.log.WithError(err).WithField("pool", id).Warn("could not persist block ownership; it is rebuilt from the cluster at start")
+		}
+	}()
+}
+
+// donorCandidate is one other owner of a pool's blocks.
+type donorCandidate struct {
+	name  string
+	spare int
+	alive bool
+}
+
+// donors lists the other owners of p's subnet, best donor first: alive,
+// most spare space (as they published it, else what they own in the
+// range), then lowest name. Caller holds d.mu.
+func (d *Driver) donors(p *pool) []donorCandidate {
+	c := d.cl
+	bs, _ := c.blocks(p.prefix)
+	r := p.rangeSpan()
+	alive := c.alive()
+	byName := make(map[string]*donorCandidate)
+	published := make(map[string]bool)
+	for _, b := range bs {
+		if b.owner == c.self {
+			continue
+		}
+		dc := byName[b.owner]
+		if dc == nil {
+			dc = &donorCandidate{name: b.owner, alive: alive[b.owner]}
+			if rec, ok := c.r.Get(kindPool, subnetKey(p.prefix)+"/"+b.owner); ok && rec.Owner == b.owner {
+				var def poolDef
+				if decodeRec(rec, &def) == nil {
+					dc.spare, published[b.owner] = def.Spare, true
+				}
+			}
+			byName[b.owner] = dc
+		}
+		// A host without the pool uses none of its blocks: all is spare.
+		if !published[b.owner] && b.hi >= r.lo && b.lo <= r.hi {
+			dc.spare += int(min(b.hi, r.hi)-max(b.lo, r.lo)) + 1
+		}
+	}
+	out := make([]donorCandidate, 0, len(byName))
+	for _, dc := range byName {
+		out = append(out, *dc)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.alive != b.alive {
+			return a.alive
+		}
+		if a.spare != b.spare {
+			return a.spare > b.spare
+		}
+		return a.name < b.name
+	})
+	return out
+}
+
+// requestSpace asks the best donor for space in p's range and waits (at
+// most DonateTimeout) until this host has a free address, trying the next
+// candidate when one does not answer. Called without d.mu.
+func (d *Driver) requestSpace(p *pool) error {
+	c := d.cl
+	key := subnetKey(p.prefix) + "/" + c.self
+	deadline := time.Now().Add(c.donateTimeout)
+	hasFree := func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return p.alloc.free > 0
+	}
+	defer func() {
+		if err := c.r.Delete(kindWant, key); err != nil {
+			d.log.WithError(err).WithField("pool", p.id).Debug("could not withdraw a request for space")
+		}
+	}()
+	tried := make(map[string]bool)
+	var cands []donorCandidate
+	for time.Now().Before(deadline) {
+		if hasFree() {
+			return nil
+		}
+		d.mu.Lock()
+		cands = d.donors(p)
+		d.wantSeq++
+		seq := d.wantSeq
+		d.mu.Unlock()
+		donor := ""
+		for _, dc := range cands {
+			if dc.alive && dc.spare > 0 && !tried[dc.name] {
+				donor = dc.name
+				break
+			}
+		}
+		if donor == "" {
+			if !d.tryReclaim(p, deadline) {
+				break
+			}
+			continue
+		}
+		tried[donor] = true
+		w := wantRec{Version: recordVersion, Donor: donor, Range: p.rangePrefix().String(), Seq: seq}
+		if err := c.r.Put(kindWant, key, encodeRec(w)); err != nil {
+			return fmt.Errorf("asking %s for space in %s: %w", donor, p.prefix, err)
+		}
+		d.log.WithFields(logrus.Fields{"pool": p.id, "peer": donor}).Debug("asked for space")
+		if c.waitUntil(deadline, max(c.donateTimeout/3, 100*time.Millisecond), hasFree) {
+			return nil
+		}
+	}
+	if hasFree() {
+		return nil
+	}
+	alive := c.alive()
+	var owners []string
+	for _, dc := range cands {
+		owners = append(owners, fmt.Sprintf("%s (%s, %d spare)", dc.name, c.reachability(dc.name, alive), dc.spare))
+	}
+	list := "none"
+	if len(owners) > 0 {
+		list = strings.Join(owners, ", ")
+	}
+	return failf(ErrExhausted, "no free address left in the blocks of %s this host owns, and no other host donated space within %v; owners of the other blocks: %s; free addresses on those hosts or use a larger --subnet/--ip-range",
+		p.rangeName(), c.donateTimeout, list)
+}
+
+// rangePrefix is the --ip-range, or the subnet.
+func (p *pool) rangePrefix() netip.Prefix {
+	if p.sub.IsValid() {
+		return p.sub
+	}
+	return p.prefix
+}
+
+// askAhead asks for space in the background once p runs low.
+func (d *Driver) askAhead(p *pool) {
+	d.mu.Lock()
+	if p.asking || p.alloc.free >= p.lowWater() {
+		d.mu.Unlock()
+		return
+	}
+	p.asking = true
+	d.mu.Unlock()
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		err := d.requestSpaceAhead(p)
+		d.mu.Lock()
+		p.asking = false
+		d.mu.Unlock()
+		if err != nil {
+			d.log.WithError(err).WithField("pool", p.id).Debug("asking ahead for space failed")
+		}
+	}()
+}
+
+// requestSpaceAhead asks once, like requestSpace, but is satisfied by any
+// growth of this host's free space.
+func (d *Driver) requestSpaceAhead(p *pool) error {
+	c := d.cl
+	d.mu.Lock()
+	start := p.alloc.free
+	cands := d.donors(p)
+	d.wantSeq++
+	seq := d.wantSeq
+	d.mu.Unlock()
+	donor := ""
+	for _, dc := range cands {
+		if dc.alive && dc.spare > 0 {
+			donor = dc.name
+			break
+		}
+	}
+	if donor == "" {
+		return fmt.Errorf("no reachable host has spare space in %s", p.prefix)
+	}
+	key := subnetKey(p.prefix) + "/" + c.self
+	w := wantRec{Version: recordVersion, Donor: donor, Range: p.rangePrefix().String(), Seq: seq}
+	if err := c.r.Put(kindWant, key, encodeRec(w)); err != nil {
+		return err
+	}
+	defer func() { _ = c.r.Delete(kindWant, key) }()
+	grew := c.waitUntil(time.Now().Add(c.donateTimeout), 0, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return p.alloc.free > start
+	})
+	if !grew {
+		return fmt.Errorf("%s did not donate within %v", donor, c.donateTimeout)
+	}
+	return nil
+}

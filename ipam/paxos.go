@@ -1,0 +1,330 @@
+package ipam
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"grapevine/gossip"
+)
+
+// Single-decree Paxos over replicated records (see doc.go). An instance is a
+// string such as "init/198.19.10.0/24"; every node is an acceptor of every
+// instance and writes only its own records: its acceptor state (kindAcc) and
+// its current proposal (kindProp), both keyed "<instance>/<node>".
+
+// ballot orders proposals: by number, then by proposer name.
+type ballot struct {
+	N uint64 `json:"n"`
+	P string `json:"p"`
+}
+
+func (b ballot) less(o ballot) bool {
+	if b.N != o.N {
+		return b.N < o.N
+	}
+	return b.P < o.P
+}
+
+func (b ballot) zero() bool { return b.N == 0 && b.P == "" }
+
+// accState is one node's acceptor state for one instance.
+type accState struct {
+	Version  int             `json:"version"`
+	Promised ballot          `json:"promised"`
+	Accepted ballot          `json:"accepted"`
+	Value    json.RawMessage `json:"value,omitempty"`
+	// Decided: Value is the instance's chosen value (learned from a
+	// majority of acceptances, or from another node's decided record).
+	Decided bool `json:"decided,omitempty"`
+}
+
+const (
+	phasePrepare = "prepare"
+	phaseAccept  = "accept"
+)
+
+// proposal is one node's current proposal for one instance.
+type proposal struct {
+	Version int             `json:"version"`
+	Ballot  ballot          `json:"ballot"`
+	Phase   string          `json:"phase"`
+	Value   json.RawMessage `json:"value,omitempty"`
+}
+
+// errNoQuorum reports a round that timed out without a majority.
+var errNoQuorum = errors.New("no majority")
+
+// accRecords returns the acceptor states of inst by node.
+func (c *clusterState) accRecords(inst string) map[string]accState {
+	out := make(map[string]accState)
+	prefix := inst + "/"
+	for _, r := range c.r.List(kindAcc) {
+		if !strings.HasPrefix(r.Key, prefix) {
+			continue
+		}
+		node := r.Key[len(prefix):]
+		if strings.Contains(node, "/") || node != r.Owner {
+			continue // not an acceptor record of this instance, or not written by its node
+		}
+		var a accState
+		if err := decodeRec(r, &a); err != nil {
+			continue
+		}
+		out[node] = a
+	}
+	return out
+}
+
+// decided returns the chosen value of inst if this node knows it.
+func (c *clusterState) decided(inst string) (json.RawMessage, bool) {
+	for _, a := range c.accRecords(inst) {
+		if a.Decided {
+			return a.Value, true
+		}
+	}
+	return nil, false
+}
+
+// ownAcc returns this node's acceptor state for inst. Caller holds c.accMu.
+func (c *clusterState) ownAcc(inst string) accState {
+	r, ok := c.r.Get(kindAcc, inst+"/"+c.self)
+	if !ok {
+		return accState{Version: recordVersion}
+	}
+	var a accState
+	if err := decodeRec(r, &a); err != nil {
+		return accState{Version: recordVersion}
+	}
+	return a
+}
+
+func (c *clusterState) putAcc(inst string, a accState) error {
+	a.Version = recordVersion
+	if err := c.r.Put(kindAcc, inst+"/"+c.self, encodeRec(a)); err != nil {
+		return fmt.Errorf("writing acceptor state of %s: %w", inst, err)
+	}
+	return nil
+}
+
+// onProp is the acceptor: it answers another node's (or this node's)
+// proposal by updating this node's acceptor record. Runs on the gossip worker.
+func (c *clusterState) onProp(_, rec *gossip.Record) {
+	if rec == nil || rec.Deleted || c.closed() {
+		return
+	}
+	inst, node, ok := splitKey(rec.Key)
+	if !ok || node != rec.Owner {
+		return
+	}
+	var p proposal
+	if err := decodeRec(*rec, &p); err != nil || p.Ballot.P != node || p.Ballot.N == 0 {
+		return
+	}
+	if c.vote != nil && !c.vote(inst) {
+		return // this node does not agree to the instance (e.g. the host is not absent long enough here)
+	}
+	c.accMu.Lock()
+	defer c.accMu.Unlock()
+	a := c.ownAcc(inst)
+	if a.Decided {
+		return
+	}
+	switch p.Phase {
+	case phasePrepare:
+		if !a.Promised.less(p.Ballot) {
+			return
+		}
+		a.Promised = p.Ballot
+	case phaseAccept:
+		if p.Ballot.less(a.Promised) || len(p.Value) == 0 {
+			return
+		}
+		a.Promised, a.Accepted, a.Value = p.Ballot, p.Ballot, p.Value
+	default:
+		return
+	}
+	if err := c.putAcc(inst, a); err != nil {
+		c.log.WithError(err).WithField("instance", inst).Warn("could not answer a proposal; the proposer will retry")
+	}
+}
+
+// learn records v as the chosen value of inst in this node's acceptor record
+// (so that any later proposer adopts it) and reports whether it was new here.
+func (c *clusterState) learn(inst string, b ballot, v json.RawMessage) (bool, error) {
+	c.accMu.Lock()
+	defer c.accMu.Unlock()
+	a := c.ownAcc(inst)
+	if a.Decided {
+		return false, nil
+	}
+	a.Decided, a.Accepted, a.Value = true, b, v
+	return true, c.putAcc(inst, a)
+}
+
+// quorum returns the majority of all hosts this node knows of, and that count.
+func (c *clusterState) quorum() (need, known int) {
+	known = len(c.knownHosts())
+	return known/2 + 1, known
+}
+
+// propose runs Paxos for inst until a value is chosen or the deadline passes,
+// proposing mine() when no acceptor has accepted anything yet. It returns the
+// chosen value, which may be another proposer's.
+func (c *clusterState) propose(inst string, deadline time.Time, mine func() (json.RawMessage, error)) (json.RawMessage, error) {
+	log := c.log.WithField("instance", inst)
+	var lastPromises, lastNeed, lastKnown int
+	for attempt := 0; ; attempt++ {
+		if v, ok := c.decided(inst); ok {
+			return v, nil
+		}
+		if attempt > 0 {
+			// Back off a random while so that duelling proposers let one win.
+			wait := time.Duration(rand.Int64N(int64(20*time.Millisecond)*int64(min(attempt, 10)))) + time.Millisecond
+			if !c.waitUntil(deadline, wait, func() bool { _, ok := c.decided(inst); return ok }) && time.Now().After(deadline) {
+				break
+			}
+			if v, ok := c.decided(inst); ok {
+				return v, nil
+			}
+		}
+		b := ballot{N: c.maxBallot(inst).N + 1, P: c.self}
+		if err := c.putProp(inst, proposal{Ballot: b, Phase: phasePrepare}); err != nil {
+			return nil, err
+		}
+		// Phase 1: a majority of all known hosts promise b.
+		var (
+			promised map[string]accState
+			outcome  int // 0 wait, 1 go on, 2 retry, 3 decided
+		)
+		c.waitUntil(deadline, 0, func() bool {
+			accs := c.accRecords(inst)
+			need, known := c.quorum()
+			promised = make(map[string]accState)
+			known2 := c.knownSet()
+			for n, a := range accs {
+				switch {
+				case a.Decided:
+					outcome = 3
+					return true
+				case a.Promised == b && known2[n]:
+					promised[n] = a
+				case b.less(a.Promised):
+					outcome = 2
+				}
+			}
+			lastPromises, lastNeed, lastKnown = len(promised), need, known
+			if len(promised) >= need {
+				outcome = 1
+				return true
+			}
+			return outcome == 2
+		})
+		switch outcome {
+		case 0:
+			return nil, c.noQuorum(inst, lastPromises, lastNeed, lastKnown)
+		case 2:
+			log.WithField("ballot", b.N).Debug("proposal pre-empted by a higher ballot; retrying")
+			continue
+		case 3:
+			continue
+		}
+		// The value: the one accepted under the highest ballot, else ours.
+		var (
+			best  ballot
+			value json.RawMessage
+		)
+		for _, a := range promised {
+			if len(a.Value) > 0 && !a.Accepted.zero() && (value == nil || best.less(a.Accepted)) {
+				best, value = a.Accepted, a.Value
+			}
+		}
+		if value == nil {
+			v, err := mine()
+			if err != nil {
+				return nil, err
+			}
+			value = v
+		}
+		if err := c.putProp(inst, proposal{Ballot: b, Phase: phaseAccept, Value: value}); err != nil {
+			return nil, err
+		}
+		// Phase 2: a majority of all known hosts accept b.
+		outcome = 0
+		c.waitUntil(deadline, 0, func() bool {
+			need, known := c.quorum()
+			known2 := c.knownSet()
+			n := 0
+			for name, a := range c.accRecords(inst) {
+				switch {
+				case a.Decided:
+					outcome = 3
+					return true
+				case a.Accepted == b && known2[name]:
+					n++
+				case b.less(a.Promised):
+					outcome = 2
+				}
+			}
+			lastPromises, lastNeed, lastKnown = n, need, known
+			if n >= need {
+				outcome = 1
+				return true
+			}
+			return outcome == 2
+		})
+		switch outcome {
+		case 0:
+			return nil, c.noQuorum(inst, lastPromises, lastNeed, lastKnown)
+		case 2, 3:
+			continue
+		}
+		if _, err := c.learn(inst, b, value); err != nil {
+			return nil, err
+		}
+		log.WithFields(logrus.Fields{"ballot": b.N, "acceptors": lastPromises, "known": lastKnown}).Info("agreement reached")
+		return value, nil
+	}
+	return nil, c.noQuorum(inst, lastPromises, lastNeed, lastKnown)
+}
+
+func (c *clusterState) noQuorum(inst string, got, need, known int) error {
+	return fmt.Errorf("%d of %d known hosts answered within %v, %d needed (a majority of every host the cluster knows, reachable or not) for %s: %w",
+		got, known, c.agreeTimeout, need, inst, errNoQuorum)
+}
+
+func (c *clusterState) putProp(inst string, p proposal) error {
+	p.Version = recordVersion
+	if err := c.r.Put(kindProp, inst+"/"+c.self, encodeRec(p)); err != nil {
+		return fmt.Errorf("writing proposal for %s: %w", inst, err)
+	}
+	return nil
+}
+
+// maxBallot is the highest ballot seen in inst's acceptor and proposal records.
+func (c *clusterState) maxBallot(inst string) ballot {
+	var m ballot
+	for _, a := range c.accRecords(inst) {
+		for _, b := range []ballot{a.Promised, a.Accepted} {
+			if m.less(b) {
+				m = b
+			}
+		}
+	}
+	prefix := inst + "/"
+	for _, r := range c.r.List(kindProp) {
+		if !strings.HasPrefix(r.Key, prefix) {
+			continue
+		}
+		var p proposal
+		if decodeRec(r, &p) == nil && m.less(p.Ballot) {
+			m = p.Ballot
+		}
+	}
+	return m
+}
