@@ -27,14 +27,34 @@ type env struct {
 	path string
 	db   *bbolt.DB
 	d    *Driver
+	// cluster, when set, is passed as Config.Cluster.
+	cluster *fakeCluster
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, fake: dataplane.NewFake(), path: filepath.Join(t.TempDir(), "state.db")}
 	e.open()
-	t.Cleanup(func() { _ = e.db.Close() })
+	t.Cleanup(func() {
+		e.d.Close()
+		_ = e.db.Close()
+	})
 	return e
+}
+
+// newClusterEnv is newEnv for a host named node of a fake cluster whose
+// underlay (VTEP) is vtep.
+func newClusterEnv(t *testing.T, node, vtep string) (*env, *fakeCluster) {
+	t.Helper()
+	c := newFakeCluster(node)
+	e := &env{t: t, fake: dataplane.NewFake(), path: filepath.Join(t.TempDir(), "state.db"), cluster: c}
+	e.fake.SetUnderlay(&dataplane.Underlay{Addr: netip.MustParseAddr(vtep), Link: "eth0", MTU: 1500})
+	e.open()
+	t.Cleanup(func() {
+		e.d.Close()
+		_ = e.db.Close()
+	})
+	return e, c
 }
 
 // open (re)opens the DB and builds a Driver on it, as a plugin start does.
@@ -56,6 +76,7 @@ func (e *env) open() {
 // the new Driver sees.
 func (e *env) restart(fake *dataplane.Fake) {
 	e.t.Helper()
+	e.d.Close()
 	if err := e.db.Close(); err != nil {
 		e.t.Fatal(err)
 	}
@@ -65,7 +86,7 @@ func (e *env) restart(fake *dataplane.Fake) {
 
 func (e *env) config() Config {
 	f := e.fake
-	return Config{
+	cfg := Config{
 		DB:            e.db,
 		Dataplane:     f,
 		Underlay:      func() (dataplane.Underlay, error) { return f.ResolveUnderlay("") },
@@ -74,6 +95,11 @@ func (e *env) config() Config {
 		AddressSpaces: testSpaces,
 		PluginName:    testPlugin,
 	}
+	if e.cluster != nil {
+		cfg.Cluster = e.cluster
+		cfg.PeerRepair = -1 // tests call ReconcilePeers themselves
+	}
+	return cfg
 }
 
 // id makes a Docker-like 64-hex id whose first 11 characters differ per seed.

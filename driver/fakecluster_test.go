@@ -1,0 +1,246 @@
+package driver
+
+import (
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"grapevine/gossip"
+)
+
+// fakeCluster is an in-package gossip.Replicated for unit tests. Records
+// follow gossip's rules (Lamport versions, tombstones owned by the deleter);
+// callbacks run in order, never inside the caller's Put/Delete (as with the
+// real Cluster, whose worker is another goroutine): they are queued and run by
+// deliver, which the test helpers call from the test goroutine. So a test
+// sees every effect synchronously and deterministically.
+type fakeCluster struct {
+	self string
+
+	mu       sync.Mutex
+	clock    uint64
+	recs     map[string]map[string]gossip.Record // kind → key → record (tombstones kept)
+	members  map[string]gossip.Member
+	subs     []fakeSub
+	nodeSubs []func(gossip.Member, gossip.EventType)
+	pending  []func()
+
+	delivering sync.Mutex
+}
+
+type fakeSub struct {
+	kind string
+	fn   func(old, new *gossip.Record)
+}
+
+var _ gossip.Replicated = (*fakeCluster)(nil)
+
+func newFakeCluster(self string) *fakeCluster {
+	return &fakeCluster{
+		self:    self,
+		recs:    map[string]map[string]gossip.Record{},
+		members: map[string]gossip.Member{self: {Name: self, State: gossip.StateAlive, Self: true}},
+	}
+}
+
+func (c *fakeCluster) LocalName() string { return c.self }
+func (c *fakeCluster) Joined() bool      { return true }
+func (c *fakeCluster) HasPeers() bool    { return len(c.Members()) > 1 }
+
+func (c *fakeCluster) Members() []gossip.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []gossip.Member
+	for _, m := range c.members {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b gossip.Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// write stores r (newer by version, then owner) and queues the callbacks.
+// Caller holds mu.
+func (c *fakeCluster) write(r gossip.Record) {
+	if r.Version > c.clock {
+		c.clock = r.Version
+	}
+	if c.recs[r.Kind] == nil {
+		c.recs[r.Kind] = map[string]gossip.Record{}
+	}
+	old, had := c.recs[r.Kind][r.Key]
+	if had && (old.Version > r.Version || old.Version == r.Version && old.Owner >= r.Owner) {
+		return
+	}
+	if had && old.Deleted && r.Deleted {
+		c.recs[r.Kind][r.Key] = r
+		return
+	}
+	c.recs[r.Kind][r.Key] = r
+	var oldp *gossip.Record
+	if had && !old.Deleted {
+		o := old
+		oldp = &o
+	}
+	for _, s := range c.subs {
+		if s.kind == "" || s.kind == r.Kind {
+			fn, o, n := s.fn, oldp, r
+			c.pending = append(c.pending, func() { fn(o, &n) })
+		}
+	}
+}
+
+func (c *fakeCluster) Put(kind, key string, value []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.recs[kind][key]; ok && !old.Deleted && old.Owner == c.self && string(old.Value) == string(value) {
+		return nil
+	}
+	c.clock++
+	c.write(gossip.Record{Kind: kind, Key: key, Value: slices.Clone(value), Owner: c.self, Version: c.clock})
+	return nil
+}
+
+func (c *fakeCluster) Delete(kind, key string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.recs[kind][key]; !ok || old.Deleted {
+		return nil
+	}
+	c.clock++
+	c.write(gossip.Record{Kind: kind, Key: key, Owner: c.self, Version: c.clock, Deleted: true})
+	return nil
+}
+
+func (c *fakeCluster) Get(kind, key string) (gossip.Record, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.recs[kind][key]
+	if !ok || r.Deleted {
+		return gossip.Record{}, false
+	}
+	return r, true
+}
+
+func (c *fakeCluster) List(kind string) []gossip.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []gossip.Record
+	for k, m := range c.recs {
+		if kind != "" && k != kind {
+			continue
+		}
+		for _, r := range m {
+			if !r.Deleted {
+				out = append(out, r)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b gossip.Record) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// Subscribe replays the live records synchronously (the driver subscribes
+// without holding its lock), then follows changes through deliver.
+func (c *fakeCluster) Subscribe(kind string, fn func(old, new *gossip.Record)) {
+	c.mu.Lock()
+	c.subs = append(c.subs, fakeSub{kind, fn})
+	c.mu.Unlock()
+	for _, r := range c.List(kind) {
+		r := r
+		fn(nil, &r)
+	}
+}
+
+func (c *fakeCluster) OnNodeEvent(fn func(gossip.Member, gossip.EventType)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodeSubs = append(c.nodeSubs, fn)
+}
+
+// deliver runs the queued callbacks in order.
+func (c *fakeCluster) deliver() {
+	c.delivering.Lock()
+	defer c.delivering.Unlock()
+	for {
+		c.mu.Lock()
+		if len(c.pending) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		fn := c.pending[0]
+		c.pending = c.pending[1:]
+		c.mu.Unlock()
+		fn()
+	}
+}
+
+// --- what other hosts do ---
+
+// remotePut writes a record as host owner would, with a version newer than
+// everything seen, and delivers the callbacks.
+func (c *fakeCluster) remotePut(owner, kind, key string, value []byte) {
+	c.mu.Lock()
+	c.clock++
+	c.write(gossip.Record{Kind: kind, Key: key, Value: slices.Clone(value), Owner: owner, Version: c.clock})
+	c.mu.Unlock()
+	c.deliver()
+}
+
+// remoteDelete tombstones a record as host owner would.
+func (c *fakeCluster) remoteDelete(owner, kind, key string) {
+	c.mu.Lock()
+	c.clock++
+	c.write(gossip.Record{Kind: kind, Key: key, Owner: owner, Version: c.clock, Deleted: true})
+	c.mu.Unlock()
+	c.deliver()
+}
+
+// member sets a member's state and VTEP and reports ev to the subscribers.
+func (c *fakeCluster) member(name, vtep string, state gossip.MemberState, ev gossip.EventType) {
+	m := gossip.Member{Name: name, State: state, Meta: gossip.NodeMeta{Version: 1, VXLANPort: 4789}}
+	if vtep != "" {
+		m.Meta.VTEP = netip.MustParseAddr(vtep)
+	}
+	c.mu.Lock()
+	c.members[name] = m
+	for _, fn := range c.nodeSubs {
+		fn := fn
+		c.pending = append(c.pending, func() { fn(m, ev) })
+	}
+	c.mu.Unlock()
+	c.deliver()
+}
+
+// remoteEndpoint publishes an endpoint of host node.
+func (c *fakeCluster) remoteEndpoint(t *testing.T, node, subnet, ip, mac string) {
+	t.Helper()
+	v, err := json.Marshal(endpointDef{Version: 1, MAC: mac, Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.remotePut(node, kindEndpoint, endpointKey(netip.MustParsePrefix(subnet), netip.MustParseAddr(ip)), v)
+}
+
+// remoteNetwork publishes host node's definition of subnet.
+func (c *fakeCluster) remoteNetwork(t *testing.T, node, subnet string, def networkDef) {
+	t.Helper()
+	v, err := json.Marshal(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.remotePut(node, kindNetwork, networkKey(netip.MustParsePrefix(subnet), node), v)
+}
+
+// keys lists the live keys of kind owned by owner ("" = any owner).
+func (c *fakeCluster) keys(kind, owner string) []string {
+	var out []string
+	for _, r := range c.List(kind) {
+		if owner == "" || r.Owner == owner {
+			out = append(out, r.Key)
+		}
+	}
+	return out
+}
