@@ -1,0 +1,51 @@
+// Command gvbench is grapevine's benchmark driver (`make bench`, issue 5).
+//
+// It owns the measurements, their statistics and the report: it brings up
+// nothing itself (scripts/bench.sh starts the multi-host harness and passes
+// its run name), programs the reference paths (underlay, hand-programmed
+// kernel VXLAN) by hand, creates Docker's and grapevine's networks on the
+// harness hosts, runs iperf3 and its own request/response and convergence
+// probes in the endpoints' network namespaces, calls the Go benchmarks of
+// package gossip and ipam, drives the plugin socket the way Docker does, and
+// prints a markdown report (also written to docs/BENCHMARKS.md).
+//
+// Subcommands:
+//
+//	gvbench run [flags]            the whole benchmark against a harness run
+//	gvbench udp-echo ADDR          echo UDP datagrams (latency server)
+//	gvbench udp-rr ADDR N          N request/response round trips; prints p50/p99 µs
+//
+// Nothing here asserts a target: targets are reported as met or missed.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/sirupsen/logrus"
+)
+
+func main() {
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	entry := logrus.NewEntry(log)
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: gvbench run|udp-echo|udp-rr …")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = cmdRun(entry, os.Args[2:])
+	case "udp-echo":
+		err = cmdUDPEcho(os.Args[2:])
+	case "udp-rr":
+		err = cmdUDPRR(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown subcommand %q: want run, udp-echo or udp-rr", os.Args[1])
+	}
+	if err != nil {
+		entry.Error(err)
+		os.Exit(1)
+	}
+}

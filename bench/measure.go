@@ -1,0 +1,233 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// iperf runs one iperf3 client in p.client and returns Gbit/s (TCP) or
+// received kpps (UDP, 64-byte datagrams). A busy server is retried.
+func (b *bench) iperf(p *path, streams int, udp bool) (float64, error) {
+	args := []string{"-c", p.addr, "-p", iperfPort, "-t", strconv.Itoa(b.cfg.seconds), "-J"}
+	if udp {
+		args = append(args, "-u", "-b", "0", "-l", "64")
+	} else if streams > 1 {
+		args = append(args, "-P", strconv.Itoa(streams))
+	}
+	var out string
+	var err error
+	for try := 0; try < 5; try++ {
+		out, err = inNS(time.Duration(b.cfg.seconds+30)*time.Second, p.client, "iperf3", args...)
+		if err == nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
+		return 0, err
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+			Sum struct {
+				Seconds float64 `json:"seconds"`
+				Packets float64 `json:"packets"`
+				Lost    float64 `json:"lost_packets"`
+			} `json:"sum"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return 0, fmt.Errorf("iperf3 JSON: %w", err)
+	}
+	if r.Error != "" {
+		return 0, fmt.Errorf("iperf3: %s", r.Error)
+	}
+	if udp {
+		if r.End.Sum.Seconds <= 0 {
+			return 0, fmt.Errorf("iperf3 UDP: no duration in the answer")
+		}
+		return (r.End.Sum.Packets - r.End.Sum.Lost) / r.End.Sum.Seconds / 1000, nil
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// latency runs the request/response client: p50 and p99 in µs.
+func (b *bench) latency(p *path) (float64, float64, error) {
+	out, err := inNS(time.Minute, p.client, b.self, "udp-rr", p.addr+":"+echoPort, strconv.Itoa(b.cfg.rrCount))
+	if err != nil {
+		return 0, 0, err
+	}
+	var p50, p99 float64
+	if _, err := fmt.Sscanf(out, "%f %f", &p50, &p99); err != nil {
+		return 0, 0, fmt.Errorf("udp-rr said %q: %w", out, err)
+	}
+	return p50, p99, nil
+}
+
+// dataplaneRounds measures every usable path, round after round, rotating
+// the order so that drift hits all paths alike.
+func (b *bench) dataplaneRounds(paths []*path) {
+	var live []*path
+	for _, p := range paths {
+		if p.na == "" {
+			live = append(live, p)
+		}
+	}
+	for r := 0; r < b.cfg.rounds; r++ {
+		for i := range live {
+			p := live[(i+r)%len(live)]
+			lg := b.log.WithField("path", p.name).WithField("round", r+1)
+			if v, err := b.iperf(p, 1, false); err == nil {
+				p.tcp1.add(v)
+			} else {
+				lg.Warnf("tcp 1 stream: %v", err)
+			}
+			if v, err := b.iperf(p, 4, false); err == nil {
+				p.tcp4.add(v)
+			} else {
+				lg.Warnf("tcp 4 streams: %v", err)
+			}
+			if v, err := b.iperf(p, 1, true); err == nil {
+				p.udp.add(v)
+			} else {
+				lg.Warnf("udp: %v", err)
+			}
+			if p50, p99, err := b.latency(p); err == nil {
+				p.rttP50.add(p50)
+				p.rttP99.add(p99)
+			} else {
+				lg.Warnf("latency: %v", err)
+			}
+			lg.Infof("tcp1 %v tcp4 %v udp %v rtt %v/%v", last(p.tcp1), last(p.tcp4), last(p.udp), last(p.rttP50), last(p.rttP99))
+		}
+	}
+}
+
+func last(s sample) string {
+	if len(s.vals) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", s.vals[len(s.vals)-1])
+}
+
+// convergence measures, n times, the time from `docker run -d` returning on
+// A to the new container's address answering from a prober container on B.
+// Each sample gets a fresh address (--ip from base.100 up).
+type convTarget struct {
+	name    string
+	netA    string // network name on A
+	prober  container
+	base    string // e.g. "198.19.20." — samples use base+100… base+(100+n-1)
+	na      string
+	times   sample // ms
+	started []string
+}
+
+func (b *bench) convergence(targets []*convTarget, a host, n int) {
+	for i := 0; i < n; i++ {
+		for _, t := range targets {
+			if t.na != "" {
+				continue
+			}
+			ip := fmt.Sprintf("%s%d", t.base, 100+i)
+			dst, _ := netip.ParseAddr(ip)
+			// sanity: nothing may answer for the address before its container exists
+			if _, err := probeAnswer(t.prober.netns, dst, 20*time.Millisecond); err == nil {
+				t.na = fmt.Sprintf("%s answered before its container existed: the probe cannot measure this network", ip)
+				continue
+			}
+			id, err := a.dockerCmd(2*time.Minute, "run", "-d", "--network", t.netA, "--ip", ip, image, "sleep", "1000000")
+			t0 := time.Now()
+			if err != nil {
+				t.na = short(err)
+				continue
+			}
+			t.started = append(t.started, id)
+			at, err := probeAnswer(t.prober.netns, dst, 10*time.Second)
+			if err != nil {
+				b.log.WithField("network", t.name).Warnf("convergence sample %d: %v", i, err)
+				t.times.add(10000)
+				continue
+			}
+			t.times.add(float64(at.Sub(t0).Microseconds()) / 1000)
+		}
+	}
+	for _, t := range targets {
+		if len(t.started) > 0 {
+			_, _ = a.dockerCmd(5*time.Minute, append([]string{"rm", "-f"}, t.started...)...)
+		}
+	}
+}
+
+// runTimes measures `docker run -d` and `docker rm -f` on each network.
+type runTarget struct {
+	name, net string
+	run, rm   sample // ms
+}
+
+func (b *bench) runTimes(h host, targets []*runTarget, n int) {
+	for i := 0; i < n; i++ {
+		for j := range targets {
+			t := targets[(i+j)%len(targets)]
+			if t.run.na != "" {
+				continue
+			}
+			start := time.Now()
+			id, err := h.dockerCmd(2*time.Minute, "run", "-d", "--network", t.net, image, "sleep", "1000000")
+			if err != nil {
+				t.run.na, t.rm.na = short(err), "no container"
+				continue
+			}
+			t.run.add(float64(time.Since(start).Microseconds()) / 1000)
+			start = time.Now()
+			if _, err := h.dockerCmd(2*time.Minute, "rm", "-f", id); err != nil {
+				t.rm.na = short(err)
+				continue
+			}
+			t.rm.add(float64(time.Since(start).Microseconds()) / 1000)
+		}
+	}
+}
+
+// goBench runs `go test -bench` and returns metric values by "Benchmark/sub metric".
+func (b *bench) goBench(pkg, pattern, benchtime string, timeout time.Duration) (map[string]float64, error) {
+	out, err := runCmd(timeout+time.Minute, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime,
+		"-timeout", timeout.String(), pkg)
+	b.log.WithField("package", pkg).Debugf("go test output:\n%s", out)
+	if err != nil {
+		return nil, err
+	}
+	return parseBench(out), nil
+}
+
+// parseBench turns lines like
+// "BenchmarkConvergence/members=50-2  20  0 ns/op  212 p50-ms  340 p99-ms"
+// into {"BenchmarkConvergence/members=50 p50-ms": 212, …}.
+func parseBench(out string) map[string]float64 {
+	m := map[string]float64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndex(name, "-"); i > 0 {
+			if _, err := strconv.Atoi(name[i+1:]); err == nil {
+				name = name[:i]
+			}
+		}
+		for k := 2; k+1 < len(f); k += 2 {
+			if v, err := strconv.ParseFloat(f[k], 64); err == nil {
+				m[name+" "+f[k+1]] = v
+			}
+		}
+	}
+	return m
+}

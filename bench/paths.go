@@ -1,0 +1,207 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// path is one data path between two hosts: a client namespace and a server
+// namespace reachable at addr.
+type path struct {
+	name     string
+	anchor   string // the path this one is compared with ("" = none)
+	client   string // netns path
+	server   string // netns path
+	addr     string // the server's address
+	na       string // why the path cannot be measured
+	tcp1     sample // Gbit/s
+	tcp4     sample // Gbit/s
+	udp      sample // kpps received
+	rttP50   sample // µs
+	rttP99   sample // µs
+	comments []string
+}
+
+const (
+	iperfPort = "5201"
+	echoPort  = "7007"
+)
+
+// startServers starts iperf3 and the latency echo server in the server
+// namespace and checks that the client reaches them.
+func (b *bench) startServers(p *path) {
+	for _, args := range [][]string{
+		{"iperf3", "-s", "-p", iperfPort},
+		{b.self, "udp-echo", ":" + echoPort},
+	} {
+		cmd := exec.Command("nsenter", append([]string{"--net=" + p.server, "--"}, args...)...)
+		if err := cmd.Start(); err != nil {
+			p.na = fmt.Sprintf("cannot start %s: %v", args[0], err)
+			return
+		}
+		b.procs = append(b.procs, cmd)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if _, err = inNS(5*time.Second, p.client, b.self, "udp-rr", p.addr+":"+echoPort, "10"); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.na = "no answer from the server side within 10 s"
+	b.log.WithField("path", p.name).Warnf("path unusable: %v", err)
+}
+
+func (b *bench) setupUnderlay(h1, h2 host) *path {
+	return &path{name: "underlay", client: h1.netns, server: h2.netns, addr: h2.addr}
+}
+
+// setupKernelVXLAN programs, by hand, what a perfect VXLAN control plane
+// amounts to (notes/dataplane-limits.md): per host a namespace holding a
+// bridge and a VXLAN device (made in the host namespace, so its UDP socket
+// lives there, then moved: the layout Docker's overlay uses, which keeps the
+// bridge out of br_netfilter's way), a "container" namespace on a veth, and
+// static FDB and neighbour entries for the other side.
+func (b *bench) setupKernelVXLAN(hosts []host) *path {
+	p := &path{name: "kernel VXLAN (hand-programmed)", anchor: ""}
+	type side struct {
+		h            host
+		brNS, ctNS   string
+		ip, mac, dev string
+	}
+	var sides []side
+	for i, h := range hosts[:2] {
+		sides = append(sides, side{
+			h:    h,
+			brNS: fmt.Sprintf("%s-bv%d", b.cfg.run, i+1),
+			ctNS: fmt.Sprintf("%s-bc%d", b.cfg.run, i+1),
+			ip:   fmt.Sprintf("198.19.77.%d", i+1),
+			mac:  fmt.Sprintf("02:77:00:00:00:%02x", i+1),
+		})
+	}
+	for _, s := range sides {
+		cmds := [][]string{
+			{"ip", "netns", "add", s.brNS},
+			{"ip", "netns", "add", s.ctNS},
+		}
+		for _, c := range cmds {
+			if _, err := runCmd(10*time.Second, c[0], c[1:]...); err != nil {
+				p.na = err.Error()
+				return p
+			}
+			b.madeNS = append(b.madeNS, c[3])
+		}
+		br := "/run/netns/" + s.brNS
+		ct := "/run/netns/" + s.ctNS
+		steps := []struct {
+			ns   string
+			args []string
+		}{
+			{s.h.netns, []string{"ip", "link", "add", "gvbvx", "type", "vxlan", "id", "7701", "local", s.h.addr, "dstport", "8472", "nolearning", "proxy"}},
+			{s.h.netns, []string{"ip", "link", "set", "gvbvx", "netns", br}},
+			{br, []string{"ip", "link", "set", "lo", "up"}},
+			{br, []string{"ip", "link", "add", "br0", "type", "bridge"}},
+			{br, []string{"ip", "link", "set", "br0", "mtu", "1450", "up"}},
+			{br, []string{"ip", "link", "set", "gvbvx", "mtu", "1450", "master", "br0", "up"}},
+			{br, []string{"ip", "link", "add", "eth0", "netns", ct, "mtu", "1450", "type", "veth", "peer", "name", "vc", "mtu", "1450"}},
+			{br, []string{"ip", "link", "set", "vc", "master", "br0", "up"}},
+			{ct, []string{"ip", "link", "set", "lo", "up"}},
+			{ct, []string{"ip", "link", "set", "eth0", "address", s.mac}},
+			{ct, []string{"ip", "addr", "add", s.ip + "/24", "dev", "eth0"}},
+			{ct, []string{"ip", "link", "set", "eth0", "up"}},
+		}
+		for _, st := range steps {
+			if _, err := inNS(10*time.Second, st.ns, st.args[0], st.args[1:]...); err != nil {
+				p.na = err.Error()
+				return p
+			}
+		}
+	}
+	for i, s := range sides {
+		o := sides[1-i]
+		br := "/run/netns/" + s.brNS
+		for _, args := range [][]string{
+			{"bridge", "fdb", "replace", o.mac, "dev", "gvbvx", "dst", o.h.addr, "self", "permanent"},
+			{"bridge", "fdb", "replace", o.mac, "dev", "gvbvx", "master", "static"},
+			{"ip", "neigh", "replace", o.ip, "lladdr", o.mac, "dev", "gvbvx", "nud", "permanent"},
+		} {
+			if _, err := inNS(10*time.Second, br, args[0], args[1:]...); err != nil {
+				p.na = err.Error()
+				return p
+			}
+		}
+	}
+	p.client = "/run/netns/" + sides[0].ctNS
+	p.server = "/run/netns/" + sides[1].ctNS
+	p.addr = sides[1].ip
+	return p
+}
+
+// setupSwarmOverlay forms a Swarm of all hosts and an attachable overlay.
+func (b *bench) setupSwarmOverlay(hosts []host) (*path, error) {
+	p := &path{name: "Docker overlay", anchor: "kernel VXLAN (hand-programmed)"}
+	m := hosts[0]
+	if _, err := m.dockerCmd(time.Minute, "swarm", "init", "--advertise-addr", m.addr, "--listen-addr", m.addr+":2377",
+		"--default-addr-pool", "100.96.0.0/12", "--default-addr-pool-mask-length", "24"); err != nil {
+		return p, err
+	}
+	token, err := m.dockerCmd(time.Minute, "swarm", "join-token", "-q", "worker")
+	if err != nil {
+		return p, err
+	}
+	for _, h := range hosts[1:] {
+		if _, err := h.dockerCmd(time.Minute, "swarm", "join", "--advertise-addr", h.addr, "--listen-addr", h.addr+":2377", "--token", token, m.addr+":2377"); err != nil {
+			return p, err
+		}
+	}
+	if _, err := m.dockerCmd(time.Minute, "network", "create", "-d", "overlay", "--attachable", "--subnet", "100.100.0.0/24", "gvb-overlay"); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// twoContainers starts a container on each of the first two hosts on the
+// network called net on that host (name per host may differ) and makes the
+// path between them.
+func (b *bench) twoContainers(p *path, nets [2]string, hosts []host, extra [2][]string) {
+	var cs [2]container
+	for i := range cs {
+		c, err := startContainer(hosts[i], nets[i], extra[i]...)
+		if err != nil {
+			p.na = short(err)
+			return
+		}
+		cs[i] = c
+	}
+	if cs[0].ip == cs[1].ip {
+		p.na = fmt.Sprintf("%s and %s both handed out %s: addresses are not yet shared across hosts", hosts[0].name, hosts[1].name, cs[0].ip)
+		return
+	}
+	p.client, p.server, p.addr = cs[0].netns, cs[1].netns, cs[1].ip
+}
+
+// createOnHosts creates a network of the same name on each host.
+func createOnHosts(hosts []host, args ...string) error {
+	for _, h := range hosts {
+		if _, err := h.dockerCmd(time.Minute, append([]string{"network", "create"}, args...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// short keeps the interesting last part of a long command error.
+func short(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, "Error response from daemon: "); i >= 0 {
+		s = s[i+len("Error response from daemon: "):]
+	}
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return strings.ReplaceAll(s, "|", "/")
+}

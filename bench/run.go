@@ -1,0 +1,377 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+type config struct {
+	run, repo, harness string
+	rounds, seconds    int
+	rrCount            int
+	convN, runN        int
+	endpoints          []int
+	gossipBenchtime    string
+	out, command       string
+	skipGo, skipNet    bool
+}
+
+// bench holds one benchmark run: what it started (to stop it) and what it
+// measured (to report it).
+type bench struct {
+	log    *logrus.Entry
+	cfg    config
+	self   string // this executable, run inside namespaces
+	hosts  []host
+	procs  []*exec.Cmd
+	madeNS []string
+	start  time.Time
+
+	paths []*path
+	conv  []*convTarget
+	runs  []*runTarget
+	ipam  []ipamRow
+	scale []scaleRow
+	rss   []rssRow
+	notes []string
+}
+
+type ipamRow struct {
+	what string
+	rate sample // allocations/s
+}
+
+type scaleRow struct {
+	members                   int
+	p50, p99, rest, churnRate sample
+}
+
+type rssRow struct {
+	endpoints int
+	owner     sample // MiB on the host that made the endpoints
+	peer      sample // MiB on another host
+}
+
+func cmdRun(log *logrus.Entry, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var cfg config
+	var eps string
+	fs.StringVar(&cfg.run, "run", "", "harness run name (scripts/harness.sh up RUN 3)")
+	fs.StringVar(&cfg.repo, "repo", ".", "repository root")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds per data path")
+	fs.IntVar(&cfg.seconds, "t", 3, "seconds per iperf3 measurement")
+	fs.IntVar(&cfg.rrCount, "rr", 5000, "request/response round trips per latency measurement")
+	fs.IntVar(&cfg.convN, "conv", 50, "containers per network for convergence")
+	fs.IntVar(&cfg.runN, "runs", 10, "docker run/rm pairs per network")
+	fs.StringVar(&eps, "endpoints", "1000,5000", "endpoint counts for the plugin RSS")
+	fs.StringVar(&cfg.gossipBenchtime, "gossip-benchtime", "20x", "-benchtime for gossip's BenchmarkConvergence")
+	fs.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report file ('' = print only)")
+	fs.StringVar(&cfg.command, "command", "make bench", "the command line recorded in the report")
+	fs.BoolVar(&cfg.skipGo, "skip-go", false, "skip the Go benchmarks (ipam, gossip)")
+	fs.BoolVar(&cfg.skipNet, "skip-net", false, "skip everything that needs the harness")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, f := range strings.Split(eps, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return fmt.Errorf("-endpoints entry %q is not a positive count", f)
+		}
+		cfg.endpoints = append(cfg.endpoints, n)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	cfg.harness = filepath.Join(cfg.repo, "scripts", "harness.sh")
+	b := &bench{log: log, cfg: cfg, self: self, start: time.Now()}
+	defer b.cleanup()
+
+	if !cfg.skipNet {
+		if cfg.run == "" {
+			return fmt.Errorf("-run is empty: name the harness run (scripts/harness.sh up RUN 3)")
+		}
+		if b.hosts, err = loadHosts(cfg.harness, cfg.run); err != nil {
+			return err
+		}
+		b.networkBenchmarks()
+	}
+	if !cfg.skipGo {
+		b.goBenchmarks()
+	}
+	report := b.report()
+	fmt.Print(report)
+	if cfg.out != "" {
+		if err := os.WriteFile(filepath.Join(cfg.repo, cfg.out), []byte(report), 0o644); err != nil {
+			return fmt.Errorf("write report %s: %w", cfg.out, err)
+		}
+		log.Infof("report written to %s", cfg.out)
+	}
+	return nil
+}
+
+// networkBenchmarks: everything on the harness hosts.
+func (b *bench) networkBenchmarks() {
+	hs := b.hosts
+	h1, h2 := hs[0], hs[1]
+	log := b.log
+
+	log.Info("setting up data paths")
+	under := b.setupUnderlay(h1, h2)
+	kvx := b.setupKernelVXLAN(hs)
+
+	ovl, err := b.setupSwarmOverlay(hs)
+	if err != nil {
+		ovl.na = "swarm: " + short(err)
+	} else {
+		b.twoContainers(ovl, [2]string{"gvb-overlay", "gvb-overlay"}, hs, [2][]string{nil, nil})
+	}
+
+	gv := &path{name: "grapevine vxlan", anchor: kvx.name}
+	gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", "198.19.20.0/24", "gvb-vxlan"}
+	if err := createOnHosts(hs, gvArgs...); err != nil {
+		gv.na = short(err)
+	} else {
+		b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
+	}
+
+	dmv := &path{name: "Docker macvlan", anchor: under.name}
+	for i, h := range hs[:2] {
+		if _, err := h.dockerCmd(time.Minute, "network", "create", "-d", "macvlan", "--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1",
+			"--ip-range", fmt.Sprintf("198.18.0.%d/28", 64+16*i), "-o", "parent=eth0", "gvb-dmacvlan"); err != nil {
+			dmv.na = short(err)
+		}
+	}
+	if dmv.na == "" {
+		b.twoContainers(dmv, [2]string{"gvb-dmacvlan", "gvb-dmacvlan"}, hs, [2][]string{nil, nil})
+	}
+
+	gmv := &path{name: "grapevine macvlan", anchor: under.name}
+	if err := createOnHosts(hs[:2], "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "mode=macvlan", "-o", "parent=eth0",
+		"--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1", "--ip-range", "198.18.0.128/26", "gvb-gmacvlan"); err != nil {
+		gmv.na = short(err)
+	} else {
+		b.twoContainers(gmv, [2]string{"gvb-gmacvlan", "gvb-gmacvlan"}, hs, [2][]string{nil, nil})
+	}
+
+	b.paths = []*path{under, kvx, ovl, gv, dmv, gmv}
+	for _, p := range b.paths {
+		if p.na == "" {
+			b.startServers(p)
+		}
+		if p.na != "" {
+			log.WithField("path", p.name).Warnf("not measured: %s", p.na)
+		}
+	}
+	log.Infof("data plane: %d rounds", b.cfg.rounds)
+	b.dataplaneRounds(b.paths)
+
+	// convergence: docker run on h1, prober container on h2
+	log.Info("convergence")
+	gvConv := &convTarget{name: "grapevine vxlan", netA: "gvb-vxlan", base: "198.19.20."}
+	ovConv := &convTarget{name: "Docker overlay", netA: "gvb-overlay", base: "100.100.0."}
+	for _, t := range []struct {
+		c    *convTarget
+		p    *path
+		netB string
+	}{{gvConv, gv, "gvb-vxlan"}, {ovConv, ovl, "gvb-overlay"}} {
+		if t.p.na != "" {
+			t.c.na = "path unusable: " + t.p.na
+			continue
+		}
+		pr, err := startContainer(h2, t.netB)
+		if err != nil {
+			t.c.na = short(err)
+			continue
+		}
+		t.c.prober = pr
+		// retry unanswered ARP every 10 ms (default 1 s) so that the probe
+		// measures the control plane, not the neighbour retry timer
+		for _, kv := range []string{"net.ipv4.neigh.eth0.retrans_time_ms=10", "net.ipv4.neigh.eth0.mcast_solicit=100"} {
+			if _, err := inNS(10*time.Second, pr.netns, "sysctl", "-qw", kv); err != nil {
+				log.Warnf("prober sysctl %s: %v", kv, err)
+			}
+		}
+	}
+	b.conv = []*convTarget{gvConv, ovConv}
+	b.convergence(b.conv, h1, b.cfg.convN)
+
+	log.Info("docker run / rm")
+	if _, err := h1.dockerCmd(time.Minute, "network", "create", "-d", "bridge", "--subnet", "198.19.251.0/24", "gvb-bridge"); err != nil {
+		log.Warnf("bridge network: %v", err)
+	}
+	b.runs = []*runTarget{{name: "Docker bridge", net: "gvb-bridge"}, {name: "grapevine vxlan", net: "gvb-vxlan"}, {name: "Docker overlay", net: "gvb-overlay"}}
+	b.runTimes(h1, b.runs, b.cfg.runN)
+
+	log.Info("plugin socket: IPAM rate and RSS")
+	b.socketBenchmarks()
+}
+
+func (b *bench) socketBenchmarks() {
+	h1, h2 := b.hosts[0], b.hosts[1]
+	sock1, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h1.name)
+	serial := ipamRow{what: "through the socket, 1 caller (h1)"}
+	parallel := ipamRow{what: "through the socket, 16 callers (h1)"}
+	if err != nil {
+		serial.rate.na, parallel.rate.na = short(err), short(err)
+		b.ipam = append(b.ipam, serial, parallel)
+		return
+	}
+	c1 := newPluginClient(sock1)
+	if v, err := c1.ipamRate("100.80.0.0/16", 2000, 1); err == nil {
+		serial.rate.add(v)
+	} else {
+		serial.rate.na = short(err)
+	}
+	if v, err := c1.ipamRate("100.81.0.0/16", 4000, 16); err == nil {
+		parallel.rate.add(v)
+	} else {
+		parallel.rate.na = short(err)
+	}
+	b.ipam = append(b.ipam, serial, parallel)
+
+	pid := func(h host) (int, error) {
+		out, err := runCmd(time.Minute, b.cfg.harness, "plugin-pid", b.cfg.run, h.name)
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(out)
+	}
+	rssMiB := func(h host) (float64, error) {
+		p, err := pid(h)
+		if err != nil {
+			return 0, err
+		}
+		kb, err := rssKB(p)
+		return float64(kb) / 1024, err
+	}
+	row0 := rssRow{endpoints: 0}
+	if v, err := rssMiB(h1); err == nil {
+		row0.owner.add(v)
+	} else {
+		row0.owner.na = short(err)
+	}
+	if v, err := rssMiB(h2); err == nil {
+		row0.peer.add(v)
+	} else {
+		row0.peer.na = short(err)
+	}
+	b.rss = append(b.rss, row0)
+	const subnet = "198.19.96.0/19"
+	n1, err := c1.createNetwork(subnet)
+	if err != nil {
+		for _, n := range b.cfg.endpoints {
+			b.rss = append(b.rss, rssRow{endpoints: n, owner: sample{na: short(err)}, peer: sample{na: short(err)}})
+		}
+		return
+	}
+	defer func() {
+		if err := n1.remove(); err != nil {
+			b.log.Warnf("remove socket network on h1: %v", err)
+		}
+	}()
+	// the same network on h2, so that h2 holds (and programs) h1's endpoints
+	if sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name); err == nil {
+		if n2, err := newPluginClient(sock2).createNetwork(subnet); err == nil {
+			defer func() { _ = n2.remove() }()
+		} else {
+			b.notes = append(b.notes, "RSS: the peer-side network could not be created on h2: "+short(err))
+		}
+	}
+	for _, n := range b.cfg.endpoints {
+		row := rssRow{endpoints: n}
+		start := time.Now()
+		if err := n1.addEndpoints(n - len(n1.endpoints)); err != nil {
+			row.owner.na, row.peer.na = short(err), short(err)
+			b.rss = append(b.rss, row)
+			break
+		}
+		b.log.Infof("%d endpoints through the socket in %v", n, time.Since(start).Round(time.Millisecond))
+		// a settle window for gossip to reach h2 (no observable end from here)
+		time.Sleep(3 * time.Second)
+		if v, err := rssMiB(h1); err == nil {
+			row.owner.add(v)
+		} else {
+			row.owner.na = short(err)
+		}
+		if v, err := rssMiB(h2); err == nil {
+			row.peer.add(v)
+		} else {
+			row.peer.na = short(err)
+		}
+		b.rss = append(b.rss, row)
+	}
+}
+
+// goBenchmarks runs ipam's and gossip's Go benchmarks and this package's
+// churn benchmark.
+func (b *bench) goBenchmarks() {
+	b.log.Info("go benchmarks: ipam")
+	m, err := b.goBench("./ipam/", "AllocatorSlash16$|RequestAddressDurable$|RequestAddressDurableParallel$", "1s", 5*time.Minute)
+	rows := []struct{ what, key string }{
+		{"in process, allocator core (BenchmarkAllocatorSlash16)", "BenchmarkAllocatorSlash16 allocs/s"},
+		{"in process, RequestAddress durable, 1 caller (BenchmarkRequestAddressDurable)", "BenchmarkRequestAddressDurable allocs/s"},
+		{"in process, RequestAddress durable, 32 callers (BenchmarkRequestAddressDurableParallel)", "BenchmarkRequestAddressDurableParallel allocs/s"},
+	}
+	var ipamRows []ipamRow
+	for _, r := range rows {
+		row := ipamRow{what: r.what}
+		if err != nil {
+			row.rate.na = short(err)
+		} else if v, ok := m[r.key]; ok {
+			row.rate.add(v)
+		} else {
+			row.rate.na = "metric missing from go test output"
+		}
+		ipamRows = append(ipamRows, row)
+	}
+	b.ipam = append(ipamRows, b.ipam...)
+
+	b.log.Info("go benchmarks: gossip convergence")
+	conv, convErr := b.goBench("./gossip/", "Convergence", b.cfg.gossipBenchtime, 14*time.Minute)
+	b.log.Info("go benchmarks: gossip churn")
+	churn, churnErr := b.goBench("./bench/", "GossipChurn", "1x", 14*time.Minute)
+	for _, n := range []int{50, 200, 500} {
+		row := scaleRow{members: n}
+		get := func(s *sample, m map[string]float64, err error, key string) {
+			if err != nil {
+				s.na = short(err)
+			} else if v, ok := m[key]; ok {
+				s.add(v)
+			} else {
+				s.na = "metric missing from go test output"
+			}
+		}
+		k := fmt.Sprintf("BenchmarkConvergence/members=%d ", n)
+		get(&row.p50, conv, convErr, k+"p50-ms")
+		get(&row.p99, conv, convErr, k+"p99-ms")
+		k = fmt.Sprintf("BenchmarkGossipChurn/members=%d ", n)
+		get(&row.rest, churn, churnErr, k+"rest-B/member/s")
+		get(&row.churnRate, churn, churnErr, k+"churn-B/member/s")
+		b.scale = append(b.scale, row)
+	}
+}
+
+// cleanup stops what this run started and removes the namespaces it made;
+// the harness's own teardown removes containers, networks and daemons.
+func (b *bench) cleanup() {
+	for _, c := range b.procs {
+		if c.Process != nil {
+			_ = c.Process.Kill()
+			_, _ = c.Process.Wait()
+		}
+	}
+	for _, ns := range b.madeNS {
+		if _, err := runCmd(10*time.Second, "ip", "netns", "del", ns); err != nil {
+			b.log.Warnf("remove namespace %s: %v", ns, err)
+		}
+	}
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// pluginClient talks to a grapevine plugin socket the way dockerd does: JSON
+// POSTs to /IpamDriver.* and /NetworkDriver.* over HTTP on a unix socket.
+type pluginClient struct {
+	sock string
+	hc   *http.Client
+}
+
+func newPluginClient(sock string) *pluginClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		MaxIdleConnsPerHost: 64,
+	}
+	return &pluginClient{sock: sock, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+}
+
+// call POSTs req to path and decodes the answer into resp; an "Err" or
+// "Error" field in the answer, or a non-200 status, is an error.
+func (c *pluginClient) call(path string, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("%s: encode request: %w", path, err)
+	}
+	r, err := c.hc.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%s on %s: %w", path, c.sock, err)
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("%s: read answer: %w", path, err)
+	}
+	var e struct{ Err, Error string }
+	_ = json.Unmarshal(b, &e)
+	if r.StatusCode != http.StatusOK || e.Err != "" || e.Error != "" {
+		return fmt.Errorf("%s: status %d: %s", path, r.StatusCode, bytes.TrimSpace(b))
+	}
+	if resp != nil {
+		if err := json.Unmarshal(b, resp); err != nil {
+			return fmt.Errorf("%s: decode answer %q: %w", path, b, err)
+		}
+	}
+	return nil
+}
+
+func randomID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (c *pluginClient) requestPool(subnet string) (poolID string, err error) {
+	var resp struct{ PoolID, Pool string }
+	err = c.call("/IpamDriver.RequestPool", map[string]any{"AddressSpace": "grapevine-local", "Pool": subnet, "Options": map[string]string{}}, &resp)
+	return resp.PoolID, err
+}
+
+func (c *pluginClient) releasePool(poolID string) error {
+	return c.call("/IpamDriver.ReleasePool", map[string]string{"PoolID": poolID}, nil)
+}
+
+func (c *pluginClient) requestAddress(poolID string, gateway bool) (string, error) {
+	opts := map[string]string{}
+	if gateway {
+		opts["RequestAddressType"] = "com.docker.network.gateway"
+	}
+	var resp struct{ Address string }
+	err := c.call("/IpamDriver.RequestAddress", map[string]any{"PoolID": poolID, "Address": "", "Options": opts}, &resp)
+	return resp.Address, err
+}
+
+func (c *pluginClient) releaseAddress(poolID, addr string) error {
+	ip, _, _ := net.ParseCIDR(addr)
+	a := addr
+	if ip != nil {
+		a = ip.String()
+	}
+	return c.call("/IpamDriver.ReleaseAddress", map[string]string{"PoolID": poolID, "Address": a}, nil)
+}
+
+// ipamRate measures RequestAddress answers per second through the socket,
+// with `workers` concurrent callers making n requests in all, then releases
+// what it got. The pool is a /16 of its own.
+func (c *pluginClient) ipamRate(subnet string, n, workers int) (float64, error) {
+	pool, err := c.requestPool(subnet)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = c.releasePool(pool) }()
+	addrs := make([]string, n)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				a, err := c.requestAddress(pool, false)
+				if err != nil {
+					errs <- err
+					return
+				}
+				addrs[i] = a
+			}
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	for _, a := range addrs {
+		if err := c.releaseAddress(pool, a); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// sockNetwork is a network created through the socket the way dockerd does:
+// RequestPool, gateway RequestAddress, CreateNetwork.
+type sockNetwork struct {
+	c         *pluginClient
+	poolID    string
+	networkID string
+	gateway   string
+	endpoints []sockEndpoint
+}
+
+type sockEndpoint struct{ id, addr string }
+
+func (c *pluginClient) createNetwork(subnet string) (*sockNetwork, error) {
+	pool, err := c.requestPool(subnet)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := c.requestAddress(pool, true)
+	if err != nil {
+		_ = c.releasePool(pool)
+		return nil, err
+	}
+	n := &sockNetwork{c: c, poolID: pool, networkID: randomID(), gateway: gw}
+	req := map[string]any{
+		"NetworkID": n.networkID,
+		"Options": map[string]any{
+			"com.docker.network.enable_ipv6": false,
+			"com.docker.network.generic":     map[string]string{},
+		},
+		"IPv4Data": []map[string]any{{"AddressSpace": "grapevine-local", "Pool": subnet, "Gateway": gw, "AuxAddresses": map[string]string{}}},
+		"IPv6Data": []any{},
+	}
+	if err := c.call("/NetworkDriver.CreateNetwork", req, nil); err != nil {
+		_ = c.releaseAddress(pool, gw)
+		_ = c.releasePool(pool)
+		return nil, err
+	}
+	return n, nil
+}
+
+// addEndpoints makes count more endpoints: RequestAddress then CreateEndpoint
+// (no Join: the endpoint exists in the cluster, no container is started).
+func (n *sockNetwork) addEndpoints(count int) error {
+	for i := 0; i < count; i++ {
+		addr, err := n.c.requestAddress(n.poolID, false)
+		if err != nil {
+			return err
+		}
+		id := randomID()
+		req := map[string]any{
+			"NetworkID":  n.networkID,
+			"EndpointID": id,
+			"Interface":  map[string]string{"Address": addr, "AddressIPv6": "", "MacAddress": ""},
+			"Options":    map[string]any{},
+		}
+		if err := n.c.call("/NetworkDriver.CreateEndpoint", req, nil); err != nil {
+			_ = n.c.releaseAddress(n.poolID, addr)
+			return err
+		}
+		n.endpoints = append(n.endpoints, sockEndpoint{id, addr})
+	}
+	return nil
+}
+
+// remove deletes every endpoint, the network and the pool, as dockerd would.
+func (n *sockNetwork) remove() error {
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	for _, ep := range n.endpoints {
+		keep(n.c.call("/NetworkDriver.DeleteEndpoint", map[string]string{"NetworkID": n.networkID, "EndpointID": ep.id}, nil))
+		keep(n.c.releaseAddress(n.poolID, ep.addr))
+	}
+	n.endpoints = nil
+	keep(n.c.call("/NetworkDriver.DeleteNetwork", map[string]string{"NetworkID": n.networkID}, nil))
+	keep(n.c.releaseAddress(n.poolID, n.gateway))
+	keep(n.c.releasePool(n.poolID))
+	return first
+}

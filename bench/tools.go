@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The latency tools use blocking system calls on one locked thread rather
+// than Go's network poller, so that the figures are the kernel path's and not
+// the runtime scheduler's.
+
+// cmdUDPEcho answers every UDP datagram on PORT (":7007") with the same bytes, forever.
+func cmdUDPEcho(args []string) error {
+	if len(args) != 1 {
+		return errors.New("udp-echo: want one argument, the listen address (e.g. :7007)")
+	}
+	ap, err := netip.ParseAddrPort("0.0.0.0" + args[0])
+	if err != nil {
+		return fmt.Errorf("udp-echo: listen address %q: want :PORT: %w", args[0], err)
+	}
+	runtime.LockOSThread()
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("udp-echo: socket: %w", err)
+	}
+	if err := unix.Bind(s, &unix.SockaddrInet4{Port: int(ap.Port())}); err != nil {
+		return fmt.Errorf("udp-echo: bind %s: %w", args[0], err)
+	}
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := unix.Recvfrom(s, buf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("udp-echo: read: %w", err)
+		}
+		_ = unix.Sendto(s, buf[:n], 0, from)
+	}
+}
+
+// cmdUDPRR does N round trips of 64-byte datagrams to ADDR, one at a time,
+// after 200 unrecorded warm-up trips, and prints "p50 p99" in microseconds.
+func cmdUDPRR(args []string) error {
+	if len(args) != 2 {
+		return errors.New("udp-rr: want ADDR and N (e.g. 198.18.0.12:7007 5000)")
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil || n < 1 {
+		return fmt.Errorf("udp-rr: N %q is not a positive count", args[1])
+	}
+	ap, err := netip.ParseAddrPort(args[0])
+	if err != nil || !ap.Addr().Is4() {
+		return fmt.Errorf("udp-rr: address %q is not IPv4:PORT", args[0])
+	}
+	runtime.LockOSThread()
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("udp-rr: socket: %w", err)
+	}
+	defer unix.Close(s)
+	if err := unix.Connect(s, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		return fmt.Errorf("udp-rr: connect %s: %w", args[0], err)
+	}
+	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
+		return fmt.Errorf("udp-rr: receive timeout: %w", err)
+	}
+	buf := make([]byte, 64)
+	in := make([]byte, 2048)
+	rtts := make([]float64, 0, n)
+	lost := 0
+	for i := -200; i < n; i++ {
+		start := time.Now()
+		if _, err := unix.Write(s, buf); err != nil {
+			return fmt.Errorf("udp-rr: send to %s: %w", args[0], err)
+		}
+		if _, err := unix.Read(s, in); err != nil {
+			if lost++; lost > 20 {
+				return fmt.Errorf("udp-rr: %s stopped answering: %w", args[0], err)
+			}
+			continue
+		}
+		if i >= 0 {
+			rtts = append(rtts, float64(time.Since(start).Nanoseconds())/1000)
+		}
+	}
+	if len(rtts) == 0 {
+		return fmt.Errorf("udp-rr: no answers from %s", args[0])
+	}
+	fmt.Printf("%.1f %.1f\n", quantile(rtts, 0.5), quantile(rtts, 0.99))
+	return nil
+}
+
+// probeAnswer sends a UDP datagram to dst port 9 every millisecond from a
+// thread inside the network namespace nsPath, until dst answers (the kernel
+// of the endpoint returns ICMP port unreachable, which a connected UDP socket
+// reports as ECONNREFUSED) or timeout passes. It returns when the answer came.
+func probeAnswer(nsPath string, dst netip.Addr, timeout time.Duration) (time.Time, error) {
+	type result struct {
+		at  time.Time
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread changes network namespace and is never unlocked: the
+		// runtime ends it with the goroutine instead of reusing it.
+		runtime.LockOSThread()
+		at, err := probeOnThread(nsPath, dst, timeout)
+		ch <- result{at, err}
+	}()
+	r := <-ch
+	return r.at, r.err
+}
+
+func probeOnThread(nsPath string, dst netip.Addr, timeout time.Duration) (time.Time, error) {
+	nsfd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("open netns %s: %w", nsPath, err)
+	}
+	defer unix.Close(nsfd)
+	if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
+		return time.Time{}, fmt.Errorf("enter netns %s: %w", nsPath, err)
+	}
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("probe socket: %w", err)
+	}
+	defer unix.Close(s)
+	if err := unix.Connect(s, &unix.SockaddrInet4{Port: 9, Addr: dst.As4()}); err != nil {
+		return time.Time{}, fmt.Errorf("probe connect %s: %w", dst, err)
+	}
+	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 1000}); err != nil {
+		return time.Time{}, fmt.Errorf("probe timeout: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	msg := []byte("gvbench")
+	buf := make([]byte, 64)
+	for time.Now().Before(deadline) {
+		if _, err := unix.Write(s, msg); errors.Is(err, unix.ECONNREFUSED) {
+			return time.Now(), nil
+		}
+		if _, err := unix.Read(s, buf); errors.Is(err, unix.ECONNREFUSED) {
+			return time.Now(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s did not answer within %v", dst, timeout)
+}
+
+// rssKB reads VmRSS of pid from /proc, in KiB.
+func rssKB(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	var kb int
+	for _, line := range splitLines(string(b)) {
+		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+			return kb, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+func splitLines(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}

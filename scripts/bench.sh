@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# bench.sh — `make bench`: grapevine against the kernel's and Docker's own data
+# paths on real dockerd hosts, plus the in-process Go benchmarks (issue 5).
+#
+#   scripts/bench.sh [gvbench run flags…]
+#
+# Brings up a 3-host harness (scripts/harness.sh, a unique run name, torn down
+# on exit), installs the freshly built plugin on every host with PEERS naming
+# all of them, runs build/gvbench (the driver in bench/), prints the report
+# and writes docs/BENCHMARKS.md. Flags go to `gvbench run`, e.g.
+#   scripts/bench.sh -rounds 5 -t 5          more, longer rounds
+#   scripts/bench.sh -out ''                 print only
+# Environment: BENCH_HOSTS (default 3), BENCH_SKIP_BUILD=1 (use build/ as is).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+[ "$(id -u)" = 0 ] || { echo "bench: must run as root (network namespaces, dockerd)" >&2; exit 1; }
+
+n=${BENCH_HOSTS:-3}
+[[ $n =~ ^[2-9]$ ]] || { echo "bench: BENCH_HOSTS must be 2..9, got '$n'" >&2; exit 1; }
+
+# iperf3 is copied (with its libraries) into the harness image; install it if missing.
+if ! command -v iperf3 >/dev/null; then
+	echo "bench: installing iperf3" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null
+fi
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+	make build plugin
+fi
+CGO_ENABLED=0 go build -trimpath -o build/gvbench ./bench/
+
+run="bn$(printf '%05x' $((RANDOM * 32 + RANDOM % 32)))"
+peers=$(for i in $(seq 1 "$n"); do printf '198.18.0.%d,' $((10 + i)); done)
+peers=${peers%,}
+trap 'scripts/harness.sh down "$run"' EXIT
+PEERS=$peers scripts/harness.sh up "$run" "$n"
+
+cmd="make bench"
+[ $# -eq 0 ] || cmd="scripts/bench.sh $*"
+build/gvbench run -run "$run" -repo "$REPO" -command "$cmd" "$@"
