@@ -54,3 +54,9 @@ test: deps vet unit plugin e2e
 
 clean:
 	rm -rf build
+
+# make bench: data paths, convergence, docker run, IPAM, gossip scale and plugin RSS on a
+# 3-host harness (scripts/bench.sh, driver in bench/); prints and writes docs/BENCHMARKS.md
+.PHONY: bench
+bench: deps
+	scripts/bench.sh
