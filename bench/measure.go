@@ -197,37 +197,78 @@ func (b *bench) runTimes(h host, targets []*runTarget, n int) {
 }
 
 // goBench runs `go test -bench` and returns metric values by "Benchmark/sub metric".
-func (b *bench) goBench(pkg, pattern, benchtime string, timeout time.Duration) (map[string]float64, error) {
+func (b *bench) goBench(pkg, pattern, benchtime string, timeout time.Duration) (benchResult, error) {
 	out, err := runCmd(timeout+time.Minute, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime,
 		"-timeout", timeout.String(), pkg)
 	b.log.WithField("package", pkg).Debugf("go test output:\n%s", out)
 	if err != nil {
-		return nil, err
+		return benchResult{}, err
 	}
-	return parseBench(out), nil
+	m, skipped := parseBench(out)
+	return benchResult{m, skipped}, nil
+}
+
+// benchResult is what one `go test -bench` printed: metrics by
+// "Benchmark/sub unit" and skip reasons by benchmark name.
+type benchResult struct {
+	metrics map[string]float64
+	skipped map[string]string
+}
+
+// fill puts the metric key of benchmark name into s, or why it is missing.
+func (r benchResult) fill(s *sample, err error, name, unit string) {
+	if err != nil {
+		s.na = short(err)
+		return
+	}
+	if v, ok := r.metrics[name+" "+unit]; ok {
+		s.add(v)
+		return
+	}
+	if why, ok := r.skipped[name]; ok {
+		s.na = "skipped: " + why
+		return
+	}
+	s.na = "no " + unit + " in the go test output"
 }
 
 // parseBench turns lines like
 // "BenchmarkConvergence/members=50-2  20  0 ns/op  212 p50-ms  340 p99-ms"
 // into {"BenchmarkConvergence/members=50 p50-ms": 212, …}.
-func parseBench(out string) map[string]float64 {
+func parseBench(out string) (map[string]float64, map[string]string) {
 	m := map[string]float64{}
-	for _, line := range strings.Split(out, "\n") {
+	skipped := map[string]string{}
+	lines := strings.Split(out, "\n")
+	for i, line := range lines {
+		// "--- SKIP: BenchmarkX/members=500-2" then "    file.go:12: reason"
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "--- SKIP: "); ok && i+1 < len(lines) {
+			reason := strings.TrimSpace(lines[i+1])
+			if _, r, ok := strings.Cut(reason, ": "); ok {
+				reason = r
+			}
+			skipped[benchName(strings.Fields(rest)[0])] = reason
+			continue
+		}
 		f := strings.Fields(line)
 		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
-		name := f[0]
-		if i := strings.LastIndex(name, "-"); i > 0 {
-			if _, err := strconv.Atoi(name[i+1:]); err == nil {
-				name = name[:i]
-			}
-		}
+		name := benchName(f[0])
 		for k := 2; k+1 < len(f); k += 2 {
 			if v, err := strconv.ParseFloat(f[k], 64); err == nil {
 				m[name+" "+f[k+1]] = v
 			}
 		}
 	}
-	return m
+	return m, skipped
+}
+
+// benchName drops the -GOMAXPROCS suffix.
+func benchName(name string) string {
+	if i := strings.LastIndex(name, "-"); i > 0 {
+		if _, err := strconv.Atoi(name[i+1:]); err == nil {
+			return name[:i]
+		}
+	}
+	return name
 }

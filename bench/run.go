@@ -34,6 +34,7 @@ type bench struct {
 	procs  []*exec.Cmd
 	madeNS []string
 	start  time.Time
+	load   string // /proc/loadavg when the run started
 
 	paths []*path
 	conv  []*convTarget
@@ -93,6 +94,9 @@ func cmdRun(log *logrus.Entry, args []string) error {
 	}
 	cfg.harness = filepath.Join(cfg.repo, "scripts", "harness.sh")
 	b := &bench{log: log, cfg: cfg, self: self, start: time.Now()}
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		b.load = strings.Join(strings.Fields(string(la))[:3], " ")
+	}
 	defer b.cleanup()
 
 	if !cfg.skipNet {
@@ -316,21 +320,15 @@ func (b *bench) socketBenchmarks() {
 func (b *bench) goBenchmarks() {
 	b.log.Info("go benchmarks: ipam")
 	m, err := b.goBench("./ipam/", "AllocatorSlash16$|RequestAddressDurable$|RequestAddressDurableParallel$", "1s", 5*time.Minute)
-	rows := []struct{ what, key string }{
-		{"in process, allocator core (BenchmarkAllocatorSlash16)", "BenchmarkAllocatorSlash16 allocs/s"},
-		{"in process, RequestAddress durable, 1 caller (BenchmarkRequestAddressDurable)", "BenchmarkRequestAddressDurable allocs/s"},
-		{"in process, RequestAddress durable, 32 callers (BenchmarkRequestAddressDurableParallel)", "BenchmarkRequestAddressDurableParallel allocs/s"},
+	rows := []struct{ what, name string }{
+		{"in process, allocator core (BenchmarkAllocatorSlash16)", "BenchmarkAllocatorSlash16"},
+		{"in process, RequestAddress durable, 1 caller (BenchmarkRequestAddressDurable)", "BenchmarkRequestAddressDurable"},
+		{"in process, RequestAddress durable, 32 callers (BenchmarkRequestAddressDurableParallel)", "BenchmarkRequestAddressDurableParallel"},
 	}
 	var ipamRows []ipamRow
 	for _, r := range rows {
 		row := ipamRow{what: r.what}
-		if err != nil {
-			row.rate.na = short(err)
-		} else if v, ok := m[r.key]; ok {
-			row.rate.add(v)
-		} else {
-			row.rate.na = "metric missing from go test output"
-		}
+		m.fill(&row.rate, err, r.name, "allocs/s")
 		ipamRows = append(ipamRows, row)
 	}
 	b.ipam = append(ipamRows, b.ipam...)
@@ -341,21 +339,12 @@ func (b *bench) goBenchmarks() {
 	churn, churnErr := b.goBench("./bench/", "GossipChurn", "1x", 14*time.Minute)
 	for _, n := range []int{50, 200, 500} {
 		row := scaleRow{members: n}
-		get := func(s *sample, m map[string]float64, err error, key string) {
-			if err != nil {
-				s.na = short(err)
-			} else if v, ok := m[key]; ok {
-				s.add(v)
-			} else {
-				s.na = "metric missing from go test output"
-			}
-		}
-		k := fmt.Sprintf("BenchmarkConvergence/members=%d ", n)
-		get(&row.p50, conv, convErr, k+"p50-ms")
-		get(&row.p99, conv, convErr, k+"p99-ms")
-		k = fmt.Sprintf("BenchmarkGossipChurn/members=%d ", n)
-		get(&row.rest, churn, churnErr, k+"rest-B/member/s")
-		get(&row.churnRate, churn, churnErr, k+"churn-B/member/s")
+		k := fmt.Sprintf("BenchmarkConvergence/members=%d", n)
+		conv.fill(&row.p50, convErr, k, "p50-ms")
+		conv.fill(&row.p99, convErr, k, "p99-ms")
+		k = fmt.Sprintf("BenchmarkGossipChurn/members=%d", n)
+		churn.fill(&row.rest, churnErr, k, "rest-B/member/s")
+		churn.fill(&row.churnRate, churnErr, k, "churn-B/member/s")
 		b.scale = append(b.scale, row)
 	}
 }
