@@ -169,6 +169,16 @@ func TestMultiNode(t *testing.T) {
 		waitRemotes("endpoint deleted on h2", h, expect(h))
 	}
 
+	// A partition isolates h1: each side drops the other's endpoints, and
+	// takes them back when it heals.
+	gn.Partition([]string{"h1"}, []string{"h2", "h3"})
+	waitRemotes("partition", hosts[0], map[string]string{})
+	waitRemotes("partition", hosts[1], expect(hosts[1], "h1"))
+	gn.Heal()
+	for _, h := range hosts {
+		waitRemotes("healed", h, expect(h))
+	}
+
 	// h3 dies: the others drop its endpoints.
 	start = time.Now()
 	gn.Kill("h3")
