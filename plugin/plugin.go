@@ -186,6 +186,7 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		VXLANPort:     s.VXLANPort,
 		Scope:         s.Scope,
 		AddressSpaces: []string{gvipam.LocalAddressSpace, gvipam.GlobalAddressSpace},
+		Cluster:       p.cluster,
 		Log:           log.WithField("component", "driver"),
 	})
 	if err != nil {
@@ -292,6 +293,7 @@ func (p *process) close() {
 		p.cancel()
 	}
 	p.wg.Wait()
+	p.driver.Close()
 	if err := p.cluster.Shutdown(); err != nil {
 		p.log.WithError(err).Warn("leaving the cluster")
 	}
