@@ -16,6 +16,7 @@ import (
 )
 
 func TestBadInput(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	checkClean(t, h)
 	createNetwork(t, h, "good", "--subnet", "198.19.17.0/24")

@@ -32,6 +32,7 @@ networks:
 `
 
 func TestCompose(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	if _, err := exec.LookPath("docker-compose"); err != nil {
 		t.Fatalf("docker-compose not installed (make deps): %v", err)

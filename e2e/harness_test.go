@@ -5,8 +5,14 @@
 // checkout. Tests assert what a user of Docker sees.
 //
 // Run with: go test -tags e2e -race -count=1 -v ./e2e/   (root, Debian; `make e2e`)
-// GV_E2E_HOSTS sets the number of hosts (default 1); GV_E2E_KEEP=1 leaves the hosts
-// up after the run for inspection (tear down with scripts/harness.sh down RUN).
+//
+// GV_E2E_HOSTS selects the suite: 1 (default) runs the single-host tests on h1;
+// 3 (or more) runs the cluster tests: hosts h1..hN peer with each other using one
+// GOSSIP_KEY, plus one outsider host h(N+1) that lists them as PEERS but has a
+// different key; the Swarm tests run there too (the SCOPE=global case on a run of
+// its own). GV_E2E_KEEP=1 leaves the hosts up after the run for inspection (tear
+// down with scripts/harness.sh down RUN). PLUGIN_DIR chooses the plugin directory
+// (default build/plugin, built from this checkout unless GV_E2E_NO_BUILD=1).
 package e2e
 
 import (
@@ -35,7 +41,11 @@ type suite struct {
 	repo    string // repository root
 	harness string // path of scripts/harness.sh
 	run     string // the harness RUN prefix
-	hosts   int
+	hosts   int    // hosts of the suite: h1..h<hosts>
+	// outsider is the extra host with a wrong GOSSIP_KEY in the cluster suite ("" in
+	// the single-host suite).
+	outsider  string
+	pluginDir string // the plugin directory (config.json, rootfs/)
 }
 
 var s suite
@@ -75,32 +85,89 @@ func mainWithHarness(m *testing.M) (code int) {
 		s.hosts = n
 	}
 	s.run = fmt.Sprintf("e%06x", os.Getpid()&0xffffff)
+	s.pluginDir = os.Getenv("PLUGIN_DIR")
+	if s.pluginDir == "" {
+		s.pluginDir = filepath.Join(s.repo, "build", "plugin")
+		os.Setenv("PLUGIN_DIR", s.pluginDir) // for the harness
+	}
 
 	if os.Getenv("GV_E2E_NO_BUILD") != "1" {
-		if out, err := exec.Command(filepath.Join(s.repo, "scripts", "build-plugin.sh")).CombinedOutput(); err != nil {
+		build := exec.Command(filepath.Join(s.repo, "scripts", "build-plugin.sh"))
+		build.Env = append(os.Environ(), "OUT="+s.pluginDir)
+		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: building the plugin failed: %v\n%s", err, out)
 			return 1
 		}
 	}
 
-	// Always tear down: on return, on panic, and on SIGINT/SIGTERM.
+	n := s.hosts
+	var upEnv []string
+	if s.hosts > 1 {
+		// the cluster suite: one key for h1..hN, another for the outsider
+		n = s.hosts + 1
+		s.outsider = fmt.Sprintf("h%d", n)
+		upEnv = []string{
+			fmt.Sprintf("MESH=%d", s.hosts),
+			"PLUGIN_SETTINGS=GOSSIP_KEY=" + gossipKey,
+			"PLUGIN_SETTINGS_" + s.outsider + "=GOSSIP_KEY=" + wrongGossipKey,
+		}
+	}
+	return withRun(m.Run, s.run, n, upEnv)
+}
+
+// Gossip keys of the cluster suite (base64 of 16 bytes).
+const (
+	gossipKey      = "Z3JhcGV2aW5lLWUyZS0xNg==" // "grapevine-e2e-16"
+	wrongGossipKey = "d3Jvbmcta2V5LTE2Ynl0ZQ==" // "wrong-key-16byte"
+)
+
+// withRun brings up harness run RUN with n hosts (env: extra environment for `up`),
+// calls body, and always tears the run down again: on return, on panic and on
+// SIGINT/SIGTERM. After the teardown it checks that nothing of the run is left on the
+// machine (namespaces, processes, mounts, plugin directories, cgroups, iptables rules
+// in the root namespace); leftovers turn the result into a failure.
+func withRun(body func() int, run string, n int, env []string) (code int) {
+	rootRules, rootErr := rootIptables()
+	var pluginIDs []string
 	down := func() {
 		if os.Getenv("GV_E2E_KEEP") == "1" {
-			fmt.Fprintf(os.Stderr, "e2e: GV_E2E_KEEP=1: leaving run %s up (scripts/harness.sh down %s)\n", s.run, s.run)
+			fmt.Fprintf(os.Stderr, "e2e: GV_E2E_KEEP=1: leaving run %s up (scripts/harness.sh down %s)\n", run, run)
 			return
 		}
-		out, err := exec.Command(s.harness, "down", s.run).CombinedOutput()
+		for i := 1; i <= n; i++ {
+			if out, err := exec.Command(s.harness, "plugin-id", run, fmt.Sprintf("h%d", i)).Output(); err == nil {
+				pluginIDs = append(pluginIDs, strings.TrimSpace(string(out)))
+			}
+		}
+		start := time.Now()
+		out, err := exec.Command(s.harness, "down", run).CombinedOutput()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: harness down %s: %v\n%s", s.run, err, out)
+			fmt.Fprintf(os.Stderr, "e2e: harness down %s: %v\n%s", run, err, out)
+			code = 1
+		}
+		fmt.Fprintf(os.Stderr, "e2e: run %s torn down in %v\n", run, time.Since(start).Round(time.Millisecond))
+		if out, err := exec.Command(s.harness, append([]string{"leftovers", run}, pluginIDs...)...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: run %s left things behind:\n%s", run, out)
+			code = 1
+		}
+		if after, err := rootIptables(); rootErr == nil && err == nil && after != rootRules {
+			fmt.Fprintf(os.Stderr, "e2e: iptables rules of the root namespace changed during run %s:\nbefore:\n%s\nafter:\n%s", run, rootRules, after)
+			code = 1
 		}
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
-		sig := <-sigs
-		fmt.Fprintf(os.Stderr, "e2e: %v: tearing down %s\n", sig, s.run)
-		down()
-		os.Exit(2)
+		select {
+		case sig := <-sigs:
+			fmt.Fprintf(os.Stderr, "e2e: %v: tearing down %s\n", sig, run)
+			down()
+			os.Exit(2)
+		case <-stop:
+		}
 	}()
 	defer func() {
 		if r := recover(); r != nil {
@@ -110,15 +177,53 @@ func mainWithHarness(m *testing.M) (code int) {
 		down()
 	}()
 
-	up := exec.Command(s.harness, "up", s.run, strconv.Itoa(s.hosts))
+	up := exec.Command(s.harness, "up", run, strconv.Itoa(n))
+	up.Env = append(os.Environ(), env...)
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
 	if err := up.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: harness up %s %d: %v\n", s.run, s.hosts, err)
+		fmt.Fprintf(os.Stderr, "e2e: harness up %s %d: %v\n", run, n, err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "e2e: %d host(s) up as run %s in %v\n", s.hosts, s.run, time.Since(start).Round(time.Millisecond))
-	return m.Run()
+	fmt.Fprintf(os.Stderr, "e2e: %d host(s) up as run %s in %v\n", n, run, time.Since(start).Round(time.Millisecond))
+	return body()
+}
+
+// rootIptables is the root namespace's iptables ruleset without counters and comments.
+func rootIptables() (string, error) {
+	out, err := exec.Command("iptables-save").Output()
+	if err != nil {
+		return "", err
+	}
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		if strings.HasPrefix(l, ":") {
+			if i := strings.LastIndex(l, " ["); i >= 0 {
+				l = l[:i]
+			}
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n"), nil
+}
+
+// singleHost skips t in the cluster suite: it was written for one host.
+func singleHost(t *testing.T) {
+	t.Helper()
+	if s.hosts != 1 {
+		t.Skipf("single-host test; this is the %d-host suite (GV_E2E_HOSTS=1 runs it)", s.hosts)
+	}
+}
+
+// needHosts skips t unless the suite has at least n hosts.
+func needHosts(t *testing.T, n int) {
+	t.Helper()
+	if s.hosts < n {
+		t.Skipf("needs %d hosts; run with GV_E2E_HOSTS=%d", n, n)
+	}
 }
 
 // ---------------------------------------------------------------------------

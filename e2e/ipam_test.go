@@ -9,6 +9,7 @@ import (
 )
 
 func TestIPAM(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	checkClean(t, h)
 

@@ -8,6 +8,7 @@ import (
 )
 
 func TestMTU(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	checkClean(t, h)
 	cases := []struct {

@@ -10,6 +10,7 @@ import (
 )
 
 func TestPublishedPort(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	checkClean(t, h)
 	netID := createNetwork(t, h, "pub", "--subnet", "198.19.16.0/24")

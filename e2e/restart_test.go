@@ -14,6 +14,7 @@ import (
 // that running containers keep their addresses, connectivity and published port, and
 // that grapevine re-creates kernel state deleted by hand while it was down.
 func TestRestartWithoutLoss(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	checkClean(t, h)
 	netID := createNetwork(t, h, "rst", "--subnet", "198.19.19.0/24")

@@ -14,11 +14,12 @@ import (
 // TestPluginSet changes a setting of the disabled plugin and checks that the plugin
 // runs with it after enable.
 func TestPluginSet(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	checkClean(t, h)
 	status := func() (string, error) {
 		sock := strings.TrimSpace(mustHarness(t, "plugin-sock", h))
-		out, err := exec.Command(filepath.Join(s.repo, "build", "plugin", "rootfs", "grapevine"), "status", "--socket", sock).CombinedOutput()
+		out, err := exec.Command(filepath.Join(s.pluginDir, "rootfs", "grapevine"), "status", "--socket", sock).CombinedOutput()
 		return string(out), err
 	}
 	setLevel := func(level string) {

@@ -8,6 +8,7 @@ import (
 )
 
 func TestTraffic(t *testing.T) {
+	singleHost(t)
 	const h = "h1"
 	checkClean(t, h)
 	createNetwork(t, h, "tra", "--subnet", "198.19.13.0/24")

@@ -1,0 +1,313 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clusterHosts are the hosts of the cluster suite that share the gossip key.
+func clusterHosts() []string {
+	hs := make([]string, s.hosts)
+	for i := range hs {
+		hs[i] = fmt.Sprintf("h%d", i+1)
+	}
+	return hs
+}
+
+// hostStatus is the part of `grapevine status --json` the tests read.
+type hostStatus struct {
+	Host     string          `json:"host"`
+	Node     string          `json:"node"`
+	Joined   bool            `json:"joined"`
+	Members  []memberStatus  `json:"members"`
+	Networks []networkStatus `json:"networks"`
+	Pools    []poolStatus    `json:"pools"`
+	Error    string          `json:"error"`
+}
+
+type memberStatus struct {
+	Name  string
+	Addr  string
+	State json.RawMessage // a number (gossip.MemberState) or its name
+	Self  bool
+}
+
+// alive reports whether the member's state is "alive" (0 or "alive").
+func (m memberStatus) alive() bool {
+	v := strings.Trim(string(m.State), `"`)
+	return v == "0" || v == "alive"
+}
+
+type networkStatus struct {
+	ID        string `json:"id"`
+	Subnet    string `json:"subnet"`
+	Gateway   string `json:"gateway"`
+	VNI       int    `json:"vni"`
+	Endpoints int    `json:"endpoints"`
+}
+
+type poolStatus struct {
+	Pool      string   `json:"pool"`
+	Space     string   `json:"space"`
+	Allocated int      `json:"allocated"`
+	Owned     []string `json:"owned"`
+}
+
+// statusOf runs `grapevine status --json` in host's namespaces against its plugin.
+func statusOf(host string) (hostStatus, string, error) {
+	out, stderr, err := harnessCmd("status", host, "--json")
+	if err != nil {
+		return hostStatus{}, out, fmt.Errorf("grapevine status on %s: %v: %s", host, err, stderr)
+	}
+	var st hostStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return hostStatus{}, out, fmt.Errorf("decoding the status of %s: %v: %s", host, err, out)
+	}
+	return st, out, nil
+}
+
+// aliveMembers lists the host names (the part of the node name before "-") that
+// host's plugin sees alive, itself included.
+func aliveMembers(host string) ([]string, error) {
+	st, _, err := statusOf(host)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, m := range st.Members {
+		if m.alive() {
+			names = append(names, nodeHost(m.Name))
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// nodeHost is the hostname part of a node name ("h2-a1b2c3" → "h2").
+func nodeHost(node string) string {
+	if i := strings.LastIndexByte(node, '-'); i > 0 {
+		return node[:i]
+	}
+	return node
+}
+
+// waitMembers polls until host sees exactly want alive.
+func waitMembers(t *testing.T, timeout time.Duration, host string, want []string) {
+	t.Helper()
+	w := append([]string(nil), want...)
+	sort.Strings(w)
+	eventually(t, timeout, host+" sees "+strings.Join(w, ",")+" alive", func() error {
+		got, err := aliveMembers(host)
+		if err != nil {
+			return err
+		}
+		if strings.Join(got, ",") != strings.Join(w, ",") {
+			return fmt.Errorf("alive members %v, want %v", got, w)
+		}
+		return nil
+	})
+}
+
+// parallel runs f for every item concurrently and waits.
+func parallel(items []string, f func(string)) {
+	var wg sync.WaitGroup
+	for _, it := range items {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(it)
+		}()
+	}
+	wg.Wait()
+}
+
+// pingAll has container c (on host) ping every address once; it returns the
+// addresses that did not answer.
+func pingAll(host, c string, addrs []string) ([]string, error) {
+	script := `for a in "$@"; do ping -c 1 -W 1 "$a" >/dev/null 2>&1 || echo "$a"; done`
+	out, stderr, err := docker(host, append([]string{"exec", c, "sh", "-c", script, "sh"}, addrs...)...)
+	if err != nil {
+		return nil, fmt.Errorf("docker exec on %s: %v: %s", host, err, stderr)
+	}
+	return strings.Fields(out), nil
+}
+
+// ctr is a container of the cluster tests.
+type ctr struct {
+	host, id, name, ip, mac string
+}
+
+func (c ctr) String() string { return c.name + "@" + c.host + "(" + c.ip + ")" }
+
+// startCtr runs a long-running container on host attached to network.
+func startCtr(t *testing.T, host, network, name string, extra ...string) ctr {
+	t.Helper()
+	args := append([]string{"--network", network, "--name", name}, extra...)
+	id := runContainer(t, host, append(args, image, "sleep", "36000")...)
+	return inspectCtr(t, host, id, name, network)
+}
+
+func inspectCtr(t *testing.T, host, id, name, network string) ctr {
+	t.Helper()
+	out := mustDocker(t, host, "inspect", "-f",
+		`{{(index .NetworkSettings.Networks "`+network+`").IPAddress}} {{(index .NetworkSettings.Networks "`+network+`").MacAddress}}`, id)
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		t.Fatalf("container %s on %s has no address on %s: %q", name, host, network, out)
+	}
+	return ctr{host: host, id: id, name: name, ip: f[0], mac: f[1]}
+}
+
+// fullMesh checks, polling, that every container reaches every container on another
+// host.
+func fullMesh(t *testing.T, timeout time.Duration, cs []ctr) {
+	t.Helper()
+	var mu sync.Mutex
+	var failures []string
+	var items []string
+	byName := map[string]ctr{}
+	for _, c := range cs {
+		items = append(items, c.name)
+		byName[c.name] = c
+	}
+	parallel(items, func(name string) {
+		c := byName[name]
+		var targets []string
+		for _, o := range cs {
+			if o.host == c.host {
+				continue
+			}
+			if o.ip == c.ip {
+				// a ping would answer itself
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("%s shares its address with %s", c, o))
+				mu.Unlock()
+				continue
+			}
+			targets = append(targets, o.ip)
+		}
+		deadline := time.Now().Add(timeout)
+		for {
+			missing, err := pingAll(c.host, c.id, targets)
+			if err == nil && len(missing) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("%s cannot reach %v (%v)", c, missing, err))
+				mu.Unlock()
+				return
+			}
+			targets = missing
+			if err != nil {
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	})
+	if len(failures) > 0 {
+		sort.Strings(failures)
+		t.Fatalf("connectivity across hosts after %v:\n%s", timeout, strings.Join(failures, "\n"))
+	}
+}
+
+// distinct fails t if two containers share an address.
+func distinct(t *testing.T, cs []ctr) {
+	t.Helper()
+	seen := map[string]ctr{}
+	for _, c := range cs {
+		if o, ok := seen[c.ip]; ok {
+			t.Errorf("duplicate address %s: %s and %s", c.ip, o, c)
+		}
+		seen[c.ip] = c
+	}
+}
+
+// vxlanDev is grapevine's VXLAN device for the network (by this host's network id).
+func vxlanDev(t *testing.T, host, netID string) string {
+	t.Helper()
+	for _, l := range grapevineLinks(t, host, netID[:11]) {
+		if strings.HasPrefix(l, "gvx-") {
+			return l
+		}
+	}
+	t.Fatalf("no gvx- device for network %.12s on %s (links %v)", netID, host, grapevineLinks(t, host, ""))
+	return ""
+}
+
+// fdbEntries returns the device's FDB lines that name a remote VTEP ("MAC dst IP …").
+func fdbEntries(host, dev string) ([]string, error) {
+	out, stderr, err := inHost(host, "bridge", "fdb", "show", "dev", dev)
+	if err != nil {
+		return nil, fmt.Errorf("bridge fdb show dev %s on %s: %v: %s", dev, host, err, stderr)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, " dst ") {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	return lines, nil
+}
+
+// neighEntries returns the device's neighbour lines.
+func neighEntries(host, dev string) ([]string, error) {
+	out, stderr, err := inHost(host, "ip", "neigh", "show", "dev", dev)
+	if err != nil {
+		return nil, fmt.Errorf("ip neigh show dev %s on %s: %v: %s", dev, host, err, stderr)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines, nil
+}
+
+// hasFDB reports whether lines hold an entry for mac towards vtep.
+func hasFDB(lines []string, mac, vtep string) bool {
+	for _, l := range lines {
+		f := strings.Fields(l)
+		for i := 1; i+1 < len(f); i++ {
+			if f[i] == "dst" && f[i+1] == vtep && strings.EqualFold(f[0], mac) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fdbTowards lists the lines whose VTEP is vtep.
+func fdbTowards(lines []string, vtep string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.Contains(l+" ", " dst "+vtep+" ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// hasNeigh reports whether lines hold a neighbour entry for ip (with mac, if given).
+func hasNeigh(lines []string, ip, mac string) bool {
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) > 0 && f[0] == ip && (mac == "" || strings.Contains(strings.ToLower(l), strings.ToLower(mac))) {
+			return true
+		}
+	}
+	return false
+}
+
+// pluginLog is the plugin's lines in host's dockerd log (the last n), for failure reports.
+func pluginLog(run, host string, n int) string {
+	out, _, _ := runCmd(cmdTimeout, "sh", "-c", fmt.Sprintf("grep -a 'plugin=' /run/gvtest/%s/%s/dockerd.log | tail -n %d", run, host, n))
+	return out
+}
