@@ -192,6 +192,12 @@ func (d *Driver) localPool(subnet netip.Prefix) *pool {
 // running Paxos when needed, and applies it. Called without d.mu.
 func (d *Driver) ensureAgreed(p *pool) error {
 	c := d.cl
+	d.mu.Lock()
+	agreed := p.agreed
+	d.mu.Unlock()
+	if agreed {
+		return nil
+	}
 	inst := initInstance(p.prefix)
 	if _, ok := c.decided(inst); !ok {
 		if c.r.HasPeers() && !c.r.Joined() {
@@ -235,6 +241,7 @@ func (d *Driver) applyInit(subnet netip.Prefix) {
 		}
 	}
 	d.refreshLocked(subnet)
+	d.publishLocked(subnet)
 }
 
 // refreshLocked recomputes the ownership of the local pool of subnet from
@@ -250,6 +257,7 @@ func (d *Driver) refreshLocked(subnet netip.Prefix) {
 	if !ok {
 		return
 	}
+	p.agreed = true
 	owned, reclaimed := ownedBy(bs, c.self)
 	// Ranges this host held and no longer holds, where a block record written
 	// by another host gives them to someone else: the cluster reclaimed them

@@ -44,6 +44,12 @@ type clusterState struct {
 	stopped bool
 	stop    chan struct{}
 	absent  map[string]time.Time // known hosts not alive, since when (this process's view)
+	instMu  map[string]*sync.Mutex
+	// members is the membership as node events reported it (name → alive).
+	// gossip's Members() reads memberlist nodes outside memberlist's lock
+	// (a data race), so it is called once at start only; events carry
+	// copies made under that lock.
+	members map[string]bool
 }
 
 func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
@@ -58,6 +64,8 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		sig:           make(chan struct{}),
 		stop:          make(chan struct{}),
 		absent:        make(map[string]time.Time),
+		instMu:        make(map[string]*sync.Mutex),
+		members:       make(map[string]bool),
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -136,9 +144,11 @@ func (c *clusterState) waitUntil(deadline time.Time, max time.Duration, cond fun
 // memberlist's memory of departed members).
 func (c *clusterState) knownSet() map[string]bool {
 	out := map[string]bool{c.self: true}
-	for _, m := range c.r.Members() {
-		out[m.Name] = true
+	c.mu.Lock()
+	for n := range c.members {
+		out[n] = true
 	}
+	c.mu.Unlock()
 	for _, r := range c.r.List(kindHost) {
 		if r.Key == r.Owner {
 			out[r.Key] = true
@@ -160,11 +170,13 @@ func (c *clusterState) knownHosts() []string {
 // alive returns the members memberlist considers alive (this node included).
 func (c *clusterState) alive() map[string]bool {
 	out := map[string]bool{c.self: true}
-	for _, m := range c.r.Members() {
-		if m.State == gossip.StateAlive {
-			out[m.Name] = true
+	c.mu.Lock()
+	for n, alive := range c.members {
+		if alive {
+			out[n] = true
 		}
 	}
+	c.mu.Unlock()
 	return out
 }
 
@@ -233,10 +245,21 @@ func (d *Driver) joinCluster() error {
 	c.r.Subscribe(kindAcc, d.onAcc)
 	c.r.Subscribe(kindBlock, d.onBlock)
 	c.r.Subscribe(kindWant, d.onWant)
-	c.r.OnNodeEvent(func(gossip.Member, gossip.EventType) {
+	c.r.OnNodeEvent(func(m gossip.Member, ev gossip.EventType) {
+		c.mu.Lock()
+		c.members[m.Name] = ev == gossip.EventJoin || ev == gossip.EventUpdate
+		c.mu.Unlock()
 		c.noteMembers()
 		c.kick()
 	})
+	// Members present before the subscription (events only report changes).
+	c.mu.Lock()
+	for _, m := range c.r.Members() {
+		if _, seen := c.members[m.Name]; !seen && !m.Self {
+			c.members[m.Name] = m.State == gossip.StateAlive
+		}
+	}
+	c.mu.Unlock()
 	c.noteMembers()
 	for _, s := range subnets {
 		d.applyInit(s)

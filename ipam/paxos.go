@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -178,19 +179,25 @@ func (c *clusterState) quorum() (need, known int) {
 // chosen value, which may be another proposer's.
 func (c *clusterState) propose(inst string, deadline time.Time, mine func() (json.RawMessage, error)) (json.RawMessage, error) {
 	log := c.log.WithField("instance", inst)
+	// One proposer per instance on this node: concurrent requests wait
+	// for the first one's outcome instead of duelling with it.
+	unlock := c.lockInstance(inst)
+	defer unlock()
 	var lastPromises, lastNeed, lastKnown int
 	for attempt := 0; ; attempt++ {
 		if v, ok := c.decided(inst); ok {
 			return v, nil
 		}
-		if attempt > 0 {
-			// Back off a random while so that duelling proposers let one win.
-			wait := time.Duration(rand.Int64N(int64(20*time.Millisecond)*int64(min(attempt, 10)))) + time.Millisecond
-			if !c.waitUntil(deadline, wait, func() bool { _, ok := c.decided(inst); return ok }) && time.Now().After(deadline) {
-				break
-			}
+		if attempt > 0 || c.othersProposing(inst) {
+			// Back off a random while so that duelling proposers let one
+			// win (a decision ends the wait at once).
+			wait := time.Duration(rand.Int64N(int64(50*time.Millisecond)*int64(min(attempt+1, 8)))) + 10*time.Millisecond
+			c.waitUntil(deadline, wait, func() bool { _, ok := c.decided(inst); return ok })
 			if v, ok := c.decided(inst); ok {
 				return v, nil
+			}
+			if time.Now().After(deadline) {
+				break
 			}
 		}
 		b := ballot{N: c.maxBallot(inst).N + 1, P: c.self}
@@ -207,6 +214,7 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 			need, known := c.quorum()
 			promised = make(map[string]accState)
 			known2 := c.knownSet()
+			higher := 0
 			for n, a := range accs {
 				switch {
 				case a.Decided:
@@ -214,14 +222,17 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 					return true
 				case a.Promised == b && known2[n]:
 					promised[n] = a
-				case b.less(a.Promised):
-					outcome = 2
+				case b.less(a.Promised) && known2[n]:
+					higher++
 				}
 			}
 			lastPromises, lastNeed, lastKnown = len(promised), need, known
 			if len(promised) >= need {
 				outcome = 1
 				return true
+			}
+			if higher > known-need {
+				outcome = 2 // a majority is no longer possible for b
 			}
 			return outcome == 2
 		})
@@ -259,7 +270,7 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 		c.waitUntil(deadline, 0, func() bool {
 			need, known := c.quorum()
 			known2 := c.knownSet()
-			n := 0
+			n, higher := 0, 0
 			for name, a := range c.accRecords(inst) {
 				switch {
 				case a.Decided:
@@ -267,14 +278,17 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 					return true
 				case a.Accepted == b && known2[name]:
 					n++
-				case b.less(a.Promised):
-					outcome = 2
+				case b.less(a.Promised) && known2[name]:
+					higher++
 				}
 			}
 			lastPromises, lastNeed, lastKnown = n, need, known
 			if n >= need {
 				outcome = 1
 				return true
+			}
+			if higher > known-need {
+				outcome = 2
 			}
 			return outcome == 2
 		})
@@ -327,4 +341,28 @@ func (c *clusterState) maxBallot(inst string) ballot {
 		}
 	}
 	return m
+}
+
+// lockInstance serialises this node's proposers of inst.
+func (c *clusterState) lockInstance(inst string) func() {
+	c.mu.Lock()
+	m := c.instMu[inst]
+	if m == nil {
+		m = &sync.Mutex{}
+		c.instMu[inst] = m
+	}
+	c.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// othersProposing reports whether another node has a proposal for inst.
+func (c *clusterState) othersProposing(inst string) bool {
+	prefix := inst + "/"
+	for _, r := range c.r.List(kindProp) {
+		if strings.HasPrefix(r.Key, prefix) && r.Owner != c.self {
+			return true
+		}
+	}
+	return false
 }

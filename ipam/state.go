@@ -28,6 +28,7 @@ type pool struct {
 	reclaimed ownership // owned blocks taken over from a dead host: used last
 	lost      []string  // "first-last" ranges reclaimed from this host while it was away
 	asking    bool      // a background request for space is in flight
+	agreed    bool      // the division of the subnet is decided and applied
 }
 
 func newPool(id, space string, prefix, sub netip.Prefix, owned ownership) *pool {

@@ -1,0 +1,192 @@
+package ipam
+
+import (
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/ipam"
+	"go.etcd.io/bbolt"
+
+	"grapevine/gossip"
+	"grapevine/gossip/gossiptest"
+)
+
+// cnode is one host of a test cluster: a real gossip.Cluster on an in-memory
+// network and a Driver on its own bbolt file (shared by both, like the plugin).
+type cnode struct {
+	t    *testing.T
+	net  *gossiptest.Net
+	name string
+	path string
+	mod  func(*gossip.Config)
+	cfg  Config
+	db   *bbolt.DB
+	gc   *gossip.Cluster
+	d    *Driver
+}
+
+func fastCfg() Config {
+	return Config{AgreeTimeout: 3 * time.Second, DonateTimeout: 3 * time.Second}
+}
+
+func startNode(t *testing.T, n *gossiptest.Net, name string, mod func(*gossip.Config), cfg Config) *cnode {
+	t.Helper()
+	c := &cnode{t: t, net: n, name: name, path: filepath.Join(t.TempDir(), name+".db"), mod: mod, cfg: cfg}
+	c.start()
+	return c
+}
+
+func (c *cnode) start() {
+	c.t.Helper()
+	db, err := bbolt.Open(c.path, 0o600, nil)
+	if err != nil {
+		c.t.Fatalf("open bbolt: %v", err)
+	}
+	db.NoSync = true
+	c.db = db
+	c.gc = c.net.Node(c.t, c.name, func(g *gossip.Config) {
+		g.DB = db
+		if c.mod != nil {
+			c.mod(g)
+		}
+	})
+	cfg := c.cfg
+	cfg.DB, cfg.Cluster, cfg.Log = db, c.gc, gossiptest.Log(c.name)
+	d, err := New(cfg)
+	if err != nil {
+		c.t.Fatalf("New(%s): %v", c.name, err)
+	}
+	c.d = d
+	c.t.Cleanup(c.stop)
+}
+
+// stop shuts the host down (idempotent).
+func (c *cnode) stop() {
+	if c.d == nil {
+		return
+	}
+	c.d.Close()
+	_ = c.gc.Shutdown()
+	_ = c.db.Close()
+	c.d = nil
+}
+
+func (c *cnode) pool(subnet, sub string) string {
+	c.t.Helper()
+	res, err := c.d.RequestPool(&ipam.RequestPoolRequest{Pool: subnet, SubPool: sub})
+	if err != nil {
+		c.t.Fatalf("%s: RequestPool(%s %s): %v", c.name, subnet, sub, err)
+	}
+	if _, err := c.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: res.PoolID,
+		Options: map[string]string{requestAddressTypeKey: gatewayAddressType}}); err != nil {
+		c.t.Fatalf("%s: gateway of %s: %v", c.name, subnet, err)
+	}
+	return res.PoolID
+}
+
+func (c *cnode) addr(id, want string) (netip.Addr, error) {
+	res, err := c.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: want})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	p, err := netip.ParsePrefix(res.Address)
+	if err != nil {
+		c.t.Fatalf("answer %q: %v", res.Address, err)
+	}
+	return p.Addr(), nil
+}
+
+func (c *cnode) mustAddr(id string) netip.Addr {
+	c.t.Helper()
+	a, err := c.addr(id, "")
+	if err != nil {
+		c.t.Fatalf("%s: RequestAddress(%s): %v", c.name, id, err)
+	}
+	return a
+}
+
+func (c *cnode) status(id string) PoolStatus {
+	c.t.Helper()
+	for _, s := range c.d.Status() {
+		if s.PoolID == id {
+			return s
+		}
+	}
+	c.t.Fatalf("%s: pool %s not in Status", c.name, id)
+	return PoolStatus{}
+}
+
+// allocations lists every address the host holds in pool id (from its store).
+func (c *cnode) allocations(id string) []netip.Addr {
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	p := c.d.pools[id]
+	if p == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, o := range p.allocatedOrds() {
+		out = append(out, ordToAddr(p.prefix.Addr(), o))
+	}
+	return out
+}
+
+// aliveCount is the number of hosts the Driver sees alive (itself included).
+// It uses the Driver's event-fed view: gossip's Members() races with
+// memberlist's updates.
+func aliveCount(d *Driver) int { return len(d.cl.alive()) }
+
+// startCluster starts hosts named names, each configured with PEERS of the
+// ones before it, and waits until all see each other.
+func startCluster(t *testing.T, cfg Config, names ...string) (*gossiptest.Net, []*cnode) {
+	t.Helper()
+	n := gossiptest.NewNet()
+	var out []*cnode
+	for _, name := range names {
+		out = append(out, startNode(t, n, name, nil, cfg))
+	}
+	waitAlive(t, out, len(out))
+	return n, out
+}
+
+func waitAlive(t *testing.T, nodes []*cnode, want int) {
+	t.Helper()
+	gossiptest.Eventually(t, 20*time.Second, "every host to see the others alive", func() bool {
+		for _, c := range nodes {
+			if aliveCount(c.d) != want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// noDuplicates fails when two hosts hold one address of pool subnet.
+func noDuplicates(t *testing.T, ids map[*cnode]string) int {
+	t.Helper()
+	seen := map[netip.Addr]string{}
+	total := 0
+	for c, id := range ids {
+		for _, a := range c.allocations(id) {
+			if other, dup := seen[a]; dup {
+				t.Fatalf("address %s held by both %s and %s", a, other, c.name)
+			}
+			seen[a] = c.name
+			total++
+		}
+	}
+	return total
+}
+
+// blockOwners renders a host's view of the blocks, for convergence checks.
+func blockOwners(s PoolStatus) []string {
+	var out []string
+	for _, b := range s.Blocks {
+		out = append(out, b.First+"-"+b.Last+"="+b.Owner)
+	}
+	sort.Strings(out)
+	return out
+}

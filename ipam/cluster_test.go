@@ -1,0 +1,383 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/ipam"
+
+	"grapevine/gossip"
+	"grapevine/gossip/gossiptest"
+)
+
+func TestClusterNoPeersOwnsWholePool(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a")
+	a := nodes[0]
+	id := a.pool("198.19.10.0/24", "")
+	if got := a.mustAddr(id); got != netip.MustParseAddr("198.19.10.2") {
+		t.Fatalf("first address = %s, want 198.19.10.2", got)
+	}
+	s := a.status(id)
+	if !slices.Equal(s.Owned, []string{"198.19.10.0-198.19.10.255"}) {
+		t.Fatalf("owned = %v, want the whole pool", s.Owned)
+	}
+	if got := blockOwners(s); !slices.Equal(got, []string{"198.19.10.0-198.19.10.255=a"}) {
+		t.Fatalf("blocks = %v", got)
+	}
+}
+
+func TestClusterPeersNotJoinedRefuses(t *testing.T) {
+	n := gossiptest.NewNet()
+	a := startNode(t, n, "a", func(c *gossip.Config) { c.Peers = []string{"100.64.200.1:7947"} }, fastCfg())
+	id := a.pool("198.19.10.0/24", "")
+	_, err := a.addr(id, "")
+	wantErr(t, err, ErrNotOwned, "this host has not yet reached any of its PEERS")
+	wantErr(t, err, nil, "it cannot claim addresses in 198.19.10.0/24 until it has")
+	if s := a.status(id); len(s.Owned) != 0 || len(s.Blocks) != 0 {
+		t.Fatalf("a host that never joined owns %v / blocks %v", s.Owned, s.Blocks)
+	}
+}
+
+func TestClusterThreeHostsAgreeAndAllocateConcurrently(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	ids := map[*cnode]string{}
+	for _, c := range nodes {
+		ids[c] = c.pool("198.19.20.0/24", "")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*20)
+	for _, c := range nodes {
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.addr(ids[c], ""); err != nil {
+					errs <- fmt.Errorf("%s: %w", c.name, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if total := noDuplicates(t, ids); total != 60 {
+		t.Fatalf("%d addresses held, want 60", total)
+	}
+	// Every host sees the same division, each host owning a share.
+	want := blockOwners(nodes[0].status(ids[nodes[0]]))
+	gossiptest.Eventually(t, 10*time.Second, "the same blocks everywhere", func() bool {
+		for _, c := range nodes {
+			if !slices.Equal(blockOwners(c.status(ids[c])), want) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, c := range nodes {
+		if !strings.Contains(strings.Join(want, " "), "="+c.name) {
+			t.Fatalf("host %s owns no block: %v", c.name, want)
+		}
+	}
+}
+
+func TestClusterSixteenHostsShareSlash24(t *testing.T) {
+	if testing.Short() {
+		t.Skip("16 gossip nodes")
+	}
+	var names []string
+	for i := range 16 {
+		names = append(names, fmt.Sprintf("h%02d", i))
+	}
+	_, nodes := startCluster(t, fastCfg(), names...)
+	ids := map[*cnode]string{}
+	for _, c := range nodes {
+		ids[c] = c.pool("198.19.30.0/24", "")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(nodes)*3)
+	for _, c := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 3 {
+				if _, err := c.addr(ids[c], ""); err != nil {
+					errs <- fmt.Errorf("%s: %w", c.name, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if total := noDuplicates(t, ids); total != 48 {
+		t.Fatalf("%d addresses held, want 48", total)
+	}
+	for _, c := range nodes {
+		s := c.status(ids[c])
+		if len(s.Owned) == 0 {
+			t.Fatalf("%s owns nothing", c.name)
+		}
+	}
+}
+
+func TestClusterDonationWhenBlocksRunOut(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b")
+	a, b := nodes[0], nodes[1]
+	ids := map[*cnode]string{a: a.pool("198.19.40.0/26", ""), b: b.pool("198.19.40.0/26", "")}
+	b.mustAddr(ids[b])
+	// a owns half of the /26 (32 addresses, minus network and gateway):
+	// 40 addresses need donations from b.
+	for i := range 40 {
+		if _, err := a.addr(ids[a], ""); err != nil {
+			t.Fatalf("address %d on a: %v", i, err)
+		}
+	}
+	noDuplicates(t, ids)
+	s := a.status(ids[a])
+	if s.Capacity <= 32 {
+		t.Fatalf("a's capacity %d: no donation arrived", s.Capacity)
+	}
+	// b still allocates from what it kept.
+	if _, err := b.addr(ids[b], ""); err != nil {
+		t.Fatalf("b after donating: %v", err)
+	}
+	noDuplicates(t, ids)
+	// Exhaust everything: the error names the owners and their reachability.
+	var err error
+	for range 64 {
+		if _, err = a.addr(ids[a], ""); err != nil {
+			break
+		}
+	}
+	wantErr(t, err, ErrExhausted, "owners of the other blocks: b (reachable")
+	noDuplicates(t, ids)
+}
+
+func TestClusterOneHostMayOwnEverything(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b")
+	a := nodes[0]
+	id := a.pool("198.19.41.0/27", "")
+	// b never creates the network: it gives all its blocks away on request.
+	for i := range 29 { // 32 - network - broadcast - gateway
+		if _, err := a.addr(id, ""); err != nil {
+			t.Fatalf("address %d: %v", i, err)
+		}
+	}
+	if s := a.status(id); !slices.Equal(s.Owned, []string{"198.19.41.0-198.19.41.31"}) {
+		t.Fatalf("a owns %v, want the whole pool", s.Owned)
+	}
+}
+
+func TestClusterPartitionNoDuplicates(t *testing.T) {
+	n, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	ids := map[*cnode]string{}
+	for _, c := range nodes {
+		ids[c] = c.pool("198.19.50.0/24", "")
+		c.mustAddr(ids[c])
+	}
+	// c (configured with PEERS) is cut off alone: it rejoins after the heal.
+	n.Partition([]string{"c"}, []string{"a", "b"})
+	waitAlive(t, nodes[2:], 1)
+	waitAlive(t, nodes[:2], 2)
+	for _, c := range nodes {
+		for range 30 {
+			if _, err := c.addr(ids[c], ""); err != nil {
+				t.Fatalf("%s during the partition: %v", c.name, err)
+			}
+		}
+	}
+	n.Heal()
+	waitAlive(t, nodes, 3)
+	if total := noDuplicates(t, ids); total != 93 {
+		t.Fatalf("%d addresses held, want 93", total)
+	}
+	want := blockOwners(nodes[0].status(ids[nodes[0]]))
+	gossiptest.Eventually(t, 10*time.Second, "the same blocks everywhere after the heal", func() bool {
+		for _, c := range nodes {
+			if !slices.Equal(blockOwners(c.status(ids[c])), want) {
+				return false
+			}
+		}
+		return true
+	})
+	// Ownership and allocations agree: every held address lies in a block
+	// its host owns.
+	for _, c := range nodes {
+		s := c.status(ids[c])
+		for _, a := range c.allocations(ids[c]) {
+			if !ownsAddr(s.Blocks, c.name, a) {
+				t.Fatalf("%s holds %s outside its blocks %v", c.name, a, want)
+			}
+		}
+	}
+}
+
+func ownsAddr(bs []BlockStatus, name string, a netip.Addr) bool {
+	for _, b := range bs {
+		if b.Owner == name && !a.Less(netip.MustParseAddr(b.First)) && !netip.MustParseAddr(b.Last).Less(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestClusterMinorityCannotDecide(t *testing.T) {
+	cfg := fastCfg()
+	cfg.AgreeTimeout = 500 * time.Millisecond
+	n, nodes := startCluster(t, cfg, "a", "b", "c")
+	n.Partition([]string{"c"}, []string{"a", "b"})
+	waitAlive(t, nodes[2:], 1)
+	id := nodes[2].pool("198.19.60.0/24", "")
+	_, err := nodes[2].addr(id, "")
+	wantErr(t, err, ErrNotOwned, "1 of 3 known hosts answered")
+	wantErr(t, err, nil, "2 needed")
+	// The majority side decides and allocates.
+	bid := nodes[0].pool("198.19.60.0/24", "")
+	nodes[0].mustAddr(bid)
+}
+
+func TestClusterStaticIPInAnotherHostsBlock(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b")
+	a, b := nodes[0], nodes[1]
+	ida, idb := a.pool("198.19.70.0/24", ""), b.pool("198.19.70.0/24", "")
+	a.mustAddr(ida)
+	b.mustAddr(idb)
+	s := a.status(ida)
+	var bBlock BlockStatus
+	for _, blk := range s.Blocks {
+		if blk.Owner == "b" {
+			bBlock = blk
+		}
+	}
+	if bBlock.Owner == "" {
+		t.Fatalf("b owns no block: %v", s.Blocks)
+	}
+	first := netip.MustParseAddr(bBlock.First).Next().Next()
+	_, err := a.addr(ida, first.String())
+	wantErr(t, err, ErrNotOwned, fmt.Sprintf("--ip %s lies in block %s-%s of 198.19.70.0/24, owned by host b", first, bBlock.First, bBlock.Last))
+	if got, err := b.addr(idb, first.String()); err != nil || got != first {
+		t.Fatalf("b's own static --ip: %v %v", got, err)
+	}
+}
+
+func TestClusterDefinitionMismatch(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b")
+	a, b := nodes[0], nodes[1]
+	a.pool("198.19.80.0/24", "198.19.80.128/25")
+	gossiptest.Eventually(t, 5*time.Second, "a's definition on b", func() bool {
+		_, ok := b.gc.Get(kindPool, "198.19.80.0/24/a")
+		return ok
+	})
+	_, err := b.d.RequestPool(&ipam.RequestPoolRequest{Pool: "198.19.80.0/24"})
+	wantErr(t, err, ErrConflict, "no --ip-range differs from host a's definition of 198.19.80.0/24 (--ip-range 198.19.80.128/25)")
+
+	res, err := b.d.RequestPool(&ipam.RequestPoolRequest{Pool: "198.19.80.0/24", SubPool: "198.19.80.128/25"})
+	if err != nil {
+		t.Fatalf("same definition refused: %v", err)
+	}
+	_, err = b.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: res.PoolID, Address: "198.19.80.254",
+		Options: map[string]string{requestAddressTypeKey: gatewayAddressType}})
+	wantErr(t, err, ErrConflict, "gateway 198.19.80.254 differs from host a's gateway 198.19.80.1 for 198.19.80.0/24")
+}
+
+func TestClusterRestartKeepsBlocks(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b")
+	a := nodes[1]
+	id := a.pool("198.19.90.0/24", "")
+	first := a.mustAddr(id)
+	before := a.status(id)
+	a.stop()
+	a.start()
+	waitAlive(t, nodes, 2)
+	after := a.status(id)
+	if !slices.Equal(before.Owned, after.Owned) || len(after.Owned) == 0 {
+		t.Fatalf("owned before restart %v, after %v", before.Owned, after.Owned)
+	}
+	next := a.mustAddr(id)
+	if next == first || !ownsAddr(after.Blocks, a.name, next) {
+		t.Fatalf("after restart got %s (first was %s), blocks %v", next, first, after.Blocks)
+	}
+}
+
+func TestClusterReclaimAfterAbsence(t *testing.T) {
+	cfg := fastCfg()
+	cfg.ReclaimAfter = 300 * time.Millisecond
+	n, nodes := startCluster(t, cfg, "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ids := map[*cnode]string{a: a.pool("198.19.100.0/26", ""), b: b.pool("198.19.100.0/26", ""), c: c.pool("198.19.100.0/26", "")}
+	held := c.mustAddr(ids[c])
+	cOwned := c.status(ids[c]).Owned
+	n.Kill("c")
+	c.stop()
+	waitAlive(t, nodes[:2], 2)
+	gossiptest.Eventually(t, 10*time.Second, "c absent for ReclaimAfter on a and b", func() bool {
+		return a.d.cl.absentFor("c") >= cfg.ReclaimAfter && b.d.cl.absentFor("c") >= cfg.ReclaimAfter
+	})
+	// a and b use up their own space; then c's blocks are reclaimed.
+	var got []netip.Addr
+	for range 61 - 3 { // 64 - network, broadcast, gateway, minus c's one address
+		x, err := a.addr(ids[a], "")
+		if err != nil {
+			break
+		}
+		got = append(got, x)
+	}
+	s := a.status(ids[a])
+	reclaimed := false
+	for _, blk := range s.Blocks {
+		if blk.Reclaimed && blk.Owner == "a" {
+			reclaimed = true
+		}
+	}
+	if !reclaimed {
+		t.Fatalf("no block reclaimed from c: %v", s.Blocks)
+	}
+	// Reclaimed space is handed out only after every other address a owns.
+	inReclaimed := func(x netip.Addr) bool {
+		for _, blk := range s.Blocks {
+			if blk.Reclaimed && !x.Less(netip.MustParseAddr(blk.First)) && !netip.MustParseAddr(blk.Last).Less(x) {
+				return true
+			}
+		}
+		return false
+	}
+	firstReclaimed := slices.IndexFunc(got, inReclaimed)
+	if firstReclaimed < 0 {
+		t.Fatalf("nothing allocated from reclaimed space: %v", got)
+	}
+	for _, x := range got[firstReclaimed:] {
+		if !inReclaimed(x) {
+			t.Fatalf("never-used address %s handed out after reclaimed space (%v)", x, got)
+		}
+	}
+	_ = held
+	// c comes back: it notices and reports the loss, and allocates from
+	// nothing it lost.
+	c.start()
+	waitAlive(t, nodes, 3)
+	gossiptest.Eventually(t, 10*time.Second, "c to report its reclaimed blocks", func() bool {
+		return len(c.status(ids[c]).Lost) > 0
+	})
+	st := c.status(ids[c])
+	for _, l := range st.Lost {
+		if !slices.Contains(cOwned, l) && len(cOwned) == 1 {
+			t.Logf("lost %v of %v", st.Lost, cOwned)
+		}
+	}
+	if len(st.Owned) != 0 {
+		for _, o := range st.Owned {
+			if slices.Contains(st.Lost, o) {
+				t.Fatalf("c still owns lost range %s", o)
+			}
+		}
+	}
+}
