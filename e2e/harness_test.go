@@ -29,6 +29,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +47,11 @@ type suite struct {
 	// the single-host suite).
 	outsider  string
 	pluginDir string // the plugin directory (config.json, rootfs/)
+
+	// extraRuns are harness runs that single tests brought up (upRun); a signal
+	// tears them down too.
+	extraMu   sync.Mutex
+	extraRuns map[string]bool
 }
 
 var s suite
@@ -164,6 +170,12 @@ func withRun(body func() int, run string, n int, env []string) (code int) {
 		select {
 		case sig := <-sigs:
 			fmt.Fprintf(os.Stderr, "e2e: %v: tearing down %s\n", sig, run)
+			s.extraMu.Lock()
+			for r := range s.extraRuns {
+				fmt.Fprintf(os.Stderr, "e2e: tearing down %s\n", r)
+				_ = exec.Command(s.harness, "down", r).Run()
+			}
+			s.extraMu.Unlock()
 			down()
 			os.Exit(2)
 		case <-stop:

@@ -28,7 +28,7 @@
 #   harness.sh kill RUN hN          SIGKILL hN's dockerd, containerd, shims, plugin and containers
 #   harness.sh revive RUN hN        start a killed host's containerd and dockerd again
 #   harness.sh link RUN hN up|down  cut or restore hN's underlay link
-#   harness.sh swarm RUN            swarm init on h1 (on the underlay), join all other hosts
+#   harness.sh swarm RUN [hN…]      swarm init on h1 (on the underlay), join the listed (default all) hosts
 #   harness.sh leftovers RUN [PLUGIN-ID…]   after down: list anything left; exit 1 if any
 #
 # RUN is a short unique prefix (letters/digits, ≤ 8 chars) so that two runs can share
@@ -711,18 +711,22 @@ cmd_status() { # RUN hN [ARGS…] — `grapevine status` in hN's namespace again
 
 SWARM_POOL=${SWARM_POOL:-100.127.0.0/16}
 
-cmd_swarm() { # RUN — init on h1, join the others
-	local run=$1 h token
+cmd_swarm() { # RUN [hN…] — init on h1, join the other listed hosts (default: all)
+	local run=$1 h token members
+	shift
+	if [ $# -gt 0 ]; then members=("$@"); else mapfile -t members < <(hosts_of "$run"); fi
 	hdocker "$run" h1 swarm init --advertise-addr "$(host_addr h1)" --listen-addr "$(host_addr h1):2377" \
 		--default-addr-pool "$SWARM_POOL" --default-addr-pool-mask-length 24 >/dev/null
 	token=$(hdocker "$run" h1 swarm join-token -q worker)
-	for h in $(hosts_of "$run"); do
+	for h in "${members[@]}"; do
 		[ "$h" != h1 ] || continue
 		hdocker "$run" "$h" swarm join --advertise-addr "$(host_addr "$h")" --listen-addr "$(host_addr "$h"):2377" \
 			--token "$token" "$(host_addr h1):2377" >/dev/null
 	done
-	wait_for "all nodes ready in the swarm" 60 sh -c \
-		"[ \$($DOCKER -H unix://$(host_sock "$run" h1) node ls --format '{{.Status}}' | grep -c Ready) = $(hosts_of "$run" | wc -l) ]"
+	local want=${#members[@]}
+	[[ " ${members[*]} " == *" h1 "* ]] || want=$((want + 1))
+	wait_for "$want nodes ready in the swarm" 60 sh -c \
+		"[ \$($DOCKER -H unix://$(host_sock "$run" h1) node ls --format '{{.Status}}' | grep -c Ready) = $want ]"
 }
 
 main() {
@@ -770,7 +774,7 @@ main() {
 	link) cmd_link "$run" "${1:?host}" "${2:?up or down}" ;;
 	plugin-set) cmd_plugin_set "$run" "${1:?host}" "${@:2}" ;;
 	status) cmd_status "$run" "${1:?host}" "${@:2}" ;;
-	swarm) cmd_swarm "$run" ;;
+	swarm) cmd_swarm "$run" "$@" ;;
 	leftovers) cmd_leftovers "$run" "$@" ;;
 	*) die "unknown command '$cmd'" ;;
 	esac
