@@ -6,8 +6,9 @@
 #   make deps      apt-get install what the tests need, if missing
 #   make vet       gofmt + go vet
 #   make unit      unit tests (with -race; includes tests in their own network namespaces)
-#   make e2e       end-to-end tests against real dockerd hosts (scripts/harness.sh)
-#   make test      deps vet unit plugin e2e — what CI runs (.ci/run)
+#   make e2e       end-to-end tests against real dockerd hosts (scripts/harness.sh):
+#                  e2e-1 (single host) then e2e-3 (3-host cluster + outsider, Swarm)
+#   make test      deps vet unit e2e — what CI runs (.ci/run)
 #   make clean
 
 GO ?= go
@@ -16,7 +17,7 @@ SHELL := /usr/bin/env bash
 
 DEB_PKGS := docker.io iptables busybox-static docker-compose iproute2 curl file
 
-.PHONY: build plugin install deps vet unit e2e test clean
+.PHONY: build plugin install deps vet unit e2e e2e-1 e2e-3 test clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o build/grapevine .
@@ -47,10 +48,17 @@ vet:
 unit:
 	$(GO) test -race -count=1 ./...
 
-e2e:
-	$(GO) test -tags e2e -race -count=1 -v -timeout 30m ./e2e/
+E2E := GV_E2E_NO_BUILD=1 PLUGIN_DIR=$(CURDIR)/build/plugin $(GO) test -tags e2e -race -count=1 -v
 
-test: deps vet unit plugin e2e
+e2e: e2e-1 e2e-3
+
+e2e-1: plugin
+	GV_E2E_HOSTS=1 $(E2E) -timeout 12m ./e2e/
+
+e2e-3: plugin
+	GV_E2E_HOSTS=3 $(E2E) -timeout 15m ./e2e/
+
+test: deps vet unit e2e
 
 clean:
 	rm -rf build
