@@ -29,6 +29,9 @@ var (
 	ErrIncompatibleLink = errors.New("link exists with an incompatible type")
 	// ErrNoUnderlay: no address/interface could be chosen for gossip and VTEP.
 	ErrNoUnderlay = errors.New("no usable underlay address")
+	// ErrVLANUnsupported: the kernel cannot make 802.1q VLAN links
+	// (CONFIG_VLAN_8021Q is not set and no 8021q module can be loaded).
+	ErrVLANUnsupported = errors.New("this kernel has no 802.1q VLAN support (CONFIG_VLAN_8021Q is not set and the 8021q module is not available)")
 )
 
 // BridgeSpec describes a per-network bridge.
@@ -60,6 +63,43 @@ type VethSpec struct {
 	MAC           net.HardwareAddr // container end's address
 	Master        string
 	Hairpin       bool // hairpin mode on the bridge port (published-port hairpin)
+}
+
+// MacvlanSpec describes a macvlan link in bridge mode: a container's interface
+// (left in the host namespace for Docker to move) or a host's shim.
+type MacvlanSpec struct {
+	Name   string
+	Parent string // the lower link, in this namespace
+	MTU    int    // 0 = the kernel's default (the parent's)
+	MAC    net.HardwareAddr
+	// Address, when valid, is made the link's only IPv4 address (a host shim);
+	// invalid leaves the addresses alone (a container's interface gets its
+	// address from Docker).
+	Address netip.Prefix
+}
+
+// VLANSpec describes an 802.1q link Name on Parent with VLAN id ID (1..4094).
+type VLANSpec struct {
+	Name   string
+	Parent string
+	ID     int
+}
+
+// LinkInfo describes an existing link for validation (e.g. of a macvlan parent).
+type LinkInfo struct {
+	Name string
+	// Kind is the link type as netlink reports it: "device" for a physical
+	// NIC, else "veth", "bridge", "macvlan", "vlan", "bond", "vxlan", "ifb"…
+	Kind     string
+	MTU      int
+	Up       bool
+	Loopback bool
+	Master   string // the link this one is enslaved to (bridge, bond); "" none
+	Parent   string // the lower link of a vlan or macvlan in this namespace; "" none
+	VLANID   int    // for Kind "vlan"
+	// Addrs are the link's global IPv4 addresses with their prefix length
+	// (host bits kept).
+	Addrs []netip.Prefix
 }
 
 // Route is a host routing-table entry as seen by conflict checks.
@@ -166,6 +206,27 @@ type Dataplane interface {
 	DeleteLink(name string) error
 	// ListLinks names the links in this namespace whose name starts with prefix.
 	ListLinks(prefix string) ([]string, error)
+
+	// EnsureMacvlan creates or repairs a bridge-mode macvlan link on its
+	// parent (recreating it if its parent or mode differ): MTU, MAC, address
+	// (when given), up. A missing parent yields an error wrapping
+	// ErrLinkNotFound; a link of that name of another type ErrIncompatibleLink.
+	EnsureMacvlan(MacvlanSpec) error
+	// EnsureVLAN creates the 802.1q link if missing and sets it up. An
+	// existing link of that name that is not VLAN ID on Parent yields
+	// ErrIncompatibleLink; a kernel without 802.1q ErrVLANUnsupported.
+	EnsureVLAN(VLANSpec) error
+	// LinkInfo describes the named link, or returns an error wrapping
+	// ErrLinkNotFound.
+	LinkInfo(name string) (LinkInfo, error)
+	// LinkInfos describes every link of this namespace.
+	LinkInfos() ([]LinkInfo, error)
+	// SetRoute writes (replace semantics) a link-scope route of the main table
+	// to dst through dev, with preferred source src when valid.
+	SetRoute(dst netip.Prefix, dev string, src netip.Addr) error
+	// DelRoute removes the main-table route to dst through dev; missing is
+	// success.
+	DelRoute(dst netip.Prefix, dev string) error
 
 	// SetFDB points MAC at a remote VTEP on the VXLAN device (replace semantics),
 	// and adds the matching static bridge entry so unknown unicast is not flooded.

@@ -15,7 +15,9 @@ const (
 	KindVXLAN    = "vxlan"
 	KindVeth     = "veth"    // host end of a veth pair
 	KindVethPeer = "veth-cn" // container end of a veth pair
-	KindOther    = "other"   // a link grapevine did not make (added by a test)
+	KindMacvlan  = "macvlan"
+	KindVLAN     = "vlan"
+	KindOther    = "other" // a link grapevine did not make (added by a test)
 )
 
 // FakeLink is one link in the Fake's pretend namespace.
@@ -26,6 +28,17 @@ type FakeLink struct {
 	VXLAN  VXLANSpec  // valid when Kind == KindVXLAN
 	Veth   VethSpec   // valid when Kind is KindVeth or KindVethPeer
 	Peer   string     // the other end of a veth pair
+	// Macvlan is valid when Kind == KindMacvlan.
+	Macvlan MacvlanSpec
+	// VLAN is valid when Kind == KindVLAN.
+	VLAN VLANSpec
+	// Info describes a link added with SetLinkInfo (Kind == KindOther).
+	Info LinkInfo
+}
+
+type fakeRouteKey struct {
+	dst netip.Prefix
+	dev string
 }
 
 type fakePortKey struct {
@@ -68,6 +81,8 @@ type Fake struct {
 	fwSyncs    int
 	busy       map[fakePortKey][]fakeBusy
 	foreignVNI map[fakeVNIKey]bool
+	ourRoutes  map[fakeRouteKey]netip.Addr // SetRoute's routes → src
+	noVLAN     bool
 }
 
 var _ Dataplane = (*Fake)(nil)
@@ -82,6 +97,7 @@ func NewFake() *Fake {
 		neigh:      map[string]map[netip.Addr]string{},
 		busy:       map[fakePortKey][]fakeBusy{},
 		foreignVNI: map[fakeVNIKey]bool{},
+		ourRoutes:  map[fakeRouteKey]netip.Addr{},
 		underlay:   &Underlay{Addr: netip.MustParseAddr("198.18.0.1"), Link: "eth0", MTU: 1500},
 	}
 }
@@ -110,6 +126,9 @@ func (f *Fake) lock() func() {
 		f.neigh = map[string]map[netip.Addr]string{}
 		f.busy = map[fakePortKey][]fakeBusy{}
 		f.foreignVNI = map[fakeVNIKey]bool{}
+	}
+	if f.ourRoutes == nil {
+		f.ourRoutes = map[fakeRouteKey]netip.Addr{}
 	}
 	return f.mu.Unlock
 }
@@ -230,7 +249,24 @@ func (f *Fake) DeleteLink(name string) error {
 			delete(f.links, l.Peer)
 		}
 	}
+	// As in the kernel: macvlan and vlan links go with their parent, routes
+	// with their link.
+	for n, c := range f.links {
+		if (c.Kind == KindMacvlan && c.Macvlan.Parent == name) || (c.Kind == KindVLAN && c.VLAN.Parent == name) {
+			delete(f.links, n)
+			f.dropRoutes(n)
+		}
+	}
+	f.dropRoutes(name)
 	return nil
+}
+
+func (f *Fake) dropRoutes(dev string) {
+	for k := range f.ourRoutes {
+		if k.dev == dev {
+			delete(f.ourRoutes, k)
+		}
+	}
 }
 
 // ListLinks implements Dataplane.
@@ -382,6 +418,15 @@ func (f *Fake) Routes() ([]Route, error) {
 			out = append(out, Route{Dst: l.Bridge.Address.Masked(), Dev: l.Name, Ours: true})
 		}
 	}
+	for k := range f.ourRoutes {
+		out = append(out, Route{Dst: k.dst, Dev: k.dev, Ours: strings.HasPrefix(k.dev, LinkPrefix)})
+	}
+	slices.SortFunc(out, func(a, b Route) int {
+		if c := a.Dst.Addr().Compare(b.Dst.Addr()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Dev, b.Dev)
+	})
 	return out, nil
 }
 
@@ -640,4 +685,182 @@ func (f *Fake) CallCount(method string) int {
 func (f *Fake) ResetCalls() {
 	defer f.lock()()
 	f.calls = nil
+}
+
+// EnsureMacvlan implements Dataplane. The parent must exist; a link of the
+// name of another kind is ErrIncompatibleLink.
+func (f *Fake) EnsureMacvlan(s MacvlanSpec) error {
+	defer f.lock()()
+	if err := f.begin("EnsureMacvlan", s.Name); err != nil {
+		return err
+	}
+	if s.Name == "" || s.Parent == "" {
+		return fmt.Errorf("macvlan name and parent must not be empty")
+	}
+	if _, ok := f.links[s.Parent]; !ok {
+		return fmt.Errorf("macvlan %s parent %s: %w", s.Name, s.Parent, ErrLinkNotFound)
+	}
+	if l, ok := f.links[s.Name]; ok && l.Kind != KindMacvlan {
+		return fmt.Errorf("macvlan %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+	}
+	s.MAC = cloneMAC(s.MAC)
+	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindMacvlan, Macvlan: s}
+	return nil
+}
+
+// EnsureVLAN implements Dataplane. After SetVLANSupport(false) it fails with
+// ErrVLANUnsupported as a kernel without 802.1q does.
+func (f *Fake) EnsureVLAN(s VLANSpec) error {
+	defer f.lock()()
+	if err := f.begin("EnsureVLAN", s.Name); err != nil {
+		return err
+	}
+	if s.Name == "" || s.Parent == "" {
+		return fmt.Errorf("vlan name and parent must not be empty")
+	}
+	if s.ID < 1 || s.ID > maxVLANID {
+		return fmt.Errorf("vlan %s: id %d outside 1..%d", s.Name, s.ID, maxVLANID)
+	}
+	if _, ok := f.links[s.Parent]; !ok {
+		return fmt.Errorf("vlan %s parent %s: %w", s.Name, s.Parent, ErrLinkNotFound)
+	}
+	if l, ok := f.links[s.Name]; ok {
+		if l.Kind != KindVLAN || l.VLAN != s {
+			return fmt.Errorf("vlan %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+		}
+		return nil
+	}
+	if f.noVLAN {
+		return fmt.Errorf("create vlan %s: %w", s.Name, ErrVLANUnsupported)
+	}
+	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindVLAN, VLAN: s}
+	return nil
+}
+
+// LinkInfo implements Dataplane.
+func (f *Fake) LinkInfo(name string) (LinkInfo, error) {
+	defer f.lock()()
+	if err := f.begin("LinkInfo", name); err != nil {
+		return LinkInfo{}, err
+	}
+	l, ok := f.links[name]
+	if !ok {
+		return LinkInfo{}, fmt.Errorf("link %q: %w", name, ErrLinkNotFound)
+	}
+	return f.info(l), nil
+}
+
+// LinkInfos implements Dataplane, sorted by name.
+func (f *Fake) LinkInfos() ([]LinkInfo, error) {
+	defer f.lock()()
+	if err := f.begin("LinkInfos", ""); err != nil {
+		return nil, err
+	}
+	out := make([]LinkInfo, 0, len(f.links))
+	for _, l := range f.links {
+		out = append(out, f.info(l))
+	}
+	slices.SortFunc(out, func(a, b LinkInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// info describes a fake link. Caller holds mu.
+func (f *Fake) info(l *FakeLink) LinkInfo {
+	li := LinkInfo{Name: l.Name, Kind: l.Kind, MTU: 1500, Up: true}
+	parentMTU := func(name string) int {
+		if p, ok := f.links[name]; ok && p != l {
+			return f.info(p).MTU
+		}
+		return 1500
+	}
+	switch l.Kind {
+	case KindOther:
+		li = l.Info
+		li.Name = l.Name
+		li.Addrs = slices.Clone(l.Info.Addrs)
+		if li.Kind == "" {
+			li.Kind = "device"
+		}
+	case KindBridge:
+		if l.Bridge.MTU > 0 {
+			li.MTU = l.Bridge.MTU
+		}
+		if l.Bridge.Address.IsValid() {
+			li.Addrs = []netip.Prefix{l.Bridge.Address}
+		}
+	case KindVXLAN:
+		li.Master = l.VXLAN.Master
+		if l.VXLAN.MTU > 0 {
+			li.MTU = l.VXLAN.MTU
+		}
+	case KindVeth, KindVethPeer:
+		li.Kind = KindVeth
+		li.Master = l.Veth.Master
+		if l.Veth.MTU > 0 {
+			li.MTU = l.Veth.MTU
+		}
+	case KindMacvlan:
+		li.Parent = l.Macvlan.Parent
+		li.MTU = parentMTU(l.Macvlan.Parent)
+		if l.Macvlan.MTU > 0 {
+			li.MTU = l.Macvlan.MTU
+		}
+		if l.Macvlan.Address.IsValid() {
+			li.Addrs = []netip.Prefix{l.Macvlan.Address}
+		}
+	case KindVLAN:
+		li.Parent = l.VLAN.Parent
+		li.VLANID = l.VLAN.ID
+		li.MTU = parentMTU(l.VLAN.Parent)
+	}
+	return li
+}
+
+// SetRoute implements Dataplane.
+func (f *Fake) SetRoute(dst netip.Prefix, dev string, src netip.Addr) error {
+	defer f.lock()()
+	if err := f.begin("SetRoute", dst.String()+" "+dev); err != nil {
+		return err
+	}
+	if !dst.IsValid() {
+		return fmt.Errorf("route: invalid destination")
+	}
+	if _, ok := f.links[dev]; !ok {
+		return fmt.Errorf("route to %s: link %q: %w", dst, dev, ErrLinkNotFound)
+	}
+	f.ourRoutes[fakeRouteKey{dst.Masked(), dev}] = src
+	return nil
+}
+
+// DelRoute implements Dataplane.
+func (f *Fake) DelRoute(dst netip.Prefix, dev string) error {
+	defer f.lock()()
+	if err := f.begin("DelRoute", dst.String()+" "+dev); err != nil {
+		return err
+	}
+	delete(f.ourRoutes, fakeRouteKey{dst.Masked(), dev})
+	return nil
+}
+
+// SetLinkInfo adds (or replaces) a link grapevine did not make, described by
+// li (Kind "" means a physical "device"), e.g. a host's NIC as a macvlan parent.
+func (f *Fake) SetLinkInfo(li LinkInfo) {
+	defer f.lock()()
+	li.Addrs = slices.Clone(li.Addrs)
+	f.links[li.Name] = &FakeLink{Name: li.Name, Kind: KindOther, Info: li}
+}
+
+// SetVLANSupport makes EnsureVLAN create links (true, the default) or fail
+// with ErrVLANUnsupported as a kernel without 802.1q does (false).
+func (f *Fake) SetVLANSupport(on bool) {
+	defer f.lock()()
+	f.noVLAN = !on
+}
+
+// RouteSrc returns the source of a route written with SetRoute and whether it
+// exists.
+func (f *Fake) RouteSrc(dst netip.Prefix, dev string) (netip.Addr, bool) {
+	defer f.lock()()
+	src, ok := f.ourRoutes[fakeRouteKey{dst.Masked(), dev}]
+	return src, ok
 }

@@ -247,3 +247,62 @@ func TestFakeListFDBNeigh(t *testing.T) {
 		t.Errorf("ListNeigh on a missing device: %v", err)
 	}
 }
+
+func TestFakeMacvlanVLANAndRoutes(t *testing.T) {
+	f := NewFake()
+	f.SetLinkInfo(LinkInfo{Name: "eth0", MTU: 9000, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.5/24")}})
+	if err := f.EnsureMacvlan(MacvlanSpec{Name: "gvc-1", Parent: "eth9"}); !errors.Is(err, ErrLinkNotFound) {
+		t.Fatalf("missing parent: %v", err)
+	}
+	if err := f.EnsureMacvlan(MacvlanSpec{Name: "gvc-1", Parent: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 4095}); err == nil {
+		t.Fatal("vlan id 4095 accepted")
+	}
+	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 31}); !errors.Is(err, ErrIncompatibleLink) {
+		t.Fatalf("other id on an existing vlan: %v", err)
+	}
+	f.SetVLANSupport(false)
+	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.40", Parent: "eth0", ID: 40}); !errors.Is(err, ErrVLANUnsupported) {
+		t.Fatalf("without 802.1q: %v", err)
+	}
+	if err := f.EnsureMacvlan(MacvlanSpec{Name: "gvh-1", Parent: "eth0.30", Address: netip.MustParsePrefix("198.18.0.200/32")}); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := f.LinkInfos()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, li := range infos {
+		got = append(got, li.Name+":"+li.Kind+":"+li.Parent)
+		if li.MTU != 9000 {
+			t.Errorf("%s mtu %d, want the parent's 9000", li.Name, li.MTU)
+		}
+	}
+	if want := []string{"eth0:device:", "eth0.30:vlan:eth0", "gvc-1:macvlan:eth0", "gvh-1:macvlan:eth0.30"}; !slices.Equal(got, want) {
+		t.Fatalf("LinkInfos %v, want %v", got, want)
+	}
+	dst := netip.MustParsePrefix("198.18.0.130/32")
+	if err := f.SetRoute(dst, "gvh-1", netip.MustParseAddr("198.18.0.200")); err != nil {
+		t.Fatal(err)
+	}
+	routes, _ := f.Routes()
+	if !slices.Contains(routes, Route{Dst: dst, Dev: "gvh-1", Ours: true}) {
+		t.Fatalf("routes %v", routes)
+	}
+	// Deleting the parent takes the vlan, its macvlan child and the route.
+	if err := f.DeleteLink("eth0.30"); err != nil {
+		t.Fatal(err)
+	}
+	if names := f.LinkNames(); !slices.Equal(names, []string{"eth0", "gvc-1"}) {
+		t.Fatalf("links after deleting the vlan: %v", names)
+	}
+	if _, ok := f.RouteSrc(dst, "gvh-1"); ok {
+		t.Fatal("route survived its link")
+	}
+}
