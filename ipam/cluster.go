@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -50,6 +51,10 @@ type clusterState struct {
 	// (a data race), so it is called once at start only; events carry
 	// copies made under that lock.
 	members map[string]bool
+	leading map[string]bool // instances this host runs for another host
+	bg      sync.WaitGroup  // leader goroutines
+	// decidedHook is called after this host chose a value as leader.
+	decidedHook func(inst string, v json.RawMessage)
 }
 
 func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
@@ -66,6 +71,7 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		absent:        make(map[string]time.Time),
 		instMu:        make(map[string]*sync.Mutex),
 		members:       make(map[string]bool),
+		leading:       make(map[string]bool),
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -107,6 +113,7 @@ func (c *clusterState) close() {
 		close(c.stop)
 	}
 	c.mu.Unlock()
+	c.bg.Wait()
 }
 
 // waitUntil polls cond whenever a record changes (and at least every 50 ms,

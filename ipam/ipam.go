@@ -172,6 +172,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Cluster != nil {
 		d.cl = newClusterState(cfg, log)
 		d.cl.vote = d.cl.voteFor
+		d.cl.decidedHook = d.applyDecision
 	}
 	if err := d.load(); err != nil {
 		return nil, err

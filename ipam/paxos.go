@@ -48,6 +48,11 @@ type accState struct {
 const (
 	phasePrepare = "prepare"
 	phaseAccept  = "accept"
+	// phaseRequest asks the leader (the lowest-named reachable host) to
+	// run the instance with Value, so that hosts needing one decision at
+	// once do not duel; the requester proposes itself only if no decision
+	// comes within half its wait.
+	phaseRequest = "request"
 )
 
 // proposal is one node's current proposal for one instance.
@@ -124,7 +129,16 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 		return
 	}
 	var p proposal
-	if err := decodeRec(*rec, &p); err != nil || p.Ballot.P != node || p.Ballot.N == 0 {
+	if err := decodeRec(*rec, &p); err != nil {
+		return
+	}
+	if p.Phase == phaseRequest {
+		if node != c.self && len(p.Value) > 0 && c.leader() == c.self {
+			c.lead(inst, p.Value)
+		}
+		return
+	}
+	if p.Ballot.P != node || p.Ballot.N == 0 {
 		return
 	}
 	if c.vote != nil && !c.vote(inst) {
@@ -184,6 +198,21 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 	unlock := c.lockInstance(inst)
 	defer unlock()
 	var lastPromises, lastNeed, lastKnown int
+	if leader := c.leader(); leader != c.self {
+		v, err := mine()
+		if err != nil {
+			return nil, err
+		}
+		if err := c.putProp(inst, proposal{Phase: phaseRequest, Value: v}); err != nil {
+			return nil, err
+		}
+		wait := time.Until(deadline) * 2 / 3
+		if c.waitUntil(deadline, wait, func() bool { _, ok := c.decided(inst); return ok }) {
+			v, _ := c.decided(inst)
+			return v, nil
+		}
+		log.WithField("leader", leader).Debug("no decision from the leader; proposing")
+	}
 	for attempt := 0; ; attempt++ {
 		if v, ok := c.decided(inst); ok {
 			return v, nil
@@ -365,4 +394,53 @@ func (c *clusterState) othersProposing(inst string) bool {
 		}
 	}
 	return false
+}
+
+// leader is the lowest-named reachable host that takes part in IPAM.
+func (c *clusterState) leader() string {
+	alive := c.alive()
+	best := c.self
+	for n := range alive {
+		if _, ok := c.r.Get(kindHost, n); ok && n < best {
+			best = n
+		}
+	}
+	return best
+}
+
+// lead runs inst in the background on another host's request, proposing v
+// unless a value was accepted already. One run per instance at a time.
+func (c *clusterState) lead(inst string, v json.RawMessage) {
+	if _, ok := c.decided(inst); ok {
+		return
+	}
+	c.mu.Lock()
+	if m := c.instMu[inst]; c.leading[inst] || c.stopped || m != nil && !m.TryLock() {
+		c.mu.Unlock()
+		return // already running here
+	} else if m != nil {
+		m.Unlock()
+	}
+	c.leading[inst] = true
+	c.bg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.bg.Done()
+		defer func() {
+			c.mu.Lock()
+			delete(c.leading, inst)
+			c.mu.Unlock()
+		}()
+		val, err := c.propose(inst, time.Now().Add(c.agreeTimeout), func() (json.RawMessage, error) { return v, nil })
+		if err != nil && c.closed() {
+			return
+		}
+		if err != nil {
+			c.log.WithError(err).WithField("instance", inst).Warn("could not lead an agreement another host asked for")
+			return
+		}
+		if c.decidedHook != nil {
+			c.decidedHook(inst, val)
+		}
+	}()
 }
