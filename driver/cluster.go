@@ -33,6 +33,9 @@ type networkDef struct {
 	VNI     uint32     `json:"vni"`
 	Gateway netip.Addr `json:"gateway"`
 	MTU     int        `json:"mtu,omitempty"`
+	// HostAccess is the host's macvlan shim address (host_access), which must
+	// differ between hosts.
+	HostAccess netip.Addr `json:"host_access,omitzero"`
 }
 
 // endpointDef is one endpoint as other hosts need it: where to send its frames.
@@ -43,6 +46,9 @@ type endpointDef struct {
 }
 
 func (n networkDef) String() string {
+	if n.Mode == modeMACVLAN {
+		return "mode=" + n.Mode
+	}
 	return fmt.Sprintf("mode=%s vni=%d", n.Mode, n.VNI)
 }
 
@@ -70,7 +76,7 @@ func splitKey(key string) (netip.Prefix, string, bool) {
 }
 
 func defOf(n *networkRecord) networkDef {
-	return networkDef{Version: recordVersion, Mode: n.Mode, VNI: n.VNI, Gateway: n.Gateway.Addr(), MTU: n.MTU}
+	return networkDef{Version: recordVersion, Mode: n.Mode, VNI: n.VNI, Gateway: n.Gateway.Addr(), MTU: n.MTU, HostAccess: n.HostAccess}
 }
 
 // clusterDef is another host's definition of a subnet.
@@ -115,6 +121,14 @@ func (d *Driver) checkCluster(spec *networkSpec) error {
 	if d.cluster == nil {
 		return nil
 	}
+	if spec.hostIP.IsValid() {
+		for _, c := range d.clusterDefs(spec.subnet) {
+			if c.def.HostAccess == spec.hostIP {
+				return fmt.Errorf("host_access address %s is already the shim address of host %s on %s: give each host its own with --aux-address host-%s=IP",
+					spec.hostIP, c.node, spec.subnet, d.node)
+			}
+		}
+	}
 	if defs := d.clusterDefs(spec.subnet); len(defs) > 0 {
 		first := defs[0]
 		where := fmt.Sprintf("%s is already defined on host %s as %s", spec.subnet, first.node, first.def)
@@ -131,7 +145,7 @@ func (d *Driver) checkCluster(spec *networkSpec) error {
 			d.log.WithFields(logrus.Fields{"subnet": spec.subnet, "peer": first.node, "peer_mtu": first.def.MTU, "mtu": spec.mtu}).
 				Warn("network MTU differs from the one on another host; large packets between the hosts may be dropped")
 		}
-		if spec.vni == 0 {
+		if spec.vni == 0 && spec.mode == modeVXLAN {
 			for _, n := range d.networks {
 				if n.VNI == first.def.VNI {
 					return fmt.Errorf("%s, but vni %d is already used by grapevine network %s (subnet %s) on this host: remove that network first",
@@ -180,6 +194,9 @@ func (d *Driver) conflictOf(n *networkRecord) string {
 		if c.def.Mode != n.Mode || c.def.VNI != n.VNI || (c.def.Gateway.IsValid() && c.def.Gateway != n.Gateway.Addr()) {
 			out = append(out, fmt.Sprintf("host %s defines %s as %s gateway %s; this host uses %s gateway %s",
 				c.node, n.Subnet, c.def, c.def.Gateway, defOf(n), n.Gateway.Addr()))
+		}
+		if n.HostAccess.IsValid() && c.def.HostAccess == n.HostAccess {
+			out = append(out, fmt.Sprintf("host %s uses the same host_access address %s", c.node, n.HostAccess))
 		}
 	}
 	return strings.Join(out, "; ")

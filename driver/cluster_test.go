@@ -96,7 +96,7 @@ func TestClusterNetworkIdentity(t *testing.T) {
 		{name: "other mode refused",
 			remote:  []nodeDef{{"h1", networkDef{Version: 1, Mode: modeMACVLAN, Gateway: h1def.Gateway}}},
 			req:     netReq{subnet: sub20},
-			wantErr: "198.19.20.0/24 is already defined on host h1 as mode=macvlan vni=0; use -o mode=macvlan"},
+			wantErr: "198.19.20.0/24 is already defined on host h1 as mode=macvlan; use -o mode=macvlan"},
 		{name: "vni adopted",
 			remote: []nodeDef{{"h1", h1def}}, req: netReq{subnet: sub20}, wantVNI: 9000000},
 		{name: "same explicit vni accepted",

@@ -12,6 +12,13 @@
 //	veth, host end    gve-<endpoint id[:11]>
 //	veth, container   gvc-<endpoint id[:11]>
 //
+// and in macvlan mode (see macvlan.go):
+//
+//	container link    gvc-<endpoint id[:11]>   macvlan child of the parent
+//	internal parent   gvm-<network id[:11]>    bridge without ports (no -o parent)
+//	host shim         gvh-<network id[:11]>    macvlan child (host_access)
+//	VLAN link         IF.VLAN                  only when grapevine created it
+//
 // With a gossip cluster (Config.Cluster) the driver also publishes what this
 // host has — a "network" record per subnet ("<subnet>/<node>": mode, VNI,
 // gateway, MTU) and an "endpoint" record per endpoint ("<subnet>/<ip>": MAC,
@@ -29,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -99,9 +107,14 @@ type Driver struct {
 	pluginName string
 	log        *logrus.Entry
 
+	// node names this host in --aux-address host-<node>=IP (host_access):
+	// the cluster's node name, else the host name.
+	node string
+
 	mu        sync.Mutex
 	networks  map[string]*networkRecord
 	endpoints map[string]*endpointRecord
+	vlans     map[string]*vlanRecord // VLAN links grapevine created, by name
 
 	// Cluster state (all nil without a Cluster). peers is guarded by mu.
 	cluster   gossip.Replicated
@@ -178,10 +191,19 @@ func New(cfg Config) (*Driver, error) {
 			delete(eps, id)
 		}
 	}
-	d.networks, d.endpoints = nets, eps
-	log.WithFields(logrus.Fields{"networks": len(nets), "endpoints": len(eps)}).Info("driver state loaded")
+	vlans, err := d.store.loadVLANs()
+	if err != nil {
+		return nil, fmt.Errorf("driver: load persisted state: %w", err)
+	}
+	d.networks, d.endpoints, d.vlans = nets, eps, vlans
+	log.WithFields(logrus.Fields{"networks": len(nets), "endpoints": len(eps), "vlans": len(vlans)}).Info("driver state loaded")
 	if c, ok := cfg.Cluster.(*gossip.Cluster); ok && c == nil {
 		cfg.Cluster = nil // a nil *Cluster in the interface means no cluster
+	}
+	if cfg.Cluster != nil {
+		d.node = cfg.Cluster.LocalName()
+	} else if h, err := os.Hostname(); err == nil {
+		d.node = h
 	}
 	if cfg.Cluster != nil {
 		d.startCluster(cfg.Cluster, cfg.PeerRepair)
@@ -282,6 +304,25 @@ type NetworkStatus struct {
 	RemoteHosts map[string]int `json:"remote_hosts,omitempty"`
 	// Conflict describes other hosts that define the subnet differently.
 	Conflict string `json:"conflict,omitempty"`
+
+	// macvlan mode: ParentOption is -o parent as given, Parent the link it
+	// is on this host ("" with no parent), HostAccess the host's shim address
+	// and Reach says where the containers can go.
+	ParentOption string `json:"parent_option,omitempty"`
+	Parent       string `json:"parent,omitempty"`
+	HostAccess   string `json:"host_access,omitempty"`
+	Reach        string `json:"reach,omitempty"`
+}
+
+// reachText describes where a macvlan network's containers can go.
+func reachText(n *networkRecord) string {
+	switch {
+	case n.Parent == "":
+		return "internal only: no parent interface, containers reach only each other on this host (no LAN, no other hosts, no external access)"
+	case n.Internal:
+		return fmt.Sprintf("LAN of %s without a gateway (--internal)", n.Parent)
+	}
+	return fmt.Sprintf("LAN of %s, gateway %s", n.Parent, n.Gateway.Addr())
 }
 
 // Status lists the networks of this host, sorted by id.
@@ -305,6 +346,14 @@ func (d *Driver) Status() []NetworkStatus {
 			if e.NetworkID == n.ID {
 				s.Endpoints++
 				s.Published += len(e.Bindings)
+			}
+		}
+		if n.macvlan() {
+			s.Bridge, s.VXLAN = "", ""
+			s.ParentOption, s.Parent, s.Reach = n.ParentOption, n.Parent, reachText(n)
+			s.Internal = n.Internal || n.Parent == ""
+			if n.HostAccess.IsValid() {
+				s.HostAccess = n.HostAccess.String()
 			}
 		}
 		s.RemoteEndpoints, s.RemoteUnreachable, s.RemoteHosts = d.peerCounts(n)

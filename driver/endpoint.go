@@ -65,6 +65,9 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	if addr.Addr() == n.Gateway.Addr() {
 		return nil, fmt.Errorf("endpoint address %s is the network's gateway: choose another --ip", addr.Addr())
 	}
+	if n.HostAccess.IsValid() && addr.Addr() == n.HostAccess {
+		return nil, fmt.Errorf("endpoint address %s is this host's host_access address (--aux-address): choose another --ip", addr.Addr())
+	}
 	resp := &network.CreateEndpointResponse{}
 	if generated {
 		resp.Interface = &network.EndpointInterface{MacAddress: mac.String()}
@@ -94,6 +97,9 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 		ContainerVeth: contVeth(r.EndpointID),
 		Requested:     requested,
 		Exposed:       exposed,
+	}
+	if n.macvlan() {
+		rec.HostVeth = "" // the container's link is a macvlan child: no host end
 	}
 	if err := d.store.putEndpoint(rec); err != nil {
 		return nil, err

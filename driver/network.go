@@ -13,8 +13,9 @@ import (
 // autoVNITries bounds how far an automatic VNI probes past local clashes.
 const autoVNITries = 64
 
-// CreateNetwork validates the request, makes the bridge (anycast gateway) and
-// the VXLAN device, persists the network and programs the firewall. On any
+// CreateNetwork validates the request, makes the network's links (vxlan: the
+// bridge holding the anycast gateway and the VXLAN device; macvlan: see
+// createMacvlan), persists the network and programs the firewall. On any
 // failure nothing is left behind. A repeat with the same id and subnet repairs
 // the kernel objects and succeeds.
 func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
@@ -24,17 +25,21 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 	if err := checkID("NetworkID", r.NetworkID); err != nil {
 		return err
 	}
-	u, err := d.underlay()
-	if err != nil {
-		return fmt.Errorf("cannot create network: the underlay (plugin setting ADVERTISE) is not usable: %w", err)
-	}
-	umtu := u.MTU
-	if umtu <= 0 {
-		umtu = 1500
-	}
-	spec, err := d.parseNetwork(r, umtu)
+	spec, err := d.parseNetwork(r)
 	if err != nil {
 		return err
+	}
+	var u dataplane.Underlay
+	if spec.mode == modeVXLAN {
+		if u, err = d.underlay(); err != nil {
+			return fmt.Errorf("cannot create network: the underlay (plugin setting ADVERTISE) is not usable: %w", err)
+		}
+		if u.MTU <= 0 {
+			u.MTU = 1500
+		}
+		if err := checkVXLANMTU(spec, u.MTU); err != nil {
+			return err
+		}
 	}
 	log := d.netLog(r.NetworkID)
 
@@ -42,14 +47,21 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 	defer d.mu.Unlock()
 
 	if old, ok := d.networks[r.NetworkID]; ok {
-		if old.Subnet != spec.subnet || old.Gateway != spec.gateway {
-			return fmt.Errorf("network %s already exists on this host with subnet %s gateway %s", shortID(old.ID), old.Subnet, old.Gateway.Addr())
+		if old.Subnet != spec.subnet || old.Gateway != spec.gateway || old.Mode != spec.mode {
+			return fmt.Errorf("network %s already exists on this host with subnet %s gateway %s (mode %s)", shortID(old.ID), old.Subnet, old.Gateway.Addr(), old.Mode)
 		}
 		log.Debug("CreateNetwork repeated: repairing kernel objects")
-		if err := d.ensureNetworkLinks(old, u); err != nil {
+		if old.macvlan() {
+			if err := d.ensureMacvlanNetwork(old); err != nil {
+				return err
+			}
+		} else if err := d.ensureNetworkLinks(old, u); err != nil {
 			return err
 		}
 		return d.syncFirewall()
+	}
+	if spec.mode == modeMACVLAN {
+		return d.createMacvlan(r.NetworkID, spec)
 	}
 	if err := d.checkCluster(&spec); err != nil {
 		return err
@@ -70,7 +82,7 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 		Internal:     spec.internal,
 	}
 	if rec.MTU == 0 {
-		rec.MTU = umtu - vxlanOverhead
+		rec.MTU = u.MTU - vxlanOverhead
 	}
 	if rec.VNIAuto {
 		rec.VNI = d.firstFreeAutoVNI(spec.subnet)
@@ -82,13 +94,7 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 			return
 		}
 		if persisted {
-			if derr := d.store.deleteNetwork(rec.ID, nil); derr != nil {
-				log.WithError(derr).Error("rollback: could not delete the network record")
-			}
-			delete(d.networks, rec.ID)
-			if serr := d.syncFirewall(); serr != nil {
-				log.WithError(serr).Warn("rollback: could not restore the firewall rules")
-			}
+			d.unpersistNetwork(rec)
 		}
 		for _, l := range []string{vxlanName(rec.ID), bridgeName(rec.ID)} {
 			if derr := d.dp.DeleteLink(l); derr != nil {
@@ -117,6 +123,19 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 	return nil
 }
 
+// unpersistNetwork undoes the persisting of a network being created: its
+// record and its firewall rules. Caller holds mu.
+func (d *Driver) unpersistNetwork(rec *networkRecord) {
+	log := d.netLog(rec.ID)
+	if derr := d.store.deleteNetwork(rec.ID, nil); derr != nil {
+		log.WithError(derr).Error("rollback: could not delete the network record")
+	}
+	delete(d.networks, rec.ID)
+	if serr := d.syncFirewall(); serr != nil {
+		log.WithError(serr).Warn("rollback: could not restore the firewall rules")
+	}
+}
+
 // checkNewNetwork refuses a network whose names, subnet or explicit VNI clash
 // with this host's state. Caller holds mu.
 func (d *Driver) checkNewNetwork(id string, spec networkSpec) error {
@@ -125,11 +144,18 @@ func (d *Driver) checkNewNetwork(id string, spec networkSpec) error {
 			return fmt.Errorf("network id %s starts with the same %d characters as grapevine network %s: its kernel names would collide", id, idLen, n.ID)
 		}
 		if n.Subnet.Overlaps(spec.subnet) {
+			if n.macvlan() && spec.mode == modeMACVLAN {
+				return fmt.Errorf("subnet %s overlaps grapevine macvlan network %s (subnet %s on parent %s) on this host: one subnet can be used by one macvlan network per host, even on another parent or VLAN; choose another --subnet or remove that network",
+					spec.subnet, shortID(n.ID), n.Subnet, parentText(n))
+			}
 			return fmt.Errorf("subnet %s overlaps grapevine network %s (subnet %s) on this host: choose another --subnet", spec.subnet, shortID(n.ID), n.Subnet)
 		}
 		if spec.vni != 0 && n.VNI == spec.vni {
 			return fmt.Errorf("vni %d is already used by grapevine network %s (subnet %s) on this host: pick another -o vni", spec.vni, shortID(n.ID), n.Subnet)
 		}
+	}
+	if spec.mode == modeMACVLAN {
+		return nil // the LAN's subnet is the parent's route: checkParent
 	}
 	routes, err := d.dp.Routes()
 	if err != nil {
@@ -252,7 +278,13 @@ func (d *Driver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 			errs = append(errs, d.deleteEndpointLinks(e))
 		}
 	}
-	for _, l := range []string{vxlanName(r.NetworkID), bridgeName(r.NetworkID)} {
+	links := []string{vxlanName(r.NetworkID), bridgeName(r.NetworkID)}
+	if n, ok := d.networks[r.NetworkID]; ok && n.macvlan() {
+		links = []string{shimName(n.ID), internalParent(n.ID)}
+	} else if !ok {
+		links = append(links, shimName(r.NetworkID), internalParent(r.NetworkID))
+	}
+	for _, l := range links {
 		if err := d.dp.DeleteLink(l); err != nil {
 			errs = append(errs, fmt.Errorf("delete link %s: %w", l, err))
 		}
@@ -270,6 +302,9 @@ func (d *Driver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 		delete(d.endpoints, id)
 	}
 	d.clusterNetworkDeleted(n, eps)
+	if n.macvlan() {
+		errs = append(errs, d.releaseVLAN(n.Parent))
+	}
 	if err := d.syncFirewall(); err != nil {
 		errs = append(errs, err)
 	}

@@ -123,11 +123,11 @@ func TestCreateNetworkValidation(t *testing.T) {
 			want: "overlaps grapevine network",
 		},
 		{
-			name: "mode macvlan",
+			name: "vni with macvlan",
 			req: func(e *env) *network.CreateNetworkRequest {
-				return e.createReq(netReq{id: id("n"), subnet: "198.19.1.0/24", opts: map[string]string{"mode": "macvlan", "parent": "eth0"}})
+				return e.createReq(netReq{id: id("n"), subnet: "198.19.1.0/24", opts: map[string]string{"mode": "macvlan", "vni": "42"}})
 			},
-			want: "mode=macvlan is not available in this version",
+			want: "-o vni is only allowed with -o mode=vxlan",
 		},
 		{
 			name: "mode unknown",

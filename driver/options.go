@@ -25,17 +25,28 @@ var allowedUserOptions = []string{userMode, userVNI, optMTU, userParent, userHos
 type networkSpec struct {
 	mode     string
 	vni      uint32 // 0 = automatic
-	mtu      int    // 0 = underlay MTU - 50
+	mtu      int    // 0 = vxlan: underlay MTU - 50; macvlan: the parent's; -1 invalid
+	mtuText  string // -o com.docker.network.driver.mtu as given
 	internal bool
 	subnet   netip.Prefix
 	gateway  netip.Prefix
 	space    string
 	adopted  string // the host whose definition gave vni (checkCluster)
+
+	// macvlan mode
+	parentOpt  string            // -o parent as given; "" = internal-only
+	hostAccess bool              // -o host_access=true
+	hostIP     netip.Addr        // the shim address chosen from aux
+	aux        map[string]string // --aux-address name → address text
 }
 
+// Largest MTU accepted before the parent's is known (macvlan mode).
+const maxLinkMTU = 65535
+
 // parseNetwork validates everything in a CreateNetwork request that does not
-// depend on host state. underlayMTU bounds the MTU option.
-func (d *Driver) parseNetwork(r *network.CreateNetworkRequest, underlayMTU int) (networkSpec, error) {
+// depend on host state. The MTU is checked against the underlay (vxlan) or
+// the parent (macvlan) later.
+func (d *Driver) parseNetwork(r *network.CreateNetworkRequest) (networkSpec, error) {
 	var s networkSpec
 	opts, err := genericOptions(r.Options)
 	if err != nil {
@@ -49,16 +60,32 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest, underlayMTU int) 
 	s.mode = modeVXLAN
 	if v, ok := opts[userMode]; ok {
 		switch v {
-		case modeVXLAN:
-		case modeMACVLAN:
-			return s, fmt.Errorf("-o mode=macvlan is not available in this version of grapevine: use mode=vxlan (the default)")
+		case modeVXLAN, modeMACVLAN:
+			s.mode = v
 		default:
 			return s, fmt.Errorf("-o mode=%q is not allowed: use vxlan (the default) or macvlan", v)
 		}
 	}
-	for _, k := range []string{userParent, userHostAccess} {
-		if _, ok := opts[k]; ok {
-			return s, fmt.Errorf("-o %s is only allowed with -o mode=macvlan", k)
+	if s.mode == modeMACVLAN {
+		if _, ok := opts[userVNI]; ok {
+			return s, fmt.Errorf("-o vni is only allowed with -o mode=vxlan: a macvlan network has no VXLAN device")
+		}
+		s.parentOpt = strings.TrimSpace(opts[userParent])
+		if v, ok := opts[userParent]; ok && s.parentOpt == "" {
+			return s, fmt.Errorf("-o parent=%q is empty: give an interface name (eth0), a VLAN subinterface (eth0.30) or the LAN's CIDR, or leave -o parent out for an internal-only network", v)
+		}
+		if v, ok := opts[userHostAccess]; ok {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return s, fmt.Errorf("-o %s=%q is not a boolean: use true or false", userHostAccess, v)
+			}
+			s.hostAccess = b
+		}
+	} else {
+		for _, k := range []string{userParent, userHostAccess} {
+			if _, ok := opts[k]; ok {
+				return s, fmt.Errorf("-o %s is only allowed with -o mode=macvlan", k)
+			}
 		}
 	}
 	if v, ok := opts[userVNI]; ok {
@@ -68,11 +95,11 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest, underlayMTU int) 
 		}
 		s.vni = uint32(n)
 	}
-	maxMTU := underlayMTU - vxlanOverhead
 	if v, ok := opts[optMTU]; ok {
+		s.mtuText = v
 		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 68 || n > maxMTU {
-			return s, fmt.Errorf("-o %s=%q is not allowed: use a number from 68 to %d (the underlay MTU %d minus %d bytes of VXLAN headers)", optMTU, v, maxMTU, underlayMTU, vxlanOverhead)
+		if err != nil || n < 68 || n > maxLinkMTU {
+			n = -1 // refused by checkVXLANMTU / createMacvlan, which know the limit
 		}
 		s.mtu = n
 	}
@@ -87,6 +114,27 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest, underlayMTU int) 
 		return s, fmt.Errorf("--ipv6 is not supported by grapevine yet: create the network without --ipv6")
 	}
 	return s, d.parseIPv4Data(r.IPv4Data, &s)
+}
+
+// checkVXLANMTU bounds a vxlan network's MTU option by the underlay's.
+func checkVXLANMTU(s networkSpec, underlayMTU int) error {
+	maxMTU := underlayMTU - vxlanOverhead
+	if s.mtu < 0 || s.mtu > maxMTU {
+		return fmt.Errorf("-o %s=%q is not allowed: use a number from 68 to %d (the underlay MTU %d minus %d bytes of VXLAN headers)", optMTU, s.mtuText, maxMTU, underlayMTU, vxlanOverhead)
+	}
+	return nil
+}
+
+// checkMacvlanMTU bounds a macvlan network's MTU option by the parent's
+// (parent "" is the internal parent, bounded by the largest link MTU).
+func checkMacvlanMTU(s networkSpec, parent string, parentMTU int) error {
+	switch {
+	case parent == "" && s.mtu < 0:
+		return fmt.Errorf("-o %s=%q is not allowed: use a number from 68 to %d", optMTU, s.mtuText, maxLinkMTU)
+	case parent != "" && (s.mtu < 0 || s.mtu > parentMTU):
+		return fmt.Errorf("-o %s=%q is not allowed: use a number from 68 to %d (the MTU of the parent %s)", optMTU, s.mtuText, parentMTU, parent)
+	}
+	return nil
 }
 
 func (d *Driver) parseIPv4Data(data []*network.IPAMData, s *networkSpec) error {
@@ -129,6 +177,16 @@ func (d *Driver) parseIPv4Data(data []*network.IPAMData, s *networkSpec) error {
 		return fmt.Errorf("gateway %s is not a host address of subnet %s: pass a --gateway inside the subnet", gw, pool)
 	}
 	s.gateway = netip.PrefixFrom(gw, pool.Bits())
+	if len(ipd.AuxAddresses) > 0 {
+		s.aux = map[string]string{}
+		for k, v := range ipd.AuxAddresses {
+			text, ok := v.(string)
+			if !ok {
+				return fmt.Errorf("--aux-address %s has a %T value: expected an address string", k, v)
+			}
+			s.aux[k] = text
+		}
+	}
 	return nil
 }
 

@@ -126,8 +126,8 @@ func (d *Driver) want(k string) (progEntry, bool) {
 		return progEntry{}, false
 	}
 	n := d.networkOf(ep.subnet)
-	if n == nil {
-		return progEntry{}, false
+	if n == nil || n.macvlan() {
+		return progEntry{}, false // macvlan: the endpoint is on the LAN
 	}
 	vtep, ok := d.hostVTEP(ep.node)
 	if !ok {
@@ -309,8 +309,10 @@ func (d *Driver) reconcilePeers() error {
 		}
 	}
 	ids := make([]string, 0, len(d.networks))
-	for id := range d.networks {
-		ids = append(ids, id)
+	for id, n := range d.networks {
+		if !n.macvlan() {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	done := map[string]bool{}
@@ -480,6 +482,9 @@ func (d *Driver) peerCounts(n *networkRecord) (programmed, unreachable int, perH
 			perHost = map[string]int{}
 		}
 		perHost[ep.node]++
+		if n.macvlan() {
+			continue // on the LAN: nothing to program
+		}
 		if _, ok := d.want(k); ok {
 			programmed++
 		} else {

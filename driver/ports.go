@@ -89,6 +89,12 @@ func (d *Driver) ProgramExternalConnectivity(r *network.ProgramExternalConnectiv
 		log.Debug("internal network: no published ports")
 		return nil
 	}
+	if n.macvlan() {
+		if len(req) > 0 {
+			log.WithField("ports", len(req)).Info("published ports are ignored on a macvlan network: the container is reachable at its LAN address on every port, with no mapping")
+		}
+		return nil
+	}
 	if !hasReq {
 		req = e.Requested
 	}

@@ -34,6 +34,12 @@ func (d *Driver) Reconcile() error {
 	bridgeOK := map[string]bool{}
 	for _, id := range netIDs {
 		n := d.networks[id]
+		if n.macvlan() {
+			if err := d.ensureMacvlanNetwork(n); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if err := d.dp.EnsureBridge(d.bridgeSpec(n)); err != nil {
 			errs = append(errs, fmt.Errorf("network %s: bridge %s: %w", shortID(id), bridgeName(id), err))
 			continue
@@ -63,6 +69,7 @@ func (d *Driver) Reconcile() error {
 	}
 
 	errs = append(errs, d.removeOrphans())
+	errs = append(errs, d.removeOrphanVLANs())
 	errs = append(errs, d.syncFirewall())
 	errs = append(errs, d.publishOwn())
 	errs = append(errs, d.reconcilePeers())
@@ -77,7 +84,16 @@ func (d *Driver) Reconcile() error {
 // persisted network or endpoint owns. Caller holds mu.
 func (d *Driver) removeOrphans() error {
 	want := map[string]bool{}
-	for id := range d.networks {
+	for id, n := range d.networks {
+		if n.macvlan() {
+			if n.Parent == "" {
+				want[internalParent(id)] = true
+			}
+			if n.HostAccess.IsValid() {
+				want[shimName(id)] = true
+			}
+			continue
+		}
 		want[bridgeName(id)] = true
 		want[vxlanName(id)] = true
 	}
@@ -104,10 +120,26 @@ func (d *Driver) removeOrphans() error {
 }
 
 func hasManagedPrefix(name string) bool {
-	for _, p := range []string{bridgePrefix, vxlanPrefix, hostVethPrefix, contVethPrefix} {
+	for _, p := range []string{bridgePrefix, vxlanPrefix, hostVethPrefix, contVethPrefix, internalParentPrefix, shimPrefix} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// removeOrphanVLANs deletes the VLAN links grapevine created that no network
+// uses any more (a crash between their record and their network's).
+// Caller holds mu.
+func (d *Driver) removeOrphanVLANs() error {
+	names := make([]string, 0, len(d.vlans))
+	for name := range d.vlans {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var errs []error
+	for _, name := range names {
+		errs = append(errs, d.releaseVLAN(name))
+	}
+	return errors.Join(errs...)
 }

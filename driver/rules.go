@@ -13,6 +13,9 @@ import (
 func (d *Driver) desiredFirewall() dataplane.Firewall {
 	var fw dataplane.Firewall
 	for _, n := range d.networks {
+		if n.macvlan() {
+			continue // on the LAN: no NAT, no forwarding through the host
+		}
 		fw.Networks = append(fw.Networks, dataplane.NetworkRules{
 			NetworkID:  n.ID,
 			Bridge:     bridgeName(n.ID),
@@ -23,7 +26,7 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 	}
 	for _, e := range d.endpoints {
 		n, ok := d.networks[e.NetworkID]
-		if !ok || n.Internal {
+		if !ok || n.Internal || n.macvlan() {
 			continue
 		}
 		for _, b := range e.Bindings {

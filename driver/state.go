@@ -21,7 +21,12 @@ const (
 	vxlanPrefix    = dataplane.LinkPrefix + "x-"
 	hostVethPrefix = dataplane.LinkPrefix + "e-"
 	contVethPrefix = dataplane.LinkPrefix + "c-"
-	idLen          = 11
+	// macvlan mode: the parent of a network with no -o parent (a bridge with
+	// no ports; this kernel has no dummy links) and the host's shim
+	// (host_access).
+	internalParentPrefix = dataplane.LinkPrefix + "m-"
+	shimPrefix           = dataplane.LinkPrefix + "h-"
+	idLen                = 11
 )
 
 // Modes of a network.
@@ -51,6 +56,45 @@ type networkRecord struct {
 	VNIAuto      bool         `json:"vni_auto"`
 	MTU          int          `json:"mtu"`
 	Internal     bool         `json:"internal"`
+
+	// macvlan mode only.
+	//
+	// ParentOption is -o parent as given ("" = none: an internal-only
+	// network on this host). Parent is the link it resolved to on this host
+	// when the network was created (an interface name, the interface holding
+	// an address in a CIDR, or a VLAN link name.VLAN); "" for none.
+	ParentOption string `json:"parent_option,omitempty"`
+	Parent       string `json:"parent,omitempty"`
+	// HostAccess is this host's shim address (-o host_access=true with
+	// --aux-address host=IP or host-<node>=IP); invalid = no host access.
+	HostAccess netip.Addr `json:"host_access,omitzero"`
+}
+
+// macvlan reports whether the network is in macvlan mode.
+func (n *networkRecord) macvlan() bool { return n.Mode == modeMACVLAN }
+
+// parentLink is the link a macvlan network's children are made on.
+func (n *networkRecord) parentLink() string {
+	if n.Parent != "" {
+		return n.Parent
+	}
+	return internalParent(n.ID)
+}
+
+// external reports whether a macvlan network's containers get the LAN's
+// router as their gateway: they have a parent and the network is not
+// --internal.
+func (n *networkRecord) external() bool { return n.Parent != "" && !n.Internal }
+
+// vlanRecord is a VLAN link grapevine created (as -o parent=IF.VLAN of a
+// macvlan network), persisted in bucket "driver/vlans" by link name. Only
+// links grapevine created are recorded, and only those are ever deleted: with
+// the last network whose Parent they are.
+type vlanRecord struct {
+	Version int    `json:"version"`
+	Name    string `json:"name"`
+	Parent  string `json:"parent"`
+	ID      int    `json:"id"`
 }
 
 // portBinding is one published port. HostIP invalid = all host addresses.
@@ -106,6 +150,10 @@ func bridgeName(networkID string) string { return bridgePrefix + shortID(network
 func vxlanName(networkID string) string  { return vxlanPrefix + shortID(networkID) }
 func hostVeth(endpointID string) string  { return hostVethPrefix + shortID(endpointID) }
 func contVeth(endpointID string) string  { return contVethPrefix + shortID(endpointID) }
+func internalParent(networkID string) string {
+	return internalParentPrefix + shortID(networkID)
+}
+func shimName(networkID string) string { return shimPrefix + shortID(networkID) }
 
 // checkID accepts Docker ids: non-empty, at most 128 characters of [0-9A-Za-z_.-],
 // so that link names made from them are valid.

@@ -8,11 +8,13 @@ import (
 )
 
 // Bucket layout: top-level "driver" holding "networks" and "endpoints", each
-// keyed by the Docker id with a JSON-encoded record as value.
+// keyed by the Docker id, and "vlans", keyed by link name, with a
+// JSON-encoded record as value.
 var (
 	bucketDriver    = []byte("driver")
 	bucketNetworks  = []byte("networks")
 	bucketEndpoints = []byte("endpoints")
+	bucketVLANs     = []byte("vlans")
 )
 
 // store persists records in bbolt. Every write is its own durable transaction.
@@ -26,13 +28,58 @@ func (s store) init() error {
 		if err != nil {
 			return fmt.Errorf("create bucket %q: %w", bucketDriver, err)
 		}
-		for _, b := range [][]byte{bucketNetworks, bucketEndpoints} {
+		for _, b := range [][]byte{bucketNetworks, bucketEndpoints, bucketVLANs} {
 			if _, err := top.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %q: %w", b, err)
 			}
 		}
 		return nil
 	})
+}
+
+// loadVLANs reads the VLAN links grapevine created.
+func (s store) loadVLANs() (map[string]*vlanRecord, error) {
+	out := map[string]*vlanRecord{}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		top := tx.Bucket(bucketDriver)
+		if top == nil {
+			return nil
+		}
+		b := top.Bucket(bucketVLANs)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var r vlanRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("vlan record %s: %w", k, err)
+			}
+			if r.Version > recordVersion {
+				return fmt.Errorf("vlan record %s has version %d, this grapevine understands up to %d: upgrade grapevine", k, r.Version, recordVersion)
+			}
+			out[string(k)] = &r
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s store) putVLAN(r *vlanRecord) error {
+	return s.put(bucketVLANs, r.Name, r)
+}
+
+func (s store) deleteVLAN(name string) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b, err := s.bucket(tx, bucketVLANs)
+		if err != nil {
+			return err
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("delete vlan record %s: %w", name, err)
+	}
+	return nil
 }
 
 // load reads every record. A record that does not decode, or whose version is

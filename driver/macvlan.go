@@ -1,0 +1,510 @@
+package driver
+
+// Macvlan mode puts containers directly on a LAN: each endpoint is a
+// bridge-mode macvlan child of the network's parent interface, with no
+// encapsulation and no NAT. The LAN's router is the gateway. Hosts still
+// gossip the network (mode=macvlan) and the endpoints, so a conflicting
+// definition on another host is refused and IPAM keeps addresses distinct,
+// but nothing is programmed for other hosts' endpoints: they are on the LAN.
+//
+// The parent is chosen per host from -o parent:
+//
+//	eth0             the interface of that name
+//	eth0.30          that interface if it exists, else VLAN 30 on eth0, created
+//	                 by grapevine and removed with the last network using it
+//	198.18.0.0/24    the interface holding an address in that CIDR, so one
+//	                 `docker network create` fits hosts whose NICs differ
+//	(none)           an internal-only network: a bridge with no ports
+//	                 (gvm-<net>) as parent; containers of this host reach each
+//	                 other and nothing else
+//
+// -o host_access=true gives the host a macvlan shim (gvh-<net>) holding the
+// address --aux-address host-<node>=IP (or host=IP on a single host) as a /32,
+// plus a /32 route per local container through it: Linux does not pass
+// traffic between a macvlan parent and its children, so without it the host
+// cannot reach its own containers.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"grapevine/driver/dataplane"
+)
+
+// Limits of 802.1q ids and Linux interface names.
+const (
+	maxVLANID  = 4094
+	maxIfName  = 15
+	defaultMTU = 1500
+)
+
+// refusedParentKinds are link types that cannot carry a LAN's macvlan children.
+var refusedParentKinds = []string{"bridge", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "geneve", "openvswitch"}
+
+// parentPlan is how a new macvlan network reaches its LAN on this host.
+type parentPlan struct {
+	link  string // "" = internal parent
+	mtu   int
+	addrs []netip.Prefix
+	vlan  *vlanRecord // a VLAN link to create; nil when link exists
+}
+
+// createMacvlan is CreateNetwork for mode=macvlan. Caller holds mu.
+func (d *Driver) createMacvlan(id string, spec networkSpec) (err error) {
+	log := d.netLog(id)
+	if spec.hostAccess {
+		if spec.hostIP, err = d.hostAccessAddr(spec); err != nil {
+			return err
+		}
+	}
+	if err := d.checkCluster(&spec); err != nil {
+		return err
+	}
+	if err := d.checkNewNetwork(id, spec); err != nil {
+		return err
+	}
+	plan, err := d.resolveParent(spec)
+	if err != nil {
+		return err
+	}
+	if err := d.checkParentSubnet(spec, plan); err != nil {
+		return err
+	}
+	rec := &networkRecord{
+		Version:      recordVersion,
+		ID:           id,
+		Mode:         modeMACVLAN,
+		Subnet:       spec.subnet,
+		Gateway:      spec.gateway,
+		AddressSpace: spec.space,
+		MTU:          spec.mtu,
+		Internal:     spec.internal,
+		ParentOption: spec.parentOpt,
+		Parent:       plan.link,
+		HostAccess:   spec.hostIP,
+	}
+	if err := checkMacvlanMTU(spec, plan.link, plan.mtu); err != nil {
+		return err
+	}
+	if rec.MTU == 0 {
+		rec.MTU = plan.mtu
+	}
+
+	persisted, vlanMade := false, false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if persisted {
+			d.unpersistNetwork(rec)
+		}
+		for _, l := range []string{shimName(id), internalParent(id)} {
+			if derr := d.dp.DeleteLink(l); derr != nil {
+				log.WithError(derr).WithField("link", l).Warn("rollback: could not delete link")
+			}
+		}
+		if vlanMade {
+			if derr := d.dropVLAN(plan.vlan.Name); derr != nil {
+				log.WithError(derr).WithField("link", plan.vlan.Name).Warn("rollback: could not delete vlan link")
+			}
+		}
+	}()
+
+	if plan.vlan != nil {
+		// Recorded before it is made: a crash in between leaves a record
+		// Reconcile clears, never an unrecorded link.
+		if err = d.store.putVLAN(plan.vlan); err != nil {
+			return err
+		}
+		d.vlans[plan.vlan.Name] = plan.vlan
+		vlanMade = true
+		if err = d.dp.EnsureVLAN(vlanSpec(plan.vlan)); err != nil {
+			return vlanError(spec.parentOpt, plan.vlan, err)
+		}
+	}
+	if err = d.makeMacvlanLinks(rec); err != nil {
+		return err
+	}
+	if err = d.store.putNetwork(rec); err != nil {
+		return err
+	}
+	persisted = true
+	d.networks[rec.ID] = rec
+	if err = d.syncFirewall(); err != nil {
+		return err
+	}
+	d.clusterNetworkCreated(rec)
+	l := log.WithFields(logrus.Fields{"mode": rec.Mode, "subnet": rec.Subnet, "mtu": rec.MTU, "parent": rec.parentLink(), "internal": rec.Internal})
+	if plan.vlan != nil {
+		l = l.WithField("vlan_created", plan.vlan.Name)
+	}
+	if rec.HostAccess.IsValid() {
+		l = l.WithField("host_access", rec.HostAccess)
+	}
+	if rec.Parent == "" {
+		l.Warn("macvlan network created without -o parent: internal-only, its containers reach only each other on this host")
+	} else {
+		l.Info("network created")
+	}
+	return nil
+}
+
+func vlanSpec(v *vlanRecord) dataplane.VLANSpec {
+	return dataplane.VLANSpec{Name: v.Name, Parent: v.Parent, ID: v.ID}
+}
+
+func vlanError(opt string, v *vlanRecord, err error) error {
+	if errors.Is(err, dataplane.ErrVLANUnsupported) {
+		return fmt.Errorf("-o parent=%s needs VLAN %d on %s, but %w: create %s by other means or use an untagged parent", opt, v.ID, v.Parent, err, v.Name)
+	}
+	return fmt.Errorf("-o parent=%s: create VLAN %d on %s: %w", opt, v.ID, v.Parent, err)
+}
+
+// resolveParent finds this host's parent for -o parent. Caller holds mu.
+func (d *Driver) resolveParent(spec networkSpec) (parentPlan, error) {
+	opt := spec.parentOpt
+	if opt == "" {
+		return parentPlan{mtu: defaultMTU}, nil
+	}
+	if strings.Contains(opt, "/") {
+		return d.parentByCIDR(opt)
+	}
+	if err := checkIfName(opt); err != nil {
+		return parentPlan{}, err
+	}
+	li, err := d.dp.LinkInfo(opt)
+	if err == nil {
+		if err := checkParentLink(opt, li); err != nil {
+			return parentPlan{}, err
+		}
+		return parentPlan{link: li.Name, mtu: li.MTU, addrs: li.Addrs}, nil
+	}
+	if !errors.Is(err, dataplane.ErrLinkNotFound) {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: %w", opt, err)
+	}
+	base, idText, ok := cutLast(opt, ".")
+	if !ok || base == "" || idText == "" || strings.Trim(idText, "0123456789") != "" {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: this host has no interface %s; give an existing interface, IF.VLAN for a VLAN subinterface, or the LAN's CIDR (e.g. -o parent=198.18.0.0/24)", opt, opt)
+	}
+	id, err := strconv.Atoi(idText)
+	if err != nil || id < 1 || id > maxVLANID {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: VLAN id %s is out of range: use 1 to %d", opt, idText, maxVLANID)
+	}
+	bli, err := d.dp.LinkInfo(base)
+	if errors.Is(err, dataplane.ErrLinkNotFound) {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: this host has no interface %s to make VLAN %d on", opt, base, id)
+	}
+	if err != nil {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: %w", opt, err)
+	}
+	if err := checkParentLink(opt, bli); err != nil {
+		return parentPlan{}, err
+	}
+	v := &vlanRecord{Version: recordVersion, Name: opt, Parent: base, ID: id}
+	return parentPlan{link: opt, mtu: bli.MTU, vlan: v}, nil
+}
+
+// parentByCIDR picks the one interface holding an address inside the CIDR.
+func (d *Driver) parentByCIDR(opt string) (parentPlan, error) {
+	p, err := netip.ParsePrefix(opt)
+	if err != nil || !p.Addr().Is4() {
+		return parentPlan{}, fmt.Errorf("-o parent=%s is neither an interface name nor an IPv4 CIDR such as 198.18.0.0/24", opt)
+	}
+	p = p.Masked()
+	infos, err := d.dp.LinkInfos()
+	if err != nil {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: %w", opt, err)
+	}
+	var hits []dataplane.LinkInfo
+	for _, li := range infos {
+		if li.Loopback || strings.HasPrefix(li.Name, dataplane.LinkPrefix) {
+			continue
+		}
+		if slices.ContainsFunc(li.Addrs, func(a netip.Prefix) bool { return p.Contains(a.Addr()) }) {
+			hits = append(hits, li)
+		}
+	}
+	switch len(hits) {
+	case 0:
+		return parentPlan{}, fmt.Errorf("-o parent=%s: no interface of this host has an address in %s; give the interface on that LAN an address there, or name it (-o parent=IF)", opt, p)
+	case 1:
+	default:
+		names := make([]string, 0, len(hits))
+		for _, h := range hits {
+			names = append(names, h.Name)
+		}
+		return parentPlan{}, fmt.Errorf("-o parent=%s matches %d interfaces of this host (%s): use a narrower CIDR or an interface name", opt, len(hits), strings.Join(names, ", "))
+	}
+	if err := checkParentLink(opt, hits[0]); err != nil {
+		return parentPlan{}, err
+	}
+	return parentPlan{link: hits[0].Name, mtu: hits[0].MTU, addrs: hits[0].Addrs}, nil
+}
+
+// checkIfName accepts a Linux interface name.
+func checkIfName(name string) error {
+	if len(name) > maxIfName {
+		return fmt.Errorf("-o parent=%s is longer than %d characters, the limit of interface names", name, maxIfName)
+	}
+	if strings.ContainsAny(name, " \t\n:/") || name == "." || name == ".." {
+		return fmt.Errorf("-o parent=%q is not a valid interface name", name)
+	}
+	return nil
+}
+
+// checkParentLink refuses links that cannot carry a LAN's macvlan children.
+func checkParentLink(opt string, li dataplane.LinkInfo) error {
+	what := li.Name
+	if what != opt {
+		what = fmt.Sprintf("%s (%s)", opt, li.Name)
+	}
+	switch {
+	case strings.HasPrefix(li.Name, dataplane.LinkPrefix):
+		return fmt.Errorf("-o parent=%s is a link grapevine made: use the host's interface on the LAN", what)
+	case li.Loopback:
+		return fmt.Errorf("-o parent=%s is the loopback interface: use the host's interface on the LAN", what)
+	case slices.Contains(refusedParentKinds, li.Kind):
+		return fmt.Errorf("-o parent=%s is a %s link: a macvlan parent must be a plain interface (a NIC, bond, veth or VLAN link); use the interface that carries the LAN", what, li.Kind)
+	case li.Master != "":
+		return fmt.Errorf("-o parent=%s is enslaved to %s (a bridge or bond port cannot carry macvlan links): use another interface", what, li.Master)
+	}
+	return nil
+}
+
+// checkParentSubnet requires the subnet to be the parent's LAN: when the
+// parent has addresses one must be in the subnet, and no other interface of
+// this host may route the subnet.
+func (d *Driver) checkParentSubnet(spec networkSpec, plan parentPlan) error {
+	if plan.link == "" {
+		return nil
+	}
+	if len(plan.addrs) > 0 && !slices.ContainsFunc(plan.addrs, func(a netip.Prefix) bool { return spec.subnet.Contains(a.Addr()) }) {
+		have := make([]string, 0, len(plan.addrs))
+		for _, a := range plan.addrs {
+			have = append(have, a.String())
+		}
+		return fmt.Errorf("--subnet %s does not match the parent %s, whose addresses are %s: the subnet must be the parent's LAN; use --subnet %s or the interface on that LAN",
+			spec.subnet, plan.link, strings.Join(have, ", "), plan.addrs[0].Masked())
+	}
+	routes, err := d.dp.Routes()
+	if err != nil {
+		return fmt.Errorf("cannot check subnet %s against the host's routes: %w", spec.subnet, err)
+	}
+	for _, rt := range routes {
+		if !rt.Ours && rt.Dev != plan.link && rt.Dst.Overlaps(spec.subnet) {
+			return fmt.Errorf("--subnet %s overlaps the host route %s dev %s, but the parent is %s: use -o parent=%s if that is the LAN, or another --subnet",
+				spec.subnet, rt.Dst, rt.Dev, plan.link, rt.Dev)
+		}
+	}
+	return nil
+}
+
+// hostAccessAddr is this host's shim address from --aux-address host-<node>
+// or host.
+func (d *Driver) hostAccessAddr(spec networkSpec) (netip.Addr, error) {
+	keys := []string{"host"}
+	if d.node != "" {
+		keys = []string{"host-" + d.node, "host"}
+	}
+	var key, text string
+	for _, k := range keys {
+		if v, ok := spec.aux[k]; ok {
+			key, text = k, v
+			break
+		}
+	}
+	node := d.node
+	if node == "" {
+		node = "<node>"
+	}
+	if key == "" {
+		return netip.Addr{}, fmt.Errorf("-o host_access=true needs this host's shim address: add --aux-address host-%s=IP (one per host) or --aux-address host=IP (a single host), with an unused address of %s outside --ip-range",
+			node, spec.subnet)
+	}
+	var a netip.Addr
+	var err error
+	if strings.Contains(text, "/") {
+		var p netip.Prefix
+		if p, err = netip.ParsePrefix(text); err == nil {
+			a = p.Addr()
+		}
+	} else {
+		a, err = netip.ParseAddr(text)
+	}
+	switch {
+	case err != nil || !a.Is4():
+		return netip.Addr{}, fmt.Errorf("--aux-address %s=%s is not an IPv4 address", key, text)
+	case !spec.subnet.Contains(a) || a == spec.subnet.Addr() || a == lastAddr(spec.subnet):
+		return netip.Addr{}, fmt.Errorf("--aux-address %s=%s is not a host address of --subnet %s", key, text, spec.subnet)
+	case a == spec.gateway.Addr():
+		return netip.Addr{}, fmt.Errorf("--aux-address %s=%s is the gateway (the LAN's router): give the host shim its own address", key, text)
+	}
+	return a, nil
+}
+
+// makeMacvlanLinks makes (or repairs) the links a macvlan network owns: the
+// internal parent when it has no -o parent, and the host shim. Caller holds mu.
+func (d *Driver) makeMacvlanLinks(rec *networkRecord) error {
+	if rec.Parent == "" {
+		if err := d.dp.EnsureBridge(dataplane.BridgeSpec{Name: internalParent(rec.ID), MTU: rec.MTU, MAC: bridgeMAC(rec.ID)}); err != nil {
+			return fmt.Errorf("network %s: internal parent %s: %w", shortID(rec.ID), internalParent(rec.ID), err)
+		}
+	}
+	if rec.HostAccess.IsValid() {
+		if err := d.dp.EnsureMacvlan(d.shimSpec(rec)); err != nil {
+			if errors.Is(err, dataplane.ErrLinkNotFound) {
+				return fmt.Errorf("network %s: the parent %s is missing on this host: %w", shortID(rec.ID), rec.parentLink(), err)
+			}
+			return fmt.Errorf("network %s: host shim %s: %w", shortID(rec.ID), shimName(rec.ID), err)
+		}
+	}
+	return nil
+}
+
+func (d *Driver) shimSpec(rec *networkRecord) dataplane.MacvlanSpec {
+	return dataplane.MacvlanSpec{
+		Name:    shimName(rec.ID),
+		Parent:  rec.parentLink(),
+		MTU:     rec.MTU,
+		MAC:     macFromIPv4(rec.HostAccess),
+		Address: netip.PrefixFrom(rec.HostAccess, 32),
+	}
+}
+
+// ensureMacvlanNetwork repairs a persisted macvlan network: its VLAN link
+// (when grapevine made it), parent, shim and the shim's routes to the joined
+// endpoints. Caller holds mu.
+func (d *Driver) ensureMacvlanNetwork(rec *networkRecord) error {
+	if v := d.vlans[rec.Parent]; v != nil {
+		if err := d.dp.EnsureVLAN(vlanSpec(v)); err != nil {
+			return fmt.Errorf("network %s: %w", shortID(rec.ID), vlanError(rec.ParentOption, v, err))
+		}
+	}
+	if rec.Parent != "" {
+		if _, err := d.dp.LinkInfo(rec.Parent); err != nil {
+			if errors.Is(err, dataplane.ErrLinkNotFound) {
+				return fmt.Errorf("network %s: the parent %s (-o parent=%s) is missing on this host: restore it or recreate the network: %w", shortID(rec.ID), rec.Parent, rec.ParentOption, err)
+			}
+			return fmt.Errorf("network %s: parent %s: %w", shortID(rec.ID), rec.Parent, err)
+		}
+	}
+	if err := d.makeMacvlanLinks(rec); err != nil {
+		return err
+	}
+	return d.syncShimRoutes(rec)
+}
+
+// syncShimRoutes makes the routes through a network's shim exactly one /32
+// per joined endpoint. Caller holds mu.
+func (d *Driver) syncShimRoutes(rec *networkRecord) error {
+	if !rec.HostAccess.IsValid() {
+		return nil
+	}
+	shim := shimName(rec.ID)
+	want := map[netip.Prefix]bool{}
+	for _, e := range d.endpoints {
+		if e.NetworkID == rec.ID && e.Joined {
+			want[netip.PrefixFrom(e.Address.Addr(), 32)] = true
+		}
+	}
+	routes, err := d.dp.Routes()
+	if err != nil {
+		return fmt.Errorf("network %s: list routes: %w", shortID(rec.ID), err)
+	}
+	var errs []error
+	have := map[netip.Prefix]bool{}
+	for _, rt := range routes {
+		if rt.Dev != shim {
+			continue
+		}
+		if want[rt.Dst] {
+			have[rt.Dst] = true
+			continue
+		}
+		if err := d.dp.DelRoute(rt.Dst, shim); err != nil {
+			errs = append(errs, fmt.Errorf("network %s: delete stray route %s dev %s: %w", shortID(rec.ID), rt.Dst, shim, err))
+		}
+	}
+	for dst := range want {
+		if have[dst] {
+			continue
+		}
+		if err := d.dp.SetRoute(dst, shim, rec.HostAccess); err != nil {
+			errs = append(errs, fmt.Errorf("network %s: route %s dev %s: %w", shortID(rec.ID), dst, shim, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// releaseVLAN deletes a VLAN link grapevine created once no network uses it
+// as parent. A link that another program has since put links on is left in
+// place and no longer managed. Caller holds mu.
+func (d *Driver) releaseVLAN(name string) error {
+	if name == "" || d.vlans[name] == nil {
+		return nil
+	}
+	for _, n := range d.networks {
+		if n.macvlan() && n.Parent == name {
+			return nil
+		}
+	}
+	infos, err := d.dp.LinkInfos()
+	if err != nil {
+		return fmt.Errorf("vlan link %s: %w", name, err)
+	}
+	var users []string
+	for _, li := range infos {
+		if li.Parent == name {
+			users = append(users, li.Name)
+		}
+	}
+	if len(users) > 0 {
+		d.log.WithFields(logrus.Fields{"link": name, "users": users}).
+			Warn("leaving the vlan link grapevine created in place: other links sit on it; grapevine no longer manages it")
+		if err := d.store.deleteVLAN(name); err != nil {
+			return err
+		}
+		delete(d.vlans, name)
+		return nil
+	}
+	if err := d.dropVLAN(name); err != nil {
+		return err
+	}
+	d.log.WithField("link", name).Info("deleted the vlan link grapevine created: no network uses it any more")
+	return nil
+}
+
+// dropVLAN deletes a recorded VLAN link and its record. Caller holds mu.
+func (d *Driver) dropVLAN(name string) error {
+	if err := d.dp.DeleteLink(name); err != nil {
+		return fmt.Errorf("delete vlan link %s: %w", name, err)
+	}
+	if err := d.store.deleteVLAN(name); err != nil {
+		return err
+	}
+	delete(d.vlans, name)
+	return nil
+}
+
+// parentText names a macvlan network's parent for messages.
+func parentText(n *networkRecord) string {
+	if n.Parent == "" {
+		return "none (internal-only)"
+	}
+	return n.Parent
+}
+
+// cutLast splits s around the last sep.
+func cutLast(s, sep string) (string, string, bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+len(sep):], true
+}
