@@ -130,6 +130,7 @@ type netReq struct {
 	space    string
 	opts     map[string]string
 	internal bool
+	aux      map[string]string // --aux-address name=IP
 }
 
 func (e *env) createReq(r netReq) *network.CreateNetworkRequest {
@@ -147,10 +148,17 @@ func (e *env) createReq(r netReq) *network.CreateNetworkRequest {
 	if r.internal {
 		opts[optInternal] = true
 	}
+	ipd := &network.IPAMData{AddressSpace: r.space, Pool: r.subnet, Gateway: r.gateway}
+	if len(r.aux) > 0 {
+		ipd.AuxAddresses = map[string]interface{}{}
+		for k, v := range r.aux {
+			ipd.AuxAddresses[k] = v
+		}
+	}
 	return wire(e.t, &network.CreateNetworkRequest{
 		NetworkID: r.id,
 		Options:   opts,
-		IPv4Data:  []*network.IPAMData{{AddressSpace: r.space, Pool: r.subnet, Gateway: r.gateway}},
+		IPv4Data:  []*network.IPAMData{ipd},
 	})
 }
 

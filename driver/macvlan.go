@@ -163,6 +163,9 @@ func vlanError(opt string, v *vlanRecord, err error) error {
 	if errors.Is(err, dataplane.ErrVLANUnsupported) {
 		return fmt.Errorf("-o parent=%s needs VLAN %d on %s, but %w: create %s by other means or use an untagged parent", opt, v.ID, v.Parent, err, v.Name)
 	}
+	if errors.Is(err, dataplane.ErrLinkNotFound) {
+		return fmt.Errorf("-o parent=%s: the interface %s to make VLAN %d on is missing on this host: %w", opt, v.Parent, v.ID, err)
+	}
 	return fmt.Errorf("-o parent=%s: create VLAN %d on %s: %w", opt, v.ID, v.Parent, err)
 }
 
@@ -277,20 +280,20 @@ func checkParentLink(opt string, li dataplane.LinkInfo) error {
 	return nil
 }
 
-// checkParentSubnet requires the subnet to be the parent's LAN: when the
-// parent has addresses one must be in the subnet, and no other interface of
-// this host may route the subnet.
+// checkParentSubnet requires the subnet to match the parent's network: where
+// the parent has an address whose network overlaps the subnet, that network
+// must be the subnet itself. A subnet apart from all of the parent's
+// networks is another subnet of the same LAN (several may share one wire);
+// it must then not be routed through another interface of this host.
 func (d *Driver) checkParentSubnet(spec networkSpec, plan parentPlan) error {
 	if plan.link == "" {
 		return nil
 	}
-	if len(plan.addrs) > 0 && !slices.ContainsFunc(plan.addrs, func(a netip.Prefix) bool { return spec.subnet.Contains(a.Addr()) }) {
-		have := make([]string, 0, len(plan.addrs))
-		for _, a := range plan.addrs {
-			have = append(have, a.String())
+	for _, a := range plan.addrs {
+		if pn := a.Masked(); pn.Overlaps(spec.subnet) && pn != spec.subnet {
+			return fmt.Errorf("--subnet %s does not match the network %s of the parent %s (address %s): use --subnet %s, or the interface on the LAN of %s",
+				spec.subnet, pn, plan.link, a, pn, spec.subnet)
 		}
-		return fmt.Errorf("--subnet %s does not match the parent %s, whose addresses are %s: the subnet must be the parent's LAN; use --subnet %s or the interface on that LAN",
-			spec.subnet, plan.link, strings.Join(have, ", "), plan.addrs[0].Masked())
 	}
 	routes, err := d.dp.Routes()
 	if err != nil {
