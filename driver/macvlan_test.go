@@ -532,7 +532,7 @@ func TestMacvlanReconcile(t *testing.T) {
 	// A reboot: every link grapevine made is gone; eth0 is back.
 	fresh := dataplane.NewFake()
 	setupLAN(fresh, "eth0")
-	fresh.AddLink(shimName(id("gone")), dataplane.KindMacvlan)   // orphan
+	fresh.AddLink(shimName(id("gone")), dataplane.KindMacvlan)      // orphan
 	fresh.AddLink(internalParent(id("gone")), dataplane.KindBridge) // orphan
 	e.restart(fresh)
 	if err := e.d.Reconcile(); err != nil {
