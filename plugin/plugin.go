@@ -174,6 +174,7 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		DefaultPool:      s.Pool,
 		DefaultPrefixLen: 24,
 		RouteConflict:    p.routeConflict,
+		Cluster:          p.cluster,
 		Log:              log.WithField("component", "ipam"),
 	})
 	if err != nil {
