@@ -19,12 +19,13 @@ import (
 func (d *Driver) Reconcile() error {
 	var errs []error
 	u, uerr := d.underlay()
-	if uerr != nil {
-		errs = append(errs, fmt.Errorf("resolve the underlay (ADVERTISE): %w", uerr))
-	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if uerr != nil && d.hasVXLANNetworks() {
+		// Only VXLAN devices need the VTEP; macvlan networks do not.
+		errs = append(errs, fmt.Errorf("resolve the underlay (ADVERTISE): %w", uerr))
+	}
 
 	netIDs := make([]string, 0, len(d.networks))
 	for id := range d.networks {
@@ -142,4 +143,15 @@ func (d *Driver) removeOrphanVLANs() error {
 		errs = append(errs, d.releaseVLAN(name))
 	}
 	return errors.Join(errs...)
+}
+
+// hasVXLANNetworks reports whether any network is in vxlan mode. Caller holds
+// mu.
+func (d *Driver) hasVXLANNetworks() bool {
+	for _, n := range d.networks {
+		if !n.macvlan() {
+			return true
+		}
+	}
+	return false
 }
