@@ -129,6 +129,12 @@ func (d *Driver) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
 		return d.deleteEndpointLinks(&endpointRecord{ID: r.EndpointID})
 	}
 	errs := []error{d.deleteEndpointLinks(e)}
+	if n := d.networks[e.NetworkID]; n != nil && n.macvlan() && n.HostAccess.IsValid() {
+		// Leave removes it; DeleteEndpoint without Leave must too.
+		if err := d.dp.DelRoute(netip.PrefixFrom(e.Address.Addr(), 32), shimName(n.ID)); err != nil {
+			errs = append(errs, fmt.Errorf("delete host access route of %s: %w", e.Address.Addr(), err))
+		}
+	}
 	if err := d.store.deleteEndpoint(e.ID); err != nil {
 		return errors.Join(append(errs, err)...)
 	}

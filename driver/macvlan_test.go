@@ -498,6 +498,16 @@ func TestMacvlanHostAccess(t *testing.T) {
 	if _, ok := e.fake.RouteSrc(dst, shimName(n)); ok {
 		t.Fatal("route kept after Leave")
 	}
+	// DeleteEndpoint without Leave removes the route too.
+	ep2 := id("hc2")
+	e.createEP(n, ep2, "198.18.0.141/24")
+	e.mustJoin(n, ep2)
+	if err := e.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: n, EndpointID: ep2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.fake.RouteSrc(netip.MustParsePrefix("198.18.0.141/32"), shimName(n)); ok {
+		t.Fatal("route kept after DeleteEndpoint")
+	}
 	// Join failing on the route leaves no link.
 	e.fake.SetFail("SetRoute", errors.New("injected"))
 	if _, err := e.d.Join(&network.JoinRequest{NetworkID: n, EndpointID: ep}); err == nil {
