@@ -26,9 +26,8 @@ type Cluster struct {
 	queue  *memberlist.TransmitLimitedQueue
 	ml     atomic.Pointer[memberlist.Memberlist]
 
-	joined       atomic.Bool
-	joinAttempts atomic.Int64
-	stats        counters
+	joined atomic.Bool
+	stats  counters
 
 	metaMu sync.Mutex // guards meta, read by memberlist through NodeMeta
 
@@ -36,12 +35,14 @@ type Cluster struct {
 	departed map[string]departedMember // dead or left members, for Members
 	leaving  map[string]bool           // members that announced a graceful leave
 	nodeSubs []func(Member, EventType)
+	direct   directPeers // fast-path targets
 	started  bool
 	closed   bool
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	flushMu  sync.Mutex
 	flushCh  chan struct{}
+	directCh chan []byte // own writes for the fast path (encoded)
 }
 
 type departedMember struct {
@@ -56,6 +57,9 @@ type counters struct {
 	floorHits      atomic.Uint64 // stale copies rejected by floors
 	maxLocalState  atomic.Int64  // largest LocalState produced, bytes
 	localStateSent atomic.Uint64 // LocalState calls
+	joinAttempts   atomic.Uint64 // calls to memberlist's Join
+	directSent     atomic.Uint64 // fast-path packets sent
+	directDropped  atomic.Uint64 // own writes that skipped the fast path
 }
 
 func (s *counters) noteLocalState(n int) {
@@ -82,6 +86,7 @@ func New(cfg Config) (*Cluster, error) {
 		leaving:  make(map[string]bool),
 		stop:     make(chan struct{}),
 		flushCh:  make(chan struct{}, 1),
+		directCh: make(chan []byte, directQueueLen),
 	}
 	c.meta, _ = cfg.Meta.encode() // checked by withDefaults
 	for _, p := range cfg.Peers {
@@ -151,7 +156,8 @@ func (c *Cluster) Start() error {
 	c.log.WithFields(logrus.Fields{"node": c.cfg.NodeName, "addr": ml.LocalNode().Address(), "peers": c.peers}).
 		Info("gossip started")
 
-	c.wg.Add(3)
+	c.wg.Add(4)
+	go c.directLoop()
 	go c.joinLoop()
 	go c.flushLoop()
 	go c.reapLoop()
@@ -226,6 +232,7 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev EventType) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.direct.update(n, ev == EventJoin || ev == EventUpdate)
 	switch {
 	case ev == EventUpdate && leaving:
 		// The leave announcement: remembered, not reported as an update.
@@ -282,7 +289,7 @@ func (c *Cluster) joinLoop() {
 		ml := c.ml.Load()
 		wait := c.cfg.JoinBackoffMax
 		if ml.NumMembers() <= 1 {
-			c.joinAttempts.Add(1)
+			c.stats.joinAttempts.Add(1)
 			n, err := ml.Join(c.peers)
 			if ml.NumMembers() > 1 {
 				if !c.joined.Swap(true) {
@@ -406,8 +413,9 @@ func (c *Cluster) isClosed() bool {
 	return c.closed
 }
 
-// Put writes (kind, key) = value as this node's record with a new version
-// and queues it for gossip. Re-putting the value this node already owns is
+// Put writes (kind, key) = value as this node's record with a new version,
+// queues it for gossip and, once persisted, hands it to the fast path
+// (Config.FanOut), which sends it on a background goroutine. Re-putting the value this node already owns is
 // a no-op. It returns once the record is persisted; on a persistence error
 // the record is nonetheless live in memory and gossiped (and persisting is
 // retried). Value is copied. Put works before Start (the record spreads once
@@ -424,14 +432,16 @@ func (c *Cluster) Put(kind, key string, value []byte) error {
 		return nil
 	}
 	c.broadcast(r)
-	if err := c.flush(); err != nil {
+	err = c.flush()
+	c.sendDirect(r) // once persisted (or tried): never announce a version a restart could reuse
+	if err != nil {
 		return fmt.Errorf("put %s/%s: %w", kind, key, err)
 	}
 	return nil
 }
 
-// Delete replaces (kind, key) by a tombstone owned by this node and queues
-// it for gossip. Deleting an absent key is a no-op.
+// Delete replaces (kind, key) by a tombstone owned by this node and spreads
+// it like Put. Deleting an absent key is a no-op.
 func (c *Cluster) Delete(kind, key string) error {
 	if c.isClosed() {
 		return ErrClosed
@@ -444,7 +454,9 @@ func (c *Cluster) Delete(kind, key string) error {
 		return nil
 	}
 	c.broadcast(r)
-	if err := c.flush(); err != nil {
+	err = c.flush()
+	c.sendDirect(r)
+	if err != nil {
 		return fmt.Errorf("delete %s/%s: %w", kind, key, err)
 	}
 	return nil
@@ -475,14 +487,32 @@ func (c *Cluster) Subscribe(kind string, fn func(old, new *Record)) {
 	c.store.subscribe(kind, fn)
 }
 
-// Stats describes the local replicated state and the gossip queue.
+// Stats describes the local replicated state, the gossip queue and what
+// this node has sent and received since New. Counters only grow.
 type Stats struct {
 	StoreStats
 	QueuedBroadcasts int
 	Members          int // alive members, this node included
+
+	JoinAttempts       uint64 // attempts to reach PEERS
+	ReceivedBroadcasts uint64 // record messages received (gossip and fast path)
+	ReceivedPushPull   uint64 // records received by push/pull
+	FloorHits          uint64 // stale copies of deleted records rejected
+	DirectSent         uint64 // fast-path packets sent (Config.FanOut)
+	DirectDropped      uint64 // own writes that skipped a backlogged fast path
 }
 
 // Stats returns current statistics, e.g. for the status endpoint.
 func (c *Cluster) Stats() Stats {
-	return Stats{StoreStats: c.store.stats(), QueuedBroadcasts: c.queue.NumQueued(), Members: c.numNodes()}
+	return Stats{
+		StoreStats:         c.store.stats(),
+		QueuedBroadcasts:   c.queue.NumQueued(),
+		Members:            c.numNodes(),
+		JoinAttempts:       c.stats.joinAttempts.Load(),
+		ReceivedBroadcasts: c.stats.recvBroadcast.Load(),
+		ReceivedPushPull:   c.stats.recvPushPull.Load(),
+		FloorHits:          c.stats.floorHits.Load(),
+		DirectSent:         c.stats.directSent.Load(),
+		DirectDropped:      c.stats.directDropped.Load(),
+	}
 }

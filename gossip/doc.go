@@ -21,8 +21,12 @@
 // winner whatever the order in which copies arrive. Values are opaque bytes:
 // gossip never decodes them; their consumer (ipam, driver) does.
 //
-// Records spread two ways:
+// Records spread three ways:
 //
+//   - Fast path: every local write is also sent at once, one UDP packet
+//     each, to every other alive member of a small cluster, or to
+//     Config.FanOut random members of a large one (see FanOut for the
+//     bandwidth trade-off). A receiver treats it like a broadcast.
 //   - Broadcasts: every local write, and every record newly learnt from a
 //     broadcast, is queued in a memberlist TransmitLimitedQueue and
 //     piggy-backed on gossip packets (one record per UDP message, hence

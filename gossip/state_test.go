@@ -13,16 +13,16 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-func newTestStore(t *testing.T, self string, clk *fakeClock) *store {
+func newTestStore(t *testing.T, self string, clk *FakeClock) *store {
 	t.Helper()
 	q := newEventQueue(testLog(self))
 	q.start()
 	t.Cleanup(q.close)
-	return newStore(self, clk.now, time.Hour, 24*time.Hour, q)
+	return newStore(self, clk.Now, time.Hour, 24*time.Hour, q)
 }
 
 func TestStorePutValidation(t *testing.T) {
-	s := newTestStore(t, "a", &fakeClock{})
+	s := newTestStore(t, "a", &FakeClock{})
 	tests := []struct {
 		name      string
 		kind, key string
@@ -49,7 +49,7 @@ func TestStorePutValidation(t *testing.T) {
 }
 
 func TestStorePutDeleteSemantics(t *testing.T) {
-	s := newTestStore(t, "a", &fakeClock{})
+	s := newTestStore(t, "a", &FakeClock{})
 	r1, changed, err := s.put("host", "a", []byte("v"))
 	if err != nil || !changed || r1.Version != 1 || r1.Owner != "a" {
 		t.Fatalf("first put: %+v %v %v", r1, changed, err)
@@ -93,7 +93,7 @@ func TestStoreApplyOrderIndependent(t *testing.T) {
 	var want map[string]Record
 	r := rand.New(rand.NewPCG(5, 6))
 	for trial := range 20 {
-		s := newTestStore(t, "x", &fakeClock{})
+		s := newTestStore(t, "x", &FakeClock{})
 		for _, i := range r.Perm(len(copies)) {
 			c := *copies[i]
 			s.apply(&c)
@@ -123,7 +123,7 @@ func TestStoreApplyOrderIndependent(t *testing.T) {
 }
 
 func TestStoreWindowRotatesWithinBudget(t *testing.T) {
-	s := newTestStore(t, "a", &fakeClock{})
+	s := newTestStore(t, "a", &FakeClock{})
 	const n, budget = 1000, 4096
 	for i := range n {
 		if _, _, err := s.put("block", fmt.Sprintf("b%04d", i), []byte("0123456789")); err != nil {
@@ -166,19 +166,19 @@ func TestStoreWindowRotatesWithinBudget(t *testing.T) {
 		}
 	}
 	// A record larger than the budget still goes out, alone.
-	big := newTestStore(t, "a", &fakeClock{})
+	big := newTestStore(t, "a", &FakeClock{})
 	big.put("block", "big", make([]byte, 900))
 	big.put("block", "big2", make([]byte, 900))
 	if _, recs, _ := decodeMsg(big.window(100)); len(recs) != 1 {
 		t.Errorf("window with a tiny budget carried %d records, want 1", len(recs))
 	}
-	if w := newTestStore(t, "a", &fakeClock{}).window(budget); w != nil {
+	if w := newTestStore(t, "a", &FakeClock{}).window(budget); w != nil {
 		t.Errorf("empty store sent %d bytes", len(w))
 	}
 }
 
 func TestStoreReapFloorForget(t *testing.T) {
-	clk := &fakeClock{}
+	clk := &FakeClock{}
 	s := newTestStore(t, "a", clk)
 	s.put("endpoint", "e", []byte("v"))
 	live, _ := s.get("endpoint", "e")
@@ -187,7 +187,7 @@ func TestStoreReapFloorForget(t *testing.T) {
 	if f, g := s.reap(); f+g != 0 {
 		t.Fatalf("reaped %d/%d before the TTL", f, g)
 	}
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	if f, _ := s.reap(); f != 1 {
 		t.Fatalf("floored %d, want 1", f)
 	}
@@ -209,9 +209,9 @@ func TestStoreReapFloorForget(t *testing.T) {
 		t.Fatalf("newer write after deletion: %v", res)
 	}
 	s.del("endpoint", "e")
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	s.reap()
-	clk.advance(24 * time.Hour)
+	clk.Advance(24 * time.Hour)
 	if _, g := s.reap(); g != 1 {
 		t.Fatalf("forgot %d floors, want 1", g)
 	}
@@ -221,7 +221,7 @@ func TestStoreReapFloorForget(t *testing.T) {
 }
 
 func TestSubscribeReplaysThenStreamsInOrder(t *testing.T) {
-	s := newTestStore(t, "a", &fakeClock{})
+	s := newTestStore(t, "a", &FakeClock{})
 	s.put("network", "n1", []byte("1"))
 	s.put("network", "n2", []byte("2"))
 	s.put("host", "h", []byte("h"))
@@ -262,7 +262,7 @@ func TestSubscribeReplaysThenStreamsInOrder(t *testing.T) {
 }
 
 func TestSubscriberPanicDoesNotStopDelivery(t *testing.T) {
-	s := newTestStore(t, "a", &fakeClock{})
+	s := newTestStore(t, "a", &FakeClock{})
 	done := make(chan string, 2)
 	s.subscribe("k", func(_, new *Record) {
 		if new.Key == "boom" {
@@ -288,8 +288,8 @@ func TestPersistenceAcrossNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	clk := &fakeClock{}
-	cfg := Config{NodeName: "a", DB: db, Log: testLog("a"), Now: clk.now}
+	clk := &FakeClock{}
+	cfg := Config{NodeName: "a", DB: db, Log: testLog("a"), Now: clk.Now}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
