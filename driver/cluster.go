@@ -124,8 +124,8 @@ func (d *Driver) checkCluster(spec *networkSpec) error {
 	if spec.hostIP.IsValid() {
 		for _, c := range d.clusterDefs(spec.subnet) {
 			if c.def.HostAccess == spec.hostIP {
-				return fmt.Errorf("host_access address %s is already the shim address of host %s on %s: give each host its own with --aux-address host-%s=IP",
-					spec.hostIP, c.node, spec.subnet, d.node)
+				return fmt.Errorf("host_access address %s is already the shim address of host %s on %s: give each host its own with --aux-address host-<hostname>=IP",
+					spec.hostIP, c.node, spec.subnet)
 			}
 		}
 	}

@@ -107,9 +107,10 @@ type Driver struct {
 	pluginName string
 	log        *logrus.Entry
 
-	// node names this host in --aux-address host-<node>=IP (host_access):
-	// the cluster's node name, else the host name.
-	node string
+	// node and hostname name this host in --aux-address host-<name>=IP
+	// (host_access): the cluster's node name (node, "" without a cluster)
+	// and the host name.
+	node, hostname string
 
 	mu        sync.Mutex
 	networks  map[string]*networkRecord
@@ -202,8 +203,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.Cluster != nil {
 		d.node = cfg.Cluster.LocalName()
-	} else if h, err := os.Hostname(); err == nil {
-		d.node = h
+	}
+	if h, err := os.Hostname(); err == nil {
+		d.hostname = h
 	}
 	if cfg.Cluster != nil {
 		d.startCluster(cfg.Cluster, cfg.PeerRepair)

@@ -19,7 +19,7 @@ package driver
 //	                 other and nothing else
 //
 // -o host_access=true gives the host a macvlan shim (gvh-<net>) holding the
-// address --aux-address host-<node>=IP (or host=IP on a single host) as a /32,
+// address --aux-address host-<hostname>=IP (or host-<gossip node name>=IP, or host=IP on a single host) as a /32,
 // plus a /32 route per local container through it: Linux does not pass
 // traffic between a macvlan parent and its children, so without it the host
 // cannot reach its own containers.
@@ -308,13 +308,16 @@ func (d *Driver) checkParentSubnet(spec networkSpec, plan parentPlan) error {
 	return nil
 }
 
-// hostAccessAddr is this host's shim address from --aux-address host-<node>
-// or host.
+// hostAccessAddr is this host's shim address from --aux-address
+// host-<hostname>, host-<node name> or host, in that order.
 func (d *Driver) hostAccessAddr(spec networkSpec) (netip.Addr, error) {
-	keys := []string{"host"}
-	if d.node != "" {
-		keys = []string{"host-" + d.node, "host"}
+	var keys []string
+	for _, n := range []string{d.hostname, d.node} {
+		if n != "" {
+			keys = append(keys, "host-"+n)
+		}
 	}
+	keys = append(keys, "host")
 	var key, text string
 	for _, k := range keys {
 		if v, ok := spec.aux[k]; ok {
@@ -322,9 +325,12 @@ func (d *Driver) hostAccessAddr(spec networkSpec) (netip.Addr, error) {
 			break
 		}
 	}
-	node := d.node
+	node := d.hostname
 	if node == "" {
-		node = "<node>"
+		node = d.node
+	}
+	if node == "" {
+		node = "<hostname>"
 	}
 	if key == "" {
 		return netip.Addr{}, fmt.Errorf("-o host_access=true needs this host's shim address: add --aux-address host-%s=IP (one per host) or --aux-address host=IP (a single host), with an unused address of %s outside --ip-range",

@@ -620,7 +620,7 @@ func TestMacvlanCluster(t *testing.T) {
 	n := id("cl")
 	base := lanReq(n, lanSubnet, map[string]string{"parent": "eth0", "host_access": "true"})
 	err := e.d.CreateNetwork(e.createReq(withAux(withAux(base, "host-h1", "198.18.0.200"), "host", "198.18.0.200")))
-	wantErr(t, err, "host_access address 198.18.0.200 is already the shim address of host h1 on 198.18.0.0/24: give each host its own with --aux-address host-h0=IP")
+	wantErr(t, err, "host_access address 198.18.0.200 is already the shim address of host h1 on 198.18.0.0/24: give each host its own with --aux-address host-<hostname>=IP")
 	vx := lanReq(n, lanSubnet, nil)
 	vx.opts = map[string]string{"mode": "vxlan"}
 	wantErr(t, e.d.CreateNetwork(e.createReq(vx)), "is already defined on host h1 as mode=macvlan; use -o mode=macvlan")
