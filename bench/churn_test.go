@@ -85,7 +85,7 @@ func churn(b *testing.B, size int) {
 	// machine: give it a deadline and skip, saying so, when it is not met.
 	// The poll runs in its own goroutine so that the deadline holds even when
 	// memberlist's locks starve readers during the join storm.
-	deadline := 30*time.Second + time.Duration(size)*200*time.Millisecond
+	deadline := 45*time.Second + time.Duration(size)*150*time.Millisecond
 	formed := make(chan struct{})
 	stop := make(chan struct{})
 	defer close(stop)

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -198,9 +200,15 @@ func (b *bench) runTimes(h host, targets []*runTarget, n int) {
 
 // goBench runs `go test -bench` and returns metric values by "Benchmark/sub metric".
 func (b *bench) goBench(pkg, pattern, benchtime string, timeout time.Duration) (benchResult, error) {
-	out, err := runCmd(timeout+time.Minute, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime,
+	// -v: skipped benchmarks print their reason only in verbose mode
+	out, err := runCmd(timeout+time.Minute, "go", "test", "-v", "-run", "^$", "-bench", pattern, "-benchtime", benchtime,
 		"-timeout", timeout.String(), pkg)
-	b.log.WithField("package", pkg).Debugf("go test output:\n%s", out)
+	logFile := filepath.Join(b.cfg.repo, "build", "bench-"+strings.Trim(strings.ReplaceAll(pkg, "/", "-"), ".-")+".log")
+	if werr := os.WriteFile(logFile, []byte(out+"\n"+errText(err)), 0o644); werr != nil {
+		b.log.Warnf("keep go test output: %v", werr)
+	} else {
+		b.log.WithField("package", pkg).Infof("go test output in %s", logFile)
+	}
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -271,4 +279,11 @@ func benchName(name string) string {
 		}
 	}
 	return name
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

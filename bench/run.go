@@ -343,7 +343,7 @@ func (b *bench) goBenchmarks() {
 		conv.fill(&row.p50, convErr, k, "p50-ms")
 		conv.fill(&row.p99, convErr, k, "p99-ms")
 		k = fmt.Sprintf("BenchmarkGossipChurn/members=%d", n)
-		churn.fill(&row.rest, churnErr, k, "rest-B/member/s")
+		conv.fill(&row.rest, convErr, fmt.Sprintf("BenchmarkConvergence/members=%d", n), "B/member/s")
 		churn.fill(&row.churnRate, churnErr, k, "churn-B/member/s")
 		b.scale = append(b.scale, row)
 	}
