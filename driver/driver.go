@@ -15,7 +15,7 @@
 // and in macvlan mode (see macvlan.go):
 //
 //	container link    gvc-<endpoint id[:11]>   macvlan child of the parent
-//	internal parent   gvm-<network id[:11]>    bridge without ports (no -o parent)
+//	internal parent   gvm-<network id[:11]>    dummy or ifb link (no -o parent)
 //	host shim         gvh-<network id[:11]>    macvlan child (host_access)
 //	VLAN link         IF.VLAN                  only when grapevine created it
 //

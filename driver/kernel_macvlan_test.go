@@ -478,3 +478,23 @@ func eventually(t *testing.T, d time.Duration, cond func() string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestKernelMacvlanInternal: through the driver, a network without a parent
+// lets its containers reach each other and gives them no gateway.
+func TestKernelMacvlanInternal(t *testing.T) {
+	enterTestNS(t)
+	h := newKHost(t, "h1", newKNS(t))
+	n := id("kInt")
+	h.e.mustCreateNetwork(netReq{id: n, subnet: "198.19.41.0/24", opts: map[string]string{"mode": "macvlan"}})
+	h.run(t, n, id("ki1"), "198.19.41.2/24")
+	h.run(t, n, id("ki2"), "198.19.41.3/24")
+	seq := 0
+	eventually(t, 5*time.Second, func() string { seq++; return kping(t, h.cns[id("ki1")].ns, "198.19.41.3", seq) })
+	eventually(t, 5*time.Second, func() string { seq++; return kping(t, h.cns[id("ki2")].ns, "198.19.41.2", seq) })
+	h.stopContainer(t, n, id("ki1"))
+	h.stopContainer(t, n, id("ki2"))
+	h.e.deleteNet(n)
+	if got := grapevineLinksIn(t, h.ns.nl); len(got) != 0 {
+		t.Fatalf("links left: %v", got)
+	}
+}

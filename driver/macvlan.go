@@ -14,9 +14,11 @@ package driver
 //	                 by grapevine and removed with the last network using it
 //	198.18.0.0/24    the interface holding an address in that CIDR, so one
 //	                 `docker network create` fits hosts whose NICs differ
-//	(none)           an internal-only network: a bridge with no ports
-//	                 (gvm-<net>) as parent; containers of this host reach each
-//	                 other and nothing else
+//	(none)           an internal-only network: a link with no wire (gvm-<net>,
+//	                 dummy, or ifb where the kernel has no dummy) as parent;
+//	                 containers of this host reach each other and nothing else
+//	                 (a bridge without ports is no good: it loses its carrier,
+//	                 and its macvlan children with it)
 //
 // -o host_access=true gives the host a macvlan shim (gvh-<net>) holding the
 // address --aux-address host-<hostname>=IP (or host-<gossip node name>=IP, or host=IP on a single host) as a /32,
@@ -361,7 +363,7 @@ func (d *Driver) hostAccessAddr(spec networkSpec) (netip.Addr, error) {
 // internal parent when it has no -o parent, and the host shim. Caller holds mu.
 func (d *Driver) makeMacvlanLinks(rec *networkRecord) error {
 	if rec.Parent == "" {
-		if err := d.dp.EnsureBridge(dataplane.BridgeSpec{Name: internalParent(rec.ID), MTU: rec.MTU, MAC: bridgeMAC(rec.ID)}); err != nil {
+		if err := d.dp.EnsureStandalone(internalParent(rec.ID), rec.MTU); err != nil {
 			return fmt.Errorf("network %s: internal parent %s: %w", shortID(rec.ID), internalParent(rec.ID), err)
 		}
 	}

@@ -238,7 +238,7 @@ func TestMacvlanBadInput(t *testing.T) {
 			setup: func(e *env) { e.fake.SetFail("EnsureMacvlan", errors.New("injected")) },
 			want:  "host shim " + shimName(id("bad")) + ": injected"},
 		{name: "internal parent fails", req: lanReq("", "198.19.31.0/24", nil),
-			setup: func(e *env) { e.fake.SetFail("EnsureBridge", errors.New("injected")) },
+			setup: func(e *env) { e.fake.SetFail("EnsureStandalone", errors.New("injected")) },
 			want:  "internal parent " + internalParent(id("bad")) + ": injected"},
 		{name: "firewall fails after the links", req: withAux(lanReq("", "198.19.30.0/24", map[string]string{"parent": "eth0.30", "host_access": "true"}), "host", "198.19.30.200"),
 			setup: func(e *env) { e.fake.SetFail("SyncFirewall", errors.New("injected")) },
@@ -423,7 +423,7 @@ func TestMacvlanParentByCIDR(t *testing.T) {
 }
 
 // TestMacvlanInternal: without a parent the network is internal-only: a
-// bridge with no ports as parent, no gateway, and Docker told not to add its
+// standalone link (dummy/ifb) as parent, no gateway, and Docker told not to add its
 // gateway bridge; --internal keeps Docker's own rule (no gateway).
 func TestMacvlanInternal(t *testing.T) {
 	e := newLANEnv(t)
@@ -433,7 +433,7 @@ func TestMacvlanInternal(t *testing.T) {
 	r.internal = true
 	e.mustCreateNetwork(r)
 	br := mustLink(t, e.fake, internalParent(n))
-	if br.Kind != dataplane.KindBridge || br.Bridge.Address.IsValid() || br.Bridge.MTU != 9000 {
+	if br.Kind != dataplane.KindStandalone || br.MTU != 9000 {
 		t.Fatalf("internal parent %+v", br)
 	}
 	e.createEP(n, id("i1"), "198.19.60.10/24")

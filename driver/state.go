@@ -21,8 +21,8 @@ const (
 	vxlanPrefix    = dataplane.LinkPrefix + "x-"
 	hostVethPrefix = dataplane.LinkPrefix + "e-"
 	contVethPrefix = dataplane.LinkPrefix + "c-"
-	// macvlan mode: the parent of a network with no -o parent (a bridge with
-	// no ports; this kernel has no dummy links) and the host's shim
+	// macvlan mode: the parent of a network with no -o parent (a dummy link,
+	// or ifb where the kernel has none) and the host's shim
 	// (host_access).
 	internalParentPrefix = dataplane.LinkPrefix + "m-"
 	shimPrefix           = dataplane.LinkPrefix + "h-"

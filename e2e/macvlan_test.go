@@ -205,7 +205,7 @@ func TestMacvlan(t *testing.T) {
 
 	t.Run("a restarted host keeps its container's address", func(t *testing.T) {
 		// An address of h1's own block: what a fresh container gets there.
-		probe := runContainer(t, "h1", "--network", nw, image, "true")
+		probe := runContainer(t, "h1", "--network", nw, image, "sleep", "3600")
 		ip := containerIP(t, "h1", probe, nw)
 		mustDocker(t, "h1", "rm", "-f", probe)
 		keep := runContainer(t, "h1", "--network", nw, "--ip", ip, "--restart", "always", "--name", "mv-keep", image, "sleep", "36000")

@@ -212,6 +212,12 @@ type Dataplane interface {
 	// (when given), up. A missing parent yields an error wrapping
 	// ErrLinkNotFound; a link of that name of another type ErrIncompatibleLink.
 	EnsureMacvlan(MacvlanSpec) error
+	// EnsureStandalone creates or repairs a link with no wire behind it, to be
+	// the parent of macvlan links that only talk to each other: a dummy link,
+	// or an ifb link on kernels without dummy (carrier always on; a bridge
+	// without ports loses its carrier). MTU (0 = default), up. A link of that
+	// name of another type yields ErrIncompatibleLink.
+	EnsureStandalone(name string, mtu int) error
 	// EnsureVLAN creates the 802.1q link if missing and sets it up. An
 	// existing link of that name that is not VLAN ID on Parent yields
 	// ErrIncompatibleLink; a kernel without 802.1q ErrVLANUnsupported.

@@ -11,13 +11,14 @@ import (
 
 // Link kinds recorded by Fake.
 const (
-	KindBridge   = "bridge"
-	KindVXLAN    = "vxlan"
-	KindVeth     = "veth"    // host end of a veth pair
-	KindVethPeer = "veth-cn" // container end of a veth pair
-	KindMacvlan  = "macvlan"
-	KindVLAN     = "vlan"
-	KindOther    = "other" // a link grapevine did not make (added by a test)
+	KindBridge     = "bridge"
+	KindVXLAN      = "vxlan"
+	KindVeth       = "veth"    // host end of a veth pair
+	KindVethPeer   = "veth-cn" // container end of a veth pair
+	KindMacvlan    = "macvlan"
+	KindVLAN       = "vlan"
+	KindStandalone = "standalone" // EnsureStandalone's dummy/ifb
+	KindOther      = "other"      // a link grapevine did not make (added by a test)
 )
 
 // FakeLink is one link in the Fake's pretend namespace.
@@ -34,6 +35,8 @@ type FakeLink struct {
 	VLAN VLANSpec
 	// Info describes a link added with SetLinkInfo (Kind == KindOther).
 	Info LinkInfo
+	// MTU is valid when Kind == KindStandalone.
+	MTU int
 }
 
 type fakeRouteKey struct {
@@ -808,6 +811,10 @@ func (f *Fake) info(l *FakeLink) LinkInfo {
 		if l.Macvlan.Address.IsValid() {
 			li.Addrs = []netip.Prefix{l.Macvlan.Address}
 		}
+	case KindStandalone:
+		if l.MTU > 0 {
+			li.MTU = l.MTU
+		}
 	case KindVLAN:
 		li.Parent = l.VLAN.Parent
 		li.VLANID = l.VLAN.ID
@@ -863,4 +870,20 @@ func (f *Fake) RouteSrc(dst netip.Prefix, dev string) (netip.Addr, bool) {
 	defer f.lock()()
 	src, ok := f.ourRoutes[fakeRouteKey{dst.Masked(), dev}]
 	return src, ok
+}
+
+// EnsureStandalone implements Dataplane.
+func (f *Fake) EnsureStandalone(name string, mtu int) error {
+	defer f.lock()()
+	if err := f.begin("EnsureStandalone", name); err != nil {
+		return err
+	}
+	if name == "" {
+		return fmt.Errorf("standalone link name is empty")
+	}
+	if l, ok := f.links[name]; ok && l.Kind != KindStandalone {
+		return fmt.Errorf("standalone %s: %w (it is a %s)", name, ErrIncompatibleLink, l.Kind)
+	}
+	f.links[name] = &FakeLink{Name: name, Kind: KindStandalone, MTU: mtu}
+	return nil
 }

@@ -256,3 +256,39 @@ func (k *Kernel) DelRoute(dst netip.Prefix, dev string) error {
 func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}
 }
+
+// EnsureStandalone creates or repairs a dummy (else ifb) link, up.
+func (k *Kernel) EnsureStandalone(name string, mtu int) (err error) {
+	if name == "" {
+		return errors.New("ensure standalone link: empty name")
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	l, err := k.linkByName(name)
+	switch {
+	case errors.Is(err, ErrLinkNotFound):
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		attrs.MTU = mtu
+		err = k.nl.LinkAdd(&netlink.Dummy{LinkAttrs: attrs})
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			err = k.nl.LinkAdd(&netlink.Ifb{LinkAttrs: attrs})
+		}
+		if err != nil {
+			return fmt.Errorf("create standalone link %q (dummy or ifb): %w", name, err)
+		}
+		defer k.undoCreate(name, &err)
+		if l, err = k.linkByName(name); err != nil {
+			return fmt.Errorf("read back new link: %w", err)
+		}
+		k.log.WithFields(logrus.Fields{"link": name, "type": l.Type()}).Debug("created standalone link")
+	case err != nil:
+		return err
+	case l.Type() != "dummy" && l.Type() != "ifb":
+		return fmt.Errorf("ensure standalone link %q: existing link is a %s: %w", name, l.Type(), ErrIncompatibleLink)
+	}
+	if err := k.setMTU(l, mtu); err != nil {
+		return err
+	}
+	return k.setUp(l)
+}

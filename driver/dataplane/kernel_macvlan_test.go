@@ -383,12 +383,25 @@ func TestMacvlanTraffic(t *testing.T) {
 }
 
 // TestMacvlanInternalParent checks the parent grapevine uses when no -o parent
-// is given (this kernel has no dummy links): a bridge with no ports. Children
-// on it reach each other and nothing else.
+// is given: EnsureStandalone's dummy link (ifb on this kernel, which has no
+// dummy). Children on it reach each other and nothing else. (A bridge without
+// ports would not do: once its MAC is set it has no carrier, and neither have
+// its macvlan children.)
 func TestMacvlanInternalParent(t *testing.T) {
 	tn, k := newKernelNS(t)
-	if err := k.EnsureBridge(BridgeSpec{Name: "gvm-int", MTU: 1500}); err != nil {
+	for range 2 {
+		if err := k.EnsureStandalone("gvm-int", 1500); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := tn.link("gvm-int"); (l.Type() != "dummy" && l.Type() != "ifb") || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatalf("standalone link is a %s, flags %v", l.Type(), l.Attrs().Flags)
+	}
+	if err := k.EnsureBridge(BridgeSpec{Name: "gvb-x"}); err != nil {
 		t.Fatal(err)
+	}
+	if err := k.EnsureStandalone("gvb-x", 0); !errors.Is(err, ErrIncompatibleLink) {
+		t.Fatalf("EnsureStandalone over a bridge: %v", err)
 	}
 	addrs := []string{"198.18.20.11/24", "198.18.20.12/24"}
 	var cns []netns.NsHandle
