@@ -311,3 +311,102 @@ func pluginLog(run, host string, n int) string {
 	out, _, _ := runCmd(cmdTimeout, "sh", "-c", fmt.Sprintf("grep -a 'plugin=' /run/gvtest/%s/%s/dockerd.log | tail -n %d", run, host, n))
 	return out
 }
+
+// unprogrammed returns the containers of cs whose neighbour entry (IP → MAC) or FDB
+// entry (MAC → their host's VTEP) is missing from host's VXLAN device dev.
+func unprogrammed(host, dev string, cs []ctr) ([]ctr, error) {
+	f, err := fdbEntries(host, dev)
+	if err != nil {
+		return nil, err
+	}
+	n, err := neighEntries(host, dev)
+	if err != nil {
+		return nil, err
+	}
+	var missing []ctr
+	for _, c := range cs {
+		fdb := false
+		for _, l := range fdbTowards(f, hostAddr(c.host)) {
+			if strings.HasPrefix(strings.ToLower(l), strings.ToLower(c.mac)+" ") {
+				fdb = true
+			}
+		}
+		if !fdb || !hasNeigh(n, c.ip, c.mac) {
+			missing = append(missing, c)
+		}
+	}
+	return missing, nil
+}
+
+// logArrivals logs, for every host, how long after start (the heal) it had
+// programmed the containers of the other side of the cut (side is the hosts on one
+// side): those that ran before the partition (before, unprogrammed when their host
+// was declared dead) and those started during it (during, whose records were
+// written while the two sides could not talk). It polls until limit and asserts
+// nothing: reachability is checked by the caller.
+func logArrivals(t *testing.T, start time.Time, limit time.Duration, hosts, side []string, before, during []ctr, netIDs map[string]string) {
+	t.Helper()
+	type want struct {
+		dev            string
+		before, during []ctr
+		tBefore        time.Duration // 0 until programmed
+		tDuring        time.Duration
+		err            error
+	}
+	other := func(h string, cs []ctr) []ctr {
+		var out []ctr
+		for _, c := range cs {
+			if contains(side, h) != contains(side, c.host) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	ws := map[string]*want{}
+	for _, h := range hosts {
+		ws[h] = &want{dev: vxlanDev(t, h, netIDs[h]), before: other(h, before), during: other(h, during)}
+	}
+	deadline := start.Add(limit)
+	for {
+		pending := 0
+		for _, h := range hosts {
+			w := ws[h]
+			if w.tBefore > 0 && w.tDuring > 0 {
+				continue
+			}
+			pending++
+			now := time.Since(start)
+			if w.tBefore == 0 {
+				m, err := unprogrammed(h, w.dev, w.before)
+				if w.err = err; err == nil && len(m) == 0 {
+					w.tBefore = now
+				}
+			}
+			if w.tDuring == 0 {
+				m, err := unprogrammed(h, w.dev, w.during)
+				if w.err = err; err == nil && len(m) == 0 {
+					w.tDuring = now
+				}
+			}
+		}
+		if pending == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	show := func(d time.Duration) string {
+		if d == 0 {
+			return fmt.Sprintf("not within %v", limit)
+		}
+		return d.Round(time.Millisecond).String()
+	}
+	for _, h := range hosts {
+		w := ws[h]
+		line := fmt.Sprintf("%s programmed the other side's %d earlier containers %s and %d started during the partition %s after heal",
+			h, len(w.before), show(w.tBefore), len(w.during), show(w.tDuring))
+		if w.err != nil && (w.tBefore == 0 || w.tDuring == 0) {
+			line += fmt.Sprintf(" (last error: %v)", w.err)
+		}
+		t.Log(line)
+	}
+}

@@ -469,7 +469,7 @@ cmd_down() { # RUN — best effort, idempotent
 	wait_pids "${pids[@]}"
 	# 3. leftover shims (and their children) that name one of our containerd sockets
 	for pid in $(pgrep -f 'containerd-shim' 2>/dev/null); do
-		if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$rd/"; then
+		if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$rd/"; then
 			log "killing leftover shim $pid"
 			for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
 				kill -KILL "$child" 2>/dev/null
@@ -524,7 +524,7 @@ cmd_leftovers() { # RUN [PLUGIN-ID…] — print what a torn-down run left behin
 	}
 	[ ! -e "$rd" ] || report "directory $rd"
 	for ns in $(ip netns list | awk -v p="^$run-(h[0-9]+|ul|lan)$" '$1 ~ p { print $1 }'); do report "netns $ns"; done
-	for pid in $(pgrep -f "$rd/" 2>/dev/null); do report "process $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"; done
+	for pid in $(pgrep -f "$rd/" 2>/dev/null); do report "process $pid: $(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")"; done
 	awk -v p="$rd/" 'index($2, p) == 1 { print "mount " $2 }' /proc/self/mounts | while read -r l; do echo "$l"; done | grep . && found=1
 	for id in "$@"; do
 		[ ! -e "/run/docker/plugins/$id" ] || report "plugin directory /run/docker/plugins/$id"
@@ -551,7 +551,7 @@ cmd_plugin_pid() { # RUN hN — the `/grapevine serve` process in hN's network n
 	want=$(stat -L -c '%d:%i' "/run/netns/$(host_ns "$run" "$h")")
 	for pid in $(pgrep -x grapevine 2>/dev/null); do
 		[ "$(stat -L -c '%d:%i' "/proc/$pid/ns/net" 2>/dev/null)" = "$want" ] || continue
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^/grapevine serve' || continue
+		tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q '^/grapevine serve' || continue
 		echo "$pid"
 		return 0
 	done
@@ -572,7 +572,11 @@ hosts_of() { # RUN — h1 … hN
 # drop_between NS ADDR — in NS, drop everything to and from ADDR. Rules go in the raw
 # table (before conntrack, so established gossip TCP streams are cut too, and no other
 # software there puts rules in it). Gossip and VXLAN get their own rules first, so
-# their counters prove that both kinds were cut (partition-counters).
+# their counters prove that both kinds were cut (partition-counters). The kernel's
+# VXLAN encapsulation leaves through ip_local_out, so raw OUTPUT sees (and drops) it
+# like any local UDP. It counts only frames that were encapsulated: once grapevine has
+# removed a dead peer's FDB entries, the VXLAN device drops frames towards it itself
+# (its TX dropped counter), and nothing reaches these rules.
 drop_between() {
 	local ns=$1 addr=$2 vx=${VXLAN_PORT:-4789} gp=${GOSSIP_PORT:-7947} kind chain dir spec
 	for chain in PREROUTING OUTPUT; do
@@ -635,7 +639,7 @@ host_pids() {
 		pid_alive "$pid" && all+=("$pid")
 	done
 	for pid in $(pgrep -f 'containerd-shim' 2>/dev/null); do
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$d/containerd/" && shims+=("$pid")
+		tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$d/containerd/" && shims+=("$pid")
 	done
 	frontier=("${shims[@]}")
 	all+=("${shims[@]}")
