@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -132,16 +133,72 @@ func PrintStatus(w io.Writer, raw []byte) error {
 	tw.Flush()
 	fmt.Fprintln(w, "\nNETWORKS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSUBNET\tGATEWAY\tVNI\tMTU\tINTERNAL\tBRIDGE\tENDPOINTS")
+	fmt.Fprintln(tw, "ID\tMODE\tSUBNET\tGATEWAY\tVNI/PARENT\tMTU\tLOCAL\tREMOTE\tREMOTE BY HOST")
 	for _, n := range st.Networks {
-		fmt.Fprintf(tw, "%.12s\t%s\t%s\t%d\t%d\t%v\t%s\t%d\n", n.ID, n.Subnet, n.Gateway, n.VNI, n.MTU, n.Internal, n.Bridge, n.Endpoints)
+		link := fmt.Sprint(n.VNI)
+		if n.Mode == "macvlan" {
+			link = n.Parent
+			if link == "" {
+				link = "(none)"
+			}
+		}
+		mode := n.Mode
+		if n.Internal {
+			mode += ",internal"
+		}
+		var byHost []string
+		for h, c := range n.RemoteHosts {
+			byHost = append(byHost, fmt.Sprintf("%s=%d", h, c))
+		}
+		sort.Strings(byHost)
+		remote := fmt.Sprint(n.RemoteEndpoints)
+		if n.RemoteUnreachable > 0 {
+			remote += fmt.Sprintf(" (%d unreachable)", n.RemoteUnreachable)
+		}
+		fmt.Fprintf(tw, "%.12s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n.ID, mode, n.Subnet, n.Gateway, link, n.MTU, n.Endpoints, remote, strings.Join(byHost, " "))
 	}
 	tw.Flush()
+	for _, n := range st.Networks {
+		if n.Conflict != "" {
+			fmt.Fprintf(w, "CONFLICT %.12s: %s\n", n.ID, n.Conflict)
+		}
+		if n.Reach != "" {
+			fmt.Fprintf(w, "%.12s: %s", n.ID, n.Reach)
+			if n.HostAccess != "" {
+				fmt.Fprintf(w, "; host access via %s", n.HostAccess)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	fmt.Fprintln(w, "\nPOOLS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tRANGE\tSPACE\tGATEWAY\tALLOCATED\tFREE\tOWNED")
+	fmt.Fprintln(tw, "POOL\tRANGE\tSPACE\tGATEWAY\tALLOCATED\tFREE\tOWNED BY THIS HOST")
 	for _, p := range st.Pools {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d/%d\t%s\n", p.Pool, p.SubPool, p.Space, p.Gateway, p.Allocated, p.Free, p.Capacity, strings.Join(p.Owned, ","))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range st.Pools {
+		if len(p.Lost) > 0 {
+			fmt.Fprintf(w, "WARNING %s: blocks %s were reclaimed by the cluster while this host was away; they are not used\n", p.Pool, strings.Join(p.Lost, ","))
+		}
+		if len(p.Blocks) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nBLOCKS of %s\n", p.Pool)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "FIRST\tLAST\tOWNER")
+		for _, b := range p.Blocks {
+			owner := b.Owner
+			if b.Reclaimed {
+				owner += " (reclaimed)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", b.First, b.Last, owner)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
