@@ -434,6 +434,8 @@ func TestCluster(t *testing.T) {
 		stopPinger()
 		if afterSplit != atCut {
 			t.Errorf("%s got %d replies from %s across the partition (%d before it)", from, afterSplit-atCut, to, atCut)
+		} else {
+			t.Logf("%s got %d replies from %s before the partition and none after it", from, atCut, to)
 		}
 		if f, err := fdbEntries(minority[0], vxlanDev(t, minority[0], netIDs[minority[0]])); err == nil {
 			var left []string
@@ -472,6 +474,8 @@ func TestCluster(t *testing.T) {
 			if counts["gossip-udp"]+counts["gossip-tcp"] == 0 || (h == minority[0] && counts["vxlan"] == 0) {
 				t.Errorf("%s: the partition dropped vxlan=%d gossip=%d packets; want gossip (and on %s vxlan) attempted and cut:\n%s",
 					h, counts["vxlan"], counts["gossip-udp"]+counts["gossip-tcp"], minority[0], out)
+			} else {
+				t.Logf("%s: the partition dropped vxlan=%d gossip=%d packets", h, counts["vxlan"], counts["gossip-udp"]+counts["gossip-tcp"])
 			}
 		}
 
