@@ -209,11 +209,9 @@ func (b *bench) goBench(pkg, pattern, benchtime string, timeout time.Duration) (
 	} else {
 		b.log.WithField("package", pkg).Infof("go test output in %s", logFile)
 	}
-	if err != nil {
-		return benchResult{}, err
-	}
+	// parse even after a failure: sizes that finished before a timeout count
 	m, skipped := parseBench(out)
-	return benchResult{m, skipped}, nil
+	return benchResult{m, skipped}, err
 }
 
 // benchResult is what one `go test -bench` printed: metrics by
@@ -225,16 +223,16 @@ type benchResult struct {
 
 // fill puts the metric key of benchmark name into s, or why it is missing.
 func (r benchResult) fill(s *sample, err error, name, unit string) {
-	if err != nil {
-		s.na = short(err)
-		return
-	}
 	if v, ok := r.metrics[name+" "+unit]; ok {
 		s.add(v)
 		return
 	}
 	if why, ok := r.skipped[name]; ok {
 		s.na = "skipped: " + why
+		return
+	}
+	if err != nil {
+		s.na = "not finished: " + short(err)
 		return
 	}
 	s.na = "no " + unit + " in the go test output"

@@ -41,7 +41,9 @@ func (b *bench) startServers(p *path) {
 			p.na = fmt.Sprintf("cannot start %s: %v", args[0], err)
 			return
 		}
+		b.mu.Lock()
 		b.procs = append(b.procs, cmd)
+		b.mu.Unlock()
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	var err error
@@ -92,7 +94,9 @@ func (b *bench) setupKernelVXLAN(hosts []host) *path {
 				p.na = err.Error()
 				return p
 			}
+			b.mu.Lock()
 			b.madeNS = append(b.madeNS, c[3])
+			b.mu.Unlock()
 		}
 		br := "/run/netns/" + s.brNS
 		ct := "/run/netns/" + s.ctNS

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -20,6 +23,7 @@ type config struct {
 	convN, runN        int
 	endpoints          []int
 	gossipBenchtime    string
+	gossipTimeout      time.Duration
 	out, command       string
 	skipGo, skipNet    bool
 }
@@ -31,8 +35,10 @@ type bench struct {
 	cfg    config
 	self   string // this executable, run inside namespaces
 	hosts  []host
+	mu     sync.Mutex // procs and madeNS: appended by the run, read by cleanup on a signal
 	procs  []*exec.Cmd
 	madeNS []string
+	closed bool
 	start  time.Time
 	load   string // /proc/loadavg when the run started
 
@@ -73,7 +79,8 @@ func cmdRun(log *logrus.Entry, args []string) error {
 	fs.IntVar(&cfg.convN, "conv", 50, "containers per network for convergence")
 	fs.IntVar(&cfg.runN, "runs", 10, "docker run/rm pairs per network")
 	fs.StringVar(&eps, "endpoints", "1000,5000", "endpoint counts for the plugin RSS")
-	fs.StringVar(&cfg.gossipBenchtime, "gossip-benchtime", "20x", "-benchtime for gossip's BenchmarkConvergence")
+	fs.StringVar(&cfg.gossipBenchtime, "gossip-benchtime", "10x", "-benchtime for gossip's BenchmarkConvergence")
+	fs.DurationVar(&cfg.gossipTimeout, "gossip-timeout", 4*time.Minute, "time budget (go test -timeout) for each gossip benchmark")
 	fs.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report file ('' = print only)")
 	fs.StringVar(&cfg.command, "command", "make bench", "the command line recorded in the report")
 	fs.BoolVar(&cfg.skipGo, "skip-go", false, "skip the Go benchmarks (ipam, gossip)")
@@ -98,6 +105,15 @@ func cmdRun(log *logrus.Entry, args []string) error {
 		b.load = strings.Join(strings.Fields(string(la))[:3], " ")
 	}
 	defer b.cleanup()
+	// an interrupted run still stops its servers and removes its namespaces
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		log.Warnf("%v: cleaning up", sig)
+		b.cleanup()
+		os.Exit(1)
+	}()
 
 	if !cfg.skipNet {
 		if cfg.run == "" {
@@ -334,9 +350,9 @@ func (b *bench) goBenchmarks() {
 	b.ipam = append(ipamRows, b.ipam...)
 
 	b.log.Info("go benchmarks: gossip convergence")
-	conv, convErr := b.goBench("./gossip/", "Convergence", b.cfg.gossipBenchtime, 14*time.Minute)
+	conv, convErr := b.goBench("./gossip/", "Convergence", b.cfg.gossipBenchtime, b.cfg.gossipTimeout)
 	b.log.Info("go benchmarks: gossip churn")
-	churn, churnErr := b.goBench("./bench/", "GossipChurn", "1x", 14*time.Minute)
+	churn, churnErr := b.goBench("./bench/", "GossipChurn", "1x", b.cfg.gossipTimeout)
 	for _, n := range []int{50, 200, 500} {
 		row := scaleRow{members: n}
 		k := fmt.Sprintf("BenchmarkConvergence/members=%d", n)
@@ -352,6 +368,12 @@ func (b *bench) goBenchmarks() {
 // cleanup stops what this run started and removes the namespaces it made;
 // the harness's own teardown removes containers, networks and daemons.
 func (b *bench) cleanup() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.closed = true
 	for _, c := range b.procs {
 		if c.Process != nil {
 			_ = c.Process.Kill()
