@@ -112,7 +112,7 @@ func (b *bench) report() string {
 		for _, s := range b.scale {
 			p("| %d | %s | %s | %s | %s |\n", s.members, s.p50.cell("%.0f"), s.p99.cell("%.0f"), s.rest.cell("%.0f"), s.churnRate.cell("%.0f"))
 		}
-		p("\nConvergence and bytes at rest are gossip's `BenchmarkConvergence` (`go test -run '^$' -bench Convergence -benchtime %s ./gossip/`); bytes under load are `BenchmarkGossipChurn` in bench/ (`go test -run '^$' -bench GossipChurn -benchtime 1x ./bench/`: 100 Puts/s of endpoint-sized records on random members for 3 s). Both form the whole cluster in one process first and skip a size whose formation misses its deadline on this machine; the go test output is kept in build/bench-*.log.\n\n", b.cfg.gossipBenchtime)
+		p("\nConvergence and bytes at rest are gossip's `BenchmarkConvergence` (`go test -run '^$' -bench Convergence -benchtime %s ./gossip/`); bytes under load are its churn-B/member/s when it reports them, else `BenchmarkGossipChurn` in bench/ (`go test -run '^$' -bench GossipChurn -benchtime 1x ./bench/`: 100 Puts/s of endpoint-sized records on random members for 3 s). Both form the whole cluster in one process first and skip a size whose formation misses its deadline on this machine; the go test output is kept in build/bench-*.log.\n\n", b.cfg.gossipBenchtime)
 	}
 
 	if len(b.rss) > 0 {
