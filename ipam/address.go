@@ -93,8 +93,9 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 		d.mu.Unlock()
 		return nil, err
 	}
+	var def []byte
 	if gw && fresh && p.clustered {
-		d.publishLocked(p.prefix)
+		def = d.poolDefLocked(p.prefix)
 	}
 	low := p.clustered && !gw && p.alloc.free < p.lowWater()
 	p.used = true
@@ -106,6 +107,9 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 			d.undoTake(p, ord, gw)
 		}
 		return nil, err
+	}
+	if def != nil {
+		d.publish(p.prefix, def)
 	}
 	if low {
 		d.askAhead(p)

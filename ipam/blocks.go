@@ -231,8 +231,8 @@ func (d *Driver) applyInit(subnet netip.Prefix) {
 	if !ok {
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.own.Lock()
+	defer d.own.Unlock()
 	for _, b := range bs {
 		if b.owner == c.self && b.key == "" {
 			if err := c.putBlock(subnet, b.span, c.self, false); err != nil {
@@ -240,8 +240,11 @@ func (d *Driver) applyInit(subnet netip.Prefix) {
 			}
 		}
 	}
+	d.mu.Lock()
 	d.refreshLocked(subnet)
-	d.publishLocked(subnet)
+	def := d.poolDefLocked(subnet)
+	d.mu.Unlock()
+	d.publish(subnet, def)
 }
 
 // refreshLocked recomputes the ownership of the local pool of subnet from
@@ -307,9 +310,11 @@ func (d *Driver) onBlock(_, rec *gossip.Record) {
 	if err != nil {
 		return
 	}
+	d.own.Lock()
 	d.mu.Lock()
 	d.refreshLocked(s)
 	d.mu.Unlock()
+	d.own.Unlock()
 }
 
 // onAcc reacts to acceptor records: wakes proposers and spreads decisions.

@@ -269,10 +269,11 @@ func (d *Driver) joinCluster() error {
 	c.mu.Unlock()
 	c.noteMembers()
 	for _, s := range subnets {
-		d.applyInit(s)
+		d.applyInit(s) // publishes the definition too
 		d.mu.Lock()
-		d.publishLocked(s)
+		def := d.poolDefLocked(s)
 		d.mu.Unlock()
+		d.publish(s, def)
 	}
 	return nil
 }
@@ -321,6 +322,7 @@ func describeRange(sub netip.Prefix) string {
 func (d *Driver) joinPool(p *pool) {
 	d.applyInit(p.prefix)
 	d.mu.Lock()
-	d.publishLocked(p.prefix)
+	def := d.poolDefLocked(p.prefix)
 	d.mu.Unlock()
+	d.publish(p.prefix, def)
 }

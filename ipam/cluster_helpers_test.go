@@ -143,10 +143,16 @@ func aliveCount(d *Driver) int { return len(d.cl.alive()) }
 // ones before it, and waits until all see each other.
 func startCluster(t *testing.T, cfg Config, names ...string) (*gossiptest.Net, []*cnode) {
 	t.Helper()
+	return startClusterMod(t, cfg, nil, names...)
+}
+
+// startClusterMod is startCluster with gossip settings changed by mod.
+func startClusterMod(t *testing.T, cfg Config, mod func(*gossip.Config), names ...string) (*gossiptest.Net, []*cnode) {
+	t.Helper()
 	n := gossiptest.NewNet()
 	var out []*cnode
 	for _, name := range names {
-		out = append(out, startNode(t, n, name, nil, cfg))
+		out = append(out, startNode(t, n, name, mod, cfg))
 	}
 	waitAlive(t, out, len(out))
 	return n, out

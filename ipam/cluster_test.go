@@ -97,7 +97,12 @@ func TestClusterSixteenHostsShareSlash24(t *testing.T) {
 	}
 	cfg := fastCfg()
 	cfg.AgreeTimeout, cfg.DonateTimeout = 10*time.Second, 10*time.Second // 16 nodes on a small test machine
-	_, nodes := startCluster(t, cfg, names...)
+	// Slower failure detection: 16 memberlist nodes under -race on two
+	// cores miss 100 ms probe deadlines and flap.
+	_, nodes := startClusterMod(t, cfg, func(g *gossip.Config) {
+		g.ProbeInterval, g.ProbeTimeout, g.SuspicionMult = time.Second, 500*time.Millisecond, 5
+		g.GossipInterval = 20 * time.Millisecond
+	}, names...)
 	start := time.Now()
 	ids := map[*cnode]string{}
 	for _, c := range nodes {
@@ -277,9 +282,9 @@ func TestClusterDefinitionMismatch(t *testing.T) {
 	_, nodes := startCluster(t, fastCfg(), "a", "b")
 	a, b := nodes[0], nodes[1]
 	a.pool("198.19.80.0/24", "198.19.80.128/25")
-	gossiptest.Eventually(t, 5*time.Second, "a's definition on b", func() bool {
-		_, ok := b.gc.Get(kindPool, "198.19.80.0/24/a")
-		return ok
+	gossiptest.Eventually(t, 5*time.Second, "a's definition with its gateway on b", func() bool {
+		r, ok := b.gc.Get(kindPool, "198.19.80.0/24/a")
+		return ok && strings.Contains(string(r.Value), `"gateway":"198.19.80.1"`)
 	})
 	_, err := b.d.RequestPool(&ipam.RequestPoolRequest{Pool: "198.19.80.0/24"})
 	wantErr(t, err, ErrConflict, "no --ip-range differs from host a's definition of 198.19.80.0/24 (--ip-range 198.19.80.128/25)")

@@ -92,23 +92,26 @@ func (d *Driver) pickDonation(subnet netip.Prefix, within span) (span, bool) {
 	return span{}, false
 }
 
-// donateLocked gives g to host to: it drops g from this host's ownership
-// first, then rewrites its block records (the pieces it keeps, then the
-// piece it gives). Caller holds d.mu, so no allocation races the change.
-func (d *Driver) donateLocked(subnet netip.Prefix, g span, to string) error {
+// piece is one block record a donation writes.
+type piece struct {
+	s         span
+	owner     string
+	reclaimed bool
+}
+
+// donateLocked drops g from this host's allocator and returns the block
+// records that give it to host to: first the pieces this host keeps, then
+// the piece it gives. The caller writes them without d.mu but with d.own
+// held, so no refresh can hand g back meanwhile. Caller holds d.own and d.mu.
+func (d *Driver) donateLocked(subnet netip.Prefix, g span, to string) []piece {
 	c := d.cl
 	bs, ok := c.blocks(subnet)
 	if !ok {
-		return fmt.Errorf("pool %s has no agreed division", subnet)
+		return nil
 	}
 	if p := d.localPool(subnet); p != nil {
 		p.owned.donate(g)
 		p.rebuildSpans()
-	}
-	type piece struct {
-		s         span
-		owner     string
-		reclaimed bool
 	}
 	var keep, give []piece
 	for _, b := range bs {
@@ -123,12 +126,7 @@ func (d *Driver) donateLocked(subnet netip.Prefix, g span, to string) error {
 		}
 		give = append(give, piece{span{max(b.lo, g.lo), min(b.hi, g.hi)}, to, b.reclaimed})
 	}
-	for _, pc := range append(keep, give...) {
-		if err := c.putBlock(subnet, pc.s, pc.owner, pc.reclaimed); err != nil {
-			return err
-		}
-	}
-	return nil
+	return append(keep, give...)
 }
 
 // onWant answers a request for space addressed to this host. Runs on the
@@ -156,42 +154,68 @@ func (d *Driver) onWant(_, rec *gossip.Record) {
 		return
 	}
 	log := d.log.WithFields(logrus.Fields{"subnet": subnet, "peer": from})
+	d.own.Lock()
+	defer d.own.Unlock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.answered[rec.Key] >= w.Seq {
+		d.mu.Unlock()
 		return
 	}
 	d.answered[rec.Key] = w.Seq
 	g, ok := d.pickDonation(subnet, within)
+	var pieces []piece
+	if ok {
+		pieces = d.donateLocked(subnet, g, from)
+	}
+	d.mu.Unlock()
 	if !ok {
 		log.Info("asked for space but has none free to give")
-		d.publishLocked(subnet)
-		return
+	} else {
+		for _, pc := range pieces {
+			if err := d.cl.putBlock(subnet, pc.s, pc.owner, pc.reclaimed); err != nil {
+				log.WithError(err).Error("donation failed half-way; the block stays out of use here until the next change of its records")
+				break
+			}
+		}
+		log.WithField("block", ordToAddr(subnet.Addr(), g.lo).String()+"-"+ordToAddr(subnet.Addr(), g.hi).String()).Info("donated a block")
 	}
-	if err := d.donateLocked(subnet, g, from); err != nil {
-		log.WithError(err).Error("donation failed half-way; the block records will be rewritten by the next change")
-		return
-	}
-	log.WithField("block", ordToAddr(subnet.Addr(), g.lo).String()+"-"+ordToAddr(subnet.Addr(), g.hi).String()).Info("donated a block")
-	d.publishLocked(subnet)
+	d.mu.Lock()
+	d.refreshLocked(subnet)
+	def := d.poolDefLocked(subnet)
+	var id string
 	if p := d.localPool(subnet); p != nil {
-		d.persistAsync(p.id)
+		id = p.id
+	}
+	d.mu.Unlock()
+	d.publish(subnet, def)
+	if ok && id != "" {
+		d.persistAsync(id)
 	}
 }
 
-// publishLocked writes this host's pool definition record (range, gateway,
-// spare space) for subnet's local pool. Caller holds d.mu.
-func (d *Driver) publishLocked(subnet netip.Prefix) {
+// poolDefLocked encodes this host's pool definition record (range,
+// gateway, spare space) for subnet's local pool; nil without one. Caller
+// holds d.mu.
+func (d *Driver) poolDefLocked(subnet netip.Prefix) []byte {
 	p := d.localPool(subnet)
 	if p == nil {
-		return
+		return nil
 	}
 	def := poolDef{Version: recordVersion, Range: optPrefix(p.sub), Spare: d.spareLocked(subnet, p.rangeSpan())}
 	if p.gateway.IsValid() {
 		def.Gateway = p.gateway.String()
 	}
-	if err := d.cl.r.Put(kindPool, subnetKey(subnet)+"/"+d.cl.self, encodeRec(def)); err != nil {
-		d.log.WithError(err).WithField("pool", p.id).Warn("could not publish the pool definition")
+	return encodeRec(def)
+}
+
+// publish writes a record made by poolDefLocked. Called without d.mu: a
+// gossip write takes the shared bbolt DB's lock.
+func (d *Driver) publish(subnet netip.Prefix, def []byte) {
+	if def == nil {
+		return
+	}
+	if err := d.cl.r.Put(kindPool, subnetKey(subnet)+"/"+d.cl.self, def); err != nil {
+		d.log.WithError(err).WithField("subnet", subnet).Warn("could not publish the pool definition")
 	}
 }
 

@@ -125,7 +125,12 @@ type Driver struct {
 	refused  map[netip.Prefix]bool
 	lastAuto netip.Prefix
 
-	cl       *clusterState     // nil without a cluster
+	cl *clusterState // nil without a cluster
+	// own serialises changes of block ownership (grants, donations,
+	// reclaims) so that records can be written without holding mu: the
+	// shared bbolt DB is locked by gossip writes and by ipam's commits,
+	// which take mu inside their transaction. Order: own, then mu.
+	own      sync.Mutex
 	answered map[string]uint64 // want record key → last Seq answered
 	wantSeq  uint64
 	bg       sync.WaitGroup // background persists and requests for space

@@ -198,20 +198,32 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 	unlock := c.lockInstance(inst)
 	defer unlock()
 	var lastPromises, lastNeed, lastKnown int
-	if leader := c.leader(); leader != c.self {
+	// Hosts other than the leader ask it to run the instance (again every
+	// second, in case it missed the request or restarted) and never
+	// propose themselves while it is reachable; so proposers do not duel.
+	for seq := uint64(1); ; seq++ {
+		leader := c.leader()
+		if leader == c.self {
+			break
+		}
 		v, err := mine()
 		if err != nil {
 			return nil, err
 		}
-		if err := c.putProp(inst, proposal{Phase: phaseRequest, Value: v}); err != nil {
+		if err := c.putProp(inst, proposal{Ballot: ballot{N: seq}, Phase: phaseRequest, Value: v}); err != nil {
 			return nil, err
 		}
-		wait := time.Until(deadline) * 2 / 3
-		if c.waitUntil(deadline, wait, func() bool { _, ok := c.decided(inst); return ok }) {
-			v, _ := c.decided(inst)
-			return v, nil
+		if c.waitUntil(deadline, time.Second, func() bool { _, ok := c.decided(inst); return ok || c.leader() != leader }) {
+			if v, ok := c.decided(inst); ok {
+				return v, nil
+			}
+			continue // the leader changed
 		}
-		log.WithField("leader", leader).Debug("no decision from the leader; proposing")
+		if !time.Now().Before(deadline) {
+			need, known := c.quorum()
+			return nil, fmt.Errorf("the leader %s (%s) did not reach a decision within %v; %d of %d known hosts are needed for %s: %w",
+				leader, c.reachability(leader, c.alive()), c.agreeTimeout, need, known, inst, errNoQuorum)
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		if v, ok := c.decided(inst); ok {

@@ -112,8 +112,8 @@ func (d *Driver) applyReclaim(inst string, raw json.RawMessage) {
 	if !ok {
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.own.Lock()
+	defer d.own.Unlock()
 	if v.To == c.self {
 		for _, first := range v.Blocks {
 			a, err := netip.ParseAddr(first)
@@ -132,7 +132,9 @@ func (d *Driver) applyReclaim(inst string, raw json.RawMessage) {
 		d.log.WithFields(logrus.Fields{"subnet": subnet, "peer": v.Dead, "blocks": len(v.Blocks)}).
 			Warn("reclaimed the blocks of a host absent for longer than ReclaimAfter, with the agreement of a majority")
 	}
+	d.mu.Lock()
 	d.refreshLocked(subnet)
+	d.mu.Unlock()
 }
 
 func itoa(n int) string {
