@@ -41,7 +41,16 @@
 // value v is the range split into equal aligned power-of-two blocks (at
 // least /28) given round-robin to the hosts alive at proposal time. A node
 // that learns the decision marks its acceptor record decided, so later
-// proposers adopt it at once. Waits are bounded by AgreeTimeout.
+// proposers adopt it at once. To keep proposers from duelling, a host that
+// is not the leader (the lowest-named reachable IPAM host) writes a
+// "request" proposal carrying its value and waits for the leader to run the
+// instance; it proposes itself only when it becomes the leader. Waits are
+// bounded by AgreeTimeout.
+//
+// Locking: gossip writes go to the shared bbolt DB, and ipam's commits take
+// the Driver's mutex inside their bbolt transaction, so records are never
+// written with that mutex held; changes of ownership are serialised by a
+// second mutex taken first.
 //
 // Donation: a host short of space (or under its low-water mark, so it asks
 // before it runs dry) writes an ipam-want record naming the best donor: the

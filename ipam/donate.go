@@ -312,14 +312,26 @@ func (d *Driver) requestSpace(p *pool) error {
 		d.wantSeq++
 		seq := d.wantSeq
 		d.mu.Unlock()
-		donor := ""
+		// The best donor not asked yet, else the best one again.
+		donor, again := "", ""
 		for _, dc := range cands {
-			if dc.alive && dc.spare > 0 && !tried[dc.name] {
-				donor = dc.name
-				break
+			if dc.alive && dc.spare > 0 {
+				if again == "" {
+					again = dc.name
+				}
+				if !tried[dc.name] {
+					donor = dc.name
+					break
+				}
 			}
 		}
 		if donor == "" {
+			donor = again
+		}
+		if donor == "" {
+			if d.refreshNow(p) {
+				return nil
+			}
 			if !d.tryReclaim(p, deadline) {
 				break
 			}
@@ -335,7 +347,7 @@ func (d *Driver) requestSpace(p *pool) error {
 			return nil
 		}
 	}
-	if hasFree() {
+	if d.refreshNow(p) {
 		return nil
 	}
 	alive := c.alive()
@@ -416,4 +428,15 @@ func (d *Driver) requestSpaceAhead(p *pool) error {
 		return fmt.Errorf("%s did not donate within %v", donor, c.donateTimeout)
 	}
 	return nil
+}
+
+// refreshNow applies the block records to p at once (their callbacks may
+// still be queued) and reports whether p has a free address.
+func (d *Driver) refreshNow(p *pool) bool {
+	d.own.Lock()
+	defer d.own.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.refreshLocked(p.prefix)
+	return p.alloc.free > 0
 }
