@@ -295,6 +295,7 @@ func (p *process) close() {
 	}
 	p.wg.Wait()
 	p.driver.Close()
+	p.ipam.Close()
 	if err := p.cluster.Shutdown(); err != nil {
 		p.log.WithError(err).Warn("leaving the cluster")
 	}
