@@ -126,7 +126,7 @@ type convTarget struct {
 	name    string
 	netA    string // network name on A
 	prober  container
-	base    string // e.g. "198.19.20." — samples use base+100… base+(100+n-1)
+	ips     []string // fresh addresses A may hand out, one per sample (spares at the end)
 	na      string
 	times   sample // ms
 	started []string
@@ -138,7 +138,11 @@ func (b *bench) convergence(targets []*convTarget, a host, n int) {
 			if t.na != "" {
 				continue
 			}
-			ip := fmt.Sprintf("%s%d", t.base, 100+i)
+			if i >= len(t.ips) {
+				t.na = fmt.Sprintf("only %d fresh addresses available on %s", len(t.ips), a.name)
+				continue
+			}
+			ip := t.ips[i]
 			dst, _ := netip.ParseAddr(ip)
 			// sanity: nothing may answer for the address before its container exists
 			if _, err := probeAnswer(t.prober.netns, dst, 20*time.Millisecond); err == nil {
@@ -247,10 +251,17 @@ func parseBench(out string) (map[string]float64, map[string]string) {
 	lines := strings.Split(out, "\n")
 	for i, line := range lines {
 		// "--- SKIP: BenchmarkX/members=500-2" then "    file.go:12: reason"
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "--- SKIP: "); ok && i+1 < len(lines) {
-			reason := strings.TrimSpace(lines[i+1])
-			if _, r, ok := strings.Cut(reason, ": "); ok {
-				reason = r
+		// (with -v the reason comes on the line before, otherwise after)
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "--- SKIP: "); ok {
+			reason := "skipped"
+			for _, j := range []int{i - 1, i + 1} {
+				if j >= 0 && j < len(lines) && strings.HasPrefix(lines[j], "    ") && strings.Contains(lines[j], ".go:") {
+					reason = strings.TrimSpace(lines[j])
+					if _, r, ok := strings.Cut(reason, ": "); ok {
+						reason = r
+					}
+					break
+				}
 			}
 			skipped[benchName(strings.Fields(rest)[0])] = reason
 			continue

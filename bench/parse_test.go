@@ -10,6 +10,9 @@ func TestParseBench(t *testing.T) {
 BenchmarkConvergence/members=50-2   	      20	       362.3 B/member/s	       598.0 p50-ms	       805.4 p99-ms
 --- SKIP: BenchmarkConvergence/members=500-2
     bench_test.go:44: 500 members did not form a cluster within 2m10s
+BenchmarkGossipChurn/members=50
+    churn_test.go:123: 50 members did not form a cluster within 52.5s on this machine
+--- SKIP: BenchmarkGossipChurn/members=50
 BenchmarkAllocatorSlash16-2   	12345	  95.1 ns/op	 10500000 allocs/s	 0 B/op
 PASS`
 	m, skipped := parseBench(out)
@@ -30,6 +33,9 @@ PASS`
 	}
 	if got := skipped["BenchmarkConvergence/members=500"]; got != "500 members did not form a cluster within 2m10s" {
 		t.Errorf("skip reason = %q", got)
+	}
+	if got := skipped["BenchmarkGossipChurn/members=50"]; got != "50 members did not form a cluster within 52.5s on this machine" {
+		t.Errorf("verbose skip reason = %q", got)
 	}
 	var s sample
 	benchResult{m, skipped}.fill(&s, nil, "BenchmarkConvergence/members=500", "p99-ms")

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -138,6 +139,51 @@ func cmdRun(log *logrus.Entry, args []string) error {
 	return nil
 }
 
+// gvSubnet is the grapevine VXLAN network's subnet: room for blocks on every host.
+const gvSubnet = "198.19.16.0/20"
+
+// ownedAddrs returns up to n addresses of subnet in blocks h owns, per the
+// plugin's status on its socket, highest first, skipping the first and last
+// two of each range (gateway, early allocations).
+func (b *bench) ownedAddrs(h host, subnet string, n int) ([]string, error) {
+	sock, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h.name)
+	if err != nil {
+		return nil, err
+	}
+	var st struct {
+		Pools []struct {
+			Pool  string   `json:"pool"`
+			Owned []string `json:"owned"`
+		} `json:"pools"`
+	}
+	if err := newPluginClient(sock).call("/Grapevine.Status", struct{}{}, &st); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range st.Pools {
+		if p.Pool != subnet {
+			continue
+		}
+		for _, r := range p.Owned {
+			first, last, ok := strings.Cut(r, "-")
+			lo, err1 := netip.ParseAddr(first)
+			hi, err2 := netip.ParseAddr(last)
+			if !ok || err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("status of %s: owned range %q is not first-last", h.name, r)
+			}
+			lo = lo.Next().Next()
+			hi = hi.Prev()
+			for a := hi; a.Compare(lo) >= 0 && len(out) < n; a = a.Prev() {
+				out = append(out, a.String())
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("status of %s shows no owned block in %s", h.name, subnet)
+	}
+	return out, nil
+}
+
 // networkBenchmarks: everything on the harness hosts.
 func (b *bench) networkBenchmarks() {
 	hs := b.hosts
@@ -156,7 +202,7 @@ func (b *bench) networkBenchmarks() {
 	}
 
 	gv := &path{name: "grapevine vxlan", anchor: kvx.name}
-	gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", "198.19.20.0/24", "gvb-vxlan"}
+	gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", gvSubnet, "gvb-vxlan"}
 	if err := createOnHosts(hs, gvArgs...); err != nil {
 		gv.na = short(err)
 	} else {
@@ -196,8 +242,19 @@ func (b *bench) networkBenchmarks() {
 
 	// convergence: docker run on h1, prober container on h2
 	log.Info("convergence")
-	gvConv := &convTarget{name: "grapevine vxlan", netA: "gvb-vxlan", base: "198.19.20."}
-	ovConv := &convTarget{name: "Docker overlay", netA: "gvb-overlay", base: "100.100.0."}
+	gvConv := &convTarget{name: "grapevine vxlan", netA: "gvb-vxlan"}
+	ovConv := &convTarget{name: "Docker overlay", netA: "gvb-overlay"}
+	for i := 0; i < b.cfg.convN; i++ {
+		ovConv.ips = append(ovConv.ips, fmt.Sprintf("100.100.0.%d", 100+i))
+	}
+	// grapevine hands each host blocks of the pool: --ip must lie in one
+	// that h1 owns (from its status), highest first (dynamic allocation
+	// starts low)
+	if ips, err := b.ownedAddrs(h1, gvSubnet, b.cfg.convN); err != nil {
+		gvConv.na = short(err)
+	} else {
+		gvConv.ips = ips
+	}
 	for _, t := range []struct {
 		c    *convTarget
 		p    *path
@@ -205,6 +262,9 @@ func (b *bench) networkBenchmarks() {
 	}{{gvConv, gv, "gvb-vxlan"}, {ovConv, ovl, "gvb-overlay"}} {
 		if t.p.na != "" {
 			t.c.na = "path unusable: " + t.p.na
+			continue
+		}
+		if t.c.na != "" {
 			continue
 		}
 		pr, err := startContainer(h2, t.netB)
