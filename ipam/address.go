@@ -12,14 +12,24 @@ import (
 // RequestAddressType=com.docker.network.gateway), a specific address (--ip,
 // --aux-address) or the next free one in the --ip-range (or subnet) among the
 // blocks this host owns. The answer carries the pool's prefix length.
+//
+// A specific address without the endpoint MAC option is an --aux-address
+// (see Capabilities): it is reserved on this host whatever block it lies in,
+// so that its owner never hands it out, and needs no agreement among the
+// hosts. A container's --ip must lie in a block this host owns.
 func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
 	if req == nil {
 		return nil, failf(ErrInvalid, "empty address request")
 	}
 	gw := req.Options[requestAddressTypeKey] == gatewayAddressType
+	_, endpoint := req.Options[macAddressKey]
+	aux := !gw && !endpoint && req.Address != ""
 	flag := "--ip"
-	if gw {
+	switch {
+	case gw:
 		flag = "--gateway"
+	case aux:
+		flag = "--aux-address"
 	}
 	var want netip.Addr
 	if req.Address != "" {
@@ -35,7 +45,7 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 		d.mu.Unlock()
 		return nil, failf(ErrUnknownPool, "unknown ipam pool %q: it was released or never created by this plugin; recreate the network", req.PoolID)
 	}
-	if p.clustered && !gw {
+	if p.clustered && !gw && !aux {
 		// Addresses come only from blocks this host owns: the division
 		// of the subnet must be agreed first.
 		d.mu.Unlock()
@@ -69,10 +79,12 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 		}
 		ord, fresh, err = p.takeGateway(want)
 	case want.IsValid():
-		ord, fresh, err = p.takeStatic(want)
+		ord, fresh, err = p.takeStatic(flag, want, aux)
 		if errors.Is(err, ErrNotOwned) && p.clustered {
 			err = d.notOwned(p, want)
 		}
+	case p.swarm && p.space == LocalAddressSpace:
+		err = failf(ErrUnsupported, "pool %s: with SCOPE=global a Swarm manager chooses every address, and this request named none; create the network on a Swarm manager (with --attachable to run plain containers on it) or use the plugin with SCOPE=local", p.id)
 	default:
 		ord, err = p.takeNext()
 		fresh = true
@@ -97,7 +109,7 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 	if gw && fresh && p.clustered {
 		def = d.poolDefLocked(p.prefix)
 	}
-	low := p.clustered && !gw && p.alloc.free < p.lowWater()
+	low := p.clustered && !gw && !aux && p.alloc.free < p.lowWater()
 	p.used = true
 	addr := ordToAddr(p.prefix.Addr(), ord)
 	d.mu.Unlock()
@@ -114,12 +126,14 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 	if low {
 		d.askAhead(p)
 	}
-	log := d.log.WithFields(logrus.Fields{"pool": p.id, "address": addr})
+	log := d.log.WithFields(logrus.Fields{"pool": p.id, "address": addr, "options": req.Options})
 	switch {
 	case !fresh:
 		log.Debug("repeated address request answered with the same address")
 	case gw:
 		log.Debug("gateway reserved")
+	case aux:
+		log.Debug("aux address reserved")
 	default:
 		log.Debug("address allocated")
 	}
@@ -240,25 +254,27 @@ func (p *pool) takeGateway(want netip.Addr) (ord uint32, fresh bool, err error) 
 	return ord, true, nil
 }
 
-// takeStatic takes a specific address (--ip, --aux-address). In the global
-// address space a repeat of a held address is accepted (Swarm managers repeat
-// requests); in the local space it is a conflict. Caller holds d.mu.
-func (p *pool) takeStatic(want netip.Addr) (ord uint32, fresh bool, err error) {
-	ord, err = p.checkHost("--ip", want)
+// takeStatic takes a specific address: a container's --ip, or with anyBlock
+// an --aux-address, which is reserved whoever owns its block. flag names the
+// CLI flag in messages. When a Swarm manager chooses the addresses a repeat
+// of a held address is accepted (a manager that is also a worker repeats
+// requests); otherwise it is a conflict. Caller holds d.mu.
+func (p *pool) takeStatic(flag string, want netip.Addr, anyBlock bool) (ord uint32, fresh bool, err error) {
+	ord, err = p.checkHost(flag, want)
 	if err != nil {
 		return 0, false, err
 	}
 	if g, ok := p.gatewayOrd(); ok && g == ord {
-		return 0, false, failf(ErrConflict, "--ip %s is the network's gateway; choose another --ip", want)
+		return 0, false, failf(ErrConflict, "%s %s is the network's gateway; choose another %s", flag, want, flag)
 	}
-	if !p.owned.contains(ord) {
-		return 0, false, failf(ErrNotOwned, "--ip %s lies in a block of %s owned by another host; choose an address this host owns or omit --ip", want, p.prefix)
+	if !anyBlock && !p.swarm && !p.owned.contains(ord) {
+		return 0, false, failf(ErrNotOwned, "%s %s lies in a block of %s owned by another host; choose an address this host owns or omit %s", flag, want, p.prefix, flag)
 	}
 	if p.allocated(ord) {
-		if p.space == GlobalAddressSpace {
+		if p.swarm {
 			return ord, false, nil
 		}
-		return 0, false, failf(ErrConflict, "%s is already in use on this network; choose another --ip or omit it", want)
+		return 0, false, failf(ErrConflict, "%s %s is already in use on this network (by an endpoint or an --aux-address); choose another %s", flag, want, flag)
 	}
 	p.alloc.claim(ord)
 	p.count++

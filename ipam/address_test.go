@@ -16,6 +16,7 @@ func TestRequestAddressErrors(t *testing.T) {
 	h.gateway(id, "198.19.10.1")
 	h.addr(id, "198.19.10.5")
 	gw := map[string]string{requestAddressTypeKey: gatewayAddressType}
+	ep := endpointOpts()
 	tests := []struct {
 		name string
 		req  ipam.RequestAddressRequest
@@ -23,14 +24,18 @@ func TestRequestAddressErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown pool", ipam.RequestAddressRequest{PoolID: "grapevine-local/198.19.99.0/24"}, ErrUnknownPool, `unknown ipam pool "grapevine-local/198.19.99.0/24"`},
-		{"garbage ip", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10"}, ErrInvalid, `invalid --ip "198.19.10"`},
-		{"ipv6 ip", ipam.RequestAddressRequest{PoolID: id, Address: "fd00::5"}, ErrUnsupported, "--ip fd00::5 is not IPv4"},
-		{"ip outside", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.11.5"}, ErrInvalid, "--ip 198.19.11.5 is outside the network's subnet 198.19.10.0/24"},
-		{"ip network", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.0"}, ErrInvalid, "--ip 198.19.10.0 is the network address of 198.19.10.0/24"},
-		{"ip broadcast", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.255"}, ErrInvalid, "--ip 198.19.10.255 is the broadcast address"},
-		{"ip gateway", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.1"}, ErrConflict, "--ip 198.19.10.1 is the network's gateway; choose another --ip"},
-		{"ip taken", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.5"}, ErrConflict, "198.19.10.5 is already in use on this network; choose another --ip or omit it"},
-		{"ip taken cidr form", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.5/24"}, ErrConflict, "198.19.10.5 is already in use"},
+		{"garbage ip", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10", Options: ep}, ErrInvalid, `invalid --ip "198.19.10"`},
+		{"ipv6 ip", ipam.RequestAddressRequest{PoolID: id, Address: "fd00::5", Options: ep}, ErrUnsupported, "--ip fd00::5 is not IPv4"},
+		{"ip outside", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.11.5", Options: ep}, ErrInvalid, "--ip 198.19.11.5 is outside the network's subnet 198.19.10.0/24"},
+		{"ip network", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.0", Options: ep}, ErrInvalid, "--ip 198.19.10.0 is the network address of 198.19.10.0/24"},
+		{"ip broadcast", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.255", Options: ep}, ErrInvalid, "--ip 198.19.10.255 is the broadcast address"},
+		{"ip gateway", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.1", Options: ep}, ErrConflict, "--ip 198.19.10.1 is the network's gateway; choose another --ip"},
+		{"ip taken", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.5", Options: ep}, ErrConflict, "--ip 198.19.10.5 is already in use on this network (by an endpoint or an --aux-address); choose another --ip"},
+		{"aux gateway", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.1"}, ErrConflict, "--aux-address 198.19.10.1 is the network's gateway; choose another --aux-address"},
+		{"aux taken", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.5"}, ErrConflict, "--aux-address 198.19.10.5 is already in use on this network"},
+		{"aux outside", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.11.5"}, ErrInvalid, "--aux-address 198.19.11.5 is outside the network's subnet 198.19.10.0/24"},
+		{"aux broadcast", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.255"}, ErrInvalid, "--aux-address 198.19.10.255 is the broadcast address"},
+		{"ip taken cidr form", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.5/24", Options: ep}, ErrConflict, "198.19.10.5 is already in use"},
 		{"gateway garbage", ipam.RequestAddressRequest{PoolID: id, Address: "x", Options: gw}, ErrInvalid, `invalid --gateway "x"`},
 		{"gateway outside", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.12.1", Options: gw}, ErrInvalid, "--gateway 198.19.12.1 is outside the network's subnet"},
 		{"gateway other", ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.2", Options: gw}, ErrConflict, "--gateway 198.19.10.2: this network already has gateway 198.19.10.1"},

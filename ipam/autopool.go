@@ -39,7 +39,7 @@ func (d *Driver) requestAutoPool(space string) (*ipam.RequestPoolResponse, error
 			d.mu.Unlock()
 			continue
 		}
-		if d.cl != nil && space == LocalAddressSpace {
+		if d.clusterWide(space) {
 			if err := d.checkDefinition(cand, netip.Prefix{}, netip.Addr{}); err != nil {
 				routes[cand] = "another host's definition of the same subnet"
 				d.mu.Unlock()

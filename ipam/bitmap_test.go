@@ -139,8 +139,24 @@ func TestAllocationOnlyInOwnedBlocks(t *testing.T) {
 	}
 	_, err := h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id})
 	wantErr(t, err, ErrExhausted, "8 assignable addresses, 8 in use")
-	_, err = h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.9"})
+	_, err = h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: "198.19.10.9", Options: endpointOpts()})
 	wantErr(t, err, ErrNotOwned, "--ip 198.19.10.9 lies in a block of 198.19.10.0/24 owned by another host")
+	// An --aux-address is reserved whoever owns its block, and never handed out.
+	if got := h.aux(id, "198.19.10.9"); got != "198.19.10.9/24" {
+		t.Fatalf("aux in a block of another host = %s", got)
+	}
+	h.d.mu.Lock()
+	p = h.d.pools[id]
+	p.owned.grant(span{8, 15})
+	p.rebuildSpans()
+	h.d.mu.Unlock()
+	for i := range 7 {
+		if got := h.addr(id, ""); got == "198.19.10.9/24" {
+			t.Fatalf("address %d: the aux address 198.19.10.9 was handed out", i)
+		}
+	}
+	_, err = h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id})
+	wantErr(t, err, ErrExhausted, "16 assignable addresses, 16 in use")
 
 	h.d.mu.Lock()
 	p = h.d.pools[id]

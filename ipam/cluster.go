@@ -242,7 +242,7 @@ func (d *Driver) joinCluster() error {
 	d.mu.Lock()
 	var subnets []netip.Prefix
 	for _, p := range d.pools {
-		if p.space == LocalAddressSpace {
+		if d.clusterWide(p.space) {
 			p.clustered = true
 			subnets = append(subnets, p.prefix)
 		}

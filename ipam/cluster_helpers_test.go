@@ -87,8 +87,18 @@ func (c *cnode) pool(subnet, sub string) string {
 	return res.PoolID
 }
 
+// addr requests an endpoint's address (want: its --ip, or "" for any).
 func (c *cnode) addr(id, want string) (netip.Addr, error) {
-	res, err := c.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: want})
+	return c.request(id, want, endpointOpts())
+}
+
+// aux reserves an --aux-address as Docker does: nil options.
+func (c *cnode) aux(id, want string) (netip.Addr, error) {
+	return c.request(id, want, nil)
+}
+
+func (c *cnode) request(id, want string, opts map[string]string) (netip.Addr, error) {
+	res, err := c.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: want, Options: opts})
 	if err != nil {
 		return netip.Addr{}, err
 	}

@@ -79,11 +79,28 @@ func (h *harness) gateway(id, want string) string {
 	return res.Address
 }
 
+// endpointOpts are the options of an endpoint's address request: Docker adds
+// the endpoint's MAC because GetCapabilities answers RequiresMACAddress.
+func endpointOpts() map[string]string {
+	return map[string]string{macAddressKey: "02:42:c6:13:0a:05"}
+}
+
+// addr requests an endpoint's address (want: its --ip, or "" for any).
 func (h *harness) addr(id, want string) string {
+	h.t.Helper()
+	res, err := h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: want, Options: endpointOpts()})
+	if err != nil {
+		h.t.Fatalf("RequestAddress(%s, %q): %v", id, want, err)
+	}
+	return res.Address
+}
+
+// aux reserves an --aux-address as Docker does: nil options.
+func (h *harness) aux(id, want string) string {
 	h.t.Helper()
 	res, err := h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: want})
 	if err != nil {
-		h.t.Fatalf("RequestAddress(%s, %q): %v", id, want, err)
+		h.t.Fatalf("aux RequestAddress(%s, %q): %v", id, want, err)
 	}
 	return res.Address
 }

@@ -27,6 +27,10 @@ const (
 	requestAddressTypeKey = "RequestAddressType"
 	gatewayAddressType    = "com.docker.network.gateway"
 	dockerOptionPrefix    = "com.docker."
+	// macAddressKey carries the endpoint's MAC address. Docker adds it to
+	// every endpoint's address request because GetCapabilities answers
+	// RequiresMACAddress; --aux-address requests never carry it.
+	macAddressKey = "com.docker.network.endpoint.macaddress"
 )
 
 // Defaults for Config fields left zero.
@@ -89,7 +93,7 @@ type Config struct {
 	// With a Cluster, pools of the local address space are cluster-wide
 	// (identified by their subnet) and divided into blocks (see doc.go);
 	// pools of the global address space stay per host (Swarm's manager
-	// chooses their addresses).
+	// chooses their addresses), and so do local ones with SwarmAllocates.
 	Cluster gossip.Replicated
 	// ReclaimAfter is how long a host must have been continuously absent
 	// (as seen by a majority of all known hosts) before its blocks may be
@@ -105,6 +109,18 @@ type Config struct {
 	DonateTimeout time.Duration
 	// Now is the clock for absence times (reclaim). Nil means time.Now.
 	Now func() time.Time
+
+	// SwarmAllocates says that a Swarm manager chooses every address of
+	// every network on this host: the plugin sets it with SCOPE=global,
+	// where every grapevine network is a Swarm network. Pools of the local
+	// address space then behave like those of the global space: they are
+	// not divided among the hosts (the Cluster is not consulted for them),
+	// an identical RequestPool takes another reference, and a request for
+	// a specific address (the manager's choice, repeated by a host that is
+	// both manager and worker) is accepted in any block, idempotently. A
+	// local-space request without an address is refused: only the manager
+	// may choose addresses, or two hosts could hand out the same one.
+	SwarmAllocates bool
 }
 
 // Driver is grapevine's IPAM driver.
@@ -115,6 +131,7 @@ type Driver struct {
 	defPool   netip.Prefix
 	defLen    int
 	routeConf func(netip.Prefix) (string, error)
+	swarm     bool // Config.SwarmAllocates
 
 	mu    sync.Mutex
 	pools map[string]*pool // by PoolID
@@ -170,6 +187,7 @@ func New(cfg Config) (*Driver, error) {
 		defPool:   def,
 		defLen:    plen,
 		routeConf: cfg.RouteConflict,
+		swarm:     cfg.SwarmAllocates,
 		pools:     make(map[string]*pool),
 		refused:   make(map[netip.Prefix]bool),
 		answered:  make(map[string]uint64),
@@ -200,9 +218,19 @@ func (d *Driver) Close() {
 }
 
 // Capabilities is the IPAM capabilities answer. The helper package's type lacks
-// RequiresRequestReplay, so grapevine defines its own. Both are false:
-// grapevine needs no MAC address and restores its own state, so Docker need
-// not replay pools and addresses at daemon start.
+// RequiresRequestReplay, so grapevine defines its own.
+//
+// RequiresMACAddress is true, not because grapevine uses the MAC but because
+// it tells Docker's two kinds of specific-address request apart: with it,
+// libnetwork (20.10, endpoint.go createEndpoint) adds the endpoint's MAC
+// under com.docker.network.endpoint.macaddress to every endpoint's request
+// (a random one when the user gave none, also passed to the network
+// driver's CreateEndpoint), while --aux-address reservations
+// (network.go ipamAllocateVersion) always come with nil options. Docker
+// then chooses the MAC, which the network driver must use without echoing.
+//
+// RequiresRequestReplay is false: grapevine restores its own state, so Docker
+// need not replay pools and addresses at daemon start.
 type Capabilities struct {
 	RequiresMACAddress    bool
 	RequiresRequestReplay bool
@@ -210,7 +238,7 @@ type Capabilities struct {
 
 // GetCapabilities answers IpamDriver.GetCapabilities.
 func (d *Driver) GetCapabilities() (*Capabilities, error) {
-	return &Capabilities{}, nil
+	return &Capabilities{RequiresMACAddress: true}, nil
 }
 
 // GetDefaultAddressSpaces answers IpamDriver.GetDefaultAddressSpaces.

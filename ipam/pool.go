@@ -12,8 +12,9 @@ import (
 
 // RequestPool answers IpamDriver.RequestPool: it registers the subnet given
 // with --subnet (and --ip-range), or chooses one from POOL when none is given.
-// In the global address space an identical request returns the same PoolID
-// and takes another reference (Swarm managers repeat requests).
+// In the global address space (and in the local one with SwarmAllocates) an
+// identical request returns the same PoolID and takes another reference
+// (Swarm managers repeat requests).
 func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
 	if req == nil {
 		return nil, failf(ErrInvalid, "empty pool request")
@@ -58,7 +59,7 @@ func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolRes
 	log := d.log.WithFields(logrus.Fields{"pool": id})
 
 	d.mu.Lock()
-	if p := d.pools[id]; p != nil && space == GlobalAddressSpace {
+	if p := d.pools[id]; p != nil && p.swarm {
 		p.refs++
 		refs := p.refs
 		d.mu.Unlock()
@@ -75,7 +76,7 @@ func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolRes
 			return nil, failf(ErrConflict, "--subnet %s overlaps %s of another grapevine network (pool %s); choose a --subnet that does not overlap it", prefix, o.prefix, o.id)
 		}
 	}
-	if d.cl != nil && space == LocalAddressSpace {
+	if d.clusterWide(space) {
 		if err := d.checkDefinition(prefix, sub, netip.Addr{}); err != nil {
 			d.mu.Unlock()
 			return nil, err
@@ -144,14 +145,15 @@ func (d *Driver) ReleasePool(req *ipam.ReleasePoolRequest) error {
 }
 
 // addPool creates and registers a pool: owned wholly by this host without a
-// cluster (or in the global address space), owning nothing yet in cluster
-// mode until the division of the subnet is agreed. Caller holds d.mu.
+// cluster (or when a Swarm manager chooses its addresses), owning nothing yet
+// in cluster mode until the division of the subnet is agreed. Caller holds d.mu.
 func (d *Driver) addPool(id, space string, prefix, sub netip.Prefix, auto bool) *pool {
 	n := uint32(1) << (32 - prefix.Bits())
 	p := newPool(id, space, prefix, sub, newOwnership(span{0, n - 1}))
 	p.gen = rand.Uint64()
 	p.auto = auto
-	if d.cl != nil && space == LocalAddressSpace {
+	p.swarm = d.swarmChooses(space)
+	if d.clusterWide(space) {
 		// Cluster-wide pool: nothing is owned until the division is agreed.
 		p.clustered = true
 		p.owned = ownership{}
@@ -159,6 +161,18 @@ func (d *Driver) addPool(id, space string, prefix, sub netip.Prefix, auto bool) 
 	}
 	d.pools[id] = p
 	return p
+}
+
+// swarmChooses reports whether a Swarm manager chooses the addresses of
+// pools of space on this host.
+func (d *Driver) swarmChooses(space string) bool {
+	return space == GlobalAddressSpace || d.swarm
+}
+
+// clusterWide reports whether pools of space are divided among the hosts of
+// the cluster.
+func (d *Driver) clusterWide(space string) bool {
+	return d.cl != nil && space == LocalAddressSpace && !d.swarm
 }
 
 // dropPoolRef undoes one reference taken by RequestPool after persisting failed.

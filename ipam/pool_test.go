@@ -41,7 +41,7 @@ func TestNewConfigErrors(t *testing.T) {
 func TestCapabilitiesAndSpaces(t *testing.T) {
 	h := newHarness(t, Config{})
 	c, err := h.d.GetCapabilities()
-	if err != nil || c.RequiresMACAddress || c.RequiresRequestReplay {
+	if err != nil || !c.RequiresMACAddress || c.RequiresRequestReplay {
 		t.Fatalf("capabilities = %+v, %v", c, err)
 	}
 	s, err := h.d.GetDefaultAddressSpaces()

@@ -21,6 +21,10 @@ type pool struct {
 	owned   ownership    // the blocks this host may allocate from
 	alloc   *allocator   // bit per host offset; network and broadcast always set
 	count   int          // addresses handed out (gateway excluded)
+	// swarm: a Swarm manager chooses the addresses (global address space,
+	// or local space with Config.SwarmAllocates). The pool is owned whole,
+	// identical pool requests share it and address requests may repeat.
+	swarm bool
 
 	// Cluster mode (local address space with a Cluster): owned follows the
 	// replicated block records.

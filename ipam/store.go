@@ -190,6 +190,12 @@ func (d *Driver) load() error {
 			if err != nil {
 				return err
 			}
+			if p.swarm = d.swarmChooses(p.space); p.swarm {
+				// Owned whole, even if an earlier run (without
+				// SwarmAllocates) divided it among the hosts.
+				p.owned = newOwnership(span{0, p.size() - 1})
+				p.rebuildSpans()
+			}
 			d.pools[p.id] = p
 			return nil
 		})

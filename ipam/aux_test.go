@@ -1,0 +1,170 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/ipam"
+
+	"grapevine/gossip"
+	"grapevine/gossip/gossiptest"
+)
+
+// poolWithGateway is `docker network create --subnet --ip-range --gateway`
+// on one host: the pool, then the gateway request.
+func (c *cnode) poolWithGateway(subnet, sub, gw string) string {
+	c.t.Helper()
+	res, err := c.d.RequestPool(&ipam.RequestPoolRequest{Pool: subnet, SubPool: sub})
+	if err != nil {
+		c.t.Fatalf("%s: RequestPool(%s %s): %v", c.name, subnet, sub, err)
+	}
+	if _, err := c.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: res.PoolID, Address: gw,
+		Options: map[string]string{requestAddressTypeKey: gatewayAddressType}}); err != nil {
+		c.t.Fatalf("%s: gateway %s of %s: %v", c.name, gw, subnet, err)
+	}
+	return res.PoolID
+}
+
+// The macvlan e2e network: every host creates it with the aux addresses of
+// all hosts, which lie outside the --ip-range in blocks of various owners.
+// Every host reserves all of them, before and after the division is agreed;
+// a container's --ip keeps the block check; the reservations go with the pool.
+func TestClusterAuxAddressesReservedOnEveryHost(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "h1", "h2", "h3")
+	const subnet, rng, gw = "198.19.60.0/24", "198.19.60.128/25", "198.19.60.254"
+	aux := []string{"198.19.60.101", "198.19.60.102", "198.19.60.103"}
+	create := func() map[*cnode]string {
+		ids := map[*cnode]string{}
+		for _, c := range nodes {
+			ids[c] = c.poolWithGateway(subnet, rng, gw)
+			for _, a := range aux {
+				if got, err := c.aux(ids[c], a); err != nil || got.String() != a {
+					t.Fatalf("%s: --aux-address %s: %v, %v", c.name, a, got, err)
+				}
+			}
+		}
+		return ids
+	}
+	ids := create()
+	// No address was requested by an endpoint yet: nothing had to be agreed.
+	if _, ok := nodes[0].d.cl.decided(initInstance(netip.MustParsePrefix(subnet))); ok {
+		t.Fatalf("reserving aux addresses ran the division of the subnet")
+	}
+	got := map[netip.Addr]string{}
+	for _, c := range nodes {
+		for range 5 {
+			a := c.mustAddr(ids[c])
+			if other, dup := got[a]; dup {
+				t.Fatalf("%s and %s both got %s", other, c.name, a)
+			}
+			got[a] = c.name
+			if !netip.MustParsePrefix(rng).Contains(a) {
+				t.Fatalf("%s: dynamic address %s outside --ip-range %s", c.name, a, rng)
+			}
+		}
+	}
+	// The blocks below the range belong to somebody; the aux addresses are
+	// held on every host all the same, so a container cannot take them.
+	owner := ""
+	for _, b := range nodes[0].status(ids[nodes[0]]).Blocks {
+		if b.First == "198.19.60.0" {
+			owner = b.Owner
+		}
+	}
+	if owner == "" {
+		t.Fatalf("no block starts at 198.19.60.0: %v", nodes[0].status(ids[nodes[0]]).Blocks)
+	}
+	for _, c := range nodes {
+		held := c.allocations(ids[c])
+		for _, a := range aux {
+			if !slices.Contains(held, netip.MustParseAddr(a)) {
+				t.Fatalf("%s does not hold aux address %s: %v", c.name, a, held)
+			}
+		}
+		_, err := c.addr(ids[c], aux[0])
+		if c.name == owner {
+			wantErr(t, err, ErrConflict, "--ip "+aux[0]+" is already in use on this network (by an endpoint or an --aux-address)")
+		} else {
+			wantErr(t, err, ErrNotOwned, fmt.Sprintf("--ip %s lies in block 198.19.60.0-198.19.60.127 of %s, owned by host %s", aux[0], subnet, owner))
+		}
+		// A free address in that block: only its owner may give it to a container.
+		_, err = c.addr(ids[c], "198.19.60.50")
+		if c.name == owner {
+			if err != nil {
+				t.Fatalf("owner %s: --ip 198.19.60.50: %v", c.name, err)
+			}
+		} else if !errors.Is(err, ErrNotOwned) {
+			t.Fatalf("%s: --ip 198.19.60.50 in %s's block: %v, want ErrNotOwned", c.name, owner, err)
+		}
+	}
+	// Network removal: Docker releases the aux addresses, the gateway and the
+	// pool; creating the network again reserves them again.
+	for _, c := range nodes {
+		for _, a := range aux {
+			if err := c.d.ReleaseAddress(&ipam.ReleaseAddressRequest{PoolID: ids[c], Address: a}); err != nil {
+				t.Fatalf("%s: release %s: %v", c.name, a, err)
+			}
+		}
+		for _, a := range c.allocations(ids[c]) {
+			if err := c.d.ReleaseAddress(&ipam.ReleaseAddressRequest{PoolID: ids[c], Address: a.String()}); err != nil {
+				t.Fatalf("%s: release %s: %v", c.name, a, err)
+			}
+		}
+		if err := c.d.ReleasePool(&ipam.ReleasePoolRequest{PoolID: ids[c]}); err != nil {
+			t.Fatalf("%s: release pool: %v", c.name, err)
+		}
+	}
+	create()
+}
+
+// Aux addresses inside the allocation range, in blocks of both hosts: the
+// owners never hand them out, and every host's endpoints stay distinct.
+func TestClusterAuxAddressesNeverHandedOut(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b")
+	const subnet = "198.19.61.0/27"
+	aux := []netip.Addr{netip.MustParseAddr("198.19.61.5"), netip.MustParseAddr("198.19.61.20")}
+	ids := map[*cnode]string{}
+	for _, c := range nodes {
+		ids[c] = c.pool(subnet, "")
+		for _, a := range aux {
+			if _, err := c.aux(ids[c], a.String()); err != nil {
+				t.Fatalf("%s: aux %s: %v", c.name, a, err)
+			}
+		}
+	}
+	// Two /28 blocks: 13 addresses left in the first (network, gateway and
+	// one aux taken), 14 in the second (broadcast and one aux taken).
+	seen := map[netip.Addr]string{}
+	for _, c := range nodes {
+		for range 13 {
+			a := c.mustAddr(ids[c])
+			if slices.Contains(aux, a) {
+				t.Fatalf("%s handed out the aux address %s", c.name, a)
+			}
+			if other, dup := seen[a]; dup {
+				t.Fatalf("%s and %s both got %s", other, c.name, a)
+			}
+			seen[a] = c.name
+		}
+	}
+}
+
+// A host configured with PEERS that has reached none of them can still
+// create a network with aux addresses (nothing is claimed), but hands out
+// no address.
+func TestClusterAuxAddressesWithoutPeers(t *testing.T) {
+	n := gossiptest.NewNet()
+	a := startNode(t, n, "a", func(c *gossip.Config) { c.Peers = []string{"100.64.200.1:7947"} }, fastCfg())
+	id := a.pool("198.19.62.0/24", "")
+	if _, err := a.aux(id, "198.19.62.200"); err != nil {
+		t.Fatalf("aux without peers: %v", err)
+	}
+	_, err := a.addr(id, "198.19.62.10")
+	wantErr(t, err, ErrNotOwned, "this host has not yet reached any of its PEERS")
+	if s := a.status(id); len(s.Owned) != 0 || s.Allocated != 1 {
+		t.Fatalf("status = %+v", s)
+	}
+}
