@@ -28,6 +28,29 @@
 // The gateway is the same on every host and reserved on every host, so it is
 // never handed to a container whoever owns its block.
 //
+// Aux addresses: every host creates the network with the same
+// --aux-address list, and Docker reserves each one through RequestAddress
+// at creation. They are reserved on every host that asks, whatever block
+// they lie in (no agreement needed), and so never handed out by their
+// block's owner; Docker releases them with the pool. Docker 20.10 sends
+// three kinds of RequestAddress (libnetwork network.go
+// ipamAllocateVersion, endpoint.go assignAddressVersion): the gateway
+// (RequestAddressType option), aux addresses (nil options) and endpoints
+// (the endpoint's options). Because GetCapabilities answers
+// RequiresMACAddress, libnetwork adds the endpoint's MAC
+// (com.docker.network.endpoint.macaddress) to every endpoint request, so a
+// specific address without it is an aux address; one with it is a
+// container's --ip and must lie in a block this host owns.
+//
+// Space outside --ip-range: the initial division gives it to owners like
+// the range (maximal aligned blocks, round-robin after the range's), and
+// donations never move it. Dynamic allocation never uses it; it holds the
+// gateway and aux addresses (reserved everywhere) and a container's --ip
+// there is allowed, as inside the range, only on the host owning its block
+// (grapevine status lists the owners; a lone host owns everything). Keeping
+// it in blocks is what makes such an --ip safe: nothing else could tell two
+// hosts apart that picked the same address.
+//
 // First ownership: the first address request of a subnet runs single-decree
 // Paxos (instance "init/<subnet>") unless it is already decided. No PEERS:
 // the only known host is this one, the quorum is 1 and it takes the whole
@@ -74,7 +97,13 @@
 //
 // The global address space is exempt from all of this: with Swarm's global
 // scope the manager chooses addresses (and a manager that is also a worker
-// repeats requests), so those pools stay per host and unchecked.
+// repeats requests), so those pools stay per host and unchecked. With
+// Config.SwarmAllocates (the plugin's SCOPE=global, where every network is
+// a Swarm network) the local space is exempt too: each worker asks its
+// local space for the same pool and for exactly the addresses the manager
+// chose, in whatever block; such pools are owned whole, never divided or
+// published, repeats are idempotent, and a local request without an
+// address is refused (only the manager may choose).
 //
 // # Safety argument
 //
