@@ -175,7 +175,10 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		DefaultPrefixLen: 24,
 		RouteConflict:    p.routeConflict,
 		Cluster:          p.cluster,
-		Log:              log.WithField("component", "ipam"),
+		// With SCOPE=global every network is a Swarm network whose addresses
+		// the manager chooses; workers accept them.
+		SwarmAllocates: s.Scope == "global",
+		Log:            log.WithField("component", "ipam"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading IPAM state: %w", err)
