@@ -236,7 +236,7 @@ func (r benchResult) fill(s *sample, err error, name, unit string) {
 		return
 	}
 	if err != nil {
-		s.na = "not finished: " + short(err)
+		s.na = "not finished within the time budget (-gossip-timeout) or failed; see build/bench-*.log"
 		return
 	}
 	s.na = "no " + unit + " in the go test output"

@@ -81,7 +81,7 @@ func cmdRun(log *logrus.Entry, args []string) error {
 	fs.IntVar(&cfg.runN, "runs", 10, "docker run/rm pairs per network")
 	fs.StringVar(&eps, "endpoints", "1000,5000", "endpoint counts for the plugin RSS")
 	fs.StringVar(&cfg.gossipBenchtime, "gossip-benchtime", "10x", "-benchtime for gossip's BenchmarkConvergence")
-	fs.DurationVar(&cfg.gossipTimeout, "gossip-timeout", 4*time.Minute, "time budget (go test -timeout) for each gossip benchmark")
+	fs.DurationVar(&cfg.gossipTimeout, "gossip-timeout", 3*time.Minute, "time budget (go test -timeout) for each gossip benchmark")
 	fs.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report file ('' = print only)")
 	fs.StringVar(&cfg.command, "command", "make bench", "the command line recorded in the report")
 	fs.BoolVar(&cfg.skipGo, "skip-go", false, "skip the Go benchmarks (ipam, gossip)")
