@@ -149,8 +149,9 @@ func (k *Kernel) ListLinks(prefix string) ([]string, error) {
 	return names, nil
 }
 
-// Routes lists IPv4 routes of the main table with a non-zero prefix length.
-func (k *Kernel) Routes() ([]Route, error) {
+// mainRoutes dumps the IPv4 routes of the main table, retrying a dump the
+// kernel interrupted because the table changed meanwhile.
+func (k *Kernel) mainRoutes() ([]netlink.Route, error) {
 	var (
 		routes []netlink.Route
 		err    error
@@ -164,6 +165,15 @@ func (k *Kernel) Routes() ([]Route, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list ipv4 routes of the main table: %w", err)
+	}
+	return routes, nil
+}
+
+// Routes lists IPv4 routes of the main table with a non-zero prefix length.
+func (k *Kernel) Routes() ([]Route, error) {
+	routes, err := k.mainRoutes()
+	if err != nil {
+		return nil, err
 	}
 	links, err := k.linkList()
 	if err != nil {

@@ -143,19 +143,9 @@ func (k *Kernel) autoUnderlay() (Underlay, error) {
 // defaultRouteLink returns the link index of the preferred IPv4 default route
 // in the main table, or 0 when there is none.
 func (k *Kernel) defaultRouteLink() (int, error) {
-	var (
-		routes []netlink.Route
-		err    error
-	)
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	for range dumpRetries {
-		routes, err = k.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	routes, err := k.mainRoutes()
 	if err != nil {
-		return 0, fmt.Errorf("list ipv4 routes to find the default route: %w", err)
+		return 0, fmt.Errorf("finding the default route: %w", err)
 	}
 	best, bestPrio := 0, -1
 	for _, r := range routes {
