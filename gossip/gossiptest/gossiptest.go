@@ -1,6 +1,7 @@
 // Package gossiptest runs real gossip.Cluster nodes (memberlist and all) over
 // an in-memory network, for the tests of the packages that consume replicated
-// state (ipam, driver). The network can partition nodes into groups, heal,
+// state (ipam, driver) and for gossip's own cluster tests and benchmark
+// (package gossip_test). The network can partition nodes into groups, heal,
 // and kill a node abruptly; nothing touches a real socket.
 //
 // Delivery behaves like a network: each node has buffered inboxes, a packet
