@@ -415,7 +415,8 @@ func (c *Cluster) isClosed() bool {
 
 // Put writes (kind, key) = value as this node's record with a new version,
 // queues it for gossip and, once persisted, hands it to the fast path
-// (Config.FanOut), which sends it on a background goroutine. Re-putting the value this node already owns is
+// (Config.FanOut), which sends it from a background goroutine (Put never
+// waits for the network). Re-putting the value this node already owns is
 // a no-op. It returns once the record is persisted; on a persistence error
 // the record is nonetheless live in memory and gossiped (and persisting is
 // retried). Value is copied. Put works before Start (the record spreads once
@@ -433,7 +434,7 @@ func (c *Cluster) Put(kind, key string, value []byte) error {
 	}
 	c.broadcast(r)
 	err = c.flush()
-	c.sendDirect(r) // once persisted (or tried): never announce a version a restart could reuse
+	c.sendDirect(r) // after the persisting attempt, like the caller's answer
 	if err != nil {
 		return fmt.Errorf("put %s/%s: %w", kind, key, err)
 	}

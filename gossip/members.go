@@ -53,9 +53,12 @@ func decodeMeta(b []byte) (wireMeta, error) {
 	return m, nil
 }
 
-// MemberState is a member's state as memberlist sees it. memberlist's API
+// MemberState is a member's state as memberlist sees it. memberlist (v0.7)
 // does not expose suspicion, so a suspect member is reported alive until it
-// is declared dead.
+// is declared dead: the Node.State of Memberlist.Members is never set (the
+// state lives in an unexported struct), and no delegate hears of it
+// (EventDelegate reports join, leave and update; AliveDelegate and
+// PingDelegate see alive messages and successful probes only).
 type MemberState int
 
 // Member states.
