@@ -9,6 +9,8 @@
 #   make e2e       end-to-end tests against real dockerd hosts (scripts/harness.sh):
 #                  e2e-1 (single host) then e2e-3 (3-host cluster + outsider, Swarm)
 #   make test      deps vet unit e2e — what CI runs (.ci/run)
+#   make bench     grapevine side by side with the underlay, kernel VXLAN and Docker's
+#                  overlay/macvlan/bridge on 3 simulated hosts; writes docs/BENCHMARKS.md
 #   make clean
 
 GO ?= go
