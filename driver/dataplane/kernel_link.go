@@ -73,13 +73,9 @@ func (k *Kernel) EnsureVXLAN(spec VXLANSpec) (err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
-	var master netlink.Link
-	if spec.Master != "" {
-		m, err := k.linkByName(spec.Master)
-		if err != nil {
-			return fmt.Errorf("ensure vxlan %q: master: %w", spec.Name, err)
-		}
-		master = m
+	master, err := k.optionalLink(spec.Master)
+	if err != nil {
+		return fmt.Errorf("ensure vxlan %q: master: %w", spec.Name, err)
 	}
 	vtepDev := 0
 	if spec.Underlay != "" {
@@ -263,13 +259,9 @@ func (k *Kernel) EnsureVeth(spec VethSpec) (err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
-	var master netlink.Link
-	if spec.Master != "" {
-		m, err := k.linkByName(spec.Master)
-		if err != nil {
-			return fmt.Errorf("ensure veth %q: master: %w", spec.HostName, err)
-		}
-		master = m
+	master, err := k.optionalLink(spec.Master)
+	if err != nil {
+		return fmt.Errorf("ensure veth %q: master: %w", spec.HostName, err)
 	}
 
 	host, err := k.linkByName(spec.HostName)
@@ -454,4 +446,12 @@ func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
 		return netip.Prefix{}, false
 	}
 	return netip.PrefixFrom(ip, ones), true
+}
+
+// optionalLink looks up the named link; an empty name is no link (nil, nil).
+func (k *Kernel) optionalLink(name string) (netlink.Link, error) {
+	if name == "" {
+		return nil, nil
+	}
+	return k.linkByName(name)
 }
