@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -48,9 +49,17 @@ func loadHosts(harness, run string) ([]host, error) {
 // runCmd runs a command and returns its trimmed stdout; the error carries
 // stderr.
 func runCmd(timeout time.Duration, name string, args ...string) (string, error) {
+	return runCmdEnv(timeout, nil, name, args...)
+}
+
+// runCmdEnv is runCmd with env added to this process's environment.
+func runCmdEnv(timeout time.Duration, env []string, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// on timeout kill the whole process group (`go test` leaves its test
 	// binary running otherwise, holding our pipes open)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

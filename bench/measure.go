@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -120,19 +121,50 @@ func last(s sample) string {
 }
 
 // convergence measures, n times, the time from `docker run -d` returning on
-// A to the new container's address answering from a prober container on B.
-// Each sample gets a fresh address (--ip from base.100 up).
+// A to the new container's address answering the prober container on B
+// (probe.go). Each sample is a container of its own with a fresh address
+// (--ip); the samples of all targets are interleaved.
 type convTarget struct {
-	name    string
-	netA    string // network name on A
-	prober  container
-	ips     []string // fresh addresses A may hand out, one per sample (spares at the end)
-	na      string
-	times   sample // ms
-	started []string
+	name       string
+	netA, netB string    // network name on A and on B
+	prober     container // the prober's container on B
+	ips        []string  // fresh addresses A may hand out, one per sample (spares at the end)
+	na         string
+	times      sample // ms, one per container
+	before     int    // samples answered by a probe sent before `docker run` returned
+	gaps       []float64
+	meanGaps   []float64 // µs between probes after t0, mean per sample
+	maxGap     float64   // µs, longest time between two probes after t0
+	started    []string
+}
+
+// resolution is the worst uncertainty of t's non-zero samples in µs: the
+// longest time between an answered probe and the probe before it.
+func (t *convTarget) resolution() float64 {
+	if len(t.gaps) == 0 {
+		return 0
+	}
+	return slices.Max(t.gaps)
 }
 
 func (b *bench) convergence(targets []*convTarget, a host, n int) {
+	probers := map[*convTarget]*prober{}
+	defer func() {
+		for _, p := range probers {
+			p.close()
+		}
+	}()
+	for _, t := range targets {
+		if t.na != "" {
+			continue
+		}
+		p, err := newProber(t.prober.netns)
+		if err != nil {
+			t.na = short(err)
+			continue
+		}
+		probers[t] = p
+	}
 	for i := 0; i < n; i++ {
 		for _, t := range targets {
 			if t.na != "" {
@@ -142,27 +174,42 @@ func (b *bench) convergence(targets []*convTarget, a host, n int) {
 				t.na = fmt.Sprintf("only %d fresh addresses available on %s", len(t.ips), a.name)
 				continue
 			}
+			pr := probers[t]
 			ip := t.ips[i]
 			dst, _ := netip.ParseAddr(ip)
 			// sanity: nothing may answer for the address before its container exists
-			if _, err := probeAnswer(t.prober.netns, dst, 20*time.Millisecond); err == nil {
+			if r := pr.probeNow(dst, 20*time.Millisecond); r.err == nil {
 				t.na = fmt.Sprintf("%s answered before its container existed: the probe cannot measure this network", ip)
 				continue
 			}
+			// probing starts (slowly) before `docker run` and speeds up when it returns
+			start, res := pr.start(dst, 10*time.Second)
 			id, err := a.dockerCmd(2*time.Minute, "run", "-d", "--network", t.netA, "--ip", ip, image, "sleep", "1000000")
 			t0 := time.Now()
 			if err != nil {
+				start <- time.Time{}
+				<-res
 				t.na = short(err)
 				continue
 			}
+			start <- t0
+			r := <-res
 			t.started = append(t.started, id)
-			at, err := probeAnswer(t.prober.netns, dst, 10*time.Second)
-			if err != nil {
-				b.log.WithField("network", t.name).Warnf("convergence sample %d: %v", i, err)
+			if r.err != nil {
+				b.log.WithField("network", t.name).Warnf("convergence sample %d: %v", i, r.err)
 				t.times.add(10000)
 				continue
 			}
-			t.times.add(float64(at.Sub(t0).Microseconds()) / 1000)
+			t.times.add(r.value())
+			if r.value() == 0 {
+				t.before++
+			} else {
+				t.gaps = append(t.gaps, float64(r.gap.Nanoseconds())/1000)
+			}
+			if r.sent > 1 {
+				t.meanGaps = append(t.meanGaps, float64(r.meanGap.Nanoseconds())/1000)
+			}
+			t.maxGap = max(t.maxGap, float64(r.maxGap.Nanoseconds())/1000)
 		}
 	}
 	for _, t := range targets {
@@ -202,12 +249,18 @@ func (b *bench) runTimes(h host, targets []*runTarget, n int) {
 	}
 }
 
-// goBench runs `go test -bench` and returns metric values by "Benchmark/sub metric".
-func (b *bench) goBench(pkg, pattern, benchtime string, timeout time.Duration) (benchResult, error) {
+// goBench runs `go test -bench` (with env added to the environment) and
+// returns metric values by "Benchmark/sub metric"; the output is kept in
+// build/bench-PKG[-SUFFIX].log.
+func (b *bench) goBench(pkg, pattern, benchtime string, timeout time.Duration, env []string, suffix string) (benchResult, error) {
 	// -v: skipped benchmarks print their reason only in verbose mode
-	out, err := runCmd(timeout+time.Minute, "go", "test", "-v", "-run", "^$", "-bench", pattern, "-benchtime", benchtime,
+	out, err := runCmdEnv(timeout+time.Minute, env, "go", "test", "-v", "-run", "^$", "-bench", pattern, "-benchtime", benchtime,
 		"-timeout", timeout.String(), pkg)
-	logFile := filepath.Join(b.cfg.repo, "build", "bench-"+strings.Trim(strings.ReplaceAll(pkg, "/", "-"), ".-")+".log")
+	name := "bench-" + strings.Trim(strings.ReplaceAll(pkg, "/", "-"), ".-")
+	if suffix != "" {
+		name += "-" + suffix
+	}
+	logFile := filepath.Join(b.cfg.repo, "build", name+".log")
 	if werr := os.WriteFile(logFile, []byte(out+"\n"+errText(err)), 0o644); werr != nil {
 		b.log.Warnf("keep go test output: %v", werr)
 	} else {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,10 +24,83 @@ type config struct {
 	rrCount            int
 	convN, runN        int
 	endpoints          []int
-	gossipBenchtime    string
+	gossipSizes        []gossipSize
 	gossipTimeout      time.Duration
 	out, command       string
-	skipGo, skipNet    bool
+	parts              map[string]bool // which parts run (allParts)
+	paths              map[string]bool // which data paths, by id (allPaths)
+}
+
+// allParts are the parts of a run, in the order they run (-parts).
+var allParts = []string{"dataplane", "convergence", "run", "socket", "go"}
+
+// allPaths are the data paths by short id and report name (-paths); the
+// convergence and run parts measure the two overlays among them.
+var allPaths = []struct{ id, name string }{
+	{"underlay", "underlay"},
+	{"kvx", "kernel VXLAN (hand-programmed)"},
+	{"overlay", "Docker overlay"},
+	{"gv", "grapevine vxlan"},
+	{"dmacvlan", "Docker macvlan"},
+	{"gmacvlan", "grapevine macvlan"},
+}
+
+// parseParts reads a -parts value: a comma list of allParts, or "all".
+func parseParts(v string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, f := range strings.Split(v, ",") {
+		f = strings.ToLower(strings.TrimSpace(f))
+		if f == "all" {
+			for _, p := range allParts {
+				out[p] = true
+			}
+			continue
+		}
+		if !slices.Contains(allParts, f) {
+			return nil, fmt.Errorf("-parts entry %q is not a part: want a comma list of %s (or all)", f, strings.Join(allParts, ","))
+		}
+		out[f] = true
+	}
+	return out, nil
+}
+
+// parsePaths reads a -paths value: a comma list of path ids or report
+// names (case-insensitive), or "all"; the result is keyed by id.
+func parsePaths(v string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if strings.EqualFold(f, "all") {
+			for _, p := range allPaths {
+				out[p.id] = true
+			}
+			continue
+		}
+		found := false
+		for _, p := range allPaths {
+			if strings.EqualFold(f, p.id) || strings.EqualFold(f, p.name) {
+				out[p.id], found = true, true
+			}
+		}
+		if !found {
+			var ids []string
+			for _, p := range allPaths {
+				ids = append(ids, p.id)
+			}
+			return nil, fmt.Errorf("-paths entry %q is not a data path: want a comma list of %s (or their report names, or all)", f, strings.Join(ids, ","))
+		}
+	}
+	return out, nil
+}
+
+// everything reports whether every part and every data path runs.
+func (c config) everything() bool {
+	return len(c.parts) == len(allParts) && len(c.paths) == len(allPaths)
+}
+
+// needsHarness reports whether any selected part runs on the harness hosts.
+func (c config) needsHarness() bool {
+	return c.parts["dataplane"] || c.parts["convergence"] || c.parts["run"] || c.parts["socket"]
 }
 
 // bench holds one benchmark run: what it started (to stop it) and what it
@@ -50,6 +124,9 @@ type bench struct {
 	scale []scaleRow
 	rss   []rssRow
 	notes []string
+
+	goTook  time.Duration // the whole Go part
+	goTimes []string      // what each go test of it took
 }
 
 type ipamRow struct {
@@ -59,19 +136,31 @@ type ipamRow struct {
 
 type scaleRow struct {
 	members                   int
+	benchtime                 string // go test -benchtime: puts measured
 	p50, p99, rest, churnRate sample
+	churnFrom                 string // "" = BenchmarkConvergence, else the benchmark that measured churnRate
 }
 
 type rssRow struct {
 	endpoints int
-	owner     sample // MiB on the host that made the endpoints
-	peer      sample // MiB on another host
+	owner     memSample // on the host that made the endpoints
+	peer      memSample // on another host
+}
+
+// memSample is a process's resident memory in MiB (see procMem).
+type memSample struct {
+	rss, anon, file, shmem sample
+}
+
+func (m *memSample) setNA(why string) {
+	m.rss.na, m.anon.na, m.file.na, m.shmem.na = why, why, why, why
 }
 
 func cmdRun(log *logrus.Entry, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var cfg config
-	var eps string
+	var eps, parts, paths, gsizes string
+	var skipGo, skipNet bool
 	fs.StringVar(&cfg.run, "run", "", "harness run name (scripts/harness.sh up RUN 3)")
 	fs.StringVar(&cfg.repo, "repo", ".", "repository root")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds per data path")
@@ -80,14 +169,37 @@ func cmdRun(log *logrus.Entry, args []string) error {
 	fs.IntVar(&cfg.convN, "conv", 50, "containers per network for convergence")
 	fs.IntVar(&cfg.runN, "runs", 10, "docker run/rm pairs per network")
 	fs.StringVar(&eps, "endpoints", "1000,5000", "endpoint counts for the plugin RSS")
-	fs.StringVar(&cfg.gossipBenchtime, "gossip-benchtime", "10x", "-benchtime for gossip's BenchmarkConvergence")
-	fs.DurationVar(&cfg.gossipTimeout, "gossip-timeout", 3*time.Minute, "time budget (go test -timeout) for each gossip benchmark")
+	fs.StringVar(&gsizes, "gossip-sizes", "50=20x,200=10x,500=5x", "simulated cluster sizes and the -benchtime (puts measured) of gossip's BenchmarkConvergence for each")
+	fs.DurationVar(&cfg.gossipTimeout, "gossip-timeout", 6*time.Minute, "time budget (go test -timeout) for each gossip size")
 	fs.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report file ('' = print only)")
 	fs.StringVar(&cfg.command, "command", "make bench", "the command line recorded in the report")
-	fs.BoolVar(&cfg.skipGo, "skip-go", false, "skip the Go benchmarks (ipam, gossip)")
-	fs.BoolVar(&cfg.skipNet, "skip-net", false, "skip everything that needs the harness")
+	fs.StringVar(&parts, "parts", "all", "comma list of the parts to run: "+strings.Join(allParts, ","))
+	fs.StringVar(&paths, "paths", "all", "comma list of the data paths to set up and measure: underlay,kvx,overlay,gv,dmacvlan,gmacvlan (or their report names)")
+	fs.BoolVar(&skipGo, "skip-go", false, "skip the Go benchmarks (the same as leaving go out of -parts)")
+	fs.BoolVar(&skipNet, "skip-net", false, "skip everything that needs the harness (-parts go)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: gvbench run takes flags only", fs.Args())
+	}
+	var err error
+	if cfg.parts, err = parseParts(parts); err != nil {
+		return err
+	}
+	if cfg.paths, err = parsePaths(paths); err != nil {
+		return err
+	}
+	if cfg.gossipSizes, err = parseGossipSizes(gsizes); err != nil {
+		return err
+	}
+	if skipGo {
+		delete(cfg.parts, "go")
+	}
+	if skipNet {
+		for _, p := range allParts[:4] {
+			delete(cfg.parts, p)
+		}
 	}
 	for _, f := range strings.Split(eps, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -116,7 +228,7 @@ func cmdRun(log *logrus.Entry, args []string) error {
 		os.Exit(1)
 	}()
 
-	if !cfg.skipNet {
+	if cfg.needsHarness() {
 		if cfg.run == "" {
 			return fmt.Errorf("-run is empty: name the harness run (scripts/harness.sh up RUN 3)")
 		}
@@ -125,7 +237,7 @@ func cmdRun(log *logrus.Entry, args []string) error {
 		}
 		b.networkBenchmarks()
 	}
-	if !cfg.skipGo {
+	if cfg.parts["go"] {
 		b.goBenchmarks()
 	}
 	report := b.report()
@@ -184,115 +296,176 @@ func (b *bench) ownedAddrs(h host, subnet string, n int) ([]string, error) {
 	return out, nil
 }
 
-// networkBenchmarks: everything on the harness hosts.
+// pathName is the report name of the data path with short id id.
+func pathName(id string) string {
+	for _, p := range allPaths {
+		if p.id == id {
+			return p.name
+		}
+	}
+	return id
+}
+
+// networkBenchmarks runs the selected parts that need the harness hosts,
+// setting up only the data paths and networks that those parts measure:
+// the overlays (Docker's and grapevine's) serve the data plane, convergence
+// and `docker run` parts, the other paths only the data plane.
 func (b *bench) networkBenchmarks() {
 	hs := b.hosts
 	h1, h2 := hs[0], hs[1]
 	log := b.log
+	dp, conv, run := b.cfg.parts["dataplane"], b.cfg.parts["convergence"], b.cfg.parts["run"]
+	want := b.cfg.paths
+	needOverlay := want["overlay"] && (dp || conv || run)
+	needGV := want["gv"] && (dp || conv || run)
 
-	log.Info("setting up data paths")
-	under := b.setupUnderlay(h1, h2)
-	kvx := b.setupKernelVXLAN(hs)
-
-	ovl, err := b.setupSwarmOverlay(hs)
-	if err != nil {
-		ovl.na = "swarm: " + short(err)
-	} else {
-		b.twoContainers(ovl, [2]string{"gvb-overlay", "gvb-overlay"}, hs, [2][]string{nil, nil})
+	if dp || needOverlay || needGV {
+		log.Info("setting up data paths and networks")
 	}
-
-	gv := &path{name: "grapevine vxlan", anchor: kvx.name}
-	gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", gvSubnet, "gvb-vxlan"}
-	if err := createOnHosts(hs, gvArgs...); err != nil {
-		gv.na = short(err)
-	} else {
-		b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
+	var paths []*path
+	if dp && want["underlay"] {
+		paths = append(paths, b.setupUnderlay(h1, h2))
 	}
-
-	dmv := &path{name: "Docker macvlan", anchor: under.name}
-	for i, h := range hs[:2] {
-		if _, err := h.dockerCmd(time.Minute, "network", "create", "-d", "macvlan", "--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1",
-			"--ip-range", fmt.Sprintf("198.18.0.%d/28", 64+16*i), "-o", "parent=eth0", "gvb-dmacvlan"); err != nil {
-			dmv.na = short(err)
+	if dp && want["kvx"] {
+		paths = append(paths, b.setupKernelVXLAN(hs))
+	}
+	var ovl, gv *path
+	if needOverlay {
+		var err error
+		ovl, err = b.setupSwarmOverlay(hs)
+		if err != nil {
+			ovl.na = "swarm: " + short(err)
+		} else if dp {
+			b.twoContainers(ovl, [2]string{"gvb-overlay", "gvb-overlay"}, hs, [2][]string{nil, nil})
 		}
+		paths = append(paths, ovl)
 	}
-	if dmv.na == "" {
-		b.twoContainers(dmv, [2]string{"gvb-dmacvlan", "gvb-dmacvlan"}, hs, [2][]string{nil, nil})
+	if needGV {
+		gv = &path{name: pathName("gv"), anchor: pathName("kvx")}
+		gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", gvSubnet, "gvb-vxlan"}
+		if err := createOnHosts(hs, gvArgs...); err != nil {
+			gv.na = short(err)
+		} else if dp {
+			b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
+		}
+		paths = append(paths, gv)
+	}
+	if dp && want["dmacvlan"] {
+		dmv := &path{name: pathName("dmacvlan"), anchor: pathName("underlay")}
+		for i, h := range hs[:2] {
+			if _, err := h.dockerCmd(time.Minute, "network", "create", "-d", "macvlan", "--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1",
+				"--ip-range", fmt.Sprintf("198.18.0.%d/28", 64+16*i), "-o", "parent=eth0", "gvb-dmacvlan"); err != nil {
+				dmv.na = short(err)
+			}
+		}
+		if dmv.na == "" {
+			b.twoContainers(dmv, [2]string{"gvb-dmacvlan", "gvb-dmacvlan"}, hs, [2][]string{nil, nil})
+		}
+		paths = append(paths, dmv)
+	}
+	if dp && want["gmacvlan"] {
+		gmv := &path{name: pathName("gmacvlan"), anchor: pathName("underlay")}
+		if err := createOnHosts(hs[:2], "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "mode=macvlan", "-o", "parent=eth0",
+			"--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1", "--ip-range", "198.18.0.128/26", "gvb-gmacvlan"); err != nil {
+			gmv.na = short(err)
+		} else {
+			b.twoContainers(gmv, [2]string{"gvb-gmacvlan", "gvb-gmacvlan"}, hs, [2][]string{nil, nil})
+		}
+		paths = append(paths, gmv)
 	}
 
-	gmv := &path{name: "grapevine macvlan", anchor: under.name}
-	if err := createOnHosts(hs[:2], "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "mode=macvlan", "-o", "parent=eth0",
-		"--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1", "--ip-range", "198.18.0.128/26", "gvb-gmacvlan"); err != nil {
-		gmv.na = short(err)
-	} else {
-		b.twoContainers(gmv, [2]string{"gvb-gmacvlan", "gvb-gmacvlan"}, hs, [2][]string{nil, nil})
+	if dp {
+		b.paths = paths
+		for _, p := range b.paths {
+			if p.na == "" {
+				b.startServers(p)
+			}
+			if p.na != "" {
+				log.WithField("path", p.name).Warnf("not measured: %s", p.na)
+			}
+		}
+		log.Infof("data plane: %d rounds over %d paths", b.cfg.rounds, len(b.paths))
+		b.dataplaneRounds(b.paths)
 	}
 
-	b.paths = []*path{under, kvx, ovl, gv, dmv, gmv}
-	for _, p := range b.paths {
-		if p.na == "" {
-			b.startServers(p)
-		}
-		if p.na != "" {
-			log.WithField("path", p.name).Warnf("not measured: %s", p.na)
-		}
+	if conv && (gv != nil || ovl != nil) {
+		log.Info("convergence")
+		b.convergenceBenchmarks(h1, h2, gv, ovl)
 	}
-	log.Infof("data plane: %d rounds", b.cfg.rounds)
-	b.dataplaneRounds(b.paths)
 
-	// convergence: docker run on h1, prober container on h2
-	log.Info("convergence")
-	gvConv := &convTarget{name: "grapevine vxlan", netA: "gvb-vxlan"}
-	ovConv := &convTarget{name: "Docker overlay", netA: "gvb-overlay"}
-	for i := 0; i < b.cfg.convN; i++ {
-		ovConv.ips = append(ovConv.ips, fmt.Sprintf("100.100.0.%d", 100+i))
-	}
-	// grapevine hands each host blocks of the pool: --ip must lie in one
-	// that h1 owns (from its status), highest first (dynamic allocation
-	// starts low)
-	if ips, err := b.ownedAddrs(h1, gvSubnet, b.cfg.convN); err != nil {
-		gvConv.na = short(err)
-	} else {
-		gvConv.ips = ips
-	}
-	for _, t := range []struct {
-		c    *convTarget
-		p    *path
-		netB string
-	}{{gvConv, gv, "gvb-vxlan"}, {ovConv, ovl, "gvb-overlay"}} {
-		if t.p.na != "" {
-			t.c.na = "path unusable: " + t.p.na
-			continue
+	if run {
+		log.Info("docker run / rm")
+		if _, err := h1.dockerCmd(time.Minute, "network", "create", "-d", "bridge", "--subnet", "198.19.251.0/24", "gvb-bridge"); err != nil {
+			log.Warnf("bridge network: %v", err)
 		}
-		if t.c.na != "" {
+		b.runs = []*runTarget{{name: "Docker bridge", net: "gvb-bridge"}}
+		if gv != nil {
+			b.runs = append(b.runs, &runTarget{name: gv.name, net: "gvb-vxlan"})
+		}
+		if ovl != nil {
+			b.runs = append(b.runs, &runTarget{name: ovl.name, net: "gvb-overlay"})
+		}
+		b.runTimes(h1, b.runs, b.cfg.runN)
+	}
+
+	if b.cfg.parts["socket"] {
+		log.Info("plugin socket: IPAM rate and RSS")
+		b.socketBenchmarks()
+	}
+}
+
+// convergenceBenchmarks measures convergence on grapevine's overlay and
+// Docker's (either may be nil: not selected): `docker run` on h1, the
+// prober container on h2.
+func (b *bench) convergenceBenchmarks(h1, h2 host, gv, ovl *path) {
+	var targets []*convTarget
+	if gv != nil {
+		t := &convTarget{name: gv.name, netA: "gvb-vxlan", netB: "gvb-vxlan", na: gv.na}
+		if t.na == "" {
+			// grapevine hands each host blocks of the pool: --ip must lie
+			// in one that h1 owns (from its status), highest first
+			// (dynamic allocation starts low)
+			if ips, err := b.ownedAddrs(h1, gvSubnet, b.cfg.convN); err != nil {
+				t.na = short(err)
+			} else {
+				t.ips = ips
+			}
+		} else {
+			t.na = "path unusable: " + t.na
+		}
+		targets = append(targets, t)
+	}
+	if ovl != nil {
+		t := &convTarget{name: ovl.name, netA: "gvb-overlay", netB: "gvb-overlay", na: ovl.na}
+		if t.na != "" {
+			t.na = "path unusable: " + t.na
+		}
+		for i := 0; i < b.cfg.convN; i++ {
+			t.ips = append(t.ips, fmt.Sprintf("100.100.0.%d", 100+i))
+		}
+		targets = append(targets, t)
+	}
+	for _, t := range targets {
+		if t.na != "" {
 			continue
 		}
 		pr, err := startContainer(h2, t.netB)
 		if err != nil {
-			t.c.na = short(err)
+			t.na = short(err)
 			continue
 		}
-		t.c.prober = pr
-		// retry unanswered ARP every 10 ms (default 1 s) so that the probe
-		// measures the control plane, not the neighbour retry timer
+		t.prober = pr
+		// retry unanswered ARP every 10 ms (default 1 s) and for long, as
+		// before the prober sent its own ARP requests: harmless now, and
+		// it keeps the container's own neighbour traffic out of the way
 		for _, kv := range []string{"net.ipv4.neigh.eth0.retrans_time_ms=10", "net.ipv4.neigh.eth0.mcast_solicit=100"} {
 			if _, err := inNS(10*time.Second, pr.netns, "sysctl", "-qw", kv); err != nil {
-				log.Warnf("prober sysctl %s: %v", kv, err)
+				b.log.Warnf("prober sysctl %s: %v", kv, err)
 			}
 		}
 	}
-	b.conv = []*convTarget{gvConv, ovConv}
+	b.conv = targets
 	b.convergence(b.conv, h1, b.cfg.convN)
-
-	log.Info("docker run / rm")
-	if _, err := h1.dockerCmd(time.Minute, "network", "create", "-d", "bridge", "--subnet", "198.19.251.0/24", "gvb-bridge"); err != nil {
-		log.Warnf("bridge network: %v", err)
-	}
-	b.runs = []*runTarget{{name: "Docker bridge", net: "gvb-bridge"}, {name: "grapevine vxlan", net: "gvb-vxlan"}, {name: "Docker overlay", net: "gvb-overlay"}}
-	b.runTimes(h1, b.runs, b.cfg.runN)
-
-	log.Info("plugin socket: IPAM rate and RSS")
-	b.socketBenchmarks()
 }
 
 func (b *bench) socketBenchmarks() {
@@ -325,31 +498,33 @@ func (b *bench) socketBenchmarks() {
 		}
 		return strconv.Atoi(out)
 	}
-	rssMiB := func(h host) (float64, error) {
+	measure := func(h host, m *memSample) {
 		p, err := pid(h)
-		if err != nil {
-			return 0, err
+		var pm procMem
+		if err == nil {
+			pm, err = readProcMem(p)
 		}
-		kb, err := rssKB(p)
-		return float64(kb) / 1024, err
+		if err != nil {
+			m.setNA(short(err))
+			return
+		}
+		m.rss.add(float64(pm.rss) / 1024)
+		m.anon.add(float64(pm.anon) / 1024)
+		m.file.add(float64(pm.file) / 1024)
+		m.shmem.add(float64(pm.shmem) / 1024)
 	}
 	row0 := rssRow{endpoints: 0}
-	if v, err := rssMiB(h1); err == nil {
-		row0.owner.add(v)
-	} else {
-		row0.owner.na = short(err)
-	}
-	if v, err := rssMiB(h2); err == nil {
-		row0.peer.add(v)
-	} else {
-		row0.peer.na = short(err)
-	}
+	measure(h1, &row0.owner)
+	measure(h2, &row0.peer)
 	b.rss = append(b.rss, row0)
 	const subnet = "198.19.96.0/19"
 	n1, err := c1.createNetwork(subnet)
 	if err != nil {
 		for _, n := range b.cfg.endpoints {
-			b.rss = append(b.rss, rssRow{endpoints: n, owner: sample{na: short(err)}, peer: sample{na: short(err)}})
+			row := rssRow{endpoints: n}
+			row.owner.setNA(short(err))
+			row.peer.setNA(short(err))
+			b.rss = append(b.rss, row)
 		}
 		return
 	}
@@ -370,32 +545,52 @@ func (b *bench) socketBenchmarks() {
 		row := rssRow{endpoints: n}
 		start := time.Now()
 		if err := n1.addEndpoints(n - len(n1.endpoints)); err != nil {
-			row.owner.na, row.peer.na = short(err), short(err)
+			row.owner.setNA(short(err))
+			row.peer.setNA(short(err))
 			b.rss = append(b.rss, row)
 			break
 		}
 		b.log.Infof("%d endpoints through the socket in %v", n, time.Since(start).Round(time.Millisecond))
 		// a settle window for gossip to reach h2 (no observable end from here)
 		time.Sleep(3 * time.Second)
-		if v, err := rssMiB(h1); err == nil {
-			row.owner.add(v)
-		} else {
-			row.owner.na = short(err)
-		}
-		if v, err := rssMiB(h2); err == nil {
-			row.peer.add(v)
-		} else {
-			row.peer.na = short(err)
-		}
+		measure(h1, &row.owner)
+		measure(h2, &row.peer)
 		b.rss = append(b.rss, row)
 	}
 }
 
-// goBenchmarks runs ipam's and gossip's Go benchmarks and this package's
-// churn benchmark.
+// gossipSize is one simulated cluster size and its go test -benchtime.
+type gossipSize struct {
+	members   int
+	benchtime string
+}
+
+// parseGossipSizes reads a -gossip-sizes value: "50=20x,200=10x,500=5x".
+func parseGossipSizes(v string) ([]gossipSize, error) {
+	var out []gossipSize
+	for _, f := range strings.Split(v, ",") {
+		n, bt, ok := strings.Cut(strings.TrimSpace(f), "=")
+		m, err := strconv.Atoi(n)
+		if !ok || err != nil || m < 2 || !strings.HasSuffix(bt, "x") {
+			return nil, fmt.Errorf("-gossip-sizes entry %q: want MEMBERS=COUNTx, e.g. 500=5x", f)
+		}
+		if c, err := strconv.Atoi(strings.TrimSuffix(bt, "x")); err != nil || c < 1 {
+			return nil, fmt.Errorf("-gossip-sizes entry %q: the count of %q is not positive", f, bt)
+		}
+		out = append(out, gossipSize{m, bt})
+	}
+	return out, nil
+}
+
+// goBenchmarks runs ipam's and gossip's Go benchmarks and, for a size whose
+// gossip run gave no figure under churn, this package's churn benchmark.
+// Each gossip size runs in a go test of its own (GVBENCH_SIZES) with its
+// own -benchtime and time budget: fewer puts at 500 members, and a size
+// that runs out of time does not take the others with it.
 func (b *bench) goBenchmarks() {
+	start := time.Now()
 	b.log.Info("go benchmarks: ipam")
-	m, err := b.goBench("./ipam/", "AllocatorSlash16$|RequestAddressDurable$|RequestAddressDurableParallel$", "1s", 5*time.Minute)
+	m, err := b.goBench("./ipam/", "AllocatorSlash16$|RequestAddressDurable$|RequestAddressDurableParallel$", "1s", 5*time.Minute, nil, "")
 	rows := []struct{ what, name string }{
 		{"in process, allocator core (BenchmarkAllocatorSlash16)", "BenchmarkAllocatorSlash16"},
 		{"in process, RequestAddress durable, 1 caller (BenchmarkRequestAddressDurable)", "BenchmarkRequestAddressDurable"},
@@ -408,33 +603,35 @@ func (b *bench) goBenchmarks() {
 		ipamRows = append(ipamRows, row)
 	}
 	b.ipam = append(ipamRows, b.ipam...)
+	b.goTimes = append(b.goTimes, fmt.Sprintf("ipam %v", time.Since(start).Round(time.Second)))
 
-	b.log.Info("go benchmarks: gossip convergence")
-	conv, convErr := b.goBench("./gossip/", "Convergence", b.cfg.gossipBenchtime, b.cfg.gossipTimeout)
-	// bytes under load: gossip's own benchmark reports churn-B/member/s in
-	// newer versions; this package's BenchmarkGossipChurn fills in otherwise
-	var churn benchResult
-	var churnErr error
-	for _, n := range []int{50, 200, 500} {
-		if _, ok := conv.metrics[fmt.Sprintf("BenchmarkConvergence/members=%d churn-B/member/s", n)]; !ok {
-			b.log.Info("go benchmarks: gossip churn (bench/)")
-			churn, churnErr = b.goBench("./bench/", "GossipChurn", "1x", b.cfg.gossipTimeout)
-			break
-		}
-	}
-	for _, n := range []int{50, 200, 500} {
-		row := scaleRow{members: n}
+	for _, gs := range b.cfg.gossipSizes {
+		n := gs.members
+		t := time.Now()
+		b.log.Infof("go benchmarks: gossip convergence, %d members, -benchtime %s", n, gs.benchtime)
+		env := []string{fmt.Sprintf("GVBENCH_SIZES=%d", n)}
+		conv, convErr := b.goBench("./gossip/", "^BenchmarkConvergence$", gs.benchtime, b.cfg.gossipTimeout, env, fmt.Sprint(n))
+		row := scaleRow{members: n, benchtime: gs.benchtime}
 		k := fmt.Sprintf("BenchmarkConvergence/members=%d", n)
 		conv.fill(&row.p50, convErr, k, "p50-ms")
 		conv.fill(&row.p99, convErr, k, "p99-ms")
 		conv.fill(&row.rest, convErr, k, "B/member/s")
-		if v, ok := conv.metrics[k+" churn-B/member/s"]; ok {
-			row.churnRate.add(v)
-		} else {
+		conv.fill(&row.churnRate, convErr, k, "churn-B/member/s")
+		took := fmt.Sprintf("gossip %d members %v", n, time.Since(t).Round(time.Second))
+		if !row.churnRate.ok() {
+			// bytes under load from this package's benchmark instead
+			t = time.Now()
+			b.log.Infof("go benchmarks: gossip churn (bench/), %d members", n)
+			churn, churnErr := b.goBench("./bench/", "^BenchmarkGossipChurn$", "1x", b.cfg.gossipTimeout, env, fmt.Sprint(n))
+			row.churnRate = sample{}
 			churn.fill(&row.churnRate, churnErr, fmt.Sprintf("BenchmarkGossipChurn/members=%d", n), "churn-B/member/s")
+			row.churnFrom = "BenchmarkGossipChurn"
+			took += fmt.Sprintf(" + churn %v", time.Since(t).Round(time.Second))
 		}
+		b.goTimes = append(b.goTimes, took)
 		b.scale = append(b.scale, row)
 	}
+	b.goTook = time.Since(start)
 }
 
 // cleanup stops what this run started and removes the namespaces it made;

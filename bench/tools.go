@@ -98,74 +98,36 @@ func cmdUDPRR(args []string) error {
 	return nil
 }
 
-// probeAnswer sends a UDP datagram to dst port 9 every millisecond from a
-// thread inside the network namespace nsPath, until dst answers (the kernel
-// of the endpoint returns ICMP port unreachable, which a connected UDP socket
-// reports as ECONNREFUSED) or timeout passes. It returns when the answer came.
-func probeAnswer(nsPath string, dst netip.Addr, timeout time.Duration) (time.Time, error) {
-	type result struct {
-		at  time.Time
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread changes network namespace and is never unlocked: the
-		// runtime ends it with the goroutine instead of reusing it.
-		runtime.LockOSThread()
-		at, err := probeOnThread(nsPath, dst, timeout)
-		ch <- result{at, err}
-	}()
-	r := <-ch
-	return r.at, r.err
+// procMem is what /proc/PID/status says of a process's resident memory,
+// in KiB: VmRSS is RssAnon (heap, stacks: the Go runtime's memory) +
+// RssFile (mapped files: the executable's text and bbolt's read-only mmap
+// of the state file, which the kernel may drop and read again) + RssShmem.
+type procMem struct {
+	rss, anon, file, shmem int
 }
 
-func probeOnThread(nsPath string, dst netip.Addr, timeout time.Duration) (time.Time, error) {
-	nsfd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("open netns %s: %w", nsPath, err)
-	}
-	defer unix.Close(nsfd)
-	if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
-		return time.Time{}, fmt.Errorf("enter netns %s: %w", nsPath, err)
-	}
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("probe socket: %w", err)
-	}
-	defer unix.Close(s)
-	if err := unix.Connect(s, &unix.SockaddrInet4{Port: 9, Addr: dst.As4()}); err != nil {
-		return time.Time{}, fmt.Errorf("probe connect %s: %w", dst, err)
-	}
-	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 1000}); err != nil {
-		return time.Time{}, fmt.Errorf("probe timeout: %w", err)
-	}
-	deadline := time.Now().Add(timeout)
-	msg := []byte("gvbench")
-	buf := make([]byte, 64)
-	for time.Now().Before(deadline) {
-		if _, err := unix.Write(s, msg); errors.Is(err, unix.ECONNREFUSED) {
-			return time.Now(), nil
-		}
-		if _, err := unix.Read(s, buf); errors.Is(err, unix.ECONNREFUSED) {
-			return time.Now(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%s did not answer within %v", dst, timeout)
-}
-
-// rssKB reads VmRSS of pid from /proc, in KiB.
-func rssKB(pid int) (int, error) {
+// readProcMem reads the resident memory of pid from /proc.
+func readProcMem(pid int) (procMem, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read status of pid %d: %w", pid, err)
+		return procMem{}, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	var kb int
+	var m procMem
+	found := 0
 	for _, line := range splitLines(string(b)) {
-		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
-			return kb, nil
+		for _, f := range []struct {
+			format string
+			v      *int
+		}{{"VmRSS: %d kB", &m.rss}, {"RssAnon: %d kB", &m.anon}, {"RssFile: %d kB", &m.file}, {"RssShmem: %d kB", &m.shmem}} {
+			if _, err := fmt.Sscanf(line, f.format, f.v); err == nil {
+				found++
+			}
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	if found != 4 {
+		return m, fmt.Errorf("/proc/%d/status lacks VmRSS, RssAnon, RssFile or RssShmem", pid)
+	}
+	return m, nil
 }
 
 func splitLines(s string) []string {

@@ -1,0 +1,358 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The convergence probe. It owns one OS thread inside the prober
+// container's network namespace and an AF_PACKET socket on the interface
+// that faces the measured network, and builds its own frames, so that
+// neither Go's scheduler nor the kernel's neighbour timers (whose retries
+// are whole jiffies, 1 ms at best) set its resolution:
+//
+//  1. ARP requests for the new address until one is answered (the
+//     network's proxy ARP or the container itself), which gives its MAC;
+//  2. ICMP echo requests to that MAC until one is answered, each carrying a
+//     counter so that the answer names the request it answers.
+//
+// It starts at a slow pace (probeSlow) before `docker run` is called and
+// switches to probeFast the moment `docker run` returns (t0), so that an
+// address that already answered before t0 is seen as such rather than
+// measured as a round trip. A sample's figure is the send time of the first
+// answered echo request minus t0: the path was up when that request passed
+// through it, and (apart from the last interval before it) not before. An
+// answered request sent before t0 gives 0: ready when `docker run`
+// returned, as far as the probe can tell.
+const (
+	probeSlow = time.Millisecond
+	probeFast = 50 * time.Microsecond
+)
+
+// prober runs probes, one at a time, on its own thread.
+type prober struct {
+	reqs chan probeReq
+}
+
+type probeReq struct {
+	dst     netip.Addr
+	start   <-chan time.Time // t0; the zero time aborts
+	timeout time.Duration    // after t0
+	res     chan<- probeResult
+}
+
+// probeResult is one probe's outcome.
+type probeResult struct {
+	t0       time.Time
+	answered time.Time     // send time of the first answered echo request
+	gap      time.Duration // time since the probe before it (0 when answered before t0)
+	sent     int           // probes (ARP and echo) sent after t0
+	meanGap  time.Duration // mean time between probes after t0
+	maxGap   time.Duration // longest time between probes after t0
+	err      error
+}
+
+// value is the sample in ms: 0 when answered before t0.
+func (r probeResult) value() float64 {
+	if r.answered.Before(r.t0) {
+		return 0
+	}
+	return float64(r.answered.Sub(r.t0).Nanoseconds()) / 1e6
+}
+
+// newProber starts the prober thread in the network namespace at nsPath.
+func newProber(nsPath string) (*prober, error) {
+	p := &prober{reqs: make(chan probeReq)}
+	ready := make(chan error, 1)
+	go func() {
+		// The thread changes network namespace and is never unlocked: the
+		// runtime ends it with the goroutine instead of reusing it.
+		runtime.LockOSThread()
+		t, err := openProbeThread(nsPath)
+		ready <- err
+		if err != nil {
+			return
+		}
+		defer unix.Close(t.fd)
+		for r := range p.reqs {
+			res := t.probe(r.dst, r.start, r.timeout)
+			r.res <- res
+		}
+	}()
+	return p, <-ready
+}
+
+// close ends the prober thread.
+func (p *prober) close() { close(p.reqs) }
+
+// start begins a probe of dst; send t0 on the returned channel when
+// `docker run` returns (the zero time aborts), then read the result.
+func (p *prober) start(dst netip.Addr, timeout time.Duration) (chan<- time.Time, <-chan probeResult) {
+	t0 := make(chan time.Time, 1)
+	res := make(chan probeResult, 1)
+	p.reqs <- probeReq{dst: dst, start: t0, timeout: timeout, res: res}
+	return t0, res
+}
+
+// probeNow probes dst at the fast pace from now on.
+func (p *prober) probeNow(dst netip.Addr, timeout time.Duration) probeResult {
+	t0, res := p.start(dst, timeout)
+	t0 <- time.Now()
+	return <-res
+}
+
+type probeThread struct {
+	fd      int
+	ifindex int
+	mac     net.HardwareAddr
+	src     [4]byte
+	id      uint16
+	counter uint32
+}
+
+func openProbeThread(nsPath string) (*probeThread, error) {
+	nsfd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", nsPath, err)
+	}
+	defer unix.Close(nsfd)
+	if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
+		return nil, fmt.Errorf("enter netns %s: %w", nsPath, err)
+	}
+	// timers (ppoll) fire when asked, not up to 50 µs later
+	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("probe thread timer slack: %w", err)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return nil, fmt.Errorf("probe packet socket: %w", err)
+	}
+	return &probeThread{fd: fd, id: uint16(time.Now().UnixNano())}, nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// bindFor binds the socket to the interface whose subnet holds dst (the
+// network's, not e.g. Docker's gateway bridge).
+func (t *probeThread) bindFor(dst netip.Addr) error {
+	ifs, err := net.Interfaces() // netlink socket made on this thread: this namespace
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.To4() == nil || !ipn.Contains(net.IP(dst.AsSlice())) {
+				continue
+			}
+			if t.ifindex == ifc.Index {
+				return nil
+			}
+			if err := unix.Bind(t.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifc.Index}); err != nil {
+				return fmt.Errorf("bind packet socket to %s: %w", ifc.Name, err)
+			}
+			t.ifindex, t.mac = ifc.Index, ifc.HardwareAddr
+			copy(t.src[:], ipn.IP.To4())
+			return nil
+		}
+	}
+	return fmt.Errorf("no interface of the prober is on %s's subnet", dst)
+}
+
+// probe runs one probe of dst (see the package comment at probeSlow).
+func (t *probeThread) probe(dst netip.Addr, start <-chan time.Time, timeout time.Duration) (r probeResult) {
+	if err := t.bindFor(dst); err != nil {
+		r.err = err
+		return r
+	}
+	// drop what queued up between probes
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := unix.Recvfrom(t.fd, buf, unix.MSG_DONTWAIT); err != nil {
+			break
+		}
+	}
+	var (
+		dstMAC   net.HardwareAddr
+		sends    = map[uint32][2]time.Time{} // echo counter → its send time and the previous probe's
+		lastSend time.Time
+		gapSum   time.Duration
+		next     time.Time
+		interval = probeSlow
+		deadline time.Time
+		d4       = dst.As4()
+	)
+	for {
+		now := time.Now()
+		if r.t0.IsZero() {
+			var got bool
+			if !r.answered.IsZero() {
+				r.t0, got = <-start, true // answered: nothing left to send
+			} else {
+				select {
+				case r.t0 = <-start:
+					got = true
+				default:
+				}
+			}
+			if got {
+				if r.t0.IsZero() {
+					r.err = errors.New("probe aborted")
+					return r
+				}
+				interval, next, deadline = probeFast, now, r.t0.Add(timeout)
+			}
+		}
+		if !r.t0.IsZero() && !r.answered.IsZero() {
+			if r.sent > 1 {
+				r.meanGap = gapSum / time.Duration(r.sent-1)
+			}
+			return r
+		}
+		if !deadline.IsZero() && now.After(deadline) {
+			r.err = fmt.Errorf("%s did not answer within %v", dst, timeout)
+			return r
+		}
+		if !now.Before(next) {
+			var frame []byte
+			if dstMAC == nil {
+				frame = t.arpRequest(d4)
+			} else {
+				t.counter++
+				frame = t.echoRequest(dstMAC, d4, t.counter)
+			}
+			if err := unix.Sendto(t.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: t.ifindex}); err != nil && !errors.Is(err, unix.ENOBUFS) {
+				r.err = fmt.Errorf("send probe: %w", err)
+				return r
+			}
+			sent := time.Now()
+			if dstMAC != nil {
+				sends[t.counter] = [2]time.Time{sent, lastSend}
+			}
+			if !r.t0.IsZero() {
+				if r.sent > 0 {
+					g := sent.Sub(lastSend)
+					gapSum += g
+					r.maxGap = max(r.maxGap, g)
+				}
+				r.sent++
+			}
+			lastSend = sent
+			next = sent.Add(interval)
+			now = sent
+		}
+		wait := max(next.Sub(now), 0)
+		ts := unix.NsecToTimespec(wait.Nanoseconds())
+		if _, err := unix.Ppoll([]unix.PollFd{{Fd: int32(t.fd), Events: unix.POLLIN}}, &ts, nil); err != nil && !errors.Is(err, unix.EINTR) {
+			r.err = fmt.Errorf("wait for answers: %w", err)
+			return r
+		}
+		for {
+			n, from, err := unix.Recvfrom(t.fd, buf, unix.MSG_DONTWAIT)
+			if err != nil {
+				break
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			f := buf[:n]
+			if dstMAC == nil {
+				if mac, ok := arpReplyFrom(f, d4); ok {
+					dstMAC = mac
+					next = time.Now() // the echo phase starts at once
+				}
+				continue
+			}
+			if c, ok := t.echoReplyFrom(f, d4); ok && r.answered.IsZero() {
+				if at, ok := sends[c]; ok {
+					r.answered, r.gap = at[0], at[0].Sub(at[1])
+				}
+			}
+		}
+	}
+}
+
+func (t *probeThread) arpRequest(dst [4]byte) []byte {
+	f := make([]byte, 60)
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:12], t.mac)
+	binary.BigEndian.PutUint16(f[12:], unix.ETH_P_ARP)
+	binary.BigEndian.PutUint16(f[14:], 1)      // Ethernet
+	binary.BigEndian.PutUint16(f[16:], 0x0800) // IPv4
+	f[18], f[19] = 6, 4
+	binary.BigEndian.PutUint16(f[20:], 1) // request
+	copy(f[22:28], t.mac)
+	copy(f[28:32], t.src[:])
+	copy(f[38:42], dst[:])
+	return f
+}
+
+// arpReplyFrom returns the sender MAC of an ARP reply for dst.
+func arpReplyFrom(f []byte, dst [4]byte) (net.HardwareAddr, bool) {
+	if len(f) < 42 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_ARP || binary.BigEndian.Uint16(f[20:]) != 2 || [4]byte(f[28:32]) != dst {
+		return nil, false
+	}
+	return net.HardwareAddr(append([]byte(nil), f[22:28]...)), true
+}
+
+func (t *probeThread) echoRequest(dstMAC net.HardwareAddr, dst [4]byte, counter uint32) []byte {
+	const ipLen, icmpLen = 20, 16
+	f := make([]byte, 14+ipLen+icmpLen)
+	copy(f[0:6], dstMAC)
+	copy(f[6:12], t.mac)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14 : 14+ipLen]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], ipLen+icmpLen)
+	binary.BigEndian.PutUint16(ip[4:], uint16(counter))
+	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
+	ip[8], ip[9] = 64, unix.IPPROTO_ICMP
+	copy(ip[12:16], t.src[:])
+	copy(ip[16:20], dst[:])
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	ic := f[14+ipLen:]
+	ic[0] = 8 // echo request
+	binary.BigEndian.PutUint16(ic[4:], t.id)
+	binary.BigEndian.PutUint16(ic[6:], uint16(counter))
+	binary.BigEndian.PutUint32(ic[8:], counter)
+	binary.BigEndian.PutUint16(ic[2:], checksum(ic))
+	return f
+}
+
+// echoReplyFrom returns the counter of an echo reply from dst to this prober.
+func (t *probeThread) echoReplyFrom(f []byte, dst [4]byte) (uint32, bool) {
+	if len(f) < 34 || binary.BigEndian.Uint16(f[12:]) != 0x0800 || f[14]>>4 != 4 || f[23] != unix.IPPROTO_ICMP || [4]byte(f[26:30]) != dst {
+		return 0, false
+	}
+	ic := f[14+int(f[14]&0xf)*4:]
+	if len(ic) < 12 || ic[0] != 0 || binary.BigEndian.Uint16(ic[4:]) != t.id {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(ic[8:]), true
+}
+
+// checksum is the Internet checksum of b.
+func checksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
