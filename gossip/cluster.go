@@ -32,17 +32,24 @@ type Cluster struct {
 	metaMu sync.Mutex // guards meta, read by memberlist through NodeMeta
 
 	mu       sync.Mutex
+	self     Member                    // this node, set by Start
+	alive    map[string]Member         // other alive members, from node events
 	departed map[string]departedMember // dead or left members, for Members
 	leaving  map[string]bool           // members that announced a graceful leave
-	nodeSubs []func(Member, EventType)
-	direct   directPeers // fast-path targets
-	started  bool
-	closed   bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	flushMu  sync.Mutex
-	flushCh  chan struct{}
-	directCh chan []byte // own writes for the fast path (encoded)
+	failed   rejoinSet                 // failed members to contact again
+	// ppPending holds push/pulls to run (member name, "" = a random
+	// alive member) with the time they are due; ppKick wakes pushPullLoop.
+	ppPending map[string]time.Time
+	ppKick    chan struct{}
+	nodeSubs  []func(Member, EventType)
+	direct    directPeers // fast-path targets
+	started   bool
+	closed    bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	flushMu   sync.Mutex
+	flushCh   chan struct{}
+	directCh  chan []byte // own writes for the fast path (encoded)
 }
 
 type departedMember struct {
@@ -60,6 +67,8 @@ type counters struct {
 	joinAttempts   atomic.Uint64 // calls to memberlist's Join
 	directSent     atomic.Uint64 // fast-path packets sent
 	directDropped  atomic.Uint64 // own writes that skipped the fast path
+	rejoinAttempts atomic.Uint64 // joins of failed members or PEERS by rejoin rounds
+	triggeredPP    atomic.Uint64 // push/pulls run on a member's return or after joining
 }
 
 func (s *counters) noteLocalState(n int) {
@@ -80,13 +89,17 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:      cfg,
-		log:      cfg.Log,
-		departed: make(map[string]departedMember),
-		leaving:  make(map[string]bool),
-		stop:     make(chan struct{}),
-		flushCh:  make(chan struct{}, 1),
-		directCh: make(chan []byte, directQueueLen),
+		cfg:       cfg,
+		log:       cfg.Log,
+		alive:     make(map[string]Member),
+		departed:  make(map[string]departedMember),
+		leaving:   make(map[string]bool),
+		failed:    newRejoinSet(maxRejoinTargets),
+		ppPending: make(map[string]time.Time),
+		ppKick:    make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		flushCh:   make(chan struct{}, 1),
+		directCh:  make(chan []byte, directQueueLen),
 	}
 	c.meta, _ = cfg.Meta.encode() // checked by withDefaults
 	for _, p := range cfg.Peers {
@@ -149,16 +162,24 @@ func (c *Cluster) Start() error {
 	if err != nil {
 		return fmt.Errorf("start gossip on %s:%d (GOSSIP_PORT): %w", c.cfg.BindAddr, c.cfg.Port, err)
 	}
+	// Copied now: the local node's fields change later (leave
+	// announcement) under memberlist's lock only.
+	self, _ := c.member(ml.LocalNode())
+	c.mu.Lock()
+	c.self = self
+	c.mu.Unlock()
 	c.ml.Store(ml)
 	if len(c.peers) == 0 {
 		c.joined.Store(true)
 	}
-	c.log.WithFields(logrus.Fields{"node": c.cfg.NodeName, "addr": ml.LocalNode().Address(), "peers": c.peers}).
+	c.log.WithFields(logrus.Fields{"node": c.cfg.NodeName, "addr": self.Addr.String(), "peers": c.peers}).
 		Info("gossip started")
 
-	c.wg.Add(4)
+	c.wg.Add(6)
 	go c.directLoop()
 	go c.joinLoop()
+	go c.rejoinLoop()
+	go c.pushPullLoop()
 	go c.flushLoop()
 	go c.reapLoop()
 	return nil
@@ -171,32 +192,28 @@ func (c *Cluster) Joined() bool { return c.joined.Load() }
 // LocalAddr returns the address memberlist advertises for this node
 // (invalid before Start).
 func (c *Cluster) LocalAddr() netip.AddrPort {
-	ml := c.ml.Load()
-	if ml == nil {
-		return netip.AddrPort{}
-	}
-	m, _ := c.member(ml.LocalNode())
-	return m.Addr
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.self.Addr
 }
 
-// Members returns every known member: alive and suspect ones from
-// memberlist, plus dead and departed ones until they return (or for
-// TombstoneTTL). Sorted by name; empty before Start.
+// Members returns every known member: this node, alive and suspect ones,
+// plus dead and departed ones until they return (or for TombstoneTTL).
+// Sorted by name; empty before Start. It is built from the node events
+// (copies taken under memberlist's lock), never from memberlist's own
+// nodes, which memberlist updates while others read them.
 func (c *Cluster) Members() []Member {
-	ml := c.ml.Load()
-	if ml == nil {
+	if c.ml.Load() == nil {
 		return nil
 	}
-	seen := make(map[string]bool)
-	var out []Member
-	for _, n := range ml.Members() {
-		m, _ := c.member(n)
-		seen[m.Name] = true
+	c.mu.Lock()
+	out := make([]Member, 0, 1+len(c.alive)+len(c.departed))
+	out = append(out, c.self)
+	for _, m := range c.alive {
 		out = append(out, m)
 	}
-	c.mu.Lock()
 	for name, d := range c.departed {
-		if !seen[name] {
+		if _, ok := c.alive[name]; !ok {
 			out = append(out, d.m)
 		}
 	}
@@ -262,12 +279,28 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev EventType) {
 	}
 	switch ev {
 	case EventLeave:
+		delete(c.alive, m.Name)
+		c.failed.remove(m.Name) // left on purpose: not contacted again
 		m.State = StateLeft
 		c.departed[m.Name] = departedMember{m: m, since: c.cfg.Now()}
 	case EventDead:
+		delete(c.alive, m.Name)
+		c.failed.add(m.Name, m.Addr.String(), c.cfg.Now())
 		m.State = StateDead
 		c.departed[m.Name] = departedMember{m: m, since: c.cfg.Now()}
 	default:
+		_, wasDeparted := c.departed[m.Name]
+		if wasDeparted || c.failed.has(m.Name) {
+			// Back after a failure, a partition or a restart: it may hold
+			// records we missed and miss ours; push/pull with it now rather
+			// than at the next periodic push/pull. Every member does so in
+			// small clusters, about pushPullFanIn of them in large ones.
+			if others := len(c.alive); others < pushPullFanIn || rand.IntN(others) < pushPullFanIn {
+				c.schedulePushPull(m.Name, 0)
+			}
+		}
+		c.alive[m.Name] = m
+		c.failed.remove(m.Name)
 		delete(c.departed, m.Name)
 		delete(c.leaving, m.Name)
 	}
@@ -296,6 +329,12 @@ func (c *Cluster) joinLoop() {
 					c.log.WithFields(logrus.Fields{"peers": c.peers, "contacted": n}).Info("joined gossip cluster")
 				}
 				backoff = c.cfg.JoinBackoffMin
+				// Members that joined at the same time may have missed
+				// each other: push/pull with a random member once the
+				// announcements have spread.
+				c.mu.Lock()
+				c.schedulePushPull("", min(c.cfg.PushPullInterval/2, maxJoinSettle))
+				c.mu.Unlock()
 			} else {
 				l := c.log.WithFields(logrus.Fields{"peers": c.peers, "retry_in": backoff})
 				if err != nil {
@@ -501,6 +540,8 @@ type Stats struct {
 	FloorHits          uint64 // stale copies of deleted records rejected
 	DirectSent         uint64 // fast-path packets sent (Config.FanOut)
 	DirectDropped      uint64 // own writes that skipped a backlogged fast path
+	RejoinAttempts     uint64 // contacts of failed members or PEERS by rejoin rounds
+	TriggeredPushPulls uint64 // push/pulls run on a member's return or after joining
 }
 
 // Stats returns current statistics, e.g. for the status endpoint.
@@ -515,5 +556,7 @@ func (c *Cluster) Stats() Stats {
 		FloorHits:          c.stats.floorHits.Load(),
 		DirectSent:         c.stats.directSent.Load(),
 		DirectDropped:      c.stats.directDropped.Load(),
+		RejoinAttempts:     c.stats.rejoinAttempts.Load(),
+		TriggeredPushPulls: c.stats.triggeredPP.Load(),
 	}
 }

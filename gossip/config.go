@@ -38,6 +38,8 @@ const (
 	DefaultJoinBackoffMax      = 30 * time.Second
 	DefaultLeaveTimeout        = 5 * time.Second
 	DefaultFanOut              = 32
+	DefaultRejoinInterval      = 10 * time.Second
+	DefaultGossipToTheDeadTime = 30 * time.Second // memberlist's LAN default
 )
 
 // Config configures a Cluster. Every field has a usable zero value (the
@@ -180,6 +182,24 @@ type Config struct {
 	// Default 5 s.
 	LeaveTimeout time.Duration
 
+	// RejoinInterval is the time (±20 % jitter) between rejoin rounds,
+	// which heal partitions between groups of members: memberlist stops
+	// gossiping to a member GossipToTheDeadTime after declaring it dead,
+	// so two groups that each still have several members would never
+	// merge again by themselves. Every round contacts (a memberlist join:
+	// one TCP push/pull) up to three random addresses among the PEERS
+	// entries and the failed members this node remembers (at most 1024,
+	// the oldest failure forgotten first) that are not currently alive;
+	// members that left gracefully are not contacted. A round with nothing
+	// to contact costs nothing. Default 10 s.
+	RejoinInterval time.Duration
+
+	// GossipToTheDeadTime is how long memberlist keeps gossiping to a
+	// member after declaring it dead (and keeps it in its node list); a
+	// dead member that answers within this time is taken back by
+	// memberlist itself, later only by the rejoin rounds. Default 30 s.
+	GossipToTheDeadTime time.Duration
+
 	// Now is the clock for tombstone reaping. Nil is time.Now; tests pass
 	// a fake clock.
 	Now func() time.Time
@@ -251,6 +271,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	setDur(&cfg.JoinBackoffMin, DefaultJoinBackoffMin)
 	setDur(&cfg.JoinBackoffMax, DefaultJoinBackoffMax)
 	setDur(&cfg.LeaveTimeout, DefaultLeaveTimeout)
+	setDur(&cfg.RejoinInterval, DefaultRejoinInterval)
+	setDur(&cfg.GossipToTheDeadTime, DefaultGossipToTheDeadTime)
 	setInt(&cfg.SuspicionMult, DefaultSuspicionMult)
 	setInt(&cfg.GossipNodes, DefaultGossipNodes)
 	setInt(&cfg.RetransmitMult, DefaultRetransmitMult)
@@ -291,7 +313,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		"gossip interval": cfg.GossipInterval, "push/pull interval": cfg.PushPullInterval,
 		"tcp timeout": cfg.TCPTimeout, "tombstone TTL": cfg.TombstoneTTL,
 		"reap interval": cfg.ReapInterval, "join backoff": cfg.JoinBackoffMin,
-		"leave timeout": cfg.LeaveTimeout,
+		"leave timeout": cfg.LeaveTimeout, "rejoin interval": cfg.RejoinInterval,
+		"gossip-to-the-dead time": cfg.GossipToTheDeadTime,
 	} {
 		if d < 0 {
 			bad("%s %v is negative", name, d)
@@ -349,6 +372,7 @@ func (c *Cluster) memberlistConfig() *memberlist.Config {
 	mc.RetransmitMult = cfg.RetransmitMult
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.TCPTimeout = cfg.TCPTimeout
+	mc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
 	if len(cfg.Key) > 0 {
 		mc.SecretKey = append([]byte(nil), cfg.Key...)
 		mc.GossipVerifyIncoming = true

@@ -53,7 +53,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Port != DefaultPort || cfg.BindAddr != "0.0.0.0" || cfg.PushPullBudget != DefaultPushPullBudget ||
-		cfg.TombstoneTTL != DefaultTombstoneTTL || cfg.Meta.VTEP != cfg.AdvertiseAddr || cfg.Meta.Version != metaVersion {
+		cfg.TombstoneTTL != DefaultTombstoneTTL || cfg.RejoinInterval != DefaultRejoinInterval ||
+		cfg.GossipToTheDeadTime != DefaultGossipToTheDeadTime || cfg.Meta.VTEP != cfg.AdvertiseAddr || cfg.Meta.Version != metaVersion {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 	if cfg, err := (Config{}).withDefaults(); err != nil || cfg.NodeName == "" {
@@ -73,6 +74,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{"floor ttl", func(c *Config) { c.TombstoneTTL = time.Hour; c.FloorTTL = time.Minute }, "floors must outlive tombstones"},
 		{"backoff", func(c *Config) { c.JoinBackoffMin = time.Minute; c.JoinBackoffMax = time.Second }, "join backoff max"},
 		{"negative", func(c *Config) { c.ProbeInterval = -time.Second }, "probe interval -1s is negative"},
+		{"negative rejoin", func(c *Config) { c.RejoinInterval = -time.Second }, "rejoin interval -1s is negative"},
+		{"negative dead gossip", func(c *Config) { c.GossipToTheDeadTime = -time.Second }, "gossip-to-the-dead time -1s is negative"},
 		{"meta too big", func(c *Config) { c.Meta.Release = strings.Repeat("r", 600) }, "node metadata encodes to"},
 	}
 	for _, tt := range tests {

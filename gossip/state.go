@@ -279,6 +279,20 @@ func (s *store) window(budget int) []byte {
 	return append(out, body...)
 }
 
+// windowCount returns how many push/pull windows of budget bytes the
+// records gossiped now (floors excluded) fill.
+func (s *store) windowCount(budget int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total := 0
+	for _, e := range s.entries {
+		if !e.floor {
+			total += encodedLen(&e.rec)
+		}
+	}
+	return (total + budget - 1) / max(1, budget)
+}
+
 // reap turns tombstones past their ReapAt into floors and forgets floors
 // past forgetAt. It returns how many of each it changed.
 func (s *store) reap() (floored, forgotten int) {

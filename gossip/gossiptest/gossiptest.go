@@ -69,6 +69,7 @@ func (n *Net) Config(name string) gossip.Config {
 		JoinBackoffMax:   100 * time.Millisecond,
 		LeaveTimeout:     200 * time.Millisecond,
 		ReapInterval:     10 * time.Millisecond,
+		RejoinInterval:   500 * time.Millisecond,
 	}
 }
 
@@ -148,6 +149,16 @@ func (n *Net) BytesSent(name string) uint64 {
 	return 0
 }
 
+// Dials is how many TCP streams (joins, push/pulls, TCP pings) other nodes
+// that were not killed have tried to open to the named node so far, whether
+// or not they got through.
+func (n *Net) Dials(name string) uint64 {
+	if tr := n.lookupName(name); tr != nil {
+		return tr.dialed.Load()
+	}
+	return 0
+}
+
 // Eventually polls cond every few milliseconds until it holds, failing the
 // test with what when timeout passes first.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
@@ -218,6 +229,19 @@ func (n *Net) route(src *transport, a memberlist.Address) *transport {
 	return dst
 }
 
+// countDial counts a dial towards the node at a, reachable or not.
+func (n *Net) countDial(a memberlist.Address) {
+	n.mu.RLock()
+	dst := n.byAddr[a.Addr]
+	if byName := n.byName[a.Name]; a.Name != "" && byName != nil {
+		dst = byName
+	}
+	n.mu.RUnlock()
+	if dst != nil {
+		dst.dialed.Add(1)
+	}
+}
+
 // transport is a memberlist.Transport on a Net.
 type transport struct {
 	net     *Net
@@ -229,6 +253,7 @@ type transport struct {
 	streams chan net.Conn
 	down    atomic.Bool
 	sent    atomic.Uint64
+	dialed  atomic.Uint64 // streams others tried to open to this node
 }
 
 var _ memberlist.NodeAwareTransport = (*transport)(nil)
@@ -268,6 +293,9 @@ func (t *transport) DialTimeout(a string, timeout time.Duration) (net.Conn, erro
 }
 
 func (t *transport) DialAddressTimeout(a memberlist.Address, _ time.Duration) (net.Conn, error) {
+	if !t.down.Load() {
+		t.net.countDial(a)
+	}
 	dst := t.net.route(t, a)
 	if dst == nil {
 		return nil, fmt.Errorf("dial %s: %w", a.Addr, errUnreachable)
