@@ -26,6 +26,7 @@ func run(args []string) int {
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		fs.StringVar(&opts.Socket, "socket", opts.Socket, "unix socket to serve both protocols on")
 		fs.StringVar(&opts.StateDir, "state-dir", opts.StateDir, "directory of the persisted state")
+		fs.StringVar(&opts.NetNSDir, "netns-dir", opts.NetNSDir, "shared-mount directory pinning each VXLAN network's namespace ('' = bridges in the host namespace)")
 		fs.DurationVar(&opts.ReconcileEvery, "reconcile-every", opts.ReconcileEvery, "period of the kernel reconcile loop")
 		if err := fs.Parse(args); err != nil {
 			return 2
@@ -65,7 +66,7 @@ func run(args []string) int {
 		}
 		return 0
 	case "help", "-h", "--help":
-		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR]] | status [--socket PATH] [--json]")
+		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json]")
 		return 0
 	}
 	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve or status)\n", cmd)

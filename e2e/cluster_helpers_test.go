@@ -243,7 +243,7 @@ func vxlanDev(t *testing.T, host, netID string) string {
 
 // fdbEntries returns the device's FDB lines that name a remote VTEP ("MAC dst IP …").
 func fdbEntries(host, dev string) ([]string, error) {
-	out, stderr, err := inHost(host, "bridge", "fdb", "show", "dev", dev)
+	out, stderr, err := inLinkNS(host, dev, "bridge", "fdb", "show", "dev", dev)
 	if err != nil {
 		return nil, fmt.Errorf("bridge fdb show dev %s on %s: %v: %s", dev, host, err, stderr)
 	}
@@ -258,7 +258,7 @@ func fdbEntries(host, dev string) ([]string, error) {
 
 // neighEntries returns the device's neighbour lines.
 func neighEntries(host, dev string) ([]string, error) {
-	out, stderr, err := inHost(host, "ip", "neigh", "show", "dev", dev)
+	out, stderr, err := inLinkNS(host, dev, "ip", "neigh", "show", "dev", dev)
 	if err != nil {
 		return nil, fmt.Errorf("ip neigh show dev %s on %s: %v: %s", dev, host, err, stderr)
 	}

@@ -219,14 +219,14 @@ func TestCluster(t *testing.T) {
 		present("fdb entry of "+remote.String(), true, fdbHas(remote.mac, vtep))
 		present("neighbour entry of "+remote.String(), true, neighHas(remote.ip, remote.mac))
 
-		mustInHost(t, h, "bridge", "fdb", "del", remote.mac, "dev", dev, "dst", vtep)
-		mustInHost(t, h, "ip", "neigh", "del", remote.ip, "dev", dev)
+		mustInLinkNS(t, h, dev, "bridge", "fdb", "del", remote.mac, "dev", dev, "dst", vtep)
+		mustInLinkNS(t, h, dev, "ip", "neigh", "del", remote.ip, "dev", dev)
 		present("deleted fdb entry restored", true, fdbHas(remote.mac, vtep))
 		present("deleted neighbour entry restored", true, neighHas(remote.ip, remote.mac))
 
 		const bogusMAC, bogusIP, bogusVTEP = "02:00:5e:00:53:01", "198.19.20.250", "198.18.0.99"
-		mustInHost(t, h, "bridge", "fdb", "append", bogusMAC, "dev", dev, "dst", bogusVTEP, "self", "permanent")
-		mustInHost(t, h, "ip", "neigh", "replace", bogusIP, "lladdr", bogusMAC, "dev", dev, "nud", "permanent")
+		mustInLinkNS(t, h, dev, "bridge", "fdb", "append", bogusMAC, "dev", dev, "dst", bogusVTEP, "self", "permanent")
+		mustInLinkNS(t, h, dev, "ip", "neigh", "replace", bogusIP, "lladdr", bogusMAC, "dev", dev, "nud", "permanent")
 		present("bogus fdb entry removed", false, fdbHas(bogusMAC, bogusVTEP))
 		present("bogus neighbour entry removed", false, neighHas(bogusIP, ""))
 	})

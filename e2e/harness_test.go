@@ -382,7 +382,23 @@ func checkClean(t *testing.T, host string) {
 // grapevineLinks lists links on host whose names start with "gv" and contain sub.
 func grapevineLinks(t *testing.T, host, sub string) []string {
 	t.Helper()
-	out := mustInHost(t, host, "ip", "-o", "link", "show")
+	var names []string
+	for _, ns := range append([]string{netnsPath(host)}, networkSpaces(host)...) {
+		out, stderr, err := runCmd(cmdTimeout, "nsenter", "--net="+ns, "--", "ip", "-o", "link", "show")
+		if err != nil {
+			t.Fatalf("ip link show in %s: %v: %s", ns, err, stderr)
+		}
+		for _, name := range linkNames(out) {
+			if strings.HasPrefix(name, linkPrefix) && strings.Contains(name, sub) {
+				names = append(names, name)
+			}
+		}
+	}
+	return names
+}
+
+// linkNames parses `ip -o link show`.
+func linkNames(out string) []string {
 	var names []string
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
@@ -393,11 +409,45 @@ func grapevineLinks(t *testing.T, host, sub string) []string {
 		if i := strings.IndexByte(name, '@'); i >= 0 {
 			name = name[:i]
 		}
-		if strings.HasPrefix(name, linkPrefix) && strings.Contains(name, sub) {
-			names = append(names, name)
-		}
+		names = append(names, name)
 	}
 	return names
+}
+
+// networkSpaces lists the pins of the isolated network namespaces grapevine
+// made on host (one per VXLAN network, under the plugin's propagated mount).
+func networkSpaces(host string) []string {
+	pins, _ := filepath.Glob("/run/gvtest/" + s.run + "/" + host + "/data/plugins/*/propagated-mount/netns/" + linkPrefix + "*")
+	var out []string
+	for _, p := range pins {
+		// a pin whose namespace is gone is a plain file: nsenter would fail
+		if _, _, err := runCmd(cmdTimeout, "nsenter", "--net="+p, "--", "true"); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// inLinkNS runs cmd in the network namespace on host that holds the link dev:
+// the host's own, or a network's isolated namespace.
+func inLinkNS(host, dev string, cmd ...string) (string, string, error) {
+	ns := netnsPath(host)
+	for _, p := range networkSpaces(host) {
+		if _, _, err := runCmd(cmdTimeout, "nsenter", "--net="+p, "--", "ip", "link", "show", "dev", dev); err == nil {
+			ns = p
+			break
+		}
+	}
+	return runCmd(cmdTimeout, "nsenter", append([]string{"--net=" + ns, "--"}, cmd...)...)
+}
+
+func mustInLinkNS(t *testing.T, host, dev string, cmd ...string) string {
+	t.Helper()
+	out, stderr, err := inLinkNS(host, dev, cmd...)
+	if err != nil {
+		t.Fatalf("%s in %s (namespace of %s): %v\nstdout: %s\nstderr: %s", strings.Join(cmd, " "), host, dev, err, out, stderr)
+	}
+	return out
 }
 
 // grapevineRules lists iptables rules (filter and nat) on host whose comment names

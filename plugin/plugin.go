@@ -32,6 +32,11 @@ import (
 type Options struct {
 	Socket   string // unix socket to serve on
 	StateDir string // directory of the persisted state (a host mount)
+	// NetNSDir is where each VXLAN network's isolated network namespace is
+	// pinned: the plugin's propagated mount, so that the pins (and the
+	// containers' links) outlive a plugin restart. "" keeps bridges in the
+	// host namespace.
+	NetNSDir string
 	// ReconcileEvery is the period of the kernel reconcile loop.
 	ReconcileEvery time.Duration
 }
@@ -41,6 +46,7 @@ func DefaultOptions() Options {
 	return Options{
 		Socket:         "/run/docker/plugins/grapevine.sock",
 		StateDir:       "/var/lib/grapevine",
+		NetNSDir:       "/run/grapevine/netns",
 		ReconcileEvery: 30 * time.Second,
 	}
 }
@@ -154,6 +160,16 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 			dp.Close()
 		}
 	}()
+	if opts.NetNSDir != "" {
+		if err := dp.IsolateNetworks(opts.NetNSDir); err != nil {
+			return nil, fmt.Errorf("isolating networks: %w", err)
+		}
+		if shared, err := sharedMount(opts.NetNSDir); err != nil {
+			log.WithError(err).Warn("could not tell whether the network namespace directory is a shared mount")
+		} else if !shared {
+			log.WithField("dir", opts.NetNSDir).Warn("the network namespace directory is not a shared mount (config.json PropagatedMount): networks' namespaces, and with them the containers' links, will not survive a plugin restart")
+		}
+	}
 	p := &process{settings: s, db: db, dp: dp, log: log}
 	if p.node, err = nodeName(db); err != nil {
 		return nil, err

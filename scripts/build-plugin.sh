@@ -76,7 +76,7 @@ if [ ! -L "$ROOTFS/sbin" ]; then
 fi
 
 # 4. minimal filesystem skeleton.
-mkdir -p "$ROOTFS/run/docker/plugins" "$ROOTFS/tmp" "$ROOTFS/var/lib/grapevine" \
+mkdir -p "$ROOTFS/run/docker/plugins" "$ROOTFS/run/grapevine" "$ROOTFS/tmp" "$ROOTFS/var/lib/grapevine" \
 	"$ROOTFS/var/run" "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/dev" "$ROOTFS/etc"
 chmod 1777 "$ROOTFS/tmp"
 printf 'root:x:0:0:root:/:/sbin/nologin\n' >"$ROOTFS/etc/passwd"

@@ -175,10 +175,14 @@ func renderFirewall(fw Firewall) (fwRules, error) {
 			add(&post, chainPostrouting, "-s %s ! -o %s %s -j MASQUERADE", n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
 		}
 	}
-	for _, p := range ports {
-		// Hairpin: a container reaching its own published port through the host.
-		add(&post, chainPostrouting, "-s %s/32 -d %s/32 -p %s -m %s --dport %d %s -j MASQUERADE",
-			p.ContainerIP, p.ContainerIP, p.Proto, p.Proto, p.ContainerPort, portComment(p))
+	for _, n := range nets {
+		// Hairpin: a container reaching a published port of its own network
+		// through the host. The answer must come back through the host to be
+		// un-NATed, so the host's gateway address becomes the source.
+		if len(byNet[n.NetworkID]) > 0 && n.Subnet.IsValid() {
+			add(&post, chainPostrouting, "-s %s -o %s -m conntrack --ctstate DNAT %s -j MASQUERADE",
+				n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
+		}
 	}
 	return fwRules{"filter": append(fwd, iso...), "nat": append(dnat, post...)}, nil
 }

@@ -127,12 +127,15 @@ type appliedTable struct {
 // are flushed and refilled, so established traffic never meets a half-written
 // chain), and only when what the kernel holds differs from what is wanted.
 func (k *Kernel) SyncFirewall(fw Firewall) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nsDir != "" {
+		fw = uplinkFirewall(fw)
+	}
 	want, err := renderFirewall(fw)
 	if err != nil {
 		return err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
 
 	for _, tc := range fwChains {
 		if err := k.syncTable(tc.table, tc.chains, want[tc.table]); err != nil {
@@ -143,6 +146,23 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 		k.enableForwarding()
 	}
 	return nil
+}
+
+// uplinkFirewall names, wherever fw names a bridge, the bridge's uplink:
+// an isolated bridge's traffic enters and leaves the host namespace there.
+func uplinkFirewall(fw Firewall) Firewall {
+	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports)}
+	for i, n := range out.Networks {
+		if up, _, err := uplinkNames(n.Bridge); err == nil {
+			out.Networks[i].Bridge = up
+		}
+	}
+	for i, p := range out.Ports {
+		if up, _, err := uplinkNames(p.Bridge); err == nil {
+			out.Ports[i].Bridge = up
+		}
+	}
+	return out
 }
 
 // syncTable brings one table's grapevine chains and jumps to the wanted state.

@@ -50,8 +50,7 @@ var wantFirewall = fwRules{
 		`-A GRAPEVINE-DNAT -p tcp -m tcp --dport 8080 -m comment --comment "grapevine:aaaaaaaaaaaa:a1a1a1a1a1a1" -j DNAT --to-destination 198.19.1.5:80`,
 		`-A GRAPEVINE-DNAT -d 198.18.0.1/32 -p udp -m udp --dport 5353 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j DNAT --to-destination 198.19.1.6:53`,
 		`-A GRAPEVINE-POSTROUTING -s 198.19.1.0/24 ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
-		`-A GRAPEVINE-POSTROUTING -s 198.19.1.5/32 -d 198.19.1.5/32 -p tcp -m tcp --dport 80 -m comment --comment "grapevine:aaaaaaaaaaaa:a1a1a1a1a1a1" -j MASQUERADE`,
-		`-A GRAPEVINE-POSTROUTING -s 198.19.1.6/32 -d 198.19.1.6/32 -p udp -m udp --dport 53 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j MASQUERADE`,
+		`-A GRAPEVINE-POSTROUTING -s 198.19.1.0/24 -o gvb-a -m conntrack --ctstate DNAT -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
 	},
 }
 
@@ -76,7 +75,7 @@ func TestRenderFirewall(t *testing.T) {
 	if !slices.Equal(again["filter"], got["filter"]) || !slices.Equal(again["nat"], got["nat"]) {
 		t.Errorf("rendering depends on input order")
 	}
-	// Two host ports for one container port: one FORWARD accept, one hairpin.
+	// Two host ports for one container port: one FORWARD accept, one more DNAT.
 	fw = testFirewall()
 	p := fw.Ports[1]
 	p.HostPort = 8081

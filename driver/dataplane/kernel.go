@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -45,6 +46,14 @@ type Kernel struct {
 	// restores counts iptables-restore runs (tests check that a repeated sync
 	// writes nothing).
 	restores int
+
+	// nsDir is where isolated networks' namespaces are pinned ("" = bridges
+	// stay in the Kernel's own namespace); see IsolateNetworks.
+	nsDir string
+	// spaces holds the open isolated namespaces by bridge name; where
+	// remembers which one holds a link found there by name.
+	spaces map[string]*space
+	where  map[string]*space
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -73,20 +82,33 @@ func NewKernel(log *logrus.Entry) (*Kernel, error) {
 		ipt:     ipt,
 		xt:      xt,
 		applied: map[string]appliedTable{},
+		spaces:  map[string]*space{},
+		where:   map[string]*space{},
 	}, nil
 }
 
-// Close releases the netlink handle. The Kernel must not be used afterwards.
+// Close releases the netlink handles; isolated namespaces stay pinned. The
+// Kernel must not be used afterwards.
 func (k *Kernel) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.closeSpaces()
 	k.nl.Close()
 }
 
-// linkByName returns the link or an error wrapping ErrLinkNotFound.
+// linkByName returns the link of the Kernel's own namespace or an error
+// wrapping ErrLinkNotFound.
 func (k *Kernel) linkByName(name string) (netlink.Link, error) {
+	return linkIn(k.nl, name)
+}
+
+// linkIn returns the link in h's namespace or an error wrapping
+// ErrLinkNotFound.
+func linkIn(h *netlink.Handle, name string) (netlink.Link, error) {
 	if name == "" {
 		return nil, fmt.Errorf("look up link: empty name: %w", ErrLinkNotFound)
 	}
-	l, err := k.nl.LinkByName(name)
+	l, err := h.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
@@ -97,12 +119,18 @@ func (k *Kernel) linkByName(name string) (netlink.Link, error) {
 	return l, nil
 }
 
-// linkList dumps all links, repeating a dump interrupted by concurrent changes.
+// linkList dumps all links of the Kernel's namespace.
 func (k *Kernel) linkList() ([]netlink.Link, error) {
+	return listIn(k.nl)
+}
+
+// listIn dumps all links of h's namespace, repeating a dump interrupted by
+// concurrent changes.
+func listIn(h *netlink.Handle) ([]netlink.Link, error) {
 	var err error
 	for range dumpRetries {
 		var links []netlink.Link
-		links, err = k.nl.LinkList()
+		links, err = h.LinkList()
 		if err == nil {
 			return links, nil
 		}
@@ -121,32 +149,98 @@ func (k *Kernel) DeleteLink(name string) error {
 }
 
 func (k *Kernel) deleteLink(name string) error {
-	l, err := k.linkByName(name)
+	if s, err := k.openSpace(name); err != nil {
+		return err
+	} else if s != nil {
+		// an isolated bridge: its namespace (with everything in it) and uplink
+		if err := k.deleteSpace(name); err != nil {
+			return err
+		}
+		if up, _, err := uplinkNames(name); err == nil {
+			if err := deleteIn(k.nl, up); err != nil {
+				return err
+			}
+		}
+	}
+	h, l, err := k.locate(name)
 	if errors.Is(err, ErrLinkNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := k.nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete link %q: %w", name, err)
 	}
 	return nil
 }
 
-// ListLinks names the links in this namespace whose name starts with prefix.
+// deleteIn removes the link called name in h's namespace; missing is success.
+func deleteIn(h *netlink.Handle, name string) error {
+	l, err := linkIn(h, name)
+	if errors.Is(err, ErrLinkNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete link %q: %w", name, err)
+	}
+	return nil
+}
+
+// ListLinks names the links whose name starts with prefix: in the Kernel's
+// namespace and in every isolated namespace, where the namespace itself
+// counts as its bridge (so that one whose bridge is missing is still found
+// and can be deleted). The uplinks of isolated bridges are left out.
 func (k *Kernel) ListLinks(prefix string) ([]string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	links, err := k.linkList()
 	if err != nil {
 		return nil, err
 	}
-	var names []string
+	names := map[string]bool{}
 	for _, l := range links {
-		if n := l.Attrs().Name; strings.HasPrefix(n, prefix) {
-			names = append(names, n)
+		names[l.Attrs().Name] = true
+	}
+	bridges, err := k.pinned()
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bridges {
+		names[b] = true
+		if up, _, err := uplinkNames(b); err == nil {
+			delete(names, up)
+		}
+		s, err := k.openSpace(b)
+		if err != nil {
+			return nil, err
+		}
+		if s == nil {
+			delete(names, b)
+			continue
+		}
+		inner, err := listIn(s.nl)
+		if err != nil {
+			return nil, fmt.Errorf("namespace of bridge %q: %w", b, err)
+		}
+		_, in, _ := uplinkNames(b)
+		for _, l := range inner {
+			if n := l.Attrs().Name; n != in {
+				names[n] = true
+			}
 		}
 	}
-	return names, nil
+	var out []string
+	for n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // mainRoutes dumps the IPv4 routes of the main table, retrying a dump the

@@ -29,7 +29,7 @@ func (k *Kernel) SetFDB(vxlan string, mac net.HardwareAddr, vtep netip.Addr) err
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
-	l, err := k.linkByName(vxlan)
+	h, l, err := k.locate(vxlan)
 	if err != nil {
 		return fmt.Errorf("set fdb entry %s: %w", mac, err)
 	}
@@ -41,13 +41,13 @@ func (k *Kernel) SetFDB(vxlan string, mac net.HardwareAddr, vtep netip.Addr) err
 		IP:           net.IP(vtep.AsSlice()),
 		HardwareAddr: mac,
 	}
-	if err := k.nl.NeighSet(self); err != nil {
+	if err := h.NeighSet(self); err != nil {
 		return fmt.Errorf("set fdb entry %s dst %s on %q: %w", mac, vtep, vxlan, err)
 	}
 	if l.Attrs().MasterIndex == 0 {
 		return nil
 	}
-	if err := k.nl.NeighSet(masterFDB(l, mac)); err != nil {
+	if err := h.NeighSet(masterFDB(l, mac)); err != nil {
 		return fmt.Errorf("set static bridge fdb entry %s on port %q: %w", mac, vxlan, err)
 	}
 	return nil
@@ -72,7 +72,7 @@ func (k *Kernel) DelFDB(vxlan string, mac net.HardwareAddr) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
-	l, err := k.linkByName(vxlan)
+	h, l, err := k.locate(vxlan)
 	if errors.Is(err, ErrLinkNotFound) {
 		return nil
 	}
@@ -80,7 +80,7 @@ func (k *Kernel) DelFDB(vxlan string, mac net.HardwareAddr) error {
 		return fmt.Errorf("delete fdb entry %s: %w", mac, err)
 	}
 	if l.Attrs().MasterIndex != 0 {
-		if err := k.nl.NeighDel(masterFDB(l, mac)); err != nil && !isMissing(err) {
+		if err := h.NeighDel(masterFDB(l, mac)); err != nil && !isMissing(err) {
 			return fmt.Errorf("delete static bridge fdb entry %s on port %q: %w", mac, vxlan, err)
 		}
 	}
@@ -94,13 +94,13 @@ func (k *Kernel) DelFDB(vxlan string, mac net.HardwareAddr) error {
 		IP:           net.IPv4zero.To4(),
 		HardwareAddr: mac,
 	}
-	err = k.nl.NeighDel(anyDst)
+	err = h.NeighDel(anyDst)
 	if err == nil || isMissing(err) {
 		return nil
 	}
 	k.log.WithError(err).WithField("link", vxlan).Debug("fdb delete by any address refused; deleting each remote")
 	// Otherwise delete each remote the device holds for mac by its address.
-	entries, err := k.fdbList(l)
+	entries, err := k.fdbList(h, l)
 	if err != nil {
 		return err
 	}
@@ -115,7 +115,7 @@ func (k *Kernel) DelFDB(vxlan string, mac net.HardwareAddr) error {
 			IP:           e.IP,
 			HardwareAddr: mac,
 		}
-		if err := k.nl.NeighDel(self); err != nil && !isMissing(err) {
+		if err := h.NeighDel(self); err != nil && !isMissing(err) {
 			return fmt.Errorf("delete fdb entry %s dst %s on %q: %w", mac, e.IP, vxlan, err)
 		}
 	}
@@ -134,7 +134,7 @@ func (k *Kernel) SetNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
-	l, err := k.linkByName(dev)
+	h, l, err := k.locate(dev)
 	if err != nil {
 		return fmt.Errorf("set neighbour %s: %w", ip, err)
 	}
@@ -145,7 +145,7 @@ func (k *Kernel) SetNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error
 		IP:           net.IP(ip.AsSlice()),
 		HardwareAddr: mac,
 	}
-	if err := k.nl.NeighSet(n); err != nil {
+	if err := h.NeighSet(n); err != nil {
 		return fmt.Errorf("set neighbour %s lladdr %s on %q: %w", ip, mac, dev, err)
 	}
 	return nil
@@ -159,7 +159,7 @@ func (k *Kernel) DelNeigh(dev string, ip netip.Addr) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
-	l, err := k.linkByName(dev)
+	h, l, err := k.locate(dev)
 	if errors.Is(err, ErrLinkNotFound) {
 		return nil
 	}
@@ -171,7 +171,7 @@ func (k *Kernel) DelNeigh(dev string, ip netip.Addr) error {
 		Family:    unix.AF_INET,
 		IP:        net.IP(ip.AsSlice()),
 	}
-	if err := k.nl.NeighDel(n); err != nil && !isMissing(err) {
+	if err := h.NeighDel(n); err != nil && !isMissing(err) {
 		return fmt.Errorf("delete neighbour %s on %q: %w", ip, dev, err)
 	}
 	return nil
@@ -184,11 +184,11 @@ func (k *Kernel) DelNeigh(dev string, ip netip.Addr) error {
 func (k *Kernel) ListFDB(vxlan string) ([]FDBEntry, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	l, err := k.linkByName(vxlan)
+	h, l, err := k.locate(vxlan)
 	if err != nil {
 		return nil, fmt.Errorf("list fdb entries: %w", err)
 	}
-	entries, err := k.fdbList(l)
+	entries, err := k.fdbList(h, l)
 	if err != nil {
 		return nil, err
 	}
@@ -227,13 +227,13 @@ func isZeroMAC(m net.HardwareAddr) bool {
 func (k *Kernel) ListNeigh(dev string) ([]NeighEntry, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	l, err := k.linkByName(dev)
+	h, l, err := k.locate(dev)
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours: %w", err)
 	}
 	var entries []netlink.Neigh
 	for range dumpRetries {
-		entries, err = k.nl.NeighList(l.Attrs().Index, unix.AF_INET)
+		entries, err = h.NeighList(l.Attrs().Index, unix.AF_INET)
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}

@@ -22,6 +22,9 @@ func (k *Kernel) EnsureBridge(spec BridgeSpec) (err error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.nsDir != "" {
+		return k.ensureIsolatedBridge(spec)
+	}
 
 	l, err := k.linkByName(spec.Name)
 	switch {
@@ -44,16 +47,16 @@ func (k *Kernel) EnsureBridge(spec BridgeSpec) (err error) {
 		return fmt.Errorf("ensure bridge %q: existing link is a %s: %w", spec.Name, l.Type(), ErrIncompatibleLink)
 	}
 
-	if err := k.setMTU(l, spec.MTU); err != nil {
+	if err := k.setMTU(k.nl, l, spec.MTU); err != nil {
 		return err
 	}
-	if err := k.setMAC(l, spec.MAC); err != nil {
+	if err := k.setMAC(k.nl, l, spec.MAC); err != nil {
 		return err
 	}
-	if err := k.setOnlyAddress(l, spec.Address); err != nil {
+	if err := k.setOnlyAddress(k.nl, l, spec.Address); err != nil {
 		return err
 	}
-	return k.setUp(l)
+	return k.setUp(k.nl, l)
 }
 
 // EnsureVXLAN creates or repairs the VXLAN device and enslaves it to its bridge.
@@ -72,6 +75,11 @@ func (k *Kernel) EnsureVXLAN(spec VXLANSpec) (err error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if s, err := k.openSpace(spec.Master); err != nil {
+		return fmt.Errorf("ensure vxlan %q: %w", spec.Name, err)
+	} else if s != nil {
+		return k.ensureIsolatedVXLAN(s, spec)
+	}
 
 	master, err := k.optionalLink(spec.Master)
 	if err != nil {
@@ -114,19 +122,19 @@ func (k *Kernel) EnsureVXLAN(spec VXLANSpec) (err error) {
 		log.Info("created vxlan device")
 	}
 
-	if err := k.setMTU(l, spec.MTU); err != nil {
+	if err := k.setMTU(k.nl, l, spec.MTU); err != nil {
 		if vtepDev != 0 {
 			return fmt.Errorf("%w (bound to %q, the kernel allows at most the underlay mtu minus 50)", err, spec.Underlay)
 		}
 		return err
 	}
-	if err := k.setMaster(l, master); err != nil {
+	if err := k.setMaster(k.nl, l, master); err != nil {
 		return err
 	}
-	if err := k.removeFloodEntry(l); err != nil {
+	if err := k.removeFloodEntry(k.nl, l); err != nil {
 		return err
 	}
-	return k.setUp(l)
+	return k.setUp(k.nl, l)
 }
 
 // undoCreate deletes a link this call created when the call fails, so that a
@@ -216,8 +224,8 @@ func (k *Kernel) vniHolder(spec VXLANSpec) string {
 
 // removeFloodEntry deletes an all-zero FDB entry on the VXLAN device: grapevine
 // never floods; neighbours are answered locally from static entries.
-func (k *Kernel) removeFloodEntry(l netlink.Link) error {
-	entries, err := k.fdbList(l)
+func (k *Kernel) removeFloodEntry(h *netlink.Handle, l netlink.Link) error {
+	entries, err := k.fdbList(h, l)
 	if err != nil {
 		return err
 	}
@@ -227,7 +235,7 @@ func (k *Kernel) removeFloodEntry(l netlink.Link) error {
 			continue
 		}
 		e := e
-		if err := k.nl.NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := h.NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("delete all-zero flooding entry on %q: %w", l.Attrs().Name, err)
 		}
 		k.log.WithField("link", l.Attrs().Name).Warn("removed all-zero flooding entry from vxlan device")
@@ -236,11 +244,11 @@ func (k *Kernel) removeFloodEntry(l netlink.Link) error {
 }
 
 // fdbList dumps the bridge-family neighbour (FDB) entries of one link.
-func (k *Kernel) fdbList(l netlink.Link) ([]netlink.Neigh, error) {
+func (k *Kernel) fdbList(h *netlink.Handle, l netlink.Link) ([]netlink.Neigh, error) {
 	var err error
 	for range dumpRetries {
 		var entries []netlink.Neigh
-		entries, err = k.nl.NeighList(l.Attrs().Index, unix.AF_BRIDGE)
+		entries, err = h.NeighList(l.Attrs().Index, unix.AF_BRIDGE)
 		if err == nil {
 			return entries, nil
 		}
@@ -258,6 +266,11 @@ func (k *Kernel) EnsureVeth(spec VethSpec) (err error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if s, err := k.openSpace(spec.Master); err != nil {
+		return fmt.Errorf("ensure veth %q: %w", spec.HostName, err)
+	} else if s != nil {
+		return k.ensureIsolatedVeth(s, spec)
+	}
 
 	master, err := k.optionalLink(spec.Master)
 	if err != nil {
@@ -282,25 +295,25 @@ func (k *Kernel) EnsureVeth(spec VethSpec) (err error) {
 		return err
 	}
 	if peer != nil {
-		if err := k.setMTU(peer, spec.MTU); err != nil {
+		if err := k.setMTU(k.nl, peer, spec.MTU); err != nil {
 			return err
 		}
-		if err := k.setMAC(peer, spec.MAC); err != nil {
+		if err := k.setMAC(k.nl, peer, spec.MAC); err != nil {
 			return err
 		}
 	}
-	if err := k.setMTU(host, spec.MTU); err != nil {
+	if err := k.setMTU(k.nl, host, spec.MTU); err != nil {
 		return err
 	}
-	if err := k.setMaster(host, master); err != nil {
+	if err := k.setMaster(k.nl, host, master); err != nil {
 		return err
 	}
 	if master != nil {
-		if err := k.setHairpin(host, spec.Hairpin); err != nil {
+		if err := k.setHairpin(k.nl, host, spec.Hairpin); err != nil {
 			return err
 		}
 	}
-	return k.setUp(host)
+	return k.setUp(k.nl, host)
 }
 
 func (k *Kernel) createVeth(spec VethSpec) (netlink.Link, error) {
@@ -348,61 +361,61 @@ func (k *Kernel) vethPeer(host netlink.Link, name string) (netlink.Link, error) 
 	return peer, nil
 }
 
-func (k *Kernel) setMTU(l netlink.Link, mtu int) error {
+func (k *Kernel) setMTU(h *netlink.Handle, l netlink.Link, mtu int) error {
 	if mtu <= 0 || l.Attrs().MTU == mtu {
 		return nil
 	}
-	if err := k.nl.LinkSetMTU(l, mtu); err != nil {
+	if err := h.LinkSetMTU(l, mtu); err != nil {
 		return fmt.Errorf("set mtu %d on %q: %w", mtu, l.Attrs().Name, err)
 	}
 	return nil
 }
 
-func (k *Kernel) setMAC(l netlink.Link, mac net.HardwareAddr) error {
+func (k *Kernel) setMAC(h *netlink.Handle, l netlink.Link, mac net.HardwareAddr) error {
 	if len(mac) == 0 || bytes.Equal(l.Attrs().HardwareAddr, mac) {
 		return nil
 	}
-	if err := k.nl.LinkSetHardwareAddr(l, mac); err != nil {
+	if err := h.LinkSetHardwareAddr(l, mac); err != nil {
 		return fmt.Errorf("set mac %s on %q: %w", mac, l.Attrs().Name, err)
 	}
 	return nil
 }
 
-func (k *Kernel) setMaster(l netlink.Link, master netlink.Link) error {
+func (k *Kernel) setMaster(h *netlink.Handle, l netlink.Link, master netlink.Link) error {
 	if master == nil || l.Attrs().MasterIndex == master.Attrs().Index {
 		return nil
 	}
-	if err := k.nl.LinkSetMasterByIndex(l, master.Attrs().Index); err != nil {
+	if err := h.LinkSetMasterByIndex(l, master.Attrs().Index); err != nil {
 		return fmt.Errorf("enslave %q to %q: %w", l.Attrs().Name, master.Attrs().Name, err)
 	}
 	return nil
 }
 
-func (k *Kernel) setHairpin(l netlink.Link, on bool) error {
-	pi, err := k.nl.LinkGetProtinfo(l)
+func (k *Kernel) setHairpin(h *netlink.Handle, l netlink.Link, on bool) error {
+	pi, err := h.LinkGetProtinfo(l)
 	if err == nil && pi.Hairpin == on {
 		return nil
 	}
-	if err := k.nl.LinkSetHairpin(l, on); err != nil {
+	if err := h.LinkSetHairpin(l, on); err != nil {
 		return fmt.Errorf("set hairpin %t on bridge port %q: %w", on, l.Attrs().Name, err)
 	}
 	return nil
 }
 
-func (k *Kernel) setUp(l netlink.Link) error {
+func (k *Kernel) setUp(h *netlink.Handle, l netlink.Link) error {
 	if l.Attrs().Flags&net.FlagUp != 0 {
 		return nil
 	}
-	if err := k.nl.LinkSetUp(l); err != nil {
+	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %q up: %w", l.Attrs().Name, err)
 	}
 	return nil
 }
 
 // setOnlyAddress makes want the only IPv4 address of l (none when invalid).
-func (k *Kernel) setOnlyAddress(l netlink.Link, want netip.Prefix) error {
+func (k *Kernel) setOnlyAddress(h *netlink.Handle, l netlink.Link, want netip.Prefix) error {
 	name := l.Attrs().Name
-	addrs, err := k.nl.AddrList(l, unix.AF_INET)
+	addrs, err := h.AddrList(l, unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("list ipv4 addresses of %q: %w", name, err)
 	}
@@ -414,7 +427,7 @@ func (k *Kernel) setOnlyAddress(l netlink.Link, want netip.Prefix) error {
 			continue
 		}
 		a := a
-		if err := k.nl.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err := h.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("remove address %s from %q: %w", a.IPNet, name, err)
 		}
 		k.log.WithFields(logrus.Fields{"link": name, "address": a.IPNet.String()}).Info("removed foreign address from bridge")
@@ -426,7 +439,7 @@ func (k *Kernel) setOnlyAddress(l netlink.Link, want netip.Prefix) error {
 		IP:   net.IP(want.Addr().AsSlice()),
 		Mask: net.CIDRMask(want.Bits(), 32),
 	}}
-	if err := k.nl.AddrReplace(l, addr); err != nil {
+	if err := h.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("set address %s on %q: %w", want, name, err)
 	}
 	return nil

@@ -67,18 +67,18 @@ func (k *Kernel) EnsureMacvlan(spec MacvlanSpec) (err error) {
 			return fmt.Errorf("read back new macvlan: %w", err)
 		}
 	}
-	if err := k.setMTU(l, spec.MTU); err != nil {
+	if err := k.setMTU(k.nl, l, spec.MTU); err != nil {
 		return err
 	}
-	if err := k.setMAC(l, spec.MAC); err != nil {
+	if err := k.setMAC(k.nl, l, spec.MAC); err != nil {
 		return err
 	}
 	if spec.Address.IsValid() {
-		if err := k.setOnlyAddress(l, spec.Address); err != nil {
+		if err := k.setOnlyAddress(k.nl, l, spec.Address); err != nil {
 			return err
 		}
 	}
-	return k.setUp(l)
+	return k.setUp(k.nl, l)
 }
 
 // EnsureVLAN creates the 802.1q link if missing and sets it up.
@@ -121,7 +121,7 @@ func (k *Kernel) EnsureVLAN(spec VLANSpec) (err error) {
 			return fmt.Errorf("ensure vlan %q: the existing link is not vlan %d on %q: %w", spec.Name, spec.ID, spec.Parent, ErrIncompatibleLink)
 		}
 	}
-	return k.setUp(l)
+	return k.setUp(k.nl, l)
 }
 
 // LinkInfo describes the named link.
@@ -287,8 +287,8 @@ func (k *Kernel) EnsureStandalone(name string, mtu int) (err error) {
 	case l.Type() != "dummy" && l.Type() != "ifb":
 		return fmt.Errorf("ensure standalone link %q: existing link is a %s: %w", name, l.Type(), ErrIncompatibleLink)
 	}
-	if err := k.setMTU(l, mtu); err != nil {
+	if err := k.setMTU(k.nl, l, mtu); err != nil {
 		return err
 	}
-	return k.setUp(l)
+	return k.setUp(k.nl, l)
 }

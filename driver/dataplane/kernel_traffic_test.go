@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,7 +69,36 @@ func ping(t *testing.T, ns netns.NsHandle, dst netip.Addr, seq int, timeout time
 // TestOverlayTraffic programs two simulated hosts (namespaces joined by a veth
 // "underlay") only through Kernel, puts a "container" behind each, and checks
 // that they reach each other across the VXLAN and stop when the FDB entry goes.
+//
+// Isolated, each bridge lives in a namespace of its own: the same traffic
+// must flow, the bridged path must not depend on the host's FORWARD rules,
+// and deleting the bridge must remove its namespace, pin and uplink.
 func TestOverlayTraffic(t *testing.T) {
+	for _, isolated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("isolated=%t", isolated), func(t *testing.T) { overlayTraffic(t, isolated) })
+	}
+}
+
+// isolate makes k keep bridges in namespaces pinned under a temporary
+// directory, unpinned again in t.Cleanup.
+func isolate(t *testing.T, k *Kernel) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := k.IsolateNetworks(dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pins, _ := os.ReadDir(dir)
+		for _, p := range pins {
+			if err := unpin(dir + "/" + p.Name()); err != nil {
+				t.Errorf("unpin %s: %v", p.Name(), err)
+			}
+		}
+	})
+	return dir
+}
+
+func overlayTraffic(t *testing.T, isolated bool) {
 	tn1, k1 := newKernelNS(t)
 	_, ns2, nl2 := otherNS(t)
 	var k2 *Kernel
@@ -79,6 +109,10 @@ func TestOverlayTraffic(t *testing.T) {
 		}
 	})
 	t.Cleanup(k2.Close)
+	var pins []string
+	if isolated {
+		pins = []string{isolate(t, k1), isolate(t, k2)}
+	}
 
 	// Underlay: u1 (host 1) <-> u2 (host 2).
 	attrs := netlink.NewLinkAttrs()
@@ -161,6 +195,11 @@ func TestOverlayTraffic(t *testing.T) {
 	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
 	eventually(t, 5*time.Second, pingOK(hosts[1], hosts[0]))
 
+	if isolated {
+		isolatedChecks(t, hosts, pins, pingOK)
+		return
+	}
+
 	// Docker's FORWARD policy is DROP and br_netfilter (on in every namespace
 	// here) sends bridged frames through FORWARD: grapevine's rules must keep
 	// the bridged overlay path open.
@@ -200,4 +239,67 @@ func TestOverlayTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
+}
+
+// isolatedChecks: the bridge is not in the host namespace, its uplink holds
+// the gateway there, the overlay path works with the host's FORWARD policy
+// DROP and no rules, and deleting the bridge removes everything it had.
+func isolatedChecks(t *testing.T, hosts []*overlayHost, pins []string, pingOK func(from, to *overlayHost) func() string) {
+	h1 := hosts[0]
+	if _, err := h1.nl.LinkByName("gvb-t"); err == nil {
+		t.Fatalf("bridge gvb-t is in the host namespace")
+	}
+	up, err := h1.nl.LinkByName("gvu-t")
+	if err != nil {
+		t.Fatalf("uplink gvu-t not in the host namespace: %v", err)
+	}
+	addrs, err := h1.nl.AddrList(up, netlink.FAMILY_V4)
+	if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "198.19.0.1/24" {
+		t.Fatalf("uplink addresses %v (%v), want the gateway 198.19.0.1/24", addrs, err)
+	}
+	if got := up.Attrs().HardwareAddr.String(); got != "02:47:00:00:00:01" {
+		t.Errorf("uplink mac %s, want the bridge spec's 02:47:00:00:00:01", got)
+	}
+	names, err := h1.k.ListLinks("gv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"gvb-t", "gvh-t", "gvx-t"}; !slices.Equal(names, want) {
+		t.Errorf("ListLinks(gv) = %v, want %v (container end gone into its container, uplinks hidden)", names, want)
+	}
+
+	run(t, "iptables", "-P", "FORWARD", "DROP")
+	t.Cleanup(func() { run(t, "iptables", "-P", "FORWARD", "ACCEPT") })
+	eventually(t, 5*time.Second, pingOK(hosts[0], hosts[1]))
+	eventually(t, 5*time.Second, pingOK(hosts[1], hosts[0]))
+
+	// FDB and neighbour entries are found in the isolated namespace.
+	fdb, err := h1.k.ListFDB("gvx-t")
+	if err != nil || len(fdb) == 0 {
+		t.Fatalf("ListFDB(gvx-t) = %v, %v; want the peer's entry", fdb, err)
+	}
+	if err := h1.k.DelFDB("gvx-t", hosts[1].cMAC); err != nil {
+		t.Fatal(err)
+	}
+	for seq := 1000; seq < 1003; seq++ {
+		if msg := ping(t, h1.cNS, hosts[1].cIP, seq, 300*time.Millisecond); msg == "" {
+			t.Fatalf("ping across the overlay still works after DelFDB")
+		}
+	}
+
+	// Deleting the bridge removes namespace, pin, uplink; repeating is fine.
+	for range 2 {
+		if err := h1.k.DeleteLink("gvb-t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(pins[0] + "/gvb-t"); !os.IsNotExist(err) {
+		t.Errorf("pin of gvb-t still there: %v", err)
+	}
+	if _, err := h1.nl.LinkByName("gvu-t"); err == nil {
+		t.Errorf("uplink gvu-t left after its bridge was deleted")
+	}
+	if names, err := h1.k.ListLinks("gv"); err != nil || len(names) != 0 {
+		t.Errorf("ListLinks(gv) after delete = %v, %v; want none", names, err)
+	}
 }

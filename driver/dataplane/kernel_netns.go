@@ -1,0 +1,288 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Isolated networks.
+//
+// br_netfilter sends every frame a bridge forwards through the iptables chains
+// and conntrack of the bridge's network namespace. The host namespace holds
+// Docker's NAT rules and grapevine's own, so a bridge there loses 17–33 % of
+// its throughput to netfilter (notes/dataplane-limits.md; measured again by
+// `make bench`). With IsolateNetworks, each bridge lives in a network
+// namespace of its own that holds no rules at all, with the VXLAN device and
+// the bridge ends of the endpoints' veths:
+//
+//	host namespace                      namespace pinned at DIR/<bridge>
+//	  gvu-ID (gateway address, MAC) ──── gvi-ID ─┐
+//	  container ends of the veths        gve-…  ─┤ bridge <bridge> (no address)
+//	  VXLAN UDP socket               ◄── gvx-…  ─┘ (made here, then moved)
+//
+// The uplink veth gvu-/gvi- puts the gateway address in the host namespace,
+// where routing, egress NAT and published ports work as before: firewall rules
+// name the uplink wherever the driver says "bridge". Frames between
+// containers, local or across the overlay, never leave the isolated
+// namespace, whose netfilter hooks are empty (br_netfilter still hands the
+// frames to them; /proc/sys is read-only in a plugin, so its switch stays on,
+// as in Docker's overlay namespaces). A VXLAN device keeps the UDP socket of the namespace it was
+// created in, so it is made in the host namespace and then moved.
+//
+// The namespace is pinned by a bind mount of its nsfs file on DIR/<bridge>;
+// DIR must be a shared mount visible outside the plugin (the plugin's
+// PropagatedMount) for the pins, and so the containers' links, to outlive a
+// plugin restart. Deleting the bridge removes the pin, and with it the
+// namespace and everything in it.
+
+// uplinkNames returns the host-side and bridge-side names of a bridge's
+// uplink veth: the bridge's name with the letter after LinkPrefix replaced by
+// 'u' and 'i'.
+func uplinkNames(bridge string) (host, inner string, err error) {
+	n := len(LinkPrefix)
+	if !strings.HasPrefix(bridge, LinkPrefix) || len(bridge) < n+2 || !ifaceName.MatchString(bridge) {
+		return "", "", fmt.Errorf("bridge name %q must start with %q and be a valid link name to derive its uplink's names", bridge, LinkPrefix)
+	}
+	return bridge[:n] + "u" + bridge[n+1:], bridge[:n] + "i" + bridge[n+1:], nil
+}
+
+// space is one isolated network namespace and the netlink handle acting in it.
+type space struct {
+	bridge string // the bridge it holds; also the pin's file name
+	fd     netns.NsHandle
+	nl     *netlink.Handle
+}
+
+func (s *space) close() {
+	s.nl.Close()
+	_ = s.fd.Close()
+}
+
+// IsolateNetworks makes every bridge this Kernel ensures from now on live in a
+// network namespace of its own, pinned under dir (created if missing). Call it
+// once, before any Ensure call. Namespaces pinned there by an earlier process
+// are found again by their bridge's name.
+func (k *Kernel) IsolateNetworks(dir string) error {
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("isolate networks: namespace directory %q is not an absolute path", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("isolate networks: create namespace directory: %w", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.nsDir = dir
+	return nil
+}
+
+// pinPath is where the namespace of bridge is pinned.
+func (k *Kernel) pinPath(bridge string) string { return filepath.Join(k.nsDir, bridge) }
+
+// pinned lists the bridges whose namespaces are pinned under nsDir.
+func (k *Kernel) pinned() ([]string, error) {
+	if k.nsDir == "" {
+		return nil, nil
+	}
+	entries, err := os.ReadDir(k.nsDir)
+	if err != nil {
+		return nil, fmt.Errorf("list pinned network namespaces in %s: %w", k.nsDir, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), LinkPrefix) {
+			out = append(out, e.Name())
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// openSpace returns the namespace pinned for bridge, opening it on first use,
+// or nil when there is none. Caller holds mu.
+func (k *Kernel) openSpace(bridge string) (*space, error) {
+	if s, ok := k.spaces[bridge]; ok {
+		return s, nil
+	}
+	if k.nsDir == "" {
+		return nil, nil
+	}
+	p := k.pinPath(bridge)
+	fd, err := netns.GetFromPath(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace of bridge %q at %s: %w", bridge, p, err)
+	}
+	if !isNetNS(fd) {
+		// a file left from a pin whose mount is gone: the namespace is gone
+		_ = fd.Close()
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale namespace pin %s: %w", p, err)
+		}
+		k.log.WithField("link", bridge).Warn("removed a namespace pin whose namespace was gone")
+		return nil, nil
+	}
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	if err != nil {
+		_ = fd.Close()
+		return nil, fmt.Errorf("open netlink in the network namespace of bridge %q: %w", bridge, err)
+	}
+	s := &space{bridge: bridge, fd: fd, nl: h}
+	k.spaces[bridge] = s
+	return s, nil
+}
+
+// isNetNS reports whether fd refers to a network namespace (and not to the
+// plain file a pin leaves once unmounted).
+func isNetNS(fd netns.NsHandle) bool {
+	var st unix.Statfs_t
+	return unix.Fstatfs(int(fd), &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
+// ensureSpace returns bridge's namespace, creating and pinning it when
+// missing (created reports that). Caller holds mu.
+func (k *Kernel) ensureSpace(bridge string) (s *space, created bool, err error) {
+	if s, err = k.openSpace(bridge); err != nil || s != nil {
+		return s, false, err
+	}
+	p := k.pinPath(bridge)
+	if err := pinNewNetNS(p); err != nil {
+		return nil, false, fmt.Errorf("create network namespace for bridge %q: %w", bridge, err)
+	}
+	k.log.WithField("link", bridge).WithField("pin", p).Info("created isolated network namespace")
+	if s, err = k.openSpace(bridge); err == nil && s == nil {
+		err = fmt.Errorf("namespace pinned at %s vanished", p)
+	}
+	if err != nil {
+		_ = unpin(p)
+		return nil, false, err
+	}
+	return s, true, nil
+}
+
+// deleteSpace unpins bridge's namespace, which destroys it with every link in
+// it (veth pairs with both ends). Missing is success. Caller holds mu.
+func (k *Kernel) deleteSpace(bridge string) error {
+	if s, ok := k.spaces[bridge]; ok {
+		s.close()
+		delete(k.spaces, bridge)
+	}
+	if k.nsDir == "" {
+		return nil
+	}
+	if err := unpin(k.pinPath(bridge)); err != nil {
+		return fmt.Errorf("remove network namespace of bridge %q: %w", bridge, err)
+	}
+	return nil
+}
+
+// closeSpaces releases the handles; the pinned namespaces stay.
+func (k *Kernel) closeSpaces() {
+	for b, s := range k.spaces {
+		s.close()
+		delete(k.spaces, b)
+	}
+}
+
+// pinNewNetNS creates a network namespace and bind-mounts it on path (a new
+// file). The calling goroutine's thread enters the new namespace only for the
+// mount; if it cannot return, the thread is left locked and dies with the
+// goroutine rather than run other goroutines in the wrong namespace.
+func pinNewNetNS(path string) (err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("create pin file: %w", err)
+	}
+	_ = f.Close()
+	defer func() {
+		if err != nil {
+			_ = os.Remove(path)
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open the current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("unshare a new network namespace: %w", err)
+			return
+		}
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		merr := unix.Mount(self, path, "none", unix.MS_BIND, "")
+		if err := netns.Set(orig); err != nil {
+			done <- errors.Join(merr, fmt.Errorf("return to the original network namespace: %w", err))
+			return // thread stays locked: it exits with this goroutine
+		}
+		runtime.UnlockOSThread()
+		if merr != nil {
+			merr = fmt.Errorf("bind-mount the new namespace on %s: %w", path, merr)
+		}
+		done <- merr
+	}()
+	return <-done
+}
+
+// unpin unmounts a namespace pin and removes its file; missing is success.
+func unpin(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// locate finds the link called name in the host namespace or in one of the
+// isolated namespaces, and returns the handle acting where it is. A link
+// not found anywhere yields an error wrapping ErrLinkNotFound. Caller holds
+// mu.
+func (k *Kernel) locate(name string) (*netlink.Handle, netlink.Link, error) {
+	if s, ok := k.where[name]; ok {
+		if l, err := linkIn(s.nl, name); err == nil {
+			return s.nl, l, nil
+		}
+		delete(k.where, name)
+	}
+	l, err := linkIn(k.nl, name)
+	if !errors.Is(err, ErrLinkNotFound) {
+		return k.nl, l, err
+	}
+	bridges, perr := k.pinned()
+	if perr != nil {
+		return nil, nil, perr
+	}
+	for _, b := range bridges {
+		s, serr := k.openSpace(b)
+		if serr != nil {
+			return nil, nil, serr
+		}
+		if s == nil {
+			continue
+		}
+		if l, lerr := linkIn(s.nl, name); lerr == nil {
+			k.where[name] = s
+			return s.nl, l, nil
+		} else if !errors.Is(lerr, ErrLinkNotFound) {
+			return nil, nil, lerr
+		}
+	}
+	return nil, nil, err
+}
