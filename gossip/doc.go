@@ -37,6 +37,23 @@
 //     than one message converges after enough exchanges, and a late joiner
 //     receives everything.
 //
+// # Partitions
+//
+// memberlist forgets a dead member after Config.GossipToTheDeadTime, so two
+// groups of hosts split for longer would never merge again. Every
+// Config.RejoinInterval a rejoin round contacts (memberlist Join: one TCP
+// push/pull) up to three addresses among PEERS and the failed members this
+// host remembers (at most 1024) that are not alive now; hosts that left
+// gracefully are not contacted. When a member comes back alive, every
+// member of a small cluster (about eight of a large one) push/pulls with it
+// at once, as many consecutive exchanges as its state has PushPullBudget
+// windows (at most four), rate-limited to a burst of eight and then one per
+// second; a host that has just joined also push/pulls with a random member
+// shortly after. Records written on either side of a partition thus cross
+// within a rejoin round and a few round trips of its healing, instead of
+// waiting for the periodic push/pull; larger states (more than four
+// windows) complete through periodic push/pulls, one window per exchange.
+//
 // Deleting writes a tombstone. Tombstones are gossiped like records for
 // Config.TombstoneTTL and then reaped into a "floor": a local, un-gossiped
 // (kind, key, version) marker kept for Config.FloorTTL. A floor rejects any

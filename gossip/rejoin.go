@@ -40,11 +40,11 @@ const (
 	// maxPendingPushPulls bounds the triggered push/pulls waiting for a
 	// token; beyond it triggers are dropped (periodic push/pull remains).
 	maxPendingPushPulls = 16
-	// pushPullFanIn is how many members, on average, push/pull with a
-	// member that comes back: each alive member does with probability
-	// pushPullFanIn/(alive members − 1), so in clusters of up to 9
-	// members every member does, and a large cluster does not stampede
-	// one returning host.
+	// pushPullFanIn is about how many members push/pull with a member
+	// that comes back: a member with k other alive members does so with
+	// probability pushPullFanIn/k (always when k < pushPullFanIn), so in
+	// small clusters every member does, and a large cluster does not
+	// stampede one returning host.
 	pushPullFanIn = 8
 	// maxPushPullWindows caps the consecutive exchanges of one triggered
 	// push/pull, run when the local state spans several PushPullBudget

@@ -1,6 +1,8 @@
 package gossip_test
 
 import (
+	"bytes"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -38,11 +40,16 @@ func TestPartitionHeal(t *testing.T) {
 		name   string
 		groups [][]string
 		long   bool
+		// preload records of 100 bytes each written before the
+		// partition, with a push/pull budget of 8 KiB: the state then
+		// spans several push/pull windows.
+		preload int
 	}{
-		{"lone node | pair, short", [][]string{{"n0"}, {"n1", "n2"}}, false},
-		{"pair | pair, short", [][]string{{"n0", "n1"}, {"n2", "n3"}}, false},
-		{"pair | pair, long", [][]string{{"n0", "n1"}, {"n2", "n3"}}, true},
-		{"three | three, long", [][]string{{"n0", "n1", "n2"}, {"n3", "n4", "n5"}}, true},
+		{"lone node | pair, short", [][]string{{"n0"}, {"n1", "n2"}}, false, 0},
+		{"pair | pair, short", [][]string{{"n0", "n1"}, {"n2", "n3"}}, false, 0},
+		{"pair | pair, long", [][]string{{"n0", "n1"}, {"n2", "n3"}}, true, 0},
+		{"three | three, long", [][]string{{"n0", "n1", "n2"}, {"n3", "n4", "n5"}}, true, 0},
+		{"pair | pair, long, state of 3 windows", [][]string{{"n0", "n1"}, {"n2", "n3"}}, true, 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const deadGossip = 500 * time.Millisecond
@@ -55,6 +62,23 @@ func TestPartitionHeal(t *testing.T) {
 				if tc.long {
 					cfg.GossipToTheDeadTime = deadGossip
 				}
+				if tc.preload > 0 {
+					cfg.PushPullBudget = 8 << 10
+				}
+			})
+			for i := range tc.preload {
+				key := fmt.Sprintf("198.18.%d.%d", i/256, i%256)
+				if err := nodes[i%size].c.Put("preload", key, bytes.Repeat([]byte("p"), 70)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			gossiptest.Eventually(t, 20*time.Second, "preloaded records everywhere", func() bool {
+				for _, n := range nodes {
+					if len(n.c.List("preload")) != tc.preload {
+						return false
+					}
+				}
+				return true
 			})
 			byName := map[string]*node{}
 			for _, n := range nodes {
