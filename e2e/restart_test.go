@@ -87,16 +87,18 @@ func TestRestartWithoutLoss(t *testing.T) {
 	})
 
 	t.Run("dockerd restarted, state deleted by hand meanwhile", func(t *testing.T) {
+		bridges := grapevineLinks(t, h, netID[:11])
+		if len(bridges) == 0 {
+			t.Fatalf("no grapevine link of network %.12s", netID)
+		}
 		mustHarness(t, "dockerd-stop", h)
 		if _, err := pluginPID(h); err == nil {
 			t.Fatalf("plugin still runs after dockerd stopped")
 		}
-		// delete the network's bridge and its masquerade rule by hand
-		bridges := grapevineLinks(t, h, netID[:11])
-		if len(bridges) == 0 {
-			t.Fatalf("no grapevine link of network %.12s while dockerd is down", netID)
-		}
-		for _, l := range bridges {
+		// Delete the network's links and its masquerade rule by hand. A
+		// stopping dockerd unmounts the plugin's propagated mount, and with
+		// it the network's namespace, so some links may be gone already.
+		for _, l := range grapevineLinks(t, h, netID[:11]) {
 			// a veth's peer goes with it, a namespace's links with the
 			// namespace's last link deleted: skip what is already gone
 			if _, _, err := inLinkNS(h, l, "ip", "link", "show", "dev", l); err == nil {
