@@ -130,8 +130,9 @@ type convTarget struct {
 	prober     container // the prober's container on B
 	ips        []string  // fresh addresses A may hand out, one per sample (spares at the end)
 	na         string
-	times      sample // ms, one per container
-	before     int    // samples answered by a probe sent before `docker run` returned
+	times      sample    // ms, one per container
+	before     int       // samples answered by a probe sent before `docker run` returned
+	early      []float64 // ms before the return that those probes were sent
 	gaps       []float64
 	meanGaps   []float64 // µs between probes after t0, mean per sample
 	maxGap     float64   // µs, longest time between two probes after t0
@@ -203,6 +204,7 @@ func (b *bench) convergence(targets []*convTarget, a host, n int) {
 			t.times.add(r.value())
 			if r.value() == 0 {
 				t.before++
+				t.early = append(t.early, float64(r.t0.Sub(r.answered).Microseconds())/1000)
 			} else {
 				t.gaps = append(t.gaps, float64(r.gap.Nanoseconds())/1000)
 			}

@@ -95,14 +95,14 @@ func (b *bench) report() string {
 			"with a packet socket on its interface: it sends its own ARP requests for the new address and, once one is answered, ICMP echo requests to the MAC it learnt, "+
 			"every %v from before `docker run` is called and every %v from the moment it returns (so no kernel neighbour timer is involved; the prober's neighbour sysctls, retrans_time_ms=10 and mcast_solicit=100, stay set). "+
 			"A sample is the send time of the first answered echo request minus the return of `docker run`; it is 0 when that request was sent before the return: "+
-			"ready when `docker run` returned, as far as the probe can tell (how much earlier it cannot say). ",
-			b.cfg.convN, probeSlow, probeFast)
+			"ready when `docker run` returned (the table says how long before, at the pace of %v before the return). ",
+			b.cfg.convN, probeSlow, probeFast, probeSlow)
 		if len(meanGaps) > 0 {
 			p("Resolution: probes went out every %.0f µs on average after the return (median over samples), the longest gap %.0f µs (the thread shares 2 busy cores); "+
 				"the longest time between an answered probe and the one before it, i.e. the worst uncertainty of a non-zero sample, was %.0f µs. ",
 				quantile(meanGaps, .5), maxGap, res)
 		}
-		p("p50 and p99 are nearest-rank over the samples: with 50 samples p99 is the largest.\n\n")
+		p("p50 and p99 are nearest-rank over the samples (the value at rank ⌈q·n⌉): with %d samples p99 is the largest.\n\n", b.cfg.convN)
 		p("| network | containers | ready when `docker run` returned | p50 ms | p99 ms | min–max ms | p99 ratio to Docker overlay |\n|---|---|---|---|---|---|---|\n")
 		var ov *convTarget
 		for _, c := range b.conv {
@@ -122,7 +122,11 @@ func (b *bench) report() string {
 					r = "n/a (Docker overlay's p99 is 0)"
 				}
 			}
-			p("| %s | %d | %d | %s | %s | %s | %s |\n", c.name, len(c.times.vals), c.before, pctCell(&c.times, .5), pctCell(&c.times, .99), rangeCell(&c.times), r)
+			before := strconv.Itoa(c.before)
+			if len(c.early) > 0 {
+				before += fmt.Sprintf(" (answered probe sent a median %.1f ms before)", quantile(c.early, .5))
+			}
+			p("| %s | %d | %s | %s | %s | %s | %s |\n", c.name, len(c.times.vals), before, pctCell(&c.times, .5), pctCell(&c.times, .99), rangeCell(&c.times), r)
 		}
 		p("\n")
 	}
