@@ -11,7 +11,10 @@
 //
 // Subcommands:
 //
-//	gvbench run [flags]            the whole benchmark against a harness run
+//	gvbench run [flags]            the benchmark against a harness run (all of
+//	                               it, or the -parts and -paths selected)
+//	gvbench needs-harness [flags]  exit 0 when `run` with these flags needs a
+//	                               harness, 1 when not (scripts/bench.sh)
 //	gvbench udp-echo ADDR          echo UDP datagrams (latency server)
 //	gvbench udp-rr ADDR N          N request/response round trips; prints p50/p99 µs
 //
@@ -30,19 +33,29 @@ func main() {
 	log.SetOutput(os.Stderr)
 	entry := logrus.NewEntry(log)
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gvbench run|udp-echo|udp-rr …")
+		fmt.Fprintln(os.Stderr, "usage: gvbench run|needs-harness|udp-echo|udp-rr …")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "run":
 		err = cmdRun(entry, os.Args[2:])
+	case "needs-harness":
+		cfg, perr := parseRunFlags(os.Args[2:])
+		if perr != nil {
+			entry.Error(perr)
+			os.Exit(2)
+		}
+		if !cfg.needsHarness() {
+			os.Exit(1)
+		}
+		return
 	case "udp-echo":
 		err = cmdUDPEcho(os.Args[2:])
 	case "udp-rr":
 		err = cmdUDPRR(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown subcommand %q: want run, udp-echo or udp-rr", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q: want run, needs-harness, udp-echo or udp-rr", os.Args[1])
 	}
 	if err != nil {
 		entry.Error(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -66,6 +67,88 @@ func TestQuantileAndVerdict(t *testing.T) {
 	} {
 		if v := verdict(tc.got, tc.want, tc.lower); len(v) < len(tc.prefix) || v[:len(tc.prefix)] != tc.prefix {
 			t.Errorf("verdict(%v, %v, %v) = %q, want prefix %q", tc.got, tc.want, tc.lower, v, tc.prefix)
+		}
+	}
+}
+
+func TestParseSelections(t *testing.T) {
+	for _, tc := range []struct {
+		parts, paths string
+		wantParts    []string
+		wantPaths    []string
+		harness      bool
+		bad          bool
+	}{
+		{"all", "all", allParts, []string{"underlay", "kvx", "overlay", "gv", "dmacvlan", "gmacvlan"}, true, false},
+		{"go", "all", []string{"go"}, nil, false, false},
+		{"socket, go", "gv,Docker overlay", []string{"socket", "go"}, []string{"gv", "overlay"}, true, false},
+		{"convergence", "GV,kernel vxlan (hand-programmed)", []string{"convergence"}, []string{"gv", "kvx"}, true, false},
+		{"dataplan", "all", nil, nil, false, true},
+		{"go", "vxlan", nil, nil, false, true},
+	} {
+		parts, err1 := parseParts(tc.parts)
+		paths, err2 := parsePaths(tc.paths)
+		if tc.bad {
+			if err1 == nil && err2 == nil {
+				t.Errorf("-parts %q -paths %q: no error", tc.parts, tc.paths)
+			}
+			continue
+		}
+		if err1 != nil || err2 != nil {
+			t.Errorf("-parts %q -paths %q: %v %v", tc.parts, tc.paths, err1, err2)
+			continue
+		}
+		if len(parts) != len(tc.wantParts) {
+			t.Errorf("-parts %q = %v, want %v", tc.parts, parts, tc.wantParts)
+		}
+		for _, p := range tc.wantParts {
+			if !parts[p] {
+				t.Errorf("-parts %q lacks %s", tc.parts, p)
+			}
+		}
+		for _, p := range tc.wantPaths {
+			if !paths[p] {
+				t.Errorf("-paths %q lacks %s", tc.paths, p)
+			}
+		}
+		if tc.wantPaths != nil && len(paths) != len(tc.wantPaths) {
+			t.Errorf("-paths %q = %v, want %v", tc.paths, paths, tc.wantPaths)
+		}
+		if got := (config{parts: parts}).needsHarness(); got != tc.harness {
+			t.Errorf("-parts %q needs a harness = %v, want %v", tc.parts, got, tc.harness)
+		}
+	}
+	if gs, err := parseGossipSizes("50=20x,500=5x"); err != nil || len(gs) != 2 || gs[1] != (gossipSize{500, "5x"}) {
+		t.Errorf("parseGossipSizes = %v, %v", gs, err)
+	}
+	for _, bad := range []string{"500", "500=5s", "1=5x", "50=0x"} {
+		if _, err := parseGossipSizes(bad); err == nil {
+			t.Errorf("parseGossipSizes(%q) gave no error", bad)
+		}
+	}
+}
+
+func TestPartialReportLeavesOutWhatDidNotRun(t *testing.T) {
+	parts, _ := parseParts("socket")
+	paths, _ := parsePaths("all")
+	b := &bench{cfg: config{parts: parts, paths: paths, command: "gvbench run -parts socket"}}
+	row := rssRow{endpoints: 5000}
+	for _, m := range []*memSample{&row.owner, &row.peer} {
+		m.rss.add(30)
+		m.anon.add(18)
+		m.file.add(12)
+		m.shmem.add(0)
+	}
+	b.rss = []rssRow{row}
+	out := b.report()
+	for _, absent := range []string{"## Data plane", "## Convergence", "docker run -d", "## Scale", "convergence p99", "TCP 1 stream", "n/a"} {
+		if strings.Contains(out, absent) {
+			t.Errorf("report of a socket-only run shows %q:\n%s", absent, out)
+		}
+	}
+	for _, present := range []string{"## Plugin RSS", "plugin RSS ≤ 40 MB with 5,000 endpoints (owner h1)", "A partial run: parts socket."} {
+		if !strings.Contains(out, present) {
+			t.Errorf("report of a socket-only run lacks %q:\n%s", present, out)
 		}
 	}
 }

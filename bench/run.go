@@ -156,7 +156,8 @@ func (m *memSample) setNA(why string) {
 	m.rss.na, m.anon.na, m.file.na, m.shmem.na = why, why, why, why
 }
 
-func cmdRun(log *logrus.Entry, args []string) error {
+// parseRunFlags reads the flags of `gvbench run`.
+func parseRunFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var cfg config
 	var eps, parts, paths, gsizes string
@@ -178,23 +179,23 @@ func cmdRun(log *logrus.Entry, args []string) error {
 	fs.BoolVar(&skipGo, "skip-go", false, "skip the Go benchmarks (the same as leaving go out of -parts)")
 	fs.BoolVar(&skipNet, "skip-net", false, "skip everything that needs the harness (-parts go)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cfg, err
 	}
 	if cfg.command == "" {
 		cfg.command = strings.Join(append([]string{"gvbench", "run"}, args...), " ")
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q: gvbench run takes flags only", fs.Args())
+		return cfg, fmt.Errorf("unexpected arguments %q: gvbench run takes flags only", fs.Args())
 	}
 	var err error
 	if cfg.parts, err = parseParts(parts); err != nil {
-		return err
+		return cfg, err
 	}
 	if cfg.paths, err = parsePaths(paths); err != nil {
-		return err
+		return cfg, err
 	}
 	if cfg.gossipSizes, err = parseGossipSizes(gsizes); err != nil {
-		return err
+		return cfg, err
 	}
 	if skipGo {
 		delete(cfg.parts, "go")
@@ -207,15 +208,23 @@ func cmdRun(log *logrus.Entry, args []string) error {
 	for _, f := range strings.Split(eps, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return fmt.Errorf("-endpoints entry %q is not a positive count", f)
+			return cfg, fmt.Errorf("-endpoints entry %q is not a positive count", f)
 		}
 		cfg.endpoints = append(cfg.endpoints, n)
+	}
+	cfg.harness = filepath.Join(cfg.repo, "scripts", "harness.sh")
+	return cfg, nil
+}
+
+func cmdRun(log *logrus.Entry, args []string) error {
+	cfg, err := parseRunFlags(args)
+	if err != nil {
+		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
-	cfg.harness = filepath.Join(cfg.repo, "scripts", "harness.sh")
 	b := &bench{log: log, cfg: cfg, self: self, start: time.Now()}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		b.load = strings.Join(strings.Fields(string(la))[:3], " ")

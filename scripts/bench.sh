@@ -10,6 +10,12 @@
 # and writes docs/BENCHMARKS.md. Flags go to `gvbench run`, e.g.
 #   scripts/bench.sh -rounds 5 -t 5          more, longer rounds
 #   scripts/bench.sh -out ''                 print only
+#   scripts/bench.sh -parts convergence -paths gv,overlay -out build/conv.md
+#                                            a targeted re-run: only these parts
+#                                            (dataplane,convergence,run,socket,go)
+#                                            and data paths (underlay,kvx,overlay,
+#                                            gv,dmacvlan,gmacvlan); no harness is
+#                                            brought up for -parts go
 # Environment: BENCH_HOSTS (default 3), BENCH_SKIP_BUILD=1 (use build/ as is).
 set -euo pipefail
 
@@ -32,12 +38,19 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
 fi
 CGO_ENABLED=0 go build -trimpath -o build/gvbench ./bench/
 
+cmd="make bench"
+[ $# -eq 0 ] || cmd="scripts/bench.sh $*"
+rc=0
+build/gvbench needs-harness "$@" || rc=$?
+if [ "$rc" = 1 ]; then
+	exec build/gvbench run -repo "$REPO" -command "$cmd" "$@"
+fi
+[ "$rc" = 0 ] || exit "$rc"
+
 run="bn$(printf '%05x' $((RANDOM * 32 + RANDOM % 32)))"
 peers=$(for i in $(seq 1 "$n"); do printf '198.18.0.%d,' $((10 + i)); done)
 peers=${peers%,}
 trap 'scripts/harness.sh down "$run"' EXIT
 PEERS=$peers scripts/harness.sh up "$run" "$n"
 
-cmd="make bench"
-[ $# -eq 0 ] || cmd="scripts/bench.sh $*"
 build/gvbench run -run "$run" -repo "$REPO" -command "$cmd" "$@"
