@@ -66,3 +66,48 @@ func TestPluginSet(t *testing.T) {
 		t.Errorf("container after plugin set got %q", ip)
 	}
 }
+
+// TestDisableKeepsContainerLinks: `docker plugin disable -f` (what `plugin set`
+// and `plugin upgrade` need while networks exist) stops the plugin, but the
+// network's isolated namespace is pinned in the shared state directory too, so
+// running containers keep their links and traffic while it is disabled and
+// after it is enabled again.
+func TestDisableKeepsContainerLinks(t *testing.T) {
+	singleHost(t)
+	const h = "h1"
+	checkClean(t, h)
+	createNetwork(t, h, "keep", "--subnet", "198.19.32.0/24")
+	a := runContainer(t, h, "--network", "keep", "--ip", "198.19.32.10", image, "sleep", "3600")
+	runContainer(t, h, "--network", "keep", "--ip", "198.19.32.11", image, "sleep", "3600")
+	link := func() string {
+		t.Helper()
+		return mustDocker(t, h, "exec", a, "cat", "/sys/class/net/eth0/ifindex")
+	}
+	reach := func(phase string) {
+		t.Helper()
+		eventually(t, 30*time.Second, phase+": container to container", func() error {
+			if out, stderr, err := docker(h, "exec", a, "ping", "-c", "1", "-W", "1", "198.19.32.11"); err != nil {
+				return fmt.Errorf("%v: %s%s", err, out, stderr)
+			}
+			return nil
+		})
+	}
+	before := link()
+	reach("before")
+	t.Cleanup(func() { _, _, _ = docker(h, "plugin", "enable", "--timeout", "30", pluginName) })
+	mustDocker(t, h, "plugin", "disable", "-f", pluginName)
+	reach("plugin disabled")
+	mustDocker(t, h, "plugin", "enable", "--timeout", "30", pluginName)
+	reach("enabled again")
+	if after := link(); after != before {
+		t.Errorf("container interface index %s after disable/enable, was %s: the link was recreated or lost", after, before)
+	}
+	// the plugin took the namespace over again: a new container joins it
+	c := runContainer(t, h, "--network", "keep", image, "sleep", "3600")
+	eventually(t, 30*time.Second, "new container reaches an old one", func() error {
+		if out, stderr, err := docker(h, "exec", c, "ping", "-c", "1", "-W", "1", "198.19.32.11"); err != nil {
+			return fmt.Errorf("%v: %s%s", err, out, stderr)
+		}
+		return nil
+	})
+}

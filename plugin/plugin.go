@@ -34,8 +34,9 @@ type Options struct {
 	StateDir string // directory of the persisted state (a host mount)
 	// NetNSDir is where each VXLAN network's isolated network namespace is
 	// pinned: the plugin's propagated mount, so that the pins (and the
-	// containers' links) outlive a plugin restart. "" keeps bridges in the
-	// host namespace.
+	// containers' links) outlive a plugin restart; StateDir/netns holds a
+	// second pin, which outlives `docker plugin disable` where the host
+	// shares the state mount. "" keeps bridges in the host namespace.
 	NetNSDir string
 	// ReconcileEvery is the period of the kernel reconcile loop.
 	ReconcileEvery time.Duration
@@ -161,13 +162,21 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		}
 	}()
 	if opts.NetNSDir != "" {
-		if err := dp.IsolateNetworks(opts.NetNSDir); err != nil {
+		// pinned in the propagated mount (survives a plugin crash) and in the
+		// state directory (survives disable and upgrade where the host
+		// shares that mount)
+		dirs := []string{opts.NetNSDir, filepath.Join(opts.StateDir, "netns")}
+		if err := dp.IsolateNetworks(dirs...); err != nil {
 			return nil, fmt.Errorf("isolating networks: %w", err)
 		}
-		if shared, err := sharedMount(opts.NetNSDir); err != nil {
-			log.WithError(err).Warn("could not tell whether the network namespace directory is a shared mount")
-		} else if !shared {
-			log.WithField("dir", opts.NetNSDir).Warn("the network namespace directory is not a shared mount (config.json PropagatedMount): networks' namespaces, and with them the containers' links, will not survive a plugin restart")
+		for _, dir := range dirs {
+			shared, err := sharedMount(dir)
+			switch {
+			case err != nil:
+				log.WithError(err).WithField("dir", dir).Warn("could not tell whether a network namespace directory is a shared mount")
+			case !shared:
+				log.WithField("dir", dir).Info("network namespace directory is not a shared mount: its pins do not outlive the plugin")
+			}
 		}
 	}
 	p := &process{settings: s, db: db, dp: dp, log: log}

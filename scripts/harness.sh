@@ -157,6 +157,12 @@ write_host_config() { # RUN hN
 		: >"$d/uts"
 		unshare --uts="$d/uts" hostname "$h"
 	fi
+	# the plugin's state directory as a shared mount, as on a systemd host:
+	# namespace pins grapevine makes there outlive `docker plugin disable`
+	if ! mountpoint -q "$d/state" 2>/dev/null; then
+		mount --bind "$d/state" "$d/state"
+	fi
+	mount --make-shared "$d/state"
 	cat >"$d/containerd/config.toml" <<EOF
 version = 2
 root = "$d/containerd/root"

@@ -65,6 +65,15 @@ if id=$(docker_ plugin inspect -f '{{.Id}}' "$NAME" 2>/dev/null); then
 fi
 docker_ plugin create "$NAME" build/plugin >/dev/null
 mkdir -p "$STATE_DIR"
+# Pins of the networks' namespaces live in the state directory too; on a shared
+# mount they reach the host and outlive `docker plugin disable`, so running
+# containers keep their links. systemd hosts share / already; elsewhere make the
+# directory a shared mount of its own (until reboot, when no container runs).
+if ! findmnt -n -o PROPAGATION --target "$STATE_DIR" | grep -q shared; then
+	mountpoint -q "$STATE_DIR" || mount --bind "$STATE_DIR" "$STATE_DIR"
+	mount --make-shared "$STATE_DIR"
+	echo "install: made $STATE_DIR a shared mount" >&2
+fi
 # shellcheck disable=SC2086 # PLUGIN_SETTINGS is a list of words on purpose
 docker_ plugin set "$NAME" "state.source=$STATE_DIR" ${PLUGIN_SETTINGS:-}
 docker_ plugin enable --timeout 30 "$NAME" >/dev/null

@@ -129,7 +129,7 @@ type appliedTable struct {
 func (k *Kernel) SyncFirewall(fw Firewall) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.nsDir != "" {
+	if len(k.nsDirs) > 0 {
 		fw = uplinkFirewall(fw)
 	}
 	want, err := renderFirewall(fw)

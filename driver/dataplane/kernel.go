@@ -47,13 +47,14 @@ type Kernel struct {
 	// writes nothing).
 	restores int
 
-	// nsDir is where isolated networks' namespaces are pinned ("" = bridges
-	// stay in the Kernel's own namespace); see IsolateNetworks.
-	nsDir string
+	// nsDirs are where isolated networks' namespaces are pinned (none =
+	// bridges stay in the Kernel's own namespace); see IsolateNetworks.
+	nsDirs []string
 	// spaces holds the open isolated namespaces by bridge name; where
 	// remembers which one holds a link found there by name.
 	spaces map[string]*space
 	where  map[string]*space
+	closed bool
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -92,6 +93,10 @@ func NewKernel(log *logrus.Entry) (*Kernel, error) {
 func (k *Kernel) Close() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.closed {
+		return
+	}
+	k.closed = true
 	k.closeSpaces()
 	k.nl.Close()
 }

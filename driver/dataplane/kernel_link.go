@@ -22,7 +22,7 @@ func (k *Kernel) EnsureBridge(spec BridgeSpec) (err error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.nsDir != "" {
+	if len(k.nsDirs) > 0 {
 		return k.ensureIsolatedBridge(spec)
 	}
 

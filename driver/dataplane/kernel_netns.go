@@ -38,11 +38,13 @@ import (
 // as in Docker's overlay namespaces). A VXLAN device keeps the UDP socket of the namespace it was
 // created in, so it is made in the host namespace and then moved.
 //
-// The namespace is pinned by a bind mount of its nsfs file on DIR/<bridge>;
-// DIR must be a shared mount visible outside the plugin (the plugin's
-// PropagatedMount) for the pins, and so the containers' links, to outlive a
-// plugin restart. Deleting the bridge removes the pin, and with it the
-// namespace and everything in it.
+// The namespace is pinned by bind mounts of its nsfs file on DIR/<bridge>
+// for each pin directory; it lives while any pin does. For a pin to outlive
+// the plugin, its directory must be a shared mount whose peer is outside the
+// plugin: the plugin's PropagatedMount (kept across a plugin crash, unmounted
+// by `docker plugin disable`) and its state directory when the host shares it
+// (kept across disable and upgrade). Deleting the bridge removes every pin,
+// and with the last one the namespace and everything in it.
 
 // uplinkNames returns the host-side and bridge-side names of a bridge's
 // uplink veth: the bridge's name with the letter after LinkPrefix replaced by
@@ -68,69 +70,105 @@ func (s *space) close() {
 }
 
 // IsolateNetworks makes every bridge this Kernel ensures from now on live in a
-// network namespace of its own, pinned under dir (created if missing). Call it
-// once, before any Ensure call. Namespaces pinned there by an earlier process
-// are found again by their bridge's name.
-func (k *Kernel) IsolateNetworks(dir string) error {
-	if !filepath.IsAbs(dir) {
-		return fmt.Errorf("isolate networks: namespace directory %q is not an absolute path", dir)
+// network namespace of its own, pinned in each of dirs (created if missing).
+// Call it once, before any Ensure call. Namespaces pinned there by an earlier
+// process are found again by their bridge's name.
+func (k *Kernel) IsolateNetworks(dirs ...string) error {
+	if len(dirs) == 0 {
+		return errors.New("isolate networks: no namespace directory given")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("isolate networks: create namespace directory: %w", err)
+	for _, dir := range dirs {
+		if !filepath.IsAbs(dir) {
+			return fmt.Errorf("isolate networks: namespace directory %q is not an absolute path", dir)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("isolate networks: create namespace directory: %w", err)
+		}
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.nsDir = dir
+	k.nsDirs = slices.Clone(dirs)
 	return nil
 }
 
-// pinPath is where the namespace of bridge is pinned.
-func (k *Kernel) pinPath(bridge string) string { return filepath.Join(k.nsDir, bridge) }
-
-// pinned lists the bridges whose namespaces are pinned under nsDir.
+// pinned lists the bridges whose namespaces have a pin (possibly stale) in
+// any pin directory.
 func (k *Kernel) pinned() ([]string, error) {
-	if k.nsDir == "" {
-		return nil, nil
-	}
-	entries, err := os.ReadDir(k.nsDir)
-	if err != nil {
-		return nil, fmt.Errorf("list pinned network namespaces in %s: %w", k.nsDir, err)
-	}
 	var out []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), LinkPrefix) {
-			out = append(out, e.Name())
+	for _, dir := range k.nsDirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("list pinned network namespaces in %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), LinkPrefix) && !slices.Contains(out, e.Name()) {
+				out = append(out, e.Name())
+			}
 		}
 	}
 	slices.Sort(out)
 	return out, nil
 }
 
-// openSpace returns the namespace pinned for bridge, opening it on first use,
-// or nil when there is none. Caller holds mu.
+// openPin opens the namespace pinned at p; nil when there is none (a stale
+// pin file is removed).
+func (k *Kernel) openPin(bridge, p string) (netns.NsHandle, error) {
+	fd, err := netns.GetFromPath(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return netns.None(), nil
+	}
+	if err != nil {
+		return netns.None(), fmt.Errorf("open network namespace of bridge %q at %s: %w", bridge, p, err)
+	}
+	if isNetNS(fd) {
+		return fd, nil
+	}
+	// a file left from a pin whose mount is gone: that pin is gone
+	_ = fd.Close()
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return netns.None(), fmt.Errorf("remove stale namespace pin %s: %w", p, err)
+	}
+	return netns.None(), nil
+}
+
+// openSpace returns the namespace pinned for bridge, opening it on first use
+// and pinning it again where a pin is missing, or nil when there is none.
+// Caller holds mu.
 func (k *Kernel) openSpace(bridge string) (*space, error) {
 	if s, ok := k.spaces[bridge]; ok {
 		return s, nil
 	}
-	if k.nsDir == "" {
-		return nil, nil
-	}
-	p := k.pinPath(bridge)
-	fd, err := netns.GetFromPath(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace of bridge %q at %s: %w", bridge, p, err)
-	}
-	if !isNetNS(fd) {
-		// a file left from a pin whose mount is gone: the namespace is gone
-		_ = fd.Close()
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale namespace pin %s: %w", p, err)
+	fd := netns.None()
+	var missing []string
+	for _, dir := range k.nsDirs {
+		p := filepath.Join(dir, bridge)
+		if fd.IsOpen() {
+			if f, err := k.openPin(bridge, p); err != nil {
+				return nil, err
+			} else if f.IsOpen() {
+				_ = f.Close()
+			} else {
+				missing = append(missing, p)
+			}
+			continue
 		}
-		k.log.WithField("link", bridge).Warn("removed a namespace pin whose namespace was gone")
+		f, err := k.openPin(bridge, p)
+		if err != nil {
+			return nil, err
+		}
+		if !f.IsOpen() {
+			missing = append(missing, p)
+		}
+		fd = f
+	}
+	if !fd.IsOpen() {
 		return nil, nil
+	}
+	for _, p := range missing {
+		// e.g. the propagated mount's pin after `docker plugin disable`
+		if err := pinNetNS(fd, p); err != nil {
+			k.log.WithError(err).WithField("link", bridge).Warn("could not pin network namespace again")
+		}
 	}
 	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
 	if err != nil {
@@ -155,7 +193,7 @@ func (k *Kernel) ensureSpace(bridge string) (s *space, created bool, err error) 
 	if s, err = k.openSpace(bridge); err != nil || s != nil {
 		return s, false, err
 	}
-	p := k.pinPath(bridge)
+	p := filepath.Join(k.nsDirs[0], bridge)
 	if err := pinNewNetNS(p); err != nil {
 		return nil, false, fmt.Errorf("create network namespace for bridge %q: %w", bridge, err)
 	}
@@ -164,26 +202,27 @@ func (k *Kernel) ensureSpace(bridge string) (s *space, created bool, err error) 
 		err = fmt.Errorf("namespace pinned at %s vanished", p)
 	}
 	if err != nil {
-		_ = unpin(p)
+		_ = k.deleteSpace(bridge)
 		return nil, false, err
 	}
 	return s, true, nil
 }
 
-// deleteSpace unpins bridge's namespace, which destroys it with every link in
-// it (veth pairs with both ends). Missing is success. Caller holds mu.
+// deleteSpace unpins bridge's namespace everywhere, which destroys it with
+// every link in it (veth pairs with both ends). Missing is success. Caller
+// holds mu.
 func (k *Kernel) deleteSpace(bridge string) error {
 	if s, ok := k.spaces[bridge]; ok {
 		s.close()
 		delete(k.spaces, bridge)
 	}
-	if k.nsDir == "" {
-		return nil
+	var errs []error
+	for _, dir := range k.nsDirs {
+		if err := unpin(filepath.Join(dir, bridge)); err != nil {
+			errs = append(errs, fmt.Errorf("remove network namespace of bridge %q: %w", bridge, err))
+		}
 	}
-	if err := unpin(k.pinPath(bridge)); err != nil {
-		return fmt.Errorf("remove network namespace of bridge %q: %w", bridge, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // closeSpaces releases the handles; the pinned namespaces stay.
@@ -237,6 +276,21 @@ func pinNewNetNS(path string) (err error) {
 		done <- merr
 	}()
 	return <-done
+}
+
+// pinNetNS bind-mounts the namespace fd refers to on path (a new file).
+func pinNetNS(fd netns.NsHandle, path string) (err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("create pin file: %w", err)
+	}
+	_ = f.Close()
+	src := fmt.Sprintf("/proc/self/fd/%d", int(fd))
+	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("bind-mount the namespace on %s: %w", path, err)
+	}
+	return nil
 }
 
 // unpin unmounts a namespace pin and removes its file; missing is success.

@@ -79,23 +79,26 @@ func TestOverlayTraffic(t *testing.T) {
 	}
 }
 
-// isolate makes k keep bridges in namespaces pinned under a temporary
-// directory, unpinned again in t.Cleanup.
-func isolate(t *testing.T, k *Kernel) string {
+// isolate makes k keep bridges in namespaces pinned in two temporary
+// directories (as the plugin pins in its propagated mount and its state
+// directory), unpinned again in t.Cleanup. It returns the directories.
+func isolate(t *testing.T, k *Kernel) []string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := k.IsolateNetworks(dir); err != nil {
+	dirs := []string{t.TempDir(), t.TempDir()}
+	if err := k.IsolateNetworks(dirs...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		pins, _ := os.ReadDir(dir)
-		for _, p := range pins {
-			if err := unpin(dir + "/" + p.Name()); err != nil {
-				t.Errorf("unpin %s: %v", p.Name(), err)
+		for _, dir := range dirs {
+			pins, _ := os.ReadDir(dir)
+			for _, p := range pins {
+				if err := unpin(dir + "/" + p.Name()); err != nil {
+					t.Errorf("unpin %s: %v", p.Name(), err)
+				}
 			}
 		}
 	})
-	return dir
+	return dirs
 }
 
 func overlayTraffic(t *testing.T, isolated bool) {
@@ -111,7 +114,8 @@ func overlayTraffic(t *testing.T, isolated bool) {
 	t.Cleanup(k2.Close)
 	var pins []string
 	if isolated {
-		pins = []string{isolate(t, k1), isolate(t, k2)}
+		pins = isolate(t, k1)
+		isolate(t, k2)
 	}
 
 	// Underlay: u1 (host 1) <-> u2 (host 2).
@@ -287,14 +291,43 @@ func isolatedChecks(t *testing.T, hosts []*overlayHost, pins []string, pingOK fu
 		}
 	}
 
-	// Deleting the bridge removes namespace, pin, uplink; repeating is fine.
+	// Pinned in both directories; a lost pin is made again when the
+	// namespace is next opened (a restarted plugin, a stale pin file).
+	for _, dir := range pins {
+		if !isNetNSFile(t, dir+"/gvb-t") {
+			t.Fatalf("no namespace pinned at %s/gvb-t", dir)
+		}
+	}
+	if err := unpin(pins[0] + "/gvb-t"); err != nil {
+		t.Fatal(err)
+	}
+	h1.k.Close()
+	k, err := NewKernel(testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	if err := k.IsolateNetworks(pins...); err != nil {
+		t.Fatal(err)
+	}
+	h1.k = k
+	if nb, err := k.ListNeigh("gvx-t"); err != nil || len(nb) == 0 {
+		t.Fatalf("new Kernel: ListNeigh(gvx-t) = %v, %v; want the peer's entry", nb, err)
+	}
+	if !isNetNSFile(t, pins[0]+"/gvb-t") {
+		t.Errorf("lost pin not made again at %s/gvb-t", pins[0])
+	}
+
+	// Deleting the bridge removes namespace, pins, uplink; repeating is fine.
 	for range 2 {
 		if err := h1.k.DeleteLink("gvb-t"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := os.Stat(pins[0] + "/gvb-t"); !os.IsNotExist(err) {
-		t.Errorf("pin of gvb-t still there: %v", err)
+	for _, dir := range pins {
+		if _, err := os.Stat(dir + "/gvb-t"); !os.IsNotExist(err) {
+			t.Errorf("pin %s/gvb-t still there: %v", dir, err)
+		}
 	}
 	if _, err := h1.nl.LinkByName("gvu-t"); err == nil {
 		t.Errorf("uplink gvu-t left after its bridge was deleted")
@@ -302,4 +335,15 @@ func isolatedChecks(t *testing.T, hosts []*overlayHost, pins []string, pingOK fu
 	if names, err := h1.k.ListLinks("gv"); err != nil || len(names) != 0 {
 		t.Errorf("ListLinks(gv) after delete = %v, %v; want none", names, err)
 	}
+}
+
+// isNetNSFile reports whether path is a mounted network namespace pin.
+func isNetNSFile(t *testing.T, path string) bool {
+	t.Helper()
+	fd, err := netns.GetFromPath(path)
+	if err != nil {
+		return false
+	}
+	defer fd.Close()
+	return isNetNS(fd)
 }
