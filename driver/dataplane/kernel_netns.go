@@ -215,6 +215,11 @@ func (k *Kernel) deleteSpace(bridge string) error {
 	if s, ok := k.spaces[bridge]; ok {
 		s.close()
 		delete(k.spaces, bridge)
+		for name, w := range k.where {
+			if w == s {
+				delete(k.where, name)
+			}
+		}
 	}
 	var errs []error
 	for _, dir := range k.nsDirs {
@@ -231,6 +236,7 @@ func (k *Kernel) closeSpaces() {
 		s.close()
 		delete(k.spaces, b)
 	}
+	clear(k.where)
 }
 
 // pinNewNetNS creates a network namespace and bind-mounts it on path (a new
