@@ -61,19 +61,6 @@ func (b *bench) iperf(p *path, streams int, udp bool) (float64, error) {
 	return r.End.SumReceived.BitsPerSecond / 1e9, nil
 }
 
-// latency runs the request/response client: p50 and p99 in µs.
-func (b *bench) latency(p *path) (float64, float64, error) {
-	out, err := inNS(time.Minute, p.client, b.self, "udp-rr", p.addr+":"+echoPort, strconv.Itoa(b.cfg.rrCount))
-	if err != nil {
-		return 0, 0, err
-	}
-	var p50, p99 float64
-	if _, err := fmt.Sscanf(out, "%f %f", &p50, &p99); err != nil {
-		return 0, 0, fmt.Errorf("udp-rr said %q: %w", out, err)
-	}
-	return p50, p99, nil
-}
-
 // dataplaneRounds measures every usable path, round after round, rotating
 // the order so that drift hits all paths alike.
 func (b *bench) dataplaneRounds(paths []*path) {
@@ -83,33 +70,42 @@ func (b *bench) dataplaneRounds(paths []*path) {
 			live = append(live, p)
 		}
 	}
+	// Metric-major: within a round each figure is taken on every path in
+	// turn, so one figure's samples of all paths lie seconds apart and a
+	// slow minute on a shared machine hits them alike.
+	metrics := []struct {
+		name    string
+		measure func(p *path) error
+	}{
+		{"tcp 1 stream", func(p *path) error { return addIperf(&p.tcp1)(b.iperf(p, 1, false)) }},
+		{"tcp 4 streams", func(p *path) error { return addIperf(&p.tcp4)(b.iperf(p, 4, false)) }},
+		{"udp", func(p *path) error { return addIperf(&p.udp)(b.iperf(p, 1, true)) }},
+	}
 	for r := 0; r < b.cfg.rounds; r++ {
-		for i := range live {
-			p := live[(i+r)%len(live)]
-			lg := b.log.WithField("path", p.name).WithField("round", r+1)
-			if v, err := b.iperf(p, 1, false); err == nil {
-				p.tcp1.add(v)
-			} else {
-				lg.Warnf("tcp 1 stream: %v", err)
+		for _, m := range metrics {
+			for i := range live {
+				p := live[(i+r)%len(live)]
+				if err := m.measure(p); err != nil {
+					b.log.WithField("path", p.name).WithField("round", r+1).Warnf("%s: %v", m.name, err)
+				}
 			}
-			if v, err := b.iperf(p, 4, false); err == nil {
-				p.tcp4.add(v)
-			} else {
-				lg.Warnf("tcp 4 streams: %v", err)
-			}
-			if v, err := b.iperf(p, 1, true); err == nil {
-				p.udp.add(v)
-			} else {
-				lg.Warnf("udp: %v", err)
-			}
-			if p50, p99, err := b.latency(p); err == nil {
-				p.rttP50.add(p50)
-				p.rttP99.add(p99)
-			} else {
-				lg.Warnf("latency: %v", err)
-			}
-			lg.Infof("tcp1 %v tcp4 %v udp %v rtt %v/%v", last(p.tcp1), last(p.tcp4), last(p.udp), last(p.rttP50), last(p.rttP99))
 		}
+		b.latencyRound(live, r)
+		for _, p := range live {
+			b.log.WithField("path", p.name).WithField("round", r+1).Infof("tcp1 %v tcp4 %v udp %v rtt %v/%v",
+				last(p.tcp1), last(p.tcp4), last(p.udp), last(p.rttP50), last(p.rttP99))
+		}
+	}
+}
+
+// addIperf returns a function that records an iperf figure in s, or passes
+// its error on.
+func addIperf(s *sample) func(float64, error) error {
+	return func(v float64, err error) error {
+		if err == nil {
+			s.add(v)
+		}
+		return err
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -68,7 +69,44 @@ func (b *bench) setupUnderlay(h1, h2 host) *path {
 // bridge out of br_netfilter's way), a "container" namespace on a veth, and
 // static FDB and neighbour entries for the other side.
 func (b *bench) setupKernelVXLAN(hosts []host) *path {
-	p := &path{name: "kernel VXLAN (hand-programmed)", anchor: ""}
+	return b.handVXLAN(hosts, kvxSpec{name: pathName("kvx"), tag: "b", vni: 7701, octet: 77})
+}
+
+// setupKernelVXLANDocker is the same path with, in both "container"
+// namespaces, the NAT rules Docker puts in every container on a user-defined
+// network for its embedded DNS server (127.0.0.11): with a nat table present,
+// conntrack handles every packet of the container, on any network driver.
+// It tells that cost apart from the network path's.
+func (b *bench) setupKernelVXLANDocker(hosts []host) *path {
+	p := b.handVXLAN(hosts, kvxSpec{name: pathName("kvxdocker"), tag: "d", vni: 7702, octet: 78, dockerRules: true})
+	p.anchor = pathName("kvx")
+	return p
+}
+
+// dockerDNSRules are the embedded-DNS rules of a Docker 20.10 container
+// (iptables -t nat -S inside one; the ports vary per container).
+var dockerDNSRules = [][]string{
+	{"-N", "DOCKER_OUTPUT"},
+	{"-N", "DOCKER_POSTROUTING"},
+	{"-A", "OUTPUT", "-d", "127.0.0.11/32", "-j", "DOCKER_OUTPUT"},
+	{"-A", "POSTROUTING", "-d", "127.0.0.11/32", "-j", "DOCKER_POSTROUTING"},
+	{"-A", "DOCKER_OUTPUT", "-d", "127.0.0.11/32", "-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "DNAT", "--to-destination", "127.0.0.11:38277"},
+	{"-A", "DOCKER_OUTPUT", "-d", "127.0.0.11/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "DNAT", "--to-destination", "127.0.0.11:57684"},
+	{"-A", "DOCKER_POSTROUTING", "-s", "127.0.0.11/32", "-p", "tcp", "-m", "tcp", "--sport", "38277", "-j", "SNAT", "--to-source", ":53"},
+	{"-A", "DOCKER_POSTROUTING", "-s", "127.0.0.11/32", "-p", "udp", "-m", "udp", "--sport", "57684", "-j", "SNAT", "--to-source", ":53"},
+}
+
+// kvxSpec tells the hand-programmed VXLAN paths apart.
+type kvxSpec struct {
+	name        string
+	tag         string // in namespace names: RUN-<tag>v1, RUN-<tag>c1 …
+	vni         int
+	octet       int // endpoints at 198.19.<octet>.1 and .2
+	dockerRules bool
+}
+
+func (b *bench) handVXLAN(hosts []host, kv kvxSpec) *path {
+	p := &path{name: kv.name}
 	type side struct {
 		h            host
 		brNS, ctNS   string
@@ -78,10 +116,10 @@ func (b *bench) setupKernelVXLAN(hosts []host) *path {
 	for i, h := range hosts[:2] {
 		sides = append(sides, side{
 			h:    h,
-			brNS: fmt.Sprintf("%s-bv%d", b.cfg.run, i+1),
-			ctNS: fmt.Sprintf("%s-bc%d", b.cfg.run, i+1),
-			ip:   fmt.Sprintf("198.19.77.%d", i+1),
-			mac:  fmt.Sprintf("02:77:00:00:00:%02x", i+1),
+			brNS: fmt.Sprintf("%s-%sv%d", b.cfg.run, kv.tag, i+1),
+			ctNS: fmt.Sprintf("%s-%sc%d", b.cfg.run, kv.tag, i+1),
+			ip:   fmt.Sprintf("198.19.%d.%d", kv.octet, i+1),
+			mac:  fmt.Sprintf("02:%02x:00:00:00:%02x", kv.octet, i+1),
 		})
 	}
 	for _, s := range sides {
@@ -104,7 +142,7 @@ func (b *bench) setupKernelVXLAN(hosts []host) *path {
 			ns   string
 			args []string
 		}{
-			{s.h.netns, []string{"ip", "link", "add", "gvbvx", "type", "vxlan", "id", "7701", "local", s.h.addr, "dstport", "8472", "nolearning", "proxy"}},
+			{s.h.netns, []string{"ip", "link", "add", "gvbvx", "type", "vxlan", "id", strconv.Itoa(kv.vni), "local", s.h.addr, "dstport", "8472", "nolearning", "proxy"}},
 			{s.h.netns, []string{"ip", "link", "set", "gvbvx", "netns", br}},
 			{br, []string{"ip", "link", "set", "lo", "up"}},
 			{br, []string{"ip", "link", "add", "br0", "type", "bridge"}},
@@ -116,6 +154,14 @@ func (b *bench) setupKernelVXLAN(hosts []host) *path {
 			{ct, []string{"ip", "link", "set", "eth0", "address", s.mac}},
 			{ct, []string{"ip", "addr", "add", s.ip + "/24", "dev", "eth0"}},
 			{ct, []string{"ip", "link", "set", "eth0", "up"}},
+		}
+		if kv.dockerRules {
+			for _, r := range dockerDNSRules {
+				steps = append(steps, struct {
+					ns   string
+					args []string
+				}{ct, append([]string{"iptables", "-t", "nat"}, r...)})
+			}
 		}
 		for _, st := range steps {
 			if _, err := inNS(10*time.Second, st.ns, st.args[0], st.args[1:]...); err != nil {

@@ -38,8 +38,8 @@ func (b *bench) report() string {
 	if len(b.hosts) > 0 && b.cfg.parts["dataplane"] {
 		p("Harness: %d Docker hosts (one network namespace, containerd and dockerd each, scripts/harness.sh) on one underlay bridge at MTU 1500; "+
 			"the data paths run from h1 to h2. Tools run in the endpoints' network namespaces: iperf3 %d s per figure (TCP 1 and 4 streams; UDP 64-byte datagrams, "+
-			"received packets/s with unlimited send rate), and a UDP request/response client (%d round trips of 64 bytes, one at a time) for latency. "+
-			"Rounds are interleaved across paths (%d rounds; the order rotates each round). Docker's and grapevine's iptables rules are present on every host "+
+			"received packets/s with unlimited send rate), and a UDP request/response client (%d round trips of 64 bytes per path and round, one at a time, from a socket in the client namespace; the paths' trips alternate in 25 slices, since the machine's load moves these figures by tens of µs) for latency. "+
+			"Rounds are interleaved across paths (%d rounds): in each round every figure is taken on all paths in turn before the next figure, the path order rotating each round, so that drift on the shared machine hits all paths alike. Docker's and grapevine's iptables rules are present on every host "+
 			"(br_netfilter on, as users run it). Figures are the median of the rounds with min–max.\n\n",
 			len(b.hosts), b.cfg.seconds, b.cfg.rrCount, b.cfg.rounds)
 	} else if len(b.hosts) > 0 {
@@ -57,8 +57,11 @@ func (b *bench) report() string {
 		for _, x := range b.paths {
 			applyNA(x)
 			anchors := []string{x.anchor}
-			if x.name == "grapevine vxlan" {
-				anchors = append(anchors, "Docker overlay")
+			switch x.name {
+			case pathName("gv"):
+				anchors = append(anchors, pathName("kvxdocker"), pathName("overlay"))
+			case pathName("overlay"):
+				anchors = append(anchors, pathName("kvxdocker"))
 			}
 			var an, ra []string
 			for _, a := range anchors {
@@ -79,7 +82,10 @@ func (b *bench) report() string {
 			p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", x.name, x.tcp1.cell("%.2f"), x.tcp4.cell("%.2f"), x.udp.cell("%.0f"),
 				x.rttP50.cell("%.0f"), x.rttP99.cell("%.0f"), strings.Join(an, "<br>"), strings.Join(ra, "<br>"))
 		}
-		p("\nThe kernel VXLAN path is programmed by hand (static FDB and neighbour entries, `proxy`, learning off), its bridge and VXLAN device in a namespace of their own as Docker's overlay does. Macvlan paths are anchored to the underlay, overlays to the hand-programmed kernel VXLAN (and grapevine's also to Docker's overlay). For RTT a ratio below 1 is better.\n\n")
+		p("\nThe kernel VXLAN path is programmed by hand (static FDB and neighbour entries, `proxy`, learning off), its bridge and VXLAN device in a namespace of their own as Docker's overlay does; its endpoints are plain namespaces. " +
+			"The same path \"+ Docker's container NAT rules\" adds, in both endpoints, the nat rules Docker writes into every container on a user-defined network (any driver) for its embedded DNS server: with a nat table present, conntrack handles every packet in the container, a cost Docker's overlay and grapevine pay alike and no network driver can avoid. " +
+			"Macvlan paths are anchored to the underlay, overlays to the hand-programmed kernel VXLAN (and grapevine's also to Docker's overlay). " +
+			"Ratios are the median of the per-round ratios (each round measures all paths back to back, so a round's ratio is free of the drift between rounds), or of the medians where a path missed a round. For RTT a ratio below 1 is better.\n\n")
 	}
 
 	if len(b.conv) > 0 {
@@ -279,7 +285,7 @@ func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string 
 			add(name, na, "n/a")
 			return
 		}
-		r := x.median() / y.median()
+		r := pairedRatio(x, y)
 		add(name, fmt.Sprintf("%.2f ×", r), verdict(r, factor, lower))
 	}
 	abs := func(name string, got *sample, want float64, unit string, lower bool, q float64) {

@@ -39,6 +39,7 @@ var allParts = []string{"dataplane", "convergence", "run", "socket", "go"}
 var allPaths = []struct{ id, name string }{
 	{"underlay", "underlay"},
 	{"kvx", "kernel VXLAN (hand-programmed)"},
+	{"kvxdocker", "kernel VXLAN + Docker's container NAT rules"},
 	{"overlay", "Docker overlay"},
 	{"gv", "grapevine vxlan"},
 	{"dmacvlan", "Docker macvlan"},
@@ -175,7 +176,7 @@ func parseRunFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report file ('' = print only)")
 	fs.StringVar(&cfg.command, "command", "", "the command line recorded in the report (default: this one)")
 	fs.StringVar(&parts, "parts", "all", "comma list of the parts to run: "+strings.Join(allParts, ","))
-	fs.StringVar(&paths, "paths", "all", "comma list of the data paths to set up and measure: underlay,kvx,overlay,gv,dmacvlan,gmacvlan (or their report names)")
+	fs.StringVar(&paths, "paths", "all", "comma list of the data paths to set up and measure: underlay,kvx,kvxdocker,overlay,gv,dmacvlan,gmacvlan (or their report names)")
 	fs.BoolVar(&skipGo, "skip-go", false, "skip the Go benchmarks (the same as leaving go out of -parts)")
 	fs.BoolVar(&skipNet, "skip-net", false, "skip everything that needs the harness (-parts go)")
 	if err := fs.Parse(args); err != nil {
@@ -340,6 +341,9 @@ func (b *bench) networkBenchmarks() {
 	}
 	if dp && want["kvx"] {
 		paths = append(paths, b.setupKernelVXLAN(hs))
+	}
+	if dp && want["kvxdocker"] {
+		paths = append(paths, b.setupKernelVXLANDocker(hs))
 	}
 	var ovl, gv *path
 	if needOverlay {

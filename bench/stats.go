@@ -52,10 +52,24 @@ func (s *sample) cell(format string) string {
 	return fmt.Sprintf(format+" ("+format+"–"+format+")", s.median(), lo, hi)
 }
 
-// ratio of the medians a/b, or "n/a".
+// pairedRatio is a/b for two figures measured round by round: the median
+// of the per-round ratios when both have one value per round, else the
+// ratio of the medians.
+func pairedRatio(a, b *sample) float64 {
+	if len(a.vals) == len(b.vals) && !slices.Contains(b.vals, 0) {
+		r := make([]float64, len(a.vals))
+		for i := range a.vals {
+			r[i] = a.vals[i] / b.vals[i]
+		}
+		return quantile(r, 0.5)
+	}
+	return a.median() / b.median()
+}
+
+// ratio renders pairedRatio(a, b), or "n/a".
 func ratio(a, b *sample) string {
 	if a == nil || b == nil || !a.ok() || !b.ok() || b.median() == 0 {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.2f", a.median()/b.median())
+	return fmt.Sprintf("%.2f", pairedRatio(a, b))
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,24 +71,12 @@ func cmdUDPRR(args []string) error {
 	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
 		return fmt.Errorf("udp-rr: receive timeout: %w", err)
 	}
-	buf := make([]byte, 64)
-	in := make([]byte, 2048)
-	rtts := make([]float64, 0, n)
-	lost := 0
-	for i := -200; i < n; i++ {
-		start := time.Now()
-		if _, err := unix.Write(s, buf); err != nil {
-			return fmt.Errorf("udp-rr: send to %s: %w", args[0], err)
-		}
-		if _, err := unix.Read(s, in); err != nil {
-			if lost++; lost > 20 {
-				return fmt.Errorf("udp-rr: %s stopped answering: %w", args[0], err)
-			}
-			continue
-		}
-		if i >= 0 {
-			rtts = append(rtts, float64(time.Since(start).Nanoseconds())/1000)
-		}
+	if _, err := roundTrips(s, 200); err != nil {
+		return fmt.Errorf("udp-rr: warm-up with %s: %w", args[0], err)
+	}
+	rtts, err := roundTrips(s, n)
+	if err != nil {
+		return fmt.Errorf("udp-rr: %s: %w", args[0], err)
 	}
 	if len(rtts) == 0 {
 		return fmt.Errorf("udp-rr: no answers from %s", args[0])

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// latencyChunks is how many slices each path's round trips of one round are
+// cut into; the slices of all paths alternate, so that a slow second on the
+// shared machine costs every path alike (a request/response figure moves by
+// tens of µs with the host's load, more than the paths differ).
+const latencyChunks = 25
+
+// rrSocket is a connected UDP socket made in a path's client namespace (a
+// socket keeps its namespace wherever the thread using it is).
+type rrSocket struct {
+	p    *path
+	fd   int
+	rtts []float64
+}
+
+// openRR makes a UDP socket in the namespace at nsPath connected to dst.
+// The calling goroutine must be locked to its thread.
+func openRR(nsPath string, dst netip.AddrPort) (int, error) {
+	orig, err := netns.Get()
+	if err != nil {
+		return -1, fmt.Errorf("open the current network namespace: %w", err)
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return -1, fmt.Errorf("open network namespace %s: %w", nsPath, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return -1, fmt.Errorf("enter network namespace %s: %w", nsPath, err)
+	}
+	fd, serr := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err := netns.Set(orig); err != nil {
+		// the thread is in the wrong namespace: let it die with the goroutine
+		return -1, fmt.Errorf("return to the original network namespace: %w", err)
+	}
+	if serr != nil {
+		return -1, fmt.Errorf("socket in %s: %w", nsPath, serr)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect %s: %w", dst, err)
+	}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("receive timeout: %w", err)
+	}
+	return fd, nil
+}
+
+// roundTrips does n request/response trips of 64 bytes on fd, one at a time,
+// and returns their times in µs. Lost answers are skipped, more than 20 in a
+// row is an error.
+func roundTrips(fd, n int) ([]float64, error) {
+	buf := make([]byte, 64)
+	in := make([]byte, 2048)
+	out := make([]float64, 0, n)
+	lost := 0
+	for range n {
+		start := time.Now()
+		if _, err := unix.Write(fd, buf); err != nil {
+			return out, fmt.Errorf("send: %w", err)
+		}
+		if _, err := unix.Read(fd, in); err != nil {
+			if lost++; lost > 20 {
+				return out, fmt.Errorf("the server stopped answering: %w", err)
+			}
+			continue
+		}
+		lost = 0
+		out = append(out, float64(time.Since(start).Nanoseconds())/1000)
+	}
+	return out, nil
+}
+
+// latencyRound measures every path's request/response time in this round:
+// rrCount trips per path after 200 unrecorded warm-up trips, cut into
+// latencyChunks slices that alternate between the paths (order rotating by
+// round), and adds each path's p50 and p99 to its samples.
+func (b *bench) latencyRound(paths []*path, round int) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // blocking syscalls and setns: one thread, locked
+		var socks []*rrSocket
+		defer func() {
+			for _, s := range socks {
+				unix.Close(s.fd)
+			}
+		}()
+		for i := range paths {
+			p := paths[(i+round)%len(paths)]
+			dst, err := netip.ParseAddrPort(p.addr + ":" + echoPort)
+			if err != nil {
+				b.log.WithField("path", p.name).Warnf("latency: server address: %v", err)
+				continue
+			}
+			fd, err := openRR(p.client, dst)
+			if err != nil {
+				b.log.WithField("path", p.name).Warnf("latency: %v", err)
+				continue
+			}
+			s := &rrSocket{p: p, fd: fd}
+			if _, err := roundTrips(fd, 200); err != nil {
+				unix.Close(fd)
+				b.log.WithField("path", p.name).Warnf("latency warm-up: %v", err)
+				continue
+			}
+			socks = append(socks, s)
+		}
+		per := max(1, b.cfg.rrCount/latencyChunks)
+		live := socks
+		for c := 0; c < latencyChunks && len(live) > 0; c++ {
+			var next []*rrSocket
+			for _, s := range live {
+				rtts, err := roundTrips(s.fd, per)
+				s.rtts = append(s.rtts, rtts...)
+				if err != nil {
+					b.log.WithField("path", s.p.name).Warnf("latency: %v", err)
+					continue
+				}
+				next = append(next, s)
+			}
+			live = next
+		}
+		for _, s := range socks {
+			if len(s.rtts) == 0 {
+				continue
+			}
+			s.p.rttP50.add(quantile(s.rtts, 0.5))
+			s.p.rttP99.add(quantile(s.rtts, 0.99))
+		}
+	}()
+	<-done
+}
