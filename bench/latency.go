@@ -93,6 +93,7 @@ func (b *bench) latencyRound(paths []*path, round int) {
 	go func() {
 		defer close(done)
 		runtime.LockOSThread() // blocking syscalls and setns: one thread, locked
+		pinCPU(clientCPU)
 		var socks []*rrSocket
 		defer func() {
 			for _, s := range socks {
@@ -143,4 +144,24 @@ func (b *bench) latencyRound(paths []*path, round int) {
 		}
 	}()
 	<-done
+}
+
+// Placement. iperf3's client runs on the first CPU and its server on the
+// last, for every path. The request/response client and its echo server both
+// run on the first CPU: a trip then costs the path's own processing, while
+// across CPUs it also costs waking an idle vCPU of this VM, which varies by
+// tens of µs from one run to the next, more than the paths differ.
+const clientCPU = 0
+
+func serverCPU() int { return runtime.NumCPU() - 1 }
+
+// pinCPU binds the calling thread to cpu; machines with one CPU are left
+// alone. Failure only costs stability, so it is ignored.
+func pinCPU(cpu int) {
+	if runtime.NumCPU() < 2 {
+		return
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	_ = unix.SchedSetaffinity(0, &set)
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,10 @@ import (
 // received kpps (UDP, 64-byte datagrams). A busy server is retried.
 func (b *bench) iperf(p *path, streams int, udp bool) (float64, error) {
 	args := []string{"-c", p.addr, "-p", iperfPort, "-t", strconv.Itoa(b.cfg.seconds), "-J"}
+	if runtime.NumCPU() > 1 {
+		// same placement on every path: client on the first CPU, server on the last
+		args = append(args, "-A", fmt.Sprintf("%d,%d", clientCPU, serverCPU()))
+	}
 	if udp {
 		args = append(args, "-u", "-b", "0", "-l", "64")
 	} else if streams > 1 {

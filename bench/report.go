@@ -39,7 +39,7 @@ func (b *bench) report() string {
 		p("Harness: %d Docker hosts (one network namespace, containerd and dockerd each, scripts/harness.sh) on one underlay bridge at MTU 1500; "+
 			"the data paths run from h1 to h2. Tools run in the endpoints' network namespaces: iperf3 %d s per figure (TCP 1 and 4 streams; UDP 64-byte datagrams, "+
 			"received packets/s with unlimited send rate), and a UDP request/response client (%d round trips of 64 bytes per path and round, one at a time, from a socket in the client namespace; the paths' trips alternate in 25 slices, since the machine's load moves these figures by tens of µs) for latency. "+
-			"Rounds are interleaved across paths (%d rounds): in each round every figure is taken on all paths in turn before the next figure, the path order rotating each round, so that drift on the shared machine hits all paths alike. Docker's and grapevine's iptables rules are present on every host "+
+			"Placement is the same for every path: iperf3's client on the first CPU and its server on the last (-A); the request/response client and echo server both on the first CPU, so that a round trip is the path's own processing and not the wake-up of an idle vCPU of this VM (which varied by tens of µs between runs). Rounds are interleaved across paths (%d rounds): in each round every figure is taken on all paths in turn before the next figure, the path order rotating each round, so that drift on the shared machine hits all paths alike. Docker's and grapevine's iptables rules are present on every host "+
 			"(br_netfilter on, as users run it). Figures are the median of the rounds with min–max.\n\n",
 			len(b.hosts), b.cfg.seconds, b.cfg.rrCount, b.cfg.rounds)
 	} else if len(b.hosts) > 0 {

@@ -165,7 +165,7 @@ func parseRunFlags(args []string) (config, error) {
 	var skipGo, skipNet bool
 	fs.StringVar(&cfg.run, "run", "", "harness run name (scripts/harness.sh up RUN 3)")
 	fs.StringVar(&cfg.repo, "repo", ".", "repository root")
-	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds per data path")
+	fs.IntVar(&cfg.rounds, "rounds", 4, "interleaved rounds per data path")
 	fs.IntVar(&cfg.seconds, "t", 3, "seconds per iperf3 measurement")
 	fs.IntVar(&cfg.rrCount, "rr", 5000, "request/response round trips per latency measurement")
 	fs.IntVar(&cfg.convN, "conv", 50, "containers per network for convergence")

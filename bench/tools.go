@@ -25,6 +25,7 @@ func cmdUDPEcho(args []string) error {
 		return fmt.Errorf("udp-echo: listen address %q: want :PORT: %w", args[0], err)
 	}
 	runtime.LockOSThread()
+	pinCPU(clientCPU) // with the client: see latencyRound
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("udp-echo: socket: %w", err)
