@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -289,6 +290,19 @@ func isolatedChecks(t *testing.T, hosts []*overlayHost, pins []string, pingOK fu
 		if msg := ping(t, h1.cNS, hosts[1].cIP, seq, 300*time.Millisecond); msg == "" {
 			t.Fatalf("ping across the overlay still works after DelFDB")
 		}
+	}
+
+	// br_netfilter is off in the isolated namespace (it holds no rules)
+	if s := h1.k.spaces["gvb-t"]; s == nil {
+		t.Errorf("no open namespace for gvb-t")
+	} else if err := inNetNS(s.fd, func() error {
+		v, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
+		if err == nil && strings.TrimSpace(string(v)) != "0" {
+			err = fmt.Errorf("bridge-nf-call-iptables is %q", strings.TrimSpace(string(v)))
+		}
+		return err
+	}); err != nil {
+		t.Errorf("br_netfilter in the isolated namespace: %v", err)
 	}
 
 	// Pinned in both directories; a lost pin is made again when the
