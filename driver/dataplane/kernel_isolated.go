@@ -179,24 +179,9 @@ func (k *Kernel) ensureIsolatedVXLAN(s *space, spec VXLANSpec) (err error) {
 		return lerr
 	}
 
-	l, err := linkIn(s.nl, spec.Name)
-	switch {
-	case errors.Is(err, ErrLinkNotFound):
-		l = nil
-	case err != nil:
+	l, err := k.keptVXLAN(s.nl, spec, vtepDev, log)
+	if err != nil {
 		return err
-	default:
-		vx, ok := l.(*netlink.Vxlan)
-		if !ok {
-			return fmt.Errorf("ensure vxlan %q: existing link is a %s: %w", spec.Name, l.Type(), ErrIncompatibleLink)
-		}
-		if why := vxlanMismatch(vx, spec, vtepDev); why != "" {
-			log.WithField("reason", why).Warn("recreating vxlan device whose settings differ")
-			if err := s.nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-				return fmt.Errorf("delete vxlan %q to recreate it (%s): %w", spec.Name, why, err)
-			}
-			l = nil
-		}
 	}
 	if l == nil {
 		hl, err := k.createVXLAN(spec, vtepDev)
@@ -220,19 +205,7 @@ func (k *Kernel) ensureIsolatedVXLAN(s *space, spec VXLANSpec) (err error) {
 		log.Info("created vxlan device in the isolated namespace")
 	}
 	k.where[spec.Name] = s
-	if err := k.setMTU(s.nl, l, spec.MTU); err != nil {
-		if vtepDev != 0 {
-			return fmt.Errorf("%w (bound to %q, the kernel allows at most the underlay mtu minus 50)", err, spec.Underlay)
-		}
-		return err
-	}
-	if err := k.setMaster(s.nl, l, master); err != nil {
-		return err
-	}
-	if err := k.removeFloodEntry(s.nl, l); err != nil {
-		return err
-	}
-	return k.setUp(s.nl, l)
+	return k.finishVXLAN(s.nl, l, master, spec, vtepDev)
 }
 
 // ensureIsolatedVeth makes the endpoint's pair with its bridge end in the

@@ -95,24 +95,9 @@ func (k *Kernel) EnsureVXLAN(spec VXLANSpec) (err error) {
 	}
 	log := k.log.WithFields(logrus.Fields{"link": spec.Name, "vni": spec.VNI})
 
-	l, err := k.linkByName(spec.Name)
-	switch {
-	case errors.Is(err, ErrLinkNotFound):
-		l = nil
-	case err != nil:
+	l, err := k.keptVXLAN(k.nl, spec, vtepDev, log)
+	if err != nil {
 		return err
-	default:
-		vx, ok := l.(*netlink.Vxlan)
-		if !ok {
-			return fmt.Errorf("ensure vxlan %q: existing link is a %s: %w", spec.Name, l.Type(), ErrIncompatibleLink)
-		}
-		if why := vxlanMismatch(vx, spec, vtepDev); why != "" {
-			log.WithField("reason", why).Warn("recreating vxlan device whose settings differ")
-			if err := k.nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-				return fmt.Errorf("delete vxlan %q to recreate it (%s): %w", spec.Name, why, err)
-			}
-			l = nil
-		}
 	}
 	if l == nil {
 		if l, err = k.createVXLAN(spec, vtepDev); err != nil {
@@ -121,20 +106,51 @@ func (k *Kernel) EnsureVXLAN(spec VXLANSpec) (err error) {
 		defer k.undoCreate(spec.Name, &err)
 		log.Info("created vxlan device")
 	}
+	return k.finishVXLAN(k.nl, l, master, spec, vtepDev)
+}
 
-	if err := k.setMTU(k.nl, l, spec.MTU); err != nil {
+// keptVXLAN returns the VXLAN device spec names in h's namespace when its
+// settings match spec; nil when there is none or it was deleted for
+// differing (to be created again).
+func (k *Kernel) keptVXLAN(h *netlink.Handle, spec VXLANSpec, vtepDev int, log *logrus.Entry) (netlink.Link, error) {
+	l, err := linkIn(h, spec.Name)
+	if errors.Is(err, ErrLinkNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	vx, ok := l.(*netlink.Vxlan)
+	if !ok {
+		return nil, fmt.Errorf("ensure vxlan %q: existing link is a %s: %w", spec.Name, l.Type(), ErrIncompatibleLink)
+	}
+	why := vxlanMismatch(vx, spec, vtepDev)
+	if why == "" {
+		return l, nil
+	}
+	log.WithField("reason", why).Warn("recreating vxlan device whose settings differ")
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return nil, fmt.Errorf("delete vxlan %q to recreate it (%s): %w", spec.Name, why, err)
+	}
+	return nil, nil
+}
+
+// finishVXLAN gives the device in h's namespace its MTU and master, removes
+// any flooding entry and sets it up.
+func (k *Kernel) finishVXLAN(h *netlink.Handle, l, master netlink.Link, spec VXLANSpec, vtepDev int) error {
+	if err := k.setMTU(h, l, spec.MTU); err != nil {
 		if vtepDev != 0 {
 			return fmt.Errorf("%w (bound to %q, the kernel allows at most the underlay mtu minus 50)", err, spec.Underlay)
 		}
 		return err
 	}
-	if err := k.setMaster(k.nl, l, master); err != nil {
+	if err := k.setMaster(h, l, master); err != nil {
 		return err
 	}
-	if err := k.removeFloodEntry(k.nl, l); err != nil {
+	if err := k.removeFloodEntry(h, l); err != nil {
 		return err
 	}
-	return k.setUp(k.nl, l)
+	return k.setUp(h, l)
 }
 
 // undoCreate deletes a link this call created when the call fails, so that a

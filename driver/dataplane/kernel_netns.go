@@ -220,6 +220,21 @@ func (k *Kernel) quietBridgeNetfilter(s *space) {
 
 // inNetNS runs fn on a thread that is in the namespace fd for the duration.
 func inNetNS(fd netns.NsHandle, fn func() error) error {
+	enter := func() error {
+		if err := netns.Set(fd); err != nil {
+			return fmt.Errorf("enter network namespace: %w", err)
+		}
+		return nil
+	}
+	return onNetNSThread(enter, fn)
+}
+
+// onNetNSThread runs enter (which moves the calling thread into another
+// network namespace) and then fn on a locked thread of its own, and moves
+// the thread back. If it cannot return, the thread stays locked and dies
+// with its goroutine rather than run other goroutines in the wrong
+// namespace.
+func onNetNSThread(enter, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -230,9 +245,10 @@ func inNetNS(fd netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(fd); err != nil {
+		if err := enter(); err != nil {
+			// a failed setns or unshare leaves the thread where it was
 			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter network namespace: %w", err)
+			done <- err
 			return
 		}
 		ferr := fn()
@@ -330,9 +346,7 @@ func (k *Kernel) closeSpaces() {
 }
 
 // pinNewNetNS creates a network namespace and bind-mounts it on path (a new
-// file). The calling goroutine's thread enters the new namespace only for the
-// mount; if it cannot return, the thread is left locked and dies with the
-// goroutine rather than run other goroutines in the wrong namespace.
+// file).
 func pinNewNetNS(path string) (err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
 	if err != nil {
@@ -344,34 +358,19 @@ func pinNewNetNS(path string) (err error) {
 			_ = os.Remove(path)
 		}
 	}()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("open the current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
+	enter := func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("unshare a new network namespace: %w", err)
-			return
+			return fmt.Errorf("unshare a new network namespace: %w", err)
 		}
+		return nil
+	}
+	return onNetNSThread(enter, func() error {
 		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		merr := unix.Mount(self, path, "none", unix.MS_BIND, "")
-		if err := netns.Set(orig); err != nil {
-			done <- errors.Join(merr, fmt.Errorf("return to the original network namespace: %w", err))
-			return // thread stays locked: it exits with this goroutine
+		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind-mount the new namespace on %s: %w", path, err)
 		}
-		runtime.UnlockOSThread()
-		if merr != nil {
-			merr = fmt.Errorf("bind-mount the new namespace on %s: %w", path, merr)
-		}
-		done <- merr
-	}()
-	return <-done
+		return nil
+	})
 }
 
 // pinNetNS bind-mounts the namespace fd refers to on path (a new file).
