@@ -246,29 +246,13 @@ func (k *Kernel) ensureIsolatedVeth(s *space, spec VethSpec) (err error) {
 	peer, err := k.linkByName(spec.ContainerName)
 	switch {
 	case errors.Is(err, ErrLinkNotFound):
-		// moved into its container
+		peer = nil // moved into its container
 	case err != nil:
 		return err
 	case peer.Type() != "veth":
 		return fmt.Errorf("ensure veth %q: link %q is not its peer: %w", spec.HostName, spec.ContainerName, ErrIncompatibleLink)
-	default:
-		if err := k.setMTU(k.nl, peer, spec.MTU); err != nil {
-			return err
-		}
-		if err := k.setMAC(k.nl, peer, spec.MAC); err != nil {
-			return err
-		}
 	}
-	if err := k.setMTU(s.nl, l, spec.MTU); err != nil {
-		return err
-	}
-	if err := k.setMaster(s.nl, l, master); err != nil {
-		return err
-	}
-	if err := k.setHairpin(s.nl, l, spec.Hairpin); err != nil {
-		return err
-	}
-	return k.setUp(s.nl, l)
+	return k.finishVeth(s.nl, l, peer, master, spec)
 }
 
 // isolateVeth moves a bridge end left in the host namespace into s and

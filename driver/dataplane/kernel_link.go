@@ -310,6 +310,13 @@ func (k *Kernel) EnsureVeth(spec VethSpec) (err error) {
 	if err != nil {
 		return err
 	}
+	return k.finishVeth(k.nl, host, peer, master, spec)
+}
+
+// finishVeth repairs a pair: the container end (nil once moved into its
+// container; always in the Kernel's namespace) gets MTU and MAC, the bridge
+// end in h's namespace MTU, master, hairpin and up.
+func (k *Kernel) finishVeth(h *netlink.Handle, host, peer, master netlink.Link, spec VethSpec) error {
 	if peer != nil {
 		if err := k.setMTU(k.nl, peer, spec.MTU); err != nil {
 			return err
@@ -318,18 +325,18 @@ func (k *Kernel) EnsureVeth(spec VethSpec) (err error) {
 			return err
 		}
 	}
-	if err := k.setMTU(k.nl, host, spec.MTU); err != nil {
+	if err := k.setMTU(h, host, spec.MTU); err != nil {
 		return err
 	}
-	if err := k.setMaster(k.nl, host, master); err != nil {
+	if err := k.setMaster(h, host, master); err != nil {
 		return err
 	}
 	if master != nil {
-		if err := k.setHairpin(k.nl, host, spec.Hairpin); err != nil {
+		if err := k.setHairpin(h, host, spec.Hairpin); err != nil {
 			return err
 		}
 	}
-	return k.setUp(k.nl, host)
+	return k.setUp(h, host)
 }
 
 func (k *Kernel) createVeth(spec VethSpec) (netlink.Link, error) {
