@@ -146,24 +146,21 @@ func (k *Kernel) openSpace(bridge string) (*space, error) {
 	var missing []string
 	for _, dir := range k.nsDirs {
 		p := filepath.Join(dir, bridge)
-		if fd.IsOpen() {
-			if f, err := k.openPin(bridge, p); err != nil {
-				return nil, err
-			} else if f.IsOpen() {
-				_ = f.Close()
-			} else {
-				missing = append(missing, p)
-			}
-			continue
-		}
 		f, err := k.openPin(bridge, p)
 		if err != nil {
+			if fd.IsOpen() {
+				_ = fd.Close()
+			}
 			return nil, err
 		}
-		if !f.IsOpen() {
+		switch {
+		case !f.IsOpen():
 			missing = append(missing, p)
+		case fd.IsOpen():
+			_ = f.Close() // the same namespace, pinned here too
+		default:
+			fd = f
 		}
-		fd = f
 	}
 	if !fd.IsOpen() {
 		return nil, nil
@@ -191,8 +188,7 @@ var bridgeNetfilter = []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tab
 // quietBridgeNetfilter turns br_netfilter off inside an isolated namespace:
 // it holds no rules, and handing each bridged frame to its netfilter hooks
 // costs ~7 % of the CPU of a bulk transfer (perf record across a grapevine
-// path: br_nf_* and nf_hook_slow). Failure
-// costs only that, so it is logged.
+// path: br_nf_* and nf_hook_slow). Failure costs only that, so it is logged.
 func (k *Kernel) quietBridgeNetfilter(s *space) {
 	err := inNetNS(s.fd, func() error {
 		for _, f := range bridgeNetfilter {
