@@ -307,6 +307,11 @@ func TestSyncFirewall(t *testing.T) {
 
 func TestSyncFirewallInternalOnlyLeavesForwardingOff(t *testing.T) {
 	_, k := newKernelNS(t)
+	// a new namespace may inherit the host's ip_forward (a running dockerd
+	// turns it on): start this one from off
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0\n"), 0o644); err != nil {
+		t.Fatalf("turn ip_forward off in the test namespace: %v", err)
+	}
 	fw := testFirewall()
 	fw.Networks, fw.Ports = fw.Networks[:1], nil // netB, internal
 	if err := k.SyncFirewall(fw); err != nil {
