@@ -50,23 +50,9 @@ func (k *Kernel) ensureIsolatedBridge(spec BridgeSpec) (err error) {
 		return lerr
 	}
 
-	br, err := linkIn(s.nl, spec.Name)
-	switch {
-	case errors.Is(err, ErrLinkNotFound):
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = spec.Name
-		attrs.MTU = spec.MTU
-		if err := s.nl.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
-			return fmt.Errorf("create bridge %q in its namespace: %w", spec.Name, err)
-		}
-		if br, err = linkIn(s.nl, spec.Name); err != nil {
-			return fmt.Errorf("read back new bridge: %w", err)
-		}
-		log.Info("created bridge in its isolated namespace")
-	case err != nil:
+	br, _, err := k.bridgeIn(s.nl, spec.Name, spec.MTU, nil)
+	if err != nil {
 		return err
-	case br.Type() != "bridge":
-		return fmt.Errorf("ensure bridge %q: existing link in its namespace is a %s: %w", spec.Name, br.Type(), ErrIncompatibleLink)
 	}
 	if err := k.setMTU(s.nl, br, spec.MTU); err != nil {
 		return err
@@ -82,16 +68,7 @@ func (k *Kernel) ensureIsolatedBridge(spec BridgeSpec) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := k.setMTU(k.nl, host, spec.MTU); err != nil {
-		return err
-	}
-	if err := k.setMAC(k.nl, host, spec.MAC); err != nil {
-		return err
-	}
-	if err := k.setOnlyAddress(k.nl, host, spec.Address); err != nil {
-		return err
-	}
-	if err := k.setUp(k.nl, host); err != nil {
+	if err := k.holdGateway(host, spec); err != nil {
 		return err
 	}
 	if err := k.setMTU(s.nl, inner, spec.MTU); err != nil {

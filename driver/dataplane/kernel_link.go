@@ -26,27 +26,47 @@ func (k *Kernel) EnsureBridge(spec BridgeSpec) (err error) {
 		return k.ensureIsolatedBridge(spec)
 	}
 
-	l, err := k.linkByName(spec.Name)
+	l, created, err := k.bridgeIn(k.nl, spec.Name, spec.MTU, spec.MAC)
+	if created {
+		defer k.undoCreate(spec.Name, &err)
+	}
+	if err != nil {
+		return err
+	}
+	return k.holdGateway(l, spec)
+}
+
+// bridgeIn returns the bridge called name in h's namespace, creating it with
+// mtu and mac (nil = the kernel's) when missing; created says so. A link of
+// that name of another type yields ErrIncompatibleLink.
+func (k *Kernel) bridgeIn(h *netlink.Handle, name string, mtu int, mac net.HardwareAddr) (l netlink.Link, created bool, err error) {
+	l, err = linkIn(h, name)
 	switch {
 	case errors.Is(err, ErrLinkNotFound):
 		attrs := netlink.NewLinkAttrs()
-		attrs.Name = spec.Name
-		attrs.MTU = spec.MTU
-		attrs.HardwareAddr = spec.MAC
-		if err := k.nl.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
-			return fmt.Errorf("create bridge %q: %w", spec.Name, err)
+		attrs.Name = name
+		attrs.MTU = mtu
+		attrs.HardwareAddr = mac
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+			return nil, false, fmt.Errorf("create bridge %q: %w", name, err)
 		}
-		defer k.undoCreate(spec.Name, &err)
-		k.log.WithField("link", spec.Name).Info("created bridge")
-		if l, err = k.linkByName(spec.Name); err != nil {
-			return fmt.Errorf("read back new bridge: %w", err)
+		k.log.WithField("link", name).Info("created bridge")
+		if l, err = linkIn(h, name); err != nil {
+			return nil, true, fmt.Errorf("read back new bridge: %w", err)
 		}
+		return l, true, nil
 	case err != nil:
-		return err
+		return nil, false, err
 	case l.Type() != "bridge":
-		return fmt.Errorf("ensure bridge %q: existing link is a %s: %w", spec.Name, l.Type(), ErrIncompatibleLink)
+		return nil, false, fmt.Errorf("ensure bridge %q: existing link is a %s: %w", name, l.Type(), ErrIncompatibleLink)
 	}
+	return l, false, nil
+}
 
+// holdGateway makes l, in the Kernel's namespace (the bridge itself, or an
+// isolated bridge's uplink), carry the network's gateway: the spec's MTU,
+// MAC and only address, up.
+func (k *Kernel) holdGateway(l netlink.Link, spec BridgeSpec) error {
 	if err := k.setMTU(k.nl, l, spec.MTU); err != nil {
 		return err
 	}
