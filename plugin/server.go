@@ -28,10 +28,10 @@ const StatusPath = "/Grapevine.Status"
 // maxBody bounds a request body; Docker's largest requests are a few KiB.
 const maxBody = 1 << 20
 
-// readyWait is how long a request waits for start-up (state load, first
-// reconcile) before it is answered with an error. Docker retries calls to a
-// plugin that is still starting.
-const readyWait = 20 * time.Second
+// defaultReadyWait is how long a request waits for start-up (state load,
+// first reconcile) before it is answered with an error. Docker retries calls
+// to a plugin that is still starting.
+const defaultReadyWait = 20 * time.Second
 
 // NetworkAPI is what the server needs from the network driver.
 type NetworkAPI interface {
@@ -77,6 +77,7 @@ type backend struct {
 type Server struct {
 	handler  sdk.Handler
 	ready    chan struct{}
+	wait     time.Duration // how long a request waits for SetBackend
 	be       backend
 	inflight sync.WaitGroup
 	log      *logrus.Entry
@@ -84,7 +85,7 @@ type Server struct {
 
 // NewServer registers every NetworkDriver and IpamDriver route.
 func NewServer(log *logrus.Entry) *Server {
-	s := &Server{handler: sdk.NewHandler(manifest), ready: make(chan struct{}), log: log}
+	s := &Server{handler: sdk.NewHandler(manifest), ready: make(chan struct{}), wait: defaultReadyWait, log: log}
 	s.routes()
 	return s
 }
@@ -202,7 +203,7 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 		}
 		select {
 		case <-s.ready:
-		case <-time.After(readyWait):
+		case <-time.After(s.wait):
 			err = errors.New("grapevine is still starting; try again in a few seconds")
 			return
 		}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/docker/go-plugins-helpers/network"
@@ -187,23 +190,109 @@ func TestBackendErrorRefusesCallsButAnswersCapabilities(t *testing.T) {
 	}
 }
 
-func TestRequestsWaitForBackend(t *testing.T) {
+// arrivals signals each request that has reached the handler (its debug
+// "call" entry, logged after decoding and before waiting for the backend).
+type arrivals chan string
+
+func (arrivals) Levels() []logrus.Level { return []logrus.Level{logrus.DebugLevel} }
+func (a arrivals) Fire(e *logrus.Entry) error {
+	if e.Message == "call" {
+		a <- fmt.Sprint(e.Data["call"])
+	}
+	return nil
+}
+
+// waitingServer is a Server with no backend yet whose handler reports
+// every request it receives on the returned channel.
+func waitingServer(t *testing.T, wait time.Duration) (*Server, *testServer, arrivals) {
+	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
+	log.SetLevel(logrus.DebugLevel)
+	arrived := make(arrivals, 16)
+	log.AddHook(arrived)
 	s := NewServer(logrus.NewEntry(log))
-	ts := serveTest(t, s)
-	done := make(chan int)
+	s.wait = wait
+	return s, serveTest(t, s), arrived
+}
+
+type answer struct {
+	code int
+	body string
+	err  error
+}
+
+// postAsync sends one request and delivers its answer on the channel.
+func postAsync(ts *testServer, path, body string) <-chan answer {
+	out := make(chan answer, 1)
 	go func() {
-		resp, err := http.Post(ts.URL+"/IpamDriver.RequestAddress", "application/json", bytes.NewBufferString(`{"PoolID":"p"}`))
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.Post(ts.URL+path, "application/json", bytes.NewBufferString(body))
 		if err != nil {
-			done <- -1
+			out <- answer{err: err}
 			return
 		}
-		resp.Body.Close()
-		done <- resp.StatusCode
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		out <- answer{code: resp.StatusCode, body: string(raw), err: err}
 	}()
+	return out
+}
+
+func TestRequestsWaitForBackend(t *testing.T) {
+	s, ts, arrived := waitingServer(t, defaultReadyWait)
+	done := postAsync(ts, "/IpamDriver.RequestAddress", `{"PoolID":"p"}`)
+	select {
+	case call := <-arrived:
+		if call != "IpamDriver.RequestAddress" {
+			t.Fatalf("unexpected call %q", call)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the server")
+	}
+	// The request is in the handler and there is no backend: it must wait.
+	select {
+	case a := <-done:
+		t.Fatalf("request answered before the backend was set: %d %q %v", a.code, a.body, a.err)
+	case <-time.After(300 * time.Millisecond):
+	}
 	s.SetBackend(&fakeNet{}, fakeIPAM{}, func() any { return nil }, nil)
-	if code := <-done; code != 200 {
-		t.Fatalf("request before ready answered %d", code)
+	select {
+	case a := <-done:
+		if a.err != nil || a.code != 200 || !strings.Contains(a.body, `"Address":"198.19.10.2/24"`) {
+			t.Fatalf("request that waited for the backend: %d %q %v", a.code, a.body, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request still unanswered after SetBackend")
+	}
+}
+
+func TestRequestsTimeOutWithoutBackend(t *testing.T) {
+	s, ts, arrived := waitingServer(t, 200*time.Millisecond)
+	start := time.Now()
+	done := postAsync(ts, "/NetworkDriver.CreateNetwork", `{"NetworkID":"n1"}`)
+	<-arrived
+	var a answer
+	select {
+	case a = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("request without a backend still unanswered after 10 s (readyWait is 200 ms)")
+	}
+	if took := time.Since(start); took < s.wait {
+		t.Fatalf("answered after %v, before readyWait %v", took, s.wait)
+	}
+	var m map[string]string
+	if a.err != nil || json.Unmarshal([]byte(a.body), &m) != nil {
+		t.Fatalf("answer: %q %v", a.body, a.err)
+	}
+	const want = "grapevine is still starting; try again in a few seconds"
+	if a.code == 200 || m["Err"] != want || m["Error"] != want {
+		t.Fatalf("answer %d %v, want an error %q in both spellings", a.code, m, want)
+	}
+	// A backend set later serves the next request.
+	n := &fakeNet{}
+	s.SetBackend(n, fakeIPAM{}, func() any { return nil }, nil)
+	if code, _ := post(t, ts, "/NetworkDriver.CreateNetwork", `{"NetworkID":"n2"}`); code != 200 || !slices.Equal(n.created, []string{"n2"}) {
+		t.Fatalf("after SetBackend: %d %v", code, n.created)
 	}
 }
