@@ -206,3 +206,74 @@ func blockOwners(s PoolStatus) []string {
 	sort.Strings(out)
 	return out
 }
+
+// release gives back an address of pool id as Docker does.
+func (c *cnode) release(id string, a netip.Addr) {
+	c.t.Helper()
+	if err := c.d.ReleaseAddress(&ipam.ReleaseAddressRequest{PoolID: id, Address: a.String()}); err != nil {
+		c.t.Fatalf("%s: ReleaseAddress(%s): %v", c.name, a, err)
+	}
+}
+
+// inBlocks reports whether a lies in a block owned by owner whose reclaimed
+// mark is reclaimed.
+func inBlocks(bs []BlockStatus, owner string, reclaimed bool, a netip.Addr) bool {
+	for _, b := range bs {
+		if b.Owner == owner && b.Reclaimed == reclaimed && !a.Less(netip.MustParseAddr(b.First)) && !netip.MustParseAddr(b.Last).Less(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// freeFresh lists the addresses the host could hand out that lie in blocks
+// it owns and that were never reclaimed from another host: every address of
+// those blocks except the subnet's network and broadcast addresses, the
+// gateway and what the host holds.
+func (c *cnode) freeFresh(id string) []netip.Addr {
+	c.t.Helper()
+	s := c.status(id)
+	subnet := netip.MustParsePrefix(s.Pool)
+	held := map[netip.Addr]bool{}
+	for _, a := range c.allocations(id) {
+		held[a] = true
+	}
+	var out []netip.Addr
+	for _, b := range s.Blocks {
+		if b.Owner != c.name || b.Reclaimed {
+			continue
+		}
+		last := netip.MustParseAddr(b.Last)
+		for a := netip.MustParseAddr(b.First); a.IsValid() && !last.Less(a); a = a.Next() {
+			if a == subnet.Addr() || a == lastAddr(subnet) || a.String() == s.Gateway || held[a] {
+				continue
+			}
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// lastAddr is the broadcast address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// noDuplicatesExcept is noDuplicates for a pool where allowed may be held
+// twice: the address a host held in a block reclaimed while it was away
+// (the documented residual risk of a reclaim).
+func noDuplicatesExcept(t *testing.T, ids map[*cnode]string, allowed netip.Addr) {
+	t.Helper()
+	seen := map[netip.Addr]string{}
+	for c, id := range ids {
+		for _, a := range c.allocations(id) {
+			if other, dup := seen[a]; dup && a != allowed {
+				t.Fatalf("address %s held by both %s and %s", a, other, c.name)
+			}
+			seen[a] = c.name
+		}
+	}
+}

@@ -331,62 +331,132 @@ func TestClusterReclaimAfterAbsence(t *testing.T) {
 	gossiptest.Eventually(t, 10*time.Second, "c absent for ReclaimAfter on a and b", func() bool {
 		return a.d.cl.absentFor("c") >= cfg.ReclaimAfter && b.d.cl.absentFor("c") >= cfg.ReclaimAfter
 	})
-	// a and b use up their own space; then c's blocks are reclaimed.
-	var got []netip.Addr
-	for range 61 - 3 { // 64 - network, broadcast, gateway, minus c's one address
+
+	// a uses up its own space and b's donations; then c's blocks are
+	// reclaimed. The safety property: an address of reclaimed space (c's
+	// held address among them) is handed out only while a has no free
+	// never-used address.
+	allocate := func() (netip.Addr, bool) {
 		x, err := a.addr(ids[a], "")
 		if err != nil {
-			break
+			wantErr(t, err, ErrExhausted, "no free address left")
+			return netip.Addr{}, false
+		}
+		if s := a.status(ids[a]); inBlocks(s.Blocks, "a", true, x) {
+			if free := a.freeFresh(ids[a]); len(free) > 0 {
+				t.Fatalf("a handed out reclaimed %s (c's held address: %s) while never-used %v were free", x, held, free)
+			}
+		} else if !inBlocks(s.Blocks, "a", false, x) {
+			t.Fatalf("a handed out %s outside its blocks %v", x, s.Blocks)
+		}
+		return x, true
+	}
+	var got []netip.Addr
+	for len(got) < 61 { // 64 - network, broadcast, gateway
+		x, ok := allocate()
+		if !ok {
+			t.Fatalf("a ran out after %d addresses without reclaiming c's blocks: %v", len(got), a.status(ids[a]).Blocks)
 		}
 		got = append(got, x)
+		if inBlocks(a.status(ids[a]).Blocks, "a", true, x) {
+			break
+		}
 	}
 	s := a.status(ids[a])
-	reclaimed := false
+	var reclaimed []string
 	for _, blk := range s.Blocks {
-		if blk.Reclaimed && blk.Owner == "a" {
-			reclaimed = true
-		}
-	}
-	if !reclaimed {
-		t.Fatalf("no block reclaimed from c: %v", s.Blocks)
-	}
-	// Reclaimed space is handed out only after every other address a owns.
-	inReclaimed := func(x netip.Addr) bool {
-		for _, blk := range s.Blocks {
-			if blk.Reclaimed && !x.Less(netip.MustParseAddr(blk.First)) && !netip.MustParseAddr(blk.Last).Less(x) {
-				return true
+		if blk.Reclaimed {
+			if blk.Owner != "a" {
+				t.Fatalf("block %s-%s reclaimed by %s, not by a", blk.First, blk.Last, blk.Owner)
 			}
-		}
-		return false
-	}
-	firstReclaimed := slices.IndexFunc(got, inReclaimed)
-	if firstReclaimed < 0 {
-		t.Fatalf("nothing allocated from reclaimed space: %v", got)
-	}
-	for _, x := range got[firstReclaimed:] {
-		if !inReclaimed(x) {
-			t.Fatalf("never-used address %s handed out after reclaimed space (%v)", x, got)
+			reclaimed = append(reclaimed, blk.First+"-"+blk.Last)
 		}
 	}
-	_ = held
-	// c comes back: it notices and reports the loss, and allocates from
-	// nothing it lost.
+	if !slices.Equal(reclaimed, cOwned) {
+		t.Fatalf("a reclaimed %v, c owned %v", reclaimed, cOwned)
+	}
+	// Space a frees in its own blocks is handed out again before more of
+	// the reclaimed space.
+	mine := slices.DeleteFunc(slices.Clone(got), func(x netip.Addr) bool { return !inBlocks(s.Blocks, "a", false, x) })
+	freed := []netip.Addr{mine[0], mine[len(mine)/2]}
+	for _, x := range freed {
+		a.release(ids[a], x)
+	}
+	var again []netip.Addr
+	for range freed {
+		x, _ := allocate()
+		again = append(again, x)
+	}
+	slices.SortFunc(again, netip.Addr.Compare)
+	slices.SortFunc(freed, netip.Addr.Compare)
+	if !slices.Equal(again, freed) {
+		t.Fatalf("after freeing %v in its own blocks a handed out %v", freed, again)
+	}
+	for {
+		if _, ok := allocate(); !ok {
+			break
+		}
+	}
+	if free := a.status(ids[a]).Free; free != 0 {
+		t.Fatalf("a refused an address with %d free", free)
+	}
+
+	// c comes back: it reports exactly the blocks it lost and never
+	// allocates from them again.
 	c.start()
 	waitAlive(t, nodes, 3)
 	gossiptest.Eventually(t, 10*time.Second, "c to report its reclaimed blocks", func() bool {
 		return len(c.status(ids[c]).Lost) > 0
 	})
 	st := c.status(ids[c])
+	if !slices.Equal(st.Lost, cOwned) || len(st.Owned) != 0 {
+		t.Fatalf("c lost %v and owns %v; it owned %v before", st.Lost, st.Owned, cOwned)
+	}
+	if !slices.Contains(c.allocations(ids[c]), held) {
+		t.Fatalf("c forgot its container's address %s", held)
+	}
+	// a frees one of its original blocks; c gets space from it and its new
+	// address is distinct from every address held anywhere.
+	var first BlockStatus
+	for _, blk := range s.Blocks {
+		if blk.Owner == "a" && !blk.Reclaimed {
+			first = blk
+			break
+		}
+	}
+	for _, x := range a.allocations(ids[a]) {
+		if inBlocks([]BlockStatus{first}, "a", false, x) && x.String() != s.Gateway {
+			a.release(ids[a], x)
+		}
+	}
+	// A host publishes its spare space at start and when its blocks change,
+	// not when an address is released: a restart makes a offer the block.
+	a.stop()
+	a.start()
+	waitAlive(t, nodes, 3)
+	gossiptest.Eventually(t, 10*time.Second, "c to see a's spare space", func() bool {
+		r, ok := c.gc.Get(kindPool, "198.19.100.0/26/a")
+		var def poolDef
+		return ok && decodeRec(r, &def) == nil && def.Spare > 0
+	})
+	others := map[netip.Addr]string{}
+	for _, h := range []*cnode{a, b, c} {
+		for _, x := range h.allocations(ids[h]) {
+			others[x] = h.name
+		}
+	}
+	x, err := c.addr(ids[c], "")
+	if err != nil {
+		t.Fatalf("c after its return, with %s-%s free on a: %v", first.First, first.Last, err)
+	}
+	if h, dup := others[x]; dup {
+		t.Fatalf("returning c handed out %s, held by %s", x, h)
+	}
 	for _, l := range st.Lost {
-		if !slices.Contains(cOwned, l) && len(cOwned) == 1 {
-			t.Logf("lost %v of %v", st.Lost, cOwned)
+		lo, hi, _ := strings.Cut(l, "-")
+		if inBlocks([]BlockStatus{{First: lo, Last: hi, Owner: "c"}}, "c", false, x) {
+			t.Fatalf("returning c handed out %s from its lost block %s", x, l)
 		}
 	}
-	if len(st.Owned) != 0 {
-		for _, o := range st.Owned {
-			if slices.Contains(st.Lost, o) {
-				t.Fatalf("c still owns lost range %s", o)
-			}
-		}
-	}
+	noDuplicatesExcept(t, ids, held)
 }
