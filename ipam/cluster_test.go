@@ -188,31 +188,70 @@ func TestClusterOneHostMayOwnEverything(t *testing.T) {
 
 func TestClusterPartitionNoDuplicates(t *testing.T) {
 	n, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2]
 	ids := map[*cnode]string{}
-	for _, c := range nodes {
-		ids[c] = c.pool("198.19.50.0/24", "")
-		c.mustAddr(ids[c])
+	for _, h := range nodes {
+		ids[h] = h.pool("198.19.50.0/24", "")
+		h.mustAddr(ids[h])
+	}
+	// The /24 is divided into four /26 blocks: a owns two (without the
+	// network and broadcast addresses; the gateway is one of them), b and
+	// c one each.
+	owned := func(h *cnode) int { return h.status(ids[h]).Capacity }
+	if owned(a) != 126 || owned(b) != 64 || owned(c) != 64 {
+		t.Fatalf("capacities a=%d b=%d c=%d, want 126/64/64", owned(a), owned(b), owned(c))
 	}
 	// c (configured with PEERS) is cut off alone: it rejoins after the heal.
 	n.Partition([]string{"c"}, []string{"a", "b"})
 	waitAlive(t, nodes[2:], 1)
 	waitAlive(t, nodes[:2], 2)
-	for _, c := range nodes {
-		for range 30 {
-			if _, err := c.addr(ids[c], ""); err != nil {
-				t.Fatalf("%s during the partition: %v", c.name, err)
+	// On the majority side a and b allocate concurrently beyond their first
+	// block: b needs a donation from a's second block, which a also uses.
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the cleanup stops the hosts, should c's checks fail
+	errs := make(chan error, 2)
+	for h, count := range map[*cnode]int{a: 70, b: 90} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range count {
+				if _, err := h.addr(ids[h], ""); err != nil {
+					errs <- fmt.Errorf("%s's address %d during the partition: %w", h.name, i+1, err)
+					return
+				}
 			}
+		}()
+	}
+	// c, alone, uses up its block; then nobody can give it space.
+	for i := range 63 {
+		if _, err := c.addr(ids[c], ""); err != nil {
+			t.Fatalf("c's address %d during the partition: %v", i+2, err)
 		}
+	}
+	_, err := c.addr(ids[c], "")
+	wantErr(t, err, ErrExhausted, "no free address left in the blocks of 198.19.50.0/24 this host owns, and no other host donated space within 3s; owners of the other blocks: ")
+	for _, h := range []string{"a", "b"} {
+		if !strings.Contains(err.Error(), h+" (unreachable for ") {
+			t.Fatalf("exhaustion error does not name %s as unreachable: %v", h, err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if owned(b) <= 64 {
+		t.Fatalf("b holds 91 addresses but owns only %d: no donation", owned(b))
 	}
 	n.Heal()
 	waitAlive(t, nodes, 3)
-	if total := noDuplicates(t, ids); total != 93 {
-		t.Fatalf("%d addresses held, want 93", total)
+	if total := noDuplicates(t, ids); total != 71+91+64 {
+		t.Fatalf("%d addresses held, want %d", total, 71+91+64)
 	}
-	want := blockOwners(nodes[0].status(ids[nodes[0]]))
+	want := blockOwners(a.status(ids[a]))
 	gossiptest.Eventually(t, 10*time.Second, "the same blocks everywhere after the heal", func() bool {
-		for _, c := range nodes {
-			if !slices.Equal(blockOwners(c.status(ids[c])), want) {
+		for _, h := range nodes {
+			if !slices.Equal(blockOwners(h.status(ids[h])), want) {
 				return false
 			}
 		}
@@ -220,13 +259,124 @@ func TestClusterPartitionNoDuplicates(t *testing.T) {
 	})
 	// Ownership and allocations agree: every held address lies in a block
 	// its host owns.
-	for _, c := range nodes {
-		s := c.status(ids[c])
-		for _, a := range c.allocations(ids[c]) {
-			if !ownsAddr(s.Blocks, c.name, a) {
-				t.Fatalf("%s holds %s outside its blocks %v", c.name, a, want)
+	for _, h := range nodes {
+		s := h.status(ids[h])
+		if len(s.Lost) != 0 {
+			t.Fatalf("%s lost %v", h.name, s.Lost)
+		}
+		for _, x := range h.allocations(ids[h]) {
+			if !ownsAddr(s.Blocks, h.name, x) {
+				t.Fatalf("%s holds %s outside its blocks %v", h.name, x, want)
 			}
 		}
+	}
+}
+
+// A host cut off alone may propose to reclaim the blocks of hosts it has not
+// seen for ReclaimAfter, but without a majority nothing is decided and no
+// block changes hands, before or after the heal.
+func TestClusterReclaimWithoutMajorityFails(t *testing.T) {
+	cfg := fastCfg()
+	cfg.ReclaimAfter = 300 * time.Millisecond
+	cfg.AgreeTimeout, cfg.DonateTimeout = time.Second, 2*time.Second
+	n, nodes := startCluster(t, cfg, "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ids := map[*cnode]string{}
+	for _, h := range nodes {
+		ids[h] = h.pool("198.19.51.0/26", "")
+		h.mustAddr(ids[h])
+	}
+	before := blockOwners(a.status(ids[a]))
+	n.Partition([]string{"c"}, []string{"a", "b"})
+	waitAlive(t, nodes[2:], 1)
+	waitAlive(t, nodes[:2], 2)
+	gossiptest.Eventually(t, 10*time.Second, "a and b absent for ReclaimAfter on c", func() bool {
+		return c.d.cl.absentFor("a") >= cfg.ReclaimAfter && c.d.cl.absentFor("b") >= cfg.ReclaimAfter
+	})
+	var err error
+	for i := 0; err == nil && i <= 16; i++ { // c owns one /28
+		_, err = c.addr(ids[c], "")
+	}
+	wantErr(t, err, ErrExhausted, "no other host donated space within 2s; owners of the other blocks: ")
+	for _, h := range []string{"a", "b"} {
+		if !strings.Contains(err.Error(), h+" (unreachable for ") {
+			t.Fatalf("exhaustion error does not name %s as unreachable: %v", h, err)
+		}
+	}
+	// c did propose to reclaim a's blocks (the first dead host by name),
+	// and nothing was decided.
+	inst := "reclaim/198.19.51.0/26/a/1"
+	if _, ok := c.gc.Get(kindProp, inst+"/c"); !ok {
+		t.Fatalf("c made no proposal %s", inst)
+	}
+	for _, h := range nodes {
+		if _, ok := h.d.cl.decided(inst); ok {
+			t.Fatalf("%s sees %s decided without a majority", h.name, inst)
+		}
+	}
+	if got := blockOwners(c.status(ids[c])); !slices.Equal(got, before) {
+		t.Fatalf("blocks on c changed without a majority: %v, before %v", got, before)
+	}
+	n.Heal()
+	waitAlive(t, nodes, 3)
+	// The proposal reaches a and b after the heal; they refuse it (a is
+	// back), and the division stays as it was.
+	gossiptest.Eventually(t, 10*time.Second, "c's proposal on a and b", func() bool {
+		_, onA := a.gc.Get(kindProp, inst+"/c")
+		_, onB := b.gc.Get(kindProp, inst+"/c")
+		return onA && onB
+	})
+	for _, h := range nodes {
+		if _, ok := h.d.cl.decided(inst); ok {
+			t.Fatalf("%s sees %s decided after the heal", h.name, inst)
+		}
+		s := h.status(ids[h])
+		if got := blockOwners(s); !slices.Equal(got, before) || len(s.Lost) != 0 {
+			t.Fatalf("blocks on %s after the heal: %v (lost %v), before %v", h.name, got, s.Lost, before)
+		}
+	}
+	noDuplicates(t, map[*cnode]string{a: ids[a], b: ids[b], c: ids[c]})
+}
+
+// The donor is the reachable owner with the most spare space, whatever its
+// name: here c, which never created the network (all its space is spare),
+// rather than a, which uses its blocks.
+func TestClusterDonorWithMostSpare(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	a, b := nodes[0], nodes[1]
+	ids := map[*cnode]string{a: a.pool("198.19.52.0/24", ""), b: b.pool("198.19.52.0/24", "")}
+	a.mustAddr(ids[a])
+	before := a.status(ids[a])
+	var cBlock BlockStatus
+	for _, blk := range before.Blocks {
+		if blk.Owner == "c" {
+			cBlock = blk
+		}
+	}
+	if cBlock.Owner == "" {
+		t.Fatalf("c owns no block: %v", before.Blocks)
+	}
+	for i := range 70 { // b owns one /26
+		if _, err := b.addr(ids[b], ""); err != nil {
+			t.Fatalf("b's address %d: %v", i+1, err)
+		}
+	}
+	noDuplicates(t, ids)
+	var fromC int
+	for _, x := range b.allocations(ids[b]) {
+		switch {
+		case inBlocks([]BlockStatus{cBlock}, "c", false, x):
+			fromC++
+		case ownsAddr(before.Blocks, "b", x):
+		default:
+			t.Fatalf("b holds %s from neither its block nor c's (blocks before %v)", x, before.Blocks)
+		}
+	}
+	if fromC != 6 {
+		t.Fatalf("%d of b's addresses from c's block, want 6", fromC)
+	}
+	if got := a.status(ids[a]).Owned; !slices.Equal(got, before.Owned) {
+		t.Fatalf("a owned %v and now %v: a donated though c had more spare", before.Owned, got)
 	}
 }
 
