@@ -116,3 +116,24 @@ func inspectContainer(h host, id string) (container, error) {
 	}
 	return container{h: h, id: id, netns: "/proc/" + f[0] + "/ns/net", ip: f[1]}, nil
 }
+
+// bridgeNetfilter says whether bridged traffic passes iptables on the hosts:
+// net.bridge.bridge-nf-call-iptables as read in each host's namespace (it
+// exists only while br_netfilter is loaded).
+func bridgeNetfilter(hs []host) string {
+	var each []string
+	same := true
+	for i, h := range hs {
+		v, err := inNS(10*time.Second, h.netns, "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables")
+		v = strings.TrimSpace(v)
+		if err != nil {
+			v = "absent (br_netfilter not loaded)"
+		}
+		each = append(each, h.name+" "+v)
+		same = same && (i == 0 || strings.TrimPrefix(each[i], h.name) == strings.TrimPrefix(each[0], hs[0].name))
+	}
+	if same && len(hs) > 0 {
+		return "net.bridge.bridge-nf-call-iptables, read in each host's namespace: " + strings.TrimPrefix(each[0], hs[0].name+" ") + " on every host"
+	}
+	return "net.bridge.bridge-nf-call-iptables, read in each host's namespace: " + strings.Join(each, ", ")
+}

@@ -19,9 +19,10 @@ const latencyChunks = 25
 // rrSocket is a connected UDP socket made in a path's client namespace (a
 // socket keeps its namespace wherever the thread using it is).
 type rrSocket struct {
-	p    *path
-	fd   int
-	rtts []float64
+	p      *path
+	fd     int
+	rtts   []float64
+	failed bool // a trip failed in this round: the round is a miss
 }
 
 // openRR makes a UDP socket in the namespace at nsPath connected to dst.
@@ -87,7 +88,8 @@ func roundTrips(fd, n int) ([]float64, error) {
 // latencyRound measures every path's request/response time in this round:
 // rrCount trips per path after 200 unrecorded warm-up trips, cut into
 // latencyChunks slices that alternate between the paths (order rotating by
-// round), and adds each path's p50 and p99 to its samples.
+// round), and adds each path's p50 and p99 to its samples; a path whose
+// trips failed in this round gets a miss for it.
 func (b *bench) latencyRound(paths []*path, round int) {
 	done := make(chan struct{})
 	go func() {
@@ -128,22 +130,38 @@ func (b *bench) latencyRound(paths []*path, round int) {
 				rtts, err := roundTrips(s.fd, per)
 				s.rtts = append(s.rtts, rtts...)
 				if err != nil {
-					b.log.WithField("path", s.p.name).Warnf("latency: %v", err)
+					s.failed = true
+					b.log.WithField("path", s.p.name).WithField("round", round+1).Warnf("latency: %v", err)
 					continue
 				}
 				next = append(next, s)
 			}
 			live = next
 		}
-		for _, s := range socks {
-			if len(s.rtts) == 0 {
-				continue
-			}
-			s.p.rttP50.add(quantile(s.rtts, 0.5))
-			s.p.rttP99.add(quantile(s.rtts, 0.99))
-		}
+		recordLatency(paths, socks)
 	}()
 	<-done
+}
+
+// recordLatency adds one round's p50 and p99 to every path: from its
+// socket's trips, or a miss when it has no socket or a trip failed.
+func recordLatency(paths []*path, socks []*rrSocket) {
+	measured := make(map[*path]*rrSocket)
+	for _, s := range socks {
+		if !s.failed && len(s.rtts) > 0 {
+			measured[s.p] = s
+		}
+	}
+	for _, p := range paths {
+		s := measured[p]
+		if s == nil {
+			p.rttP50.miss()
+			p.rttP99.miss()
+			continue
+		}
+		p.rttP50.add(median(s.rtts))
+		p.rttP99.add(quantile(s.rtts, 0.99))
+	}
 }
 
 // Placement. iperf3's client runs on the first CPU and its server on the

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -103,14 +104,16 @@ func (b *bench) dataplaneRounds(paths []*path) {
 	}
 }
 
-// addIperf returns a function that records an iperf figure in s, or passes
-// its error on.
+// addIperf returns a function that records an iperf figure in s, or a miss
+// for this round, and passes the error on.
 func addIperf(s *sample) func(float64, error) error {
 	return func(v float64, err error) error {
-		if err == nil {
-			s.add(v)
+		if err != nil {
+			s.miss()
+			return err
 		}
-		return err
+		s.add(v)
+		return nil
 	}
 }
 
@@ -118,7 +121,11 @@ func last(s sample) string {
 	if len(s.vals) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.1f", s.vals[len(s.vals)-1])
+	v := s.vals[len(s.vals)-1]
+	if math.IsNaN(v) {
+		return "failed"
+	}
+	return fmt.Sprintf("%.1f", v)
 }
 
 // convergence measures, n times, the time from `docker run -d` returning on

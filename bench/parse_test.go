@@ -152,24 +152,3 @@ func TestPartialReportLeavesOutWhatDidNotRun(t *testing.T) {
 		}
 	}
 }
-
-func TestPairedRatio(t *testing.T) {
-	tests := []struct {
-		name string
-		a, b []float64
-		want float64
-	}{
-		// drift between rounds cancels: every round's ratio is 0.5
-		{"paired", []float64{5, 10, 20}, []float64{10, 20, 40}, 0.5},
-		// a round missing on one path: ratio of the medians
-		// (nearest-rank medians: 5 and 20)
-		{"unpaired", []float64{5, 10}, []float64{10, 20, 40}, 5.0 / 20},
-		{"zero in anchor", []float64{1, 2, 3}, []float64{0, 4, 8}, 2.0 / 4},
-	}
-	for _, tc := range tests {
-		a, b := &sample{vals: tc.a}, &sample{vals: tc.b}
-		if got := pairedRatio(a, b); math.Abs(got-tc.want) > 1e-9 {
-			t.Errorf("%s: pairedRatio = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}

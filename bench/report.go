@@ -40,8 +40,8 @@ func (b *bench) report() string {
 			"the data paths run from h1 to h2. Tools run in the endpoints' network namespaces: iperf3 %d s per figure (TCP 1 and 4 streams; UDP 64-byte datagrams, "+
 			"received packets/s with unlimited send rate), and a UDP request/response client (%d round trips of 64 bytes per path and round, one at a time, from a socket in the client namespace; the paths' trips alternate in 25 slices, since the machine's load moves these figures by tens of µs) for latency. "+
 			"Placement is the same for every path: iperf3's client on the first CPU and its server on the last (-A); the request/response client and echo server both on the first CPU, so that a round trip is the path's own processing and not the wake-up of an idle vCPU of this VM (which varied by tens of µs between runs). Rounds are interleaved across paths (%d rounds): in each round every figure is taken on all paths in turn before the next figure, the path order rotating each round, so that drift on the shared machine hits all paths alike. Docker's and grapevine's iptables rules are present on every host "+
-			"(br_netfilter on, as users run it). Figures are the median of the rounds with min–max.\n\n",
-			len(b.hosts), b.cfg.seconds, b.cfg.rrCount, b.cfg.rounds)
+			"(%s). Figures are the median of the rounds (the mean of the two middle rounds for an even count) with min–max; a round whose measurement failed is counted as failed in the cell, not dropped.\n\n",
+			len(b.hosts), b.cfg.seconds, b.cfg.rrCount, b.cfg.rounds, b.brNetfilter)
 	} else if len(b.hosts) > 0 {
 		p("Harness: %d Docker hosts (one network namespace, containerd and dockerd each, scripts/harness.sh) on one underlay bridge.\n\n", len(b.hosts))
 	}
@@ -85,7 +85,7 @@ func (b *bench) report() string {
 		p("\nThe kernel VXLAN path is programmed by hand (static FDB and neighbour entries, `proxy`, learning off), its bridge and VXLAN device in a namespace of their own as Docker's overlay does; its endpoints are plain namespaces. " +
 			"The same path \"+ Docker's container NAT rules\" adds, in both endpoints, the nat rules Docker writes into every container on a user-defined network (any driver) for its embedded DNS server: with a nat table present, conntrack handles every packet in the container, a cost Docker's overlay and grapevine pay alike and no network driver can avoid. " +
 			"Macvlan paths are anchored to the underlay, overlays to the hand-programmed kernel VXLAN (and grapevine's also to Docker's overlay). " +
-			"Ratios are the median of the per-round ratios (each round measures all paths back to back, so a round's ratio is free of the drift between rounds), or of the medians where a path missed a round. For RTT a ratio below 1 is better.\n\n")
+			"Ratios are the median of the per-round ratios over the rounds both paths measured (each round measures all paths back to back, so a round's ratio is free of the drift between rounds); a ratio over fewer rounds than were run says so. For RTT a ratio below 1 is better.\n\n")
 	}
 
 	if len(b.conv) > 0 {
@@ -104,11 +104,11 @@ func (b *bench) report() string {
 			"ready when `docker run` returned (the table says how long before, at the pace of %v before the return). ",
 			b.cfg.convN, probeSlow, probeFast, probeSlow)
 		if len(meanGaps) > 0 {
-			p("Resolution: probes went out every %.0f µs on average after the return (median over samples), the longest gap %.0f µs (the thread shares 2 busy cores); "+
+			p("Resolution: probes went out every %.0f µs on average after the return (median over samples), the longest gap %.0f µs (the thread shares the machine's %d vCPUs with the harness and any other work; load average at the start %s); "+
 				"the longest time between an answered probe and the one before it, i.e. the worst uncertainty of a non-zero sample, was %.0f µs. ",
-				quantile(meanGaps, .5), maxGap, res)
+				median(meanGaps), maxGap, runtime.NumCPU(), b.load, res)
 		}
-		p("p50 and p99 are nearest-rank over the samples (the value at rank ⌈q·n⌉): with %d samples p99 is the largest.\n\n", b.cfg.convN)
+		p("p50 is the median of the samples (the mean of the two middle ones for an even count); p99 is nearest-rank (the value at rank ⌈0.99·n⌉): with %d samples it is the largest.\n\n", b.cfg.convN)
 		p("| network | containers | ready when `docker run` returned | p50 ms | p99 ms | min–max ms | p99 ratio to Docker overlay |\n|---|---|---|---|---|---|---|\n")
 		var ov *convTarget
 		for _, c := range b.conv {
@@ -130,7 +130,7 @@ func (b *bench) report() string {
 			}
 			before := strconv.Itoa(c.before)
 			if len(c.early) > 0 {
-				before += fmt.Sprintf(" (answered probe sent a median %.1f ms before)", quantile(c.early, .5))
+				before += fmt.Sprintf(" (answered probe sent a median %.1f ms before)", median(c.early))
 			}
 			p("| %s | %d | %s | %s | %s | %s | %s |\n", c.name, len(c.times.vals), before, pctCell(&c.times, .5), pctCell(&c.times, .99), rangeCell(&c.times), r)
 		}
@@ -183,7 +183,7 @@ func (b *bench) report() string {
 
 	if len(b.rss) > 0 {
 		p("## Plugin RSS (VmRSS of the plugin process, and what it consists of)\n\n")
-		p("Endpoints are made through h1's plugin socket as dockerd does (RequestPool, gateway RequestAddress, CreateNetwork; then per endpoint RequestAddress and CreateEndpoint), with the same network created on h2 through its socket.\n\n")
+		p("Endpoints are made through h1's plugin socket as dockerd does (RequestPool, gateway RequestAddress, CreateNetwork; then per endpoint RequestAddress and CreateEndpoint), with the same network created on h2 through its socket; h2 is measured once its status shows every endpoint of h1 (polled every 100 ms).\n\n")
 		p("From /proc/PID/status: VmRSS = RssAnon (heap and stacks: the Go runtime's own memory) + RssFile (mapped files: the executable's pages and bbolt's read-only mmap of the state file, which the kernel can drop and read back) + RssShmem (%s here).\n\n",
 			shmemNote(b.rss))
 		p("| endpoints in the cluster | h1 (owner) VmRSS MiB | h1 RssAnon | h1 RssFile | h2 (peer) VmRSS MiB | h2 RssAnon | h2 RssFile |\n|---|---|---|---|---|---|---|\n")
@@ -236,6 +236,9 @@ func pctCell(s *sample, q float64) string {
 		}
 		return s.cell("%.0f")
 	}
+	if q == .5 {
+		return fmt.Sprintf("%.2f", s.median())
+	}
 	return fmt.Sprintf("%.2f", quantile(s.vals, q))
 }
 
@@ -285,7 +288,7 @@ func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string 
 			add(name, na, "n/a")
 			return
 		}
-		r := pairedRatio(x, y)
+		r, _ := pairedRatio(x, y)
 		add(name, fmt.Sprintf("%.2f ×", r), verdict(r, factor, lower))
 	}
 	abs := func(name string, got *sample, want float64, unit string, lower bool, q float64) {
@@ -294,6 +297,9 @@ func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string 
 			return
 		}
 		v := quantile(got.vals, q)
+		if q == .5 {
+			v = got.median()
+		}
 		add(name, fmt.Sprintf("%.5g %s", v, unit), verdict(v, want, lower))
 	}
 	gp := func(name string, f func(*path) *sample) *sample {

@@ -118,6 +118,8 @@ type bench struct {
 	start  time.Time
 	load   string // /proc/loadavg when the run started
 
+	brNetfilter string // bridge-nf-call-iptables as read in each host's namespace
+
 	paths []*path
 	conv  []*convTarget
 	runs  []*runTarget
@@ -400,7 +402,8 @@ func (b *bench) networkBenchmarks() {
 				log.WithField("path", p.name).Warnf("not measured: %s", p.na)
 			}
 		}
-		log.Infof("data plane: %d rounds over %d paths", b.cfg.rounds, len(b.paths))
+		b.brNetfilter = bridgeNetfilter(hs)
+		log.Infof("data plane: %d rounds over %d paths (%s)", b.cfg.rounds, len(b.paths), b.brNetfilter)
 		b.dataplaneRounds(b.paths)
 	}
 
@@ -558,12 +561,15 @@ func (b *bench) socketBenchmarks() {
 		}
 	}()
 	// the same network on h2, so that h2 holds (and programs) h1's endpoints
-	if sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name); err == nil {
-		if n2, err := newPluginClient(sock2).createNetwork(subnet); err == nil {
-			defer func() { _ = n2.remove() }()
-		} else {
-			b.notes = append(b.notes, "RSS: the peer-side network could not be created on h2: "+short(err))
-		}
+	var peer *pluginClient
+	peerNA := "no peer-side network on h2"
+	if sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name); err != nil {
+		peerNA = "h2's plugin socket: " + short(err)
+	} else if n2, err := newPluginClient(sock2).createNetwork(subnet); err != nil {
+		peerNA = "the peer-side network could not be created on h2: " + short(err)
+	} else {
+		defer func() { _ = n2.remove() }()
+		peer = n2.c
 	}
 	for _, n := range b.cfg.endpoints {
 		row := rssRow{endpoints: n}
@@ -575,10 +581,16 @@ func (b *bench) socketBenchmarks() {
 			break
 		}
 		b.log.Infof("%d endpoints through the socket in %v", n, time.Since(start).Round(time.Millisecond))
-		// a settle window for gossip to reach h2 (no observable end from here)
-		time.Sleep(3 * time.Second)
 		measure(h1, &row.owner)
-		measure(h2, &row.peer)
+		// the peer is measured once it holds every endpoint
+		if peer == nil {
+			row.peer.setNA(peerNA)
+		} else if took, err := peer.waitRemote(n1.networkID, n, 100*time.Millisecond, 2*time.Minute); err != nil {
+			row.peer.setNA(short(err))
+		} else {
+			b.log.Infof("h2 held all %d endpoints %v later", n, took.Round(time.Millisecond))
+			measure(h2, &row.peer)
+		}
 		b.rss = append(b.rss, row)
 	}
 }

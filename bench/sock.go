@@ -10,8 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
+
+	"grapevine/plugin"
 )
 
 // pluginClient talks to a grapevine plugin socket the way dockerd does: JSON
@@ -129,12 +132,93 @@ func (c *pluginClient) ipamRate(subnet string, n, workers int) (float64, error) 
 	if err := <-errs; err != nil {
 		return 0, err
 	}
+	dupErr := distinctAddrs(subnet, addrs)
 	for _, a := range addrs {
 		if err := c.releaseAddress(pool, a); err != nil {
 			return 0, err
 		}
 	}
+	if dupErr != nil {
+		return 0, dupErr
+	}
 	return float64(n) / elapsed.Seconds(), nil
+}
+
+// distinctAddrs checks that the answers to RequestAddress in a pool of
+// subnet are addresses in it, none handed out twice: a rate of wrong
+// answers is no figure.
+func distinctAddrs(subnet string, addrs []string) error {
+	pfx, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return fmt.Errorf("ipam rate: subnet %q: %w", subnet, err)
+	}
+	seen := make(map[netip.Addr]int, len(addrs))
+	for i, a := range addrs {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("ipam rate: answer %d %q is not an address with a prefix length: %w", i+1, a, err)
+		}
+		if !pfx.Contains(p.Addr()) {
+			return fmt.Errorf("ipam rate: answer %d %s lies outside the pool %s", i+1, a, subnet)
+		}
+		if j, dup := seen[p.Addr()]; dup {
+			return fmt.Errorf("ipam rate: %s handed out twice (answers %d and %d)", p.Addr(), j+1, i+1)
+		}
+		seen[p.Addr()] = i
+	}
+	return nil
+}
+
+// status asks the plugin for its `grapevine status` report.
+func (c *pluginClient) status() (plugin.Status, error) {
+	var st plugin.Status
+	r, err := c.hc.Post("http://plugin"+plugin.StatusPath, "application/json", nil)
+	if err != nil {
+		return st, fmt.Errorf("status of %s: %w", c.sock, err)
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return st, fmt.Errorf("status of %s: read answer: %w", c.sock, err)
+	}
+	if r.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("status of %s: status %d: %s", c.sock, r.StatusCode, bytes.TrimSpace(b))
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("status of %s: decode %q: %w", c.sock, b, err)
+	}
+	return st, nil
+}
+
+// waitRemote polls the plugin's status every `every` until it holds exactly
+// want endpoints of network id from other hosts, and says how long that
+// took; or fails after timeout, saying how many it holds.
+func (c *pluginClient) waitRemote(id string, want int, every, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		got := -1
+		st, err := c.status()
+		if err == nil {
+			for _, n := range st.Networks {
+				if n.ID == id {
+					got = n.RemoteEndpoints
+				}
+			}
+			if got == want {
+				return time.Since(start), nil
+			}
+		}
+		if time.Since(start) >= timeout {
+			switch {
+			case err != nil:
+				return 0, fmt.Errorf("waiting %v for %d remote endpoints: %w", timeout, want, err)
+			case got < 0:
+				return 0, fmt.Errorf("waiting %v for %d remote endpoints: network %.12s is not in the status of %s", timeout, want, id, c.sock)
+			}
+			return 0, fmt.Errorf("%s holds %d of %d remote endpoints of network %.12s after %v", c.sock, got, want, id, timeout)
+		}
+		time.Sleep(every)
+	}
 }
 
 // sockNetwork is a network created through the socket the way dockerd does:
