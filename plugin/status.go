@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -62,16 +61,23 @@ func (p *process) status() any {
 	return st
 }
 
+// pluginsDir is where dockerd serves plugin sockets.
+const pluginsDir = "/run/docker/plugins"
+
 // FindSocket locates the plugin socket on this host: the managed plugin's socket
 // lives under /run/docker/plugins/<plugin-id>/grapevine.sock.
-func FindSocket() (string, error) {
-	matches, _ := filepath.Glob("/run/docker/plugins/*/grapevine.sock")
-	if m, _ := filepath.Glob("/run/docker/plugins/grapevine.sock"); len(m) == 1 {
+func FindSocket() (string, error) { return findSocket(pluginsDir) }
+
+// findSocket looks for grapevine.sock in dir's subdirectories (managed
+// plugins) and in dir itself (a plugin run by hand).
+func findSocket(dir string) (string, error) {
+	matches, _ := filepath.Glob(filepath.Join(dir, "*", "grapevine.sock"))
+	if m, _ := filepath.Glob(filepath.Join(dir, "grapevine.sock")); len(m) == 1 {
 		matches = append(matches, m...)
 	}
 	switch len(matches) {
 	case 0:
-		return "", errors.New("no grapevine socket under /run/docker/plugins: is the plugin enabled (`docker plugin ls`)?")
+		return "", fmt.Errorf("no grapevine socket under %s: is the plugin enabled (`docker plugin ls`)?", dir)
 	case 1:
 		return matches[0], nil
 	}

@@ -2,9 +2,16 @@ package plugin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 
 	"grapevine/driver"
 	"grapevine/gossip"
@@ -43,5 +50,81 @@ func TestPrintStatus(t *testing.T) {
 	}
 	if err := PrintStatus(&out, []byte("not json")); err == nil {
 		t.Error("garbage status accepted")
+	}
+}
+
+// listenUnix serves s on a new unix socket at path.
+func listenUnix(t *testing.T, s *Server, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { ln.Close() })
+}
+
+func TestFindSocketThenStatus(t *testing.T) {
+	dir := t.TempDir()
+	_, err := findSocket(dir)
+	if err == nil || err.Error() != "no grapevine socket under "+dir+": is the plugin enabled (`docker plugin ls`)?" {
+		t.Fatalf("empty plugins directory: %v", err)
+	}
+	// another plugin's socket, and one nested too deep, are not ours
+	for _, p := range []string{filepath.Join(dir, "f00d", "other.sock"), filepath.Join(dir, "a", "b", "grapevine.sock")} {
+		listenUnix(t, NewServer(logrus.NewEntry(logrus.New())), p)
+	}
+	if _, err := findSocket(dir); err == nil {
+		t.Fatal("found a socket that is not grapevine's")
+	}
+
+	// the managed plugin's socket: found, and it answers the status
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv := NewServer(logrus.NewEntry(log))
+	srv.SetBackend(nil, nil, func() any {
+		return Status{Host: "h1", Node: "h1-abc123", Members: []gossip.Member{{Name: "h1-abc123", Self: true}},
+			Pools: []gvipam.PoolStatus{{Pool: "198.19.20.0/24", Allocated: 3, Free: 59, Capacity: 62}}}
+	}, nil)
+	managed := filepath.Join(dir, "4f2c9e", "grapevine.sock")
+	listenUnix(t, srv, managed)
+	got, err := findSocket(dir)
+	if err != nil || got != managed {
+		t.Fatalf("findSocket = %q, %v; want %s", got, err, managed)
+	}
+	raw, err := QueryStatus(context.Background(), got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := PrintStatus(&out, raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"node:      h1-abc123", "h1-abc123 (this host)", "198.19.20.0/24", "3          59/62"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// a plugin run by hand as well: two sockets, the operator must choose
+	legacy := filepath.Join(dir, "grapevine.sock")
+	listenUnix(t, NewServer(logrus.NewEntry(log)), legacy)
+	_, err = findSocket(dir)
+	if err == nil || err.Error() != "several grapevine sockets found ("+managed+", "+legacy+"): choose one with --socket" {
+		t.Fatalf("two sockets: %v", err)
+	}
+	// only the hand-run one
+	if err := os.RemoveAll(filepath.Dir(managed)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := findSocket(dir); err != nil || got != legacy {
+		t.Fatalf("findSocket = %q, %v; want %s", got, err, legacy)
+	}
+	// a socket nobody serves any more answers an error naming it
+	if _, err := QueryStatus(context.Background(), managed); err == nil || !strings.Contains(err.Error(), "asking the plugin at "+managed) {
+		t.Fatalf("status of a removed socket: %v", err)
 	}
 }
