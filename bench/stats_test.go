@@ -217,3 +217,48 @@ func TestWaitRemotePollsUntilThePeerHoldsEveryEndpoint(t *testing.T) {
 		t.Fatalf("a network the peer lacks: %v", err)
 	}
 }
+
+func TestDataplaneReportShowsMissesAndMeasuredHosts(t *testing.T) {
+	parts, _ := parseParts("dataplane")
+	paths, _ := parsePaths("kvx,gv")
+	b := &bench{cfg: config{parts: parts, paths: paths, rounds: 4, seconds: 3, rrCount: 5000, command: "gvbench run -parts dataplane"},
+		hosts: []host{{name: "h1"}, {name: "h2"}}, load: "1.00 2.00 3.00",
+		brNetfilter: "net.bridge.bridge-nf-call-iptables, read in each host's namespace: 1 on every host"}
+	kv := &path{name: pathName("kvx")}
+	gv := &path{name: pathName("gv"), anchor: pathName("kvx")}
+	for i, v := range []float64{10, 10, 12, 10} {
+		kv.tcp1.add(v)
+		kv.tcp4.add(v)
+		kv.udp.add(v)
+		kv.rttP50.add(20)
+		kv.rttP99.add(40)
+		if i == 1 {
+			gv.tcp1.miss() // iperf3 failed on grapevine in round 2
+		} else {
+			gv.tcp1.add(v * 0.9)
+		}
+		gv.tcp4.add(v)
+		gv.udp.add(v)
+		gv.rttP50.add([]float64{20, 23, 20, 23}[i])
+		gv.rttP99.add(40)
+	}
+	b.paths = []*path{kv, gv}
+	out := b.report()
+	for _, want := range []string{
+		"(net.bridge.bridge-nf-call-iptables, read in each host's namespace: 1 on every host)",
+		"| grapevine vxlan | 9.00 (9.00–10.80) [1 of 4 rounds failed] |",
+		"0.90 (3 of 4 rounds) / 1.00 / 1.00 / 1.07",
+		// RTT p50 ratios 1, 1.15, 1, 1.15: the median is their mean, 1.075,
+		// a miss; the lower middle, 1.00, would report the target met
+		"| grapevine vxlan RTT p50 ≤ 1.05 × kernel VXLAN | 1.07 × | **missed** by 2 % |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"%!", "br_netfilter on", "busy cores"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("report shows %q:\n%s", bad, out)
+		}
+	}
+}
