@@ -561,7 +561,7 @@ func (b *bench) socketBenchmarks() {
 		}
 	}()
 	// the same network on h2, so that h2 holds (and programs) h1's endpoints
-	var peer *pluginClient
+	var peer *sockNetwork // h2's own network of the subnet (its own network id)
 	peerNA := "no peer-side network on h2"
 	if sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name); err != nil {
 		peerNA = "h2's plugin socket: " + short(err)
@@ -569,7 +569,7 @@ func (b *bench) socketBenchmarks() {
 		peerNA = "the peer-side network could not be created on h2: " + short(err)
 	} else {
 		defer func() { _ = n2.remove() }()
-		peer = n2.c
+		peer = n2
 	}
 	for _, n := range b.cfg.endpoints {
 		row := rssRow{endpoints: n}
@@ -585,7 +585,7 @@ func (b *bench) socketBenchmarks() {
 		// the peer is measured once it holds every endpoint
 		if peer == nil {
 			row.peer.setNA(peerNA)
-		} else if took, err := peer.waitRemote(n1.networkID, n, 100*time.Millisecond, 2*time.Minute); err != nil {
+		} else if took, err := peer.c.waitRemote(peer.networkID, n, 100*time.Millisecond, 2*time.Minute); err != nil {
 			row.peer.setNA(short(err))
 		} else {
 			b.log.Infof("h2 held all %d endpoints %v later", n, took.Round(time.Millisecond))
