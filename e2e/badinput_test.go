@@ -88,12 +88,20 @@ func TestBadInput(t *testing.T) {
 					t.Errorf("POST %s %q: %v", path, body, err)
 					continue
 				}
-				// the route's own refusal, not a 404 of a missing route
+				// the route's own refusal, not a 404 of a missing route: the
+				// decoder's for what is not a JSON object of the call, the
+				// call's own (Err and Error alike) for fields it ignores
 				want := path[1:] + ": request body is not valid JSON for this call: "
-				if body == "" {
+				switch body {
+				case "":
 					want = path[1:] + ": empty request body: a JSON object is required"
+				case `{"NetworkID": 42, "Pool": [1,2]}`:
+					if strings.HasPrefix(path, "/IpamDriver.") && path != "/IpamDriver.RequestPool" {
+						want = "" // RequestAddress and ReleaseAddress have neither field
+					}
 				}
-				if msg := pluginError(resp); status != http.StatusInternalServerError || !strings.HasPrefix(msg, want) {
+				msg := pluginError(resp)
+				if status != http.StatusInternalServerError || msg == "" || !strings.HasPrefix(msg, want) {
 					t.Errorf("POST %s %q: status %d, error %q; want status 500 and an error starting %q (response %s)",
 						path, body, status, msg, want, resp)
 				}

@@ -124,7 +124,7 @@ func TestVNINowInUse(t *testing.T) {
 	mustHarness(t, "dockerd-start", h)
 
 	want := fmt.Sprintf("network %.12s: vni %d is now used by another VXLAN device on UDP port 4789 on this host", netID, vni)
-	eventually(t, 90*time.Second, "the plugin refuses the network naming the vni", func() error {
+	eventuallyOr(t, 90*time.Second, "the plugin refuses the network naming the vni", func() error {
 		log := pluginLog(s.run, h, 400)
 		for _, l := range strings.Split(log, "\n") {
 			if strings.Contains(l, want) {
@@ -136,6 +136,10 @@ func TestVNINowInUse(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("no %q in the plugin log", want)
+	}, func() string {
+		tasks, _, _ := r.docker(h, "service", "ps", "--no-trunc", "gvvs")
+		nets, _, _ := r.docker(h, "network", "ls")
+		return fmt.Sprintf("service ps:\n%s\nnetworks:\n%s\nplugin log:\n%s", tasks, nets, pluginLog(s.run, h, 60))
 	})
 
 	mustInHost(t, h, "ip", "link", "del", foreign)
@@ -160,5 +164,21 @@ func removeLinkEverywhere(t *testing.T, host, dev string) {
 			t.Fatalf("ip link del %s in %s: %v: %s%s", dev, ns, err, out, stderr)
 		}
 		t.Logf("deleted %s in %s", dev, ns)
+	}
+}
+
+// eventuallyOr is eventually that adds report() to the failure message.
+func eventuallyOr(t *testing.T, timeout time.Duration, what string, f func() error, report func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %v: %v\n%s", what, timeout, err, report())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
