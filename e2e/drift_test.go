@@ -139,7 +139,8 @@ func TestVNINowInUse(t *testing.T) {
 	}, func() string {
 		tasks, _, _ := r.docker(h, "service", "ps", "--no-trunc", "gvvs")
 		nets, _, _ := r.docker(h, "network", "ls")
-		return fmt.Sprintf("service ps:\n%s\nnetworks:\n%s\nplugin log:\n%s", tasks, nets, pluginLog(s.run, h, 60))
+		daemon, _, _ := runCmd(cmdTimeout, "sh", "-c", fmt.Sprintf("grep -a -v 'plugin=' /run/gvtest/%s/%s/dockerd.log | grep -a -i 'error\\|warn\\|gvvni\\|network' | tail -n 40", s.run, h))
+		return fmt.Sprintf("service ps:\n%s\nnetworks:\n%s\nplugin log:\n%s\ndockerd log:\n%s", tasks, nets, pluginLog(s.run, h, 60), daemon)
 	})
 
 	mustInHost(t, h, "ip", "link", "del", foreign)
