@@ -1,13 +1,17 @@
-//go:build e2e
-
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"grapevine/driver"
+	"grapevine/gossip"
+	"grapevine/plugin"
 )
 
 // TestPollReachGuards checks fullMesh's polling without containers: a round
@@ -72,7 +76,11 @@ func TestPollReachGuards(t *testing.T) {
 func TestPingVerdict(t *testing.T) {
 	sh := func(stdout, stderr string, code int) prober {
 		return func(...string) (string, string, error) {
-			return runCmd(cmdTimeout, "sh", "-c", fmt.Sprintf("printf '%%s' '%s'; printf '%%s' '%s' >&2; exit %d", stdout, stderr, code))
+			cmd := exec.Command("sh", "-c", fmt.Sprintf("printf '%%s' '%s'; printf '%%s' '%s' >&2; exit %d", stdout, stderr, code))
+			var out, errOut strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			err := cmd.Run()
+			return out.String(), errOut.String(), err
 		}
 	}
 	noReply := "PING 198.19.14.2 (198.19.14.2): 56 data bytes\n\n--- 198.19.14.2 ping statistics ---\n2 packets transmitted, 0 packets received, 100% packet loss\n"
@@ -94,5 +102,50 @@ func TestPingVerdict(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: pingVerdict = %v, want ok=%v", tc.name, err, tc.ok)
 		}
+	}
+}
+
+// TestParseStatusTable reads the text status the plugin prints (the real
+// PrintStatus) the way checkStatusText does.
+func TestParseStatusTable(t *testing.T) {
+	st := plugin.Status{
+		Host: "h1", Node: "h1-abc123", Joined: true,
+		Members: []gossip.Member{{Name: "h1-abc123", Self: true}, {Name: "h2-def456"}, {Name: "h3-aaa", State: gossip.StateDead}},
+		Networks: []driver.NetworkStatus{
+			{ID: "0123456789abcdef", Mode: "vxlan", Subnet: "198.19.20.0/24", Gateway: "198.19.20.1", VNI: 9000001, MTU: 1450,
+				Endpoints: 1, RemoteEndpoints: 3, RemoteUnreachable: 1, RemoteHosts: map[string]int{"h2-def456": 1, "h3-aaa": 2}},
+		},
+	}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := plugin.PrintStatus(&out, raw); err != nil {
+		t.Fatal(err)
+	}
+	peers, err := parseStatusTable(out.String(), "PEERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range peers.rows {
+		got = append(got, peers.cell(r, "NODE")+"="+peers.cell(r, "STATE"))
+	}
+	if want := "h1-abc123 (this host)=alive h2-def456=alive h3-aaa=dead"; strings.Join(got, " ") != want {
+		t.Errorf("PEERS %q, want %q\n%s", strings.Join(got, " "), want, out.String())
+	}
+	nets, err := parseStatusTable(out.String(), "NETWORKS")
+	if err != nil || len(nets.rows) != 1 {
+		t.Fatalf("NETWORKS %+v, %v\n%s", nets, err, out.String())
+	}
+	r := nets.rows[0]
+	for col, want := range map[string]string{"SUBNET": "198.19.20.0/24", "LOCAL": "1", "REMOTE": "3 (1 unreachable)", "REMOTE BY HOST": "h2-def456=1 h3-aaa=2"} {
+		if got := nets.cell(r, col); got != want {
+			t.Errorf("NETWORKS %s = %q, want %q\n%s", col, got, want, out.String())
+		}
+	}
+	if _, err := parseStatusTable(out.String(), "NOPE"); err == nil {
+		t.Error("a missing table was found")
 	}
 }
