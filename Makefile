@@ -8,7 +8,8 @@
 #   make unit      unit tests (with -race; includes tests in their own network namespaces)
 #   make e2e       end-to-end tests against real dockerd hosts (scripts/harness.sh):
 #                  e2e-1 (single host) then e2e-3 (3-host cluster + outsider, Swarm)
-#   make test      deps vet unit e2e — what CI runs (.ci/run)
+#   make test      deps vet unit e2e — what CI runs (.ci/run); ends with a summary of the
+#                  tests skipped for a missing kernel feature (docs/TESTING.md)
 #   make bench     grapevine side by side with the underlay, kernel VXLAN and Docker's
 #                  overlay/macvlan/bridge on 3 simulated hosts; writes docs/BENCHMARKS.md
 #   make clean
@@ -60,7 +61,21 @@ e2e-1: plugin
 e2e-3: plugin
 	GV_E2E_HOSTS=3 $(E2E) -timeout 15m ./e2e/
 
-test: deps vet unit e2e
+# Tests that find a kernel feature missing (internal/testreq) skip, or fail when
+# GV_REQUIRE (e.g. GV_REQUIRE=vlan,ipvs,wireguard) names it; each skip is appended
+# to GV_SKIP_LOG, which `make test` empties first and sums up last, keeping the
+# exit status of the run.
+export GV_SKIP_LOG ?= $(CURDIR)/build/skipped-features.txt
+
+test:
+	@mkdir -p "$(dir $(GV_SKIP_LOG))" && rm -f "$(GV_SKIP_LOG)"
+	@rc=0; $(MAKE) --no-print-directory deps vet unit e2e || rc=$$?; \
+	echo; echo "== skipped for a missing kernel feature (GV_REQUIRE=<feature>,... turns these into failures) =="; \
+	if [ -s "$(GV_SKIP_LOG)" ]; then \
+		sort "$(GV_SKIP_LOG)"; \
+		awk '{ n[$$2]++ } END { for (f in n) printf "%s: %d test(s) skipped\n", f, n[f] }' "$(GV_SKIP_LOG)" | sort; \
+	else echo "none"; fi; \
+	exit $$rc
 
 clean:
 	rm -rf build

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"grapevine/driver/dataplane"
+	"grapevine/internal/testreq"
 )
 
 // kns is a namespace made by a test, with a netlink handle bound to it.
@@ -395,9 +396,10 @@ func TestKernelMacvlanTwoHosts(t *testing.T) {
 	}
 }
 
-// kernelVLANCase: networks on VLAN 30 and 40 of each host's NIC. On a kernel
-// without 802.1q the driver's refusal names the reason, leaves nothing, and
-// the case is skipped with that reason.
+// kernelVLANCase: networks on VLAN 30 and 40 of each host's NIC. An id out
+// of range is refused on every kernel first. On a kernel without 802.1q the
+// driver's refusal names the reason, leaves nothing, and the rest of the case
+// is skipped with that reason (a failure with GV_REQUIRE=vlan).
 func kernelVLANCase(t *testing.T, h1, h2 *kHost, reach func(netns.NsHandle, string) func() string) {
 	v30, v40 := id("kV30"), id("kV40")
 	req := func(nic string, vlan int, netID string) netReq {
@@ -406,15 +408,27 @@ func kernelVLANCase(t *testing.T, h1, h2 *kHost, reach func(netns.NsHandle, stri
 			opts: map[string]string{"mode": "macvlan", "parent": fmt.Sprintf("%s.%d", nic, vlan)}}
 	}
 	before := grapevineLinksIn(t, h1.ns.nl)
-	err := h1.e.d.CreateNetwork(h1.e.createReq(req("eth0", 30, v30)))
-	if errors.Is(err, dataplane.ErrVLANUnsupported) || (err != nil && strings.Contains(err.Error(), dataplane.ErrVLANUnsupported.Error())) {
+	refusedLeavesNothing := func(what string) {
+		t.Helper()
 		if got := grapevineLinksIn(t, h1.ns.nl); !slices.Equal(got, before) {
-			t.Fatalf("refused vlan network left links: %v, before %v", got, before)
+			t.Fatalf("refused %s left links: %v, before %v", what, got, before)
 		}
-		if len(h1.e.d.vlans) != 0 {
-			t.Fatalf("refused vlan network left records: %v", h1.e.d.vlans)
+		if len(h1.e.d.vlans) != 0 || h1.e.d.networks[id("kV5k")] != nil {
+			t.Fatalf("refused %s left records: vlans %v", what, h1.e.d.vlans)
 		}
-		t.Skipf("skipped: %v", err)
+	}
+	r5k := netReq{id: id("kV5k"), subnet: "198.19.51.0/24", gateway: "198.19.51.254/24",
+		opts: map[string]string{"mode": "macvlan", "parent": "eth0.5000"}}
+	err := h1.e.d.CreateNetwork(h1.e.createReq(r5k))
+	if want := "-o parent=eth0.5000: VLAN id 5000 is out of range: use 1 to 4094"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("CreateNetwork on eth0.5000: %v, want an error containing %q", err, want)
+	}
+	refusedLeavesNothing("vlan id 5000")
+
+	err = h1.e.d.CreateNetwork(h1.e.createReq(req("eth0", 30, v30)))
+	if errors.Is(err, dataplane.ErrVLANUnsupported) || (err != nil && strings.Contains(err.Error(), dataplane.ErrVLANUnsupported.Error())) {
+		refusedLeavesNothing("vlan network")
+		testreq.Missing(t, testreq.VLAN, err.Error())
 	}
 	if err != nil {
 		t.Fatalf("CreateNetwork on eth0.30: %v", err)

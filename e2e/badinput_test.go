@@ -88,10 +88,28 @@ func TestBadInput(t *testing.T) {
 					t.Errorf("POST %s %q: %v", path, body, err)
 					continue
 				}
-				if status == http.StatusOK && !hasError(resp) {
-					t.Errorf("POST %s %q: status 200 without an error: %s", path, body, resp)
+				// the route's own refusal, not a 404 of a missing route: the
+				// decoder's for what is not a JSON object of the call, the
+				// call's own (Err and Error alike) for fields it ignores
+				want := path[1:] + ": request body is not valid JSON for this call: "
+				switch body {
+				case "":
+					want = path[1:] + ": empty request body: a JSON object is required"
+				case `{"NetworkID": 42, "Pool": [1,2]}`:
+					if strings.HasPrefix(path, "/IpamDriver.") && path != "/IpamDriver.RequestPool" {
+						want = "" // RequestAddress and ReleaseAddress have neither field
+					}
+				}
+				msg := pluginError(resp)
+				if status != http.StatusInternalServerError || msg == "" || !strings.HasPrefix(msg, want) {
+					t.Errorf("POST %s %q: status %d, error %q; want status 500 and an error starting %q (response %s)",
+						path, body, status, msg, want, resp)
 				}
 			}
+		}
+		// the control: a path the plugin does not serve is a 404 without a plugin error
+		if status, resp, err := post(client, "/NetworkDriver.NoSuchCall", "{}"); err != nil || status != http.StatusNotFound || hasError(resp) {
+			t.Errorf("POST to a path the plugin does not serve: %v %d %s, want a plain 404", err, status, resp)
 		}
 		status, resp, err := post(client, "/NetworkDriver.GetCapabilities", "{}")
 		if err != nil || status != http.StatusOK || !strings.Contains(resp, "Scope") {
@@ -168,10 +186,21 @@ func post(c *http.Client, path, body string) (int, string, error) {
 
 // hasError reports whether a plugin response carries an error (Err for the network
 // driver, Error for IPAM).
-func hasError(resp string) bool {
+func hasError(resp string) bool { return pluginError(resp) != "" }
+
+// pluginError is the error a plugin response carries: Err (network driver) if
+// set, else Error (IPAM); "" when there is none or the body is not JSON. When
+// both are set they must agree, or the answer is reported as the mismatch.
+func pluginError(resp string) string {
 	var r struct{ Err, Error string }
 	if err := json.Unmarshal([]byte(resp), &r); err != nil {
-		return false
+		return ""
 	}
-	return r.Err != "" || r.Error != ""
+	if r.Err != "" && r.Error != "" && r.Err != r.Error {
+		return fmt.Sprintf("Err %q and Error %q differ", r.Err, r.Error)
+	}
+	if r.Err != "" {
+		return r.Err
+	}
+	return r.Error
 }

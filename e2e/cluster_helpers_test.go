@@ -129,14 +129,24 @@ func parallel(items []string, f func(string)) {
 }
 
 // pingAll has container c (on host) ping every address once; it returns the
-// addresses that did not answer.
+// addresses that did not answer. An empty list is an error (nothing pinged
+// proves nothing), and so is output that is not a subset of addrs.
 func pingAll(host, c string, addrs []string) ([]string, error) {
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("pingAll from %.12s on %s: no address to ping", c, host)
+	}
 	script := `for a in "$@"; do ping -c 1 -W 1 "$a" >/dev/null 2>&1 || echo "$a"; done`
 	out, stderr, err := docker(host, append([]string{"exec", c, "sh", "-c", script, "sh"}, addrs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("docker exec on %s: %v: %s", host, err, stderr)
 	}
-	return strings.Fields(out), nil
+	missing := strings.Fields(out)
+	for _, m := range missing {
+		if !contains(addrs, m) {
+			return nil, fmt.Errorf("ping loop in %.12s on %s printed %q, which it was not given (%v)", c, host, out, addrs)
+		}
+	}
+	return missing, nil
 }
 
 // ctr is a container of the cluster tests.
@@ -166,9 +176,13 @@ func inspectCtr(t *testing.T, host, id, name, network string) ctr {
 }
 
 // fullMesh checks, polling, that every container reaches every container on another
-// host.
+// host. A container with nothing to reach is a failure, and a failed docker exec
+// retries the same targets (pollReach): neither can count as reachable.
 func fullMesh(t *testing.T, timeout time.Duration, cs []ctr) {
 	t.Helper()
+	if len(cs) < 2 {
+		t.Fatalf("fullMesh of %v: want at least two containers", cs)
+	}
 	var mu sync.Mutex
 	var failures []string
 	var items []string
@@ -193,22 +207,11 @@ func fullMesh(t *testing.T, timeout time.Duration, cs []ctr) {
 			}
 			targets = append(targets, o.ip)
 		}
-		deadline := time.Now().Add(timeout)
-		for {
-			missing, err := pingAll(c.host, c.id, targets)
-			if err == nil && len(missing) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				mu.Lock()
-				failures = append(failures, fmt.Sprintf("%s cannot reach %v (%v)", c, missing, err))
-				mu.Unlock()
-				return
-			}
-			targets = missing
-			if err != nil {
-				time.Sleep(200 * time.Millisecond)
-			}
+		err := pollReach(timeout, targets, func(ts []string) ([]string, error) { return pingAll(c.host, c.id, ts) })
+		if err != nil {
+			mu.Lock()
+			failures = append(failures, fmt.Sprintf("%s: %v", c, err))
+			mu.Unlock()
 		}
 	})
 	if len(failures) > 0 {
@@ -408,5 +411,54 @@ func logArrivals(t *testing.T, start time.Time, limit time.Duration, hosts, side
 			line += fmt.Sprintf(" (last error: %v)", w.err)
 		}
 		t.Log(line)
+	}
+}
+
+// checkStatusText parses the text `grapevine status` of the first of hosts
+// (each host running one container on subnet) and asserts its counts: every
+// host of the cluster alive in PEERS, and the network's one local and
+// len(hosts)-1 remote endpoints, one on each other host.
+func checkStatusText(t *testing.T, out string, hosts []string, subnet string) {
+	t.Helper()
+	peers, err := parseStatusTable(out, "PEERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alive []string
+	for _, r := range peers.rows {
+		if peers.cell(r, "STATE") == "alive" {
+			alive = append(alive, nodeHost(strings.TrimSuffix(peers.cell(r, "NODE"), " (this host)")))
+		}
+	}
+	sort.Strings(alive)
+	if strings.Join(alive, ",") != strings.Join(hosts, ",") || len(peers.rows) != len(hosts) {
+		t.Errorf("status PEERS: %d rows, alive %v; want exactly %v alive", len(peers.rows), alive, hosts)
+	}
+	nets, err := parseStatusTable(out, "NETWORKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row []string
+	for _, r := range nets.rows {
+		if nets.cell(r, "SUBNET") == subnet {
+			row = r
+		}
+	}
+	if row == nil {
+		t.Fatalf("status NETWORKS has no row for %s", subnet)
+	}
+	var byHost []string
+	for _, kv := range strings.Fields(nets.cell(row, "REMOTE BY HOST")) {
+		node, n, _ := strings.Cut(kv, "=")
+		byHost = append(byHost, nodeHost(node)+"="+n)
+	}
+	sort.Strings(byHost)
+	var wantBy []string
+	for _, h := range hosts[1:] {
+		wantBy = append(wantBy, h+"=1")
+	}
+	local, remote := nets.cell(row, "LOCAL"), nets.cell(row, "REMOTE")
+	if local != "1" || remote != fmt.Sprint(len(hosts)-1) || strings.Join(byHost, " ") != strings.Join(wantBy, " ") {
+		t.Errorf("status NETWORKS %s: local %q remote %q by host %v; want 1, %d, %v", subnet, local, remote, byHost, len(hosts)-1, wantBy)
 	}
 }

@@ -180,9 +180,10 @@ func TestCluster(t *testing.T) {
 		}
 		out, stderr, err := harnessCmd("status", hosts[0])
 		if err != nil {
-			t.Errorf("grapevine status (text) on %s: %v: %s", hosts[0], err, stderr)
+			t.Fatalf("grapevine status (text) on %s: %v: %s", hosts[0], err, stderr)
 		}
 		t.Logf("grapevine status on %s:\n%s", hosts[0], out)
+		checkStatusText(t, out, hosts, subnet)
 	})
 
 	t.Run("reconcile fdb and neighbours", func(t *testing.T) {
@@ -233,7 +234,13 @@ func TestCluster(t *testing.T) {
 
 	t.Run("same subnet with another vni is refused naming the first host", func(t *testing.T) {
 		const sub = "198.19.21.0/24"
+		first, _, err := statusOf(hosts[0])
+		if err != nil {
+			t.Fatal(err)
+		}
 		createNetwork(t, hosts[0], "cf1", "--subnet", sub, "-o", "vni=5001")
+		// the conflict kind (vni), the defining host's node and its definition
+		want := fmt.Sprintf("%s is already defined on host %s as mode=vxlan vni=5001; use -o vni=5001 or omit -o vni", sub, first.Node)
 		eventually(t, 15*time.Second, "conflicting network refused on "+hosts[1], func() error {
 			out, stderr, err := docker(hosts[1], "network", "create", "-d", pluginName, "--ipam-driver", pluginName,
 				"--subnet", sub, "-o", "vni=5002", "cf2")
@@ -241,12 +248,15 @@ func TestCluster(t *testing.T) {
 				_, _, _ = docker(hosts[1], "network", "rm", "cf2")
 				return fmt.Errorf("accepted (network %s)", strings.TrimSpace(out))
 			}
-			if !strings.Contains(stderr, hosts[0]) {
-				t.Errorf("refusal does not name %s: %s", hosts[0], stderr)
+			if !strings.Contains(stderr, want) {
+				return fmt.Errorf("refusal %q does not say %q", strings.TrimSpace(stderr), want)
 			}
 			t.Logf("refused: %s", strings.TrimSpace(stderr))
 			return nil
 		})
+		if _, _, err := docker(hosts[1], "network", "inspect", "cf2"); err == nil {
+			t.Errorf("refused network cf2 exists on %s", hosts[1])
+		}
 	})
 
 	t.Run("killed host's entries vanish from the others", func(t *testing.T) {
@@ -459,6 +469,9 @@ func TestCluster(t *testing.T) {
 			side = append(side, inspectCtr(t, h, id, "part-"+h, nw))
 		}
 		t.Logf("started during the partition: %v", side)
+		if len(side) != len(hosts) {
+			t.Fatalf("%d containers started during the partition, want one on each of the %d hosts: %v", len(side), len(hosts), side)
+		}
 		for _, h := range hosts {
 			out := mustHarness(t, "partition-counters", h)
 			counts := map[string]int{}
@@ -493,6 +506,20 @@ func TestCluster(t *testing.T) {
 			for _, id := range strings.Fields(mustDocker(t, h, "ps", "-q", "--filter", "network="+nw)) {
 				all = append(all, inspectCtr(t, h, id, h+"/"+id[:12], nw))
 			}
+		}
+		// exactly the containers from before the cut and those started during it
+		var want, got []string
+		for _, c := range append(append([]ctr(nil), cs...), side...) {
+			want = append(want, c.host+" "+c.ip)
+		}
+		for _, c := range all {
+			got = append(got, c.host+" "+c.ip)
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("after heal Docker lists %d containers on %s: %v, want the %d from before and during the partition: %v",
+				len(got), nw, got, len(want), want)
 		}
 		distinct(t, all)
 		fullMesh(t, 30*time.Second, all)
@@ -551,9 +578,7 @@ func TestCluster(t *testing.T) {
 				}
 			}
 			from := byHost(hosts[0])
-			if missing, err := pingAll(from.host, from.id, []string{oc.ip}); err == nil && len(missing) == 0 {
-				t.Errorf("%s reaches the outsider's container %s", from, *oc)
-			}
+			expectIsolated(t, from.String(), inContainer(from.host, from.id), byHost(hosts[1]).ip, oc.ip, false)
 		}
 		for _, h := range hosts {
 			dev := vxlanDev(t, h, netIDs[h])

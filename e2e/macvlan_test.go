@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"grapevine/internal/testreq"
 )
 
 // macvlanNetStatus is the macvlan part of a network in `grapevine status --json`.
@@ -95,7 +97,8 @@ func vlanLinks(t *testing.T, host string) []string {
 // or port mapping; host_access gives a host its own containers (h1, h3) and
 // its absence does not (h2); a restarted host keeps its container's address;
 // VLAN parents run where the kernel has 802.1q and are skipped with the reason
-// where it does not; an internal-only network has no way out; removal leaves no
+// where it does not (a failure with GV_REQUIRE=vlan), an out-of-range VLAN id
+// is refused on every kernel; an internal-only network has no way out; removal leaves no
 // link behind.
 func TestMacvlan(t *testing.T) {
 	needHosts(t, 3)
@@ -194,10 +197,9 @@ func TestMacvlan(t *testing.T) {
 				t.Errorf("%s: status host_access %q, want %s", h, st.HostAccess, shim[h])
 			}
 		}
-		// h2 has no shim: Linux blocks parent ↔ child.
-		if err := hostPing("h2", byHost["h2"].ip); err == nil {
-			t.Errorf("h2 reaches its own container without host_access")
-		}
+		// h2 has no shim: Linux blocks parent ↔ child. h2 itself reaches the
+		// LAN machine (the positive control) but gets no reply from its container.
+		expectIsolated(t, "h2 (without host_access)", inHostNS("h2"), lanAddr, byHost["h2"].ip, false)
 		if links := grapevineLinks(t, "h2", "gvh-"); len(links) > 0 {
 			t.Errorf("h2 has a shim without host_access: %v", links)
 		}
@@ -227,6 +229,26 @@ func TestMacvlan(t *testing.T) {
 		eventually(t, 30*time.Second, "h1 → mv-keep (host_access after the restart)", func() error { return hostPing("h1", ip) })
 	})
 
+	t.Run("vlan id out of range refused", func(t *testing.T) {
+		// needs no 802.1q: the driver refuses before asking the kernel
+		before := vlanLinks(t, "h1")
+		out, stderr, err := docker("h1", "network", "create", "-d", pluginName, "--ipam-driver", pluginName,
+			"-o", "mode=macvlan", "-o", "parent=eth0.5000", "--subnet", "198.19.93.0/24", "vl5000")
+		if err == nil {
+			_, _, _ = docker("h1", "network", "rm", "vl5000")
+			t.Fatalf("network create on eth0.5000 succeeded (%s)", strings.TrimSpace(out))
+		}
+		if want := "-o parent=eth0.5000: VLAN id 5000 is out of range: use 1 to 4094"; !strings.Contains(stderr, want) {
+			t.Errorf("refusal %q does not say %q", strings.TrimSpace(stderr), want)
+		}
+		if _, _, err := docker("h1", "network", "inspect", "vl5000"); err == nil {
+			t.Errorf("refused network vl5000 exists")
+		}
+		if got := vlanLinks(t, "h1"); strings.Join(got, ",") != strings.Join(before, ",") {
+			t.Errorf("refused vlan network left links %v", got)
+		}
+	})
+
 	t.Run("vlan", func(t *testing.T) {
 		before := vlanLinks(t, "h1")
 		out, stderr, err := docker("h1", "network", "create", "-d", pluginName, "--ipam-driver", pluginName,
@@ -238,7 +260,7 @@ func TestMacvlan(t *testing.T) {
 			if got := vlanLinks(t, "h1"); strings.Join(got, ",") != strings.Join(before, ",") {
 				t.Fatalf("refused vlan network left links %v", got)
 			}
-			t.Skipf("skipped: this kernel has no 802.1q (CONFIG_VLAN_8021Q is not set); grapevine refused with: %s", strings.TrimSpace(stderr))
+			testreq.Missing(t, testreq.VLAN, "grapevine refused eth0.30 with: "+strings.TrimSpace(stderr))
 		}
 		mustDocker(t, "h1", "network", "rm", "vl30")
 		// registered first, so it runs after the networks' own cleanups
@@ -273,9 +295,8 @@ func TestMacvlan(t *testing.T) {
 		if strings.Contains(routes, "default") {
 			t.Errorf("a container of an internal-only network has a default route:\n%s", routes)
 		}
-		if err := ctrPing("h1", a.id, lanAddr); err == nil {
-			t.Errorf("a container of an internal-only network reaches the LAN machine")
-		}
+		// b is the positive control; the LAN has no route at all (or no reply)
+		expectIsolated(t, "mvint-a (internal only)", inContainer("h1", a.id), b.ip, lanAddr, true)
 		st := macvlanStatus(t, "h1", id)
 		if !st.Internal || !strings.HasPrefix(st.Reach, "internal only") {
 			t.Errorf("status %+v does not say internal only", st)
