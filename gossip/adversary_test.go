@@ -161,3 +161,54 @@ func TestRoguePeerForgeriesChangeNothing(t *testing.T) {
 		}
 	}
 }
+
+// A member holding the key writes records in other members' names. The
+// others cannot tell, but each member named refuses the forgery and
+// overrides it everywhere with its own truth: its live record written
+// again, or a tombstone for a key it never wrote.
+func TestImpersonatedMemberOverridesForgeries(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	net, nodes := honestCluster(t, key)
+	var clock uint64
+	for _, n := range nodes {
+		clock = max(clock, n.c.Stats().Clock)
+	}
+	evil := net.Rogue(t, "evil", [][]byte{key})
+	evil.Wait(t, 4)
+	forged := []gossip.Record{
+		{Kind: "net", Key: "198.18.0.0/15/n0", Value: []byte("forged"), Owner: "n0", Version: clock + 20},
+		{Kind: "block", Key: "b-fake", Value: []byte("forged"), Owner: "n1", Version: clock + 21},
+		{Kind: "block", Key: "b-n2", Owner: "n2", Version: clock + 22, Deleted: true},
+	}
+	for _, r := range forged {
+		evil.Send(gossiptest.RecordMessage(r))
+	}
+	restored := func() bool {
+		for _, n := range nodes {
+			r0, ok0 := n.c.Get("net", "198.18.0.0/15/n0")
+			_, ok1 := n.c.Get("block", "b-fake")
+			r2, ok2 := n.c.Get("block", "b-n2")
+			if !ok0 || string(r0.Value) != "honest n0" || r0.Owner != "n0" || r0.Version <= clock+20 ||
+				ok1 || !ok2 || string(r2.Value) != "honest n2" || r2.Version <= clock+22 {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !restored() {
+		if time.Now().After(deadline) {
+			for _, n := range nodes {
+				t.Logf("%s: %v refused %v", n.name, byOwner(n), refusedCauses(n))
+			}
+			t.Fatal("the forgeries were not overridden everywhere")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i, n := range nodes {
+		want := fmt.Sprintf("n%d/impersonation", i)
+		if !slices.Contains(refusedCauses(n), want) {
+			t.Errorf("%s refused %v, want %s among them", n.name, refusedCauses(n), want)
+		}
+	}
+}

@@ -59,6 +59,8 @@ type Cluster struct {
 	flushMu   sync.Mutex
 	flushCh   chan struct{}
 	directCh  chan []byte // own writes for the fast path (encoded)
+	// reassertCh carries forgeries of this node's records to reassertLoop.
+	reassertCh chan *Record
 }
 
 type departedMember struct {
@@ -98,17 +100,18 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:       cfg,
-		log:       cfg.Log,
-		alive:     make(map[string]Member),
-		departed:  make(map[string]departedMember),
-		leaving:   make(map[string]bool),
-		failed:    newRejoinSet(maxRejoinTargets),
-		ppPending: make(map[string]time.Time),
-		ppKick:    make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		flushCh:   make(chan struct{}, 1),
-		directCh:  make(chan []byte, directQueueLen),
+		cfg:        cfg,
+		log:        cfg.Log,
+		alive:      make(map[string]Member),
+		departed:   make(map[string]departedMember),
+		leaving:    make(map[string]bool),
+		failed:     newRejoinSet(maxRejoinTargets),
+		ppPending:  make(map[string]time.Time),
+		ppKick:     make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		flushCh:    make(chan struct{}, 1),
+		directCh:   make(chan []byte, directQueueLen),
+		reassertCh: make(chan *Record, reassertQueueLen),
 	}
 	c.meta, _ = cfg.Meta.encode() // checked by withDefaults
 	for _, p := range cfg.Peers {
@@ -211,7 +214,8 @@ func (c *Cluster) Start() error {
 	c.log.WithFields(logrus.Fields{"node": c.cfg.NodeName, "addr": self.Addr.String(), "peers": c.peers}).
 		Info("gossip started")
 
-	c.wg.Add(6)
+	c.wg.Add(7)
+	go c.reassertLoop()
 	go c.directLoop()
 	go c.joinLoop()
 	go c.rejoinLoop()

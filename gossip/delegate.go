@@ -119,6 +119,9 @@ func (c *Cluster) merge(recs []*Record, rebroadcast bool) {
 		switch res {
 		case refused:
 			c.refused.note(r, why.cause, why.err)
+			if why.cause == CauseImpersonation {
+				c.queueReassert(r)
+			}
 		case applied:
 			changed = true
 			if rebroadcast {

@@ -350,3 +350,26 @@ func TestLoadRefusesPoisonedState(t *testing.T) {
 		t.Fatalf("DB after restart holds %d records and clock %d, want 2 and 42", len(entries), meta.Clock)
 	}
 }
+
+// The override of a forgery in this node's name beats the forgery: its own
+// live record again, or a tombstone, with a version above the forgery's.
+func TestPrepareReassertBeatsTheForgery(t *testing.T) {
+	s := newTestStore(t, "a", &FakeClock{})
+	if _, _, err := s.put("net", "k1", []byte("mine")); err != nil {
+		t.Fatal(err)
+	}
+	f1 := &Record{Kind: "net", Key: "k1", Value: []byte("forged"), Owner: "a", Version: 100}
+	r, err := s.prepareReassert(f1)
+	if err != nil || r == nil || !newer(r, f1) || r.Deleted || string(r.Value) != "mine" || r.Owner != "a" {
+		t.Fatalf("override of a live own record: %+v %v", r, err)
+	}
+	s.install(r)
+	f2 := &Record{Kind: "net", Key: "never", Value: []byte("forged"), Owner: "a", Version: 500}
+	r, err = s.prepareReassert(f2)
+	if err != nil || r == nil || !newer(r, f2) || !r.Deleted || r.Value != nil {
+		t.Fatalf("override of a key never written: %+v %v", r, err)
+	}
+	if r, _ := s.prepareReassert(f1); r != nil {
+		t.Fatalf("a stale forgery was overridden again: %+v", r)
+	}
+}
