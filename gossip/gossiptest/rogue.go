@@ -75,8 +75,10 @@ func (r *Rogue) Send(msg []byte) int {
 		if m.Name == r.name {
 			continue
 		}
-		node := *m
-		if r.ml.SendBestEffort(&node, msg) == nil {
+		// SendBestEffort reads only the address and name, which
+		// memberlist never changes; copying the node would race with
+		// its state updates.
+		if r.ml.SendBestEffort(m, msg) == nil {
 			sent++
 		}
 	}
