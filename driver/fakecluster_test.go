@@ -27,6 +27,7 @@ type fakeCluster struct {
 	subs     []fakeSub
 	nodeSubs []func(gossip.Member, gossip.EventType)
 	pending  []func()
+	checks   map[string][]func(gossip.Record) error
 
 	delivering sync.Mutex
 }
@@ -59,6 +60,30 @@ func (c *fakeCluster) Members() []gossip.Member {
 	}
 	slices.SortFunc(out, func(a, b gossip.Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// RegisterValidator adds a check that records other hosts write must pass.
+func (c *fakeCluster) RegisterValidator(kind string, fn func(gossip.Record) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.checks == nil {
+		c.checks = map[string][]func(gossip.Record) error{}
+	}
+	c.checks[kind] = append(c.checks[kind], fn)
+}
+
+// admit runs the validators of r's kind, outside mu (as gossip does:
+// validators may call Get), and reports whether r may be written.
+func (c *fakeCluster) admit(r gossip.Record) bool {
+	c.mu.Lock()
+	checks := c.checks[r.Kind]
+	c.mu.Unlock()
+	for _, check := range checks {
+		if check(r) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // write stores r (newer by version, then owner) and queues the callbacks.
@@ -182,18 +207,28 @@ func (c *fakeCluster) deliver() {
 // remotePut writes a record as host owner would, with a version newer than
 // everything seen, and delivers the callbacks.
 func (c *fakeCluster) remotePut(owner, kind, key string, value []byte) {
+	r := gossip.Record{Kind: kind, Key: key, Value: slices.Clone(value), Owner: owner}
+	if !c.admit(r) {
+		return // refused, as gossip refuses it
+	}
 	c.mu.Lock()
 	c.clock++
-	c.write(gossip.Record{Kind: kind, Key: key, Value: slices.Clone(value), Owner: owner, Version: c.clock})
+	r.Version = c.clock
+	c.write(r)
 	c.mu.Unlock()
 	c.deliver()
 }
 
 // remoteDelete tombstones a record as host owner would.
 func (c *fakeCluster) remoteDelete(owner, kind, key string) {
+	r := gossip.Record{Kind: kind, Key: key, Owner: owner, Deleted: true}
+	if !c.admit(r) {
+		return // refused, as gossip refuses it
+	}
 	c.mu.Lock()
 	c.clock++
-	c.write(gossip.Record{Kind: kind, Key: key, Owner: owner, Version: c.clock, Deleted: true})
+	r.Version = c.clock
+	c.write(r)
 	c.mu.Unlock()
 	c.deliver()
 }

@@ -21,6 +21,11 @@ type Replicated interface {
 	List(kind string) []Record
 	Subscribe(kind string, fn func(old, new *Record))
 	OnNodeEvent(fn func(Member, EventType))
+	// RegisterValidator adds a check every record of kind received from
+	// a peer must pass before it is stored, relayed or handed to
+	// subscribers (see Cluster.RegisterValidator). Register before
+	// Subscribe.
+	RegisterValidator(kind string, fn func(r Record) error)
 }
 
 var _ Replicated = (*Cluster)(nil)

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -26,8 +27,16 @@ type Cluster struct {
 	queue  *memberlist.TransmitLimitedQueue
 	ml     atomic.Pointer[memberlist.Memberlist]
 
-	joined atomic.Bool
-	stats  counters
+	joined     atomic.Bool
+	stats      counters
+	refused    refusals
+	validators validators
+	keyring    *memberlist.Keyring // nil without keys
+
+	// crashPoint, set by tests only, runs after an own write is persisted
+	// and before it is stored in memory or sent; returning false stops the
+	// write there, as if the process died.
+	crashPoint func(Record) bool
 
 	metaMu sync.Mutex // guards meta, read by memberlist through NodeMeta
 
@@ -50,6 +59,8 @@ type Cluster struct {
 	flushMu   sync.Mutex
 	flushCh   chan struct{}
 	directCh  chan []byte // own writes for the fast path (encoded)
+	// reassertCh carries forgeries of this node's records to reassertLoop.
+	reassertCh chan *Record
 }
 
 type departedMember struct {
@@ -89,44 +100,72 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:       cfg,
-		log:       cfg.Log,
-		alive:     make(map[string]Member),
-		departed:  make(map[string]departedMember),
-		leaving:   make(map[string]bool),
-		failed:    newRejoinSet(maxRejoinTargets),
-		ppPending: make(map[string]time.Time),
-		ppKick:    make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		flushCh:   make(chan struct{}, 1),
-		directCh:  make(chan []byte, directQueueLen),
+		cfg:        cfg,
+		log:        cfg.Log,
+		alive:      make(map[string]Member),
+		departed:   make(map[string]departedMember),
+		leaving:    make(map[string]bool),
+		failed:     newRejoinSet(maxRejoinTargets),
+		ppPending:  make(map[string]time.Time),
+		ppKick:     make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		flushCh:    make(chan struct{}, 1),
+		directCh:   make(chan []byte, directQueueLen),
+		reassertCh: make(chan *Record, reassertQueueLen),
 	}
 	c.meta, _ = cfg.Meta.encode() // checked by withDefaults
 	for _, p := range cfg.Peers {
 		n, _ := normalizePeer(p, cfg.Port) // checked by withDefaults
 		c.peers = append(c.peers, n)
 	}
+	c.refused = refusals{log: c.log, now: cfg.Now}
+	if len(cfg.Keys) > 0 {
+		c.keyring, _ = memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0]) // checked by withDefaults
+	}
 	c.events = newEventQueue(c.log)
-	c.store = newStore(cfg.NodeName, cfg.Now, cfg.TombstoneTTL, cfg.FloorTTL, c.events)
+	c.store = newStore(cfg.NodeName, cfg.Now, cfg.TombstoneTTL, cfg.FloorTTL, c.events, writerLimits{
+		records: cfg.MaxRecordsPerWriter, bytes: cfg.MaxBytesPerWriter, guardSelf: cfg.DB != nil,
+	})
 	c.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       c.numNodes,
 		RetransmitMult: cfg.RetransmitMult,
 	}
 	if cfg.DB != nil {
-		entries, meta, skipped, err := loadState(cfg.DB)
-		if err != nil {
+		if err := c.load(); err != nil {
 			return nil, err
 		}
-		for _, s := range skipped {
-			c.log.WithField("record", s).Warn("skipping undecodable persisted gossip record; peers will send it again")
-		}
-		if meta.Node != "" && meta.Node != cfg.NodeName {
-			c.log.WithFields(logrus.Fields{"previous": meta.Node, "node": cfg.NodeName}).
-				Warn("gossip state was written under another node name; records owned by the old name are no longer this host's")
-		}
-		c.store.load(entries, meta.Clock)
 	}
 	return c, nil
+}
+
+// load reads the persisted records and clock, refusing what a peer's copy
+// would be refused for (see checkLoaded).
+func (c *Cluster) load() error {
+	entries, meta, skipped, err := loadState(c.cfg.DB)
+	if err != nil {
+		return err
+	}
+	for _, s := range skipped {
+		c.log.WithField("record", s).Warn("skipping undecodable persisted gossip record; peers will send it again")
+	}
+	if meta.Node != "" && meta.Node != c.cfg.NodeName {
+		c.log.WithFields(logrus.Fields{"previous": meta.Node, "node": c.cfg.NodeName}).
+			Warn("gossip state was written under another node name; records owned by the old name are no longer this host's")
+	}
+	clock, bad := checkLoaded(entries, meta.Clock)
+	var purge []rkey
+	rewrite := false
+	for _, b := range bad {
+		if b.rec == nil {
+			rewrite = true
+			c.log.WithError(b.err).WithField("clock", clock).Error("refusing the persisted Lamport clock; continuing from the highest stored version")
+			continue
+		}
+		purge = append(purge, rkey{b.rec.Kind, b.rec.Key})
+		c.refused.note(b.rec, b.cause, fmt.Errorf("persisted record: %w", b.err))
+	}
+	c.store.load(entries, clock, purge, rewrite)
+	return nil
 }
 
 // numNodes feeds the broadcast queue's retransmit limit.
@@ -154,7 +193,7 @@ func (c *Cluster) Start() error {
 	c.started = true
 	c.mu.Unlock()
 
-	if len(c.cfg.Key) == 0 {
+	if c.keyring == nil {
 		c.log.Warn("GOSSIP_KEY is empty: gossip is neither encrypted nor authenticated; any host that reaches GOSSIP_PORT can join and write records")
 	}
 	c.events.start()
@@ -175,7 +214,8 @@ func (c *Cluster) Start() error {
 	c.log.WithFields(logrus.Fields{"node": c.cfg.NodeName, "addr": self.Addr.String(), "peers": c.peers}).
 		Info("gossip started")
 
-	c.wg.Add(6)
+	c.wg.Add(7)
+	go c.reassertLoop()
 	go c.directLoop()
 	go c.joinLoop()
 	go c.rejoinLoop()
@@ -452,54 +492,68 @@ func (c *Cluster) isClosed() bool {
 	return c.closed
 }
 
-// Put writes (kind, key) = value as this node's record with a new version,
-// queues it for gossip and, once persisted, hands it to the fast path
-// (Config.FanOut), which sends it from a background goroutine (Put never
-// waits for the network). Re-putting the value this node already owns is
-// a no-op. It returns once the record is persisted; on a persistence error
-// the record is nonetheless live in memory and gossiped (and persisting is
-// retried). Value is copied. Put works before Start (the record spreads once
-// the cluster runs).
+// Put writes (kind, key) = value as this node's record with a new version.
+// The record is persisted (fsync'd) first; only then is it stored in
+// memory, handed to subscribers, queued for gossip and to the fast path
+// (Config.FanOut, sent from a background goroutine: Put never waits for
+// the network), and Put returns. On a persistence error nothing of this
+// happens and Put returns the error (the version number is used up). So
+// no host ever learns of a write that the writer could forget by crashing.
+// Re-putting the value this node already owns is a no-op. Value is copied.
+// Put works before Start (the record spreads once the cluster runs).
 func (c *Cluster) Put(kind, key string, value []byte) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
-	r, changed, err := c.store.put(kind, key, value)
-	if err != nil {
-		return err
-	}
-	if !changed {
-		return nil
-	}
-	c.broadcast(r)
-	err = c.flush()
-	c.sendDirect(r) // after the persisting attempt, like the caller's answer
-	if err != nil {
-		return fmt.Errorf("put %s/%s: %w", kind, key, err)
-	}
-	return nil
+	return c.write(func() (*Record, error) { return c.store.preparePut(kind, key, value) })
 }
 
-// Delete replaces (kind, key) by a tombstone owned by this node and spreads
-// it like Put. Deleting an absent key is a no-op.
+// Delete replaces (kind, key) by a tombstone owned by this node, persisted
+// and spread like Put. Deleting an absent key is a no-op.
 func (c *Cluster) Delete(kind, key string) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
-	r, changed, err := c.store.del(kind, key)
-	if err != nil {
+	return c.write(func() (*Record, error) { return c.store.prepareDel(kind, key) })
+}
+
+// errCrashed is returned by a write stopped at the test crash point.
+var errCrashed = errors.New("stopped at the crash point")
+
+// write persists the own record prepare makes, then installs and sends it.
+// flushMu is held from the version's reservation to the installation, so
+// no flush can write an older copy of the key over it in between.
+func (c *Cluster) write(prepare func() (*Record, error)) error {
+	c.flushMu.Lock()
+	r, err := prepare()
+	if err != nil || r == nil {
+		c.flushMu.Unlock()
 		return err
 	}
-	if !changed {
-		return nil
+	if err := c.persistOwn(r); err != nil {
+		c.flushMu.Unlock()
+		return fmt.Errorf("write %s/%s: %w", r.Kind, r.Key, err)
 	}
-	c.broadcast(r)
-	err = c.flush()
-	c.sendDirect(r)
-	if err != nil {
-		return fmt.Errorf("delete %s/%s: %w", kind, key, err)
+	if c.crashPoint != nil && !c.crashPoint(*r.clone()) {
+		c.flushMu.Unlock()
+		return errCrashed
+	}
+	installed := c.store.install(r)
+	c.flushMu.Unlock()
+	if installed {
+		c.broadcast(r)
+		c.sendDirect(r)
 	}
 	return nil
+}
+
+// persistOwn writes one own record and the clock durably. flushMu held.
+func (c *Cluster) persistOwn(r *Record) error {
+	if c.cfg.DB == nil {
+		return nil
+	}
+	clock := c.store.clockValue()
+	return writeState(c.cfg.DB, c.cfg.NodeName, []dirtyItem{{k: rkey{r.Kind, r.Key}, e: &entry{rec: *r}}}, clock)
 }
 
 // Get returns the live record (kind, key); false if absent or deleted.
@@ -538,6 +592,7 @@ type Stats struct {
 	ReceivedBroadcasts uint64 // record messages received (gossip and fast path)
 	ReceivedPushPull   uint64 // records received by push/pull
 	FloorHits          uint64 // stale copies of deleted records rejected
+	Refused            uint64 // records refused, every cause (see RefusalStats)
 	DirectSent         uint64 // fast-path packets sent (Config.FanOut)
 	DirectDropped      uint64 // own writes that skipped a backlogged fast path
 	RejoinAttempts     uint64 // contacts of failed members or PEERS by rejoin rounds
@@ -554,6 +609,7 @@ func (c *Cluster) Stats() Stats {
 		ReceivedBroadcasts: c.stats.recvBroadcast.Load(),
 		ReceivedPushPull:   c.stats.recvPushPull.Load(),
 		FloorHits:          c.stats.floorHits.Load(),
+		Refused:            c.refused.count(),
 		DirectSent:         c.stats.directSent.Load(),
 		DirectDropped:      c.stats.directDropped.Load(),
 		RejoinAttempts:     c.stats.rejoinAttempts.Load(),

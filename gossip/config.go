@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -40,6 +41,8 @@ const (
 	DefaultFanOut              = 32
 	DefaultRejoinInterval      = 10 * time.Second
 	DefaultGossipToTheDeadTime = 30 * time.Second // memberlist's LAN default
+	DefaultMaxRecordsPerWriter = 1 << 16
+	DefaultMaxBytesPerWriter   = 32 << 20
 )
 
 // Config configures a Cluster. Every field has a usable zero value (the
@@ -68,12 +71,30 @@ type Config struct {
 	// this host are harmless: joining only oneself does not count as joined.
 	Peers []string
 
-	// Key is GOSSIP_KEY decoded by ParseKey: 16, 24 or 32 bytes selecting
-	// AES-128/192/256-GCM. With a key every message is encrypted and
-	// authenticated, and plain or foreign-key messages are refused, so a
-	// host without the key can neither join nor inject records. Nil sends
-	// everything in clear text (New logs a warning).
+	// Keys is GOSSIP_KEY decoded by ParseKeys: the keyring, primary key
+	// first, each of 16, 24 or 32 bytes selecting AES-128/192/256-GCM.
+	// With keys every message is encrypted with the primary key and
+	// authenticated, and a message is accepted only if one of the keys
+	// opens it: plain or foreign-key messages are refused, so a host
+	// without a key can neither join nor inject records. Several keys let
+	// a fleet rotate keys without a partition (see RotateKeys in the
+	// package documentation, and InstallKey, UseKey, RemoveKey to do it
+	// without restarts). Empty sends everything in clear text (Start logs
+	// a warning).
+	Keys [][]byte
+
+	// Key is a single key: the same as Keys = [][]byte{Key}. If both are
+	// set, Keys[0] must equal Key.
 	Key []byte
+
+	// MaxRecordsPerWriter and MaxBytesPerWriter cap what one writer (record
+	// owner) may have stored on this node: live records and tombstones
+	// still gossiped, counted with their encoded size. A received record
+	// past its writer's cap is refused (and counted in RefusalStats); an
+	// own write past it fails with ErrWriterCap. Every member should use
+	// the same caps. Defaults 65536 records and 32 MiB.
+	MaxRecordsPerWriter int
+	MaxBytesPerWriter   int
 
 	// Meta is published in memberlist's node metadata (at most 512 bytes
 	// encoded). Meta.VTEP defaults to AdvertiseAddr.
@@ -222,6 +243,27 @@ func ParseKey(s string) ([]byte, error) {
 	return key, nil
 }
 
+// ParseKeys decodes a GOSSIP_KEY keyring: comma-separated keys as ParseKey
+// takes them, the primary key (the one messages are sent with) first. An
+// empty string means no key and returns nil, nil.
+func ParseKeys(s string) ([][]byte, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var keys [][]byte
+	for i, part := range strings.Split(s, ",") {
+		key, err := ParseKey(part)
+		if err != nil {
+			return nil, fmt.Errorf("GOSSIP_KEY entry %d: %w", i+1, err)
+		}
+		if key == nil {
+			return nil, fmt.Errorf("GOSSIP_KEY entry %d is empty: give base64 keys separated by commas, the primary first: %w", i+1, ErrInvalidKey)
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
 // withDefaults returns cfg with defaults filled in and checks it.
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.NodeName == "" {
@@ -279,6 +321,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	setInt(&cfg.PushPullBudget, DefaultPushPullBudget)
 	setInt(&cfg.MaxQueuedBroadcasts, DefaultMaxQueuedBroadcasts)
 	setInt(&cfg.FanOut, DefaultFanOut)
+	setInt(&cfg.MaxRecordsPerWriter, DefaultMaxRecordsPerWriter)
+	setInt(&cfg.MaxBytesPerWriter, DefaultMaxBytesPerWriter)
+	if len(cfg.Keys) == 0 && len(cfg.Key) > 0 {
+		cfg.Keys = [][]byte{cfg.Key}
+	}
 
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -287,10 +334,19 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Port < 1 || cfg.Port > 65535 {
 		bad("port %d is out of range: GOSSIP_PORT must be 1-65535", cfg.Port)
 	}
-	if len(cfg.Key) > 0 {
-		if err := memberlist.ValidateKey(cfg.Key); err != nil {
-			bad("key of %d bytes: GOSSIP_KEY must decode to 16, 24 or 32 bytes", len(cfg.Key))
+	if !validName(cfg.NodeName) {
+		bad("node name %.32q is not a node name: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.NodeName, MaxOwnerLen)
+	}
+	if len(cfg.Key) > 0 && !bytes.Equal(cfg.Key, cfg.Keys[0]) {
+		bad("Key and Keys[0] differ: set the keyring in Keys only, primary first")
+	}
+	for i, k := range cfg.Keys {
+		if err := memberlist.ValidateKey(k); err != nil {
+			bad("key %d of %d bytes: GOSSIP_KEY must decode to 16, 24 or 32 bytes", i+1, len(k))
 		}
+	}
+	if cfg.MaxRecordsPerWriter < 1 || cfg.MaxBytesPerWriter < MaxRecordBytes {
+		bad("per-writer caps %d records and %d bytes: want at least 1 record and MaxRecordBytes (%d)", cfg.MaxRecordsPerWriter, cfg.MaxBytesPerWriter, MaxRecordBytes)
 	}
 	for i, p := range cfg.Peers {
 		if strings.TrimSpace(p) == "" {
@@ -373,8 +429,8 @@ func (c *Cluster) memberlistConfig() *memberlist.Config {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.TCPTimeout = cfg.TCPTimeout
 	mc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
-	if len(cfg.Key) > 0 {
-		mc.SecretKey = append([]byte(nil), cfg.Key...)
+	if c.keyring != nil {
+		mc.Keyring = c.keyring
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}

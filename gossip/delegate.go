@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"fmt"
+
 	"github.com/hashicorp/memberlist"
 	"github.com/sirupsen/logrus"
 )
@@ -57,8 +59,11 @@ func (d *delegate) NodeMeta(limit int) []byte {
 // reaped record makes us re-announce its tombstone.
 func (d *delegate) NotifyMsg(buf []byte) {
 	typ, recs, err := decodeMsg(buf)
-	if err != nil || typ != msgRecord {
-		d.c.log.WithError(err).Debug("dropping undecodable gossip message")
+	if err == nil && typ != msgRecord {
+		err = fmt.Errorf("message type %d where a record was expected: %w", typ, errMalformed)
+	}
+	if err != nil {
+		d.c.refused.note(nil, CauseMalformed, err)
 		return
 	}
 	d.c.stats.recvBroadcast.Add(1)
@@ -90,20 +95,33 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		return
 	}
 	typ, recs, err := decodeMsg(buf)
-	if err != nil || typ != msgState {
-		d.c.log.WithError(err).WithField("join", join).Debug("dropping undecodable push/pull state")
+	if err == nil && typ != msgState {
+		err = fmt.Errorf("message type %d where a push/pull state was expected: %w", typ, errMalformed)
+	}
+	if err != nil {
+		d.c.refused.note(nil, CauseMalformed, err)
 		return
 	}
 	d.c.stats.recvPushPull.Add(uint64(len(recs)))
 	d.c.merge(recs, false)
 }
 
-// merge applies received records and queues what must be sent on.
+// merge admits and applies received records and queues what must be sent
+// on. A refused record is neither stored nor relayed.
 func (c *Cluster) merge(recs []*Record, rebroadcast bool) {
 	changed := false
 	for _, r := range recs {
-		res, tomb := c.store.apply(r)
+		if cause, err := c.admit(r); err != nil {
+			c.refused.note(r, cause, err)
+			continue
+		}
+		res, tomb, why := c.store.apply(r)
 		switch res {
+		case refused:
+			c.refused.note(r, why.cause, why.err)
+			if why.cause == CauseImpersonation {
+				c.queueReassert(r)
+			}
 		case applied:
 			changed = true
 			if rebroadcast {

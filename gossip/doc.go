@@ -13,6 +13,16 @@
 // With a GOSSIP_KEY every packet and stream is encrypted and authenticated,
 // and unencrypted or foreign-key traffic is refused.
 //
+// # Keys
+//
+// Config.Keys is a memberlist keyring: messages are sealed with the
+// primary key (the first) and opened with any key. Keys rotate on a live
+// cluster without a partition in three steps, each done on every member
+// before the next begins: InstallKey(new); UseKey(new); RemoveKey(old). At
+// no step does a member send with a key another cannot open. Restarting
+// hosts one at a time with GOSSIP_KEY "old,new", then "new,old", then
+// "new" follows the same steps (ParseKeys reads the list).
+//
 // # Replicated records
 //
 // A Record is (Kind, Key) → Value with an Owner (the node that wrote it) and
@@ -65,7 +75,54 @@
 // a host is expected to come back with its old state (default 7 days).
 //
 // Records and the Lamport clock persist in the bbolt bucket "gossip", so a
-// restarted node keeps its own records and never reuses a version.
+// restarted node keeps its own records and never reuses a version. Own
+// writes are persisted first: Put and Delete fsync the record (and the
+// clock) before it is in memory, where subscribers and push/pull see it,
+// before it is queued for gossip or sent by the fast path, and before they
+// return; a write that fails to persist is not made at all. So no host
+// learns of a write that its writer could forget by crashing.
+//
+// # Trust
+//
+// Every member holds the key, but any member may be buggy or compromised,
+// so nothing a peer sends (and nothing read back from the DB) is trusted
+// as is. A received record passes these checks before it is stored,
+// relayed or handed to subscribers, in this order:
+//
+//   - Shape: a kind of 1-64 bytes, a key of 1-256, an owner shaped like a
+//     node name (letters, digits, '.', '_', '-'; at most 128 bytes), no
+//     value on a tombstone, at most MaxRecordBytes encoded. Undecodable
+//     messages are dropped whole.
+//   - Clock: a version more than MaxClockAhead (2^32) beyond the local
+//     Lamport clock, or beyond MaxVersion (2^62), is refused and does not
+//     move the clock; the clock stops at MaxVersion (writes then fail with
+//     ErrClockExhausted) and never wraps. See MaxClockAhead for the choice
+//     of bound. The persisted clock and records are checked the same way
+//     on load: a poisoned clock is replaced by the top of the stored
+//     versions that follow each other by at most MaxClockAhead, and records
+//     beyond it are dropped.
+//   - Consumers' validators (RegisterValidator), for records newer than
+//     the local copy. A consumer declares a kind owner-keyed with
+//     OwnerKeyed, OwnerSuffix, OwnerPrefix or OwnerIsKey: its keys carry
+//     the writer's name, and a record or tombstone of a key not in its
+//     writer's name is refused, so a host writes and deletes only its own.
+//     Other validators check values (addresses, owners of blocks, quorum
+//     evidence) against the consumer's own state.
+//   - Writer caps: Config.MaxRecordsPerWriter records and MaxBytesPerWriter
+//     bytes (live records and tombstones) per owner; own writes past them
+//     fail with ErrWriterCap.
+//   - Own name: memberlist does not say who sent a message, so the owner
+//     inside the (authenticated) record is the only writer identity, and a
+//     key holder can write records naming another member. Other members
+//     cannot tell; the member named can: with a DB it holds everything it
+//     wrote, so it refuses a newer record in its name and overrides it
+//     everywhere with a newer write of its own (its live record again, or
+//     a tombstone), at most once per key every 5 s.
+//
+// Each refusal is counted by writer and cause (RefusalStats, Stats.Refused)
+// and logged with the writer's name as field "peer", once per writer and
+// cause and then at most every 10 minutes with the count since, so a
+// flooding peer cannot flood the log.
 //
 // Consumers learn about changes through Subscribe and OnNodeEvent. Callbacks
 // run on one worker goroutine, in order, never on memberlist's goroutines.

@@ -36,3 +36,8 @@ func (c *Cluster) PushPullWith(addrs ...string) error {
 	_, err := c.ml.Load().Join(addrs)
 	return err
 }
+
+// SetCrashPoint makes c call fn after persisting each own write and before
+// storing or sending it; fn returning false stops the write there, as if
+// the process died at that instant. Set it before c writes anything.
+func (c *Cluster) SetCrashPoint(fn func(Record) bool) { c.crashPoint = fn }

@@ -38,3 +38,22 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		<-tick.C
 	}
 }
+
+// put writes an own record into a store that has no DB behind it, as
+// Cluster.Put does without the persisting step.
+func (s *store) put(kind, key string, value []byte) (*Record, bool, error) {
+	r, err := s.preparePut(kind, key, value)
+	if err != nil || r == nil {
+		return nil, false, err
+	}
+	return r, s.install(r), nil
+}
+
+// del deletes like put.
+func (s *store) del(kind, key string) (*Record, bool, error) {
+	r, err := s.prepareDel(kind, key)
+	if err != nil || r == nil {
+		return nil, false, err
+	}
+	return r, s.install(r), nil
+}

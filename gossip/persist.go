@@ -3,6 +3,7 @@ package gossip
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -83,6 +84,65 @@ func loadState(db *bbolt.DB) (entries map[rkey]*entry, meta persistedMeta, skipp
 		return nil, meta, nil, fmt.Errorf("load gossip state: %w", err)
 	}
 	return entries, meta, skipped, nil
+}
+
+// loadRefusal is a persisted record or clock that New refused.
+type loadRefusal struct {
+	rec   *Record // nil for the clock
+	cause RefusalCause
+	err   error
+}
+
+// checkLoaded applies the checks of received records to persisted state,
+// so that a poisoned DB (written by an older release that trusted any
+// version, or edited by hand) is not trusted either. A clock beyond
+// MaxVersion is refused and replaced by trustedTop of the records; records
+// that fail checkRecord, or whose version is more than MaxClockAhead beyond
+// the clock, are dropped (peers send what is legitimate again). It returns
+// the clock to use.
+func checkLoaded(entries map[rkey]*entry, stored uint64) (uint64, []loadRefusal) {
+	var out []loadRefusal
+	clock := stored
+	if clock > MaxVersion {
+		clock = trustedTop(entries)
+		out = append(out, loadRefusal{cause: CauseVersion, err: fmt.Errorf("stored clock %d is beyond the highest version %d", stored, MaxVersion)})
+	}
+	for k, e := range entries {
+		cause, err := checkRecord(&e.rec)
+		if err == nil && e.rec.Version > clock+MaxClockAhead {
+			cause, err = CauseVersion, fmt.Errorf("stored version %d is more than %d ahead of the clock %d", e.rec.Version, MaxClockAhead, clock)
+		}
+		if err != nil {
+			out = append(out, loadRefusal{rec: e.rec.clone(), cause: cause, err: err})
+			delete(entries, k)
+		}
+	}
+	return clock, out
+}
+
+// trustedTop is the highest version a clock could have reached by the
+// rules of apply from the lowest stored version: the top of the run of
+// sorted versions with no step above MaxClockAhead. Versions above a
+// larger gap are what a forger pushed in.
+func trustedTop(entries map[rkey]*entry) uint64 {
+	versions := make([]uint64, 0, len(entries))
+	for _, e := range entries {
+		if e.rec.Version <= MaxVersion {
+			versions = append(versions, e.rec.Version)
+		}
+	}
+	if len(versions) == 0 {
+		return 0
+	}
+	slices.Sort(versions)
+	top := versions[0]
+	for _, v := range versions[1:] {
+		if v-top > MaxClockAhead {
+			break
+		}
+		top = v
+	}
+	return top
 }
 
 // writeState writes changed records (deleting those gone) and the clock in

@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -40,6 +41,7 @@ const (
 	applied    applyResult = iota // newer than what we had: stored
 	stale                         // same or older: ignored
 	staleFloor                    // a live copy of a reaped record: ignored, re-announce the tombstone
+	refused                       // refused: see the refusal
 )
 
 // store is the replicated state of one node, independent of memberlist.
@@ -50,6 +52,7 @@ type store struct {
 	tombstoneTTL time.Duration
 	floorTTL     time.Duration
 	events       *eventQueue
+	limits       writerLimits
 
 	mu         sync.Mutex
 	clock      uint64 // Lamport clock: ≥ every version seen
@@ -60,83 +63,134 @@ type store struct {
 	dirty      map[rkey]struct{} // keys to write to (or delete from) the DB
 	clockDirty bool
 	subs       []subscription
+	usage      map[string]writerUsage // gossiped entries (floors excluded) by owner
 }
 
-func newStore(self string, now func() time.Time, tombstoneTTL, floorTTL time.Duration, events *eventQueue) *store {
+// writerLimits bounds what one writer may hold in the store, and says
+// whether records in this node's own name may come from elsewhere.
+type writerLimits struct {
+	records int
+	bytes   int
+	// guardSelf refuses received records in this node's name that are
+	// newer than its own copy: with a DB, a node keeps everything it wrote
+	// (persisted before it is sent), so such a record was forged.
+	guardSelf bool
+}
+
+type writerUsage struct{ records, bytes int }
+
+// refusal is why apply (or a local write) refused a record.
+type refusal struct {
+	cause RefusalCause
+	err   error
+}
+
+func newStore(self string, now func() time.Time, tombstoneTTL, floorTTL time.Duration, events *eventQueue, limits writerLimits) *store {
 	return &store{
 		self:         self,
 		now:          now,
 		tombstoneTTL: tombstoneTTL,
 		floorTTL:     floorTTL,
 		events:       events,
+		limits:       limits,
 		entries:      make(map[rkey]*entry),
 		dirty:        make(map[rkey]struct{}),
+		usage:        make(map[string]writerUsage),
 	}
 }
 
-// put writes a live record owned by this node. It returns the stored record
-// and whether anything changed: re-putting the value this node already
-// owns is a no-op, so reconcilers may call put freely.
-func (s *store) put(kind, key string, value []byte) (*Record, bool, error) {
+// preparePut makes the record a Put of (kind, key) = value by this node
+// would write, reserving its version, without storing it: the caller
+// persists it, then installs it. It returns nil when nothing would change:
+// re-putting the value this node already owns is a no-op, so reconcilers
+// may call Put freely.
+func (s *store) preparePut(kind, key string, value []byte) (*Record, error) {
 	if err := validateName("kind", kind, MaxKindLen); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if err := validateName("key", key, MaxKeyLen); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if len(value) == 0 {
 		value = nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := rkey{kind, key}
-	e := s.entries[k]
+	e := s.entries[rkey{kind, key}]
 	if e != nil && !e.rec.Deleted && e.rec.Owner == s.self && bytes.Equal(e.rec.Value, value) {
-		return e.rec.clone(), false, nil
+		return nil, nil
 	}
 	r := &Record{Kind: kind, Key: key, Value: append([]byte(nil), value...), Owner: s.self, Version: s.clock + 1}
 	if value == nil {
 		r.Value = nil
 	}
 	if n := 2 + encodedLen(r); n > MaxRecordBytes {
-		return nil, false, errTooLarge(kind, key, n)
+		return nil, errTooLarge(kind, key, n)
 	}
-	s.clock++
-	s.clockDirty = true
-	s.setLocked(k, e, r)
-	return r.clone(), true, nil
+	return r, s.reserveLocked(e, r)
 }
 
-// del replaces a live record by a tombstone owned by this node. Deleting an
-// absent or already deleted key is a no-op.
-func (s *store) del(kind, key string) (*Record, bool, error) {
+// prepareDel makes the tombstone a Delete of (kind, key) by this node would
+// write, like preparePut. Deleting an absent or already deleted key is a
+// no-op (nil).
+func (s *store) prepareDel(kind, key string) (*Record, error) {
 	if err := validateName("kind", kind, MaxKindLen); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if err := validateName("key", key, MaxKeyLen); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := rkey{kind, key}
-	e := s.entries[k]
+	e := s.entries[rkey{kind, key}]
 	if e == nil || e.rec.Deleted {
-		return nil, false, nil
+		return nil, nil
+	}
+	r := &Record{Kind: kind, Key: key, Owner: s.self, Version: s.clock + 1, Deleted: true,
+		ReapAt: s.now().Add(s.tombstoneTTL)}
+	return r, s.reserveLocked(e, r)
+}
+
+// reserveLocked checks that this node may write r over old and takes its
+// version from the clock. s.mu must be held.
+func (s *store) reserveLocked(old *entry, r *Record) error {
+	if s.clock >= MaxVersion {
+		return fmt.Errorf("write %s/%.32q: the clock reached %d: %w", r.Kind, r.Key, MaxVersion, ErrClockExhausted)
+	}
+	if !s.fitsLocked(old, r) {
+		u := s.usage[s.self]
+		return fmt.Errorf("write %s/%.32q: this node already holds %d records of %d bytes (MaxRecordsPerWriter %d, MaxBytesPerWriter %d): delete records it no longer needs: %w",
+			r.Kind, r.Key, u.records, u.bytes, s.limits.records, s.limits.bytes, ErrWriterCap)
 	}
 	s.clock++
 	s.clockDirty = true
-	r := &Record{Kind: kind, Key: key, Owner: s.self, Version: s.clock, Deleted: true}
-	s.setLocked(k, e, r)
-	return r.clone(), true, nil
+	return nil
 }
 
-// apply merges a record received from a peer.
-func (s *store) apply(r *Record) (applyResult, *Record) {
+// install stores an own record made by preparePut or prepareDel once it is
+// persisted. It reports false when a newer copy of the key arrived in
+// between (the write lost, as concurrent writes do).
+func (s *store) install(r *Record) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r.Version > s.clock {
-		s.clock = r.Version
-		s.clockDirty = true
+	k := rkey{r.Kind, r.Key}
+	e := s.entries[k]
+	if e != nil && !newer(r, &e.rec) {
+		return false
+	}
+	s.setLocked(k, e, r.clone())
+	delete(s.dirty, k) // persisted as it is now
+	return true
+}
+
+// apply merges a record received from a peer, unless its version is too
+// far ahead of the clock, its writer holds too much, or it forges this
+// node's name (then it returns refused and why).
+func (s *store) apply(r *Record) (applyResult, *Record, *refusal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.Version > MaxVersion || r.Version > s.clock+MaxClockAhead {
+		return refused, nil, &refusal{CauseVersion, fmt.Errorf("version %d is more than %d ahead of the local clock %d", r.Version, MaxClockAhead, s.clock)}
 	}
 	k := rkey{r.Kind, r.Key}
 	e := s.entries[k]
@@ -144,26 +198,109 @@ func (s *store) apply(r *Record) (applyResult, *Record) {
 		if e.floor && !r.Deleted {
 			t := e.rec
 			t.ReapAt = time.Time{}
-			return staleFloor, &t
+			return staleFloor, &t, nil
 		}
-		return stale, nil
+		return stale, nil, nil
 	}
-	s.setLocked(k, e, r)
-	return applied, nil
-}
-
-// setLocked stores r (owned by the store from now on) in place of old and
-// queues subscriber callbacks. s.mu must be held.
-func (s *store) setLocked(k rkey, old *entry, r *Record) {
+	if s.limits.guardSelf && r.Owner == s.self {
+		return refused, nil, &refusal{CauseImpersonation, fmt.Errorf("record in this node's name (version %d) that this node never wrote", r.Version)}
+	}
+	if !s.fitsLocked(e, r) {
+		u := s.usage[r.Owner]
+		return refused, nil, &refusal{CauseWriterCap, fmt.Errorf("writer holds %d records of %d bytes already (caps %d and %d)", u.records, u.bytes, s.limits.records, s.limits.bytes)}
+	}
+	if r.Version > s.clock {
+		s.clock = r.Version
+		s.clockDirty = true
+	}
+	r = r.clone()
 	r.ReapAt = time.Time{}
 	if r.Deleted {
 		r.Value = nil
 		r.ReapAt = s.now().Add(s.tombstoneTTL)
 	}
+	s.setLocked(k, e, r)
+	return applied, nil, nil
+}
+
+// wouldApply reports whether r is newer than the local copy of its key (so
+// that the consumers' validators need to see it).
+func (s *store) wouldApply(r *Record) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[rkey{r.Kind, r.Key}]
+	return e == nil || newer(r, &e.rec)
+}
+
+// fitsLocked reports whether r may replace old within its writer's caps.
+func (s *store) fitsLocked(old *entry, r *Record) bool {
+	u := s.usage[r.Owner]
+	if old != nil && !old.floor && old.rec.Owner == r.Owner {
+		u.records--
+		u.bytes -= encodedLen(&old.rec)
+	}
+	return u.records+1 <= s.limits.records && u.bytes+encodedLen(r) <= s.limits.bytes
+}
+
+// accountLocked adds (sign 1) or removes (sign -1) e from its owner's
+// usage; floors are not counted. s.mu must be held.
+func (s *store) accountLocked(e *entry, sign int) {
+	if e == nil || e.floor {
+		return
+	}
+	u := s.usage[e.rec.Owner]
+	u.records += sign
+	u.bytes += sign * encodedLen(&e.rec)
+	if u.records <= 0 {
+		delete(s.usage, e.rec.Owner)
+		return
+	}
+	s.usage[e.rec.Owner] = u
+}
+
+// drop forgets (kind, key) if it still holds exactly r: a stored record
+// that a consumer's validator refused after the fact. No tombstone is
+// written; a peer that sends it again is refused again.
+func (s *store) drop(r *Record) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := rkey{r.Kind, r.Key}
+	e := s.entries[k]
+	if e == nil || e.floor || !sameVersion(&e.rec, r) {
+		return false
+	}
+	s.accountLocked(e, -1)
+	delete(s.entries, k)
+	s.dirty[k] = struct{}{}
+	s.orderDirty = true
+	return true
+}
+
+// remote returns the gossiped records of kind (tombstones included) that
+// another node wrote.
+func (s *store) remote(kind string) []Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Record
+	for k, e := range s.entries {
+		if k.kind == kind && !e.floor && e.rec.Owner != s.self {
+			out = append(out, *e.rec.clone())
+		}
+	}
+	return out
+}
+
+// setLocked stores r (owned by the store from now on, ReapAt set by the
+// caller) in place of old and queues subscriber callbacks. s.mu must be
+// held.
+func (s *store) setLocked(k rkey, old *entry, r *Record) {
 	if old == nil {
 		s.orderDirty = true
 	}
-	s.entries[k] = &entry{rec: *r}
+	s.accountLocked(old, -1)
+	e := &entry{rec: *r}
+	s.accountLocked(e, 1)
+	s.entries[k] = e
 	s.dirty[k] = struct{}{}
 
 	oldLive := old != nil && !old.rec.Deleted
@@ -309,6 +446,7 @@ func (s *store) reap() (floored, forgotten int) {
 				forgotten++
 			}
 		case e.rec.Deleted && !now.Before(e.rec.ReapAt):
+			s.accountLocked(e, -1)
 			e.floor = true
 			e.forgetAt = now.Add(s.floorTTL)
 			s.dirty[k] = struct{}{}
@@ -353,16 +491,31 @@ func (s *store) redirty(items []dirtyItem) {
 	s.clockDirty = true
 }
 
-// load installs persisted entries and the clock, before any traffic.
-func (s *store) load(entries map[rkey]*entry, clock uint64) {
+// load installs persisted entries (checked by checkLoaded) and the clock,
+// before any traffic; purge lists refused keys to delete from the DB, and
+// rewrite asks for the clock to be written again (a refused stored clock).
+func (s *store) load(entries map[rkey]*entry, clock uint64, purge []rkey, rewrite bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, k := range purge {
+		s.dirty[k] = struct{}{}
+	}
+	s.clockDirty = s.clockDirty || rewrite || len(purge) > 0
 	for k, e := range entries {
+		s.accountLocked(s.entries[k], -1)
 		s.entries[k] = e
+		s.accountLocked(e, 1)
 		clock = max(clock, e.rec.Version)
 	}
 	s.clock = max(s.clock, clock)
 	s.orderDirty = true
+}
+
+// clockValue is the Lamport clock now.
+func (s *store) clockValue() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clock
 }
 
 // StoreStats counts the local replicated state.

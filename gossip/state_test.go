@@ -18,7 +18,7 @@ func newTestStore(t *testing.T, self string, clk *FakeClock) *store {
 	q := newEventQueue(testLog(self))
 	q.start()
 	t.Cleanup(q.close)
-	return newStore(self, clk.Now, time.Hour, 24*time.Hour, q)
+	return newStore(self, clk.Now, time.Hour, 24*time.Hour, q, writerLimits{records: DefaultMaxRecordsPerWriter, bytes: DefaultMaxBytesPerWriter})
 }
 
 func TestStorePutValidation(t *testing.T) {
@@ -196,7 +196,7 @@ func TestStoreReapFloorForget(t *testing.T) {
 	}
 	// A stale live copy is refused and answered with the tombstone.
 	stale := live
-	res, tomb := s.apply(&stale)
+	res, tomb, _ := s.apply(&stale)
 	if res != staleFloor || tomb == nil || !tomb.Deleted || tomb.Version != 2 || !tomb.ReapAt.IsZero() {
 		t.Fatalf("stale copy: %v %+v", res, tomb)
 	}
@@ -204,7 +204,7 @@ func TestStoreReapFloorForget(t *testing.T) {
 		t.Fatal("stale copy resurrected the record")
 	}
 	// A genuinely newer write after the deletion is accepted.
-	res, _ = s.apply(&Record{Kind: "endpoint", Key: "e", Value: []byte("new"), Owner: "b", Version: 3})
+	res, _, _ = s.apply(&Record{Kind: "endpoint", Key: "e", Value: []byte("new"), Owner: "b", Version: 3})
 	if res != applied {
 		t.Fatalf("newer write after deletion: %v", res)
 	}

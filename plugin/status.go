@@ -26,6 +26,7 @@ type Status struct {
 	Node     string                 `json:"node"`
 	Joined   bool                   `json:"joined"`
 	Members  []gossip.Member        `json:"members"`
+	Refused  []gossip.Refusal       `json:"refused,omitempty"`
 	Settings map[string]string      `json:"settings"`
 	Underlay string                 `json:"underlay,omitempty"`
 	Networks []driver.NetworkStatus `json:"networks"`
@@ -40,6 +41,7 @@ func (p *process) status() any {
 		Node:    p.node,
 		Joined:  p.cluster.Joined(),
 		Members: p.cluster.Members(),
+		Refused: p.cluster.RefusalStats(),
 		Settings: map[string]string{
 			envPeers:      strings.Join(p.settings.Peers, ","),
 			envAdvertise:  p.settings.Advertise,
@@ -137,6 +139,9 @@ func PrintStatus(w io.Writer, raw []byte) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, m.Addr, m.Meta.VTEP, m.State, m.Meta.Release)
 	}
 	tw.Flush()
+	for _, r := range st.Refused {
+		fmt.Fprintf(w, "REFUSED %d gossip records written as %s: %s\n", r.Count, r.Peer, r.Cause)
+	}
 	fmt.Fprintln(w, "\nNETWORKS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tMODE\tSUBNET\tGATEWAY\tVNI/PARENT\tMTU\tLOCAL\tREMOTE\tREMOTE BY HOST")

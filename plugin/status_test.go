@@ -23,6 +23,7 @@ func TestPrintStatus(t *testing.T) {
 		Host: "h1", Node: "h1-abc123", Joined: true,
 		Settings: map[string]string{"PEERS": "198.18.0.12", "POOL": "198.19.128.0/17"},
 		Members:  []gossip.Member{{Name: "h1-abc123", Self: true}, {Name: "h2-def456", State: gossip.StateDead}},
+		Refused:  []gossip.Refusal{{Peer: "h3-aaa", Cause: gossip.CauseNotOwner, Count: 7}},
 		Networks: []driver.NetworkStatus{
 			{ID: "0123456789abcdef", Mode: "vxlan", Subnet: "198.19.20.0/24", Gateway: "198.19.20.1", VNI: 9000001, MTU: 1450, Endpoints: 2, RemoteEndpoints: 3, RemoteUnreachable: 1, RemoteHosts: map[string]int{"h2-def456": 1, "h3-aaa": 2}},
 			{ID: "fedcba9876543210", Mode: "macvlan", Subnet: "198.18.0.0/24", Reach: "LAN via eth0", HostAccess: "198.18.0.101", Conflict: "h3 defines it as vni=5"},
@@ -40,7 +41,7 @@ func TestPrintStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"h1-abc123 (this host)", "dead", "9000001", "3 (1 unreachable)", "h2-def456=1 h3-aaa=2",
+		"h1-abc123 (this host)", "dead", "REFUSED 7 gossip records written as h3-aaa: not-owner", "9000001", "3 (1 unreachable)", "h2-def456=1 h3-aaa=2",
 		"macvlan", "LAN via eth0; host access via 198.18.0.101", "CONFLICT fedcba987654: h3 defines it",
 		"198.19.20.0-198.19.20.63", "h2-def456 (reclaimed)", "WARNING 198.19.20.0/24: blocks 198.19.20.128-198.19.20.191 were reclaimed",
 	} {
