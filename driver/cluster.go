@@ -3,7 +3,6 @@ package driver
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -92,8 +91,8 @@ func (d *Driver) clusterDefs(subnet netip.Prefix) []clusterDef {
 	var out []clusterDef
 	for _, r := range d.cluster.List(kindNetwork) {
 		p, node, ok := splitKey(r.Key)
-		if !ok || p != subnet || node == d.self {
-			continue
+		if !ok || p != subnet || node == d.self || node != r.Owner {
+			continue // another host's definition, written by that host
 		}
 		var def networkDef
 		if err := json.Unmarshal(r.Value, &def); err != nil {
@@ -172,7 +171,7 @@ func (d *Driver) clusterVNIUser(vni uint32, subnet netip.Prefix) (netip.Prefix, 
 	}
 	for _, r := range d.cluster.List(kindNetwork) {
 		p, node, ok := splitKey(r.Key)
-		if !ok || p == subnet {
+		if !ok || p == subnet || node != r.Owner {
 			continue
 		}
 		var def networkDef
@@ -338,34 +337,37 @@ func (d *Driver) clusterEndpointDeleted(n *networkRecord, e *endpointRecord) {
 
 // onEndpointRecord follows the endpoint records of other hosts. It runs on
 // gossip's callback worker and only updates the model; the peer worker
-// programs the kernel.
+// programs the kernel. A refused record leaves the model as it was.
 func (d *Driver) onEndpointRecord(_, r *gossip.Record) {
 	if r == nil {
 		return
 	}
-	subnet, ipText, ok := splitKey(r.Key)
-	ip, err := netip.ParseAddr(ipText)
-	if !ok || err != nil || !subnet.Contains(ip) {
-		d.log.WithField("key", r.Key).Debug("ignoring an endpoint record with a malformed key")
-		return
-	}
+	subnet, ip, keyOK := parseEndpointKey(r.Key)
 	var ep *remoteEP
-	if !r.Deleted {
-		var def endpointDef
-		var mac net.HardwareAddr
-		err := json.Unmarshal(r.Value, &def)
-		if err == nil {
-			mac, err = net.ParseMAC(def.MAC)
-		}
-		switch {
-		case err != nil || len(mac) != 6 || def.Node == "":
-			d.log.WithFields(logrus.Fields{"key": r.Key, "peer": r.Owner}).Warn("ignoring an undecodable endpoint record")
-		case def.Node != d.self:
-			ep = &remoteEP{subnet: subnet, ip: ip, mac: mac.String(), node: def.Node}
-		}
+	cause := causeKey
+	if keyOK && !r.Deleted {
+		ep, cause = decodeEndpoint(r, subnet, ip)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	n := d.networkOf(subnet)
+	old := d.peers.eps[r.Key]
+	switch {
+	case !keyOK:
+	case r.Owner == d.self:
+		ep, cause = nil, "" // this host's own endpoint is not remote
+	case r.Deleted && old != nil && old.node != r.Owner && d.aliveMember(old.node):
+		cause = causeDelete
+	case r.Deleted:
+		cause = ""
+	case cause == "" && old != nil && old.node != r.Owner && d.aliveMember(old.node):
+		cause = causeHeld
+	}
+	if cause != "" {
+		d.refuse(r.Key, r.Owner, cause, n)
+		return
+	}
+	delete(d.peers.refused.current, r.Key)
 	if ep == nil {
 		delete(d.peers.eps, r.Key)
 	} else {
@@ -380,8 +382,8 @@ func (d *Driver) onNetworkRecord(_, r *gossip.Record) {
 		return
 	}
 	subnet, node, ok := splitKey(r.Key)
-	if !ok || node == d.self {
-		return
+	if !ok || node == d.self || node != r.Owner {
+		return // a host defines only its own networks
 	}
 	var def networkDef
 	if err := json.Unmarshal(r.Value, &def); err != nil {
