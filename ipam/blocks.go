@@ -324,18 +324,20 @@ func (d *Driver) onAcc(_, rec *gossip.Record) {
 	if rec == nil || rec.Deleted || c.closed() || rec.Owner == c.self {
 		return
 	}
-	var a accState
-	if decodeRec(*rec, &a) != nil || !a.Decided {
-		return
-	}
 	inst, _, ok := splitKey(rec.Key)
 	if !ok {
 		return
 	}
-	if _, err := c.learn(inst, a.Accepted, a.Value); err != nil {
+	// Any acceptor record may complete the evidence of a decision; a
+	// record merely saying "decided" is not enough (see decision).
+	b, v, ok := c.decision(inst)
+	if !ok {
+		return
+	}
+	if _, err := c.learn(inst, b, v); err != nil {
 		d.log.WithError(err).WithField("instance", inst).Warn("could not record a learned decision")
 	}
-	d.applyDecision(inst, a.Value)
+	d.applyDecision(inst, v)
 }
 
 // applyDecision acts on a decided instance.
