@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.etcd.io/bbolt"
 
 	"grapevine/gossip"
 )
@@ -26,6 +27,7 @@ const (
 // records to change. Nil on a Driver without a cluster.
 type clusterState struct {
 	r             gossip.Replicated
+	db            *bbolt.DB // this host's acceptor state (accstore.go)
 	self          string
 	log           *logrus.Entry
 	agreeTimeout  time.Duration
@@ -60,6 +62,7 @@ type clusterState struct {
 func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 	c := &clusterState{
 		r:             cfg.Cluster,
+		db:            cfg.DB,
 		self:          cfg.Cluster.LocalName(),
 		log:           log,
 		agreeTimeout:  orDefault(cfg.AgreeTimeout, defaultAgreeTimeout),
@@ -238,6 +241,9 @@ func (d *Driver) joinCluster() error {
 	c := d.cl
 	if err := c.r.Put(kindHost, c.self, encodeRec(hostRec{Version: recordVersion})); err != nil {
 		return fmt.Errorf("announcing this host to the cluster: %w", err)
+	}
+	if err := c.republishAcc(); err != nil {
+		return err
 	}
 	d.mu.Lock()
 	var subnets []netip.Prefix

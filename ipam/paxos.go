@@ -103,10 +103,13 @@ func (c *clusterState) decided(inst string) (json.RawMessage, bool) {
 
 // decision is decided with the ballot the value was chosen under.
 func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
-	accs := c.accRecords(inst)
-	if own, ok := accs[c.self]; ok && own.Decided && len(own.Value) > 0 {
+	c.accMu.Lock()
+	own := c.ownAcc(inst)
+	c.accMu.Unlock()
+	if own.Decided && len(own.Value) > 0 {
 		return own.Accepted, own.Value, true
 	}
+	accs := c.accRecords(inst)
 	need, _ := c.quorum()
 	known := c.knownSet()
 	type vote struct {
@@ -126,10 +129,15 @@ func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 	return ballot{}, nil, false
 }
 
-// ownAcc returns this node's acceptor state for inst. Caller holds c.accMu.
+// ownAcc returns this node's acceptor state for inst: the stored one, else
+// (state written before the store existed) its own record. Caller holds
+// c.accMu.
 func (c *clusterState) ownAcc(inst string) accState {
+	if a, ok := c.loadAcc(inst); ok {
+		return a
+	}
 	r, ok := c.r.Get(kindAcc, inst+"/"+c.self)
-	if !ok {
+	if !ok || r.Owner != c.self {
 		return accState{Version: recordVersion}
 	}
 	var a accState
@@ -139,8 +147,13 @@ func (c *clusterState) ownAcc(inst string) accState {
 	return a
 }
 
+// putAcc persists this node's acceptor state, then publishes it: a promise
+// is durable before any proposer can count it.
 func (c *clusterState) putAcc(inst string, a accState) error {
 	a.Version = recordVersion
+	if err := c.storeAcc(inst, a); err != nil {
+		return err
+	}
 	if err := c.r.Put(kindAcc, inst+"/"+c.self, encodeRec(a)); err != nil {
 		return fmt.Errorf("writing acceptor state of %s: %w", inst, err)
 	}

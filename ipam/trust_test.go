@@ -2,11 +2,17 @@ package ipam
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
+	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"grapevine/gossip"
 	"grapevine/gossip/gossiptest"
@@ -77,5 +83,153 @@ func TestTrustLoneDecidedRecord(t *testing.T) {
 		if v, ok := c.d.cl.decided(inst); !ok || strings.Contains(string(v), "rogue") {
 			t.Fatalf("%s: decided %s, %v", c.name, v, ok)
 		}
+	}
+}
+
+// startWrapped starts an IPAM host whose gossip is wrapped by wrap (given
+// the host's bbolt file).
+func startWrapped(t *testing.T, n *gossiptest.Net, name string, cfg Config, wrap func(gossip.Replicated, *bbolt.DB) gossip.Replicated) *Driver {
+	t.Helper()
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), name+".db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.NoSync = true
+	t.Cleanup(func() { _ = db.Close() })
+	gc := n.Node(t, name, func(g *gossip.Config) { g.DB = db })
+	cfg.DB, cfg.Cluster, cfg.Log = db, wrap(gc, db), gossiptest.Log(name)
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+// failingAcc is a host's gossip whose writes of acceptor records fail, as if
+// the host crashed right after persisting its answer.
+type failingAcc struct {
+	gossip.Replicated
+}
+
+func (f failingAcc) Put(kind, key string, value []byte) error {
+	if kind == kindAcc {
+		return errors.New("crash point: acceptor record not written")
+	}
+	return f.Replicated.Put(kind, key, value)
+}
+
+// TestTrustPromisePersistedFirst: an acceptor's answer is in its own store
+// before it is written to gossip: with the gossip write failing (the crash
+// point), the promise is still there.
+func TestTrustPromisePersistedFirst(t *testing.T) {
+	n := gossiptest.NewNet()
+	cfg := fastCfg()
+	cfg.AgreeTimeout = 500 * time.Millisecond
+	a := startNode(t, n, "a", nil, cfg)
+	b := startWrapped(t, n, "b", cfg, func(r gossip.Replicated, _ *bbolt.DB) gossip.Replicated { return failingAcc{r} })
+	gossiptest.Eventually(t, 10*time.Second, "a sees b", func() bool { return aliveCount(a.d) == 2 })
+	const subnet = "198.19.31.0/24"
+	id := a.pool(subnet, "")
+	if _, err := a.addr(id, ""); err == nil {
+		t.Fatal("a decided without b's answer")
+	}
+	b.cl.accMu.Lock()
+	got, ok := b.cl.loadAcc("init/" + subnet)
+	b.cl.accMu.Unlock()
+	if !ok || got.Promised.N == 0 || got.Promised.P != "a" {
+		t.Fatalf("b's stored acceptor state %+v (%v), want a's promise", got, ok)
+	}
+}
+
+// TestTrustOwnAcceptorRecordOverwritten: another member overwriting a host's
+// acceptor record (last writer wins) does not make the host forget what it
+// promised and learned.
+func TestTrustOwnAcceptorRecordOverwritten(t *testing.T) {
+	n, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	rogue := rogueMember(t, n, nodes, "rogue")
+	const subnet = "198.19.32.0/24"
+	inst := "init/" + subnet
+	for _, c := range nodes {
+		c.mustAddr(c.pool(subnet, ""))
+	}
+	a := nodes[0]
+	if err := rogue.Put(kindAcc, inst+"/a", mustJSON(t, accState{Version: recordVersion})); err != nil {
+		t.Fatal(err)
+	}
+	waitRecord(t, nodes, kindAcc, inst+"/a", "rogue")
+	a.d.cl.accMu.Lock()
+	own := a.d.cl.ownAcc(inst)
+	a.d.cl.accMu.Unlock()
+	if !own.Decided || own.Accepted.zero() {
+		t.Fatalf("a's acceptor state after its record was overwritten: %+v", own)
+	}
+}
+
+// donorWatch checks, at every block record a host writes that gives space
+// to another host, that the host's own store no longer lists that space as
+// its own.
+type donorWatch struct {
+	gossip.Replicated
+	db *bbolt.DB
+
+	mu         sync.Mutex
+	gives      int
+	violations []string
+}
+
+func (w *donorWatch) Put(kind, key string, value []byte) error {
+	var b blockRec
+	if kind == kindBlock && json.Unmarshal(value, &b) == nil && b.Owner != w.LocalName() {
+		subnetS, first, _ := splitKey(key)
+		subnet := netip.MustParsePrefix(subnetS)
+		lo := addrToOrd(subnet, netip.MustParseAddr(first))
+		w.mu.Lock()
+		w.gives++
+		_ = w.db.View(func(tx *bbolt.Tx) error {
+			return tx.Bucket(rootBucket).Bucket(poolsBucket).ForEachBucket(func(k []byte) error {
+				var r poolRecord
+				if json.Unmarshal(tx.Bucket(rootBucket).Bucket(poolsBucket).Bucket(k).Get(metaKey), &r) != nil || r.Pool != subnetS {
+					return nil
+				}
+				if o, err := parseOwnership(subnet, r.Owned); err == nil && o.contains(lo) {
+					w.violations = append(w.violations, key+" given to "+b.Owner+" while stored as owned")
+				}
+				return nil
+			})
+		})
+		w.mu.Unlock()
+	}
+	return w.Replicated.Put(kind, key, value)
+}
+
+// TestTrustDonationPersistedFirst: a donor's store drops the block it gives
+// before the record giving it is written, so a crash in between never
+// brings the donor back owning a block another host may use.
+func TestTrustDonationPersistedFirst(t *testing.T) {
+	n := gossiptest.NewNet()
+	a := startNode(t, n, "a", nil, fastCfg())
+	var watch *donorWatch
+	b := &cnode{t: t, name: "b"}
+	b.d = startWrapped(t, n, "b", fastCfg(), func(r gossip.Replicated, db *bbolt.DB) gossip.Replicated {
+		watch = &donorWatch{Replicated: r, db: db}
+		return watch
+	})
+	gossiptest.Eventually(t, 10*time.Second, "a sees b", func() bool { return aliveCount(a.d) == 2 })
+	const subnet = "198.19.41.0/26"
+	ida, idb := a.pool(subnet, ""), b.pool(subnet, "")
+	b.mustAddr(idb)
+	for i := range 40 { // a owns 32 addresses: b must donate
+		if _, err := a.addr(ida, ""); err != nil {
+			t.Fatalf("address %d on a: %v", i, err)
+		}
+	}
+	watch.mu.Lock()
+	defer watch.mu.Unlock()
+	if watch.gives == 0 {
+		t.Fatal("b never donated")
+	}
+	if len(watch.violations) > 0 {
+		t.Fatalf("donations written before they were persisted: %v", watch.violations)
 	}
 }
