@@ -57,6 +57,10 @@ type clusterState struct {
 	bg      sync.WaitGroup  // leader goroutines
 	// decidedHook is called after this host chose a value as leader.
 	decidedHook func(inst string, v json.RawMessage)
+
+	ledMu    sync.Mutex         // guards ledgers and refusals; taken after d.mu
+	ledgers  map[string]*ledger // by subnet (ledger.go)
+	refusals map[string]uint64  // refused block records by cause
 }
 
 func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
@@ -75,6 +79,8 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		instMu:        make(map[string]*sync.Mutex),
 		members:       make(map[string]bool),
 		leading:       make(map[string]bool),
+		ledgers:       make(map[string]*ledger),
+		refusals:      make(map[string]uint64),
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -243,6 +249,9 @@ func (d *Driver) joinCluster() error {
 		return fmt.Errorf("announcing this host to the cluster: %w", err)
 	}
 	if err := c.republishAcc(); err != nil {
+		return err
+	}
+	if err := c.loadLedgers(); err != nil {
 		return err
 	}
 	d.mu.Lock()

@@ -195,6 +195,7 @@ func (d *Driver) onWant(_, rec *gossip.Record) {
 	d.refreshLocked(subnet)
 	def := d.poolDefLocked(subnet)
 	d.mu.Unlock()
+	d.cl.saveLedgers()
 	d.publish(subnet, def)
 }
 

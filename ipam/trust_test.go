@@ -233,3 +233,79 @@ func TestTrustDonationPersistedFirst(t *testing.T) {
 		t.Fatalf("donations written before they were persisted: %v", watch.violations)
 	}
 }
+
+// TestTrustForgedBlockRecords: a member writes block records for space it
+// was never given: over another host's block (replacing that host's record
+// under the same key everywhere), inside another host's block, a forged
+// donation between two other hosts and a forged reclaim. No honest host's
+// view of the blocks changes, each refuses every one, allocation goes on,
+// and a restarted host still refuses them.
+func TestTrustForgedBlockRecords(t *testing.T) {
+	n, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	rogue := rogueMember(t, n, nodes, "rogue")
+	const subnet = "198.19.33.0/24"
+	ids := map[*cnode]string{}
+	for _, c := range nodes {
+		ids[c] = c.pool(subnet, "")
+		c.mustAddr(ids[c])
+	}
+	before := blockOwners(nodes[0].status(ids[nodes[0]]))
+	for _, c := range nodes[1:] {
+		gossiptest.Eventually(t, 10*time.Second, c.name+" sees the same blocks", func() bool {
+			return slices.Equal(blockOwners(c.status(ids[c])), before)
+		})
+	}
+	// Block firsts and lasts of a and b, from the shared view.
+	var aBlock, bBlock []string
+	for _, b := range nodes[0].status(ids[nodes[0]]).Blocks {
+		switch {
+		case b.Owner == "a" && aBlock == nil:
+			aBlock = []string{b.First, b.Last}
+		case b.Owner == "b" && bBlock == nil:
+			bBlock = []string{b.First, b.Last}
+		}
+	}
+	if aBlock == nil || bBlock == nil {
+		t.Fatalf("blocks %v: want one of a and one of b", before)
+	}
+	inside := netip.MustParseAddr(bBlock[0]).Next().Next().Next().Next() // b's block, at another key
+	forged := []struct{ key, last, owner string }{
+		{aBlock[0], aBlock[1], "rogue"},       // a's block, a's key
+		{inside.String(), bBlock[1], "rogue"}, // overlaps b's block
+		{bBlock[0], bBlock[1], "c"},           // a donation b never made
+	}
+	for _, f := range forged {
+		v := mustJSON(t, blockRec{Version: recordVersion, Last: f.last, Owner: f.owner})
+		if err := rogue.Put(kindBlock, subnet+"/"+f.key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reclaimed := mustJSON(t, blockRec{Version: recordVersion, Last: aBlock[1], Owner: "rogue", Reclaimed: true})
+	if err := rogue.Put(kindBlock, subnet+"/"+aBlock[0], reclaimed); err != nil { // a reclaim nobody decided
+		t.Fatal(err)
+	}
+	waitRecord(t, nodes, kindBlock, subnet+"/"+aBlock[0], "rogue")
+	waitRecord(t, nodes, kindBlock, subnet+"/"+bBlock[0], "rogue")
+	waitRecord(t, nodes, kindBlock, subnet+"/"+inside.String(), "rogue")
+
+	check := func(what string) {
+		t.Helper()
+		for _, c := range nodes {
+			if got := blockOwners(c.status(ids[c])); !slices.Equal(got, before) {
+				t.Fatalf("%s: %s's blocks %v, want %v", what, c.name, got, before)
+			}
+			if got := c.d.Refused()[causeBlockNotOwner]; got == 0 {
+				t.Fatalf("%s: %s counted no refused block record", what, c.name)
+			}
+			if _, err := c.addr(ids[c], ""); err != nil {
+				t.Fatalf("%s: %s cannot allocate: %v", what, c.name, err)
+			}
+		}
+		noDuplicates(t, ids)
+	}
+	check("after the forgeries")
+	a := nodes[0]
+	a.stop()
+	a.start()
+	check("after a restarts")
+}
