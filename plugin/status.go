@@ -31,7 +31,10 @@ type Status struct {
 	Underlay string                 `json:"underlay,omitempty"`
 	Networks []driver.NetworkStatus `json:"networks"`
 	Pools    []gvipam.PoolStatus    `json:"pools"`
-	Error    string                 `json:"error,omitempty"`
+	// Refused counts other hosts' records refused where they are used
+	// (endpoint and block records), by cause.
+	Refused map[string]uint64 `json:"refused,omitempty"`
+	Error   string            `json:"error,omitempty"`
 }
 
 func (p *process) status() any {
@@ -53,6 +56,7 @@ func (p *process) status() any {
 		},
 		Networks: p.driver.Status(),
 		Pools:    p.ipam.Status(),
+		Refused:  refusedCounts(p.driver.Refused(), p.ipam.Refused()),
 	}
 	if u, err := p.resolveUnderlay(); err == nil {
 		st.Underlay = fmt.Sprintf("%s dev %s mtu %d", u.Addr, u.Link, u.MTU)
@@ -60,6 +64,21 @@ func (p *process) status() any {
 		st.Error = err.Error()
 	}
 	return st
+}
+
+// refusedCounts merges counts by cause (the causes of the driver and of
+// IPAM are distinct); nil when there are none.
+func refusedCounts(parts ...map[string]uint64) map[string]uint64 {
+	var out map[string]uint64
+	for _, m := range parts {
+		for k, v := range m {
+			if out == nil {
+				out = map[string]uint64{}
+			}
+			out[k] += v
+		}
+	}
+	return out
 }
 
 // FindSocket locates the plugin socket on this host: the managed plugin's socket
@@ -120,6 +139,14 @@ func PrintStatus(w io.Writer, raw []byte) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "node:      %s (joined: %v)\n", st.Node, st.Joined)
+	if len(st.Refused) > 0 {
+		var causes []string
+		for c, n := range st.Refused {
+			causes = append(causes, fmt.Sprintf("%s=%d", c, n))
+		}
+		sort.Strings(causes)
+		fmt.Fprintf(w, "refused:   %s (other hosts' records not used; see the log for each)\n", strings.Join(causes, " "))
+	}
 	fmt.Fprintln(w, "\nPEERS")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tADDRESS\tVTEP\tSTATE\tRELEASE")
