@@ -78,6 +78,28 @@ func defOf(n *networkRecord) networkDef {
 	return networkDef{Version: recordVersion, Mode: n.Mode, VNI: n.VNI, Gateway: n.Gateway.Addr(), MTU: n.MTU, HostAccess: n.HostAccess}
 }
 
+// parseNetworkRecord reads a host's definition of a subnet: keyed by the
+// subnet and its writer's name, with a known mode, a VNI in range (vxlan),
+// and gateway and host access addresses inside the subnet. Anything else is
+// not used (ok false).
+func parseNetworkRecord(r *gossip.Record) (netip.Prefix, string, networkDef, bool) {
+	var def networkDef
+	subnet, node, ok := splitKey(r.Key)
+	if !ok || node != r.Owner || !subnet.Addr().Is4() || json.Unmarshal(r.Value, &def) != nil {
+		return netip.Prefix{}, "", networkDef{}, false
+	}
+	inside := func(a netip.Addr) bool { return !a.IsValid() || subnet.Contains(a) }
+	switch {
+	case def.Mode != modeVXLAN && def.Mode != modeMACVLAN:
+	case def.Mode == modeVXLAN && (def.VNI < 1 || def.VNI > maxVNI):
+	case def.MTU != 0 && (def.MTU < 68 || def.MTU > maxLinkMTU):
+	case !inside(def.Gateway) || !inside(def.HostAccess):
+	default:
+		return subnet, node, def, true
+	}
+	return netip.Prefix{}, "", networkDef{}, false
+}
+
 // clusterDef is another host's definition of a subnet.
 type clusterDef struct {
 	node    string
@@ -90,12 +112,8 @@ type clusterDef struct {
 func (d *Driver) clusterDefs(subnet netip.Prefix) []clusterDef {
 	var out []clusterDef
 	for _, r := range d.cluster.List(kindNetwork) {
-		p, node, ok := splitKey(r.Key)
-		if !ok || p != subnet || node == d.self || node != r.Owner {
-			continue // another host's definition, written by that host
-		}
-		var def networkDef
-		if err := json.Unmarshal(r.Value, &def); err != nil {
+		p, node, def, ok := parseNetworkRecord(&r)
+		if !ok || p != subnet || node == d.self {
 			continue
 		}
 		out = append(out, clusterDef{node: node, version: r.Version, def: def})
@@ -170,12 +188,8 @@ func (d *Driver) clusterVNIUser(vni uint32, subnet netip.Prefix) (netip.Prefix, 
 		return netip.Prefix{}, "", false
 	}
 	for _, r := range d.cluster.List(kindNetwork) {
-		p, node, ok := splitKey(r.Key)
-		if !ok || p == subnet || node != r.Owner {
-			continue
-		}
-		var def networkDef
-		if json.Unmarshal(r.Value, &def) == nil && def.VNI == vni {
+		p, node, def, ok := parseNetworkRecord(&r)
+		if ok && p != subnet && def.VNI == vni {
 			return p, node, true
 		}
 	}
@@ -381,13 +395,12 @@ func (d *Driver) onNetworkRecord(_, r *gossip.Record) {
 	if r == nil || r.Deleted {
 		return
 	}
-	subnet, node, ok := splitKey(r.Key)
-	if !ok || node == d.self || node != r.Owner {
-		return // a host defines only its own networks
+	subnet, node, def, ok := parseNetworkRecord(r)
+	if !ok {
+		d.log.WithFields(logrus.Fields{"key": r.Key, "peer": r.Owner}).Warn("ignoring a network record that is not its writer's definition of a subnet")
+		return
 	}
-	var def networkDef
-	if err := json.Unmarshal(r.Value, &def); err != nil {
-		d.log.WithFields(logrus.Fields{"key": r.Key, "peer": r.Owner}).Warn("ignoring an undecodable network record")
+	if node == d.self {
 		return
 	}
 	d.mu.Lock()

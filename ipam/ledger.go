@@ -123,29 +123,19 @@ func (l *ledger) views() []blockView {
 	return out
 }
 
-// blockRecords parses the block records of subnet (n addresses). Records
-// that are not a block of it are reported as malformed.
+// blockRecords parses the block records of subnet. Records that are not a
+// block of it are reported as malformed.
 func (c *clusterState) blockRecords(subnet netip.Prefix) (cands []blockCand, bad []gossip.Record) {
 	prefix := subnetKey(subnet) + "/"
 	for _, rec := range c.r.List(kindBlock) {
 		if !strings.HasPrefix(rec.Key, prefix) {
 			continue
 		}
-		first, err := netip.ParseAddr(rec.Key[len(prefix):])
-		var b blockRec
-		if err != nil || !subnet.Contains(first) || decodeRec(rec, &b) != nil {
+		if cd, ok := parseBlockRecord(subnet, &rec); ok {
+			cands = append(cands, cd)
+		} else {
 			bad = append(bad, rec)
-			continue
 		}
-		last, err := netip.ParseAddr(b.Last)
-		if err != nil || !subnet.Contains(last) || last.Less(first) || b.Owner == "" {
-			bad = append(bad, rec)
-			continue
-		}
-		cands = append(cands, blockCand{
-			s:     span{addrToOrd(subnet, first), addrToOrd(subnet, last)},
-			owner: b.Owner, key: rec.Key, writer: rec.Owner, version: rec.Version, reclaimed: b.Reclaimed,
-		})
 	}
 	slices.SortFunc(cands, func(a, b blockCand) int {
 		if a.version != b.version {
@@ -244,6 +234,28 @@ func (c *clusterState) refuseBlock(l *ledger, subnet netip.Prefix, key, writer s
 	c.refusals[cause]++
 	c.log.WithFields(logrus.Fields{"subnet": subnet, "key": key, "peer": writer, "cause": cause}).
 		Warn("refused a block record: its writer does not hold that space by the records this host accepted; nothing changes here")
+}
+
+// parseBlockRecord reads a block record of subnet: keyed by its first
+// address, ending at or after it inside the subnet, naming an owner.
+func parseBlockRecord(subnet netip.Prefix, rec *gossip.Record) (blockCand, bool) {
+	firstText, ok := strings.CutPrefix(rec.Key, subnetKey(subnet)+"/")
+	if !ok || rec.Deleted || rec.Owner == "" {
+		return blockCand{}, false
+	}
+	first, err := netip.ParseAddr(firstText)
+	var b blockRec
+	if err != nil || !subnet.Contains(first) || decodeRec(*rec, &b) != nil {
+		return blockCand{}, false
+	}
+	last, err := netip.ParseAddr(b.Last)
+	if err != nil || !subnet.Contains(last) || last.Less(first) || b.Owner == "" {
+		return blockCand{}, false
+	}
+	return blockCand{
+		s:     span{addrToOrd(subnet, first), addrToOrd(subnet, last)},
+		owner: b.Owner, key: rec.Key, writer: rec.Owner, version: rec.Version, reclaimed: b.Reclaimed,
+	}, true
 }
 
 // ledgerOf returns the blocks of subnet from its ledger, built from the
