@@ -29,7 +29,9 @@
 // gateway, and adopts the cluster's VNI when none is given. Entries follow
 // records and membership (a dead or departed host's endpoints are removed,
 // re-added when it returns) and are repaired periodically in both
-// directions (ReconcilePeers). See cluster.go and peers.go.
+// directions (ReconcilePeers). Other hosts' records are checked before they
+// are used and a refused one programs nothing (trust.go). See cluster.go and
+// peers.go.
 package driver
 
 import (
