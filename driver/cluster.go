@@ -377,10 +377,14 @@ func (d *Driver) onEndpointRecord(_, r *gossip.Record) {
 	case cause == "" && old != nil && old.node != r.Owner && d.aliveMember(old.node):
 		cause = causeHeld
 	}
+	if cause == causeHeld {
+		d.holdAddress(r.Key, ep)
+	}
 	if cause != "" {
 		d.refuse(r.Key, r.Owner, cause, n)
 		return
 	}
+	delete(d.peers.held, r.Key)
 	delete(d.peers.refused.current, r.Key)
 	if ep == nil {
 		delete(d.peers.eps, r.Key)

@@ -26,6 +26,11 @@ const peerBatch = 256
 // defaultPeerRepair is how often the peer worker runs ReconcilePeers.
 const defaultPeerRepair = 10 * time.Second
 
+// defaultAddressHoldoff is Config.AddressHoldoff's default: four times the
+// plugin's reconcile period, within which a holder re-announces an address
+// it still has.
+const defaultAddressHoldoff = 2 * time.Minute
+
 // remoteEP is an accepted endpoint record of another host.
 type remoteEP struct {
 	subnet netip.Prefix
@@ -51,6 +56,14 @@ type peerState struct {
 	macRefs map[string]map[hwAddr][]string // vxlan → mac → keys programmed with it
 	dirty   map[string]struct{}
 	refused refusals
+	held    map[string]heldEP // record key → refused takeover (causeHeld)
+}
+
+// heldEP is a record refused because another live host's endpoint holds its
+// address, and since when.
+type heldEP struct {
+	ep    remoteEP
+	since time.Time
 }
 
 func newPeerState() *peerState {
@@ -61,6 +74,7 @@ func newPeerState() *peerState {
 		macRefs: map[string]map[hwAddr][]string{},
 		dirty:   map[string]struct{}{},
 		refused: newRefusals(),
+		held:    map[string]heldEP{},
 	}
 }
 
@@ -305,6 +319,7 @@ func (d *Driver) reconcilePeers() error {
 	if d.cluster == nil {
 		return nil
 	}
+	d.moveUncontested(time.Now())
 	// Membership snapshot: any change since is also queued as an event, so
 	// the model converges whatever the interleaving.
 	for _, m := range d.cluster.Members() {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -172,4 +173,45 @@ func auxAddrs(spec networkSpec) []netip.Addr {
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
+}
+
+// holdAddress remembers a takeover refused because another live host's
+// endpoint holds the address, keeping the time of the first identical
+// attempt. Caller holds mu.
+func (d *Driver) holdAddress(key string, ep *remoteEP) {
+	if h, ok := d.peers.held[key]; ok && h.ep == *ep {
+		return
+	}
+	d.peers.held[key] = heldEP{ep: *ep, since: time.Now()}
+}
+
+// moveUncontested accepts the refused takeovers whose record is still the
+// current one after the holdoff: the previous host did not announce the
+// address again, so it moved (its withdrawal was lost or superseded, as
+// after a partition). A holder that still has the address re-announces it
+// at its next Reconcile, which clears the takeover. Caller holds mu.
+func (d *Driver) moveUncontested(now time.Time) {
+	for k, h := range d.peers.held {
+		if now.Sub(h.since) < d.holdoff {
+			continue
+		}
+		delete(d.peers.held, k)
+		r, ok := d.cluster.Get(kindEndpoint, k)
+		if !ok || r.Owner != h.ep.node {
+			continue
+		}
+		if ep, cause := decodeEndpoint(&r, h.ep.subnet, h.ep.ip); cause != "" || *ep != h.ep {
+			continue
+		}
+		old := d.peers.eps[k]
+		ep := h.ep
+		d.peers.eps[k] = &ep
+		delete(d.peers.refused.current, k)
+		d.markDirty(k)
+		fields := logrus.Fields{"peer": ep.node, "key": k}
+		if old != nil {
+			fields["previous_host"] = old.node
+		}
+		d.log.WithFields(fields).Info("address moved to another host: its previous host did not announce it again")
+	}
 }

@@ -144,3 +144,51 @@ func TestTrustForgedEndpointRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustAddressMovesOnlyUncontested: another host's record for an
+// address a live host's endpoint holds is refused while the holder announces
+// it again (as its Reconcile does), and accepted once it stayed uncontested
+// for the holdoff (the holder's withdrawal was lost, as after a partition).
+func TestTrustAddressMovesOnlyUncontested(t *testing.T) {
+	e, c := newClusterEnv(t, "h0", "198.18.0.1")
+	nid := id("n")
+	vx := vxlanName(nid)
+	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
+	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.member("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
+	held := remote{"198.19.20.10", "02:00:00:00:00:0a", "198.18.0.2"}
+	moved := remote{held.ip, "02:00:00:00:00:0b", "198.18.0.3"}
+	c.remoteEndpoint(t, "h1", sub20, held.ip, held.mac)
+	e.flush()
+	checkRemotes(t, e.fake, vx, held)
+	const holdoff = 100 * time.Millisecond
+	e.d.mu.Lock()
+	e.d.holdoff = holdoff
+	e.d.mu.Unlock()
+	repair := func() {
+		t.Helper()
+		if err := e.d.ReconcilePeers(); err != nil {
+			t.Fatal(err)
+		}
+		e.flush()
+	}
+
+	c.remoteEndpoint(t, "h2", sub20, moved.ip, moved.mac)
+	e.flush()
+	checkRemotes(t, e.fake, vx, held)
+	c.remoteEndpoint(t, "h1", sub20, held.ip, held.mac) // h1 still has it
+	time.Sleep(2 * holdoff)
+	repair()
+	checkRemotes(t, e.fake, vx, held)
+
+	c.remoteEndpoint(t, "h2", sub20, moved.ip, moved.mac) // and now h1 stays silent
+	e.flush()
+	repair()
+	checkRemotes(t, e.fake, vx, held)
+	time.Sleep(2 * holdoff)
+	repair()
+	checkRemotes(t, e.fake, vx, moved)
+	if got := e.d.Refused()[causeHeld]; got != 2 {
+		t.Fatalf("refused takeovers %d, want 2", got)
+	}
+}
