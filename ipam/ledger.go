@@ -66,6 +66,12 @@ const (
 	causeBlockStale     = "block_older_state" // older than the ownership it would change
 )
 
+var blockCauseText = map[string]string{
+	causeBlockMalformed: "it is not a range of the pool naming an owner",
+	causeBlockNotOwner:  "its writer does not hold all of that space by the records this host accepted",
+	causeBlockStale:     "it is older than the ownership it would change",
+}
+
 func newLedger(div []blockView) *ledger {
 	l := &ledger{Version: 1, Applied: map[string]uint64{}, refused: map[string]uint64{}, dirty: true}
 	for _, b := range div {
@@ -233,7 +239,7 @@ func (c *clusterState) refuseBlock(l *ledger, subnet netip.Prefix, key, writer s
 	l.refused[key] = version
 	c.refusals[cause]++
 	c.log.WithFields(logrus.Fields{"subnet": subnet, "key": key, "peer": writer, "cause": cause}).
-		Warn("refused a block record: its writer does not hold that space by the records this host accepted; nothing changes here")
+		Warn("refused a block record: " + blockCauseText[cause] + "; nothing changes here")
 }
 
 // parseBlockRecord reads a block record of subnet: keyed by its first
