@@ -3,7 +3,6 @@ package driver
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -79,6 +78,28 @@ func defOf(n *networkRecord) networkDef {
 	return networkDef{Version: recordVersion, Mode: n.Mode, VNI: n.VNI, Gateway: n.Gateway.Addr(), MTU: n.MTU, HostAccess: n.HostAccess}
 }
 
+// parseNetworkRecord reads a host's definition of a subnet: keyed by the
+// subnet and its writer's name, with a known mode, a VNI in range (vxlan),
+// and gateway and host access addresses inside the subnet. Anything else is
+// not used (ok false).
+func parseNetworkRecord(r *gossip.Record) (netip.Prefix, string, networkDef, bool) {
+	var def networkDef
+	subnet, node, ok := splitKey(r.Key)
+	if !ok || node != r.Owner || !subnet.Addr().Is4() || json.Unmarshal(r.Value, &def) != nil {
+		return netip.Prefix{}, "", networkDef{}, false
+	}
+	inside := func(a netip.Addr) bool { return !a.IsValid() || subnet.Contains(a) }
+	switch {
+	case def.Mode != modeVXLAN && def.Mode != modeMACVLAN:
+	case def.Mode == modeVXLAN && (def.VNI < 1 || def.VNI > maxVNI):
+	case def.MTU != 0 && (def.MTU < 68 || def.MTU > maxLinkMTU):
+	case !inside(def.Gateway) || !inside(def.HostAccess):
+	default:
+		return subnet, node, def, true
+	}
+	return netip.Prefix{}, "", networkDef{}, false
+}
+
 // clusterDef is another host's definition of a subnet.
 type clusterDef struct {
 	node    string
@@ -91,12 +112,8 @@ type clusterDef struct {
 func (d *Driver) clusterDefs(subnet netip.Prefix) []clusterDef {
 	var out []clusterDef
 	for _, r := range d.cluster.List(kindNetwork) {
-		p, node, ok := splitKey(r.Key)
+		p, node, def, ok := parseNetworkRecord(&r)
 		if !ok || p != subnet || node == d.self {
-			continue
-		}
-		var def networkDef
-		if err := json.Unmarshal(r.Value, &def); err != nil {
 			continue
 		}
 		out = append(out, clusterDef{node: node, version: r.Version, def: def})
@@ -171,12 +188,8 @@ func (d *Driver) clusterVNIUser(vni uint32, subnet netip.Prefix) (netip.Prefix, 
 		return netip.Prefix{}, "", false
 	}
 	for _, r := range d.cluster.List(kindNetwork) {
-		p, node, ok := splitKey(r.Key)
-		if !ok || p == subnet {
-			continue
-		}
-		var def networkDef
-		if json.Unmarshal(r.Value, &def) == nil && def.VNI == vni {
+		p, node, def, ok := parseNetworkRecord(&r)
+		if ok && p != subnet && def.VNI == vni {
 			return p, node, true
 		}
 	}
@@ -338,34 +351,41 @@ func (d *Driver) clusterEndpointDeleted(n *networkRecord, e *endpointRecord) {
 
 // onEndpointRecord follows the endpoint records of other hosts. It runs on
 // gossip's callback worker and only updates the model; the peer worker
-// programs the kernel.
+// programs the kernel. A refused record leaves the model as it was.
 func (d *Driver) onEndpointRecord(_, r *gossip.Record) {
 	if r == nil {
 		return
 	}
-	subnet, ipText, ok := splitKey(r.Key)
-	ip, err := netip.ParseAddr(ipText)
-	if !ok || err != nil || !subnet.Contains(ip) {
-		d.log.WithField("key", r.Key).Debug("ignoring an endpoint record with a malformed key")
-		return
-	}
+	subnet, ip, keyOK := parseEndpointKey(r.Key)
 	var ep *remoteEP
-	if !r.Deleted {
-		var def endpointDef
-		var mac net.HardwareAddr
-		err := json.Unmarshal(r.Value, &def)
-		if err == nil {
-			mac, err = net.ParseMAC(def.MAC)
-		}
-		switch {
-		case err != nil || len(mac) != 6 || def.Node == "":
-			d.log.WithFields(logrus.Fields{"key": r.Key, "peer": r.Owner}).Warn("ignoring an undecodable endpoint record")
-		case def.Node != d.self:
-			ep = &remoteEP{subnet: subnet, ip: ip, mac: mac.String(), node: def.Node}
-		}
+	cause := causeKey
+	if keyOK && !r.Deleted {
+		ep, cause = decodeEndpoint(r, subnet, ip)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	n := d.networkOf(subnet)
+	old := d.peers.eps[r.Key]
+	switch {
+	case !keyOK:
+	case r.Owner == d.self:
+		ep, cause = nil, "" // this host's own endpoint is not remote
+	case r.Deleted && old != nil && old.node != r.Owner && d.aliveMember(old.node):
+		cause = causeDelete
+	case r.Deleted:
+		cause = ""
+	case cause == "" && old != nil && old.node != r.Owner && d.aliveMember(old.node):
+		cause = causeHeld
+	}
+	if cause == causeHeld {
+		d.holdAddress(r.Key, ep)
+	}
+	if cause != "" {
+		d.refuse(r.Key, r.Owner, cause, n)
+		return
+	}
+	delete(d.peers.held, r.Key)
+	delete(d.peers.refused.current, r.Key)
 	if ep == nil {
 		delete(d.peers.eps, r.Key)
 	} else {
@@ -379,13 +399,12 @@ func (d *Driver) onNetworkRecord(_, r *gossip.Record) {
 	if r == nil || r.Deleted {
 		return
 	}
-	subnet, node, ok := splitKey(r.Key)
-	if !ok || node == d.self {
+	subnet, node, def, ok := parseNetworkRecord(r)
+	if !ok {
+		d.log.WithFields(logrus.Fields{"key": r.Key, "peer": r.Owner}).Warn("ignoring a network record that is not its writer's definition of a subnet")
 		return
 	}
-	var def networkDef
-	if err := json.Unmarshal(r.Value, &def); err != nil {
-		d.log.WithFields(logrus.Fields{"key": r.Key, "peer": r.Owner}).Warn("ignoring an undecodable network record")
+	if node == d.self {
 		return
 	}
 	d.mu.Lock()

@@ -251,6 +251,7 @@ func TestClusterRemoteProgramming(t *testing.T) {
 			[]remote{{a.ip, "02:00:00:00:00:aa", "198.18.0.9"}}},
 		{"address moves to another host", func() {
 			c.member("h2", x.vtep, gossip.StateAlive, gossip.EventJoin)
+			c.remoteDelete("h1", kindEndpoint, sub20+"/"+a.ip) // its host withdraws it first
 			c.remoteEndpoint(t, "h2", sub20, a.ip, x.mac)
 		}, []remote{{a.ip, x.mac, x.vtep}, x}},
 		{"own record ignored", func() { c.remoteEndpoint(t, "h0", sub20, "198.19.20.20", "02:00:00:00:00:20") },
@@ -394,7 +395,8 @@ func TestClusterRestart(t *testing.T) {
 	}
 	_ = c2.Put(kindEndpoint, sub20+"/198.19.20.7", []byte(`{"version":1,"mac":"02:42:c6:13:14:07","node":"h0"}`))
 	_ = c2.Put(kindNetwork, sub21+"/h0", []byte(`{"version":1,"mode":"vxlan","vni":9}`))
-	c2.members["h1"] = gossip.Member{Name: "h1", State: gossip.StateAlive, Meta: gossip.NodeMeta{VTEP: netip.MustParseAddr("198.18.0.2")}}
+	c2.members["h1"] = gossip.Member{Name: "h1", State: gossip.StateAlive, Addr: netip.MustParseAddrPort("198.18.0.2:7946"),
+		Meta: gossip.NodeMeta{VTEP: netip.MustParseAddr("198.18.0.2")}}
 	e.cluster = c2
 	e.restart(dataplane.NewFake())
 	if err := e.d.Reconcile(); err != nil {

@@ -29,7 +29,9 @@
 // gateway, and adopts the cluster's VNI when none is given. Entries follow
 // records and membership (a dead or departed host's endpoints are removed,
 // re-added when it returns) and are repaired periodically in both
-// directions (ReconcilePeers). See cluster.go and peers.go.
+// directions (ReconcilePeers). Other hosts' records are checked before they
+// are used and a refused one programs nothing (trust.go). See cluster.go and
+// peers.go.
 package driver
 
 import (
@@ -92,6 +94,11 @@ type Config struct {
 	// the kernel and repaired (ReconcilePeers); 0 means 10 s, negative never
 	// (Reconcile still does it). Only used with a Cluster.
 	PeerRepair time.Duration
+	// AddressHoldoff is how long a host's endpoint record for an address
+	// another live host's endpoint holds must stay, uncontested, before the
+	// address moves to it here (the holder re-announces an address it still
+	// has at its next Reconcile); 0 means 2 minutes. Only used with a Cluster.
+	AddressHoldoff time.Duration
 }
 
 // Driver implements the NetworkDriver calls. All methods are safe for
@@ -120,6 +127,7 @@ type Driver struct {
 	// Cluster state (all nil without a Cluster). peers is guarded by mu.
 	cluster   gossip.Replicated
 	self      string
+	holdoff   time.Duration
 	peers     *peerState
 	wake      chan struct{}
 	stop      chan struct{}
@@ -208,6 +216,10 @@ func New(cfg Config) (*Driver, error) {
 		d.hostname = h
 	}
 	if cfg.Cluster != nil {
+		d.holdoff = cfg.AddressHoldoff
+		if d.holdoff <= 0 {
+			d.holdoff = defaultAddressHoldoff
+		}
 		d.startCluster(cfg.Cluster, cfg.PeerRepair)
 	}
 	return d, nil

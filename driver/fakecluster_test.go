@@ -238,6 +238,7 @@ func (c *fakeCluster) member(name, vtep string, state gossip.MemberState, ev gos
 	m := gossip.Member{Name: name, State: state, Meta: gossip.NodeMeta{Version: 1, VXLANPort: 4789}}
 	if vtep != "" {
 		m.Meta.VTEP = netip.MustParseAddr(vtep)
+		m.Addr = netip.AddrPortFrom(m.Meta.VTEP, 7946) // a VTEP is the member's gossip address
 	}
 	c.mu.Lock()
 	c.members[name] = m

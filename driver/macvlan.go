@@ -90,6 +90,7 @@ func (d *Driver) createMacvlan(id string, spec networkSpec) (err error) {
 		ParentOption: spec.parentOpt,
 		Parent:       plan.link,
 		HostAccess:   spec.hostIP,
+		Aux:          auxAddrs(spec),
 	}
 	if err := checkMacvlanMTU(spec, plan.link, plan.mtu); err != nil {
 		return err

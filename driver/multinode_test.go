@@ -31,8 +31,12 @@ type host struct {
 	env  *env
 }
 
-func startHost(t *testing.T, gn *gossiptest.Net, name, vtep string) *host {
+// startHost starts host name; its VTEP is its gossip address, as in a
+// real deployment (other hosts refuse any other VTEP).
+func startHost(t *testing.T, gn *gossiptest.Net, name string) *host {
 	t.Helper()
+	gn.Config(name) // assigns the address
+	vtep := netip.MustParseAddrPort(gn.Addr(name)).Addr().String()
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -87,9 +91,9 @@ func TestMultiNode(t *testing.T) {
 	}
 	gn := gossiptest.NewNet()
 	hosts := []*host{
-		startHost(t, gn, "h1", "198.18.0.1"),
-		startHost(t, gn, "h2", "198.18.0.2"),
-		startHost(t, gn, "h3", "198.18.0.3"),
+		startHost(t, gn, "h1"),
+		startHost(t, gn, "h2"),
+		startHost(t, gn, "h3"),
 	}
 	gossiptest.Eventually(t, 10*time.Second, "three members", func() bool {
 		for _, h := range hosts {

@@ -80,6 +80,7 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) (err error) {
 		VNIAuto:      spec.vni == 0,
 		MTU:          spec.mtu,
 		Internal:     spec.internal,
+		Aux:          auxAddrs(spec),
 	}
 	if rec.MTU == 0 {
 		rec.MTU = u.MTU - vxlanOverhead

@@ -26,19 +26,24 @@ const peerBatch = 256
 // defaultPeerRepair is how often the peer worker runs ReconcilePeers.
 const defaultPeerRepair = 10 * time.Second
 
-// remoteEP is a live endpoint record of another host.
+// defaultAddressHoldoff is Config.AddressHoldoff's default: four times the
+// plugin's reconcile period, within which a holder re-announces an address
+// it still has.
+const defaultAddressHoldoff = 2 * time.Minute
+
+// remoteEP is an accepted endpoint record of another host.
 type remoteEP struct {
 	subnet netip.Prefix
 	ip     netip.Addr
-	mac    string
-	node   string
+	mac    hwAddr
+	node   string // the record's writer
 }
 
 // progEntry is what this host wrote to the kernel for one endpoint record.
 type progEntry struct {
 	vx   string
 	ip   netip.Addr
-	mac  string
+	mac  hwAddr
 	vtep netip.Addr
 }
 
@@ -48,8 +53,17 @@ type peerState struct {
 	eps     map[string]*remoteEP           // endpoint record key → remote endpoint
 	members map[string]gossip.Member       // by name
 	prog    map[string]progEntry           // endpoint record key → programmed entries
-	macRefs map[string]map[string][]string // vxlan → mac → keys programmed with it
+	macRefs map[string]map[hwAddr][]string // vxlan → mac → keys programmed with it
 	dirty   map[string]struct{}
+	refused refusals
+	held    map[string]heldEP // record key → refused takeover (causeHeld)
+}
+
+// heldEP is a record refused because another live host's endpoint holds its
+// address, and since when.
+type heldEP struct {
+	ep    remoteEP
+	since time.Time
 }
 
 func newPeerState() *peerState {
@@ -57,8 +71,10 @@ func newPeerState() *peerState {
 		eps:     map[string]*remoteEP{},
 		members: map[string]gossip.Member{},
 		prog:    map[string]progEntry{},
-		macRefs: map[string]map[string][]string{},
+		macRefs: map[string]map[hwAddr][]string{},
 		dirty:   map[string]struct{}{},
+		refused: newRefusals(),
+		held:    map[string]heldEP{},
 	}
 }
 
@@ -66,7 +82,7 @@ func (p *peerState) setProg(k string, e progEntry) {
 	p.delProg(k)
 	p.prog[k] = e
 	if p.macRefs[e.vx] == nil {
-		p.macRefs[e.vx] = map[string][]string{}
+		p.macRefs[e.vx] = map[hwAddr][]string{}
 	}
 	p.macRefs[e.vx][e.mac] = append(p.macRefs[e.vx][e.mac], k)
 }
@@ -95,16 +111,22 @@ func (d *Driver) markDirty(k string) {
 }
 
 // hostVTEP returns the VTEP of a member whose endpoints can be programmed:
-// alive (or suspect), with a VTEP, on this host's VXLAN port.
-func (d *Driver) hostVTEP(node string) (netip.Addr, bool) {
+// alive (or suspect), with a VTEP, on this host's VXLAN port. A VTEP that is
+// not the member's own gossip address (the one memberlist reaches it at) is
+// refused: a member could otherwise send its endpoints' traffic to any
+// machine. The cause is "" when the member is merely unreachable.
+func (d *Driver) hostVTEP(node string) (netip.Addr, string) {
 	m, ok := d.peers.members[node]
 	if !ok || m.State != gossip.StateAlive || !m.Meta.VTEP.IsValid() {
-		return netip.Addr{}, false
+		return netip.Addr{}, causeUnreachable
 	}
 	if m.Meta.VXLANPort != 0 && m.Meta.VXLANPort != d.port {
-		return netip.Addr{}, false
+		return netip.Addr{}, causeUnreachable
 	}
-	return m.Meta.VTEP, true
+	if m.Meta.VTEP != m.Addr.Addr() {
+		return netip.Addr{}, causeVTEP
+	}
+	return m.Meta.VTEP, ""
 }
 
 // networkOf returns the local network of a subnet.
@@ -129,8 +151,15 @@ func (d *Driver) want(k string) (progEntry, bool) {
 	if n == nil || n.macvlan() {
 		return progEntry{}, false // macvlan: the endpoint is on the LAN
 	}
-	vtep, ok := d.hostVTEP(ep.node)
-	if !ok {
+	if cause := reservedCause(n, ep.ip); cause != "" {
+		d.refuse(k, ep.node, cause, n)
+		return progEntry{}, false
+	}
+	vtep, cause := d.hostVTEP(ep.node)
+	if cause == causeVTEP {
+		d.refuse(k, ep.node, cause, n)
+	}
+	if cause != "" {
 		return progEntry{}, false
 	}
 	if d.localAddr(n.ID, ep.ip) {
@@ -170,10 +199,9 @@ func (d *Driver) applyKey(k string) error {
 		}
 	}
 	if wok {
-		mac, _ := net.ParseMAC(w.mac) // parsed when the record arrived
-		if err := d.dp.SetFDB(w.vx, mac, w.vtep); err != nil {
+		if err := d.dp.SetFDB(w.vx, w.mac.hw(), w.vtep); err != nil {
 			errs = append(errs, err)
-		} else if err := d.dp.SetNeigh(w.vx, w.ip, mac); err != nil {
+		} else if err := d.dp.SetNeigh(w.vx, w.ip, w.mac.hw()); err != nil {
 			errs = append(errs, err)
 		} else {
 			d.peers.setProg(k, w)
@@ -184,12 +212,11 @@ func (d *Driver) applyKey(k string) error {
 
 // releaseMAC removes the FDB entries of mac unless another programmed
 // endpoint uses the same MAC on the device, which then gets them back.
-func (d *Driver) releaseMAC(vx, macText string) error {
-	mac, _ := net.ParseMAC(macText)
-	if refs := d.peers.macRefs[vx][macText]; len(refs) > 0 {
-		return d.dp.SetFDB(vx, mac, d.peers.prog[refs[0]].vtep)
+func (d *Driver) releaseMAC(vx string, mac hwAddr) error {
+	if refs := d.peers.macRefs[vx][mac]; len(refs) > 0 {
+		return d.dp.SetFDB(vx, mac.hw(), d.peers.prog[refs[0]].vtep)
 	}
-	return d.dp.DelFDB(vx, mac)
+	return d.dp.DelFDB(vx, mac.hw())
 }
 
 // forgetDevice drops what was programmed on a deleted VXLAN device. Caller
@@ -292,6 +319,7 @@ func (d *Driver) reconcilePeers() error {
 	if d.cluster == nil {
 		return nil
 	}
+	d.moveUncontested(time.Now())
 	// Membership snapshot: any change since is also queued as an event, so
 	// the model converges whatever the interleaving.
 	for _, m := range d.cluster.Members() {
@@ -386,10 +414,10 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 	slices.Sort(keys)
 	for _, k := range keys {
 		e := want[k]
-		if _, ok := wantMAC[e.mac]; !ok {
-			wantMAC[e.mac] = e.vtep
+		if _, ok := wantMAC[e.mac.String()]; !ok {
+			wantMAC[e.mac.String()] = e.vtep
 		}
-		wantIP[e.ip] = e.mac
+		wantIP[e.ip] = e.mac.String()
 	}
 	selfs := map[string][]netip.Addr{}
 	masters := map[string]bool{}

@@ -68,6 +68,9 @@ type networkRecord struct {
 	// HostAccess is this host's shim address (-o host_access=true with
 	// --aux-address host=IP or host-<node>=IP); invalid = no host access.
 	HostAccess netip.Addr `json:"host_access,omitzero"`
+	// Aux are the --aux-address values inside the subnet: never an
+	// endpoint's address on any host.
+	Aux []netip.Addr `json:"aux,omitempty"`
 }
 
 // macvlan reports whether the network is in macvlan mode.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -99,10 +98,10 @@ func rangeOf(subnet netip.Prefix, r string) (span, error) {
 	return span{lo, lo + uint32(uint64(1)<<(32-p.Bits())-1)}, nil
 }
 
-// blocks returns the blocks of subnet as the replicated state describes them:
-// the decided initial division, each block replaced by its record once its
-// owner wrote one, plus every block split off since. Sorted by first address.
-// ok is false while no division is decided.
+// blocks returns the blocks of subnet as this host accepted them: the
+// decided initial division, changed by the block records that follow the
+// transfer chain (ledger.go). Sorted by first address. ok is false while no
+// division is decided.
 func (c *clusterState) blocks(subnet netip.Prefix) (out []blockView, ok bool) {
 	raw, ok := c.decided(initInstance(subnet))
 	if !ok {
@@ -119,37 +118,7 @@ func (c *clusterState) blocks(subnet netip.Prefix) (out []blockView, ok bool) {
 		return nil, true
 	}
 	n := uint32(uint64(1) << (32 - subnet.Bits()))
-	recs := make(map[uint32]blockView)
-	prefix := subnetKey(subnet) + "/"
-	for _, rec := range c.r.List(kindBlock) {
-		if !strings.HasPrefix(rec.Key, prefix) {
-			continue
-		}
-		first, err := netip.ParseAddr(rec.Key[len(prefix):])
-		if err != nil || !subnet.Contains(first) {
-			continue
-		}
-		var b blockRec
-		if decodeRec(rec, &b) != nil {
-			continue
-		}
-		last, err := netip.ParseAddr(b.Last)
-		if err != nil || !subnet.Contains(last) || last.Less(first) || b.Owner == "" {
-			continue
-		}
-		lo := addrToOrd(subnet, first)
-		recs[lo] = blockView{span: span{lo, addrToOrd(subnet, last)}, owner: b.Owner, key: rec.Key, writer: rec.Owner, reclaimed: b.Reclaimed}
-	}
-	for _, b := range divide(n, r, v.Owners) {
-		if _, ok := recs[b.lo]; !ok {
-			out = append(out, b)
-		}
-	}
-	for _, b := range recs {
-		out = append(out, b)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].lo < out[j].lo })
-	return out, true
+	return c.ledgerOf(subnet, divide(n, r, v.Owners)), true
 }
 
 // ownedBy returns the ranges name owns in bs, and of them those reclaimed.
@@ -244,6 +213,7 @@ func (d *Driver) applyInit(subnet netip.Prefix) {
 	d.refreshLocked(subnet)
 	def := d.poolDefLocked(subnet)
 	d.mu.Unlock()
+	c.saveLedgers()
 	d.publish(subnet, def)
 }
 
@@ -315,6 +285,7 @@ func (d *Driver) onBlock(_, rec *gossip.Record) {
 	d.refreshLocked(s)
 	d.mu.Unlock()
 	d.own.Unlock()
+	c.saveLedgers()
 }
 
 // onAcc reacts to acceptor records: wakes proposers and spreads decisions.
@@ -324,18 +295,20 @@ func (d *Driver) onAcc(_, rec *gossip.Record) {
 	if rec == nil || rec.Deleted || c.closed() || rec.Owner == c.self {
 		return
 	}
-	var a accState
-	if decodeRec(*rec, &a) != nil || !a.Decided {
-		return
-	}
 	inst, _, ok := splitKey(rec.Key)
 	if !ok {
 		return
 	}
-	if _, err := c.learn(inst, a.Accepted, a.Value); err != nil {
+	// Any acceptor record may complete the evidence of a decision; a
+	// record merely saying "decided" is not enough (see decision).
+	b, v, ok := c.decision(inst)
+	if !ok {
+		return
+	}
+	if _, err := c.learn(inst, b, v); err != nil {
 		d.log.WithError(err).WithField("instance", inst).Warn("could not record a learned decision")
 	}
-	d.applyDecision(inst, a.Value)
+	d.applyDecision(inst, v)
 }
 
 // applyDecision acts on a decided instance.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.etcd.io/bbolt"
 
 	"grapevine/gossip"
 )
@@ -26,6 +27,7 @@ const (
 // records to change. Nil on a Driver without a cluster.
 type clusterState struct {
 	r             gossip.Replicated
+	db            *bbolt.DB // this host's acceptor state (accstore.go)
 	self          string
 	log           *logrus.Entry
 	agreeTimeout  time.Duration
@@ -55,11 +57,16 @@ type clusterState struct {
 	bg      sync.WaitGroup  // leader goroutines
 	// decidedHook is called after this host chose a value as leader.
 	decidedHook func(inst string, v json.RawMessage)
+
+	ledMu    sync.Mutex         // guards ledgers and refusals; taken after d.mu
+	ledgers  map[string]*ledger // by subnet (ledger.go)
+	refusals map[string]uint64  // refused block records by cause
 }
 
 func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 	c := &clusterState{
 		r:             cfg.Cluster,
+		db:            cfg.DB,
 		self:          cfg.Cluster.LocalName(),
 		log:           log,
 		agreeTimeout:  orDefault(cfg.AgreeTimeout, defaultAgreeTimeout),
@@ -72,6 +79,8 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		instMu:        make(map[string]*sync.Mutex),
 		members:       make(map[string]bool),
 		leading:       make(map[string]bool),
+		ledgers:       make(map[string]*ledger),
+		refusals:      make(map[string]uint64),
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -238,6 +247,12 @@ func (d *Driver) joinCluster() error {
 	c := d.cl
 	if err := c.r.Put(kindHost, c.self, encodeRec(hostRec{Version: recordVersion})); err != nil {
 		return fmt.Errorf("announcing this host to the cluster: %w", err)
+	}
+	if err := c.republishAcc(); err != nil {
+		return err
+	}
+	if err := c.loadLedgers(); err != nil {
+		return err
 	}
 	d.mu.Lock()
 	var subnets []netip.Prefix

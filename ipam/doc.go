@@ -105,12 +105,44 @@
 // published, repeats are idempotent, and a local request without an
 // address is refused (only the manager may choose).
 //
+// # Records from other hosts
+//
+// Any member may write any key, and the newest version wins on every host,
+// so a buggy or hostile member can replace an honest record. IPAM therefore
+// trusts no record for what it says alone:
+//
+//   - Decisions: a value is decided for this host only when it learned it
+//     itself (its own acceptor state, stored in bucket ipam/paxos before
+//     its record is written) or when a majority of every known host
+//     accepted that value under one ballot. One acceptor record marked
+//     decided is no evidence. A decided acceptor still promises and
+//     re-accepts its own value, so a proposer on a host that joined later
+//     confirms the value under a higher ballot. Ballots of 2^62 or more are
+//     ignored, so the next ballot never wraps.
+//   - Blocks: each host keeps a ledger per pool (bucket ipam/ledgers): the
+//     decided first division, changed only by block records whose writer
+//     owns every address they cover in the ledger and that are newer than
+//     the entries they change (a donor's keep and give pieces, the
+//     recipient's later writes: the transfer chain), or by the beneficiary
+//     of a decided reclaim rewriting the dead host's blocks. Records are
+//     applied oldest first and retried when out of order; any other record
+//     (another host's block, an overlap, a donation its owner never made)
+//     is refused, logged once with the writer's name and counted (Refused).
+//     A host builds its first ledger of a pool from the records as they are
+//     (it has nothing to check them against): see residual risks below.
+//   - Persist first: acceptor state is stored before it is published, and a
+//     donor stores its pool without the donated block before it writes the
+//     block records.
+//
 // # Safety argument
 //
-//  1. A block record is written by its current owner only; LWW by Lamport
-//     version orders one writer's writes, so every host converges on the
-//     owner's latest word and no host ever sees a stale record naming
-//     itself as owner of a range it gave away (its own newer write wins).
+//  1. A block changes owner only by a record its owner in the ledger wrote
+//     (or a decided reclaim); LWW by Lamport version orders one writer's
+//     writes, and the ledger remembers each accepted transfer, so a record
+//     replaced under the same key (by its owner's later write or by a
+//     forgery) changes no host's view, and no host ever sees a stale record
+//     naming itself as owner of a range it gave away (its own newer write
+//     wins).
 //  2. A host allocates only inside ranges its own store says it owns, and
 //     gives a range away only after removing it from its allocator under the
 //     same lock, when no address in it is allocated: a range has at most one
@@ -118,6 +150,10 @@
 //  3. The first division is a Paxos decision with quorums of a majority of
 //     all known hosts; two sides of a partition cannot both reach one, so at
 //     most one division is ever chosen and all hosts derive the same blocks.
+//     A host counts a value as chosen only on a majority's acceptances of
+//     one ballot (or its own learning, which required them), so one
+//     member's word cannot choose a division; its promises are durable
+//     before anyone can count them.
 //  4. Hence no address is handed to two endpoints, and after a partition
 //     heals the records merge without conflict: each block has one writer.
 //  5. Reclaim breaks rule 1 once, only with a majority that has not seen the
@@ -128,4 +164,14 @@
 //     proposals of one instance by hosts that never synced the decided
 //     records could form a disjoint majority (joining through any host syncs
 //     all records first, so this needs a partition during the join).
+//     A host that builds its first ledger of a pool trusts the block records
+//     present at that moment (forgeries written before it ever saw the pool
+//     included); and a host that missed a donation whose record the
+//     recipient has since overwritten (it was away through both) refuses
+//     the recipient's later records and logs them: its view of those blocks
+//     stays behind, and space given to it along that chain is not used (a
+//     host allocates only from what its ledger gives it, so this costs
+//     space, never uniqueness). Paxos is
+//     not Byzantine-tolerant: a member lying in its own acceptor record
+//     counts as one faulty acceptor.
 package ipam

@@ -164,13 +164,25 @@ func (d *Driver) onWant(_, rec *gossip.Record) {
 	d.answered[rec.Key] = w.Seq
 	g, ok := d.pickDonation(subnet, within)
 	var pieces []piece
+	var id string
 	if ok {
 		pieces = d.donateLocked(subnet, g, from)
 	}
+	if p := d.localPool(subnet); p != nil {
+		id = p.id
+	}
 	d.mu.Unlock()
+	if ok && id != "" {
+		// Persist first: the stored ownership never includes a block whose
+		// donation records are out.
+		if err := d.persist(id); err != nil {
+			log.WithError(err).Error("could not persist a donation; not donating (the block is used here again)")
+			pieces = nil
+		}
+	}
 	if !ok {
 		log.Info("asked for space but has none free to give")
-	} else {
+	} else if pieces != nil {
 		for _, pc := range pieces {
 			if err := d.cl.putBlock(subnet, pc.s, pc.owner, pc.reclaimed); err != nil {
 				log.WithError(err).Error("donation failed half-way; the block stays out of use here until the next change of its records")
@@ -182,15 +194,9 @@ func (d *Driver) onWant(_, rec *gossip.Record) {
 	d.mu.Lock()
 	d.refreshLocked(subnet)
 	def := d.poolDefLocked(subnet)
-	var id string
-	if p := d.localPool(subnet); p != nil {
-		id = p.id
-	}
 	d.mu.Unlock()
+	d.cl.saveLedgers()
 	d.publish(subnet, def)
-	if ok && id != "" {
-		d.persistAsync(id)
-	}
 }
 
 // poolDefLocked encodes this host's pool definition record (range,
@@ -217,17 +223,6 @@ func (d *Driver) publish(subnet netip.Prefix, def []byte) {
 	if err := d.cl.r.Put(kindPool, subnetKey(subnet)+"/"+d.cl.self, def); err != nil {
 		d.log.WithError(err).WithField("subnet", subnet).Warn("could not publish the pool definition")
 	}
-}
-
-// persistAsync persists a pool from a context that holds d.mu.
-func (d *Driver) persistAsync(id string) {
-	d.bg.Add(1)
-	go func() {
-		defer d.bg.Done()
-		if err := d.persist(id); err != nil {
-			d.log.WithError(err).WithField("pool", id).Warn("could not persist block ownership; it is rebuilt from the cluster at start")
-		}
-	}()
 }
 
 // donorCandidate is one other owner of a pool's blocks.

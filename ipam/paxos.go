@@ -87,20 +87,57 @@ func (c *clusterState) accRecords(inst string) map[string]accState {
 	return out
 }
 
-// decided returns the chosen value of inst if this node knows it.
+// maxBallotN bounds ballot numbers: a record claiming more is ignored, so
+// that no record can make the next ballot wrap around to zero.
+const maxBallotN = 1 << 62
+
+// decided returns the chosen value of inst if this node knows it: it learned
+// it itself (its own acceptor record, written only after it saw the
+// evidence), or a majority of every known host accepted one value under one
+// ballot. One acceptor record saying "decided" is no evidence: a buggy or
+// hostile host could write any value.
 func (c *clusterState) decided(inst string) (json.RawMessage, bool) {
-	for _, a := range c.accRecords(inst) {
-		if a.Decided {
-			return a.Value, true
-		}
-	}
-	return nil, false
+	_, v, ok := c.decision(inst)
+	return v, ok
 }
 
-// ownAcc returns this node's acceptor state for inst. Caller holds c.accMu.
+// decision is decided with the ballot the value was chosen under.
+func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
+	c.accMu.Lock()
+	own := c.ownAcc(inst)
+	c.accMu.Unlock()
+	if own.Decided && len(own.Value) > 0 {
+		return own.Accepted, own.Value, true
+	}
+	accs := c.accRecords(inst)
+	need, _ := c.quorum()
+	known := c.knownSet()
+	type vote struct {
+		b ballot
+		v string
+	}
+	count := make(map[vote]int)
+	for n, a := range accs {
+		if !known[n] || a.Accepted.zero() || len(a.Value) == 0 {
+			continue
+		}
+		k := vote{a.Accepted, string(a.Value)}
+		if count[k]++; count[k] >= need {
+			return a.Accepted, a.Value, true
+		}
+	}
+	return ballot{}, nil, false
+}
+
+// ownAcc returns this node's acceptor state for inst: the stored one, else
+// (state written before the store existed) its own record. Caller holds
+// c.accMu.
 func (c *clusterState) ownAcc(inst string) accState {
+	if a, ok := c.loadAcc(inst); ok {
+		return a
+	}
 	r, ok := c.r.Get(kindAcc, inst+"/"+c.self)
-	if !ok {
+	if !ok || r.Owner != c.self {
 		return accState{Version: recordVersion}
 	}
 	var a accState
@@ -110,8 +147,13 @@ func (c *clusterState) ownAcc(inst string) accState {
 	return a
 }
 
+// putAcc persists this node's acceptor state, then publishes it: a promise
+// is durable before any proposer can count it.
 func (c *clusterState) putAcc(inst string, a accState) error {
 	a.Version = recordVersion
+	if err := c.storeAcc(inst, a); err != nil {
+		return err
+	}
 	if err := c.r.Put(kindAcc, inst+"/"+c.self, encodeRec(a)); err != nil {
 		return fmt.Errorf("writing acceptor state of %s: %w", inst, err)
 	}
@@ -138,7 +180,7 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 		}
 		return
 	}
-	if p.Ballot.P != node || p.Ballot.N == 0 {
+	if p.Ballot.P != node || p.Ballot.N == 0 || p.Ballot.N >= maxBallotN {
 		return
 	}
 	if c.vote != nil && !c.vote(inst) {
@@ -147,9 +189,6 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 	c.accMu.Lock()
 	defer c.accMu.Unlock()
 	a := c.ownAcc(inst)
-	if a.Decided {
-		return
-	}
 	switch p.Phase {
 	case phasePrepare:
 		if !a.Promised.less(p.Ballot) {
@@ -159,6 +198,9 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 	case phaseAccept:
 		if p.Ballot.less(a.Promised) || len(p.Value) == 0 {
 			return
+		}
+		if a.Decided && string(p.Value) != string(a.Value) {
+			return // a decided acceptor confirms its value only
 		}
 		a.Promised, a.Accepted, a.Value = p.Ballot, p.Ballot, p.Value
 	default:
@@ -256,11 +298,12 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 			promised = make(map[string]accState)
 			known2 := c.knownSet()
 			higher := 0
+			if _, ok := c.decided(inst); ok {
+				outcome = 3
+				return true
+			}
 			for n, a := range accs {
 				switch {
-				case a.Decided:
-					outcome = 3
-					return true
 				case a.Promised == b && known2[n]:
 					promised[n] = a
 				case b.less(a.Promised) && known2[n]:
@@ -312,11 +355,12 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 			need, known := c.quorum()
 			known2 := c.knownSet()
 			n, higher := 0, 0
+			if _, ok := c.decided(inst); ok {
+				outcome = 3
+				return true
+			}
 			for name, a := range c.accRecords(inst) {
 				switch {
-				case a.Decided:
-					outcome = 3
-					return true
 				case a.Accepted == b && known2[name]:
 					n++
 				case b.less(a.Promised) && known2[name]:
@@ -366,7 +410,7 @@ func (c *clusterState) maxBallot(inst string) ballot {
 	var m ballot
 	for _, a := range c.accRecords(inst) {
 		for _, b := range []ballot{a.Promised, a.Accepted} {
-			if m.less(b) {
+			if m.less(b) && b.N < maxBallotN {
 				m = b
 			}
 		}
@@ -377,7 +421,7 @@ func (c *clusterState) maxBallot(inst string) ballot {
 			continue
 		}
 		var p proposal
-		if decodeRec(r, &p) == nil && m.less(p.Ballot) {
+		if decodeRec(r, &p) == nil && m.less(p.Ballot) && p.Ballot.N < maxBallotN {
 			m = p.Ballot
 		}
 	}

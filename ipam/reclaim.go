@@ -135,6 +135,7 @@ func (d *Driver) applyReclaim(inst string, raw json.RawMessage) {
 	d.mu.Lock()
 	d.refreshLocked(subnet)
 	d.mu.Unlock()
+	c.saveLedgers()
 }
 
 func itoa(n int) string {

@@ -22,26 +22,31 @@ import (
 // Status is what `grapevine status` shows: this host's view of its networks and
 // address pools.
 type Status struct {
-	Host     string                 `json:"host"`
-	Node     string                 `json:"node"`
-	Joined   bool                   `json:"joined"`
-	Members  []gossip.Member        `json:"members"`
-	Refused  []gossip.Refusal       `json:"refused,omitempty"`
-	Settings map[string]string      `json:"settings"`
-	Underlay string                 `json:"underlay,omitempty"`
-	Networks []driver.NetworkStatus `json:"networks"`
-	Pools    []gvipam.PoolStatus    `json:"pools"`
-	Error    string                 `json:"error,omitempty"`
+	Host    string          `json:"host"`
+	Node    string          `json:"node"`
+	Joined  bool            `json:"joined"`
+	Members []gossip.Member `json:"members"`
+	// GossipRefused counts records the gossip layer refused at the
+	// boundary, by writer and cause.
+	GossipRefused []gossip.Refusal       `json:"gossip_refused,omitempty"`
+	Settings      map[string]string      `json:"settings"`
+	Underlay      string                 `json:"underlay,omitempty"`
+	Networks      []driver.NetworkStatus `json:"networks"`
+	Pools         []gvipam.PoolStatus    `json:"pools"`
+	// Refused counts other hosts' records refused where they are used
+	// (endpoint and block records), by cause.
+	Refused map[string]uint64 `json:"refused,omitempty"`
+	Error   string            `json:"error,omitempty"`
 }
 
 func (p *process) status() any {
 	host, _ := os.Hostname()
 	st := Status{
-		Host:    host,
-		Node:    p.node,
-		Joined:  p.cluster.Joined(),
-		Members: p.cluster.Members(),
-		Refused: p.cluster.RefusalStats(),
+		Host:          host,
+		Node:          p.node,
+		Joined:        p.cluster.Joined(),
+		Members:       p.cluster.Members(),
+		GossipRefused: p.cluster.RefusalStats(),
 		Settings: map[string]string{
 			envPeers:      strings.Join(p.settings.Peers, ","),
 			envAdvertise:  p.settings.Advertise,
@@ -54,6 +59,7 @@ func (p *process) status() any {
 		},
 		Networks: p.driver.Status(),
 		Pools:    p.ipam.Status(),
+		Refused:  refusedCounts(p.driver.Refused(), p.ipam.Refused()),
 	}
 	if u, err := p.resolveUnderlay(); err == nil {
 		st.Underlay = fmt.Sprintf("%s dev %s mtu %d", u.Addr, u.Link, u.MTU)
@@ -65,6 +71,21 @@ func (p *process) status() any {
 
 // pluginsDir is where dockerd serves plugin sockets.
 const pluginsDir = "/run/docker/plugins"
+
+// refusedCounts merges counts by cause (the causes of the driver and of
+// IPAM are distinct); nil when there are none.
+func refusedCounts(parts ...map[string]uint64) map[string]uint64 {
+	var out map[string]uint64
+	for _, m := range parts {
+		for k, v := range m {
+			if out == nil {
+				out = map[string]uint64{}
+			}
+			out[k] += v
+		}
+	}
+	return out
+}
 
 // FindSocket locates the plugin socket on this host: the managed plugin's socket
 // lives under /run/docker/plugins/<plugin-id>/grapevine.sock.
@@ -128,6 +149,14 @@ func PrintStatus(w io.Writer, raw []byte) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "node:      %s (joined: %v)\n", st.Node, st.Joined)
+	if len(st.Refused) > 0 {
+		var causes []string
+		for c, n := range st.Refused {
+			causes = append(causes, fmt.Sprintf("%s=%d", c, n))
+		}
+		sort.Strings(causes)
+		fmt.Fprintf(w, "refused:   %s (other hosts' records not used; see the log for each)\n", strings.Join(causes, " "))
+	}
 	fmt.Fprintln(w, "\nPEERS")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tADDRESS\tVTEP\tSTATE\tRELEASE")
@@ -139,7 +168,7 @@ func PrintStatus(w io.Writer, raw []byte) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, m.Addr, m.Meta.VTEP, m.State, m.Meta.Release)
 	}
 	tw.Flush()
-	for _, r := range st.Refused {
+	for _, r := range st.GossipRefused {
 		fmt.Fprintf(w, "REFUSED %d gossip records written as %s: %s\n", r.Count, r.Peer, r.Cause)
 	}
 	fmt.Fprintln(w, "\nNETWORKS")

@@ -21,9 +21,9 @@ import (
 func TestPrintStatus(t *testing.T) {
 	st := Status{
 		Host: "h1", Node: "h1-abc123", Joined: true,
-		Settings: map[string]string{"PEERS": "198.18.0.12", "POOL": "198.19.128.0/17"},
-		Members:  []gossip.Member{{Name: "h1-abc123", Self: true}, {Name: "h2-def456", State: gossip.StateDead}},
-		Refused:  []gossip.Refusal{{Peer: "h3-aaa", Cause: gossip.CauseNotOwner, Count: 7}},
+		Settings:      map[string]string{"PEERS": "198.18.0.12", "POOL": "198.19.128.0/17"},
+		Members:       []gossip.Member{{Name: "h1-abc123", Self: true}, {Name: "h2-def456", State: gossip.StateDead}},
+		GossipRefused: []gossip.Refusal{{Peer: "h3-aaa", Cause: gossip.CauseNotOwner, Count: 7}},
 		Networks: []driver.NetworkStatus{
 			{ID: "0123456789abcdef", Mode: "vxlan", Subnet: "198.19.20.0/24", Gateway: "198.19.20.1", VNI: 9000001, MTU: 1450, Endpoints: 2, RemoteEndpoints: 3, RemoteUnreachable: 1, RemoteHosts: map[string]int{"h2-def456": 1, "h3-aaa": 2}},
 			{ID: "fedcba9876543210", Mode: "macvlan", Subnet: "198.18.0.0/24", Reach: "LAN via eth0", HostAccess: "198.18.0.101", Conflict: "h3 defines it as vni=5"},
@@ -31,6 +31,7 @@ func TestPrintStatus(t *testing.T) {
 		Pools: []gvipam.PoolStatus{{Pool: "198.19.20.0/24", Space: "grapevine-local", Gateway: "198.19.20.1", Allocated: 2, Free: 60, Capacity: 62, Owned: []string{"198.19.20.0-198.19.20.63"},
 			Blocks: []gvipam.BlockStatus{{First: "198.19.20.0", Last: "198.19.20.63", Owner: "h1-abc123"}, {First: "198.19.20.64", Last: "198.19.20.127", Owner: "h2-def456", Reclaimed: true}},
 			Lost:   []string{"198.19.20.128-198.19.20.191"}}},
+		Refused: map[string]uint64{"mac_not_unicast": 2, "block_not_owner": 1},
 	}
 	raw, err := json.Marshal(st)
 	if err != nil {
@@ -44,6 +45,7 @@ func TestPrintStatus(t *testing.T) {
 		"h1-abc123 (this host)", "dead", "REFUSED 7 gossip records written as h3-aaa: not-owner", "9000001", "3 (1 unreachable)", "h2-def456=1 h3-aaa=2",
 		"macvlan", "LAN via eth0; host access via 198.18.0.101", "CONFLICT fedcba987654: h3 defines it",
 		"198.19.20.0-198.19.20.63", "h2-def456 (reclaimed)", "WARNING 198.19.20.0/24: blocks 198.19.20.128-198.19.20.191 were reclaimed",
+		"refused:   block_not_owner=1 mac_not_unicast=2",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())

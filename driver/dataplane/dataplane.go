@@ -244,8 +244,9 @@ type Dataplane interface {
 	// DelNeigh removes the neighbour entry; missing is success.
 	DelNeigh(dev string, ip netip.Addr) error
 	// ListFDB lists the unicast entries of the VXLAN device that grapevine could
-	// have written: its self entries (MAC → VTEP; all-zero and multicast MACs
-	// excluded) and the bridge's static entries behind its port. Entries the
+	// have written: its self entries (MAC → VTEP; multicast MACs excluded, an
+	// all-zero one included so repair removes it) and the bridge's static
+	// entries behind its port. Entries the
 	// kernel makes for the device's own address are left out. A missing device
 	// yields an error wrapping ErrLinkNotFound.
 	ListFDB(vxlan string) ([]FDBEntry, error)

@@ -179,8 +179,10 @@ func (k *Kernel) DelNeigh(dev string, ip netip.Addr) error {
 
 // ListFDB lists the self entries (MAC → VTEP) and the bridge's static entries
 // of the VXLAN device, leaving out the kernel's own entries: the port's local
-// address (permanent master entries), learned entries, the all-zero flooding
-// entry and multicast addresses.
+// address (permanent master entries), learned entries and multicast
+// addresses. An all-zero self entry (a flooding destination) is listed:
+// grapevine's devices flood nothing and it never writes one, so one that
+// exists is foreign and repair must see it to remove it.
 func (k *Kernel) ListFDB(vxlan string) ([]FDBEntry, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -194,7 +196,7 @@ func (k *Kernel) ListFDB(vxlan string) ([]FDBEntry, error) {
 	}
 	out := make([]FDBEntry, 0, len(entries))
 	for _, e := range entries {
-		if len(e.HardwareAddr) != 6 || e.HardwareAddr[0]&1 != 0 || isZeroMAC(e.HardwareAddr) {
+		if len(e.HardwareAddr) != 6 || e.HardwareAddr[0]&1 != 0 {
 			continue
 		}
 		switch {
@@ -204,7 +206,7 @@ func (k *Kernel) ListFDB(vxlan string) ([]FDBEntry, error) {
 				continue // a self entry without a destination is not one of ours
 			}
 			out = append(out, FDBEntry{MAC: bytes.Clone(e.HardwareAddr), VTEP: vtep.Unmap()})
-		case e.State == netlink.NUD_NOARP:
+		case e.State == netlink.NUD_NOARP && !isZeroMAC(e.HardwareAddr):
 			// A static bridge entry behind this port (the kernel reports it
 			// with NTF_MASTER or with the bridge as master).
 			out = append(out, FDBEntry{MAC: bytes.Clone(e.HardwareAddr), Master: true})
