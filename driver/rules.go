@@ -14,7 +14,12 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 	var fw dataplane.Firewall
 	for _, n := range d.networks {
 		if n.macvlan() {
-			continue // on the LAN: no NAT, no forwarding through the host
+			// on the LAN: no NAT, no forwarding through the host; a host
+			// shim is isolated from the bridges like any other network
+			if n.HostAccess.IsValid() {
+				fw.Shims = append(fw.Shims, shimName(n.ID))
+			}
+			continue
 		}
 		fw.Networks = append(fw.Networks, dataplane.NetworkRules{
 			NetworkID:  n.ID,
@@ -42,6 +47,7 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 			})
 		}
 	}
+	slices.Sort(fw.Shims)
 	slices.SortFunc(fw.Networks, func(a, b dataplane.NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
 	slices.SortFunc(fw.Ports, func(a, b dataplane.PortRule) int {
 		return cmp.Or(

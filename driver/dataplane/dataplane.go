@@ -187,6 +187,11 @@ type PortRule struct {
 type Firewall struct {
 	Networks []NetworkRules
 	Ports    []PortRule
+	// Shims are host interfaces of grapevine's macvlan networks (host
+	// access): container networks the bridges of Networks are isolated from,
+	// as they are from Docker's own bridges (which the Kernel reads from
+	// Docker's isolation chains itself).
+	Shims []string
 }
 
 // Dataplane is the seam between decisions (driver) and syscalls. Implementations:

@@ -482,7 +482,7 @@ func (f *Fake) RemoveFirewall() error {
 }
 
 func cloneFirewall(fw Firewall) Firewall {
-	return Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports)}
+	return Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: slices.Clone(fw.Shims)}
 }
 
 // --- test set-up helpers ---

@@ -11,7 +11,8 @@ import (
 // filter lives in these; the built-in chains only get the jumps below.
 const (
 	chainForward     = "GRAPEVINE-FORWARD"     // filter: isolation, egress, published ports
-	chainIsolation   = "GRAPEVINE-ISOLATION"   // filter: drops traffic into another grapevine bridge
+	chainIsolation   = "GRAPEVINE-ISOLATION"   // filter: drops traffic from a grapevine bridge into another container network
+	chainIsolationIn = "GRAPEVINE-ISOLATION-IN" // filter: drops traffic from another container network into a grapevine bridge
 	chainDNAT        = "GRAPEVINE-DNAT"        // nat: published ports
 	chainPostrouting = "GRAPEVINE-POSTROUTING" // nat: egress masquerade and hairpin
 )
@@ -25,7 +26,7 @@ var fwChains = []struct {
 	table  string
 	chains []string
 }{
-	{"filter", []string{chainForward, chainIsolation}},
+	{"filter", []string{chainForward, chainIsolation, chainIsolationIn}},
 	{"nat", []string{chainDNAT, chainPostrouting}},
 }
 
@@ -33,8 +34,16 @@ var fwChains = []struct {
 type fwJump struct {
 	table, chain string
 	rule         string // rule text without "-A CHAIN", in iptables-save form
-	first        bool   // inserted at position 1 rather than appended
+	// afterDocker places the jump right after Docker's jumps to DOCKER-USER
+	// and DOCKER-ISOLATION-STAGE-1 (position 1 without them) and keeps it
+	// there; other jumps are appended and may be anywhere.
+	afterDocker bool
 }
+
+// Docker's jumps from FORWARD that must come before grapevine's: the
+// operator's DOCKER-USER applies to all container traffic first, and Docker's
+// own isolation (its --internal networks) before anyone accepts.
+var dockerFirst = []string{"DOCKER-USER", "DOCKER-ISOLATION-STAGE-1"}
 
 var fwJumps = []fwJump{
 	{"filter", "FORWARD", `-m comment --comment ` + jumpComment + ` -j ` + chainForward, true},
@@ -69,8 +78,39 @@ func portComment(p PortRule) string {
 
 var idChars = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
+// isolationComment marks the rules that isolate grapevine's networks from
+// other container networks (not tied to one grapevine network).
+const isolationComment = `-m comment --comment "grapevine:isolation"`
+
+// dockerIsolationChains are where dockerd 20.10 names every bridge network it
+// made (docker0, user-defined bridges, --internal bridges).
+var dockerIsolationChains = []string{"DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2"}
+
+// dockerBridges lists the interfaces that Docker's isolation chains name, from
+// the saved filter table: the bridges of Docker's own networks.
+func dockerBridges(filter savedTable) []string {
+	var out []string
+	for _, c := range dockerIsolationChains {
+		for _, r := range filter.rules[c] {
+			args := splitRule(r)
+			for i := 0; i+1 < len(args); i++ {
+				if (args[i] == "-i" || args[i] == "-o") && ifaceName.MatchString(args[i+1]) {
+					out = append(out, args[i+1])
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // validateFirewall rejects input that would render wrong or unsafe rules.
 func validateFirewall(fw Firewall) error {
+	for _, s := range fw.Shims {
+		if !ifaceName.MatchString(s) {
+			return fmt.Errorf("firewall: host interface %q of a macvlan network is not a valid link name", s)
+		}
+	}
 	nets := map[string]NetworkRules{}
 	for i, n := range fw.Networks {
 		switch {
@@ -114,8 +154,10 @@ func validateFirewall(fw Firewall) error {
 }
 
 // renderFirewall turns the desired state into grapevine's chain contents.
-// Networks and ports are sorted so that the output depends only on the set.
-func renderFirewall(fw Firewall) (fwRules, error) {
+// docker names the bridges of Docker's own networks on this host (see
+// dockerBridges). Networks and ports are sorted so that the output depends
+// only on the sets.
+func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 	if err := validateFirewall(fw); err != nil {
 		return nil, err
 	}
@@ -128,7 +170,7 @@ func renderFirewall(fw Firewall) (fwRules, error) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 	}
 
-	var fwd, iso, dnat, post []string
+	var fwd, iso, isoIn, dnat, post []string
 	seen := map[string]bool{} // two host ports may share one container port
 	add := func(dst *[]string, chain, format string, args ...any) {
 		line := "-A " + chain + " " + fmt.Sprintf(format, args...)
@@ -137,10 +179,23 @@ func renderFirewall(fw Firewall) (fwRules, error) {
 			*dst = append(*dst, line)
 		}
 	}
-	// Isolation first, so no later accept can let one network reach another.
+	// Isolation first, so no later accept can let one network reach another:
+	// not another grapevine network, not Docker's networks, not a macvlan
+	// network's host interface, in either direction.
 	for _, n := range nets {
 		add(&fwd, chainForward, "-i %s ! -o %s %s -j %s", n.Bridge, n.Bridge, netComment(n.NetworkID), chainIsolation)
 		add(&iso, chainIsolation, "-o %s %s -j DROP", n.Bridge, netComment(n.NetworkID))
+	}
+	if len(nets) > 0 {
+		foreign := slices.Concat(docker, fw.Shims)
+		slices.Sort(foreign)
+		for _, f := range slices.Compact(foreign) {
+			add(&iso, chainIsolation, "-o %s %s -j DROP", f, isolationComment)
+			add(&isoIn, chainIsolationIn, "-i %s %s -j DROP", f, isolationComment)
+		}
+	}
+	for _, n := range nets {
+		add(&fwd, chainForward, "! -i %s -o %s %s -j %s", n.Bridge, n.Bridge, netComment(n.NetworkID), chainIsolationIn)
 	}
 	// br_netfilter sends bridged frames through FORWARD; Docker's policy is DROP.
 	for _, n := range nets {
@@ -184,7 +239,7 @@ func renderFirewall(fw Firewall) (fwRules, error) {
 				n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
 		}
 	}
-	return fwRules{"filter": append(fwd, iso...), "nat": append(dnat, post...)}, nil
+	return fwRules{"filter": slices.Concat(fwd, iso, isoIn), "nat": append(dnat, post...)}, nil
 }
 
 func comparePorts(a, b PortRule) int {

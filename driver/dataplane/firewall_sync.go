@@ -132,13 +132,20 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 	if len(k.nsDirs) > 0 {
 		fw = uplinkFirewall(fw)
 	}
-	want, err := renderFirewall(fw)
+	saved := map[string]savedTable{}
+	for _, tc := range fwChains {
+		text, err := k.xt.save(tc.table)
+		if err != nil {
+			return err
+		}
+		saved[tc.table] = parseSave(text)
+	}
+	want, err := renderFirewall(fw, dockerBridges(saved["filter"]))
 	if err != nil {
 		return err
 	}
-
 	for _, tc := range fwChains {
-		if err := k.syncTable(tc.table, tc.chains, want[tc.table]); err != nil {
+		if err := k.syncTable(tc.table, tc.chains, want[tc.table], saved[tc.table]); err != nil {
 			return err
 		}
 	}
@@ -151,7 +158,7 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 // uplinkFirewall names, wherever fw names a bridge, the bridge's uplink:
 // an isolated bridge's traffic enters and leaves the host namespace there.
 func uplinkFirewall(fw Firewall) Firewall {
-	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports)}
+	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: fw.Shims}
 	for i, n := range out.Networks {
 		if up, _, err := uplinkNames(n.Bridge); err == nil {
 			out.Networks[i].Bridge = up
@@ -165,13 +172,9 @@ func uplinkFirewall(fw Firewall) Firewall {
 	return out
 }
 
-// syncTable brings one table's grapevine chains and jumps to the wanted state.
-func (k *Kernel) syncTable(table string, chains, want []string) error {
-	text, err := k.xt.save(table)
-	if err != nil {
-		return err
-	}
-	saved := parseSave(text)
+// syncTable brings one table's grapevine chains and jumps to the wanted state;
+// saved is the table as it is now.
+func (k *Kernel) syncTable(table string, chains, want []string, saved savedTable) error {
 	have := saved.ours(chains)
 	chainsOK := true
 	for _, c := range chains {
@@ -224,40 +227,93 @@ func (k *Kernel) syncTable(table string, chains, want []string) error {
 }
 
 // jumpFixes returns the restore lines that make every jump into grapevine's
-// chains of this table present exactly once.
+// chains of this table present exactly once, and the FORWARD jump right after
+// Docker's own.
 func (k *Kernel) jumpFixes(table string, saved savedTable) ([]string, error) {
 	var lines []string
 	for _, j := range fwJumps {
 		if j.table != table {
 			continue
 		}
-		target := j.rule[strings.LastIndex(j.rule, " ")+1:]
-		n := 0
-		for _, r := range saved.rules[j.chain] {
-			if r == j.rule {
-				n++
-			}
+		if j.afterDocker {
+			lines = append(lines, placeAfterDocker(j, saved.rules[j.chain])...)
+			continue
 		}
-		if n == 0 && saved.chains[target] {
-			// iptables may print the rule in another form: ask it directly.
-			ok, err := k.ipt.Exists(table, j.chain, splitRule(j.rule)...)
-			if err != nil {
-				return nil, fmt.Errorf("check jump %q in %s/%s: %w", j.rule, table, j.chain, err)
-			}
-			if ok {
-				continue
-			}
+		fix, err := k.appendedJumpFix(j, saved)
+		if err != nil {
+			return nil, err
 		}
-		if n == 0 {
-			if j.first {
-				lines = append(lines, fmt.Sprintf("-I %s 1 %s", j.chain, j.rule))
-			} else {
-				lines = append(lines, fmt.Sprintf("-A %s %s", j.chain, j.rule))
-			}
+		lines = append(lines, fix...)
+	}
+	return lines, nil
+}
+
+// placeAfterDocker returns the restore lines that leave exactly one copy of j
+// in its chain, directly after the last of Docker's jumps to DOCKER-USER and
+// DOCKER-ISOLATION-STAGE-1 (at the top when neither is there). Docker inserts
+// those jumps at the top again whenever it starts or creates a network, and
+// inserts each new bridge's accepts above everything else: so grapevine's
+// position is checked and repaired on every sync, not only written once.
+func placeAfterDocker(j fwJump, rules []string) []string {
+	var ours []int
+	want := 0 // index in rules without ours
+	seen := 0 // rules that are not ours, so far
+	for i, r := range rules {
+		if r == j.rule {
+			ours = append(ours, i)
+			continue
 		}
-		for ; n > 1; n-- {
-			lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
+		seen++
+		if slices.Contains(dockerFirst, ruleTarget(r)) {
+			want = seen
 		}
+	}
+	if len(ours) == 1 && ours[0] == want {
+		return nil
+	}
+	var lines []string
+	for range ours {
+		lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
+	}
+	return append(lines, fmt.Sprintf("-I %s %d %s", j.chain, want+1, j.rule))
+}
+
+// ruleTarget is the chain or target a rule jumps to ("" for none).
+func ruleTarget(rule string) string {
+	args := splitRule(rule)
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-j" || args[i] == "-g" {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// appendedJumpFix returns the restore lines that leave exactly one copy of the
+// jump j, appended to its chain when missing.
+func (k *Kernel) appendedJumpFix(j fwJump, saved savedTable) ([]string, error) {
+	n := 0
+	for _, r := range saved.rules[j.chain] {
+		if r == j.rule {
+			n++
+		}
+	}
+	if n == 0 && saved.chains[ruleTarget(j.rule)] {
+		// iptables may print the rule in another form: ask it directly.
+		ok, err := k.ipt.Exists(j.table, j.chain, splitRule(j.rule)...)
+		if err != nil {
+			return nil, fmt.Errorf("check jump %q in %s/%s: %w", j.rule, j.table, j.chain, err)
+		}
+		if ok {
+			return nil, nil
+		}
+	}
+	var lines []string
+	if n == 0 {
+		lines = append(lines, fmt.Sprintf("-A %s %s", j.chain, j.rule))
+	}
+	for ; n > 1; n-- {
+		lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
 	}
 	return lines, nil
 }
@@ -295,8 +351,7 @@ func (k *Kernel) RemoveFirewall() error {
 		}
 		saved := parseSave(text)
 		for _, j := range fwJumps {
-			target := j.rule[strings.LastIndex(j.rule, " ")+1:]
-			if j.table != tc.table || !saved.chains[target] {
+			if j.table != tc.table || !saved.chains[ruleTarget(j.rule)] {
 				continue // no chain, so no jump to it either
 			}
 			if err := k.deleteAll(j); err != nil {

@@ -34,6 +34,8 @@ var wantFirewall = fwRules{
 	"filter": {
 		`-A GRAPEVINE-FORWARD -i gvb-a ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j GRAPEVINE-ISOLATION`,
 		`-A GRAPEVINE-FORWARD -i gvb-b ! -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j GRAPEVINE-ISOLATION`,
+		`-A GRAPEVINE-FORWARD ! -i gvb-a -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j GRAPEVINE-ISOLATION-IN`,
+		`-A GRAPEVINE-FORWARD ! -i gvb-b -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j GRAPEVINE-ISOLATION-IN`,
 		`-A GRAPEVINE-FORWARD -i gvb-a -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -i gvb-b -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -i gvb-a ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
@@ -55,7 +57,7 @@ var wantFirewall = fwRules{
 }
 
 func TestRenderFirewall(t *testing.T) {
-	got, err := renderFirewall(testFirewall())
+	got, err := renderFirewall(testFirewall(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func TestRenderFirewall(t *testing.T) {
 	fw := testFirewall()
 	slices.Reverse(fw.Networks)
 	slices.Reverse(fw.Ports)
-	again, err := renderFirewall(fw)
+	again, err := renderFirewall(fw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestRenderFirewall(t *testing.T) {
 	p := fw.Ports[1]
 	p.HostPort = 8081
 	fw.Ports = append(fw.Ports, p)
-	dup, err := renderFirewall(fw)
+	dup, err := renderFirewall(fw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,18 +112,19 @@ func TestValidateFirewall(t *testing.T) {
 		{"ipv6 container", func(f *Firewall) { f.Ports[0].ContainerIP = mustAddr("fd00::1") }, "container address"},
 		{"ipv6 host", func(f *Firewall) { f.Ports[0].HostIP = mustAddr("fd00::1") }, "host address"},
 		{"endpoint id with quote", func(f *Firewall) { f.Ports[0].EndpointID = `a"b` }, "endpoint id"},
+		{"shim name with a quote", func(f *Firewall) { f.Shims = []string{`gvh-"x`} }, "host interface"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fw := testFirewall()
 			tc.mutate(&fw)
-			_, err := renderFirewall(fw)
+			_, err := renderFirewall(fw, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("renderFirewall: %v, want error containing %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := renderFirewall(Firewall{}); err != nil {
+	if _, err := renderFirewall(Firewall{}, nil); err != nil {
 		t.Errorf("empty firewall: %v", err)
 	}
 }
@@ -195,7 +198,7 @@ func ruleLines(text string, chains ...string) []string {
 func checkFirewall(t *testing.T, want fwRules) {
 	t.Helper()
 	filter, nat := saveTable(t, "filter"), saveTable(t, "nat")
-	if got := ruleLines(filter, chainForward, chainIsolation); !slices.Equal(got, want["filter"]) {
+	if got := ruleLines(filter, chainForward, chainIsolation, chainIsolationIn); !slices.Equal(got, want["filter"]) {
 		t.Errorf("filter chains:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want["filter"], "\n     "))
 	}
 	if got := ruleLines(nat, chainDNAT, chainPostrouting); !slices.Equal(got, want["nat"]) {
