@@ -10,11 +10,11 @@ import (
 // grapevine's own iptables chains. Everything grapevine adds to the packet
 // filter lives in these; the built-in chains only get the jumps below.
 const (
-	chainForward     = "GRAPEVINE-FORWARD"     // filter: isolation, egress, published ports
-	chainIsolation   = "GRAPEVINE-ISOLATION"   // filter: drops traffic from a grapevine bridge into another container network
+	chainForward     = "GRAPEVINE-FORWARD"      // filter: isolation, egress, published ports
+	chainIsolation   = "GRAPEVINE-ISOLATION"    // filter: drops traffic from a grapevine bridge into another container network
 	chainIsolationIn = "GRAPEVINE-ISOLATION-IN" // filter: drops traffic from another container network into a grapevine bridge
-	chainDNAT        = "GRAPEVINE-DNAT"        // nat: published ports
-	chainPostrouting = "GRAPEVINE-POSTROUTING" // nat: egress masquerade and hairpin
+	chainDNAT        = "GRAPEVINE-DNAT"         // nat: published ports
+	chainPostrouting = "GRAPEVINE-POSTROUTING"  // nat: egress masquerade and hairpin
 )
 
 // jumpComment marks the jumps from the built-in chains (plain word: iptables
