@@ -31,7 +31,9 @@ type Status struct {
 	Underlay string                 `json:"underlay,omitempty"`
 	Networks []driver.NetworkStatus `json:"networks"`
 	Pools    []gvipam.PoolStatus    `json:"pools"`
-	Error    string                 `json:"error,omitempty"`
+	// VXLANIngress is the filter of the VXLAN port (absent: no VXLAN network).
+	VXLANIngress *driver.VXLANIngressStatus `json:"vxlan_ingress,omitempty"`
+	Error        string                     `json:"error,omitempty"`
 }
 
 func (p *process) status() any {
@@ -53,6 +55,11 @@ func (p *process) status() any {
 		},
 		Networks: p.driver.Status(),
 		Pools:    p.ipam.Status(),
+	}
+	if in, err := p.driver.VXLANIngress(); err != nil {
+		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
+	} else if in.Port != 0 {
+		st.VXLANIngress = &in
 	}
 	if u, err := p.resolveUnderlay(); err == nil {
 		st.Underlay = fmt.Sprintf("%s dev %s mtu %d", u.Addr, u.Link, u.MTU)
@@ -120,6 +127,10 @@ func PrintStatus(w io.Writer, raw []byte) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "node:      %s (joined: %v)\n", st.Node, st.Joined)
+	if in := st.VXLANIngress; in != nil {
+		fmt.Fprintf(w, "vxlan:     udp/%d accepted from %d member VTEP(s) %s; %d frame(s) from elsewhere dropped\n",
+			in.Port, len(in.Peers), strings.Join(in.Peers, ","), in.Dropped)
+	}
 	fmt.Fprintln(w, "\nPEERS")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tADDRESS\tVTEP\tSTATE\tRELEASE")

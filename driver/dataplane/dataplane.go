@@ -192,6 +192,8 @@ type Firewall struct {
 	// as they are from Docker's own bridges (which the Kernel reads from
 	// Docker's isolation chains itself).
 	Shims []string
+	// VXLAN is the ingress filter of the VXLAN port (zero: none).
+	VXLAN VXLANIngress
 }
 
 // Dataplane is the seam between decisions (driver) and syscalls. Implementations:
@@ -274,6 +276,13 @@ type Dataplane interface {
 	// something other than grapevine (a listening socket, Docker's own DNAT),
 	// with a short description of the holder.
 	PortInUse(proto Proto, hostIP netip.Addr, port uint16) (bool, string, error)
-	// RemoveFirewall deletes all of grapevine's chains and jumps.
+	// RemoveFirewall deletes all of grapevine's chains and jumps, and the set
+	// of the VXLAN ingress filter.
 	RemoveFirewall() error
+	// SetVXLANPeers makes the VXLAN ingress filter accept frames from exactly
+	// these VTEPs. It only changes the member set (cheap, no iptables run),
+	// and does nothing while SyncFirewall has no filter in place.
+	SetVXLANPeers(peers []netip.Addr) error
+	// VXLANDrops counts the VXLAN frames the ingress filter dropped.
+	VXLANDrops() (uint64, error)
 }

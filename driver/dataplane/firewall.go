@@ -28,6 +28,7 @@ var fwChains = []struct {
 }{
 	{"filter", []string{chainForward, chainIsolation, chainIsolationIn}},
 	{"nat", []string{chainDNAT, chainPostrouting}},
+	{"raw", []string{chainVXLAN}}, // only while a VXLAN network exists
 }
 
 // fwJump is a rule in a built-in chain that sends packets into grapevine's chain.
@@ -50,6 +51,7 @@ var fwJumps = []fwJump{
 	{"nat", "PREROUTING", `-m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
 	{"nat", "OUTPUT", `! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
 	{"nat", "POSTROUTING", `-m comment --comment ` + jumpComment + ` -j ` + chainPostrouting, false},
+	{"raw", "PREROUTING", `-p udp -m comment --comment ` + jumpComment + ` -j ` + chainVXLAN, false},
 }
 
 // ifaceName accepts what the kernel accepts as a link name and nothing that
@@ -106,6 +108,9 @@ func dockerBridges(filter savedTable) []string {
 
 // validateFirewall rejects input that would render wrong or unsafe rules.
 func validateFirewall(fw Firewall) error {
+	if err := validateVXLAN(fw.VXLAN); err != nil {
+		return err
+	}
 	for _, s := range fw.Shims {
 		if !ifaceName.MatchString(s) {
 			return fmt.Errorf("firewall: host interface %q of a macvlan network is not a valid link name", s)
@@ -239,7 +244,11 @@ func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 				n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
 		}
 	}
-	return fwRules{"filter": slices.Concat(fwd, iso, isoIn), "nat": append(dnat, post...)}, nil
+	var raw []string
+	if fw.VXLAN.Port != 0 {
+		raw = append(raw, vxlanRule(fw.VXLAN))
+	}
+	return fwRules{"filter": slices.Concat(fwd, iso, isoIn), "nat": append(dnat, post...), "raw": raw}, nil
 }
 
 func comparePorts(a, b PortRule) int {

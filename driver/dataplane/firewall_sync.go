@@ -145,6 +145,12 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 		return err
 	}
 	for _, tc := range fwChains {
+		if tc.table == "raw" {
+			if err := k.syncVXLAN(fw.VXLAN, tc.chains, want[tc.table], saved[tc.table]); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := k.syncTable(tc.table, tc.chains, want[tc.table], saved[tc.table]); err != nil {
 			return err
 		}
@@ -158,7 +164,7 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 // uplinkFirewall names, wherever fw names a bridge, the bridge's uplink:
 // an isolated bridge's traffic enters and leaves the host namespace there.
 func uplinkFirewall(fw Firewall) Firewall {
-	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: fw.Shims}
+	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: fw.Shims, VXLAN: fw.VXLAN}
 	for i, n := range out.Networks {
 		if up, _, err := uplinkNames(n.Bridge); err == nil {
 			out.Networks[i].Bridge = up
@@ -336,8 +342,8 @@ func (k *Kernel) enableForwarding() {
 	k.log.Info("enabled net.ipv4.ip_forward")
 }
 
-// RemoveFirewall deletes all of grapevine's jumps and chains. Missing ones are
-// success.
+// RemoveFirewall deletes all of grapevine's jumps and chains, then the VTEP
+// set. Missing ones are success.
 func (k *Kernel) RemoveFirewall() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -349,38 +355,64 @@ func (k *Kernel) RemoveFirewall() error {
 			errs = append(errs, err)
 			continue
 		}
-		saved := parseSave(text)
-		for _, j := range fwJumps {
-			if j.table != tc.table || !saved.chains[ruleTarget(j.rule)] {
-				continue // no chain, so no jump to it either
-			}
-			if err := k.deleteAll(j); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		// Flush all first: GRAPEVINE-FORWARD refers to GRAPEVINE-ISOLATION.
-		for _, c := range tc.chains {
-			if !saved.chains[c] {
-				continue
-			}
-			if err := k.ipt.ClearChain(tc.table, c); err != nil {
-				errs = append(errs, fmt.Errorf("flush chain %s/%s: %w", tc.table, c, err))
-			}
-		}
-		for _, c := range tc.chains {
-			if !saved.chains[c] {
-				continue
-			}
-			if err := k.ipt.DeleteChain(tc.table, c); err != nil && !isNoChain(err) {
-				errs = append(errs, fmt.Errorf("delete chain %s/%s (is another rule still jumping to it?): %w", tc.table, c, err))
-			}
-		}
-		delete(k.applied, tc.table)
+		errs = append(errs, k.removeTable(tc.table, tc.chains, parseSave(text)))
 	}
-	if len(errs) == 0 {
-		k.log.Info("removed grapevine firewall chains")
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
+	if err := k.destroyVTEPSet(); err != nil {
+		return err
+	}
+	k.log.Info("removed grapevine firewall chains")
+	return nil
+}
+
+// removeTable deletes grapevine's jumps and chains of one table; saved is
+// the table as it is now.
+func (k *Kernel) removeTable(table string, chains []string, saved savedTable) error {
+	var errs []error
+	for _, j := range fwJumps {
+		if j.table != table || !saved.chains[ruleTarget(j.rule)] {
+			continue // no chain, so no jump to it either
+		}
+		if err := k.deleteAll(j); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Flush all first: GRAPEVINE-FORWARD refers to GRAPEVINE-ISOLATION.
+	for _, c := range chains {
+		if !saved.chains[c] {
+			continue
+		}
+		if err := k.ipt.ClearChain(table, c); err != nil {
+			errs = append(errs, fmt.Errorf("flush chain %s/%s: %w", table, c, err))
+		}
+	}
+	for _, c := range chains {
+		if !saved.chains[c] {
+			continue
+		}
+		if err := k.ipt.DeleteChain(table, c); err != nil && !isNoChain(err) {
+			errs = append(errs, fmt.Errorf("delete chain %s/%s (is another rule still jumping to it?): %w", table, c, err))
+		}
+	}
+	delete(k.applied, table)
 	return errors.Join(errs...)
+}
+
+// syncVXLAN puts the VXLAN ingress filter in place (set first, then the rule
+// that uses it) or, for a zero Port, removes it (rule first, then the set).
+func (k *Kernel) syncVXLAN(in VXLANIngress, chains, want []string, saved savedTable) error {
+	if in.Port == 0 {
+		if err := k.removeTable("raw", chains, saved); err != nil {
+			return err
+		}
+		return k.destroyVTEPSet()
+	}
+	if err := k.ensureVTEPSet(in.Peers); err != nil {
+		return err
+	}
+	return k.syncTable("raw", chains, want, saved)
 }
 
 // deleteAll removes every copy of the jump j.

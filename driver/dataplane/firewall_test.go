@@ -211,6 +211,9 @@ func checkFirewall(t *testing.T, want fwRules) {
 		"POSTROUTING": ruleLines(nat, "POSTROUTING"),
 	}
 	for _, j := range fwJumps {
+		if j.table == "raw" {
+			continue // the VXLAN filter's jump: TestVXLANIngressFilter
+		}
 		line := "-A " + j.chain + " " + j.rule
 		if n := strings.Count(strings.Join(jumps[j.chain], "\n"), line); n != 1 {
 			t.Errorf("jump %q present %d times in %s: %q", line, n, j.chain, jumps[j.chain])
