@@ -10,6 +10,7 @@ import (
 // grapevine's own iptables chains. Everything grapevine adds to the packet
 // filter lives in these; the built-in chains only get the jumps below.
 const (
+	chainInput       = "GRAPEVINE-INPUT"        // filter: drops new traffic from a bridge to 127.0.0.0/8
 	chainForward     = "GRAPEVINE-FORWARD"      // filter: isolation, egress, published ports
 	chainIsolation   = "GRAPEVINE-ISOLATION"    // filter: drops traffic from a grapevine bridge into another container network
 	chainIsolationIn = "GRAPEVINE-ISOLATION-IN" // filter: drops traffic from another container network into a grapevine bridge
@@ -26,7 +27,8 @@ var fwChains = []struct {
 	table  string
 	chains []string
 }{
-	{"filter", []string{chainForward, chainIsolation, chainIsolationIn}},
+	// in iptables-save's order (by name), so that a read-back compares equal
+	{"filter", []string{chainForward, chainInput, chainIsolation, chainIsolationIn}},
 	{"nat", []string{chainDNAT, chainPostrouting}},
 	{"raw", []string{chainVXLAN}}, // only while a VXLAN network exists
 }
@@ -36,8 +38,8 @@ type fwJump struct {
 	table, chain string
 	rule         string // rule text without "-A CHAIN", in iptables-save form
 	// afterDocker places the jump right after Docker's jumps to DOCKER-USER
-	// and DOCKER-ISOLATION-STAGE-1 (position 1 without them) and keeps it
-	// there; other jumps are appended and may be anywhere.
+	// and DOCKER-ISOLATION-STAGE-1 (position 1 without them: first) and
+	// keeps it there; other jumps are appended and may be anywhere.
 	afterDocker bool
 }
 
@@ -49,9 +51,17 @@ var dockerFirst = []string{"DOCKER-USER", "DOCKER-ISOLATION-STAGE-1"}
 var fwJumps = []fwJump{
 	{"filter", "FORWARD", `-m comment --comment ` + jumpComment + ` -j ` + chainForward, true},
 	{"nat", "PREROUTING", `-m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
-	{"nat", "OUTPUT", `! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
+	{"filter", "INPUT", `-d 127.0.0.0/8 -m comment --comment ` + jumpComment + ` -j ` + chainInput, true},
+	// 127.0.0.0/8 included: published ports answer on localhost (see
+	// routeLocalnet and the masquerade of 127.0.0.0/8 in renderFirewall).
+	{"nat", "OUTPUT", `-m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
 	{"nat", "POSTROUTING", `-m comment --comment ` + jumpComment + ` -j ` + chainPostrouting, false},
 	{"raw", "PREROUTING", `-p udp -m comment --comment ` + jumpComment + ` -j ` + chainVXLAN, false},
+}
+
+// obsoleteJumps are jumps earlier releases wrote; a sync deletes them.
+var obsoleteJumps = []fwJump{
+	{"nat", "OUTPUT", `! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment ` + jumpComment + ` -j ` + chainDNAT, false},
 }
 
 // ifaceName accepts what the kernel accepts as a link name and nothing that
@@ -175,7 +185,7 @@ func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 	}
 
-	var fwd, iso, isoIn, dnat, post []string
+	var fwd, iso, isoIn, input, dnat, post []string
 	seen := map[string]bool{} // two host ports may share one container port
 	add := func(dst *[]string, chain, format string, args ...any) {
 		line := "-A " + chain + " " + fmt.Sprintf(format, args...)
@@ -216,15 +226,25 @@ func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 		add(&fwd, chainForward, "-i %s ! -o %s %s -j ACCEPT", n.Bridge, n.Bridge, c)
 		add(&fwd, chainForward, "-o %s -m conntrack --ctstate RELATED,ESTABLISHED %s -j ACCEPT", n.Bridge, c)
 		for _, p := range byNet[n.NetworkID] {
-			add(&fwd, chainForward, "-d %s/32 -o %s -p %s -m %s --dport %d %s -j ACCEPT",
-				p.ContainerIP, n.Bridge, p.Proto, p.Proto, p.ContainerPort, portComment(p))
+			// Only what grapevine's DNAT rule sent here, for the host
+			// address and port it was published on: not the container's
+			// own address from a routed neighbour, not another host address.
+			add(&fwd, chainForward, "-d %s/32 -o %s -p %s -m %s --dport %d -m conntrack --ctstate DNAT %s--ctorigdstport %d %s -j ACCEPT",
+				p.ContainerIP, n.Bridge, p.Proto, p.Proto, p.ContainerPort, origDst(p), p.HostPort, portComment(p))
 		}
 		add(&fwd, chainForward, "-o %s %s -j DROP", n.Bridge, c)
 	}
 
+	for _, n := range nets {
+		if len(byNet[n.NetworkID]) > 0 {
+			// new traffic from a bridge to the host's loopback addresses,
+			// which route_localnet would otherwise let containers reach
+			add(&input, chainInput, "-i %s -m conntrack ! --ctstate RELATED,ESTABLISHED %s -j DROP", n.Bridge, netComment(n.NetworkID))
+		}
+	}
 	for _, p := range ports {
 		dst := ""
-		if p.HostIP.IsValid() && !p.HostIP.IsUnspecified() {
+		if hostIPSet(p) {
 			dst = fmt.Sprintf("-d %s/32 ", p.HostIP)
 		}
 		add(&dnat, chainDNAT, "%s-p %s -m %s --dport %d %s -j DNAT --to-destination %s:%d",
@@ -243,12 +263,42 @@ func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 			add(&post, chainPostrouting, "-s %s -o %s -m conntrack --ctstate DNAT %s -j MASQUERADE",
 				n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
 		}
+		// localhost: a connection to 127.0.0.1:P leaves through the bridge
+		// (route_localnet) with the gateway's address as its source.
+		if len(byNet[n.NetworkID]) > 0 {
+			add(&post, chainPostrouting, "-s 127.0.0.0/8 -o %s %s -j MASQUERADE", n.Bridge, netComment(n.NetworkID))
+		}
 	}
 	var raw []string
 	if fw.VXLAN.Port != 0 {
 		raw = append(raw, vxlanRule(fw.VXLAN))
 	}
-	return fwRules{"filter": slices.Concat(fwd, iso, isoIn), "nat": append(dnat, post...), "raw": raw}, nil
+	return fwRules{"filter": slices.Concat(fwd, input, iso, isoIn), "nat": append(dnat, post...), "raw": raw}, nil
+}
+
+// hostIPSet reports whether the port is published on one host address only.
+func hostIPSet(p PortRule) bool { return p.HostIP.IsValid() && !p.HostIP.IsUnspecified() }
+
+// origDst is the forward rule's match on the address the client asked for.
+func origDst(p PortRule) string {
+	if !hostIPSet(p) {
+		return ""
+	}
+	return fmt.Sprintf("--ctorigdst %s ", p.HostIP)
+}
+
+// localnetBridges names the bridges that need route_localnet=1: those with
+// published ports, which answer on 127.0.0.1.
+func localnetBridges(fw Firewall) []string {
+	var out []string
+	for _, p := range fw.Ports {
+		for _, n := range fw.Networks {
+			if n.NetworkID == p.NetworkID && !slices.Contains(out, n.Bridge) {
+				out = append(out, n.Bridge)
+			}
+		}
+	}
+	return out
 }
 
 func comparePorts(a, b PortRule) int {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,6 +159,32 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 	if hasForwarding(fw) {
 		k.enableForwarding()
 	}
+	for _, br := range localnetBridges(fw) {
+		if err := routeLocalnet(br); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// routeLocalnet sets net.ipv4.conf.<link>.route_localnet=1: packets to
+// 127.0.0.1:P that grapevine's DNAT sends to a container may then leave
+// through the link.
+func routeLocalnet(link string) error {
+	path := "/proc/sys/net/ipv4/conf/" + link + "/route_localnet"
+	cur, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no such link (yet): the sync after the bridge is made sets it
+	}
+	if err == nil && strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err == nil {
+		err = os.WriteFile(path, []byte("1\n"), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("set route_localnet=1 on %s (published ports answer on 127.0.0.1 through it; is /proc/sys/net writable?): %w", link, err)
+	}
 	return nil
 }
 
@@ -250,6 +277,13 @@ func (k *Kernel) jumpFixes(table string, saved savedTable) ([]string, error) {
 			return nil, err
 		}
 		lines = append(lines, fix...)
+	}
+	for _, j := range obsoleteJumps {
+		for _, r := range saved.rules[j.chain] {
+			if j.table == table && r == j.rule {
+				lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
+			}
+		}
 	}
 	return lines, nil
 }
@@ -371,7 +405,7 @@ func (k *Kernel) RemoveFirewall() error {
 // the table as it is now.
 func (k *Kernel) removeTable(table string, chains []string, saved savedTable) error {
 	var errs []error
-	for _, j := range fwJumps {
+	for _, j := range slices.Concat(fwJumps, obsoleteJumps) {
 		if j.table != table || !saved.chains[ruleTarget(j.rule)] {
 			continue // no chain, so no jump to it either
 		}

@@ -40,11 +40,12 @@ var wantFirewall = fwRules{
 		`-A GRAPEVINE-FORWARD -i gvb-b -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -i gvb-a ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -o gvb-a -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
-		`-A GRAPEVINE-FORWARD -d 198.19.1.5/32 -o gvb-a -p tcp -m tcp --dport 80 -m comment --comment "grapevine:aaaaaaaaaaaa:a1a1a1a1a1a1" -j ACCEPT`,
-		`-A GRAPEVINE-FORWARD -d 198.19.1.6/32 -o gvb-a -p udp -m udp --dport 53 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j ACCEPT`,
+		`-A GRAPEVINE-FORWARD -d 198.19.1.5/32 -o gvb-a -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT --ctorigdstport 8080 -m comment --comment "grapevine:aaaaaaaaaaaa:a1a1a1a1a1a1" -j ACCEPT`,
+		`-A GRAPEVINE-FORWARD -d 198.19.1.6/32 -o gvb-a -p udp -m udp --dport 53 -m conntrack --ctstate DNAT --ctorigdst 198.18.0.1 --ctorigdstport 5353 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j DROP`,
 		`-A GRAPEVINE-FORWARD -i gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j DROP`,
 		`-A GRAPEVINE-FORWARD -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j DROP`,
+		`-A GRAPEVINE-INPUT -i gvb-a -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment "grapevine:aaaaaaaaaaaa" -j DROP`,
 		`-A GRAPEVINE-ISOLATION -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j DROP`,
 		`-A GRAPEVINE-ISOLATION -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j DROP`,
 	},
@@ -53,6 +54,7 @@ var wantFirewall = fwRules{
 		`-A GRAPEVINE-DNAT -d 198.18.0.1/32 -p udp -m udp --dport 5353 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j DNAT --to-destination 198.19.1.6:53`,
 		`-A GRAPEVINE-POSTROUTING -s 198.19.1.0/24 ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
 		`-A GRAPEVINE-POSTROUTING -s 198.19.1.0/24 -o gvb-a -m conntrack --ctstate DNAT -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
+		`-A GRAPEVINE-POSTROUTING -s 127.0.0.0/8 -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
 	},
 }
 
@@ -77,7 +79,8 @@ func TestRenderFirewall(t *testing.T) {
 	if !slices.Equal(again["filter"], got["filter"]) || !slices.Equal(again["nat"], got["nat"]) {
 		t.Errorf("rendering depends on input order")
 	}
-	// Two host ports for one container port: one FORWARD accept, one more DNAT.
+	// Two host ports for one container port: one more FORWARD accept (each
+	// for its own host port) and one more DNAT.
 	fw = testFirewall()
 	p := fw.Ports[1]
 	p.HostPort = 8081
@@ -86,9 +89,9 @@ func TestRenderFirewall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dup["filter"]) != len(got["filter"]) || len(dup["nat"]) != len(got["nat"])+1 {
+	if len(dup["filter"]) != len(got["filter"])+1 || len(dup["nat"]) != len(got["nat"])+1 {
 		t.Errorf("duplicate container port: filter %d nat %d rules, want %d and %d",
-			len(dup["filter"]), len(dup["nat"]), len(got["filter"]), len(got["nat"])+1)
+			len(dup["filter"]), len(dup["nat"]), len(got["filter"])+1, len(got["nat"])+1)
 	}
 }
 
@@ -198,13 +201,14 @@ func ruleLines(text string, chains ...string) []string {
 func checkFirewall(t *testing.T, want fwRules) {
 	t.Helper()
 	filter, nat := saveTable(t, "filter"), saveTable(t, "nat")
-	if got := ruleLines(filter, chainForward, chainIsolation, chainIsolationIn); !slices.Equal(got, want["filter"]) {
+	if got := ruleLines(filter, chainForward, chainInput, chainIsolation, chainIsolationIn); !slices.Equal(got, want["filter"]) {
 		t.Errorf("filter chains:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want["filter"], "\n     "))
 	}
 	if got := ruleLines(nat, chainDNAT, chainPostrouting); !slices.Equal(got, want["nat"]) {
 		t.Errorf("nat chains:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want["nat"], "\n     "))
 	}
 	jumps := map[string][]string{
+		"INPUT":       ruleLines(filter, "INPUT"),
 		"FORWARD":     ruleLines(filter, "FORWARD"),
 		"PREROUTING":  ruleLines(nat, "PREROUTING"),
 		"OUTPUT":      ruleLines(nat, "OUTPUT"),
