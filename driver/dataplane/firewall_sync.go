@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -15,44 +14,15 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// xtables runs iptables-save and iptables-restore matching the iptables binary
-// go-iptables found (nft or legacy: mixing them would write to the other
-// backend).
+// xtables names the iptables, iptables-save and iptables-restore binaries of
+// one backend (nft or legacy): mixing them would write to the other backend.
 type xtables struct {
-	path    string // binary to execute
-	multi   bool   // path is an xtables-*-multi binary that dispatches on argv[0]
-	saveBin string // when !multi: the iptables-save binary
-}
-
-// findXtables locates save/restore next to (or behind the symlinks of) the
-// iptables binary that go-iptables runs (the first "iptables" in PATH).
-func findXtables() (xtables, error) {
-	path, err := exec.LookPath("iptables")
-	if err != nil {
-		return xtables{}, fmt.Errorf("find iptables: %w", err)
-	}
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		base := filepath.Base(real)
-		if strings.HasPrefix(base, "xtables-") && strings.HasSuffix(base, "-multi") {
-			return xtables{path: real, multi: true}, nil
-		}
-	}
-	dir := filepath.Dir(path)
-	restore, save := filepath.Join(dir, "iptables-restore"), filepath.Join(dir, "iptables-save")
-	for _, p := range []string{restore, save} {
-		if _, err := os.Stat(p); err != nil {
-			return xtables{}, fmt.Errorf("find %s next to %s (the plugin rootfs needs iptables-save and iptables-restore): %w",
-				filepath.Base(p), path, err)
-		}
-	}
-	return xtables{path: restore, saveBin: save}, nil
+	mode                     string // "nft" or "legacy"
+	ipt, saveBin, restoreBin string
 }
 
 func (x xtables) command(tool string, args ...string) *exec.Cmd {
-	if x.multi {
-		return &exec.Cmd{Path: x.path, Args: append([]string{tool}, args...)}
-	}
-	bin := x.path
+	bin := x.restoreBin
 	if tool == "iptables-save" {
 		bin = x.saveBin
 	}
@@ -133,13 +103,16 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 	if len(k.nsDirs) > 0 {
 		fw = uplinkFirewall(fw)
 	}
-	saved := map[string]savedTable{}
-	for _, tc := range fwChains {
-		text, err := k.xt.save(tc.table)
-		if err != nil {
+	saved, err := k.saveAll()
+	if err != nil {
+		return err
+	}
+	if !saved["filter"].chains["DOCKER-USER"] {
+		// Docker may write its rules after grapevine started (a boot):
+		// follow it to its backend once they appear there.
+		if saved, err = k.followDockersBackend(saved); err != nil {
 			return err
 		}
-		saved[tc.table] = parseSave(text)
 	}
 	want, err := renderFirewall(fw, dockerBridges(saved["filter"]))
 	if err != nil {
@@ -186,6 +159,41 @@ func routeLocalnet(link string) error {
 		return fmt.Errorf("set route_localnet=1 on %s (published ports answer on 127.0.0.1 through it; is /proc/sys/net writable?): %w", link, err)
 	}
 	return nil
+}
+
+// saveAll reads every table grapevine writes to.
+func (k *Kernel) saveAll() (map[string]savedTable, error) {
+	saved := map[string]savedTable{}
+	for _, tc := range fwChains {
+		text, err := k.xt.save(tc.table)
+		if err != nil {
+			return nil, err
+		}
+		saved[tc.table] = parseSave(text)
+	}
+	return saved, nil
+}
+
+// followDockersBackend switches to the other iptables backend when that is
+// where the host's rules are now: grapevine's chains are removed from the
+// current one first. It returns the tables of the backend in use.
+func (k *Kernel) followDockersBackend(saved map[string]savedTable) (map[string]savedTable, error) {
+	x, err := findXtables()
+	if err != nil || x.mode == k.xt.mode {
+		return saved, nil // no better backend found: keep the one in use
+	}
+	ipt, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10), iptables.Path(x.ipt))
+	if err != nil {
+		return nil, fmt.Errorf("switch to iptables-%s, where the host's rules are: %w", x.mode, err)
+	}
+	for _, tc := range fwChains {
+		if err := k.removeTable(tc.table, tc.chains, saved[tc.table]); err != nil {
+			return nil, fmt.Errorf("remove grapevine's chains from iptables-%s before switching to iptables-%s: %w", k.xt.mode, x.mode, err)
+		}
+	}
+	k.log.WithFields(logrus.Fields{"from": k.xt.mode, "to": x.mode}).Warn("the host's iptables rules are written with the other backend: grapevine follows them")
+	k.xt, k.ipt, k.applied = x, ipt, map[string]appliedTable{}
+	return k.saveAll()
 }
 
 // uplinkFirewall names, wherever fw names a bridge, the bridge's uplink:
