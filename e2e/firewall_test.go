@@ -242,3 +242,65 @@ func TestIsolationAsDocker(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishedPortBindings: where a published port answers, by host
+// address, from the host itself and from the LAN machine, beside the same
+// bindings on Docker's bridge (the control); an IPv6 host address is refused
+// at once with a message that says so.
+func TestPublishedPortBindings(t *testing.T) {
+	singleHost(t)
+	const h = "h1"
+	checkClean(t, h)
+	addr := hostAddr(h)
+	createNetwork(t, h, "fwbind", "--subnet", "198.19.23.0/24")
+	webServer(t, h, "grapevine", "--network", "fwbind", "-p", "18101:80", "-p", "127.0.0.1:18102:80", "-p", addr+":18103:80")
+	webServer(t, h, "bridge", "-p", "18111:80", "-p", "127.0.0.1:18112:80", "-p", addr+":18113:80")
+
+	type where struct {
+		from string // "host" or "lan"
+		addr string
+		port int // grapevine's; Docker's is port+10
+		want bool
+	}
+	checks := []where{
+		{"host", "127.0.0.1", 18101, true}, {"host", addr, 18101, true}, {"lan", addr, 18101, true},
+		{"host", "127.0.0.1", 18102, true}, {"host", addr, 18102, false}, {"lan", addr, 18102, false},
+		{"host", addr, 18103, true}, {"host", "127.0.0.1", 18103, false}, {"lan", addr, 18103, true},
+	}
+	get := func(from, a string, port int) func() (string, string, error) {
+		return func() (string, string, error) {
+			if from == "lan" {
+				return inLAN(httpGetCmd(a, port)...)
+			}
+			return inHost(h, httpGetCmd(a, port)...)
+		}
+	}
+	for _, c := range checks {
+		for _, side := range []struct {
+			body string
+			port int
+		}{{"bridge", c.port + 10}, {"grapevine", c.port}} {
+			what := fmt.Sprintf("%s: from the %s to %s:%d", side.body, c.from, c.addr, side.port)
+			if c.want {
+				expectHTTP(t, what, side.body, get(c.from, c.addr, side.port))
+			} else {
+				expectNoHTTP(t, what, side.body, get(c.from, c.addr, side.port))
+			}
+		}
+	}
+
+	t.Run("IPv6 host address", func(t *testing.T) {
+		defer func() { _, _, _ = docker(h, "rm", "-f", "fwbind-v6") }()
+		start := time.Now()
+		_, stderr, err := docker(h, "run", "-d", "--name", "fwbind-v6", "--network", "fwbind", "-p", "[::1]:18104:80", image, "sleep", "60")
+		if err == nil {
+			t.Fatalf("a port published on ::1 was accepted")
+		}
+		if took := time.Since(start); took > 30*time.Second {
+			t.Errorf("the refusal took %v", took)
+		}
+		if !strings.Contains(stderr, "IPv6") {
+			t.Errorf("the error does not say IPv6 is not supported: %s", stderr)
+		}
+	})
+}
