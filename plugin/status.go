@@ -33,7 +33,9 @@ type Status struct {
 	Pools    []gvipam.PoolStatus    `json:"pools"`
 	// VXLANIngress is the filter of the VXLAN port (absent: no VXLAN network).
 	VXLANIngress *driver.VXLANIngressStatus `json:"vxlan_ingress,omitempty"`
-	Error        string                     `json:"error,omitempty"`
+	// Ports are the published ports (`docker port` cannot show them).
+	Ports []driver.PublishedPort `json:"published_ports,omitempty"`
+	Error string                 `json:"error,omitempty"`
 }
 
 func (p *process) status() any {
@@ -55,6 +57,7 @@ func (p *process) status() any {
 		},
 		Networks: p.driver.Status(),
 		Pools:    p.ipam.Status(),
+		Ports:    p.driver.PublishedPorts(),
 	}
 	if in, err := p.driver.VXLANIngress(); err != nil {
 		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
@@ -180,6 +183,15 @@ func PrintStatus(w io.Writer, raw []byte) error {
 			}
 			fmt.Fprintln(w)
 		}
+	}
+	if len(st.Ports) > 0 {
+		fmt.Fprintln(w, "\nPUBLISHED PORTS (docker port cannot show a remote driver's)")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOST\tCONTAINER\tPROTO\tNETWORK\tENDPOINT")
+		for _, pp := range st.Ports {
+			fmt.Fprintf(tw, "%s:%d\t%s:%d\t%s\t%s\t%s\n", pp.HostIP, pp.HostPort, pp.ContainerIP, pp.ContainerPort, pp.Proto, pp.Network, pp.Endpoint)
+		}
+		tw.Flush()
 	}
 	fmt.Fprintln(w, "\nPOOLS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
