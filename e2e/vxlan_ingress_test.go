@@ -118,10 +118,11 @@ func TestVXLANIngressOnlyFromMembers(t *testing.T) {
 		waitMembers(t, 30*time.Second, h, clusterHosts())
 	}
 	const nw, subnet = "vxin", "198.19.60.0/24"
-	var netID string
+	netIDs := map[string]string{}
 	for _, h := range hosts {
-		netID = createNetwork(t, h, nw, "--subnet", subnet)
+		netIDs[h] = createNetwork(t, h, nw, "--subnet", subnet)
 	}
+	netID := netIDs["h1"]
 	sink := runContainer(t, "h1", "--network", nw, image, "sh", "-c", "while true; do nc -u -l -p 9999; echo; done")
 	cip := netip.MustParseAddr(containerIP(t, "h1", sink, nw))
 	cmac, err := net.ParseMAC(mustDocker(t, "h1", "inspect", "-f", `{{(index .NetworkSettings.Networks "`+nw+`").MacAddress}}`, sink))
