@@ -79,7 +79,10 @@ func (d *Driver) vxlanIngress() dataplane.VXLANIngress {
 	if !d.hasVXLANNetworks() || d.port <= 0 || d.port > 65535 {
 		return dataplane.VXLANIngress{}
 	}
-	return dataplane.VXLANIngress{Port: uint16(d.port), Peers: d.memberVTEPs()}
+	return dataplane.VXLANIngress{Port: uint16(d.port), Peers: d.memberVTEPs(),
+		// until the first contact after a start, members not heard of yet
+		// keep their place in the filter
+		Partial: d.cluster != nil && !d.cluster.Joined()}
 }
 
 // memberVTEPs lists the IPv4 VTEPs of the live members other than this
@@ -105,7 +108,7 @@ func (d *Driver) membersChanged() {
 	if !d.hasVXLANNetworks() {
 		return
 	}
-	if err := d.dp.SetVXLANPeers(d.memberVTEPs()); err != nil {
+	if err := d.dp.SetVXLANPeers(d.vxlanIngress()); err != nil {
 		d.log.WithError(err).Warn("could not update the VTEPs the VXLAN ingress filter accepts; reconcile retries")
 	}
 }

@@ -280,9 +280,10 @@ type Dataplane interface {
 	// of the VXLAN ingress filter.
 	RemoveFirewall() error
 	// SetVXLANPeers makes the VXLAN ingress filter accept frames from exactly
-	// these VTEPs. It only changes the member set (cheap, no iptables run),
-	// and does nothing while SyncFirewall has no filter in place.
-	SetVXLANPeers(peers []netip.Addr) error
+	// in.Peers (or at least them, when in.Partial). It only changes the member
+	// set (cheap, no iptables run), and does nothing while SyncFirewall has no
+	// filter in place.
+	SetVXLANPeers(in VXLANIngress) error
 	// VXLANDrops counts the VXLAN frames the ingress filter dropped.
 	VXLANDrops() (uint64, error)
 }

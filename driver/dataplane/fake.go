@@ -483,13 +483,13 @@ func (f *Fake) RemoveFirewall() error {
 
 // SetVXLANPeers implements Dataplane: it changes the peers of the recorded
 // firewall's VXLAN filter when there is one.
-func (f *Fake) SetVXLANPeers(peers []netip.Addr) error {
+func (f *Fake) SetVXLANPeers(in VXLANIngress) error {
 	defer f.lock()()
 	if err := f.begin("SetVXLANPeers", ""); err != nil {
 		return err
 	}
 	if f.firewall.VXLAN.Port != 0 {
-		f.firewall.VXLAN.Peers = slices.Clone(peers)
+		f.firewall.VXLAN.Peers, f.firewall.VXLAN.Partial = slices.Clone(in.Peers), in.Partial
 	}
 	return nil
 }

@@ -451,7 +451,7 @@ func (k *Kernel) syncVXLAN(in VXLANIngress, chains, want []string, saved savedTa
 		}
 		return k.destroyVTEPSet()
 	}
-	if err := k.ensureVTEPSet(in.Peers); err != nil {
+	if err := k.ensureVTEPSet(in); err != nil {
 		return err
 	}
 	return k.syncTable("raw", chains, want, saved)

@@ -26,6 +26,10 @@ type VXLANIngress struct {
 	Port uint16
 	// Peers are the IPv4 VTEPs of the cluster's current members.
 	Peers []netip.Addr
+	// Partial: Peers may be incomplete (this host has not yet been in
+	// contact with the cluster after a start): they are added, none is
+	// removed, so a restart does not cut off the members not yet heard of.
+	Partial bool
 }
 
 // vxlanRule renders the raw table's rule for in.
@@ -44,10 +48,11 @@ func validateVXLAN(in VXLANIngress) error {
 }
 
 // SetVXLANPeers implements Dataplane: it makes the VTEP set hold exactly
-// peers when the filter is in place, and does nothing otherwise (SyncFirewall
-// creates it with the first VXLAN network).
-func (k *Kernel) SetVXLANPeers(peers []netip.Addr) error {
-	if err := validateVXLAN(VXLANIngress{Peers: peers}); err != nil {
+// in.Peers (at least, when in.Partial) when the filter is in place, and does
+// nothing otherwise (SyncFirewall creates it with the first VXLAN network).
+// in.Port is not used.
+func (k *Kernel) SetVXLANPeers(in VXLANIngress) error {
+	if err := validateVXLAN(in); err != nil {
 		return err
 	}
 	k.mu.Lock()
@@ -59,11 +64,11 @@ func (k *Kernel) SetVXLANPeers(peers []netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("read ipset %s: %w", vtepSet, err)
 	}
-	return k.fillVTEPSet(set, peers)
+	return k.fillVTEPSet(set, in)
 }
 
-// ensureVTEPSet creates the set if needed and makes it hold exactly peers.
-func (k *Kernel) ensureVTEPSet(peers []netip.Addr) error {
+// ensureVTEPSet creates the set if needed and fills it.
+func (k *Kernel) ensureVTEPSet(in VXLANIngress) error {
 	set, err := k.nl.IpsetList(vtepSet)
 	if isNoSet(err) {
 		if err := k.nl.IpsetCreate(vtepSet, vtepSetType, netlink.IpsetCreateOptions{Family: unix.NFPROTO_IPV4}); err != nil {
@@ -79,11 +84,12 @@ func (k *Kernel) ensureVTEPSet(peers []netip.Addr) error {
 		return fmt.Errorf("ipset %s exists with type %s family %d, not %s inet: it is not grapevine's; destroy it (ipset destroy %s) and grapevine recreates it",
 			vtepSet, set.TypeName, set.Family, vtepSetType, vtepSet)
 	}
-	return k.fillVTEPSet(set, peers)
+	return k.fillVTEPSet(set, in)
 }
 
-// fillVTEPSet adds the missing peers to the set and deletes the others.
-func (k *Kernel) fillVTEPSet(set *netlink.IPSetResult, peers []netip.Addr) error {
+// fillVTEPSet adds the missing peers to the set and deletes the others
+// (unless in.Partial).
+func (k *Kernel) fillVTEPSet(set *netlink.IPSetResult, in VXLANIngress) error {
 	have := map[netip.Addr]bool{}
 	for _, e := range set.Entries {
 		if a, ok := netip.AddrFromSlice(e.IP); ok {
@@ -91,7 +97,7 @@ func (k *Kernel) fillVTEPSet(set *netlink.IPSetResult, peers []netip.Addr) error
 		}
 	}
 	var errs []error
-	for _, p := range peers {
+	for _, p := range in.Peers {
 		if have[p] {
 			delete(have, p)
 			continue
@@ -104,7 +110,9 @@ func (k *Kernel) fillVTEPSet(set *netlink.IPSetResult, peers []netip.Addr) error
 	}
 	stale := make([]netip.Addr, 0, len(have))
 	for a := range have {
-		stale = append(stale, a)
+		if !in.Partial {
+			stale = append(stale, a)
+		}
 	}
 	slices.SortFunc(stale, netip.Addr.Compare)
 	for _, a := range stale {

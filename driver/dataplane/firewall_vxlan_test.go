@@ -153,7 +153,7 @@ func TestVXLANIngressFilter(t *testing.T) {
 	}
 
 	// Membership changes: the outsider joins, the member leaves.
-	if err := k.SetVXLANPeers([]netip.Addr{mustAddr(labOutsider)}); err != nil {
+	if err := k.SetVXLANPeers(VXLANIngress{Peers: []netip.Addr{mustAddr(labOutsider)}}); err != nil {
 		t.Fatalf("SetVXLANPeers: %v", err)
 	}
 	if got := setMembers(t); !slices.Equal(got, []string{labOutsider}) {
@@ -163,8 +163,26 @@ func TestVXLANIngressFilter(t *testing.T) {
 		t.Errorf("after the change: outsider arrives %t (want true), old member arrives %t (want false)",
 			lab.arrives(t, labOutsider), lab.arrives(t, labMember))
 	}
-	if err := k.SetVXLANPeers([]netip.Addr{mustAddr("fd00::1")}); err == nil {
+	if err := k.SetVXLANPeers(VXLANIngress{Peers: []netip.Addr{mustAddr("fd00::1")}}); err == nil {
 		t.Errorf("SetVXLANPeers accepted an IPv6 VTEP")
+	}
+
+	// A restart before contact with the cluster knows fewer members: the
+	// others keep their place until membership is complete.
+	partial := fw
+	partial.VXLAN = VXLANIngress{Port: labPort, Peers: []netip.Addr{mustAddr(labMember)}, Partial: true}
+	if err := k.SyncFirewall(partial); err != nil {
+		t.Fatal(err)
+	}
+	if got := setMembers(t); !slices.Equal(got, []string{labMember, labOutsider}) {
+		t.Errorf("set members after a partial sync: %q, want both", got)
+	}
+	partial.VXLAN.Partial = false
+	if err := k.SyncFirewall(partial); err != nil {
+		t.Fatal(err)
+	}
+	if got := setMembers(t); !slices.Equal(got, []string{labMember}) {
+		t.Errorf("set members after a complete sync: %q", got)
 	}
 
 	// The last VXLAN network goes: rule and set go, nothing is filtered.
@@ -180,7 +198,7 @@ func TestVXLANIngressFilter(t *testing.T) {
 	if !lab.arrives(t, labMember) || !lab.arrives(t, labOutsider) {
 		t.Errorf("datagrams still filtered after the filter was removed")
 	}
-	if err := k.SetVXLANPeers([]netip.Addr{mustAddr(labMember)}); err != nil {
+	if err := k.SetVXLANPeers(VXLANIngress{Peers: []netip.Addr{mustAddr(labMember)}}); err != nil {
 		t.Errorf("SetVXLANPeers without a filter: %v", err)
 	}
 	if _, err := netlink.IpsetList(vtepSet); !isNoSet(err) {
