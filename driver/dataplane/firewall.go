@@ -176,104 +176,126 @@ func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 	if err := validateFirewall(fw); err != nil {
 		return nil, err
 	}
-	nets := slices.Clone(fw.Networks)
-	slices.SortFunc(nets, func(a, b NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
-	ports := slices.Clone(fw.Ports)
-	slices.SortFunc(ports, comparePorts)
-	byNet := map[string][]PortRule{}
-	for _, p := range ports {
-		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
-	}
-
-	var fwd, iso, isoIn, input, dnat, post []string
-	seen := map[string]bool{} // two host ports may share one container port
-	add := func(dst *[]string, chain, format string, args ...any) {
-		line := "-A " + chain + " " + fmt.Sprintf(format, args...)
-		if !seen[line] {
-			seen[line] = true
-			*dst = append(*dst, line)
-		}
-	}
-	// Isolation first, so no later accept can let one network reach another:
-	// not another grapevine network, not Docker's networks, not a macvlan
-	// network's host interface, in either direction.
-	for _, n := range nets {
-		add(&fwd, chainForward, "-i %s ! -o %s %s -j %s", n.Bridge, n.Bridge, netComment(n.NetworkID), chainIsolation)
-		add(&iso, chainIsolation, "-o %s %s -j DROP", n.Bridge, netComment(n.NetworkID))
-	}
-	if len(nets) > 0 {
-		foreign := slices.Concat(docker, fw.Shims)
-		slices.Sort(foreign)
-		for _, f := range slices.Compact(foreign) {
-			add(&iso, chainIsolation, "-o %s %s -j DROP", f, isolationComment)
-			add(&isoIn, chainIsolationIn, "-i %s %s -j DROP", f, isolationComment)
-		}
-	}
-	for _, n := range nets {
-		add(&fwd, chainForward, "! -i %s -o %s %s -j %s", n.Bridge, n.Bridge, netComment(n.NetworkID), chainIsolationIn)
-	}
-	// br_netfilter sends bridged frames through FORWARD; Docker's policy is DROP.
-	for _, n := range nets {
-		add(&fwd, chainForward, "-i %s -o %s %s -j ACCEPT", n.Bridge, n.Bridge, netComment(n.NetworkID))
-	}
-	for _, n := range nets {
-		c := netComment(n.NetworkID)
-		if n.Internal {
-			add(&fwd, chainForward, "-i %s %s -j DROP", n.Bridge, c)
-			add(&fwd, chainForward, "-o %s %s -j DROP", n.Bridge, c)
-			continue
-		}
-		add(&fwd, chainForward, "-i %s ! -o %s %s -j ACCEPT", n.Bridge, n.Bridge, c)
-		add(&fwd, chainForward, "-o %s -m conntrack --ctstate RELATED,ESTABLISHED %s -j ACCEPT", n.Bridge, c)
-		for _, p := range byNet[n.NetworkID] {
-			// Only what grapevine's DNAT rule sent here, for the host
-			// address and port it was published on: not the container's
-			// own address from a routed neighbour, not another host address.
-			add(&fwd, chainForward, "-d %s/32 -o %s -p %s -m %s --dport %d -m conntrack --ctstate DNAT %s--ctorigdstport %d %s -j ACCEPT",
-				p.ContainerIP, n.Bridge, p.Proto, p.Proto, p.ContainerPort, origDst(p), p.HostPort, portComment(p))
-		}
-		add(&fwd, chainForward, "-o %s %s -j DROP", n.Bridge, c)
-	}
-
-	for _, n := range nets {
-		if len(byNet[n.NetworkID]) > 0 {
-			// new traffic from a bridge to the host's loopback addresses,
-			// which route_localnet would otherwise let containers reach
-			add(&input, chainInput, "-i %s -m conntrack ! --ctstate RELATED,ESTABLISHED %s -j DROP", n.Bridge, netComment(n.NetworkID))
-		}
-	}
-	for _, p := range ports {
-		dst := ""
-		if hostIPSet(p) {
-			dst = fmt.Sprintf("-d %s/32 ", p.HostIP)
-		}
-		add(&dnat, chainDNAT, "%s-p %s -m %s --dport %d %s -j DNAT --to-destination %s:%d",
-			dst, p.Proto, p.Proto, p.HostPort, portComment(p), p.ContainerIP, p.ContainerPort)
-	}
-	for _, n := range nets {
-		if n.Masquerade {
-			add(&post, chainPostrouting, "-s %s ! -o %s %s -j MASQUERADE", n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
-		}
-	}
-	for _, n := range nets {
-		// Hairpin: a container reaching a published port of its own network
-		// through the host. The answer must come back through the host to be
-		// un-NATed, so the host's gateway address becomes the source.
-		if len(byNet[n.NetworkID]) > 0 && n.Subnet.IsValid() {
-			add(&post, chainPostrouting, "-s %s -o %s -m conntrack --ctstate DNAT %s -j MASQUERADE",
-				n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
-		}
-		// localhost: a connection to 127.0.0.1:P leaves through the bridge
-		// (route_localnet) with the gateway's address as its source.
-		if len(byNet[n.NetworkID]) > 0 {
-			add(&post, chainPostrouting, "-s 127.0.0.0/8 -o %s %s -j MASQUERADE", n.Bridge, netComment(n.NetworkID))
-		}
+	r := renderer{seen: map[string]bool{}, byNet: map[string][]PortRule{}}
+	r.nets = slices.Clone(fw.Networks)
+	slices.SortFunc(r.nets, func(a, b NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
+	r.ports = slices.Clone(fw.Ports)
+	slices.SortFunc(r.ports, comparePorts)
+	for _, p := range r.ports {
+		r.byNet[p.NetworkID] = append(r.byNet[p.NetworkID], p)
 	}
 	var raw []string
 	if fw.VXLAN.Port != 0 {
 		raw = append(raw, vxlanRule(fw.VXLAN))
 	}
-	return fwRules{"filter": slices.Concat(fwd, input, iso, isoIn), "nat": append(dnat, post...), "raw": raw}, nil
+	return fwRules{"filter": r.filter(slices.Concat(docker, fw.Shims)), "nat": r.nat(), "raw": raw}, nil
+}
+
+// renderer holds the sorted input of one rendering.
+type renderer struct {
+	nets  []NetworkRules
+	ports []PortRule
+	byNet map[string][]PortRule
+	seen  map[string]bool // two host ports may share one container port
+}
+
+// add appends one "-A CHAIN …" line to dst unless it was rendered already.
+func (r *renderer) add(dst *[]string, chain, format string, args ...any) {
+	line := "-A " + chain + " " + fmt.Sprintf(format, args...)
+	if !r.seen[line] {
+		r.seen[line] = true
+		*dst = append(*dst, line)
+	}
+}
+
+// filter renders the filter table's chains; foreign are the other container
+// networks' interfaces (Docker's bridges, macvlan shims).
+func (r *renderer) filter(foreign []string) []string {
+	var fwd, iso, isoIn, input []string
+	// Isolation first, so no later accept can let one network reach another:
+	// not another grapevine network, not Docker's networks, not a macvlan
+	// network's host interface, in either direction.
+	for _, n := range r.nets {
+		r.add(&fwd, chainForward, "-i %s ! -o %s %s -j %s", n.Bridge, n.Bridge, netComment(n.NetworkID), chainIsolation)
+		r.add(&iso, chainIsolation, "-o %s %s -j DROP", n.Bridge, netComment(n.NetworkID))
+	}
+	if len(r.nets) > 0 {
+		slices.Sort(foreign)
+		for _, f := range slices.Compact(foreign) {
+			r.add(&iso, chainIsolation, "-o %s %s -j DROP", f, isolationComment)
+			r.add(&isoIn, chainIsolationIn, "-i %s %s -j DROP", f, isolationComment)
+		}
+	}
+	for _, n := range r.nets {
+		r.add(&fwd, chainForward, "! -i %s -o %s %s -j %s", n.Bridge, n.Bridge, netComment(n.NetworkID), chainIsolationIn)
+	}
+	// br_netfilter sends bridged frames through FORWARD; Docker's policy is DROP.
+	for _, n := range r.nets {
+		r.add(&fwd, chainForward, "-i %s -o %s %s -j ACCEPT", n.Bridge, n.Bridge, netComment(n.NetworkID))
+	}
+	for _, n := range r.nets {
+		r.networkForward(&fwd, n)
+		if len(r.byNet[n.NetworkID]) > 0 {
+			// new traffic from a bridge to the host's loopback addresses,
+			// which route_localnet would otherwise let containers reach
+			r.add(&input, chainInput, "-i %s -m conntrack ! --ctstate RELATED,ESTABLISHED %s -j DROP", n.Bridge, netComment(n.NetworkID))
+		}
+	}
+	return slices.Concat(fwd, input, iso, isoIn)
+}
+
+// networkForward renders what may enter and leave one network's bridge.
+func (r *renderer) networkForward(fwd *[]string, n NetworkRules) {
+	c := netComment(n.NetworkID)
+	if n.Internal {
+		r.add(fwd, chainForward, "-i %s %s -j DROP", n.Bridge, c)
+		r.add(fwd, chainForward, "-o %s %s -j DROP", n.Bridge, c)
+		return
+	}
+	r.add(fwd, chainForward, "-i %s ! -o %s %s -j ACCEPT", n.Bridge, n.Bridge, c)
+	r.add(fwd, chainForward, "-o %s -m conntrack --ctstate RELATED,ESTABLISHED %s -j ACCEPT", n.Bridge, c)
+	for _, p := range r.byNet[n.NetworkID] {
+		// Only what grapevine's DNAT rule sent here, for the host address
+		// and port it was published on: not the container's own address
+		// from a routed neighbour, not another host address.
+		r.add(fwd, chainForward, "-d %s/32 -o %s -p %s -m %s --dport %d -m conntrack --ctstate DNAT %s--ctorigdstport %d %s -j ACCEPT",
+			p.ContainerIP, n.Bridge, p.Proto, p.Proto, p.ContainerPort, origDst(p), p.HostPort, portComment(p))
+	}
+	r.add(fwd, chainForward, "-o %s %s -j DROP", n.Bridge, c)
+}
+
+// nat renders the nat table's chains.
+func (r *renderer) nat() []string {
+	var dnat, post []string
+	for _, p := range r.ports {
+		dst := ""
+		if hostIPSet(p) {
+			dst = fmt.Sprintf("-d %s/32 ", p.HostIP)
+		}
+		r.add(&dnat, chainDNAT, "%s-p %s -m %s --dport %d %s -j DNAT --to-destination %s:%d",
+			dst, p.Proto, p.Proto, p.HostPort, portComment(p), p.ContainerIP, p.ContainerPort)
+	}
+	for _, n := range r.nets {
+		if n.Masquerade {
+			r.add(&post, chainPostrouting, "-s %s ! -o %s %s -j MASQUERADE", n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
+		}
+	}
+	for _, n := range r.nets {
+		if len(r.byNet[n.NetworkID]) == 0 {
+			continue
+		}
+		// Hairpin: a container reaching a published port of its own network
+		// through the host. The answer must come back through the host to be
+		// un-NATed, so the host's gateway address becomes the source.
+		if n.Subnet.IsValid() {
+			r.add(&post, chainPostrouting, "-s %s -o %s -m conntrack --ctstate DNAT %s -j MASQUERADE",
+				n.Subnet.Masked(), n.Bridge, netComment(n.NetworkID))
+		}
+		// localhost: a connection to 127.0.0.1:P leaves through the bridge
+		// (route_localnet) with the gateway's address as its source.
+		r.add(&post, chainPostrouting, "-s 127.0.0.0/8 -o %s %s -j MASQUERADE", n.Bridge, netComment(n.NetworkID))
+	}
+	return append(dnat, post...)
 }
 
 // hostIPSet reports whether the port is published on one host address only.
