@@ -167,8 +167,14 @@ func TestVXLANIngressFilter(t *testing.T) {
 		t.Errorf("SetVXLANPeers accepted an IPv6 VTEP")
 	}
 
-	// A restart before contact with the cluster knows fewer members: the
-	// others keep their place until membership is complete.
+	checkPartialSync(t, k, fw)
+	checkFilterRemoval(t, lab, fw)
+}
+
+// checkPartialSync: a restart before contact with the cluster knows fewer
+// members; the others keep their place until membership is complete.
+func checkPartialSync(t *testing.T, k *Kernel, fw Firewall) {
+	t.Helper()
 	partial := fw
 	partial.VXLAN = VXLANIngress{Port: labPort, Peers: []netip.Addr{mustAddr(labMember)}, Partial: true}
 	if err := k.SyncFirewall(partial); err != nil {
@@ -184,7 +190,13 @@ func TestVXLANIngressFilter(t *testing.T) {
 	if got := setMembers(t); !slices.Equal(got, []string{labMember}) {
 		t.Errorf("set members after a complete sync: %q", got)
 	}
+}
 
+// checkFilterRemoval: the filter goes with the last VXLAN network and with
+// RemoveFirewall, repeatably.
+func checkFilterRemoval(t *testing.T, lab *vxlanLab, fw Firewall) {
+	t.Helper()
+	k := lab.k
 	// The last VXLAN network goes: rule and set go, nothing is filtered.
 	if err := k.SyncFirewall(Firewall{}); err != nil {
 		t.Fatal(err)
