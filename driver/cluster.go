@@ -426,6 +426,7 @@ func (d *Driver) onNodeEvent(m gossip.Member, ev gossip.EventType) {
 	if ev == gossip.EventJoin || ev == gossip.EventUpdate {
 		d.warnPort(m)
 	}
+	d.membersChanged()
 	for k, ep := range d.peers.eps {
 		if ep.node == m.Name {
 			d.markDirty(k)

@@ -175,7 +175,10 @@ func vlanError(opt string, v *vlanRecord, err error) error {
 // resolveParent finds this host's parent for -o parent. Caller holds mu.
 func (d *Driver) resolveParent(spec networkSpec) (parentPlan, error) {
 	opt := spec.parentOpt
-	if opt == "" {
+	if opt == "" || spec.internal {
+		// --internal: as Docker's macvlan driver, the parent is ignored and
+		// the network gets a standalone parent: its containers never reach
+		// the LAN.
 		return parentPlan{mtu: defaultMTU}, nil
 	}
 	if strings.Contains(opt, "/") {

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -420,4 +421,39 @@ func number(v interface{}) (float64, bool) {
 		return f, err == nil
 	}
 	return 0, false
+}
+
+// PublishedPort is one programmed port mapping as `grapevine status` lists
+// it: Docker 20.10 cannot show a remote driver's mappings (`docker port` is
+// empty), so this is where an operator finds them.
+type PublishedPort struct {
+	Network       string `json:"network"`
+	Endpoint      string `json:"endpoint"`
+	Proto         string `json:"proto"`
+	HostIP        string `json:"host_ip"` // "0.0.0.0": every IPv4 address of the host
+	HostPort      uint16 `json:"host_port"`
+	ContainerIP   string `json:"container_ip"`
+	ContainerPort uint16 `json:"container_port"`
+}
+
+// PublishedPorts lists the programmed port mappings of this host, sorted by
+// host port.
+func (d *Driver) PublishedPorts() []PublishedPort {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []PublishedPort
+	for _, r := range d.desiredFirewall().Ports {
+		host := "0.0.0.0"
+		if r.HostIP.IsValid() {
+			host = r.HostIP.String()
+		}
+		out = append(out, PublishedPort{
+			Network: shortID(r.NetworkID), Endpoint: shortID(r.EndpointID), Proto: r.Proto.String(),
+			HostIP: host, HostPort: r.HostPort, ContainerIP: r.ContainerIP.String(), ContainerPort: r.ContainerPort,
+		})
+	}
+	slices.SortFunc(out, func(a, b PublishedPort) int {
+		return cmp.Or(cmp.Compare(a.HostPort, b.HostPort), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.HostIP, b.HostIP))
+	})
+	return out
 }

@@ -183,3 +183,25 @@ func TestProgramRollback(t *testing.T) {
 		t.Fatalf("ports %+v", e.fake.Firewall().Ports)
 	}
 }
+
+// TestPublishedPortsListed: status lists the programmed mappings (Docker
+// 20.10's `docker port` cannot), and an IPv6 host address is refused with a
+// message naming IPv6, without programming anything.
+func TestPublishedPortsListed(t *testing.T) {
+	e, nid, eps := portsEnv(t, 2)
+	if err := e.program(nid, eps[0], pb{Proto: 6, Port: 80, HostIP: "127.0.0.1", HostPort: 8080}, pb{Proto: 17, Port: 53, HostPort: 5353}); err != nil {
+		t.Fatal(err)
+	}
+	got := e.d.PublishedPorts()
+	if len(got) != 2 || got[0].HostPort != 5353 || got[0].HostIP != "0.0.0.0" || got[0].Proto != "udp" ||
+		got[1].HostPort != 8080 || got[1].HostIP != "127.0.0.1" || got[1].ContainerPort != 80 || got[1].Endpoint != shortID(eps[0]) {
+		t.Fatalf("PublishedPorts = %+v", got)
+	}
+	for _, v6 := range []string{"::1", "fd00::1"} {
+		err := e.program(nid, eps[1], pb{Proto: 6, Port: 80, HostIP: v6, HostPort: 8081})
+		wantErr(t, err, "is IPv6; grapevine publishes ports on IPv4 only")
+	}
+	if n := len(e.d.PublishedPorts()); n != 2 {
+		t.Fatalf("%d ports published after the IPv6 refusals, want 2", n)
+	}
+}

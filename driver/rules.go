@@ -3,9 +3,11 @@ package driver
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"grapevine/driver/dataplane"
+	"grapevine/gossip"
 )
 
 // desiredFirewall computes the complete rule set from all persisted networks and
@@ -14,7 +16,12 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 	var fw dataplane.Firewall
 	for _, n := range d.networks {
 		if n.macvlan() {
-			continue // on the LAN: no NAT, no forwarding through the host
+			// on the LAN: no NAT, no forwarding through the host; a host
+			// shim is isolated from the bridges like any other network
+			if n.HostAccess.IsValid() {
+				fw.Shims = append(fw.Shims, shimName(n.ID))
+			}
+			continue
 		}
 		fw.Networks = append(fw.Networks, dataplane.NetworkRules{
 			NetworkID:  n.ID,
@@ -42,6 +49,8 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 			})
 		}
 	}
+	fw.VXLAN = d.vxlanIngress()
+	slices.Sort(fw.Shims)
 	slices.SortFunc(fw.Networks, func(a, b dataplane.NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
 	slices.SortFunc(fw.Ports, func(a, b dataplane.PortRule) int {
 		return cmp.Or(
@@ -61,4 +70,70 @@ func (d *Driver) syncFirewall() error {
 		return fmt.Errorf("program firewall rules: %w", err)
 	}
 	return nil
+}
+
+// vxlanIngress is who may send VXLAN frames to this host: with a VXLAN
+// network here, the VTEPs of the cluster's live members (no one without a
+// cluster). Caller holds mu.
+func (d *Driver) vxlanIngress() dataplane.VXLANIngress {
+	if !d.hasVXLANNetworks() || d.port <= 0 || d.port > 65535 {
+		return dataplane.VXLANIngress{}
+	}
+	return dataplane.VXLANIngress{Port: uint16(d.port), Peers: d.memberVTEPs(),
+		// until the first contact after a start, members not heard of yet
+		// keep their place in the filter
+		Partial: d.cluster != nil && !d.cluster.Joined()}
+}
+
+// memberVTEPs lists the IPv4 VTEPs of the live members other than this
+// host, sorted. Caller holds mu.
+func (d *Driver) memberVTEPs() []netip.Addr {
+	if d.peers == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, m := range d.peers.members {
+		if !m.Self && m.State == gossip.StateAlive && m.Meta.VTEP.Is4() {
+			out = append(out, m.Meta.VTEP)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// membersChanged follows a membership change in the VXLAN ingress filter's
+// set of VTEPs (netlink only; the periodic reconcile repairs a failure).
+// Caller holds mu.
+func (d *Driver) membersChanged() {
+	if !d.hasVXLANNetworks() {
+		return
+	}
+	if err := d.dp.SetVXLANPeers(d.vxlanIngress()); err != nil {
+		d.log.WithError(err).Warn("could not update the VTEPs the VXLAN ingress filter accepts; reconcile retries")
+	}
+}
+
+// VXLANIngressStatus is the VXLAN ingress filter as `grapevine status` shows it.
+type VXLANIngressStatus struct {
+	Port    uint16   `json:"port,omitempty"`
+	Peers   []string `json:"peers"`
+	Dropped uint64   `json:"dropped_frames"`
+}
+
+// VXLANIngress reports the filter: the port, the accepted VTEPs and how many
+// frames from elsewhere it dropped (zero Port: no filter, no VXLAN network).
+func (d *Driver) VXLANIngress() (VXLANIngressStatus, error) {
+	d.mu.Lock()
+	in := d.vxlanIngress()
+	d.mu.Unlock()
+	st := VXLANIngressStatus{Port: in.Port, Peers: []string{}}
+	for _, p := range in.Peers {
+		st.Peers = append(st.Peers, p.String())
+	}
+	n, err := d.dp.VXLANDrops()
+	if err != nil {
+		return st, fmt.Errorf("read the VXLAN ingress filter's drop counter: %w", err)
+	}
+	st.Dropped = n
+	return st, nil
 }

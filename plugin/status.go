@@ -36,7 +36,11 @@ type Status struct {
 	// Refused counts other hosts' records refused where they are used
 	// (endpoint and block records), by cause.
 	Refused map[string]uint64 `json:"refused,omitempty"`
-	Error   string            `json:"error,omitempty"`
+	// VXLANIngress is the filter of the VXLAN port (absent: no VXLAN network).
+	VXLANIngress *driver.VXLANIngressStatus `json:"vxlan_ingress,omitempty"`
+	// Ports are the published ports (`docker port` cannot show them).
+	Ports []driver.PublishedPort `json:"published_ports,omitempty"`
+	Error string                 `json:"error,omitempty"`
 }
 
 func (p *process) status() any {
@@ -60,6 +64,12 @@ func (p *process) status() any {
 		Networks: p.driver.Status(),
 		Pools:    p.ipam.Status(),
 		Refused:  refusedCounts(p.driver.Refused(), p.ipam.Refused()),
+		Ports:    p.driver.PublishedPorts(),
+	}
+	if in, err := p.driver.VXLANIngress(); err != nil {
+		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
+	} else if in.Port != 0 {
+		st.VXLANIngress = &in
 	}
 	if u, err := p.resolveUnderlay(); err == nil {
 		st.Underlay = fmt.Sprintf("%s dev %s mtu %d", u.Addr, u.Link, u.MTU)
@@ -157,6 +167,10 @@ func PrintStatus(w io.Writer, raw []byte) error {
 		sort.Strings(causes)
 		fmt.Fprintf(w, "refused:   %s (other hosts' records not used; see the log for each)\n", strings.Join(causes, " "))
 	}
+	if in := st.VXLANIngress; in != nil {
+		fmt.Fprintf(w, "vxlan:     udp/%d accepted from %d member VTEP(s) %s; %d frame(s) from elsewhere dropped\n",
+			in.Port, len(in.Peers), strings.Join(in.Peers, ","), in.Dropped)
+	}
 	fmt.Fprintln(w, "\nPEERS")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tADDRESS\tVTEP\tSTATE\tRELEASE")
@@ -209,6 +223,15 @@ func PrintStatus(w io.Writer, raw []byte) error {
 			}
 			fmt.Fprintln(w)
 		}
+	}
+	if len(st.Ports) > 0 {
+		fmt.Fprintln(w, "\nPUBLISHED PORTS (docker port cannot show a remote driver's)")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOST\tCONTAINER\tPROTO\tNETWORK\tENDPOINT")
+		for _, pp := range st.Ports {
+			fmt.Fprintf(tw, "%s:%d\t%s:%d\t%s\t%s\t%s\n", pp.HostIP, pp.HostPort, pp.ContainerIP, pp.ContainerPort, pp.Proto, pp.Network, pp.Endpoint)
+		}
+		tw.Flush()
 	}
 	fmt.Fprintln(w, "\nPOOLS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -84,7 +84,14 @@ printf 'root:x:0:\n' >"$ROOTFS/etc/group"
 : >"$ROOTFS/etc/hosts"
 : >"$ROOTFS/etc/resolv.conf"
 
-# 5. check that iptables actually runs from inside the rootfs.
+# 5. check that both iptables backends run from inside the rootfs: the plugin
+# writes with whichever the host's Docker uses (docs/firewall.md).
+for bin in iptables-nft iptables-nft-save iptables-nft-restore iptables-legacy iptables-legacy-save iptables-legacy-restore; do
+	if ! chroot "$ROOTFS" "/usr/sbin/$bin" --version >/dev/null 2>&1 && ! chroot "$ROOTFS" "/usr/sbin/$bin" -V >/dev/null 2>&1; then
+		echo "build-plugin: $bin does not run inside the rootfs" >&2
+		exit 1
+	fi
+done
 if ! out=$(chroot "$ROOTFS" /usr/sbin/iptables -V 2>&1); then
 	echo "build-plugin: iptables does not run inside the rootfs: $out" >&2
 	exit 1

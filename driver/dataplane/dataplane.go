@@ -187,6 +187,13 @@ type PortRule struct {
 type Firewall struct {
 	Networks []NetworkRules
 	Ports    []PortRule
+	// Shims are host interfaces of grapevine's macvlan networks (host
+	// access): container networks the bridges of Networks are isolated from,
+	// as they are from Docker's own bridges (which the Kernel reads from
+	// Docker's isolation chains itself).
+	Shims []string
+	// VXLAN is the ingress filter of the VXLAN port (zero: none).
+	VXLAN VXLANIngress
 }
 
 // Dataplane is the seam between decisions (driver) and syscalls. Implementations:
@@ -270,6 +277,14 @@ type Dataplane interface {
 	// something other than grapevine (a listening socket, Docker's own DNAT),
 	// with a short description of the holder.
 	PortInUse(proto Proto, hostIP netip.Addr, port uint16) (bool, string, error)
-	// RemoveFirewall deletes all of grapevine's chains and jumps.
+	// RemoveFirewall deletes all of grapevine's chains and jumps, and the set
+	// of the VXLAN ingress filter.
 	RemoveFirewall() error
+	// SetVXLANPeers makes the VXLAN ingress filter accept frames from exactly
+	// in.Peers (or at least them, when in.Partial). It only changes the member
+	// set (cheap, no iptables run), and does nothing while SyncFirewall has no
+	// filter in place.
+	SetVXLANPeers(in VXLANIngress) error
+	// VXLANDrops counts the VXLAN frames the ingress filter dropped.
+	VXLANDrops() (uint64, error)
 }

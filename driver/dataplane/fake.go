@@ -481,8 +481,32 @@ func (f *Fake) RemoveFirewall() error {
 	return nil
 }
 
+// SetVXLANPeers implements Dataplane: it changes the peers of the recorded
+// firewall's VXLAN filter when there is one.
+func (f *Fake) SetVXLANPeers(in VXLANIngress) error {
+	defer f.lock()()
+	if err := f.begin("SetVXLANPeers", ""); err != nil {
+		return err
+	}
+	if f.firewall.VXLAN.Port != 0 {
+		f.firewall.VXLAN.Peers, f.firewall.VXLAN.Partial = slices.Clone(in.Peers), in.Partial
+	}
+	return nil
+}
+
+// VXLANDrops implements Dataplane: the Fake drops nothing.
+func (f *Fake) VXLANDrops() (uint64, error) {
+	defer f.lock()()
+	if err := f.begin("VXLANDrops", ""); err != nil {
+		return 0, err
+	}
+	return 0, nil
+}
+
 func cloneFirewall(fw Firewall) Firewall {
-	return Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports)}
+	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: slices.Clone(fw.Shims), VXLAN: fw.VXLAN}
+	out.VXLAN.Peers = slices.Clone(fw.VXLAN.Peers)
+	return out
 }
 
 // --- test set-up helpers ---

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -14,44 +14,15 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// xtables runs iptables-save and iptables-restore matching the iptables binary
-// go-iptables found (nft or legacy: mixing them would write to the other
-// backend).
+// xtables names the iptables, iptables-save and iptables-restore binaries of
+// one backend (nft or legacy): mixing them would write to the other backend.
 type xtables struct {
-	path    string // binary to execute
-	multi   bool   // path is an xtables-*-multi binary that dispatches on argv[0]
-	saveBin string // when !multi: the iptables-save binary
-}
-
-// findXtables locates save/restore next to (or behind the symlinks of) the
-// iptables binary that go-iptables runs (the first "iptables" in PATH).
-func findXtables() (xtables, error) {
-	path, err := exec.LookPath("iptables")
-	if err != nil {
-		return xtables{}, fmt.Errorf("find iptables: %w", err)
-	}
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		base := filepath.Base(real)
-		if strings.HasPrefix(base, "xtables-") && strings.HasSuffix(base, "-multi") {
-			return xtables{path: real, multi: true}, nil
-		}
-	}
-	dir := filepath.Dir(path)
-	restore, save := filepath.Join(dir, "iptables-restore"), filepath.Join(dir, "iptables-save")
-	for _, p := range []string{restore, save} {
-		if _, err := os.Stat(p); err != nil {
-			return xtables{}, fmt.Errorf("find %s next to %s (the plugin rootfs needs iptables-save and iptables-restore): %w",
-				filepath.Base(p), path, err)
-		}
-	}
-	return xtables{path: restore, saveBin: save}, nil
+	mode                     string // "nft" or "legacy"
+	ipt, saveBin, restoreBin string
 }
 
 func (x xtables) command(tool string, args ...string) *exec.Cmd {
-	if x.multi {
-		return &exec.Cmd{Path: x.path, Args: append([]string{tool}, args...)}
-	}
-	bin := x.path
+	bin := x.restoreBin
 	if tool == "iptables-save" {
 		bin = x.saveBin
 	}
@@ -132,26 +103,103 @@ func (k *Kernel) SyncFirewall(fw Firewall) error {
 	if len(k.nsDirs) > 0 {
 		fw = uplinkFirewall(fw)
 	}
-	want, err := renderFirewall(fw)
+	saved, err := k.saveAll()
 	if err != nil {
 		return err
 	}
-
+	if !saved["filter"].chains["DOCKER-USER"] {
+		// Docker may write its rules after grapevine started (a boot):
+		// follow it to its backend once they appear there.
+		if saved, err = k.followDockersBackend(saved); err != nil {
+			return err
+		}
+	}
+	want, err := renderFirewall(fw, dockerBridges(saved["filter"]))
+	if err != nil {
+		return err
+	}
 	for _, tc := range fwChains {
-		if err := k.syncTable(tc.table, tc.chains, want[tc.table]); err != nil {
+		if tc.table == "raw" {
+			if err := k.syncVXLAN(fw.VXLAN, tc.chains, want[tc.table], saved[tc.table]); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := k.syncTable(tc.table, tc.chains, want[tc.table], saved[tc.table]); err != nil {
 			return err
 		}
 	}
 	if hasForwarding(fw) {
 		k.enableForwarding()
 	}
+	for _, br := range localnetBridges(fw) {
+		if err := routeLocalnet(br); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// routeLocalnet sets net.ipv4.conf.<link>.route_localnet=1: packets to
+// 127.0.0.1:P that grapevine's DNAT sends to a container may then leave
+// through the link.
+func routeLocalnet(link string) error {
+	path := "/proc/sys/net/ipv4/conf/" + link + "/route_localnet"
+	cur, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no such link (yet): the sync after the bridge is made sets it
+	}
+	if err == nil && strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err == nil {
+		err = os.WriteFile(path, []byte("1\n"), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("set route_localnet=1 on %s (published ports answer on 127.0.0.1 through it; is /proc/sys/net writable?): %w", link, err)
+	}
+	return nil
+}
+
+// saveAll reads every table grapevine writes to.
+func (k *Kernel) saveAll() (map[string]savedTable, error) {
+	saved := map[string]savedTable{}
+	for _, tc := range fwChains {
+		text, err := k.xt.save(tc.table)
+		if err != nil {
+			return nil, err
+		}
+		saved[tc.table] = parseSave(text)
+	}
+	return saved, nil
+}
+
+// followDockersBackend switches to the other iptables backend when that is
+// where the host's rules are now: grapevine's chains are removed from the
+// current one first. It returns the tables of the backend in use.
+func (k *Kernel) followDockersBackend(saved map[string]savedTable) (map[string]savedTable, error) {
+	x, err := findXtables()
+	if err != nil || x.mode == k.xt.mode {
+		return saved, nil // no better backend found: keep the one in use
+	}
+	ipt, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10), iptables.Path(x.ipt))
+	if err != nil {
+		return nil, fmt.Errorf("switch to iptables-%s, where the host's rules are: %w", x.mode, err)
+	}
+	for _, tc := range fwChains {
+		if err := k.removeTable(tc.table, tc.chains, saved[tc.table]); err != nil {
+			return nil, fmt.Errorf("remove grapevine's chains from iptables-%s before switching to iptables-%s: %w", k.xt.mode, x.mode, err)
+		}
+	}
+	k.log.WithFields(logrus.Fields{"from": k.xt.mode, "to": x.mode}).Warn("the host's iptables rules are written with the other backend: grapevine follows them")
+	k.xt, k.ipt, k.applied = x, ipt, map[string]appliedTable{}
+	return k.saveAll()
 }
 
 // uplinkFirewall names, wherever fw names a bridge, the bridge's uplink:
 // an isolated bridge's traffic enters and leaves the host namespace there.
 func uplinkFirewall(fw Firewall) Firewall {
-	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports)}
+	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: fw.Shims, VXLAN: fw.VXLAN}
 	for i, n := range out.Networks {
 		if up, _, err := uplinkNames(n.Bridge); err == nil {
 			out.Networks[i].Bridge = up
@@ -165,13 +213,9 @@ func uplinkFirewall(fw Firewall) Firewall {
 	return out
 }
 
-// syncTable brings one table's grapevine chains and jumps to the wanted state.
-func (k *Kernel) syncTable(table string, chains, want []string) error {
-	text, err := k.xt.save(table)
-	if err != nil {
-		return err
-	}
-	saved := parseSave(text)
+// syncTable brings one table's grapevine chains and jumps to the wanted state;
+// saved is the table as it is now.
+func (k *Kernel) syncTable(table string, chains, want []string, saved savedTable) error {
 	have := saved.ours(chains)
 	chainsOK := true
 	for _, c := range chains {
@@ -224,40 +268,100 @@ func (k *Kernel) syncTable(table string, chains, want []string) error {
 }
 
 // jumpFixes returns the restore lines that make every jump into grapevine's
-// chains of this table present exactly once.
+// chains of this table present exactly once, and the FORWARD jump right after
+// Docker's own.
 func (k *Kernel) jumpFixes(table string, saved savedTable) ([]string, error) {
 	var lines []string
 	for _, j := range fwJumps {
 		if j.table != table {
 			continue
 		}
-		target := j.rule[strings.LastIndex(j.rule, " ")+1:]
-		n := 0
+		if j.afterDocker {
+			lines = append(lines, placeAfterDocker(j, saved.rules[j.chain])...)
+			continue
+		}
+		fix, err := k.appendedJumpFix(j, saved)
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, fix...)
+	}
+	for _, j := range obsoleteJumps {
 		for _, r := range saved.rules[j.chain] {
-			if r == j.rule {
-				n++
+			if j.table == table && r == j.rule {
+				lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
 			}
 		}
-		if n == 0 && saved.chains[target] {
-			// iptables may print the rule in another form: ask it directly.
-			ok, err := k.ipt.Exists(table, j.chain, splitRule(j.rule)...)
-			if err != nil {
-				return nil, fmt.Errorf("check jump %q in %s/%s: %w", j.rule, table, j.chain, err)
-			}
-			if ok {
-				continue
-			}
+	}
+	return lines, nil
+}
+
+// placeAfterDocker returns the restore lines that leave exactly one copy of j
+// in its chain, directly after the last of Docker's jumps to DOCKER-USER and
+// DOCKER-ISOLATION-STAGE-1 (at the top when neither is there). Docker inserts
+// those jumps at the top again whenever it starts or creates a network, and
+// inserts each new bridge's accepts above everything else: so grapevine's
+// position is checked and repaired on every sync, not only written once.
+func placeAfterDocker(j fwJump, rules []string) []string {
+	var ours []int
+	want := 0 // index in rules without ours
+	seen := 0 // rules that are not ours, so far
+	for i, r := range rules {
+		if r == j.rule {
+			ours = append(ours, i)
+			continue
 		}
-		if n == 0 {
-			if j.first {
-				lines = append(lines, fmt.Sprintf("-I %s 1 %s", j.chain, j.rule))
-			} else {
-				lines = append(lines, fmt.Sprintf("-A %s %s", j.chain, j.rule))
-			}
+		seen++
+		if slices.Contains(dockerFirst, ruleTarget(r)) {
+			want = seen
 		}
-		for ; n > 1; n-- {
-			lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
+	}
+	if len(ours) == 1 && ours[0] == want {
+		return nil
+	}
+	var lines []string
+	for range ours {
+		lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
+	}
+	return append(lines, fmt.Sprintf("-I %s %d %s", j.chain, want+1, j.rule))
+}
+
+// ruleTarget is the chain or target a rule jumps to ("" for none).
+func ruleTarget(rule string) string {
+	args := splitRule(rule)
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-j" || args[i] == "-g" {
+			return args[i+1]
 		}
+	}
+	return ""
+}
+
+// appendedJumpFix returns the restore lines that leave exactly one copy of the
+// jump j, appended to its chain when missing.
+func (k *Kernel) appendedJumpFix(j fwJump, saved savedTable) ([]string, error) {
+	n := 0
+	for _, r := range saved.rules[j.chain] {
+		if r == j.rule {
+			n++
+		}
+	}
+	if n == 0 && saved.chains[ruleTarget(j.rule)] {
+		// iptables may print the rule in another form: ask it directly.
+		ok, err := k.ipt.Exists(j.table, j.chain, splitRule(j.rule)...)
+		if err != nil {
+			return nil, fmt.Errorf("check jump %q in %s/%s: %w", j.rule, j.table, j.chain, err)
+		}
+		if ok {
+			return nil, nil
+		}
+	}
+	var lines []string
+	if n == 0 {
+		lines = append(lines, fmt.Sprintf("-A %s %s", j.chain, j.rule))
+	}
+	for ; n > 1; n-- {
+		lines = append(lines, fmt.Sprintf("-D %s %s", j.chain, j.rule))
 	}
 	return lines, nil
 }
@@ -280,8 +384,8 @@ func (k *Kernel) enableForwarding() {
 	k.log.Info("enabled net.ipv4.ip_forward")
 }
 
-// RemoveFirewall deletes all of grapevine's jumps and chains. Missing ones are
-// success.
+// RemoveFirewall deletes all of grapevine's jumps and chains, then the VTEP
+// set. Missing ones are success.
 func (k *Kernel) RemoveFirewall() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -293,39 +397,64 @@ func (k *Kernel) RemoveFirewall() error {
 			errs = append(errs, err)
 			continue
 		}
-		saved := parseSave(text)
-		for _, j := range fwJumps {
-			target := j.rule[strings.LastIndex(j.rule, " ")+1:]
-			if j.table != tc.table || !saved.chains[target] {
-				continue // no chain, so no jump to it either
-			}
-			if err := k.deleteAll(j); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		// Flush all first: GRAPEVINE-FORWARD refers to GRAPEVINE-ISOLATION.
-		for _, c := range tc.chains {
-			if !saved.chains[c] {
-				continue
-			}
-			if err := k.ipt.ClearChain(tc.table, c); err != nil {
-				errs = append(errs, fmt.Errorf("flush chain %s/%s: %w", tc.table, c, err))
-			}
-		}
-		for _, c := range tc.chains {
-			if !saved.chains[c] {
-				continue
-			}
-			if err := k.ipt.DeleteChain(tc.table, c); err != nil && !isNoChain(err) {
-				errs = append(errs, fmt.Errorf("delete chain %s/%s (is another rule still jumping to it?): %w", tc.table, c, err))
-			}
-		}
-		delete(k.applied, tc.table)
+		errs = append(errs, k.removeTable(tc.table, tc.chains, parseSave(text)))
 	}
-	if len(errs) == 0 {
-		k.log.Info("removed grapevine firewall chains")
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
+	if err := k.destroyVTEPSet(); err != nil {
+		return err
+	}
+	k.log.Info("removed grapevine firewall chains")
+	return nil
+}
+
+// removeTable deletes grapevine's jumps and chains of one table; saved is
+// the table as it is now.
+func (k *Kernel) removeTable(table string, chains []string, saved savedTable) error {
+	var errs []error
+	for _, j := range slices.Concat(fwJumps, obsoleteJumps) {
+		if j.table != table || !saved.chains[ruleTarget(j.rule)] {
+			continue // no chain, so no jump to it either
+		}
+		if err := k.deleteAll(j); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Flush all first: GRAPEVINE-FORWARD refers to GRAPEVINE-ISOLATION.
+	for _, c := range chains {
+		if !saved.chains[c] {
+			continue
+		}
+		if err := k.ipt.ClearChain(table, c); err != nil {
+			errs = append(errs, fmt.Errorf("flush chain %s/%s: %w", table, c, err))
+		}
+	}
+	for _, c := range chains {
+		if !saved.chains[c] {
+			continue
+		}
+		if err := k.ipt.DeleteChain(table, c); err != nil && !isNoChain(err) {
+			errs = append(errs, fmt.Errorf("delete chain %s/%s (is another rule still jumping to it?): %w", table, c, err))
+		}
+	}
+	delete(k.applied, table)
 	return errors.Join(errs...)
+}
+
+// syncVXLAN puts the VXLAN ingress filter in place (set first, then the rule
+// that uses it) or, for a zero Port, removes it (rule first, then the set).
+func (k *Kernel) syncVXLAN(in VXLANIngress, chains, want []string, saved savedTable) error {
+	if in.Port == 0 {
+		if err := k.removeTable("raw", chains, saved); err != nil {
+			return err
+		}
+		return k.destroyVTEPSet()
+	}
+	if err := k.ensureVTEPSet(in); err != nil {
+		return err
+	}
+	return k.syncTable("raw", chains, want, saved)
 }
 
 // deleteAll removes every copy of the jump j.

@@ -34,15 +34,18 @@ var wantFirewall = fwRules{
 	"filter": {
 		`-A GRAPEVINE-FORWARD -i gvb-a ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j GRAPEVINE-ISOLATION`,
 		`-A GRAPEVINE-FORWARD -i gvb-b ! -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j GRAPEVINE-ISOLATION`,
+		`-A GRAPEVINE-FORWARD ! -i gvb-a -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j GRAPEVINE-ISOLATION-IN`,
+		`-A GRAPEVINE-FORWARD ! -i gvb-b -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j GRAPEVINE-ISOLATION-IN`,
 		`-A GRAPEVINE-FORWARD -i gvb-a -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -i gvb-b -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -i gvb-a ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -o gvb-a -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
-		`-A GRAPEVINE-FORWARD -d 198.19.1.5/32 -o gvb-a -p tcp -m tcp --dport 80 -m comment --comment "grapevine:aaaaaaaaaaaa:a1a1a1a1a1a1" -j ACCEPT`,
-		`-A GRAPEVINE-FORWARD -d 198.19.1.6/32 -o gvb-a -p udp -m udp --dport 53 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j ACCEPT`,
+		`-A GRAPEVINE-FORWARD -d 198.19.1.5/32 -o gvb-a -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT --ctorigdstport 8080 -m comment --comment "grapevine:aaaaaaaaaaaa:a1a1a1a1a1a1" -j ACCEPT`,
+		`-A GRAPEVINE-FORWARD -d 198.19.1.6/32 -o gvb-a -p udp -m udp --dport 53 -m conntrack --ctstate DNAT --ctorigdst 198.18.0.1 --ctorigdstport 5353 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j ACCEPT`,
 		`-A GRAPEVINE-FORWARD -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j DROP`,
 		`-A GRAPEVINE-FORWARD -i gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j DROP`,
 		`-A GRAPEVINE-FORWARD -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j DROP`,
+		`-A GRAPEVINE-INPUT -i gvb-a -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment "grapevine:aaaaaaaaaaaa" -j DROP`,
 		`-A GRAPEVINE-ISOLATION -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j DROP`,
 		`-A GRAPEVINE-ISOLATION -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j DROP`,
 	},
@@ -51,11 +54,12 @@ var wantFirewall = fwRules{
 		`-A GRAPEVINE-DNAT -d 198.18.0.1/32 -p udp -m udp --dport 5353 -m comment --comment "grapevine:aaaaaaaaaaaa:a2a2a2a2a2a2" -j DNAT --to-destination 198.19.1.6:53`,
 		`-A GRAPEVINE-POSTROUTING -s 198.19.1.0/24 ! -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
 		`-A GRAPEVINE-POSTROUTING -s 198.19.1.0/24 -o gvb-a -m conntrack --ctstate DNAT -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
+		`-A GRAPEVINE-POSTROUTING -s 127.0.0.0/8 -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j MASQUERADE`,
 	},
 }
 
 func TestRenderFirewall(t *testing.T) {
-	got, err := renderFirewall(testFirewall())
+	got, err := renderFirewall(testFirewall(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,25 +72,26 @@ func TestRenderFirewall(t *testing.T) {
 	fw := testFirewall()
 	slices.Reverse(fw.Networks)
 	slices.Reverse(fw.Ports)
-	again, err := renderFirewall(fw)
+	again, err := renderFirewall(fw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(again["filter"], got["filter"]) || !slices.Equal(again["nat"], got["nat"]) {
 		t.Errorf("rendering depends on input order")
 	}
-	// Two host ports for one container port: one FORWARD accept, one more DNAT.
+	// Two host ports for one container port: one more FORWARD accept (each
+	// for its own host port) and one more DNAT.
 	fw = testFirewall()
 	p := fw.Ports[1]
 	p.HostPort = 8081
 	fw.Ports = append(fw.Ports, p)
-	dup, err := renderFirewall(fw)
+	dup, err := renderFirewall(fw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dup["filter"]) != len(got["filter"]) || len(dup["nat"]) != len(got["nat"])+1 {
+	if len(dup["filter"]) != len(got["filter"])+1 || len(dup["nat"]) != len(got["nat"])+1 {
 		t.Errorf("duplicate container port: filter %d nat %d rules, want %d and %d",
-			len(dup["filter"]), len(dup["nat"]), len(got["filter"]), len(got["nat"])+1)
+			len(dup["filter"]), len(dup["nat"]), len(got["filter"])+1, len(got["nat"])+1)
 	}
 }
 
@@ -110,18 +115,19 @@ func TestValidateFirewall(t *testing.T) {
 		{"ipv6 container", func(f *Firewall) { f.Ports[0].ContainerIP = mustAddr("fd00::1") }, "container address"},
 		{"ipv6 host", func(f *Firewall) { f.Ports[0].HostIP = mustAddr("fd00::1") }, "host address"},
 		{"endpoint id with quote", func(f *Firewall) { f.Ports[0].EndpointID = `a"b` }, "endpoint id"},
+		{"shim name with a quote", func(f *Firewall) { f.Shims = []string{`gvh-"x`} }, "host interface"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fw := testFirewall()
 			tc.mutate(&fw)
-			_, err := renderFirewall(fw)
+			_, err := renderFirewall(fw, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("renderFirewall: %v, want error containing %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := renderFirewall(Firewall{}); err != nil {
+	if _, err := renderFirewall(Firewall{}, nil); err != nil {
 		t.Errorf("empty firewall: %v", err)
 	}
 }
@@ -195,19 +201,23 @@ func ruleLines(text string, chains ...string) []string {
 func checkFirewall(t *testing.T, want fwRules) {
 	t.Helper()
 	filter, nat := saveTable(t, "filter"), saveTable(t, "nat")
-	if got := ruleLines(filter, chainForward, chainIsolation); !slices.Equal(got, want["filter"]) {
+	if got := ruleLines(filter, chainForward, chainInput, chainIsolation, chainIsolationIn); !slices.Equal(got, want["filter"]) {
 		t.Errorf("filter chains:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want["filter"], "\n     "))
 	}
 	if got := ruleLines(nat, chainDNAT, chainPostrouting); !slices.Equal(got, want["nat"]) {
 		t.Errorf("nat chains:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want["nat"], "\n     "))
 	}
 	jumps := map[string][]string{
+		"INPUT":       ruleLines(filter, "INPUT"),
 		"FORWARD":     ruleLines(filter, "FORWARD"),
 		"PREROUTING":  ruleLines(nat, "PREROUTING"),
 		"OUTPUT":      ruleLines(nat, "OUTPUT"),
 		"POSTROUTING": ruleLines(nat, "POSTROUTING"),
 	}
 	for _, j := range fwJumps {
+		if j.table == "raw" {
+			continue // the VXLAN filter's jump: TestVXLANIngressFilter
+		}
 		line := "-A " + j.chain + " " + j.rule
 		if n := strings.Count(strings.Join(jumps[j.chain], "\n"), line); n != 1 {
 			t.Errorf("jump %q present %d times in %s: %q", line, n, j.chain, jumps[j.chain])

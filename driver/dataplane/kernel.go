@@ -67,16 +67,17 @@ func NewKernel(log *logrus.Entry) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle in the current network namespace: %w", err)
 	}
-	ipt, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10))
-	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("find iptables (the plugin rootfs must contain the iptables binaries): %w", err)
-	}
 	xt, err := findXtables()
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
+	ipt, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10), iptables.Path(xt.ipt))
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("run %s (the plugin rootfs must contain the iptables binaries): %w", xt.ipt, err)
+	}
+	log.WithField("backend", xt.mode).Info("iptables backend chosen: the one the host's rules are written with")
 	return &Kernel{
 		log:     log,
 		nl:      h,

@@ -34,7 +34,7 @@ func TestUplinkNames(t *testing.T) {
 // the bridge; the caller's Firewall is left as it was.
 func TestUplinkFirewall(t *testing.T) {
 	fw := testFirewall()
-	got, err := renderFirewall(uplinkFirewall(fw))
+	got, err := renderFirewall(uplinkFirewall(fw), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,190 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// vxlanFrame builds a VXLAN datagram's payload: the VXLAN header with vni and
+// an Ethernet frame carrying IPv4/UDP from src:5555 to dst:dport with payload.
+func vxlanFrame(vni uint32, dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, dport uint16, payload string) []byte {
+	udp := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], 5555)
+	binary.BigEndian.PutUint16(udp[2:], dport)
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	copy(udp[8:], payload) // checksum 0: none, allowed for IPv4
+
+	ip := make([]byte, 20)
+	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_UDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
+	s4, d4 := src.As4(), dst.As4()
+	copy(ip[12:], s4[:])
+	copy(ip[16:], d4[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+
+	frame := make([]byte, 0, 8+14+len(ip)+len(udp))
+	vx := make([]byte, 8)
+	vx[0] = 0x08 // VNI present
+	binary.BigEndian.PutUint32(vx[4:], vni<<8)
+	frame = append(frame, vx...)
+	frame = append(frame, dstMAC...)
+	frame = append(frame, srcMAC...)
+	frame = append(frame, 0x08, 0x00)
+	frame = append(frame, ip...)
+	return append(frame, udp...)
+}
+
+// sendUDPFromNetns sends one datagram to dst from a socket opened inside the
+// network namespace at nsPath.
+func sendUDPFromNetns(nsPath string, dst netip.AddrPort, payload []byte) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		f, err := os.Open(nsPath)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", nsPath, err)
+			return
+		}
+		c, err := net.ListenPacket("udp4", ":0")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		_, err = c.WriteTo(payload, net.UDPAddrFromAddrPort(dst))
+		errc <- err
+	}()
+	return <-errc
+}
+
+// vxlanIngressOf reads the filter from host's `grapevine status --json`.
+func vxlanIngressOf(t *testing.T, host string) (port int, peers []string, dropped uint64) {
+	t.Helper()
+	out, stderr, err := harnessCmd("status", host, "--json")
+	if err != nil {
+		t.Fatalf("grapevine status on %s: %v: %s", host, err, stderr)
+	}
+	var st struct {
+		VXLAN *struct {
+			Port    int      `json:"port"`
+			Peers   []string `json:"peers"`
+			Dropped uint64   `json:"dropped_frames"`
+		} `json:"vxlan_ingress"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("decode status of %s: %v: %s", host, err, out)
+	}
+	if st.VXLAN == nil {
+		return 0, nil, 0
+	}
+	return st.VXLAN.Port, st.VXLAN.Peers, st.VXLAN.Dropped
+}
+
+// TestVXLANIngressOnlyFromMembers: a machine that is not a member (the LAN
+// machine, and the outsider host with the wrong key) sends VXLAN frames with
+// the network's VNI, addressed to a container, to a member host: the container
+// receives nothing and the host counts the drops. The same frame sent from a
+// member's VTEP address is the positive control: it arrives.
+func TestVXLANIngressOnlyFromMembers(t *testing.T) {
+	needHosts(t, 3)
+	hosts := clusterHosts()[:2]
+	for _, h := range hosts {
+		checkClean(t, h)
+		waitMembers(t, 30*time.Second, h, clusterHosts())
+	}
+	const nw, subnet = "vxin", "198.19.60.0/24"
+	netIDs := map[string]string{}
+	for _, h := range hosts {
+		netIDs[h] = createNetwork(t, h, nw, "--subnet", subnet)
+	}
+	netID := netIDs["h1"]
+	sink := runContainer(t, "h1", "--network", nw, image, "sh", "-c", "while true; do nc -u -l -p 9999; echo; done")
+	cip := netip.MustParseAddr(containerIP(t, "h1", sink, nw))
+	cmac, err := net.ParseMAC(mustDocker(t, "h1", "inspect", "-f", `{{(index .NetworkSettings.Networks "`+nw+`").MacAddress}}`, sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vni uint32
+	st, _, err := statusOf("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Networks {
+		if n.ID == netID {
+			vni = uint32(n.VNI)
+		}
+	}
+	if vni == 0 {
+		t.Fatalf("no VNI for network %.12s in h1's status", netID)
+	}
+	port, peers, _ := vxlanIngressOf(t, "h1")
+	if port != 4789 || !slices.Contains(peers, hostAddr("h2")) || slices.Contains(peers, lanAddr) {
+		t.Fatalf("h1's VXLAN ingress filter: port %d peers %v, want 4789 with h2's VTEP %s and not the LAN machine", port, peers, hostAddr("h2"))
+	}
+
+	dst := netip.AddrPortFrom(netip.MustParseAddr(hostAddr("h1")), 4789)
+	srcMAC, _ := net.ParseMAC("02:00:c6:13:3c:fa")
+	inner := netip.MustParseAddr("198.19.60.250")
+	send := func(from, nsPath, payload string) {
+		t.Helper()
+		frame := vxlanFrame(vni, cmac, srcMAC, inner, cip, 9999, payload)
+		for range 3 {
+			if err := sendUDPFromNetns(nsPath, dst, frame); err != nil {
+				t.Fatalf("send from %s: %v", from, err)
+			}
+		}
+	}
+	received := func() string {
+		out, _, _ := docker("h1", "logs", sink)
+		return out
+	}
+
+	_, _, before := vxlanIngressOf(t, "h1")
+	attackers := map[string]string{"the LAN machine": netnsPath("lan")}
+	if s.outsider != "" {
+		attackers["the outsider host "+s.outsider] = netnsPath(s.outsider)
+	}
+	for name, ns := range attackers {
+		send(name, ns, "injected-by-"+strings.ReplaceAll(name, " ", "-"))
+	}
+	// the positive control: from a member's VTEP the same frame is delivered
+	send("member h2", netnsPath("h2"), "from-member-h2")
+	eventually(t, 10*time.Second, "the member's frame reaches the container", func() error {
+		if !strings.Contains(received(), "from-member-h2") {
+			return fmt.Errorf("container output %q", received())
+		}
+		return nil
+	})
+	if got := received(); strings.Contains(got, "injected") {
+		t.Errorf("a non-member's VXLAN frame reached the container: %q", got)
+	}
+	_, _, after := vxlanIngressOf(t, "h1")
+	if want := before + uint64(3*len(attackers)); after < want {
+		t.Errorf("h1 counted %d dropped frames (%d before), want at least %d", after, before, want)
+	}
+}
