@@ -80,6 +80,7 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 		entry.WithError(settingsErr).Error("bad settings; every request will be refused until they are fixed")
 		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": settingsErr.Error()} }, settingsErr)
 	} else {
+		warnInsecure(entry, settings)
 		p, err = start(ctx, opts, settings, entry)
 		if err != nil {
 			entry.WithError(err).Error("start-up failed; every request will be refused")
@@ -104,6 +105,18 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 	}
 	entry.Info("stopped")
 	return nil
+}
+
+// warnInsecure says, at every start, that the operator chose to gossip in
+// clear text.
+func warnInsecure(log *logrus.Entry, s Settings) {
+	switch {
+	case !s.InsecurePlaintextGossip:
+	case len(s.GossipKeys) > 0:
+		log.Warnf("%s=true has no effect: GOSSIP_KEY is set, so gossip is encrypted", envInsecure)
+	default:
+		log.Warnf("%s=true: gossip is neither encrypted nor authenticated; any machine that reaches GOSSIP_PORT can join the cluster, read every record and write records that program this host's kernel; set GOSSIP_KEY (see docs/security.md)", envInsecure)
+	}
 }
 
 func listen(path string) (net.Listener, error) {
