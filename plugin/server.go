@@ -192,16 +192,6 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 			sdk.EncodeResponse(w, res, false)
 		}()
 
-		req := new(Req)
-		if mode == withBody {
-			if err = decode(r, req); err != nil {
-				err = fmt.Errorf("%s: %w", path[1:], err)
-				return
-			}
-		}
-		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-			log.WithField("request", fmt.Sprintf("%+v", req)).Debug("call")
-		}
 		select {
 		case <-s.ready:
 		case <-time.After(readyWait):
@@ -212,6 +202,16 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 			// no drivers: every call, capabilities included, answers why
 			err = s.be.err
 			return
+		}
+		req := new(Req)
+		if mode == withBody {
+			if err = decode(r, req); err != nil {
+				err = fmt.Errorf("%s: %w", path[1:], err)
+				return
+			}
+		}
+		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+			log.WithField("request", fmt.Sprintf("%+v", req)).Debug("call")
 		}
 		res, err = fn(req)
 	})
