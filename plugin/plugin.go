@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/sirupsen/logrus"
 	bolt "go.etcd.io/bbolt"
 
@@ -80,12 +81,13 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 		entry.WithError(settingsErr).Error("bad settings; every request will be refused until they are fixed")
 		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": settingsErr.Error()} }, settingsErr)
 	} else {
+		warnInsecure(entry, settings)
 		p, err = start(ctx, opts, settings, entry)
 		if err != nil {
 			entry.WithError(err).Error("start-up failed; every request will be refused")
 			srv.SetBackend(nil, nil, func() any { return map[string]string{"error": err.Error()} }, err)
 		} else {
-			srv.SetBackend(p.driver, ipamAdapter{p.ipam}, p.status, nil)
+			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
 		}
 	}
 
@@ -104,6 +106,18 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 	}
 	entry.Info("stopped")
 	return nil
+}
+
+// warnInsecure says, at every start, that the operator chose to gossip in
+// clear text.
+func warnInsecure(log *logrus.Entry, s Settings) {
+	switch {
+	case !s.InsecurePlaintextGossip:
+	case len(s.GossipKeys) > 0:
+		log.Warnf("%s=true has no effect: GOSSIP_KEY is set, so gossip is encrypted", envInsecure)
+	default:
+		log.Warnf("%s=true: gossip is neither encrypted nor authenticated; any machine that reaches GOSSIP_PORT can join the cluster, read every record and write records that program this host's kernel; set GOSSIP_KEY (see docs/security.md)", envInsecure)
+	}
 }
 
 func listen(path string) (net.Listener, error) {
@@ -128,6 +142,7 @@ type process struct {
 	driver   *driver.Driver
 	ipam     *gvipam.Driver
 	cluster  *gossip.Cluster
+	clone    *cloneGuard
 	node     string
 	log      *logrus.Entry
 	cancel   context.CancelFunc
@@ -234,6 +249,12 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
+	p.clone, err = newCloneGuard(p.cluster, p.cluster.LocalAddr().String(), DefaultCloneCheckEvery, log.WithField("component", "identity"))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	p.clone.start(rctx, &p.wg)
 	p.wg.Add(1)
 	go p.reconcileLoop(rctx, opts.ReconcileEvery)
 	return p, nil
@@ -333,7 +354,26 @@ func (p *process) close() {
 	}
 }
 
-// ipamAdapter exposes the IPAM driver's capabilities under the server's name.
-type ipamAdapter struct{ *gvipam.Driver }
+// ipamAdapter exposes the IPAM driver's capabilities under the server's
+// name, and refuses allocations while another live host uses this host's
+// identity.
+type ipamAdapter struct {
+	*gvipam.Driver
+	clone *cloneGuard
+}
 
 func (a ipamAdapter) Capabilities() (any, error) { return a.GetCapabilities() }
+
+func (a ipamAdapter) RequestPool(r *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
+	if err := a.clone.conflictError(); err != nil {
+		return nil, err
+	}
+	return a.Driver.RequestPool(r)
+}
+
+func (a ipamAdapter) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
+	if err := a.clone.conflictError(); err != nil {
+		return nil, err
+	}
+	return a.Driver.RequestAddress(r)
+}

@@ -69,7 +69,9 @@ type backend struct {
 	net    NetworkAPI
 	ipam   IPAMAPI
 	status func() any
-	err    error // set when start-up failed (e.g. a bad setting); every call answers it
+	// err is set when start-up failed (e.g. a bad setting): net and ipam are
+	// then nil, and every call but the status answers err.
+	err error
 }
 
 // Server serves both protocols on one socket. It answers as soon as it
@@ -191,6 +193,17 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 			sdk.EncodeResponse(w, res, false)
 		}()
 
+		select {
+		case <-s.ready:
+		case <-time.After(s.wait):
+			err = errors.New("grapevine is still starting; try again in a few seconds")
+			return
+		}
+		if s.be.err != nil && path != StatusPath {
+			// no drivers: every call, capabilities included, answers why
+			err = s.be.err
+			return
+		}
 		req := new(Req)
 		if mode == withBody {
 			if err = decode(r, req); err != nil {
@@ -200,16 +213,6 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 		}
 		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 			log.WithField("request", fmt.Sprintf("%+v", req)).Debug("call")
-		}
-		select {
-		case <-s.ready:
-		case <-time.After(s.wait):
-			err = errors.New("grapevine is still starting; try again in a few seconds")
-			return
-		}
-		if s.be.err != nil && path != "/NetworkDriver.GetCapabilities" && path != "/IpamDriver.GetCapabilities" && path != StatusPath {
-			err = s.be.err
-			return
 		}
 		res, err = fn(req)
 	})

@@ -20,10 +20,18 @@ type Settings struct {
 	Advertise  string       // ADVERTISE: "" (auto), an IPv4 address or an interface name
 	GossipPort int          // GOSSIP_PORT
 	VXLANPort  int          // VXLAN_PORT
-	GossipKey  []byte       // GOSSIP_KEY decoded; nil = gossip in clear text
+	GossipKey  []byte       // the primary GOSSIP_KEY, which seals what this host sends; nil = clear text
 	Pool       netip.Prefix // POOL: where networks without --subnet get theirs
 	Scope      string       // SCOPE: "local" or "global"
 	LogLevel   logrus.Level // LOG_LEVEL
+
+	// GossipKeys are every GOSSIP_KEY, primary (GossipKey) first: gossip
+	// sealed with any of them is accepted, so a fleet can rotate its key
+	// without a partition.
+	GossipKeys [][]byte
+	// InsecurePlaintextGossip is INSECURE_PLAINTEXT_GOSSIP: the operator's
+	// explicit consent to gossip with PEERS in clear text.
+	InsecurePlaintextGossip bool
 }
 
 // Setting names, as operators type them in `docker plugin set`.
@@ -36,7 +44,11 @@ const (
 	envPool       = "POOL"
 	envScope      = "SCOPE"
 	envLogLevel   = "LOG_LEVEL"
+	envInsecure   = "INSECURE_PLAINTEXT_GOSSIP"
 )
+
+// keyHowTo tells an operator how to make a GOSSIP_KEY.
+const keyHowTo = "make one with `openssl rand -base64 32` (or `head -c32 /dev/urandom | base64`) and give every host the same value"
 
 // Defaults of every setting (the same values config.json declares).
 const (
@@ -101,11 +113,7 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 	if s.GossipPort == s.VXLANPort {
 		errs = append(errs, fmt.Errorf("settings %s and %s are both %d: gossip and the overlay need different ports", envGossipPort, envVXLANPort, s.GossipPort))
 	}
-	if key, err := gossip.ParseKey(getenv(envGossipKey)); err != nil {
-		errs = append(errs, fmt.Errorf("setting %s is invalid: %w (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)", envGossipKey, err, envGossipKey))
-	} else {
-		s.GossipKey = key
-	}
+	errs = append(errs, s.parseGossipKeys(getenv)...)
 	if v := strings.TrimSpace(getenv(envPool)); v != "" {
 		p, err := netip.ParsePrefix(v)
 		switch {
@@ -135,6 +143,59 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 		}
 	}
 	return s, errors.Join(errs...)
+}
+
+// parseGossipKeys reads GOSSIP_KEY (a comma-separated list, primary first)
+// and INSECURE_PLAINTEXT_GOSSIP, and refuses PEERS without a key unless the
+// operator opted in to clear text.
+func (s *Settings) parseGossipKeys(getenv func(string) string) []error {
+	var errs []error
+	fix := fmt.Sprintf("(fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)", envGossipKey)
+	keys, err := ParseGossipKeys(getenv(envGossipKey))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("setting %s is invalid: %w %s", envGossipKey, err, fix))
+	} else if len(keys) > 0 {
+		s.GossipKeys, s.GossipKey = keys, keys[0]
+	}
+	switch v := strings.TrimSpace(getenv(envInsecure)); v {
+	case "", "false":
+	case "true":
+		s.InsecurePlaintextGossip = true
+	default:
+		errs = append(errs, fmt.Errorf("setting %s=%q is invalid: want true or false (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)", envInsecure, v, envInsecure))
+	}
+	if len(s.Peers) > 0 && err == nil && len(keys) == 0 && !s.InsecurePlaintextGossip {
+		errs = append(errs, fmt.Errorf("setting %s is empty but %s is set: gossip between hosts must be encrypted and authenticated; %s, with `docker plugin set <plugin> %s=…` while the plugin is disabled (on a trusted network only, %s=true gossips in clear text instead)",
+			envGossipKey, envPeers, keyHowTo, envGossipKey, envInsecure))
+	}
+	return errs
+}
+
+// ParseGossipKeys decodes GOSSIP_KEY: one or more comma-separated base64
+// keys of 16, 24 or 32 bytes, the primary first. Blank means no key (nil).
+// A key listed twice is refused: it is always a typing mistake during a
+// rotation.
+func ParseGossipKeys(v string) ([][]byte, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	var keys [][]byte
+	seen := map[string]int{}
+	for i, field := range strings.Split(v, ",") {
+		if strings.TrimSpace(field) == "" {
+			return nil, fmt.Errorf("key %d of the comma-separated list is empty", i+1)
+		}
+		key, err := gossip.ParseKey(field)
+		if err != nil {
+			return nil, fmt.Errorf("key %d of the comma-separated list: %w", i+1, err)
+		}
+		if j, dup := seen[string(key)]; dup {
+			return nil, fmt.Errorf("keys %d and %d of the comma-separated list are the same key", j+1, i+1)
+		}
+		seen[string(key)] = i
+		keys = append(keys, key)
+	}
+	return keys, nil
 }
 
 func checkPeer(p string) error {

@@ -25,6 +25,7 @@ func TestParseSettingsValid(t *testing.T) {
 	s, err := ParseSettings(envOf(map[string]string{
 		"PEERS": "198.18.0.11, h2:7000,,h3", "ADVERTISE": "eth0", "GOSSIP_PORT": "7000",
 		"VXLAN_PORT": "4790", "POOL": "198.19.128.0/17", "SCOPE": "global", "LOG_LEVEL": "debug",
+		"GOSSIP_KEY": "MDEyMzQ1Njc4OWFiY2RlZg==",
 	}))
 	if err != nil {
 		t.Fatal(err)

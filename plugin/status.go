@@ -41,6 +41,9 @@ type Status struct {
 	// Ports are the published ports (`docker port` cannot show them).
 	Ports []driver.PublishedPort `json:"published_ports,omitempty"`
 	Error string                 `json:"error,omitempty"`
+	// IdentityConflict says that another live host uses this host's node
+	// identity (a cloned machine), and how to reset it.
+	IdentityConflict string `json:"identity_conflict,omitempty"`
 }
 
 func (p *process) status() any {
@@ -56,7 +59,8 @@ func (p *process) status() any {
 			envAdvertise:  p.settings.Advertise,
 			envGossipPort: fmt.Sprint(p.settings.GossipPort),
 			envVXLANPort:  fmt.Sprint(p.settings.VXLANPort),
-			envGossipKey:  map[bool]string{true: "(set)", false: "(none)"}[p.settings.GossipKey != nil],
+			envGossipKey:  keysShown(len(p.settings.GossipKeys)),
+			envInsecure:   fmt.Sprint(p.settings.InsecurePlaintextGossip),
 			envPool:       p.settings.Pool.String(),
 			envScope:      p.settings.Scope,
 			envLogLevel:   p.settings.LogLevel.String(),
@@ -70,6 +74,9 @@ func (p *process) status() any {
 		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
 	} else if in.Port != 0 {
 		st.VXLANIngress = &in
+	}
+	if err := p.clone.conflictError(); err != nil {
+		st.IdentityConflict = err.Error()
 	}
 	if u, err := p.resolveUnderlay(); err == nil {
 		st.Underlay = fmt.Sprintf("%s dev %s mtu %d", u.Addr, u.Link, u.MTU)
@@ -95,6 +102,17 @@ func refusedCounts(parts ...map[string]uint64) map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// keysShown describes GOSSIP_KEY without showing it.
+func keysShown(n int) string {
+	switch n {
+	case 0:
+		return "(none)"
+	case 1:
+		return "(set)"
+	}
+	return fmt.Sprintf("(set, %d keys)", n)
 }
 
 // FindSocket locates the plugin socket on this host: the managed plugin's socket
@@ -153,8 +171,11 @@ func PrintStatus(w io.Writer, raw []byte) error {
 	if st.Error != "" {
 		fmt.Fprintf(w, "error:     %s\n", st.Error)
 	}
+	if st.IdentityConflict != "" {
+		fmt.Fprintf(w, "IDENTITY CONFLICT: %s\n", st.IdentityConflict)
+	}
 	fmt.Fprintf(w, "settings:  ")
-	for _, k := range []string{envPeers, envAdvertise, envGossipPort, envVXLANPort, envGossipKey, envPool, envScope, envLogLevel} {
+	for _, k := range []string{envPeers, envAdvertise, envGossipPort, envVXLANPort, envGossipKey, envInsecure, envPool, envScope, envLogLevel} {
 		fmt.Fprintf(w, "%s=%s ", k, st.Settings[k])
 	}
 	fmt.Fprintln(w)

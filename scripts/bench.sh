@@ -51,6 +51,7 @@ run="bn$(printf '%05x' $((RANDOM * 32 + RANDOM % 32)))"
 peers=$(for i in $(seq 1 "$n"); do printf '198.18.0.%d,' $((10 + i)); done)
 peers=${peers%,}
 trap 'scripts/harness.sh down "$run"' EXIT
-PEERS=$peers scripts/harness.sh up "$run" "$n"
+# PEERS requires a gossip key: a fresh one per run
+PLUGIN_SETTINGS="GOSSIP_KEY=$(head -c32 /dev/urandom | base64) ${PLUGIN_SETTINGS:-}" PEERS=$peers scripts/harness.sh up "$run" "$n"
 
 build/gvbench run -run "$run" -repo "$REPO" -command "$cmd" "$@"

@@ -84,10 +84,10 @@ func (k *Kernel) IsolateNetworks(dirs ...string) error {
 			return fmt.Errorf("isolate networks: create namespace directory: %w", err)
 		}
 	}
-	if remounted, err := writableProcSys(); err != nil {
-		k.log.WithError(err).Warn("/proc/sys stays read-only: br_netfilter cannot be turned off in isolated namespaces")
+	if remounted, err := writableNetSysctls(); err != nil {
+		k.log.WithError(err).Warn("/proc/sys/net stays read-only: br_netfilter cannot be turned off in isolated namespaces")
 	} else if remounted {
-		k.log.Info("remounted /proc/sys read-write in the plugin's mount namespace, for per-namespace sysctls")
+		k.log.Info("made /proc/sys/net (only) writable in the plugin's mount namespace, for per-namespace sysctls")
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -258,17 +258,26 @@ func onNetNSThread(enter, fn func() error) error {
 	return <-done
 }
 
-// writableProcSys remounts /proc/sys read-write when it is a read-only bind
-// (as in a managed plugin's mount namespace, where the remount stays), so
-// that per-namespace sysctls can be written. The plugin already holds
+// netSysctls is the only part of /proc/sys grapevine writes: the sysctls of
+// the network namespace of the writing thread.
+const netSysctls = "/proc/sys/net"
+
+// writableNetSysctls makes /proc/sys/net writable when it is read-only (as in
+// a managed plugin's mount namespace, where /proc/sys is a read-only bind):
+// it binds /proc/sys/net onto itself and remounts that bind read-write, so
+// the rest of /proc/sys (kernel, vm, fs …) stays read-only. The bind keeps
+// following the writing thread's network namespace. The plugin already holds
 // CAP_SYS_ADMIN and CAP_NET_ADMIN on the host's network.
-func writableProcSys() (bool, error) {
+func writableNetSysctls() (bool, error) {
 	var st unix.Statfs_t
-	if err := unix.Statfs("/proc/sys", &st); err != nil {
-		return false, fmt.Errorf("stat /proc/sys: %w", err)
+	if err := unix.Statfs(netSysctls, &st); err != nil {
+		return false, fmt.Errorf("stat %s: %w", netSysctls, err)
 	}
 	if st.Flags&unix.ST_RDONLY == 0 {
 		return false, nil
+	}
+	if err := unix.Mount(netSysctls, netSysctls, "", unix.MS_BIND, ""); err != nil {
+		return false, fmt.Errorf("bind %s onto itself: %w", netSysctls, err)
 	}
 	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND)
 	for _, f := range []struct{ st, ms int64 }{{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV}, {unix.ST_NOEXEC, unix.MS_NOEXEC}} {
@@ -276,8 +285,9 @@ func writableProcSys() (bool, error) {
 			flags |= uintptr(f.ms)
 		}
 	}
-	if err := unix.Mount("", "/proc/sys", "", flags, ""); err != nil {
-		return false, fmt.Errorf("remount /proc/sys read-write: %w", err)
+	if err := unix.Mount("", netSysctls, "", flags, ""); err != nil {
+		_ = unix.Unmount(netSysctls, unix.MNT_DETACH)
+		return false, fmt.Errorf("remount %s read-write: %w", netSysctls, err)
 	}
 	return true, nil
 }
