@@ -71,7 +71,7 @@ type Config struct {
 	// this host are harmless: joining only oneself does not count as joined.
 	Peers []string
 
-	// Keys is GOSSIP_KEY decoded by ParseKeys: the keyring, primary key
+	// Keys is the decoded GOSSIP_KEY list: the keyring, primary key
 	// first, each of 16, 24 or 32 bytes selecting AES-128/192/256-GCM.
 	// With keys every message is encrypted with the primary key and
 	// authenticated, and a message is accepted only if one of the keys
@@ -241,27 +241,6 @@ func ParseKey(s string) ([]byte, error) {
 		return nil, fmt.Errorf("GOSSIP_KEY decodes to %d bytes, want 16, 24 or 32; generate one with \"openssl rand -base64 32\": %w", len(key), ErrInvalidKey)
 	}
 	return key, nil
-}
-
-// ParseKeys decodes a GOSSIP_KEY keyring: comma-separated keys as ParseKey
-// takes them, the primary key (the one messages are sent with) first. An
-// empty string means no key and returns nil, nil.
-func ParseKeys(s string) ([][]byte, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, nil
-	}
-	var keys [][]byte
-	for i, part := range strings.Split(s, ",") {
-		key, err := ParseKey(part)
-		if err != nil {
-			return nil, fmt.Errorf("GOSSIP_KEY entry %d: %w", i+1, err)
-		}
-		if key == nil {
-			return nil, fmt.Errorf("GOSSIP_KEY entry %d is empty: give base64 keys separated by commas, the primary first: %w", i+1, ErrInvalidKey)
-		}
-		keys = append(keys, key)
-	}
-	return keys, nil
 }
 
 // withDefaults returns cfg with defaults filled in and checks it.

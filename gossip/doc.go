@@ -21,7 +21,7 @@
 // before the next begins: InstallKey(new); UseKey(new); RemoveKey(old). At
 // no step does a member send with a key another cannot open. Restarting
 // hosts one at a time with GOSSIP_KEY "old,new", then "new,old", then
-// "new" follows the same steps (ParseKeys reads the list).
+// "new" follows the same steps.
 //
 // # Replicated records
 //

@@ -284,7 +284,7 @@ func (p *process) newCluster() (*gossip.Cluster, error) {
 		NodeName: p.node,
 		Port:     p.settings.GossipPort,
 		Peers:    p.settings.Peers,
-		Key:      p.settings.GossipKey,
+		Keys:     p.settings.GossipKeys,
 		Meta:     gossip.NodeMeta{VXLANPort: p.settings.VXLANPort, Release: Release},
 		DB:       p.db,
 		Log:      p.log.WithField("component", "gossip"),
