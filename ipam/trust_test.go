@@ -27,6 +27,14 @@ func rogueMember(t *testing.T, n *gossiptest.Net, nodes []*cnode, name string) *
 	return r
 }
 
+// trustCfg is fastCfg with room for slow machines: with a rogue member that
+// never answers, every honest host must answer each round.
+func trustCfg() Config {
+	cfg := fastCfg()
+	cfg.AgreeTimeout, cfg.DonateTimeout = 10*time.Second, 10*time.Second
+	return cfg
+}
+
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -55,7 +63,7 @@ func waitRecord(t *testing.T, nodes []*cnode, kind, key, writer string) {
 // nothing: the hosts agree among themselves and allocate. Its promise of the
 // largest ballot does not stop them either.
 func TestTrustLoneDecidedRecord(t *testing.T) {
-	n, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	n, nodes := startCluster(t, trustCfg(), "a", "b", "c")
 	rogue := rogueMember(t, n, nodes, "rogue")
 	const subnet = "198.19.30.0/24"
 	inst := "init/" + subnet
@@ -146,7 +154,7 @@ func TestTrustPromisePersistedFirst(t *testing.T) {
 // acceptor record (last writer wins) does not make the host forget what it
 // promised and learned.
 func TestTrustOwnAcceptorRecordOverwritten(t *testing.T) {
-	n, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	n, nodes := startCluster(t, trustCfg(), "a", "b", "c")
 	rogue := rogueMember(t, n, nodes, "rogue")
 	const subnet = "198.19.32.0/24"
 	inst := "init/" + subnet
@@ -208,10 +216,10 @@ func (w *donorWatch) Put(kind, key string, value []byte) error {
 // brings the donor back owning a block another host may use.
 func TestTrustDonationPersistedFirst(t *testing.T) {
 	n := gossiptest.NewNet()
-	a := startNode(t, n, "a", nil, fastCfg())
+	a := startNode(t, n, "a", nil, trustCfg())
 	var watch *donorWatch
 	b := &cnode{t: t, name: "b"}
-	b.d = startWrapped(t, n, "b", fastCfg(), func(r gossip.Replicated, db *bbolt.DB) gossip.Replicated {
+	b.d = startWrapped(t, n, "b", trustCfg(), func(r gossip.Replicated, db *bbolt.DB) gossip.Replicated {
 		watch = &donorWatch{Replicated: r, db: db}
 		return watch
 	})
@@ -241,7 +249,7 @@ func TestTrustDonationPersistedFirst(t *testing.T) {
 // view of the blocks changes, each refuses every one, allocation goes on,
 // and a restarted host still refuses them.
 func TestTrustForgedBlockRecords(t *testing.T) {
-	n, nodes := startCluster(t, fastCfg(), "a", "b", "c")
+	n, nodes := startCluster(t, trustCfg(), "a", "b", "c")
 	rogue := rogueMember(t, n, nodes, "rogue")
 	const subnet = "198.19.33.0/24"
 	ids := map[*cnode]string{}
