@@ -150,9 +150,9 @@ func TestTrustPromisePersistedFirst(t *testing.T) {
 	}
 }
 
-// TestTrustOwnAcceptorRecordOverwritten: another member overwriting a host's
-// acceptor record (last writer wins) does not make the host forget what it
-// promised and learned.
+// TestTrustOwnAcceptorRecordOverwritten: another member writing a host's
+// acceptor record is refused by every host, and the host does not forget
+// what it promised and learned (its own state comes from its store).
 func TestTrustOwnAcceptorRecordOverwritten(t *testing.T) {
 	n, nodes := startCluster(t, trustCfg(), "a", "b", "c")
 	rogue := rogueMember(t, n, nodes, "rogue")
@@ -165,7 +165,20 @@ func TestTrustOwnAcceptorRecordOverwritten(t *testing.T) {
 	if err := rogue.Put(kindAcc, inst+"/a", mustJSON(t, accState{Version: recordVersion})); err != nil {
 		t.Fatal(err)
 	}
-	waitRecord(t, nodes, kindAcc, inst+"/a", "rogue")
+	// Gossip refuses a record in another host's name at the boundary
+	// (the kind's validator): every honest host counts it and keeps a's.
+	gossiptest.Eventually(t, 10*time.Second, "every host refuses the rogue's acceptor record", func() bool {
+		for _, c := range nodes {
+			refused := false
+			for _, r := range c.gc.RefusalStats() {
+				refused = refused || (r.Peer == "rogue" && r.Cause == gossip.CauseNotOwner)
+			}
+			if rec, ok := c.gc.Get(kindAcc, inst+"/a"); !refused || !ok || rec.Owner != "a" {
+				return false
+			}
+		}
+		return true
+	})
 	a.d.cl.accMu.Lock()
 	own := a.d.cl.ownAcc(inst)
 	a.d.cl.accMu.Unlock()
