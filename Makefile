@@ -72,10 +72,10 @@ E2E := GV_E2E_NO_BUILD=1 PLUGIN_DIR=$(CURDIR)/build/plugin $(GO) test -tags e2e 
 e2e: e2e-1 e2e-3
 
 e2e-1: plugin
-	GV_E2E_HOSTS=1 $(E2E) -timeout 12m ./e2e/
+	GV_E2E_HOSTS=1 $(E2E) -timeout 25m ./e2e/
 
 e2e-3: plugin
-	GV_E2E_HOSTS=3 $(E2E) -timeout 15m ./e2e/
+	GV_E2E_HOSTS=3 $(E2E) -timeout 25m ./e2e/
 
 # Tests that find a kernel feature missing (internal/testreq) skip, or fail when
 # GV_REQUIRE (e.g. GV_REQUIRE=vlan,ipvs,wireguard) names it; each skip is appended
