@@ -5,7 +5,8 @@
 #   make install   install and enable grapevine:latest on this machine's dockerd
 #   make deps      apt-get install what the tests need, if missing
 #   make vet       gofmt + go vet
-#   make unit      unit tests (with -race; includes tests in their own network namespaces)
+#   make unit      unit tests (with -race, one package at a time: the in-memory gossip clusters
+#                  time out when two of them share 2 cores; includes tests in namespaces)
 #   make fuzz      each fuzz target for FUZZTIME (default 5s) beyond its checked-in corpus
 #   make e2e       end-to-end tests against real dockerd hosts (scripts/harness.sh):
 #                  e2e-1 (single host) then e2e-3 (3-host cluster + outsider, Swarm)
@@ -50,7 +51,7 @@ vet:
 	$(GO) vet -tags e2e ./e2e/
 
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -p 1 ./...
 
 # Fuzz targets: package:Target. `go test` runs each one's seed corpus (testdata/fuzz)
 # as a plain test; `make fuzz` also mutates inputs for FUZZTIME per target.
