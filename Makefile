@@ -6,9 +6,10 @@
 #   make deps      apt-get install what the tests need, if missing
 #   make vet       gofmt + go vet
 #   make unit      unit tests (with -race; includes tests in their own network namespaces)
+#   make fuzz      each fuzz target for FUZZTIME (default 5s) beyond its checked-in corpus
 #   make e2e       end-to-end tests against real dockerd hosts (scripts/harness.sh):
 #                  e2e-1 (single host) then e2e-3 (3-host cluster + outsider, Swarm)
-#   make test      deps vet unit e2e — what CI runs (.ci/run); ends with a summary of the
+#   make test      deps vet unit fuzz e2e — what CI runs (.ci/run); ends with a summary of the
 #                  tests skipped for a missing kernel feature (docs/TESTING.md)
 #   make bench     grapevine side by side with the underlay, kernel VXLAN and Docker's
 #                  overlay/macvlan/bridge on 3 simulated hosts; writes docs/BENCHMARKS.md
@@ -20,7 +21,7 @@ SHELL := /usr/bin/env bash
 
 DEB_PKGS := docker.io iptables busybox-static docker-compose iproute2 curl file
 
-.PHONY: build plugin install deps vet unit e2e e2e-1 e2e-3 test clean
+.PHONY: build plugin install deps vet unit fuzz e2e e2e-1 e2e-3 test clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o build/grapevine .
@@ -51,15 +52,30 @@ vet:
 unit:
 	$(GO) test -race -count=1 ./...
 
+# Fuzz targets: package:Target. `go test` runs each one's seed corpus (testdata/fuzz)
+# as a plain test; `make fuzz` also mutates inputs for FUZZTIME per target.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := gossip:FuzzDecode gossip:FuzzApply \
+	driver:FuzzParseNetwork driver:FuzzEndpointRecord driver:FuzzNetworkRecord \
+	ipam:FuzzRequestAddress ipam:FuzzBlockRecord ipam:FuzzLedger \
+	plugin:FuzzHandlers plugin:FuzzParseSettings
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ >build/fuzz-$$fn.log 2>&1 || { cat build/fuzz-$$fn.log; exit 1; }; \
+	done
+
 E2E := GV_E2E_NO_BUILD=1 PLUGIN_DIR=$(CURDIR)/build/plugin $(GO) test -tags e2e -race -count=1 -v
 
 e2e: e2e-1 e2e-3
 
 e2e-1: plugin
-	GV_E2E_HOSTS=1 $(E2E) -timeout 12m ./e2e/
+	GV_E2E_HOSTS=1 $(E2E) -timeout 25m ./e2e/
 
 e2e-3: plugin
-	GV_E2E_HOSTS=3 $(E2E) -timeout 15m ./e2e/
+	GV_E2E_HOSTS=3 $(E2E) -timeout 25m ./e2e/
 
 # Tests that find a kernel feature missing (internal/testreq) skip, or fail when
 # GV_REQUIRE (e.g. GV_REQUIRE=vlan,ipvs,wireguard) names it; each skip is appended
@@ -69,7 +85,7 @@ export GV_SKIP_LOG ?= $(CURDIR)/build/skipped-features.txt
 
 test:
 	@mkdir -p "$(dir $(GV_SKIP_LOG))" && rm -f "$(GV_SKIP_LOG)"
-	@rc=0; $(MAKE) --no-print-directory deps vet unit e2e || rc=$$?; \
+	@rc=0; $(MAKE) --no-print-directory deps vet unit fuzz e2e || rc=$$?; \
 	echo; echo "== skipped for a missing kernel feature (GV_REQUIRE=<feature>,... turns these into failures) =="; \
 	if [ -s "$(GV_SKIP_LOG)" ]; then \
 		sort "$(GV_SKIP_LOG)"; \

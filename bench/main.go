@@ -1,4 +1,4 @@
-// Command gvbench is grapevine's benchmark driver (`make bench`, issue 5).
+// Command gvbench is grapevine's benchmark driver (`make bench`).
 //
 // It owns the measurements, their statistics and the report: it brings up
 // nothing itself (scripts/bench.sh starts the multi-host harness and passes

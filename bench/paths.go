@@ -63,7 +63,7 @@ func (b *bench) setupUnderlay(h1, h2 host) *path {
 }
 
 // setupKernelVXLAN programs, by hand, what a perfect VXLAN control plane
-// amounts to (notes/dataplane-limits.md): per host a namespace holding a
+// amounts to (docs/dataplane.md): per host a namespace holding a
 // bridge and a VXLAN device (made in the host namespace, so its UDP socket
 // lives there, then moved: the layout Docker's overlay uses, which keeps the
 // bridge out of br_netfilter's way), a "container" namespace on a veth, and

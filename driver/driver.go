@@ -251,6 +251,11 @@ func (d *Driver) startCluster(c gossip.Replicated, repair time.Duration) {
 		d.log.WithError(err).Warn("publishing this host's networks and endpoints failed; reconcile retries")
 	}
 	d.mu.Unlock()
+	// A network record's key names its writer ("<subnet>/<node>"): gossip
+	// refuses one written in another host's name before it is stored.
+	// Endpoint keys name an address, not a writer: onEndpointRecord checks
+	// who may write them.
+	c.RegisterValidator(kindNetwork, gossip.OwnerSuffix("/"))
 	// Subscribe replays every live record, then follows changes.
 	c.Subscribe(kindNetwork, d.onNetworkRecord)
 	c.Subscribe(kindEndpoint, d.onEndpointRecord)

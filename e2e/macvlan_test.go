@@ -90,7 +90,7 @@ func vlanLinks(t *testing.T, host string) []string {
 	return out
 }
 
-// TestMacvlan runs issue 4 on three hosts: one `network create` per host puts
+// TestMacvlan runs macvlan mode on three hosts: one `network create` per host puts
 // containers directly on the underlay LAN (198.18.0.0/24, eth0 on every host)
 // with addresses from --ip-range that are distinct across the hosts; they
 // reach each other, the LAN machine and the other hosts without encapsulation

@@ -547,13 +547,20 @@ func (c *Cluster) write(prepare func() (*Record, error)) error {
 	return nil
 }
 
-// persistOwn writes one own record and the clock durably. flushMu held.
+// persistOwn writes one own record durably, together with the clock and
+// the received records waiting for the flusher (one transaction instead of
+// two). flushMu held.
 func (c *Cluster) persistOwn(r *Record) error {
 	if c.cfg.DB == nil {
 		return nil
 	}
-	clock := c.store.clockValue()
-	return writeState(c.cfg.DB, c.cfg.NodeName, []dirtyItem{{k: rkey{r.Kind, r.Key}, e: &entry{rec: *r}}}, clock)
+	pending, clock, _ := c.store.takeDirty()
+	items := append(pending, dirtyItem{k: rkey{r.Kind, r.Key}, e: &entry{rec: *r}}) // last: wins over a pending copy of the key
+	if err := writeState(c.cfg.DB, c.cfg.NodeName, items, clock); err != nil {
+		c.store.redirty(pending)
+		return err
+	}
+	return nil
 }
 
 // Get returns the live record (kind, key); false if absent or deleted.

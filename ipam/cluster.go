@@ -263,6 +263,13 @@ func (d *Driver) joinCluster() error {
 		}
 	}
 	d.mu.Unlock()
+	// Keys of these kinds name their writer: gossip refuses a record
+	// written in another host's name before it is stored. Block records
+	// change hands, so the ledger checks them instead (onBlock).
+	c.r.RegisterValidator(kindHost, gossip.OwnerIsKey())
+	for _, kind := range []string{kindPool, kindWant, kindProp, kindAcc} {
+		c.r.RegisterValidator(kind, gossip.OwnerSuffix("/"))
+	}
 	c.r.Subscribe(kindProp, c.onProp)
 	c.r.Subscribe(kindAcc, d.onAcc)
 	c.r.Subscribe(kindBlock, d.onBlock)

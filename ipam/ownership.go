@@ -8,7 +8,7 @@ import (
 )
 
 // ownership is the set of address ranges of one pool that THIS host owns and
-// may allocate from. DESIGN.md: a pool is cluster-wide, each host allocates only
+// may allocate from. A pool is cluster-wide, each host allocates only
 // from blocks it owns, and ownership changes only by the owner's own action.
 //
 // This is the seam for the gossip layer. Today (no cluster) a host owns the

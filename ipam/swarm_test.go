@@ -14,7 +14,7 @@ func swarmCfg() Config {
 	return cfg
 }
 
-// SCOPE=global on two hosts, as notes/swarm-scope.md saw Docker do it: the
+// SCOPE=global on two hosts, as docs/swarm.md says Docker does it: the
 // manager (a) allocates in the global space; each worker (a and b) then asks
 // its local space for the same pool, gateway and the manager's task
 // addresses, in whatever block they would have been. a repeats everything.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench.sh — `make bench`: grapevine against the kernel's and Docker's own data
-# paths on real dockerd hosts, plus the in-process Go benchmarks (issue 5).
+# paths on real dockerd hosts, plus the in-process Go benchmarks.
 #
 #   scripts/bench.sh [gvbench run flags…]
 #

@@ -19,7 +19,7 @@ import (
 // br_netfilter sends every frame a bridge forwards through the iptables chains
 // and conntrack of the bridge's network namespace. The host namespace holds
 // Docker's NAT rules and grapevine's own, so a bridge there loses 17–33 % of
-// its throughput to netfilter (notes/dataplane-limits.md; measured again by
+// its throughput to netfilter (docs/dataplane.md; measured again by
 // `make bench`). With IsolateNetworks, each bridge lives in a network
 // namespace of its own that holds no rules at all, with the VXLAN device and
 // the bridge ends of the endpoints' veths:

@@ -23,8 +23,9 @@ type Rogue struct {
 	name string
 	ml   *memberlist.Memberlist
 
-	mu    sync.Mutex
-	state []byte // answer to push/pulls
+	mu      sync.Mutex
+	state   []byte                     // answer to push/pulls
+	members map[string]memberlist.Node // others, copied in node events
 }
 
 // Rogue starts a rogue member named name on this network holding keys
@@ -33,13 +34,14 @@ type Rogue struct {
 func (n *Net) Rogue(t testing.TB, name string, keys [][]byte) *Rogue {
 	t.Helper()
 	cfg := n.Config(name)
-	r := &Rogue{name: name}
+	r := &Rogue{name: name, members: make(map[string]memberlist.Node)}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = name
 	mc.Transport = cfg.Transport
 	mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult
 	mc.GossipInterval, mc.PushPullInterval, mc.TCPTimeout = cfg.GossipInterval, cfg.PushPullInterval, cfg.TCPTimeout
 	mc.Delegate = &rogueDelegate{r: r}
+	mc.Events = &rogueEvents{r: r}
 	mc.Logger = log.New(io.Discard, "", 0)
 	if len(keys) > 0 {
 		kr, err := memberlist.NewKeyring(keys[1:], keys[0])
@@ -70,15 +72,17 @@ func (n *Net) Rogue(t testing.TB, name string, keys [][]byte) *Rogue {
 // Send sends msg as one gossip packet (as the fast path does) to every
 // member the rogue knows, and reports how many it sent to.
 func (r *Rogue) Send(msg []byte) int {
+	// Copies taken in node events, under memberlist's lock: the nodes
+	// of Members() are rewritten by memberlist while others read them.
+	r.mu.Lock()
+	targets := make([]memberlist.Node, 0, len(r.members))
+	for _, m := range r.members {
+		targets = append(targets, m)
+	}
+	r.mu.Unlock()
 	sent := 0
-	for _, m := range r.ml.Members() {
-		if m.Name == r.name {
-			continue
-		}
-		// SendBestEffort reads only the address and name, which
-		// memberlist never changes; copying the node would race with
-		// its state updates.
-		if r.ml.SendBestEffort(m, msg) == nil {
+	for i := range targets {
+		if r.ml.SendBestEffort(&targets[i], msg) == nil {
 			sent++
 		}
 	}
@@ -102,10 +106,16 @@ func (r *Rogue) PushPull(addr string) error {
 // Members is how many alive members the rogue sees, itself included.
 func (r *Rogue) Members() int { return r.ml.NumMembers() }
 
-// Wait polls until the rogue sees want alive members.
+// Wait polls until the rogue sees want alive members (itself included) and
+// Send reaches every other one.
 func (r *Rogue) Wait(t testing.TB, want int) {
 	t.Helper()
-	Eventually(t, 30*time.Second, "the rogue to see every member", func() bool { return r.Members() == want })
+	Eventually(t, 30*time.Second, "the rogue to see every member", func() bool {
+		r.mu.Lock()
+		known := len(r.members)
+		r.mu.Unlock()
+		return r.Members() == want && known == want-1
+	})
 }
 
 // Wire format of package gossip, written out independently:
@@ -161,4 +171,24 @@ func (d *rogueDelegate) LocalState(bool) []byte {
 	d.r.mu.Lock()
 	defer d.r.mu.Unlock()
 	return d.r.state
+}
+
+// rogueEvents keeps copies of the other members for Send.
+type rogueEvents struct{ r *Rogue }
+
+func (e *rogueEvents) NotifyJoin(n *memberlist.Node)   { e.set(n, true) }
+func (e *rogueEvents) NotifyUpdate(n *memberlist.Node) { e.set(n, true) }
+func (e *rogueEvents) NotifyLeave(n *memberlist.Node)  { e.set(n, false) }
+
+func (e *rogueEvents) set(n *memberlist.Node, alive bool) {
+	if n.Name == e.r.name {
+		return
+	}
+	e.r.mu.Lock()
+	defer e.r.mu.Unlock()
+	if alive {
+		e.r.members[n.Name] = *n
+	} else {
+		delete(e.r.members, n.Name)
+	}
 }
