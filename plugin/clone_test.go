@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,9 @@ import (
 	"grapevine/gossip/gossiptest"
 )
 
-const clonePeriod = 50 * time.Millisecond
+// clonePeriod makes the quiet window (cloneQuietPeriods × clonePeriod, 10 s)
+// longer than gossip's pace of overriding one key (5 s), as in production.
+const clonePeriod = 500 * time.Millisecond
 
 func openDB(t *testing.T, path string) *bolt.DB {
 	t.Helper()
@@ -36,13 +39,13 @@ func guard(t *testing.T, c *gossip.Cluster) (*cloneGuard, func()) {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	g, err := newCloneGuard(c, c.LocalAddr().String(), clonePeriod, logrus.NewEntry(log))
+	g, err := newCloneGuard(c, clonePeriod, logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	g.start(ctx, &wg)
+	g.start(ctx, &wg, c.LocalAddr().String())
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); wg.Wait() }) }
 	t.Cleanup(stop)
@@ -76,7 +79,7 @@ func TestClonedIdentityIsDetected(t *testing.T) {
 		t.Fatalf("setup: the clone has the original's address %s", clone.LocalAddr())
 	}
 
-	gossiptest.Eventually(t, 20*time.Second, "both twins detect the shared identity", func() bool {
+	gossiptest.Eventually(t, 60*time.Second, "both twins detect the shared identity", func() bool {
 		return gOrig.conflictError() != nil && gClone.conflictError() != nil
 	})
 	for _, tc := range []struct {
@@ -106,7 +109,7 @@ func TestClonedIdentityIsDetected(t *testing.T) {
 	if err := clone.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	gossiptest.Eventually(t, 20*time.Second, "the original clears the conflict", func() bool {
+	gossiptest.Eventually(t, 60*time.Second, "the original clears the conflict", func() bool {
 		return gOrig.conflictError() == nil
 	})
 }
@@ -147,46 +150,54 @@ func TestRestartIsNotAClone(t *testing.T) {
 	}
 }
 
-// TestStrayOrForgedInstanceRecords: one leftover record of this host's own
-// earlier run (broadcast, then lost by a crash before it was persisted) is
-// answered, not taken for a clone; a record under this host's name from
-// another writer is ignored.
+// TestStrayOrForgedInstanceRecords: a leftover record of this host's own
+// earlier run (a state file restored from a backup), however often it is
+// relayed, is not a clone; a record under this host's name from another
+// writer, or a malformed one, is refused at the boundary; new versions from
+// another instance are.
 func TestStrayOrForgedInstanceRecords(t *testing.T) {
 	n := gossiptest.NewNet()
 	c := n.Node(t, "h1-aaaaaa", nil)
 	g, _ := guard(t, c)
 	stray, _ := json.Marshal(instanceRecord{Version: instanceVersion, Instance: "0123456789abcdef", Addr: "100.64.9.9:7947"})
-
-	g.onRecord(nil, &gossip.Record{Kind: kindInstance, Key: "h1-aaaaaa", Owner: "h2-cccccc", Value: stray, Version: 1 << 40})
-	g.onRecord(nil, &gossip.Record{Kind: kindInstance, Key: "h1-aaaaaa", Owner: "h2-cccccc", Value: stray, Version: 1 << 41})
-	if err := g.conflictError(); err != nil {
-		t.Fatalf("records under this host's name written by another host count as a clone: %v", err)
+	rec := func(owner string, version uint64, value []byte) gossip.Record {
+		return gossip.Record{Kind: kindInstance, Key: "h1-aaaaaa", Owner: owner, Value: value, Version: version}
 	}
 
-	g.onRecord(nil, &gossip.Record{Kind: kindInstance, Key: "h1-aaaaaa", Owner: "h1-aaaaaa", Value: stray, Version: 7})
+	for _, v := range []uint64{1 << 40, 1 << 41} {
+		if err := g.validate(rec("h2-cccccc", v, stray)); !errors.Is(err, gossip.ErrNotOwner) {
+			t.Errorf("a record under this host's name written by another host: %v, want it refused as not its owner's", err)
+		}
+	}
+	if err := g.validate(rec("h1-aaaaaa", 9, []byte(`{"instance":""}`))); err == nil {
+		t.Error("an instance record without an instance id was accepted")
+	}
 	if err := g.conflictError(); err != nil {
-		t.Fatalf("one stray record of an earlier run counts as a clone: %v", err)
+		t.Fatalf("refused records count as a clone: %v", err)
 	}
-	// the stray is stored as current, as gossip would have done
-	if err := c.Put(kindInstance, "h1-aaaaaa", stray); err != nil {
-		t.Fatal(err)
+
+	for range 3 { // one write, relayed by three hosts
+		if err := g.validate(rec("h1-aaaaaa", 7, stray)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	gossiptest.Eventually(t, 10*time.Second, "the stray record is answered", func() bool {
-		r, ok := c.Get(kindInstance, "h1-aaaaaa")
-		var cur instanceRecord
-		return ok && json.Unmarshal(r.Value, &cur) == nil && cur.Instance == g.mine.Instance
-	})
-	gossiptest.Eventually(t, 10*time.Second, "the open sighting closes after the quiet periods", func() bool {
+	if err := g.conflictError(); err != nil {
+		t.Fatalf("one leftover record of an earlier run counts as a clone: %v", err)
+	}
+	gossiptest.Eventually(t, 30*time.Second, "the open sighting closes after the quiet periods", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return g.strikes == 0
 	})
 
-	// a live twin answers: two sightings in a row are a conflict
-	g.onRecord(nil, &gossip.Record{Kind: kindInstance, Key: "h1-aaaaaa", Owner: "h1-aaaaaa", Value: stray})
-	g.onRecord(nil, &gossip.Record{Kind: kindInstance, Key: "h1-aaaaaa", Owner: "h1-aaaaaa", Value: stray})
+	// a live twin keeps writing: two versions are a conflict
+	for _, v := range []uint64{20, 21} {
+		if err := g.validate(rec("h1-aaaaaa", v, stray)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := g.conflictError(); err == nil || !strings.Contains(err.Error(), "100.64.9.9:7947") {
-		t.Fatalf("two sightings: %v", err)
+		t.Fatalf("two writes of another instance: %v", err)
 	}
 }
 

@@ -244,17 +244,15 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 	}
 	// Gossip starts after the socket answers and the kernel is reconciled;
 	// joining PEERS goes on in the background.
+	if p.clone, err = newCloneGuard(p.cluster, DefaultCloneCheckEvery, log.WithField("component", "identity")); err != nil {
+		return nil, err
+	}
 	if err := p.cluster.Start(); err != nil {
 		return nil, fmt.Errorf("starting gossip on port %d: %w", s.GossipPort, err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
-	p.clone, err = newCloneGuard(p.cluster, p.cluster.LocalAddr().String(), DefaultCloneCheckEvery, log.WithField("component", "identity"))
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	p.clone.start(rctx, &p.wg)
+	p.clone.start(rctx, &p.wg, p.cluster.LocalAddr().String())
 	p.wg.Add(1)
 	go p.reconcileLoop(rctx, opts.ReconcileEvery)
 	return p, nil

@@ -293,7 +293,7 @@ func TestStartFailuresCloseState(t *testing.T) {
 	opts := Options{StateDir: filepath.Join(dir, "state"), ReconcileEvery: time.Minute}
 	log := discardLog()
 
-	s, err := ParseSettings(testEnv(map[string]string{envPeers: "198.18.0.2", envAdvertise: "ul9"}))
+	s, err := ParseSettings(testEnv(map[string]string{envPeers: "198.18.0.2", envAdvertise: "ul9", envGossipKey: "Z3JhcGV2aW5lLXRlc3QtQQ=="}))
 	if err != nil {
 		t.Fatal(err)
 	}

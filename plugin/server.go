@@ -193,6 +193,7 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 			sdk.EncodeResponse(w, res, false)
 		}()
 
+		log.Debug("call") // on arrival, before any wait for start-up
 		select {
 		case <-s.ready:
 		case <-time.After(s.wait):
@@ -212,7 +213,7 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 			}
 		}
 		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-			log.WithField("request", fmt.Sprintf("%+v", req)).Debug("call")
+			log.WithField("request", fmt.Sprintf("%+v", req)).Debug("request")
 		}
 		res, err = fn(req)
 	})
