@@ -96,7 +96,7 @@ func TestClusterSixteenHostsShareSlash24(t *testing.T) {
 		names = append(names, fmt.Sprintf("h%02d", i))
 	}
 	cfg := fastCfg()
-	cfg.AgreeTimeout, cfg.DonateTimeout = 10*time.Second, 10*time.Second // 16 nodes on a small test machine
+	cfg.AgreeTimeout, cfg.DonateTimeout = 30*time.Second, 30*time.Second // 16 nodes under -race on a small, possibly busy machine
 	// Slower failure detection: 16 memberlist nodes under -race on two
 	// cores miss 100 ms probe deadlines and flap.
 	_, nodes := startClusterMod(t, cfg, func(g *gossip.Config) {
