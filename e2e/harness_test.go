@@ -310,17 +310,7 @@ func mustInHost(t *testing.T, host string, cmd ...string) string {
 // eventually polls f until it returns nil or the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	eventuallyOr(t, timeout, what, f, func() string { return "" })
 }
 
 // ---------------------------------------------------------------------------

@@ -193,6 +193,14 @@ func (n *Net) transport(name string) *transport {
 	if t, ok := n.byName[name]; ok {
 		return t
 	}
+	t := n.newTransportLocked(name)
+	n.byName[name] = t
+	return t
+}
+
+// newTransportLocked makes a transport for name on the next free address
+// and registers it by address. n.mu must be held.
+func (n *Net) newTransportLocked(name string) *transport {
 	n.nextIP++
 	ip := net.IPv4(100, 64, byte(n.nextIP>>8), byte(n.nextIP))
 	t := &transport{
@@ -202,7 +210,6 @@ func (n *Net) transport(name string) *transport {
 		streams: make(chan net.Conn, 64),
 	}
 	n.byAddr[t.addr] = t
-	n.byName[name] = t
 	return t
 }
 
