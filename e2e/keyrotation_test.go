@@ -49,8 +49,10 @@ func TestKeyRotation(t *testing.T) {
 	for _, pass := range []string{old + "," + next, next + "," + old, next} {
 		for _, h := range hosts {
 			setGossipKey(t, h, pass, func() {
-				// the plugin is down on h: its containers keep talking
-				fullMesh(t, 20*time.Second, cs)
+				// the plugin is down on h: the other hosts' containers keep
+				// talking (h's are cut off while it is down, see logDown)
+				fullMesh(t, 20*time.Second, without(cs, h))
+				logDown(t, h, cs)
 			})
 			for _, o := range hosts {
 				waitMembers(t, 30*time.Second, o, hosts)
@@ -92,6 +94,34 @@ func TestKeyRotation(t *testing.T) {
 	})
 }
 
+// without is cs less the containers on host.
+func without(cs []ctr, host string) []ctr {
+	var out []ctr
+	for _, c := range cs {
+		if c.host != host {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// logDown logs whether host's containers reach the other hosts' while host's
+// plugin is disabled. It asserts nothing: the other hosts see host leave and
+// unprogram its endpoints until it is back (docs/security.md).
+func logDown(t *testing.T, host string, cs []ctr) {
+	t.Helper()
+	var targets []string
+	for _, o := range without(cs, host) {
+		targets = append(targets, o.ip)
+	}
+	for _, c := range cs {
+		if c.host == host {
+			missing, err := pingAll(host, c.id, targets)
+			t.Logf("%s disabled: %s misses %v of %v (err %v)", host, c, missing, targets, err)
+		}
+	}
+}
+
 // setGossipKey changes host's GOSSIP_KEY the documented way: disable -f, set,
 // enable. during, if not nil, runs while the plugin is disabled.
 func setGossipKey(t *testing.T, host, keys string, during func()) {
@@ -109,9 +139,12 @@ func setGossipKey(t *testing.T, host, keys string, during func()) {
 // after this one share the cluster.
 func restoreGossipKey(t *testing.T, hosts []string) {
 	t.Helper()
-	parallel(hosts, func(h string) {
+	restored := func(h string) bool {
 		env, _, err := docker(h, "plugin", "inspect", "-f", "{{.Enabled}} {{.Settings.Env}}", pluginName)
-		if err == nil && strings.HasPrefix(env, "true ") && contains(strings.Fields(strings.Trim(env[5:], "[] \n")), "GOSSIP_KEY="+gossipKey) {
+		return err == nil && strings.HasPrefix(env, "true ") && contains(strings.Fields(strings.Trim(env[5:], "[] \n")), "GOSSIP_KEY="+gossipKey)
+	}
+	parallel(hosts, func(h string) {
+		if restored(h) {
 			return
 		}
 		_, _, _ = docker(h, "plugin", "disable", "-f", pluginName)
@@ -123,6 +156,9 @@ func restoreGossipKey(t *testing.T, hosts []string) {
 		}
 	})
 	for _, h := range hosts {
+		if !restored(h) {
+			t.Errorf("%s: plugin not enabled with the suite's GOSSIP_KEY after the restore", h)
+		}
 		waitMembers(t, 60*time.Second, h, hosts)
 	}
 }
