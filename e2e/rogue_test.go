@@ -119,9 +119,15 @@ type hostView struct {
 func viewOf(t *testing.T, host, netID, subnet string, cs []ctr) hostView {
 	t.Helper()
 	dev := vxlanDev(t, host, netID)
+	var remote []ctr
+	for _, c := range cs {
+		if c.host != host {
+			remote = append(remote, c)
+		}
+	}
 	var v hostView
 	eventually(t, 20*time.Second, host+" programmed and its pool divided", func() error {
-		if missing, err := unprogrammed(host, dev, cs); err != nil || len(missing) > 0 {
+		if missing, err := unprogrammed(host, dev, remote); err != nil || len(missing) > 0 {
 			return fmt.Errorf("unprogrammed %v: %v", missing, err)
 		}
 		st, raw, err := trustStatusOf(host)
