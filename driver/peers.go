@@ -1,9 +1,10 @@
 package driver
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"net"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -405,38 +406,36 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 	if err != nil {
 		return rep, err
 	}
-	wantMAC := map[string]netip.Addr{} // mac → vtep (first key in order wins)
-	wantIP := map[netip.Addr]string{}
-	keys := make([]string, 0, len(want))
-	for k := range want {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	wantMAC := map[hwAddr]netip.Addr{} // mac → vtep (first key in order wins)
+	wantIP := map[netip.Addr]hwAddr{}
+	for _, k := range slices.Sorted(maps.Keys(want)) {
 		e := want[k]
-		if _, ok := wantMAC[e.mac.String()]; !ok {
-			wantMAC[e.mac.String()] = e.vtep
+		if _, ok := wantMAC[e.mac]; !ok {
+			wantMAC[e.mac] = e.vtep
 		}
-		wantIP[e.ip] = e.mac.String()
+		wantIP[e.ip] = e.mac
 	}
-	selfs := map[string][]netip.Addr{}
-	masters := map[string]bool{}
+	selfs := map[hwAddr][]netip.Addr{}
+	masters := map[hwAddr]bool{}
 	for _, e := range fdb {
+		m, ok := hwAddrOf(e.MAC)
+		if !ok {
+			continue // not an Ethernet address: never one grapevine wrote
+		}
 		if e.Master {
-			masters[e.MAC.String()] = true
+			masters[m] = true
 		} else {
-			selfs[e.MAC.String()] = append(selfs[e.MAC.String()], e.VTEP)
+			selfs[m] = append(selfs[m], e.VTEP)
 		}
 	}
 	var errs []error
-	deleted := map[string]bool{}
-	for _, m := range slices.Concat(mapKeys(selfs), mapKeys(masters)) {
+	deleted := map[hwAddr]bool{}
+	for _, m := range slices.Concat(sortedMACs(selfs), sortedMACs(masters)) {
 		if _, ok := wantMAC[m]; ok || deleted[m] {
 			continue
 		}
 		deleted[m] = true
-		mac, _ := net.ParseMAC(m)
-		if err := d.dp.DelFDB(vx, mac); err != nil {
+		if err := d.dp.DelFDB(vx, m.hw()); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -447,14 +446,13 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 		if len(have) == 1 && have[0] == vtep && masters[m] {
 			continue
 		}
-		mac, _ := net.ParseMAC(m)
 		if len(have) > 1 {
-			if err := d.dp.DelFDB(vx, mac); err != nil {
+			if err := d.dp.DelFDB(vx, m.hw()); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 		}
-		if err := d.dp.SetFDB(vx, mac, vtep); err != nil {
+		if err := d.dp.SetFDB(vx, m.hw(), vtep); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -473,11 +471,10 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 		haveIP[e.IP] = e
 	}
 	for ip, m := range wantIP {
-		if h, ok := haveIP[ip]; ok && h.Permanent && h.MAC.String() == m {
+		if h, ok := haveIP[ip]; ok && h.Permanent && bytes.Equal(h.MAC, m[:]) {
 			continue
 		}
-		mac, _ := net.ParseMAC(m)
-		if err := d.dp.SetNeigh(vx, ip, mac); err != nil {
+		if err := d.dp.SetNeigh(vx, ip, m.hw()); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -486,13 +483,9 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 	return rep, errors.Join(errs...)
 }
 
-func mapKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
+// sortedMACs returns m's keys in byte order, so repairs run in a stable order.
+func sortedMACs[V any](m map[hwAddr]V) []hwAddr {
+	return slices.SortedFunc(maps.Keys(m), func(a, b hwAddr) int { return bytes.Compare(a[:], b[:]) })
 }
 
 // peerCounts summarises a network's remote endpoints for Status: how many are

@@ -53,10 +53,20 @@ func parseHWAddr(s string) (hwAddr, error) {
 	if err != nil {
 		return hwAddr{}, fmt.Errorf("mac %q: %w", s, err)
 	}
-	if len(m) != 6 {
+	hw, ok := hwAddrOf(m)
+	if !ok {
 		return hwAddr{}, fmt.Errorf("mac %q is not a 6-byte Ethernet address", s)
 	}
-	return hwAddr(m), nil
+	return hw, nil
+}
+
+// hwAddrOf converts a MAC read from the kernel; ok is false unless it is a
+// 6-byte Ethernet address.
+func hwAddrOf(m net.HardwareAddr) (hwAddr, bool) {
+	if len(m) != 6 {
+		return hwAddr{}, false
+	}
+	return hwAddr(m), true
 }
 
 // unicast reports whether m may be a station's address: not all-zero, not
