@@ -106,20 +106,7 @@ func (g *cloneGuard) start(ctx context.Context, wg *sync.WaitGroup, addr string)
 		g.strikes = 1 // keeps tick re-asserting until it works
 		g.mu.Unlock()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(g.period)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				g.tick()
-			}
-		}
-	}()
+	runEvery(ctx, wg, g.period, g.tick)
 }
 
 // assert writes this process's instance record (a no-op when it is already

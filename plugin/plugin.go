@@ -253,25 +253,33 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	p.clone.start(rctx, &p.wg, p.cluster.LocalAddr().String())
-	p.wg.Add(1)
-	go p.reconcileLoop(rctx, opts.ReconcileEvery)
+	runEvery(rctx, &p.wg, opts.ReconcileEvery, p.reconcileOnce)
 	return p, nil
 }
 
-func (p *process) reconcileLoop(ctx context.Context, every time.Duration) {
-	defer p.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := p.driver.Reconcile(); err != nil {
-				p.log.WithError(err).Warn("reconcile left errors")
+// reconcileOnce re-applies the driver's state to the kernel.
+func (p *process) reconcileOnce() {
+	if err := p.driver.Reconcile(); err != nil {
+		p.log.WithError(err).Warn("reconcile left errors")
+	}
+}
+
+// runEvery calls fn every period, on a goroutine wg tracks, until ctx ends.
+func runEvery(ctx context.Context, wg *sync.WaitGroup, period time.Duration, fn func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn()
 			}
 		}
-	}
+	}()
 }
 
 // newCluster prepares this host's gossip membership. Gossip and the VTEP use
