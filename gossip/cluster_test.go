@@ -160,7 +160,7 @@ func TestWrongKeyStaysOut(t *testing.T) {
 	var good []*node
 	for _, name := range []string{"good0", "good1"} {
 		cfg := net.Config(name) // good1 joins good0
-		cfg.Key = key
+		cfg.Keys = [][]byte{key}
 		good = append(good, startNode(t, net, cfg))
 	}
 	waitMembers(t, good, 2)
@@ -169,7 +169,7 @@ func TestWrongKeyStaysOut(t *testing.T) {
 	for i, name := range []string{"wrongkey", "nokey"} {
 		cfg := net.Config(name)
 		if i == 0 {
-			cfg.Key = bytes.Repeat([]byte{2}, 32)
+			cfg.Keys = [][]byte{bytes.Repeat([]byte{2}, 32)}
 		}
 		cfg.Peers = []string{net.Addr("good0"), net.Addr("good1")}
 		n := startNode(t, net, cfg)
@@ -482,7 +482,7 @@ func TestRealNetworkLoopback(t *testing.T) {
 			BindAddr:         "127.0.0.1",
 			AdvertiseAddr:    netip.MustParseAddr("127.0.0.1"),
 			Port:             port,
-			Key:              key,
+			Keys:             [][]byte{key},
 			Log:              gossiptest.Log(fmt.Sprintf("lo%d", i)),
 			GossipInterval:   20 * time.Millisecond,
 			PushPullInterval: 200 * time.Millisecond,

@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -82,10 +81,6 @@ type Config struct {
 	// without restarts). Empty sends everything in clear text (Start logs
 	// a warning).
 	Keys [][]byte
-
-	// Key is a single key: the same as Keys = [][]byte{Key}. If both are
-	// set, Keys[0] must equal Key.
-	Key []byte
 
 	// MaxRecordsPerWriter and MaxBytesPerWriter cap what one writer (record
 	// owner) may have stored on this node: live records and tombstones
@@ -302,9 +297,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	setInt(&cfg.FanOut, DefaultFanOut)
 	setInt(&cfg.MaxRecordsPerWriter, DefaultMaxRecordsPerWriter)
 	setInt(&cfg.MaxBytesPerWriter, DefaultMaxBytesPerWriter)
-	if len(cfg.Keys) == 0 && len(cfg.Key) > 0 {
-		cfg.Keys = [][]byte{cfg.Key}
-	}
 
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -315,9 +307,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if !validName(cfg.NodeName) {
 		bad("node name %.32q is not a node name: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.NodeName, MaxOwnerLen)
-	}
-	if len(cfg.Key) > 0 && !bytes.Equal(cfg.Key, cfg.Keys[0]) {
-		bad("Key and Keys[0] differ: set the keyring in Keys only, primary first")
 	}
 	for i, k := range cfg.Keys {
 		if err := memberlist.ValidateKey(k); err != nil {

@@ -67,7 +67,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		want string
 	}{
 		{"port", func(c *Config) { c.Port = 70000 }, "GOSSIP_PORT must be 1-65535"},
-		{"key", func(c *Config) { c.Key = []byte("short") }, "GOSSIP_KEY must decode to 16, 24 or 32 bytes"},
+		{"key", func(c *Config) { c.Keys = [][]byte{[]byte("short")} }, "GOSSIP_KEY must decode to 16, 24 or 32 bytes"},
 		{"empty peer", func(c *Config) { c.Peers = []string{"a", " "} }, "PEERS entry 2 is empty"},
 		{"bad peer port", func(c *Config) { c.Peers = []string{"host:http"} }, `PEERS entry "host:http"`},
 		{"budget", func(c *Config) { c.PushPullBudget = 100 }, "below MaxRecordBytes"},

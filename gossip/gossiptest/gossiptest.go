@@ -43,7 +43,7 @@ func NewNet() *Net {
 
 // Config returns fast test timings for a node named name on this network,
 // with Peers naming every node already on it. Callers may change any field
-// (DB, Peers, Key, Meta …) before passing it to Start.
+// (DB, Peers, Keys, Meta …) before passing it to Start.
 func (n *Net) Config(name string) gossip.Config {
 	tr := n.transport(name)
 	n.mu.RLock()
