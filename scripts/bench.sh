@@ -28,7 +28,7 @@ n=${BENCH_HOSTS:-3}
 
 # iperf3 is copied (with its libraries) into the harness image; install it if missing.
 if ! command -v iperf3 >/dev/null; then
-	echo "bench: installing iperf3" >&2
+	echo "bench: installing iperf3 with apt-get: the throughput probe, copied into the simulated hosts' image" >&2
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null
 fi

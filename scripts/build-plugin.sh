@@ -17,7 +17,7 @@ ROOTFS=$OUT/rootfs
 
 need_iptables() {
 	if [ ! -x /usr/sbin/xtables-nft-multi ] || [ ! -x /usr/sbin/xtables-legacy-multi ]; then
-		echo "build-plugin: iptables is not installed; installing it with apt-get" >&2
+		echo "build-plugin: installing iptables with apt-get: the plugin rootfs carries this machine's iptables binaries and libraries" >&2
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
 	fi

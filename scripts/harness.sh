@@ -102,7 +102,7 @@ ensure_packages() {
 	fi
 	command -v file >/dev/null || missing+=(file)
 	if [ ${#missing[@]} -gt 0 ]; then
-		log "installing ${missing[*]}"
+		log "installing ${missing[*]} with apt-get: the simulated hosts run dockerd and containerd, use ip netns and iptables, and build images from a static busybox (checked with file)"
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 	fi

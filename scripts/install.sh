@@ -27,7 +27,7 @@ missing=()
 command -v dockerd >/dev/null && [ -x "$DOCKER" ] || missing+=(docker.io)
 command -v iptables >/dev/null || missing+=(iptables)
 if [ ${#missing[@]} -gt 0 ]; then
-	echo "install: installing ${missing[*]}" >&2
+	echo "install: installing ${missing[*]} with apt-get: grapevine runs as a plugin of dockerd and programs iptables" >&2
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
