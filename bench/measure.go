@@ -29,7 +29,7 @@ func (b *bench) iperf(p *path, streams int, udp bool) (float64, error) {
 	}
 	var out string
 	var err error
-	for try := 0; try < 5; try++ {
+	for range 5 {
 		out, err = inNS(time.Duration(b.cfg.seconds+30)*time.Second, p.client, "iperf3", args...)
 		if err == nil {
 			break
@@ -174,7 +174,7 @@ func (b *bench) convergence(targets []*convTarget, a host, n int) {
 		}
 		probers[t] = p
 	}
-	for i := 0; i < n; i++ {
+	for i := range n {
 		for _, t := range targets {
 			if t.na != "" {
 				continue
@@ -236,7 +236,7 @@ type runTarget struct {
 }
 
 func (b *bench) runTimes(h host, targets []*runTarget, n int) {
-	for i := 0; i < n; i++ {
+	for i := range n {
 		for j := range targets {
 			t := targets[(i+j)%len(targets)]
 			if t.run.na != "" {

@@ -11,18 +11,17 @@ import (
 // path is one data path between two hosts: a client namespace and a server
 // namespace reachable at addr.
 type path struct {
-	name     string
-	anchor   string // the path this one is compared with ("" = none)
-	client   string // netns path
-	server   string // netns path
-	addr     string // the server's address
-	na       string // why the path cannot be measured
-	tcp1     sample // Gbit/s
-	tcp4     sample // Gbit/s
-	udp      sample // kpps received
-	rttP50   sample // µs
-	rttP99   sample // µs
-	comments []string
+	name   string
+	anchor string // the path this one is compared with ("" = none)
+	client string // netns path
+	server string // netns path
+	addr   string // the server's address
+	na     string // why the path cannot be measured
+	tcp1   sample // Gbit/s
+	tcp4   sample // Gbit/s
+	udp    sample // kpps received
+	rttP50 sample // µs
+	rttP99 sample // µs
 }
 
 const (
@@ -108,9 +107,9 @@ type kvxSpec struct {
 func (b *bench) handVXLAN(hosts []host, kv kvxSpec) *path {
 	p := &path{name: kv.name}
 	type side struct {
-		h            host
-		brNS, ctNS   string
-		ip, mac, dev string
+		h          host
+		brNS, ctNS string
+		ip, mac    string
 	}
 	var sides []side
 	for i, h := range hosts[:2] {

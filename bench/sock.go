@@ -112,7 +112,7 @@ func (c *pluginClient) ipamRate(subnet string, n, workers int) (float64, error) 
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < workers; w++ {
+	for w := range workers {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
@@ -264,7 +264,7 @@ func (c *pluginClient) createNetwork(subnet string) (*sockNetwork, error) {
 // addEndpoints makes count more endpoints: RequestAddress then CreateEndpoint
 // (no Join: the endpoint exists in the cluster, no container is started).
 func (n *sockNetwork) addEndpoints(count int) error {
-	for i := 0; i < count; i++ {
+	for range count {
 		addr, err := n.c.requestAddress(n.poolID, false)
 		if err != nil {
 			return err

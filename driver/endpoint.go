@@ -160,7 +160,7 @@ func (d *Driver) deleteEndpointLinks(e *endpointRecord) error {
 
 // EndpointInfo reports the endpoint's published ports (with the host ports
 // actually chosen) and its MAC address.
-func (d *Driver) EndpointInfo(r *network.InfoRequest) (map[string]interface{}, error) {
+func (d *Driver) EndpointInfo(r *network.InfoRequest) (map[string]any, error) {
 	if r == nil {
 		return nil, errors.New("EndpointOperInfo: empty request")
 	}
@@ -174,7 +174,7 @@ func (d *Driver) EndpointInfo(r *network.InfoRequest) (map[string]interface{}, e
 	for _, b := range e.Bindings {
 		pm = append(pm, toDocker(b, e.Address.Addr()))
 	}
-	info := map[string]interface{}{
+	info := map[string]any{
 		optPortMap:    pm,
 		optMACAddress: e.MAC,
 	}

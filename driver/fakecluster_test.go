@@ -34,7 +34,7 @@ type fakeCluster struct {
 
 type fakeSub struct {
 	kind string
-	fn   func(old, new *gossip.Record)
+	fn   func(old, cur *gossip.Record)
 }
 
 var _ gossip.Replicated = (*fakeCluster)(nil)
@@ -169,12 +169,11 @@ func (c *fakeCluster) List(kind string) []gossip.Record {
 
 // Subscribe replays the live records synchronously (the driver subscribes
 // without holding its lock), then follows changes through deliver.
-func (c *fakeCluster) Subscribe(kind string, fn func(old, new *gossip.Record)) {
+func (c *fakeCluster) Subscribe(kind string, fn func(old, cur *gossip.Record)) {
 	c.mu.Lock()
 	c.subs = append(c.subs, fakeSub{kind, fn})
 	c.mu.Unlock()
 	for _, r := range c.List(kind) {
-		r := r
 		fn(nil, &r)
 	}
 }
@@ -243,7 +242,6 @@ func (c *fakeCluster) member(name, vtep string, state gossip.MemberState, ev gos
 	c.mu.Lock()
 	c.members[name] = m
 	for _, fn := range c.nodeSubs {
-		fn := fn
 		c.pending = append(c.pending, func() { fn(m, ev) })
 	}
 	c.mu.Unlock()

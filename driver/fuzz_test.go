@@ -21,12 +21,12 @@ func FuzzParseNetwork(f *testing.F) {
 	f.Add([]byte(`{"com.docker.network.generic":"x","com.docker.network.internal":"maybe"}`), "::/0", "", "", "")
 	d := &Driver{spaces: testSpaces}
 	f.Fuzz(func(t *testing.T, opts []byte, pool, gateway, auxName, auxAddr string) {
-		var o map[string]interface{}
+		var o map[string]any
 		if json.Unmarshal(opts, &o) != nil {
 			return
 		}
 		req := &network.CreateNetworkRequest{NetworkID: "n", Options: o, IPv4Data: []*network.IPAMData{{
-			AddressSpace: testSpaces[0], Pool: pool, Gateway: gateway, AuxAddresses: map[string]interface{}{auxName: auxAddr},
+			AddressSpace: testSpaces[0], Pool: pool, Gateway: gateway, AuxAddresses: map[string]any{auxName: auxAddr},
 		}}}
 		s, err := d.parseNetwork(req)
 		if err != nil {

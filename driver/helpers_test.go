@@ -141,7 +141,7 @@ func (e *env) createReq(r netReq) *network.CreateNetworkRequest {
 	if r.space == "" {
 		r.space = "grapevine-local"
 	}
-	opts := map[string]interface{}{}
+	opts := map[string]any{}
 	if r.opts != nil {
 		opts[optGeneric] = r.opts
 	}
@@ -150,7 +150,7 @@ func (e *env) createReq(r netReq) *network.CreateNetworkRequest {
 	}
 	ipd := &network.IPAMData{AddressSpace: r.space, Pool: r.subnet, Gateway: r.gateway}
 	if len(r.aux) > 0 {
-		ipd.AuxAddresses = map[string]interface{}{}
+		ipd.AuxAddresses = map[string]any{}
 		for k, v := range r.aux {
 			ipd.AuxAddresses[k] = v
 		}
@@ -174,7 +174,7 @@ func (e *env) mustCreateEndpoint(netID, epID, addr, mac string) *network.CreateE
 	resp, err := e.d.CreateEndpoint(wire(e.t, &network.CreateEndpointRequest{
 		NetworkID: netID, EndpointID: epID,
 		Interface: &network.EndpointInterface{Address: addr, MacAddress: mac},
-		Options:   map[string]interface{}{},
+		Options:   map[string]any{},
 	}))
 	if err != nil {
 		e.t.Fatalf("CreateEndpoint %s: %v", addr, err)
@@ -203,7 +203,7 @@ type pb struct {
 func (e *env) program(netID, epID string, ports ...pb) error {
 	return e.d.ProgramExternalConnectivity(wire(e.t, &network.ProgramExternalConnectivityRequest{
 		NetworkID: netID, EndpointID: epID,
-		Options: map[string]interface{}{optPortMap: ports},
+		Options: map[string]any{optPortMap: ports},
 	}))
 }
 

@@ -203,30 +203,30 @@ func TestEndpointErrors(t *testing.T) {
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"}}, "is not known to grapevine on this host"},
 		{"bad portmap", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("x"),
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-			Options:   map[string]interface{}{optPortMap: []interface{}{map[string]interface{}{"Proto": 1.0, "Port": 80.0}}}},
+			Options:   map[string]any{optPortMap: []any{map[string]any{"Proto": 1.0, "Port": 80.0}}}},
 			"Proto 1 is not allowed: use tcp (6), udp (17) or sctp (132)"},
 		{"portmap not a list", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("x"),
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-			Options:   map[string]interface{}{optPortMap: "8080:80"}}, "expected a list of objects"},
+			Options:   map[string]any{optPortMap: "8080:80"}}, "expected a list of objects"},
 		{"portmap item not an object", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("x"),
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-			Options:   map[string]interface{}{optPortMap: []interface{}{"x"}}}, "item #1 is a string"},
+			Options:   map[string]any{optPortMap: []any{"x"}}}, "item #1 is a string"},
 		{"ipv6 host ip", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("x"),
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-			Options: map[string]interface{}{optPortMap: []interface{}{
-				map[string]interface{}{"Proto": 6.0, "Port": 80.0, "HostIP": "fd00::1", "HostPort": 80.0}}}}, "grapevine publishes ports on IPv4 only"},
+			Options: map[string]any{optPortMap: []any{
+				map[string]any{"Proto": 6.0, "Port": 80.0, "HostIP": "fd00::1", "HostPort": 80.0}}}}, "grapevine publishes ports on IPv4 only"},
 		{"host ip not a string", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("x"),
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-			Options: map[string]interface{}{optPortMap: []interface{}{
-				map[string]interface{}{"Proto": 6.0, "Port": 80.0, "HostIP": 5.0}}}}, "HostIP is a float64"},
+			Options: map[string]any{optPortMap: []any{
+				map[string]any{"Proto": 6.0, "Port": 80.0, "HostIP": 5.0}}}}, "HostIP is a float64"},
 		{"reversed range", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("x"),
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-			Options: map[string]interface{}{optPortMap: []interface{}{
-				map[string]interface{}{"Proto": 6.0, "Port": 80.0, "HostPort": 90.0, "HostPortEnd": 80.0}}}}, "host port range 90-80 is reversed"},
+			Options: map[string]any{optPortMap: []any{
+				map[string]any{"Proto": 6.0, "Port": 80.0, "HostPort": 90.0, "HostPortEnd": 80.0}}}}, "host port range 90-80 is reversed"},
 		{"port out of range", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("x"),
 			Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-			Options: map[string]interface{}{optExposed: []interface{}{
-				map[string]interface{}{"Proto": 6.0, "Port": 70000.0}}}}, "Port 70000 is not a port number"},
+			Options: map[string]any{optExposed: []any{
+				map[string]any{"Proto": 6.0, "Port": 70000.0}}}}, "Port 70000 is not a port number"},
 		{"endpoint id collides", &network.CreateEndpointRequest{NetworkID: nid, EndpointID: id("taken")[:11] + "zzz",
 			Interface: &network.EndpointInterface{Address: "198.19.1.3/24"}}, "kernel names would collide"},
 	}
@@ -275,7 +275,7 @@ func TestNoPanics(t *testing.T) {
 		"Program nil": func() error { return d.ProgramExternalConnectivity(nil) },
 		"Program bad options": func() error {
 			return d.ProgramExternalConnectivity(&network.ProgramExternalConnectivityRequest{EndpointID: eid,
-				Options: map[string]interface{}{optPortMap: []interface{}{map[string]interface{}{"Proto": "x"}}}})
+				Options: map[string]any{optPortMap: []any{map[string]any{"Proto": "x"}}}})
 		},
 		"Program unknown": func() error {
 			return d.ProgramExternalConnectivity(&network.ProgramExternalConnectivityRequest{EndpointID: "x"})

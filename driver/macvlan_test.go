@@ -2,6 +2,7 @@ package driver
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -45,9 +46,7 @@ func setupLAN(f *dataplane.Fake, nic string) {
 
 func lanReq(netID, subnet string, opts map[string]string) netReq {
 	o := map[string]string{"mode": "macvlan"}
-	for k, v := range opts {
-		o[k] = v
-	}
+	maps.Copy(o, opts)
 	gw := ""
 	if subnet == lanSubnet {
 		gw = lanGW

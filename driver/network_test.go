@@ -154,7 +154,7 @@ func TestCreateNetworkValidation(t *testing.T) {
 			name: "generic value not a string",
 			req: func(e *env) *network.CreateNetworkRequest {
 				r := e.createReq(netReq{id: id("n"), subnet: "198.19.1.0/24"})
-				r.Options[optGeneric] = map[string]interface{}{"vni": 7.0}
+				r.Options[optGeneric] = map[string]any{"vni": 7.0}
 				return r
 			},
 			want: "option -o vni has a float64 value: options must be strings",
@@ -163,7 +163,7 @@ func TestCreateNetworkValidation(t *testing.T) {
 			name: "generic not an object",
 			req: func(e *env) *network.CreateNetworkRequest {
 				r := e.createReq(netReq{id: id("n"), subnet: "198.19.1.0/24"})
-				r.Options[optGeneric] = []interface{}{"x"}
+				r.Options[optGeneric] = []any{"x"}
 				return r
 			},
 			want: "expected an object of string options",

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -200,7 +201,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // genericOptions extracts the -o options. Docker sends a JSON object of strings;
 // anything else is refused with the offending key.
-func genericOptions(opts map[string]interface{}) (map[string]string, error) {
+func genericOptions(opts map[string]any) (map[string]string, error) {
 	out := map[string]string{}
 	raw, ok := opts[optGeneric]
 	if !ok || raw == nil {
@@ -208,10 +209,8 @@ func genericOptions(opts map[string]interface{}) (map[string]string, error) {
 	}
 	switch m := raw.(type) {
 	case map[string]string:
-		for k, v := range m {
-			out[k] = v
-		}
-	case map[string]interface{}:
+		maps.Copy(out, m)
+	case map[string]any:
 		for k, v := range m {
 			s, ok := v.(string)
 			if !ok {
@@ -227,7 +226,7 @@ func genericOptions(opts map[string]interface{}) (map[string]string, error) {
 
 // boolOption reads a top-level boolean option (Docker sends JSON booleans;
 // strings "true"/"false" are accepted too). Missing is false.
-func boolOption(opts map[string]interface{}, key string) (bool, error) {
+func boolOption(opts map[string]any, key string) (bool, error) {
 	v, ok := opts[key]
 	if !ok || v == nil {
 		return false, nil

@@ -231,9 +231,9 @@ func (d *Driver) forgetDevice(vx string) {
 	delete(d.peers.macRefs, vx)
 }
 
-// applyDirty applies up to max dirty keys (all when max ≤ 0) and returns how
+// applyDirty applies up to limit dirty keys (all when limit ≤ 0) and returns how
 // many remain. Failures are logged once per batch; ReconcilePeers retries.
-func (d *Driver) applyDirty(max int) int {
+func (d *Driver) applyDirty(limit int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.peers == nil {
@@ -243,7 +243,7 @@ func (d *Driver) applyDirty(max int) int {
 	var first error
 	n := 0
 	for k := range d.peers.dirty {
-		if max > 0 && n >= max {
+		if limit > 0 && n >= limit {
 			break
 		}
 		n++

@@ -212,19 +212,15 @@ func (d *Driver) grapevineHolder(self string, chosen []portBinding, proto datapl
 		return b.Proto == proto && b.HostPort == port &&
 			(!b.HostIP.IsValid() || !hostIP.IsValid() || b.HostIP == hostIP)
 	}
-	for _, b := range chosen {
-		if overlaps(b) {
-			return "another port of the same container"
-		}
+	if slices.ContainsFunc(chosen, overlaps) {
+		return "another port of the same container"
 	}
 	for _, e := range d.endpoints {
 		if e.ID == self {
 			continue
 		}
-		for _, b := range e.Bindings {
-			if overlaps(b) {
-				return fmt.Sprintf("grapevine endpoint %s on network %s", shortID(e.ID), shortID(e.NetworkID))
-			}
+		if slices.ContainsFunc(e.Bindings, overlaps) {
+			return fmt.Sprintf("grapevine endpoint %s on network %s", shortID(e.ID), shortID(e.NetworkID))
 		}
 	}
 	return ""
@@ -233,7 +229,7 @@ func (d *Driver) grapevineHolder(self string, chosen []portBinding, proto datapl
 // portMapOption decodes Options["com.docker.network.portmap"]: a JSON-decoded
 // list of {Proto, IP, Port, HostIP, HostPort, HostPortEnd}. Host IPs "",
 // "0.0.0.0" and "::" mean all addresses; duplicates are dropped.
-func portMapOption(opts map[string]interface{}) ([]portBinding, error) {
+func portMapOption(opts map[string]any) ([]portBinding, error) {
 	raw, ok := opts[optPortMap]
 	if !ok || raw == nil {
 		return nil, nil
@@ -275,7 +271,7 @@ func portMapOption(opts map[string]interface{}) ([]portBinding, error) {
 }
 
 // exposedOption decodes Options["com.docker.network.endpoint.exposedports"].
-func exposedOption(opts map[string]interface{}) ([]transportPort, error) {
+func exposedOption(opts map[string]any) ([]transportPort, error) {
 	raw, ok := opts[optExposed]
 	if !ok || raw == nil {
 		return nil, nil
@@ -303,11 +299,11 @@ func exposedOption(opts map[string]interface{}) ([]transportPort, error) {
 
 // objectList accepts a JSON-decoded list of objects, or any Go value that
 // encodes as one (tests and in-process callers pass typed slices).
-func objectList(raw interface{}, key string) ([]map[string]interface{}, error) {
-	if l, ok := raw.([]interface{}); ok {
-		out := make([]map[string]interface{}, 0, len(l))
+func objectList(raw any, key string) ([]map[string]any, error) {
+	if l, ok := raw.([]any); ok {
+		out := make([]map[string]any, 0, len(l))
 		for i, v := range l {
-			m, ok := v.(map[string]interface{})
+			m, ok := v.(map[string]any)
 			if !ok {
 				return nil, fmt.Errorf("option %s item #%d is a %T, expected an object", key, i+1, v)
 			}
@@ -319,14 +315,14 @@ func objectList(raw interface{}, key string) ([]map[string]interface{}, error) {
 	if err != nil {
 		return nil, fmt.Errorf("option %s is a %T, expected a list of objects", key, raw)
 	}
-	var out []map[string]interface{}
+	var out []map[string]any
 	if err := json.Unmarshal(data, &out); err != nil {
 		return nil, fmt.Errorf("option %s is a %T, expected a list of objects", key, raw)
 	}
 	return out, nil
 }
 
-func protoField(m map[string]interface{}, where string) (dataplane.Proto, error) {
+func protoField(m map[string]any, where string) (dataplane.Proto, error) {
 	v, ok := m["Proto"]
 	if !ok || v == nil {
 		return 0, fmt.Errorf("%s has no Proto", where)
@@ -353,7 +349,7 @@ func protoField(m map[string]interface{}, where string) (dataplane.Proto, error)
 	return 0, fmt.Errorf("%s: Proto %v is not allowed: use tcp (6), udp (17) or sctp (132)", where, v)
 }
 
-func portField(m map[string]interface{}, key, where string, zeroOK bool) (uint16, error) {
+func portField(m map[string]any, key, where string, zeroOK bool) (uint16, error) {
 	v, ok := m[key]
 	if !ok || v == nil {
 		if zeroOK {
@@ -372,7 +368,7 @@ func portField(m map[string]interface{}, key, where string, zeroOK bool) (uint16
 	return uint16(n), nil
 }
 
-func hostIPField(m map[string]interface{}, where string) (netip.Addr, error) {
+func hostIPField(m map[string]any, where string) (netip.Addr, error) {
 	v, ok := m["HostIP"]
 	if !ok || v == nil {
 		return netip.Addr{}, nil
@@ -399,7 +395,7 @@ func hostIPField(m map[string]interface{}, where string) (netip.Addr, error) {
 }
 
 // number reads a JSON number (float64 after decoding) or a Go integer.
-func number(v interface{}) (float64, bool) {
+func number(v any) (float64, bool) {
 	switch n := v.(type) {
 	case float64:
 		return n, true

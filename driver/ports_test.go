@@ -122,7 +122,7 @@ func TestPortsFromCreateEndpoint(t *testing.T) {
 	_, err := e.d.CreateEndpoint(wire(t, &network.CreateEndpointRequest{
 		NetworkID: nid, EndpointID: eid,
 		Interface: &network.EndpointInterface{Address: "198.19.1.2/24"},
-		Options: map[string]interface{}{
+		Options: map[string]any{
 			optPortMap: []pb{{Proto: 6, Port: 80, HostPort: 8080}, {Proto: 6, Port: 80, HostIP: "::", HostPort: 8080}},
 			optExposed: []map[string]int{{"Proto": 6, "Port": 80}},
 		},

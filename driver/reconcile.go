@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -27,13 +28,8 @@ func (d *Driver) Reconcile() error {
 		errs = append(errs, fmt.Errorf("resolve the underlay (ADVERTISE): %w", uerr))
 	}
 
-	netIDs := make([]string, 0, len(d.networks))
-	for id := range d.networks {
-		netIDs = append(netIDs, id)
-	}
-	slices.Sort(netIDs)
 	bridgeOK := map[string]bool{}
-	for _, id := range netIDs {
+	for _, id := range slices.Sorted(maps.Keys(d.networks)) {
 		n := d.networks[id]
 		if n.macvlan() {
 			if err := d.ensureMacvlanNetwork(n); err != nil {
@@ -54,12 +50,7 @@ func (d *Driver) Reconcile() error {
 		}
 	}
 
-	epIDs := make([]string, 0, len(d.endpoints))
-	for id := range d.endpoints {
-		epIDs = append(epIDs, id)
-	}
-	slices.Sort(epIDs)
-	for _, id := range epIDs {
+	for _, id := range slices.Sorted(maps.Keys(d.endpoints)) {
 		e := d.endpoints[id]
 		if !e.Joined || !bridgeOK[e.NetworkID] {
 			continue
@@ -133,13 +124,8 @@ func hasManagedPrefix(name string) bool {
 // uses any more (a crash between their record and their network's).
 // Caller holds mu.
 func (d *Driver) removeOrphanVLANs() error {
-	names := make([]string, 0, len(d.vlans))
-	for name := range d.vlans {
-		names = append(names, name)
-	}
-	slices.Sort(names)
 	var errs []error
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(d.vlans)) {
 		errs = append(errs, d.releaseVLAN(name))
 	}
 	return errors.Join(errs...)

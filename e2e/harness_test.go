@@ -478,8 +478,8 @@ func httpGetCmd(addr string, port int) []string {
 
 // httpBody returns what follows the header of an HTTP response.
 func httpBody(resp string) string {
-	if i := strings.Index(resp, "\r\n\r\n"); i >= 0 {
-		return strings.TrimSpace(resp[i+4:])
+	if _, after, ok := strings.Cut(resp, "\r\n\r\n"); ok {
+		return strings.TrimSpace(after)
 	}
 	return strings.TrimSpace(resp)
 }

@@ -48,7 +48,7 @@ func TestIPAM(t *testing.T) {
 	t.Run("ip-range", func(t *testing.T) {
 		createNetwork(t, h, "ipam2", "--subnet", "198.19.11.0/24", "--ip-range", "198.19.11.128/25")
 		rng := netip.MustParsePrefix("198.19.11.128/25")
-		for i := 0; i < 2; i++ {
+		for range 2 {
 			c := runContainer(t, h, "--network", "ipam2", image, "sleep", "3600")
 			ip := containerIP(t, h, c, "ipam2")
 			a, err := netip.ParseAddr(ip)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -68,8 +69,8 @@ func (r swarmRun) joinSwarm(t *testing.T) {
 	t.Helper()
 	out, stderr, err := runCmd(cmdTimeout, s.harness, append([]string{"swarm", r.run}, r.hosts...)...)
 	t.Cleanup(func() {
-		for i := len(r.hosts) - 1; i >= 0; i-- {
-			_, _, _ = r.docker(r.hosts[i], "swarm", "leave", "--force")
+		for _, v := range slices.Backward(r.hosts) {
+			_, _, _ = r.docker(v, "swarm", "leave", "--force")
 		}
 	})
 	if err != nil {

@@ -19,7 +19,7 @@ type Replicated interface {
 	Delete(kind, key string) error
 	Get(kind, key string) (Record, bool)
 	List(kind string) []Record
-	Subscribe(kind string, fn func(old, new *Record))
+	Subscribe(kind string, fn func(old, cur *Record))
 	OnNodeEvent(fn func(Member, EventType))
 	// RegisterValidator adds a check every record of kind received from
 	// a peer must pass before it is stored, relayed or handed to

@@ -247,8 +247,8 @@ func formBenchCluster(b *testing.B, size int) (cl *benchCluster) {
 	cl.lastStart = lastStart
 	logf("%d members formed and settled in %v", size, cl.formed.Round(time.Millisecond))
 	for _, c := range cl.nodes {
-		c.Subscribe("bench", func(_, new *gossip.Record) {
-			if k := cl.current.Load(); k != nil && new.Key == *k && cl.arrived.Add(1) == int64(size) {
+		c.Subscribe("bench", func(_, cur *gossip.Record) {
+			if k := cl.current.Load(); k != nil && cur.Key == *k && cl.arrived.Add(1) == int64(size) {
 				cl.done <- struct{}{}
 			}
 		})

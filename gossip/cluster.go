@@ -555,7 +555,7 @@ func (c *Cluster) persistOwn(r *Record) error {
 		return nil
 	}
 	pending, clock, _ := c.store.takeDirty()
-	items := append(pending, dirtyItem{k: rkey{r.Kind, r.Key}, e: &entry{rec: *r}}) // last: wins over a pending copy of the key
+	items := append(slices.Clip(pending), dirtyItem{k: rkey{r.Kind, r.Key}, e: &entry{rec: *r}}) // last: wins over a pending copy of the key
 	if err := writeState(c.cfg.DB, c.cfg.NodeName, items, clock); err != nil {
 		c.store.redirty(pending)
 		return err
@@ -573,8 +573,8 @@ func (c *Cluster) List(kind string) []Record { return c.store.list(kind) }
 //
 // fn first receives (nil, r) for every live record present at the call,
 // then every later change in the order it was applied: old is the previous
-// live record (nil if the key was absent or deleted) and new the record now
-// in force; new.Deleted reports a deletion (then new.Owner is the deleting
+// live record (nil if the key was absent or deleted) and cur the record now
+// in force; cur.Deleted reports a deletion (then cur.Owner is the deleting
 // node). Changes between tombstones (re-deletions) are not reported, nor is
 // reaping. Records may be own writes or received from peers.
 //
@@ -583,7 +583,7 @@ func (c *Cluster) List(kind string) []Record { return c.store.list(kind) }
 // others (the queue grows) but never gossip. Callbacks may call Get, List,
 // Put and Delete, but not Shutdown. Callbacks still queued at Shutdown are
 // dropped. There is no unsubscribe: subscribe for the Cluster's lifetime.
-func (c *Cluster) Subscribe(kind string, fn func(old, new *Record)) {
+func (c *Cluster) Subscribe(kind string, fn func(old, cur *Record)) {
 	c.events.start()
 	c.store.subscribe(kind, fn)
 }

@@ -69,7 +69,7 @@ func TestConcurrentWritesConverge(t *testing.T) {
 	_, nodes := startCluster(t, 10, nil)
 	var wg sync.WaitGroup
 	written := make([]gossip.Record, len(nodes))
-	for round := 0; round < 3; round++ {
+	for round := range 3 {
 		for i, n := range nodes {
 			wg.Add(1)
 			go func() {
@@ -139,8 +139,8 @@ func TestLateJoinerBoundedPushPull(t *testing.T) {
 		return true
 	})
 	for _, n := range append(late, a) {
-		if max := n.c.MaxLocalState(); max > budget+16 {
-			t.Errorf("%s sent a push/pull state of %d bytes, budget %d", n.name, max, budget)
+		if most := n.c.MaxLocalState(); most > budget+16 {
+			t.Errorf("%s sent a push/pull state of %d bytes, budget %d", n.name, most, budget)
 		}
 	}
 	if got := late[0].c.Stats().ReceivedPushPull; got < records-16 {
@@ -297,11 +297,11 @@ func TestTombstoneReapingBlocksResurrection(t *testing.T) {
 	sawDelete := map[string]bool{}
 	resurrected := map[string]int{}
 	for _, n := range nodes[:3] {
-		n.c.Subscribe("endpoint", func(old, new *gossip.Record) {
+		n.c.Subscribe("endpoint", func(old, cur *gossip.Record) {
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
-			case new.Deleted:
+			case cur.Deleted:
 				sawDelete[n.name] = true
 			case sawDelete[n.name]:
 				resurrected[n.name]++

@@ -230,7 +230,7 @@ func ParseKey(s string) ([]byte, error) {
 	}
 	key, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
-		return nil, fmt.Errorf("GOSSIP_KEY is not valid base64 (%v); generate one with \"openssl rand -base64 32\": %w", err, ErrInvalidKey)
+		return nil, fmt.Errorf("GOSSIP_KEY is not valid base64 (%w); generate one with \"openssl rand -base64 32\": %w", err, ErrInvalidKey)
 	}
 	if err := memberlist.ValidateKey(key); err != nil {
 		return nil, fmt.Errorf("GOSSIP_KEY decodes to %d bytes, want 16, 24 or 32; generate one with \"openssl rand -base64 32\": %w", len(key), ErrInvalidKey)
@@ -243,7 +243,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
-			return cfg, fmt.Errorf("node name is empty and the hostname is unknown (%v): set NodeName: %w", err, ErrInvalidConfig)
+			return cfg, fmt.Errorf("node name is empty and the hostname is unknown (%w): set NodeName: %w", err, ErrInvalidConfig)
 		}
 		cfg.NodeName = h
 	}
@@ -365,7 +365,7 @@ func normalizePeer(p string, defPort int) (string, error) {
 	host, port, err := net.SplitHostPort(p)
 	if err != nil {
 		if strings.Contains(p, "[") || strings.Count(p, ":") > 0 {
-			return "", fmt.Errorf("PEERS entry %q is not host[:port] (%v)", p, err)
+			return "", fmt.Errorf("PEERS entry %q is not host[:port] (%w)", p, err)
 		}
 		return net.JoinHostPort(p, strconv.Itoa(defPort)), nil
 	}

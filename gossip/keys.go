@@ -31,7 +31,7 @@ func (c *Cluster) InstallKey(key []byte) error {
 		return fmt.Errorf("install key: %w: %w", errNoKeyring, ErrInvalidKey)
 	}
 	if err := c.keyring.AddKey(key); err != nil {
-		return fmt.Errorf("install key of %d bytes (want 16, 24 or 32): %v: %w", len(key), err, ErrInvalidKey)
+		return fmt.Errorf("install key of %d bytes (want 16, 24 or 32): %w: %w", len(key), err, ErrInvalidKey)
 	}
 	c.log.WithField("keys", len(c.keyring.GetKeys())).Info("installed a gossip key")
 	return nil
@@ -44,7 +44,7 @@ func (c *Cluster) UseKey(key []byte) error {
 		return fmt.Errorf("use key: %w: %w", errNoKeyring, ErrInvalidKey)
 	}
 	if err := c.keyring.UseKey(key); err != nil {
-		return fmt.Errorf("use key: %v (install it first with InstallKey): %w", err, ErrInvalidKey)
+		return fmt.Errorf("use key: %w (install it first with InstallKey): %w", err, ErrInvalidKey)
 	}
 	c.log.Info("switched to another primary gossip key")
 	return nil
@@ -57,7 +57,7 @@ func (c *Cluster) RemoveKey(key []byte) error {
 		return fmt.Errorf("remove key: %w: %w", errNoKeyring, ErrInvalidKey)
 	}
 	if err := c.keyring.RemoveKey(key); err != nil {
-		return fmt.Errorf("remove key: %v (make another key primary first with UseKey): %w", err, ErrInvalidKey)
+		return fmt.Errorf("remove key: %w (make another key primary first with UseKey): %w", err, ErrInvalidKey)
 	}
 	c.log.WithField("keys", len(c.keyring.GetKeys())).Info("removed a gossip key")
 	return nil

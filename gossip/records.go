@@ -78,12 +78,12 @@ func (r *Record) clone() *Record {
 }
 
 // validateName checks a kind or key given by a local caller.
-func validateName(field, s string, max int) error {
+func validateName(field, s string, maxLen int) error {
 	if s == "" {
 		return fmt.Errorf("record %s is empty: give a non-empty %s: %w", field, field, ErrInvalidRecord)
 	}
-	if len(s) > max {
-		return fmt.Errorf("record %s %.32q… is %d bytes, more than %d: %w", field, s, len(s), max, ErrInvalidRecord)
+	if len(s) > maxLen {
+		return fmt.Errorf("record %s %.32q… is %d bytes, more than %d: %w", field, s, len(s), maxLen, ErrInvalidRecord)
 	}
 	return nil
 }
@@ -104,10 +104,6 @@ const (
 	msgState  byte = 2 // a window of records, sent by push/pull
 
 	flagDeleted byte = 1 << 0
-
-	// recordOverhead bounds the framing of one encoded record: five
-	// varints of at most 10 bytes and a flag byte, plus the message header.
-	recordOverhead = 5*binary.MaxVarintLen64 + 1 + 2
 )
 
 // encodedLen is the exact size appendRecord will produce.
@@ -241,7 +237,7 @@ func decodeMsg(buf []byte) (byte, []*Record, error) {
 		}
 		// Every record takes at least 5 bytes: never trust n for allocation.
 		recs := make([]*Record, 0, min(n, uint64(len(d.b)/5)))
-		for i := uint64(0); i < n; i++ {
+		for range n {
 			r := d.record()
 			if d.err != nil {
 				return typ, nil, d.err

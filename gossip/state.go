@@ -31,7 +31,7 @@ type entry struct {
 
 type subscription struct {
 	kind string // "" = every kind
-	fn   func(old, new *Record)
+	fn   func(old, cur *Record)
 }
 
 // applyResult says what apply did with a received record.
@@ -355,7 +355,7 @@ func (s *store) list(kind string) []Record {
 // subscribe registers fn and queues (nil, r) for every live record of kind
 // present now, atomically with respect to writes, so the subscriber sees
 // the whole state followed by every later change, without gaps.
-func (s *store) subscribe(kind string, fn func(old, new *Record)) {
+func (s *store) subscribe(kind string, fn func(old, cur *Record)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subs = append(s.subs, subscription{kind: kind, fn: fn})

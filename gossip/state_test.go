@@ -228,18 +228,18 @@ func TestSubscribeReplaysThenStreamsInOrder(t *testing.T) {
 
 	var mu sync.Mutex
 	var got []string
-	s.subscribe("network", func(old, new *Record) {
+	s.subscribe("network", func(old, cur *Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		o := "-"
 		if old != nil {
 			o = string(old.Value)
 		}
-		n := string(new.Value)
-		if new.Deleted {
+		n := string(cur.Value)
+		if cur.Deleted {
 			n = "deleted"
 		}
-		got = append(got, fmt.Sprintf("%s:%s>%s", new.Key, o, n))
+		got = append(got, fmt.Sprintf("%s:%s>%s", cur.Key, o, n))
 	})
 	s.put("network", "n1", []byte("1b"))
 	s.put("host", "h", []byte("h2")) // other kind: not delivered
@@ -264,11 +264,11 @@ func TestSubscribeReplaysThenStreamsInOrder(t *testing.T) {
 func TestSubscriberPanicDoesNotStopDelivery(t *testing.T) {
 	s := newTestStore(t, "a", &FakeClock{})
 	done := make(chan string, 2)
-	s.subscribe("k", func(_, new *Record) {
-		if new.Key == "boom" {
+	s.subscribe("k", func(_, cur *Record) {
+		if cur.Key == "boom" {
 			panic("consumer bug")
 		}
-		done <- new.Key
+		done <- cur.Key
 	})
 	s.put("k", "boom", nil)
 	s.put("k", "after", nil)

@@ -90,7 +90,7 @@ func (d *Driver) candidates() func(yield func(netip.Prefix) bool) {
 	return func(yield func(netip.Prefix) bool) {
 		n := uint64(1) << (d.defLen - d.defPool.Bits())
 		step := uint32(1) << (32 - d.defLen)
-		for i := uint64(0); i < n; i++ {
+		for i := range n {
 			c := netip.PrefixFrom(ordToAddr(d.defPool.Addr(), uint32(i)*step), d.defLen)
 			if !yield(c) {
 				return

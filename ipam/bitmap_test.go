@@ -13,7 +13,7 @@ import (
 
 func TestBitmapFirstClearAndCount(t *testing.T) {
 	b := newBitmap(200)
-	for i := uint32(0); i < 130; i++ {
+	for i := range uint32(130) {
 		b.set(i)
 	}
 	tests := []struct {

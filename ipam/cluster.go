@@ -3,8 +3,9 @@ package ipam
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,10 +128,10 @@ func (c *clusterState) close() {
 
 // waitUntil polls cond whenever a record changes (and at least every 50 ms,
 // as membership changes come without a record) until it holds, the deadline
-// passes, or max (when > 0) has elapsed. It reports whether cond held.
-func (c *clusterState) waitUntil(deadline time.Time, max time.Duration, cond func() bool) bool {
-	if max > 0 {
-		if d := time.Now().Add(max); d.Before(deadline) {
+// passes, or limit (when > 0) has elapsed. It reports whether cond held.
+func (c *clusterState) waitUntil(deadline time.Time, limit time.Duration, cond func() bool) bool {
+	if limit > 0 {
+		if d := time.Now().Add(limit); d.Before(deadline) {
 			deadline = d
 		}
 	}
@@ -174,13 +175,7 @@ func (c *clusterState) knownSet() map[string]bool {
 }
 
 func (c *clusterState) knownHosts() []string {
-	s := c.knownSet()
-	out := make([]string, 0, len(s))
-	for n := range s {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(c.knownSet()))
 }
 
 // alive returns the members memberlist considers alive (this node included).

@@ -10,6 +10,7 @@ import (
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/sirupsen/logrus"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 func TestNewConfigErrors(t *testing.T) {
@@ -209,7 +210,7 @@ func TestPersistFailureRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id})
-	if !errors.Is(err, bbolt.ErrDatabaseNotOpen) {
+	if !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		t.Fatalf("RequestAddress on a closed store: %v", err)
 	}
 	_, err = h.d.RequestAddress(&ipam.RequestAddressRequest{PoolID: id, Address: "198.19.60.5"})

@@ -133,7 +133,7 @@ func (g *cloneGuard) validate(r gossip.Record) error {
 	}
 	var other instanceRecord
 	if err := json.Unmarshal(r.Value, &other); err != nil || other.Instance == "" {
-		return fmt.Errorf("instance record of %q is malformed (%v): want JSON with an instance id", r.Key, err)
+		return fmt.Errorf("instance record of %q is malformed (%w): want JSON with an instance id", r.Key, err)
 	}
 	if r.Owner == g.self && other.Instance != g.mine.Instance {
 		g.sighted(other, r.Version)

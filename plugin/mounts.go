@@ -12,7 +12,7 @@ import (
 // so that mounts made under it appear in the peer mount namespaces (for a
 // managed plugin: dockerd's, which outlives the plugin's).
 func sharedMount(dir string) (bool, error) {
-	real, err := filepath.EvalSymlinks(dir)
+	resolved, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return false, fmt.Errorf("resolve %s: %w", dir, err)
 	}
@@ -20,7 +20,7 @@ func sharedMount(dir string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read mount table: %w", err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // opened read-only: nothing to flush
 	best, shared := "", false
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
@@ -31,7 +31,7 @@ func sharedMount(dir string) (bool, error) {
 			continue
 		}
 		mp := unescapeMountinfo(fields[4])
-		if !within(real, mp) || len(mp) < len(best) {
+		if !within(resolved, mp) || len(mp) < len(best) {
 			continue
 		}
 		best, shared = mp, false

@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // childEnv names the test a child process runs inside a network namespace
@@ -329,7 +330,7 @@ func TestStartFailuresCloseState(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("close did not return: the reconcile loop did not stop")
 	}
-	if err := p.db.View(func(*bolt.Tx) error { return nil }); !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if err := p.db.View(func(*bolt.Tx) error { return nil }); !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		t.Fatalf("state after close: %v", err)
 	}
 }

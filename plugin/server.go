@@ -42,7 +42,7 @@ type NetworkAPI interface {
 	FreeNetwork(*network.FreeNetworkRequest) error
 	CreateEndpoint(*network.CreateEndpointRequest) (*network.CreateEndpointResponse, error)
 	DeleteEndpoint(*network.DeleteEndpointRequest) error
-	EndpointInfo(*network.InfoRequest) (map[string]interface{}, error)
+	EndpointInfo(*network.InfoRequest) (map[string]any, error)
 	Join(*network.JoinRequest) (*network.JoinResponse, error)
 	Leave(*network.LeaveRequest) error
 	DiscoverNew(*network.DiscoveryNotification) error

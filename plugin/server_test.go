@@ -31,7 +31,7 @@ func (f *fakeNet) GetCapabilities() (*network.CapabilitiesResponse, error) {
 func (f *fakeNet) CreateNetwork(r *network.CreateNetworkRequest) error {
 	if f.panics {
 		var m map[string]int
-		m["boom"] = 1
+		m["boom"] = 1 //nolint:staticcheck // SA5000: the handler bug this test makes on purpose
 	}
 	if f.fail != nil {
 		return f.fail
@@ -48,8 +48,8 @@ func (f *fakeNet) CreateEndpoint(*network.CreateEndpointRequest) (*network.Creat
 	return &network.CreateEndpointResponse{}, nil
 }
 func (f *fakeNet) DeleteEndpoint(*network.DeleteEndpointRequest) error { return nil }
-func (f *fakeNet) EndpointInfo(*network.InfoRequest) (map[string]interface{}, error) {
-	return map[string]interface{}{"com.docker.network.portmap": []any{map[string]any{"HostPort": 8080}}}, nil
+func (f *fakeNet) EndpointInfo(*network.InfoRequest) (map[string]any, error) {
+	return map[string]any{"com.docker.network.portmap": []any{map[string]any{"HostPort": 8080}}}, nil
 }
 func (f *fakeNet) Join(*network.JoinRequest) (*network.JoinResponse, error) {
 	return &network.JoinResponse{Gateway: "198.19.10.1"}, nil

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -662,9 +663,7 @@ func (f *Fake) LinkNames() []string {
 func (f *Fake) FDB(vxlan string) map[string]netip.Addr {
 	defer f.lock()()
 	out := map[string]netip.Addr{}
-	for k, v := range f.fdb[vxlan] {
-		out[k] = v
-	}
+	maps.Copy(out, f.fdb[vxlan])
 	return out
 }
 
@@ -672,9 +671,7 @@ func (f *Fake) FDB(vxlan string) map[string]netip.Addr {
 func (f *Fake) Neigh(dev string) map[netip.Addr]string {
 	defer f.lock()()
 	out := map[netip.Addr]string{}
-	for k, v := range f.neigh[dev] {
-		out[k] = v
-	}
+	maps.Copy(out, f.neigh[dev])
 	return out
 }
 

@@ -150,7 +150,7 @@ func TestSplitRule(t *testing.T) {
 }
 
 func TestDNATConflicts(t *testing.T) {
-	rule := func(s string) []string { return splitRule(s) }
+	rule := splitRule
 	any4 := netip.IPv4Unspecified()
 	h1, h2 := mustAddr("198.18.0.1"), mustAddr("198.18.0.2")
 	tests := []struct {
@@ -277,7 +277,7 @@ func TestSyncFirewall(t *testing.T) {
 	if err := k.SyncFirewall(fw); err != nil {
 		t.Fatal(err)
 	}
-	var wantA fwRules = fwRules{}
+	wantA := fwRules{}
 	for table, lines := range wantFirewall {
 		for _, l := range lines {
 			if !strings.Contains(l, "grapevine:bbbbbbbbbbbb") {

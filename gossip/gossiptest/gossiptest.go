@@ -325,7 +325,7 @@ type cutConn struct {
 
 func (c *cutConn) Write(b []byte) (int, error) {
 	if c.from.net.route(c.from, memberlist.Address{Addr: c.to.addr}) == nil {
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, fmt.Errorf("write to %s: %w", c.to.addr, errUnreachable)
 	}
 	n, err := c.Conn.Write(b)

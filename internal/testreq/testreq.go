@@ -92,7 +92,7 @@ func appendLine(path, line string) error {
 		return fmt.Errorf("open: %w", err)
 	}
 	if _, err := f.WriteString(line + "\n"); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report
 		return fmt.Errorf("write: %w", err)
 	}
 	return f.Close()

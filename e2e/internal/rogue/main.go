@@ -94,7 +94,11 @@ func run(o options) error {
 	if err := c.Start(); err != nil {
 		return fmt.Errorf("gossip start: %w", err)
 	}
-	defer c.Shutdown()
+	defer func() {
+		if err := c.Shutdown(); err != nil {
+			fmt.Fprintln(os.Stderr, "rogue: leaving the cluster:", err)
+		}
+	}()
 	victimKey, victimLast, err := waitVictimBlock(c, subnet, o.victim, o.timeout)
 	if err != nil {
 		return err
