@@ -4,7 +4,7 @@
 #   make plugin    the managed-plugin directory build/plugin (offline, seconds)
 #   make install   install and enable grapevine:latest on this machine's dockerd
 #   make deps      apt-get install what the tests need, if missing
-#   make vet       gofmt + go vet
+#   make vet       gofmt, go vet, golangci-lint (pinned, installed into build/tools on first use)
 #   make unit      unit tests (with -race, one package at a time: the in-memory gossip clusters
 #                  time out when two of them share 2 cores; includes tests in namespaces)
 #   make fuzz      each fuzz target for FUZZTIME (default 5s) beyond its checked-in corpus
@@ -20,8 +20,6 @@ GO ?= go
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 
-DEB_PKGS := docker.io iptables busybox-static docker-compose iproute2 curl file
-
 .PHONY: build plugin install deps vet unit fuzz e2e e2e-1 e2e-3 test clean
 
 build:
@@ -33,22 +31,47 @@ plugin:
 install:
 	scripts/install.sh
 
+# deps: each Debian package the tests need, installed with apt-get when missing,
+# with the reason printed on one line.
 deps:
 	@missing=(); \
-	for p in $(DEB_PKGS); do \
-		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$$p"); \
-	done; \
+	need() { dpkg-query -W -f='$${Status}' "$$1" 2>/dev/null | grep -q 'install ok installed' && return; \
+		echo "deps: installing $$1: $$2"; missing+=("$$1"); }; \
+	need docker.io "dockerd and containerd for the simulated hosts of e2e/ and make bench"; \
+	need iptables "the driver's NAT, published ports and firewall, and copied into the plugin rootfs"; \
+	need busybox-static "the static busybox that the harness's container images are made of"; \
+	need docker-compose "e2e/compose_test.go runs a compose project on grapevine"; \
+	need iproute2 "ip netns: the harness's simulated hosts and the namespace tests"; \
+	need file "the harness checks that /bin/busybox is statically linked"; \
 	if [ $${#missing[@]} -gt 0 ]; then \
-		echo "deps: installing $${missing[*]}"; \
 		apt-get update -qq; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null; \
 	fi
 
-vet:
+# golangci-lint, pinned: `go install` builds it from the Go module proxy into
+# build/tools once (a few minutes on 2 cores), then make vet reuses it.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(CURDIR)/build/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+$(GOLANGCI_LINT):
+	@echo "vet: installing golangci-lint $(GOLANGCI_LINT_VERSION) into build/tools with go install (the linters of .golangci.yml)"
+	@mkdir -p $(CURDIR)/build/tools/bin
+	GOBIN=$(CURDIR)/build/tools/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(CURDIR)/build/tools/bin/golangci-lint $@
+
+vet: $(GOLANGCI_LINT)
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*' -not -path './.git/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	@go_line=$$(sed -n 's/^go \([0-9]*\.[0-9]*\).*/\1/p' go.mod); \
+	grep -q "^FROM golang:$$go_line-" Dockerfile || { echo "Dockerfile: FROM golang must be go.mod's go $$go_line"; exit 1; }
+	@for d in $$(find . -name '*.go' -not -path './build/*' -not -path './.git/*' -exec dirname {} \; | sed 's|^\./||' | sort -u); do \
+		[ "$$d" = . ] || grep -q "\`$$d/\`" README.md || { echo "README.md: the layout table lacks \`$$d/\`"; exit 1; }; \
+	done; \
+	for f in docs/*.md; do grep -q "$$f" README.md || { echo "README.md: the layout table does not link $$f"; exit 1; }; done
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags e2e ./e2e/...
 
 unit:
 	$(GO) test -race -count=1 -p 1 ./...
