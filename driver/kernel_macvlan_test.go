@@ -193,6 +193,8 @@ func (h *kHost) start(t *testing.T) {
 		DB:            db,
 		Dataplane:     h.k,
 		Underlay:      func() (dataplane.Underlay, error) { return dataplane.Underlay{}, errors.New("no underlay needed") },
+		VXLANPort:     testVXLANPort,
+		Scope:         "local",
 		AddressSpaces: testSpaces,
 		Cluster:       c,
 		PeerRepair:    -1,

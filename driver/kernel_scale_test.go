@@ -143,6 +143,8 @@ func TestKernelScale5000(t *testing.T) {
 		DB:            db,
 		Dataplane:     k,
 		Underlay:      func() (dataplane.Underlay, error) { return k.ResolveUnderlay("u0") },
+		VXLANPort:     testVXLANPort,
+		Scope:         "local",
 		AddressSpaces: testSpaces,
 		Cluster:       c,
 		PeerRepair:    -1,
