@@ -30,7 +30,7 @@ func fuzzServer(f *testing.F, dir string, badSettings error) *http.Client {
 	entry := logrus.NewEntry(log)
 	srv := NewServer(entry)
 	if badSettings != nil {
-		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": badSettings.Error()} }, badSettings)
+		srv.SetBackend(nil, nil, func() any { return errorStatus(badSettings) }, badSettings)
 	} else {
 		db, err := bolt.Open(filepath.Join(dir, "state.db"), 0o600, &bolt.Options{NoSync: true}) // fsyncs would dominate
 		if err != nil {

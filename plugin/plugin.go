@@ -79,13 +79,13 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 	var p *process
 	if settingsErr != nil {
 		entry.WithError(settingsErr).Error("bad settings; every request will be refused until they are fixed")
-		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": settingsErr.Error()} }, settingsErr)
+		srv.SetBackend(nil, nil, func() any { return errorStatus(settingsErr) }, settingsErr)
 	} else {
 		warnInsecure(entry, settings)
 		p, err = start(ctx, opts, settings, entry)
 		if err != nil {
 			entry.WithError(err).Error("start-up failed; every request will be refused")
-			srv.SetBackend(nil, nil, func() any { return map[string]string{"error": err.Error()} }, err)
+			srv.SetBackend(nil, nil, func() any { return errorStatus(err) }, err)
 		} else {
 			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
 		}
