@@ -121,8 +121,8 @@ func serving(t *testing.T, opts Options, env map[string]string) (status func() S
 		if err != nil {
 			t.Fatalf("status: %v", err)
 		}
-		var st Status
-		if err := json.Unmarshal(raw, &st); err != nil {
+		st, err := DecodeStatus(raw)
+		if err != nil {
 			t.Fatalf("status %q: %v", raw, err)
 		}
 		return st
