@@ -61,7 +61,7 @@ const (
 	DefaultVXLANPort  = 4789 // IANA's VXLAN port
 	DefaultPool       = "10.213.0.0/16"
 	DefaultScope      = "local"
-	DefaultLogLevel   = "info"
+	DefaultLogLevel   = logrus.InfoLevel
 )
 
 // settingErrors collects the refusals of ParseSettings.
@@ -80,8 +80,8 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 		VXLANPort:  DefaultVXLANPort,
 		Pool:       netip.MustParsePrefix(DefaultPool),
 		Scope:      DefaultScope,
+		LogLevel:   DefaultLogLevel,
 	}
-	s.LogLevel, _ = logrus.ParseLevel(DefaultLogLevel)
 	var errs settingErrors
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
 

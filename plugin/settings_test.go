@@ -117,7 +117,7 @@ func TestConfigJSONDeclaresTheDefaults(t *testing.T) {
 	want := map[string]string{
 		envPeers: "", envAdvertise: "", envGossipKey: "", envInsecure: "false",
 		envGossipPort: strconv.Itoa(DefaultGossipPort), envVXLANPort: strconv.Itoa(DefaultVXLANPort),
-		envPool: DefaultPool, envScope: DefaultScope, envLogLevel: DefaultLogLevel,
+		envPool: DefaultPool, envScope: DefaultScope, envLogLevel: DefaultLogLevel.String(),
 	}
 	if !maps.Equal(declared, want) {
 		t.Fatalf("config.json declares %v, want %v", declared, want)
