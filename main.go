@@ -39,7 +39,7 @@ func run(args []string) int {
 	case "status":
 		fs := flag.NewFlagSet("status", flag.ContinueOnError)
 		socket := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
-		asJSON := fs.Bool("json", false, "print the raw JSON")
+		asJSON := fs.Bool("json", false, "print the status as JSON (schema: docs/status.md)")
 		if err := fs.Parse(args); err != nil {
 			return 2
 		}
@@ -57,6 +57,12 @@ func run(args []string) int {
 			return 1
 		}
 		if *asJSON {
+			// the plugin's own JSON, once it is known to be the documented
+			// schema (docs/status.md)
+			if _, err := plugin.DecodeStatus(raw); err != nil {
+				fmt.Fprintln(os.Stderr, "grapevine status:", err)
+				return 1
+			}
 			fmt.Println(string(raw))
 			return 0
 		}

@@ -53,17 +53,19 @@ import (
 
 // Option keys Docker sends.
 const (
-	optGeneric     = "com.docker.network.generic"
-	optInternal    = "com.docker.network.internal"
-	optEnableIPv6  = "com.docker.network.enable_ipv6"
-	optMTU         = "com.docker.network.driver.mtu"
-	optPortMap     = "com.docker.network.portmap"
-	optExposed     = "com.docker.network.endpoint.exposedports"
-	optMACAddress  = "com.docker.network.endpoint.macaddress"
-	defaultVXLANPt = 4789
+	optGeneric    = "com.docker.network.generic"
+	optInternal   = "com.docker.network.internal"
+	optEnableIPv6 = "com.docker.network.enable_ipv6"
+	optMTU        = "com.docker.network.driver.mtu"
+	optPortMap    = "com.docker.network.portmap"
+	optExposed    = "com.docker.network.endpoint.exposedports"
+	optMACAddress = "com.docker.network.endpoint.macaddress"
 )
 
-// Config wires a Driver. DB, Dataplane, Underlay and AddressSpaces are required.
+// Config wires a Driver. DB, Dataplane, Underlay, VXLANPort, Scope and
+// AddressSpaces are required. New checks the fields for programming errors
+// only: the plugin checks the operator's settings, by their names, before it
+// fills them in, and holds their defaults.
 type Config struct {
 	// DB is the plugin's bbolt database; the driver uses bucket "driver".
 	DB *bbolt.DB
@@ -72,10 +74,10 @@ type Config struct {
 	// Underlay resolves ADVERTISE: the VTEP address, its link and MTU. Called on
 	// CreateNetwork and on every Reconcile, so an address change is picked up.
 	Underlay func() (dataplane.Underlay, error)
-	// VXLANPort is the UDP port of every VXLAN device; 0 means 4789.
+	// VXLANPort is the UDP port of every VXLAN device (1-65535).
 	VXLANPort int
-	// Scope is the plugin setting SCOPE, "local" or "global"; "" means local.
-	// ConnectivityScope is always global.
+	// Scope is the capability scope answered to Docker, network.LocalScope
+	// or network.GlobalScope. ConnectivityScope is always global.
 	Scope string
 	// AddressSpaces are the IPAM address spaces of grapevine's own IPAM
 	// ("grapevine-local", "grapevine-global"). Networks whose pool comes from
@@ -150,20 +152,11 @@ func New(cfg Config) (*Driver, error) {
 	if len(cfg.AddressSpaces) == 0 {
 		return nil, errors.New("driver: Config.AddressSpaces is empty: list grapevine's IPAM address spaces")
 	}
-	scope := cfg.Scope
-	switch scope {
-	case "":
-		scope = network.LocalScope
-	case network.LocalScope, network.GlobalScope:
-	default:
-		return nil, fmt.Errorf("driver: SCOPE %q is not allowed: use %q or %q", cfg.Scope, network.LocalScope, network.GlobalScope)
+	if cfg.Scope != network.LocalScope && cfg.Scope != network.GlobalScope {
+		return nil, fmt.Errorf("driver: Config.Scope %q is not a scope: want %q or %q", cfg.Scope, network.LocalScope, network.GlobalScope)
 	}
-	port := cfg.VXLANPort
-	if port == 0 {
-		port = defaultVXLANPt
-	}
-	if port < 1 || port > 65535 {
-		return nil, fmt.Errorf("driver: VXLAN_PORT %d is out of range 1..65535", cfg.VXLANPort)
+	if cfg.VXLANPort < 1 || cfg.VXLANPort > 65535 {
+		return nil, fmt.Errorf("driver: Config.VXLANPort %d is not a port: want 1-65535", cfg.VXLANPort)
 	}
 	log := cfg.Log
 	if log == nil {
@@ -175,8 +168,8 @@ func New(cfg Config) (*Driver, error) {
 		dp:         cfg.Dataplane,
 		underlay:   cfg.Underlay,
 		store:      store{db: cfg.DB},
-		port:       port,
-		scope:      scope,
+		port:       cfg.VXLANPort,
+		scope:      cfg.Scope,
 		spaces:     slices.Clone(cfg.AddressSpaces),
 		pluginName: cfg.PluginName,
 		log:        log,

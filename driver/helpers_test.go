@@ -18,6 +18,9 @@ import (
 
 const testPlugin = "grapevine:test"
 
+// testVXLANPort is the UDP port of the test hosts' VXLAN devices.
+const testVXLANPort = 4789
+
 var testSpaces = []string{"grapevine-local", "grapevine-global"}
 
 // env is one simulated host: a Fake kernel, a bbolt file and a Driver.
@@ -90,7 +93,7 @@ func (e *env) config() Config {
 		DB:            e.db,
 		Dataplane:     f,
 		Underlay:      func() (dataplane.Underlay, error) { return f.ResolveUnderlay("") },
-		VXLANPort:     4789,
+		VXLANPort:     testVXLANPort,
 		Scope:         "local",
 		AddressSpaces: testSpaces,
 		PluginName:    testPlugin,

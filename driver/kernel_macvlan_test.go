@@ -1,8 +1,6 @@
 package driver
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +19,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"grapevine/driver/dataplane"
+	"grapevine/internal/nstest"
 	"grapevine/internal/testreq"
 )
 
@@ -34,36 +33,8 @@ type kns struct {
 // must be locked, as after enterTestNS); it is deleted in t.Cleanup.
 func newKNS(t *testing.T) kns {
 	t.Helper()
-	cur, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cur.Close()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := "gvd-" + hex.EncodeToString(b)
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	if err := netns.Set(cur); err != nil {
-		t.Fatalf("return to the test netns: %v", err)
-	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		h.Close()
-		ns.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	if lo, err := h.LinkByName("lo"); err == nil {
-		_ = h.LinkSetUp(lo)
-	}
-	return kns{ns: ns, nl: h}
+	n := nstest.New(t, "gvd")
+	return kns{ns: n.Handle, nl: n.NL}
 }
 
 // wire connects name (in a) to a port of bridge sw (in lan) with a veth,
@@ -104,18 +75,9 @@ func lanPort(t *testing.T, lan kns, sw string, a kns, name, addr string) {
 // kping sends one echo from inside ns and waits for the reply; "" = success.
 func kping(t *testing.T, ns netns.NsHandle, dst string, seq int) string {
 	t.Helper()
-	cur, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cur.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-	if serr := netns.Set(cur); serr != nil {
-		t.Fatal(serr)
-	}
+	var conn *icmp.PacketConn
+	var err error
+	(&nstest.NS{Name: "of the pinger", Handle: ns}).Do(t, func() { conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0") })
 	if err != nil {
 		t.Fatalf("icmp socket: %v", err)
 	}
@@ -160,18 +122,10 @@ type kHost struct {
 func newKHost(t *testing.T, name string, ns kns) *kHost {
 	t.Helper()
 	h := &kHost{name: name, ns: ns, path: filepath.Join(t.TempDir(), "state.db"), cns: map[string]kns{}}
-	cur, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cur.Close()
-	if err := netns.Set(ns.ns); err != nil {
-		t.Fatal(err)
-	}
-	h.k, err = dataplane.NewKernel(testLogger(t).WithField("host", name))
-	if serr := netns.Set(cur); serr != nil {
-		t.Fatal(serr)
-	}
+	var err error
+	(&nstest.NS{Name: "of host " + name, Handle: ns.ns}).Do(t, func() {
+		h.k, err = dataplane.NewKernel(testLogger(t).WithField("host", name))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,6 +147,8 @@ func (h *kHost) start(t *testing.T) {
 		DB:            db,
 		Dataplane:     h.k,
 		Underlay:      func() (dataplane.Underlay, error) { return dataplane.Underlay{}, errors.New("no underlay needed") },
+		VXLANPort:     testVXLANPort,
+		Scope:         "local",
 		AddressSpaces: testSpaces,
 		Cluster:       c,
 		PeerRepair:    -1,

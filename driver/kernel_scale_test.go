@@ -1,59 +1,29 @@
 package driver
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"go.etcd.io/bbolt"
 
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
+	"grapevine/internal/nstest"
 )
 
-// enterTestNS locks the test goroutine to its thread, moves the thread into a
-// new named network namespace and undoes both in t.Cleanup. Skips without root.
+// enterTestNS locks the test goroutine to its thread and moves the thread
+// into a new namespace until the test ends (nstest.Enter), with the underlay
+// link u0 holding 198.18.0.1. Skips, saying why, without root.
 func enterTestNS(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces and program the kernel")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
-	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := "gvd-" + hex.EncodeToString(b)
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		restored := netns.Set(orig) == nil
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-		ns.Close()
-		orig.Close()
-		if restored {
-			runtime.UnlockOSThread()
-		}
-	})
+	nstest.Enter(t, "gvd")
 	for _, l := range []netlink.Link{&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "u0", MTU: 1500}}} {
 		if err := netlink.LinkAdd(l); err != nil {
 			t.Fatalf("add %s: %v", l.Attrs().Name, err)
@@ -143,6 +113,8 @@ func TestKernelScale5000(t *testing.T) {
 		DB:            db,
 		Dataplane:     k,
 		Underlay:      func() (dataplane.Underlay, error) { return k.ResolveUnderlay("u0") },
+		VXLANPort:     testVXLANPort,
+		Scope:         "local",
 		AddressSpaces: testSpaces,
 		Cluster:       c,
 		PeerRepair:    -1,

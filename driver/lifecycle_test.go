@@ -339,12 +339,14 @@ func TestCapabilitiesAndConfig(t *testing.T) {
 		mut  func(*Config)
 		want string
 	}{
-		{func(c *Config) { c.Scope = "swarm" }, `SCOPE "swarm" is not allowed`},
+		{func(c *Config) { c.Scope = "swarm" }, `Config.Scope "swarm" is not a scope`},
+		{func(c *Config) { c.Scope = "" }, `Config.Scope "" is not a scope`},
 		{func(c *Config) { c.DB = nil }, "Config.DB is nil"},
 		{func(c *Config) { c.Dataplane = nil }, "Config.Dataplane is nil"},
 		{func(c *Config) { c.Underlay = nil }, "Config.Underlay is nil"},
 		{func(c *Config) { c.AddressSpaces = nil }, "Config.AddressSpaces is empty"},
-		{func(c *Config) { c.VXLANPort = 70000 }, "VXLAN_PORT 70000 is out of range"},
+		{func(c *Config) { c.VXLANPort = 70000 }, "Config.VXLANPort 70000 is not a port"},
+		{func(c *Config) { c.VXLANPort = 0 }, "Config.VXLANPort 0 is not a port"},
 	}
 	for _, b := range bad {
 		cfg := e.config()

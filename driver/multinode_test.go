@@ -60,6 +60,8 @@ func (h *host) start() {
 		DB:            h.db,
 		Dataplane:     f,
 		Underlay:      func() (dataplane.Underlay, error) { return f.ResolveUnderlay("") },
+		VXLANPort:     testVXLANPort,
+		Scope:         "local",
 		AddressSpaces: testSpaces,
 		Cluster:       h.c,
 		PeerRepair:    -1, // only gossip events program here

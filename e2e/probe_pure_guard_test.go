@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"grapevine/driver"
-	"grapevine/gossip"
 	"grapevine/plugin"
 )
 
@@ -109,8 +108,12 @@ func TestPingVerdict(t *testing.T) {
 // PrintStatus) the way checkStatusText does.
 func TestParseStatusTable(t *testing.T) {
 	st := plugin.Status{
-		Host: "h1", Node: "h1-abc123", Joined: true,
-		Members: []gossip.Member{{Name: "h1-abc123", Self: true}, {Name: "h2-def456"}, {Name: "h3-aaa", State: gossip.StateDead}},
+		Schema: plugin.StatusSchema, Host: "h1", Node: "h1-abc123", Joined: true,
+		Members: []plugin.MemberStatus{
+			{Name: "h1-abc123", Addr: "198.18.0.11:7947", VTEP: "198.18.0.11", State: "alive", Self: true},
+			{Name: "h2-def456", Addr: "198.18.0.12:7947", VTEP: "198.18.0.12", State: "alive"},
+			{Name: "h3-aaa", Addr: "198.18.0.13:7947", VTEP: "198.18.0.13", State: "dead"},
+		},
 		Networks: []driver.NetworkStatus{
 			{ID: "0123456789abcdef", Mode: "vxlan", Subnet: "198.19.20.0/24", Gateway: "198.19.20.1", VNI: 9000001, MTU: 1450,
 				Endpoints: 1, RemoteEndpoints: 3, RemoteUnreachable: 1, RemoteHosts: map[string]int{"h2-def456": 1, "h3-aaa": 2}},

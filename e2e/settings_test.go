@@ -3,12 +3,18 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"grapevine/driver"
+	gvipam "grapevine/ipam"
+	"grapevine/plugin"
 )
 
 // TestPluginSet changes a setting of the disabled plugin and checks that the plugin
@@ -64,6 +70,50 @@ func TestPluginSet(t *testing.T) {
 	c := runContainer(t, h, "--network", "setnet", image, "sleep", "3600")
 	if ip := containerIP(t, h, c, "setnet"); !strings.HasPrefix(ip, "198.19.31.") {
 		t.Errorf("container after plugin set got %q", ip)
+	}
+	checkStatusJSON(t, h, "warn", "198.19.31.0/24")
+}
+
+// checkStatusJSON reads `grapevine status --json` of host's plugin in the
+// documented schema (docs/status.md: no field it does not list) and checks
+// that it shows the setting LOG_LEVEL=level (as logrus names it: "warn"
+// shows as "warning") and a VXLAN network on subnet
+// with one container, whose address comes from this host's pool.
+func checkStatusJSON(t *testing.T, host, level, subnet string) {
+	t.Helper()
+	out, stderr, err := harnessCmd("status", host, "--json")
+	if err != nil {
+		t.Fatalf("grapevine status --json on %s: %v: %s", host, err, stderr)
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	var st plugin.Status
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("status of %s is not the documented schema: %v:\n%s", host, err, out)
+	}
+	if st.Schema != plugin.StatusSchema || st.Host == "" || st.Node == "" || !st.Joined || st.Error != "" || st.Underlay == "" {
+		t.Errorf("status of %s: schema %d host %q node %q joined %v underlay %q error %q", host, st.Schema, st.Host, st.Node, st.Joined, st.Underlay, st.Error)
+	}
+	if !strings.HasPrefix(st.Settings["LOG_LEVEL"], level) || st.Settings["GOSSIP_KEY"] == "" {
+		t.Errorf("status of %s: settings %v, want LOG_LEVEL=%s… and GOSSIP_KEY shown as set or not", host, st.Settings, level)
+	}
+	if len(st.Members) != 1 || !st.Members[0].Self || st.Members[0].State != "alive" || st.Members[0].Name != st.Node {
+		t.Errorf("status of %s: members %+v, want only itself, alive", host, st.Members)
+	}
+	i := slices.IndexFunc(st.Networks, func(n driver.NetworkStatus) bool { return n.Subnet == subnet })
+	if i < 0 || st.Networks[i].Mode != "vxlan" || st.Networks[i].Endpoints != 1 || st.Networks[i].VNI == 0 {
+		t.Errorf("status of %s: networks %+v, want a vxlan network on %s with one endpoint", host, st.Networks, subnet)
+	}
+	j := slices.IndexFunc(st.Pools, func(p gvipam.PoolStatus) bool { return p.Pool == subnet })
+	if j < 0 || st.Pools[j].Allocated < 1 || len(st.Pools[j].Owned) == 0 {
+		t.Errorf("status of %s: pools %+v, want %s with an address allocated", host, st.Pools, subnet)
+	}
+	if in := st.VXLANIngress; in == nil || in.Port == 0 {
+		t.Errorf("status of %s: no VXLAN ingress filter with a VXLAN network: %+v", host, in)
+	}
+	text, stderr, err := harnessCmd("status", host)
+	if err != nil || !strings.Contains(text, "node:      "+st.Node+" (joined: true)") || !strings.Contains(text, subnet) {
+		t.Errorf("text status of %s (%v: %s) disagrees with its JSON (node %s):\n%s", host, err, stderr, st.Node, text)
 	}
 }
 

@@ -115,7 +115,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c.meta, _ = cfg.Meta.encode() // checked by withDefaults
 	for _, p := range cfg.Peers {
-		n, _ := normalizePeer(p, cfg.Port) // checked by withDefaults
+		n, _ := NormalizePeer(p, cfg.Port) // checked by withDefaults
 		c.peers = append(c.peers, n)
 	}
 	c.refused = refusals{log: c.log, now: cfg.Now}

@@ -2,6 +2,7 @@ package gossip_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -469,7 +470,7 @@ func TestNodeEvents(t *testing.T) {
 
 // TestRealNetworkLoopback runs two nodes over real UDP/TCP on 127.0.0.1.
 func TestRealNetworkLoopback(t *testing.T) {
-	key, err := gossip.ParseKey("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	key, err := base64.StdEncoding.DecodeString("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	if err != nil {
 		t.Fatal(err)
 	}

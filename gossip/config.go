@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 
 // Defaults applied by New to zero fields of Config.
 const (
-	DefaultPort                = 7947 // GOSSIP_PORT; Swarm's own memberlist uses 7946
 	DefaultBindAddr            = "0.0.0.0"
 	DefaultProbeInterval       = time.Second
 	DefaultProbeTimeout        = 500 * time.Millisecond
@@ -61,11 +59,13 @@ type Config struct {
 	// address of the host (not recommended: plugin resolves ADVERTISE).
 	AdvertiseAddr netip.Addr
 
-	// Port is GOSSIP_PORT, for both TCP and UDP, bound and advertised.
-	// Default 7947. Ignored for binding when Transport is set.
+	// Port is the gossip port, for both TCP and UDP, bound and advertised,
+	// and the port of Peers entries that give none. Required (1-65535):
+	// the operator's default lives with the settings, in package plugin.
+	// Ignored for binding when Transport is set.
 	Port int
 
-	// Peers are PEERS entries, "host[:port]" (port defaults to Port). Empty
+	// Peers are "host[:port]" entries (port defaults to Port). Empty
 	// means a single-host cluster: Joined is true at once. Entries naming
 	// this host are harmless: joining only oneself does not count as joined.
 	Peers []string
@@ -221,37 +221,17 @@ type Config struct {
 	Now func() time.Time
 }
 
-// ParseKey decodes GOSSIP_KEY: standard base64 of 16, 24 or 32 bytes. An
-// empty (or blank) string means no key and returns nil, nil.
-func ParseKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, nil
-	}
-	key, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("GOSSIP_KEY is not valid base64 (%w); generate one with \"openssl rand -base64 32\": %w", err, ErrInvalidKey)
-	}
-	if err := memberlist.ValidateKey(key); err != nil {
-		return nil, fmt.Errorf("GOSSIP_KEY decodes to %d bytes, want 16, 24 or 32; generate one with \"openssl rand -base64 32\": %w", len(key), ErrInvalidKey)
-	}
-	return key, nil
-}
-
 // withDefaults returns cfg with defaults filled in and checks it.
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
-			return cfg, fmt.Errorf("node name is empty and the hostname is unknown (%w): set NodeName: %w", err, ErrInvalidConfig)
+			return cfg, fmt.Errorf("Config.NodeName is empty and the hostname is unknown (%w): set NodeName: %w", err, ErrInvalidConfig)
 		}
 		cfg.NodeName = h
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = DefaultBindAddr
-	}
-	if cfg.Port == 0 {
-		cfg.Port = DefaultPort
 	}
 	if cfg.Meta.VTEP == (netip.Addr{}) {
 		cfg.Meta.VTEP = cfg.AdvertiseAddr
@@ -266,6 +246,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.setTuningDefaults()
+	if errs := cfg.check(); len(errs) > 0 {
+		return cfg, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	return cfg, nil
+}
+
+// setTuningDefaults fills the zero timing and size fields.
+func (cfg *Config) setTuningDefaults() {
 	setDur := func(p *time.Duration, d time.Duration) {
 		if *p == 0 {
 			*p = d
@@ -297,81 +286,87 @@ func (cfg Config) withDefaults() (Config, error) {
 	setInt(&cfg.FanOut, DefaultFanOut)
 	setInt(&cfg.MaxRecordsPerWriter, DefaultMaxRecordsPerWriter)
 	setInt(&cfg.MaxBytesPerWriter, DefaultMaxBytesPerWriter)
+}
 
+// check reports every field of cfg (defaults applied) that New cannot use,
+// each naming the field. These are programming errors: the plugin checks
+// the operator's settings, with the settings' names, before it fills Config.
+func (cfg *Config) check() []error {
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format, args...))
 	}
 	if cfg.Port < 1 || cfg.Port > 65535 {
-		bad("port %d is out of range: GOSSIP_PORT must be 1-65535", cfg.Port)
+		bad("Config.Port %d is not a port: want 1-65535", cfg.Port)
 	}
 	if !validName(cfg.NodeName) {
-		bad("node name %.32q is not a node name: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.NodeName, MaxOwnerLen)
+		bad("Config.NodeName %.32q is not a node name: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.NodeName, MaxOwnerLen)
 	}
 	for i, k := range cfg.Keys {
 		if err := memberlist.ValidateKey(k); err != nil {
-			bad("key %d of %d bytes: GOSSIP_KEY must decode to 16, 24 or 32 bytes", i+1, len(k))
+			bad("Config.Keys[%d] is %d bytes: want 16, 24 or 32", i, len(k))
 		}
 	}
 	if cfg.MaxRecordsPerWriter < 1 || cfg.MaxBytesPerWriter < MaxRecordBytes {
-		bad("per-writer caps %d records and %d bytes: want at least 1 record and MaxRecordBytes (%d)", cfg.MaxRecordsPerWriter, cfg.MaxBytesPerWriter, MaxRecordBytes)
+		bad("Config.MaxRecordsPerWriter %d and Config.MaxBytesPerWriter %d: want at least 1 record and MaxRecordBytes (%d)", cfg.MaxRecordsPerWriter, cfg.MaxBytesPerWriter, MaxRecordBytes)
 	}
 	for i, p := range cfg.Peers {
-		if strings.TrimSpace(p) == "" {
-			bad("PEERS entry %d is empty: give host[:port] entries separated by commas", i+1)
-		} else if _, err := normalizePeer(p, cfg.Port); err != nil {
-			bad("%v", err)
+		if _, err := NormalizePeer(p, cfg.Port); err != nil {
+			bad("Config.Peers[%d]: %v", i, err)
 		}
 	}
 	if cfg.PushPullBudget < MaxRecordBytes {
-		bad("push/pull budget %d bytes is below MaxRecordBytes (%d)", cfg.PushPullBudget, MaxRecordBytes)
+		bad("Config.PushPullBudget %d bytes is below MaxRecordBytes (%d)", cfg.PushPullBudget, MaxRecordBytes)
 	}
 	if cfg.FloorTTL < cfg.TombstoneTTL {
-		bad("floor TTL %v is shorter than tombstone TTL %v: floors must outlive tombstones", cfg.FloorTTL, cfg.TombstoneTTL)
+		bad("Config.FloorTTL %v is shorter than Config.TombstoneTTL %v: floors must outlive tombstones", cfg.FloorTTL, cfg.TombstoneTTL)
 	}
 	if cfg.JoinBackoffMax < cfg.JoinBackoffMin {
-		bad("join backoff max %v is below min %v", cfg.JoinBackoffMax, cfg.JoinBackoffMin)
+		bad("Config.JoinBackoffMax %v is below Config.JoinBackoffMin %v", cfg.JoinBackoffMax, cfg.JoinBackoffMin)
 	}
 	for name, d := range map[string]time.Duration{
-		"probe interval": cfg.ProbeInterval, "probe timeout": cfg.ProbeTimeout,
-		"gossip interval": cfg.GossipInterval, "push/pull interval": cfg.PushPullInterval,
-		"tcp timeout": cfg.TCPTimeout, "tombstone TTL": cfg.TombstoneTTL,
-		"reap interval": cfg.ReapInterval, "join backoff": cfg.JoinBackoffMin,
-		"leave timeout": cfg.LeaveTimeout, "rejoin interval": cfg.RejoinInterval,
-		"gossip-to-the-dead time": cfg.GossipToTheDeadTime,
+		"ProbeInterval": cfg.ProbeInterval, "ProbeTimeout": cfg.ProbeTimeout,
+		"GossipInterval": cfg.GossipInterval, "PushPullInterval": cfg.PushPullInterval,
+		"TCPTimeout": cfg.TCPTimeout, "TombstoneTTL": cfg.TombstoneTTL,
+		"ReapInterval": cfg.ReapInterval, "JoinBackoffMin": cfg.JoinBackoffMin,
+		"LeaveTimeout": cfg.LeaveTimeout, "RejoinInterval": cfg.RejoinInterval,
+		"GossipToTheDeadTime": cfg.GossipToTheDeadTime,
 	} {
 		if d < 0 {
-			bad("%s %v is negative", name, d)
+			bad("Config.%s %v is negative", name, d)
 		}
 	}
 	if meta, err := cfg.Meta.encode(); err != nil {
-		bad("node metadata: %v", err)
+		bad("Config.Meta: %v", err)
 	} else if len(meta) > memberlist.MetaMaxSize {
-		bad("node metadata encodes to %d bytes, more than memberlist's %d", len(meta), memberlist.MetaMaxSize)
+		bad("Config.Meta encodes to %d bytes, more than memberlist's %d", len(meta), memberlist.MetaMaxSize)
 	}
-	if len(errs) > 0 {
-		return cfg, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
-	}
-	return cfg, nil
+	return errs
 }
 
-// normalizePeer turns a PEERS entry "host", "host:port", "[v6]:port" or a
-// bare IPv6 address into "host:port".
-func normalizePeer(p string, defPort int) (string, error) {
+// NormalizePeer turns a peer entry "host", "host:port", "[v6]:port" or a
+// bare IPv6 address into "host:port", with defPort where none is given.
+// The plugin checks PEERS with it; New checks Config.Peers with it.
+func NormalizePeer(p string, defPort int) (string, error) {
 	p = strings.TrimSpace(p)
+	if p == "" {
+		return "", errors.New("empty entry: want host[:port]")
+	}
 	if a, err := netip.ParseAddr(p); err == nil {
 		return netip.AddrPortFrom(a, uint16(defPort)).String(), nil
 	}
 	host, port, err := net.SplitHostPort(p)
 	if err != nil {
 		if strings.Contains(p, "[") || strings.Count(p, ":") > 0 {
-			return "", fmt.Errorf("PEERS entry %q is not host[:port] (%w)", p, err)
+			return "", fmt.Errorf("%q is not host[:port] (%w)", p, err)
 		}
 		return net.JoinHostPort(p, strconv.Itoa(defPort)), nil
 	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 || host == "" {
-		return "", fmt.Errorf("PEERS entry %q: want host:port with port 1-65535", p)
+	if host == "" {
+		return "", fmt.Errorf("%q: empty host: want host:port", p)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("%q: port %q is not 1-65535", p, port)
 	}
 	return net.JoinHostPort(host, port), nil
 }

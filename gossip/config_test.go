@@ -2,7 +2,6 @@ package gossip
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"net/netip"
 	"strings"
@@ -12,52 +11,17 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-func TestParseKey(t *testing.T) {
-	b64 := func(n int) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, n)) }
-	tests := []struct {
-		in      string
-		wantLen int
-		wantErr string
-	}{
-		{"", 0, ""},
-		{"   ", 0, ""},
-		{b64(16), 16, ""},
-		{b64(24), 24, ""},
-		{" " + b64(32) + "\n", 32, ""},
-		{b64(31), 0, "GOSSIP_KEY decodes to 31 bytes, want 16, 24 or 32"},
-		{b64(64), 0, "GOSSIP_KEY decodes to 64 bytes"},
-		{"not base64!", 0, "GOSSIP_KEY is not valid base64"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			key, err := ParseKey(tt.in)
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidKey) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want %q", err, tt.wantErr)
-				}
-				if !strings.Contains(err.Error(), "openssl rand -base64 32") {
-					t.Errorf("error does not say how to fix it: %v", err)
-				}
-				return
-			}
-			if err != nil || len(key) != tt.wantLen {
-				t.Fatalf("got %d bytes, %v", len(key), err)
-			}
-		})
-	}
-}
-
 func TestConfigDefaultsAndValidation(t *testing.T) {
-	cfg, err := Config{NodeName: "a", AdvertiseAddr: netip.MustParseAddr("198.18.0.1")}.withDefaults()
+	cfg, err := Config{NodeName: "a", Port: testPort, AdvertiseAddr: netip.MustParseAddr("198.18.0.1")}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Port != DefaultPort || cfg.BindAddr != "0.0.0.0" || cfg.PushPullBudget != DefaultPushPullBudget ||
+	if cfg.BindAddr != "0.0.0.0" || cfg.PushPullBudget != DefaultPushPullBudget ||
 		cfg.TombstoneTTL != DefaultTombstoneTTL || cfg.RejoinInterval != DefaultRejoinInterval ||
 		cfg.GossipToTheDeadTime != DefaultGossipToTheDeadTime || cfg.Meta.VTEP != cfg.AdvertiseAddr || cfg.Meta.Version != metaVersion {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
-	if cfg, err := (Config{}).withDefaults(); err != nil || cfg.NodeName == "" {
+	if cfg, err := (Config{Port: testPort}).withDefaults(); err != nil || cfg.NodeName == "" {
 		t.Errorf("default node name: %q %v", cfg.NodeName, err)
 	}
 
@@ -66,21 +30,22 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		mod  func(*Config)
 		want string
 	}{
-		{"port", func(c *Config) { c.Port = 70000 }, "GOSSIP_PORT must be 1-65535"},
-		{"key", func(c *Config) { c.Keys = [][]byte{[]byte("short")} }, "GOSSIP_KEY must decode to 16, 24 or 32 bytes"},
-		{"empty peer", func(c *Config) { c.Peers = []string{"a", " "} }, "PEERS entry 2 is empty"},
-		{"bad peer port", func(c *Config) { c.Peers = []string{"host:http"} }, `PEERS entry "host:http"`},
-		{"budget", func(c *Config) { c.PushPullBudget = 100 }, "below MaxRecordBytes"},
+		{"port", func(c *Config) { c.Port = 70000 }, "Config.Port 70000 is not a port: want 1-65535"},
+		{"no port", func(c *Config) { c.Port = 0 }, "Config.Port 0 is not a port"},
+		{"key", func(c *Config) { c.Keys = [][]byte{[]byte("short")} }, "Config.Keys[0] is 5 bytes: want 16, 24 or 32"},
+		{"empty peer", func(c *Config) { c.Peers = []string{"a", " "} }, "Config.Peers[1]: empty entry"},
+		{"bad peer port", func(c *Config) { c.Peers = []string{"host:http"} }, `Config.Peers[0]: "host:http": port "http" is not 1-65535`},
+		{"budget", func(c *Config) { c.PushPullBudget = 100 }, "Config.PushPullBudget 100 bytes is below MaxRecordBytes"},
 		{"floor ttl", func(c *Config) { c.TombstoneTTL = time.Hour; c.FloorTTL = time.Minute }, "floors must outlive tombstones"},
-		{"backoff", func(c *Config) { c.JoinBackoffMin = time.Minute; c.JoinBackoffMax = time.Second }, "join backoff max"},
-		{"negative", func(c *Config) { c.ProbeInterval = -time.Second }, "probe interval -1s is negative"},
-		{"negative rejoin", func(c *Config) { c.RejoinInterval = -time.Second }, "rejoin interval -1s is negative"},
-		{"negative dead gossip", func(c *Config) { c.GossipToTheDeadTime = -time.Second }, "gossip-to-the-dead time -1s is negative"},
-		{"meta too big", func(c *Config) { c.Meta.Release = strings.Repeat("r", 600) }, "node metadata encodes to"},
+		{"backoff", func(c *Config) { c.JoinBackoffMin = time.Minute; c.JoinBackoffMax = time.Second }, "Config.JoinBackoffMax 1s is below"},
+		{"negative", func(c *Config) { c.ProbeInterval = -time.Second }, "Config.ProbeInterval -1s is negative"},
+		{"negative rejoin", func(c *Config) { c.RejoinInterval = -time.Second }, "Config.RejoinInterval -1s is negative"},
+		{"negative dead gossip", func(c *Config) { c.GossipToTheDeadTime = -time.Second }, "Config.GossipToTheDeadTime -1s is negative"},
+		{"meta too big", func(c *Config) { c.Meta.Release = strings.Repeat("r", 600) }, "Config.Meta encodes to"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{NodeName: "a"}
+			cfg := Config{NodeName: "a", Port: testPort}
 			tt.mod(&cfg)
 			_, err := New(cfg)
 			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) {
@@ -98,13 +63,14 @@ func TestNormalizePeer(t *testing.T) {
 		{" host-b:7 ", "host-b:7", ""},
 		{"fd00::1", "[fd00::1]:7947", ""},
 		{"[fd00::1]:9000", "[fd00::1]:9000", ""},
-		{"host:0", "", "port 1-65535"},
-		{":7947", "", "port 1-65535"},
+		{"host:0", "", `port "0" is not 1-65535`},
+		{":7947", "", "empty host"},
+		{" ", "", "empty entry"},
 		{"[fd00::1", "", "not host[:port]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := normalizePeer(tt.in, DefaultPort)
+			got, err := NormalizePeer(tt.in, testPort)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("got %q, %v; want error %q", got, err, tt.err)

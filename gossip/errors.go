@@ -8,9 +8,9 @@ var (
 	// ErrInvalidConfig wraps every configuration problem found by New.
 	ErrInvalidConfig = errors.New("invalid gossip configuration")
 
-	// ErrInvalidKey is returned by ParseKey (and New) for a GOSSIP_KEY that
-	// is not base64 of 16, 24 or 32 bytes.
-	ErrInvalidKey = errors.New("invalid GOSSIP_KEY")
+	// ErrInvalidKey is returned by InstallKey, UseKey and RemoveKey for a
+	// key they cannot use.
+	ErrInvalidKey = errors.New("invalid gossip key")
 
 	// ErrInvalidRecord is returned by Put and Delete for an empty or
 	// oversized kind or key.

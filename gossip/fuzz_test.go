@@ -75,7 +75,7 @@ func FuzzApply(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		clk := &FakeClock{}
-		c, err := New(Config{NodeName: "a", Log: testLog("a"), Now: clk.Now, MaxRecordsPerWriter: 4, MaxBytesPerWriter: 2 * MaxRecordBytes})
+		c, err := New(Config{NodeName: "a", Port: testPort, Log: testLog("a"), Now: clk.Now, MaxRecordsPerWriter: 4, MaxBytesPerWriter: 2 * MaxRecordBytes})
 		if err != nil {
 			t.Fatal(err)
 		}

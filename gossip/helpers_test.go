@@ -13,6 +13,9 @@ import (
 // external (package gossip_test) and run on gossiptest's network.
 
 // testLog returns a logger; set GOSSIP_TEST_LOG=debug to see it on stderr.
+// testPort is the gossip port of nodes that never start.
+const testPort = 7947
+
 func testLog(name string) *logrus.Entry {
 	l := logrus.New()
 	l.SetOutput(io.Discard)

@@ -289,7 +289,7 @@ func TestPersistenceAcrossNew(t *testing.T) {
 	}
 	defer db.Close()
 	clk := &FakeClock{}
-	cfg := Config{NodeName: "a", DB: db, Log: testLog("a"), Now: clk.Now}
+	cfg := Config{NodeName: "a", Port: testPort, DB: db, Log: testLog("a"), Now: clk.Now}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

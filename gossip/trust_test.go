@@ -180,7 +180,7 @@ func TestWriterCaps(t *testing.T) {
 func TestRefusalsLoggedOncePerPeerAndCause(t *testing.T) {
 	logger, hook := logtest.NewNullLogger()
 	clk := &FakeClock{}
-	c, err := New(Config{NodeName: "a", Log: logrus.NewEntry(logger), Now: clk.Now})
+	c, err := New(Config{NodeName: "a", Port: testPort, Log: logrus.NewEntry(logger), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestRefusalsLoggedOncePerPeerAndCause(t *testing.T) {
 
 // Peer-chosen owner names cannot grow the refusal table without bound.
 func TestRefusalPairsBounded(t *testing.T) {
-	c, err := New(Config{NodeName: "a", Log: testLog("a")})
+	c, err := New(Config{NodeName: "a", Port: testPort, Log: testLog("a")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func openDB(t *testing.T) *bbolt.DB {
 // refuses; one registered late drops what it refuses from the store; with
 // a DB, records in this node's name it never wrote are refused.
 func TestMergeRunsValidatorsAndGuardsOwnName(t *testing.T) {
-	c, err := New(Config{NodeName: "a", Log: testLog("a"), DB: openDB(t)})
+	c, err := New(Config{NodeName: "a", Port: testPort, Log: testLog("a"), DB: openDB(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestLoadRefusesPoisonedState(t *testing.T) {
 		t.Fatal(err)
 	}
 	logger, hook := logtest.NewNullLogger()
-	c, err := New(Config{NodeName: "a", DB: db, Log: logrus.NewEntry(logger)})
+	c, err := New(Config{NodeName: "a", Port: testPort, DB: db, Log: logrus.NewEntry(logger)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func benchDriver(b *testing.B, noSync bool) (*Driver, string) {
 	}
 	db.NoSync = noSync
 	b.Cleanup(func() { _ = db.Close() })
-	d, err := New(Config{DB: db})
+	d, err := New(Config{DB: db, DefaultPool: testPool})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -256,7 +256,7 @@ func TestLoadRejectsCorruptState(t *testing.T) {
 				t.Fatal(err)
 			}
 			h.db = db
-			_, err = New(Config{DB: db})
+			_, err = New(Config{DB: db, DefaultPool: testPool})
 			wantErr(t, err, nil, tc.want)
 		})
 	}

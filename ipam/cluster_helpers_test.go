@@ -53,7 +53,7 @@ func (c *cnode) start() {
 			c.mod(g)
 		}
 	})
-	cfg := c.cfg
+	cfg := withTestPool(c.cfg)
 	cfg.DB, cfg.Cluster, cfg.Log = db, c.gc, gossiptest.Log(c.name)
 	d, err := New(cfg)
 	if err != nil {

@@ -21,6 +21,17 @@ type harness struct {
 	d    *Driver
 }
 
+// testPool is the Config.DefaultPool of tests that set none.
+var testPool = netip.MustParsePrefix("100.127.0.0/16")
+
+// withTestPool returns cfg with DefaultPool set to testPool when it is zero.
+func withTestPool(cfg Config) Config {
+	if !cfg.DefaultPool.IsValid() {
+		cfg.DefaultPool = testPool
+	}
+	return cfg
+}
+
 func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, path: filepath.Join(t.TempDir(), "state.db"), cfg: cfg}
@@ -41,7 +52,7 @@ func (h *harness) open() {
 	}
 	db.NoSync = true // tests reopen in-process; the file contents are what count
 	h.db = db
-	cfg := h.cfg
+	cfg := withTestPool(h.cfg)
 	cfg.DB = db
 	d, err := New(cfg)
 	if err != nil {

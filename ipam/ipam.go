@@ -33,12 +33,14 @@ const (
 	macAddressKey = "com.docker.network.endpoint.macaddress"
 )
 
-// Defaults for Config fields left zero.
+// Prefix lengths of Config.DefaultPool and of the subnets chosen from it.
 const (
-	defaultPool      = "10.213.0.0/16"
-	defaultPrefixLen = 24
-	minPrefixLen     = 8
-	maxPrefixLen     = 30
+	// DefaultPrefixLen is the prefix length of auto-chosen subnets when
+	// Config.DefaultPrefixLen is zero.
+	DefaultPrefixLen = 24
+	// MinPrefixLen is the shortest prefix Config.DefaultPool may have.
+	MinPrefixLen = 8
+	maxPrefixLen = 30
 )
 
 // Error kinds. Every error returned by the Driver matches one of these with
@@ -76,9 +78,12 @@ type Config struct {
 	// DB is the plugin's store; the Driver owns its top-level bucket "ipam".
 	DB *bbolt.DB
 	// DefaultPool is where subnets of networks created without --subnet come
-	// from (setting POOL). Zero means 10.213.0.0/16.
+	// from: an IPv4 network address of prefix length MinPrefixLen to /30.
+	// Required; the plugin passes the operator's setting POOL, whose
+	// default it holds.
 	DefaultPool netip.Prefix
-	// DefaultPrefixLen is the prefix length of auto-chosen subnets. Zero means 24.
+	// DefaultPrefixLen is the prefix length of auto-chosen subnets, from
+	// DefaultPool's to /30. Zero means DefaultPrefixLen (24).
 	DefaultPrefixLen int
 	// RouteConflict reports a host route (not grapevine's) overlapping p, as a
 	// human description like "198.18.0.0/24 dev eth0", or "" when none. It is
@@ -157,7 +162,7 @@ type Driver struct {
 // gateway, allocated address and cursor persisted by an earlier run.
 func New(cfg Config) (*Driver, error) {
 	if cfg.DB == nil {
-		return nil, errors.New("ipam: config DB is nil")
+		return nil, errors.New("ipam: Config.DB is nil")
 	}
 	log := cfg.Log
 	if log == nil {
@@ -166,19 +171,16 @@ func New(cfg Config) (*Driver, error) {
 		log = logrus.NewEntry(l)
 	}
 	def := cfg.DefaultPool
-	if !def.IsValid() {
-		def = netip.MustParsePrefix(defaultPool)
-	}
-	if !def.Addr().Is4() || def != def.Masked() || def.Bits() < minPrefixLen || def.Bits() > maxPrefixLen {
-		return nil, fmt.Errorf("setting POOL %s: want an IPv4 network address with a prefix length of /%d to /%d, such as %s",
-			def, minPrefixLen, maxPrefixLen, defaultPool)
+	if !def.IsValid() || !def.Addr().Is4() || def != def.Masked() || def.Bits() < MinPrefixLen || def.Bits() > maxPrefixLen {
+		return nil, fmt.Errorf("ipam: Config.DefaultPool %s: want an IPv4 network address with a prefix length of /%d to /%d",
+			def, MinPrefixLen, maxPrefixLen)
 	}
 	plen := cfg.DefaultPrefixLen
 	if plen == 0 {
-		plen = defaultPrefixLen
+		plen = DefaultPrefixLen
 	}
 	if plen < def.Bits() || plen > maxPrefixLen {
-		return nil, fmt.Errorf("default subnet size /%d does not fit POOL %s: want /%d to /%d", plen, def, def.Bits(), maxPrefixLen)
+		return nil, fmt.Errorf("ipam: Config.DefaultPrefixLen /%d does not fit Config.DefaultPool %s: want /%d to /%d", plen, def, def.Bits(), maxPrefixLen)
 	}
 	d := &Driver{
 		db:        cfg.DB,

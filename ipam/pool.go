@@ -43,8 +43,8 @@ func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolRes
 	if err != nil {
 		return nil, err
 	}
-	if prefix.Bits() < minPrefixLen || prefix.Bits() > maxPrefixLen {
-		return nil, failf(ErrInvalid, "--subnet %s: a /%d is not allowed; use a prefix length from /%d to /%d", prefix, prefix.Bits(), minPrefixLen, maxPrefixLen)
+	if prefix.Bits() < MinPrefixLen || prefix.Bits() > maxPrefixLen {
+		return nil, failf(ErrInvalid, "--subnet %s: a /%d is not allowed; use a prefix length from /%d to /%d", prefix, prefix.Bits(), MinPrefixLen, maxPrefixLen)
 	}
 	var sub netip.Prefix
 	if req.SubPool != "" {

@@ -25,11 +25,13 @@ func TestNewConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"nil db", Config{}, "DB is nil"},
-		{"host bits", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.1/16")}, "setting POOL"},
-		{"ipv6", Config{DB: db, DefaultPool: netip.MustParsePrefix("fd00::/64")}, "setting POOL"},
-		{"too small", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.0/31")}, "setting POOL"},
-		{"len shorter than pool", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.0/16"), DefaultPrefixLen: 12}, "does not fit POOL"},
-		{"len too long", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.0/16"), DefaultPrefixLen: 31}, "does not fit POOL"},
+		{"no pool", Config{DB: db}, "Config.DefaultPool invalid Prefix: want an IPv4 network address"},
+		{"host bits", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.1/16")}, "Config.DefaultPool 198.18.0.1/16"},
+		{"ipv6", Config{DB: db, DefaultPool: netip.MustParsePrefix("fd00::/64")}, "Config.DefaultPool fd00::/64"},
+		{"too small", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.0/31")}, "Config.DefaultPool 198.18.0.0/31"},
+		{"too large", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.0.0.0/7")}, "Config.DefaultPool 198.0.0.0/7"},
+		{"len shorter than pool", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.0/16"), DefaultPrefixLen: 12}, "Config.DefaultPrefixLen /12 does not fit Config.DefaultPool"},
+		{"len too long", Config{DB: db, DefaultPool: netip.MustParsePrefix("198.18.0.0/16"), DefaultPrefixLen: 31}, "Config.DefaultPrefixLen /31 does not fit"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

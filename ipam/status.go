@@ -2,10 +2,10 @@ package ipam
 
 // PoolStatus describes one pool for the plugin's status output.
 type PoolStatus struct {
-	PoolID    string   `json:"poolId"`
+	PoolID    string   `json:"pool_id"`
 	Space     string   `json:"space"`
 	Pool      string   `json:"pool"`
-	SubPool   string   `json:"subPool,omitempty"` // --ip-range
+	SubPool   string   `json:"sub_pool,omitempty"` // --ip-range
 	Gateway   string   `json:"gateway,omitempty"`
 	Refs      int      `json:"refs"`      // requests sharing the pool (global space)
 	Allocated int      `json:"allocated"` // addresses held by endpoints and aux addresses

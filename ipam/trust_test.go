@@ -106,7 +106,7 @@ func startWrapped(t *testing.T, n *gossiptest.Net, name string, cfg Config, wrap
 	t.Cleanup(func() { _ = db.Close() })
 	gc := n.Node(t, name, func(g *gossip.Config) { g.DB = db })
 	cfg.DB, cfg.Cluster, cfg.Log = db, wrap(gc, db), gossiptest.Log(name)
-	d, err := New(cfg)
+	d, err := New(withTestPool(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

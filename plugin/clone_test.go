@@ -202,7 +202,7 @@ func TestStrayOrForgedInstanceRecords(t *testing.T) {
 }
 
 func TestStatusShowsIdentityConflict(t *testing.T) {
-	raw, err := json.Marshal(Status{Host: "h1", IdentityConflict: "grapevine refuses to allocate: another live host (gossip address 100.64.0.3:7947) uses this host's node identity"})
+	raw, err := json.Marshal(Status{Schema: StatusSchema, Host: "h1", IdentityConflict: "grapevine refuses to allocate: another live host (gossip address 100.64.0.3:7947) uses this host's node identity"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestStatusShowsIdentityConflict(t *testing.T) {
 		t.Errorf("status does not show the conflict:\n%s", out.String())
 	}
 	out.Reset()
-	raw, _ = json.Marshal(Status{Host: "h1"})
+	raw, _ = json.Marshal(Status{Schema: StatusSchema, Host: "h1"})
 	if err := PrintStatus(&out, raw); err != nil || strings.Contains(out.String(), "IDENTITY CONFLICT") {
 		t.Errorf("status without a conflict: %v\n%s", err, out.String())
 	}

@@ -17,6 +17,7 @@ import (
 
 	"grapevine/driver"
 	"grapevine/driver/dataplane"
+	"grapevine/gossip"
 	gvipam "grapevine/ipam"
 )
 
@@ -29,7 +30,7 @@ func fuzzServer(f *testing.F, dir string, badSettings error) *http.Client {
 	entry := logrus.NewEntry(log)
 	srv := NewServer(entry)
 	if badSettings != nil {
-		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": badSettings.Error()} }, badSettings)
+		srv.SetBackend(nil, nil, func() any { return errorStatus(badSettings) }, badSettings)
 	} else {
 		db, err := bolt.Open(filepath.Join(dir, "state.db"), 0o600, &bolt.Options{NoSync: true}) // fsyncs would dominate
 		if err != nil {
@@ -40,6 +41,7 @@ func fuzzServer(f *testing.F, dir string, badSettings error) *http.Client {
 		nd, err := driver.New(driver.Config{
 			DB: db, Dataplane: dp, Underlay: func() (dataplane.Underlay, error) { return dp.ResolveUnderlay("") }, Log: entry,
 			AddressSpaces: []string{gvipam.LocalAddressSpace, gvipam.GlobalAddressSpace},
+			VXLANPort:     DefaultVXLANPort, Scope: DefaultScope,
 		})
 		if err != nil {
 			f.Fatal(err)
@@ -148,6 +150,9 @@ func FuzzParseSettings(f *testing.F) {
 			return
 		}
 		checkAccepted(t, s)
+		if err := librariesAccept(t, s); err != nil {
+			t.Fatalf("settings accepted, %v", err)
+		}
 	})
 }
 
@@ -175,14 +180,14 @@ func checkRefusal(t *testing.T, env map[string]string, err error) {
 
 func checkAccepted(t *testing.T, s Settings) {
 	for _, p := range s.Peers {
-		if p == "" || checkPeer(p) != nil {
+		if _, err := gossip.NormalizePeer(p, s.GossipPort); p == "" || err != nil {
 			t.Fatalf("accepted peer %q", p)
 		}
 	}
 	if s.GossipPort < 1 || s.GossipPort > 65535 || s.VXLANPort < 1 || s.VXLANPort > 65535 || s.GossipPort == s.VXLANPort {
 		t.Fatalf("accepted ports %d %d", s.GossipPort, s.VXLANPort)
 	}
-	if !s.Pool.Addr().Is4() || s.Pool != s.Pool.Masked() || s.Pool.Bits() > 24 {
+	if !s.Pool.Addr().Is4() || s.Pool != s.Pool.Masked() || s.Pool.Bits() > 24 || s.Pool.Bits() < 8 {
 		t.Fatalf("accepted pool %s", s.Pool)
 	}
 	if s.Scope != "local" && s.Scope != "global" {

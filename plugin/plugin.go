@@ -79,13 +79,13 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 	var p *process
 	if settingsErr != nil {
 		entry.WithError(settingsErr).Error("bad settings; every request will be refused until they are fixed")
-		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": settingsErr.Error()} }, settingsErr)
+		srv.SetBackend(nil, nil, func() any { return errorStatus(settingsErr) }, settingsErr)
 	} else {
 		warnInsecure(entry, settings)
 		p, err = start(ctx, opts, settings, entry)
 		if err != nil {
 			entry.WithError(err).Error("start-up failed; every request will be refused")
-			srv.SetBackend(nil, nil, func() any { return map[string]string{"error": err.Error()} }, err)
+			srv.SetBackend(nil, nil, func() any { return errorStatus(err) }, err)
 		} else {
 			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
 		}
@@ -209,30 +209,12 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		}
 	}()
 
-	p.ipam, err = gvipam.New(gvipam.Config{
-		DB:               db,
-		DefaultPool:      s.Pool,
-		DefaultPrefixLen: 24,
-		RouteConflict:    p.routeConflict,
-		Cluster:          p.cluster,
-		// With SCOPE=global every network is a Swarm network whose addresses
-		// the manager chooses; workers accept them.
-		SwarmAllocates: s.Scope == "global",
-		Log:            log.WithField("component", "ipam"),
-	})
-	if err != nil {
+	ipamCfg := ipamConfig(s, db, p.cluster, log.WithField("component", "ipam"))
+	ipamCfg.RouteConflict = p.routeConflict
+	if p.ipam, err = gvipam.New(ipamCfg); err != nil {
 		return nil, fmt.Errorf("loading IPAM state: %w", err)
 	}
-	p.driver, err = driver.New(driver.Config{
-		DB:            db,
-		Dataplane:     dp,
-		Underlay:      p.resolveUnderlay,
-		VXLANPort:     s.VXLANPort,
-		Scope:         s.Scope,
-		AddressSpaces: []string{gvipam.LocalAddressSpace, gvipam.GlobalAddressSpace},
-		Cluster:       p.cluster,
-		Log:           log.WithField("component", "driver"),
-	})
+	p.driver, err = driver.New(driverConfig(s, db, dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver")))
 	if err != nil {
 		return nil, fmt.Errorf("loading network state: %w", err)
 	}
@@ -286,15 +268,7 @@ func runEvery(ctx context.Context, wg *sync.WaitGroup, period time.Duration, fn 
 // the underlay address (ADVERTISE); without PEERS the host is a cluster of
 // one, and an unresolvable underlay then only disables gossip.
 func (p *process) newCluster() (*gossip.Cluster, error) {
-	cfg := gossip.Config{
-		NodeName: p.node,
-		Port:     p.settings.GossipPort,
-		Peers:    p.settings.Peers,
-		Keys:     p.settings.GossipKeys,
-		Meta:     gossip.NodeMeta{VXLANPort: p.settings.VXLANPort, Release: Release},
-		DB:       p.db,
-		Log:      p.log.WithField("component", "gossip"),
-	}
+	cfg := gossipConfig(p.settings, p.node, p.db, p.log.WithField("component", "gossip"))
 	u, err := p.resolveUnderlay()
 	switch {
 	case err == nil:

@@ -10,10 +10,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,33 +19,9 @@ import (
 	"github.com/vishvananda/netlink"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"grapevine/internal/nstest"
 )
-
-// childEnv names the test a child process runs inside a network namespace
-// of its own.
-const childEnv = "GV_PLUGIN_TEST_NETNS_CHILD"
-
-// inOwnNetns reports whether the test body should run here: in the child
-// process, which the parent starts in a new network namespace (every thread
-// of it: gossip sockets, iptables and the reconcile goroutine all stay there),
-// and whose result becomes the parent's. The parent returns false.
-func inOwnNetns(t *testing.T) bool {
-	t.Helper()
-	if os.Getenv(childEnv) == t.Name() {
-		return true
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"="+t.Name())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
-		t.Fatalf("%s in its own network namespace: %v\n%s", t.Name(), err, out)
-	}
-	return false
-}
 
 // underlay brings loopback up and makes the link ul0 (a veth, whose peer
 // stays in this namespace) holding 198.18.0.1/24, the host's underlay, and a
@@ -148,8 +122,8 @@ func serving(t *testing.T, opts Options, env map[string]string) (status func() S
 		if err != nil {
 			t.Fatalf("status: %v", err)
 		}
-		var st Status
-		if err := json.Unmarshal(raw, &st); err != nil {
+		st, err := DecodeStatus(raw)
+		if err != nil {
 			t.Fatalf("status %q: %v", raw, err)
 		}
 		return st
@@ -185,7 +159,7 @@ func serving(t *testing.T, opts Options, env map[string]string) (status func() S
 // reconcile loop repairs a bridge deleted behind the plugin's back, and a
 // restart keeps the node name and the network.
 func TestServeStartStatusReconcile(t *testing.T) {
-	if !inOwnNetns(t) {
+	if !nstest.InOwnProcess(t) {
 		return
 	}
 	underlay(t)
@@ -286,7 +260,7 @@ func bridgeOf(t *testing.T, gw string) netlink.Link {
 
 // start fails cleanly: the state it opened is closed again.
 func TestStartFailuresCloseState(t *testing.T) {
-	if !inOwnNetns(t) {
+	if !nstest.InOwnProcess(t) {
 		return
 	}
 	underlay(t)
@@ -338,7 +312,7 @@ func TestStartFailuresCloseState(t *testing.T) {
 // routeConflict names foreign routes that overlap a prefix and ignores
 // grapevine's own links.
 func TestRouteConflict(t *testing.T) {
-	if !inOwnNetns(t) {
+	if !nstest.InOwnProcess(t) {
 		return
 	}
 	underlay(t)

@@ -1,9 +1,9 @@
 package plugin
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -11,10 +11,14 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"grapevine/gossip"
+	gvipam "grapevine/ipam"
 )
 
 // Settings are the plugin's configuration, read from the environment that
-// config.json declares and `docker plugin set` changes.
+// config.json declares and `docker plugin set` changes. ParseSettings is
+// the one place they are checked: the libraries they are passed to (gossip,
+// driver, ipam) check their Config fields for programming errors only, and
+// hold no default of their own for them.
 type Settings struct {
 	Peers      []string     // PEERS: host[:port] to join; empty = a cluster of one
 	Advertise  string       // ADVERTISE: "" (auto), an IPv4 address or an interface name
@@ -50,13 +54,23 @@ const (
 // keyHowTo tells an operator how to make a GOSSIP_KEY.
 const keyHowTo = "make one with `openssl rand -base64 32` (or `head -c32 /dev/urandom | base64`) and give every host the same value"
 
-// Defaults of every setting (the same values config.json declares).
+// Defaults of the settings: the only copy in the code. config.json declares
+// the same values (a test compares them).
 const (
-	DefaultGossipPort = 7947
-	DefaultVXLANPort  = 4789
+	DefaultGossipPort = 7947 // Swarm's own memberlist uses 7946
+	DefaultVXLANPort  = 4789 // IANA's VXLAN port
 	DefaultPool       = "10.213.0.0/16"
 	DefaultScope      = "local"
+	DefaultLogLevel   = logrus.InfoLevel
 )
+
+// settingErrors collects the refusals of ParseSettings.
+type settingErrors []error
+
+// bad refuses value of setting name, saying what is allowed and how to fix it.
+func (e *settingErrors) bad(name, value, allowed string) {
+	*e = append(*e, fmt.Errorf("setting %s=%q is invalid: %s (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)", name, value, allowed, name))
+}
 
 // ParseSettings reads the settings through getenv. Every problem is reported,
 // each naming the setting, its value and what is allowed.
@@ -66,83 +80,103 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 		VXLANPort:  DefaultVXLANPort,
 		Pool:       netip.MustParsePrefix(DefaultPool),
 		Scope:      DefaultScope,
-		LogLevel:   logrus.InfoLevel,
+		LogLevel:   DefaultLogLevel,
 	}
-	var errs []error
-	bad := func(name, value, allowed string) {
-		errs = append(errs, fmt.Errorf("setting %s=%q is invalid: %s (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)", name, value, allowed, name))
-	}
+	var errs settingErrors
+	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
 
-	if v := strings.TrimSpace(getenv(envPeers)); v != "" {
-		for _, p := range strings.Split(v, ",") {
-			p = strings.TrimSpace(p)
-			if p == "" {
-				continue
-			}
-			if err := checkPeer(p); err != nil {
-				bad(envPeers, v, fmt.Sprintf("%q: %v; want a comma-separated list of host[:port]", p, err))
-				continue
-			}
-			s.Peers = append(s.Peers, p)
-		}
-	}
-	s.Advertise = strings.TrimSpace(getenv(envAdvertise))
-	if a := s.Advertise; a != "" {
-		if ip, err := netip.ParseAddr(a); err == nil {
-			if !ip.Is4() {
-				bad(envAdvertise, a, "only IPv4 addresses are supported")
-			}
-		} else if strings.ContainsAny(a, "/: ") || len(a) > 15 {
-			bad(envAdvertise, a, "want empty (automatic), an IPv4 address or an interface name")
-		}
-	}
-	if v := strings.TrimSpace(getenv(envGossipPort)); v != "" {
-		if p, err := strconv.Atoi(v); err != nil || p < 1 || p > 65535 {
-			bad(envGossipPort, v, "want a port number 1-65535")
-		} else {
-			s.GossipPort = p
-		}
-	}
-	if v := strings.TrimSpace(getenv(envVXLANPort)); v != "" {
-		if p, err := strconv.Atoi(v); err != nil || p < 1 || p > 65535 {
-			bad(envVXLANPort, v, "want a UDP port number 1-65535")
-		} else {
-			s.VXLANPort = p
-		}
-	}
+	s.GossipPort = errs.port(envGossipPort, get(envGossipPort), "want a port number 1-65535", s.GossipPort)
+	s.VXLANPort = errs.port(envVXLANPort, get(envVXLANPort), "want a UDP port number 1-65535", s.VXLANPort)
 	if s.GossipPort == s.VXLANPort {
-		errs = append(errs, fmt.Errorf("settings %s and %s are both %d: gossip and the overlay need different ports", envGossipPort, envVXLANPort, s.GossipPort))
+		errs = append(errs, fmt.Errorf("settings %s and %s are both %d: gossip and the overlay need different ports (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)",
+			envGossipPort, envVXLANPort, s.GossipPort, envVXLANPort))
 	}
+	s.Peers = errs.peers(get(envPeers), s.GossipPort)
+	s.Advertise = get(envAdvertise)
+	errs.advertise(s.Advertise)
 	errs = append(errs, s.parseGossipKeys(getenv)...)
-	if v := strings.TrimSpace(getenv(envPool)); v != "" {
-		p, err := netip.ParsePrefix(v)
-		switch {
-		case err != nil || !p.Addr().Is4():
-			bad(envPool, v, "want an IPv4 CIDR such as 10.213.0.0/16")
-		case p != p.Masked():
-			bad(envPool, v, fmt.Sprintf("host bits are set; did you mean %s?", p.Masked()))
-		case p.Bits() > 24:
-			bad(envPool, v, "too small: POOL must hold at least one /24 (prefix length ≤ 24)")
-		default:
-			s.Pool = p
-		}
+	if v := get(envPool); v != "" {
+		s.Pool = errs.pool(v, s.Pool)
 	}
-	if v := strings.TrimSpace(getenv(envScope)); v != "" {
-		if v != "local" && v != "global" {
-			bad(envScope, v, `want "local" (plain networks on any host) or "global" (Swarm-only clusters)`)
-		} else {
-			s.Scope = v
-		}
+	switch v := get(envScope); v {
+	case "":
+	case "local", "global":
+		s.Scope = v
+	default:
+		errs.bad(envScope, v, `want "local" (plain networks on any host) or "global" (Swarm-only clusters)`)
 	}
-	if v := strings.TrimSpace(getenv(envLogLevel)); v != "" {
-		l, err := logrus.ParseLevel(v)
-		if err != nil {
-			bad(envLogLevel, v, "want one of panic, fatal, error, warn, info, debug, trace")
+	if v := get(envLogLevel); v != "" {
+		if l, err := logrus.ParseLevel(v); err != nil {
+			errs.bad(envLogLevel, v, "want one of panic, fatal, error, warn, info, debug, trace")
 		} else {
 			s.LogLevel = l
 		}
 	}
 	return s, errors.Join(errs...)
+}
+
+// port parses a port setting; blank keeps def.
+func (e *settingErrors) port(name, v, allowed string, def int) int {
+	if v == "" {
+		return def
+	}
+	p, err := strconv.Atoi(v)
+	if err != nil || p < 1 || p > 65535 {
+		e.bad(name, v, allowed)
+		return def
+	}
+	return p
+}
+
+// peers parses PEERS, a comma-separated list of host[:port] (blank entries
+// are skipped), with the rules gossip applies to Config.Peers.
+func (e *settingErrors) peers(v string, gossipPort int) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if _, err := gossip.NormalizePeer(p, gossipPort); err != nil {
+			e.bad(envPeers, v, fmt.Sprintf("%v; want a comma-separated list of host[:port]", err))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// advertise checks ADVERTISE: blank, an IPv4 address or an interface name.
+func (e *settingErrors) advertise(a string) {
+	if a == "" {
+		return
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		if !ip.Is4() {
+			e.bad(envAdvertise, a, "only IPv4 addresses are supported")
+		}
+	} else if strings.ContainsAny(a, "/: ") || len(a) > 15 {
+		e.bad(envAdvertise, a, "want empty (automatic), an IPv4 address or an interface name")
+	}
+}
+
+// pool parses POOL: an IPv4 network that holds at least one subnet of the
+// size IPAM chooses, within the sizes IPAM accepts; a refusal keeps def.
+func (e *settingErrors) pool(v string, def netip.Prefix) netip.Prefix {
+	p, err := netip.ParsePrefix(v)
+	switch {
+	case err != nil || !p.Addr().Is4():
+		e.bad(envPool, v, "want an IPv4 CIDR such as "+DefaultPool)
+	case p != p.Masked():
+		e.bad(envPool, v, fmt.Sprintf("host bits are set; did you mean %s?", p.Masked()))
+	case p.Bits() > gvipam.DefaultPrefixLen:
+		e.bad(envPool, v, fmt.Sprintf("too small: POOL must hold at least one /%d (prefix length ≤ %d)", gvipam.DefaultPrefixLen, gvipam.DefaultPrefixLen))
+	case p.Bits() < gvipam.MinPrefixLen:
+		e.bad(envPool, v, fmt.Sprintf("too large: the prefix length must be at least %d", gvipam.MinPrefixLen))
+	default:
+		return p
+	}
+	return def
 }
 
 // parseGossipKeys reads GOSSIP_KEY (a comma-separated list, primary first)
@@ -185,7 +219,7 @@ func ParseGossipKeys(v string) ([][]byte, error) {
 		if strings.TrimSpace(field) == "" {
 			return nil, fmt.Errorf("key %d of the comma-separated list is empty", i+1)
 		}
-		key, err := gossip.ParseKey(field)
+		key, err := parseKey(field)
 		if err != nil {
 			return nil, fmt.Errorf("key %d of the comma-separated list: %w", i+1, err)
 		}
@@ -198,19 +232,15 @@ func ParseGossipKeys(v string) ([][]byte, error) {
 	return keys, nil
 }
 
-func checkPeer(p string) error {
-	host, port := p, ""
-	if h, pt, err := net.SplitHostPort(p); err == nil {
-		host, port = h, pt
+// parseKey decodes one GOSSIP_KEY: standard base64 of 16, 24 or 32 bytes
+// (AES-128, -192 or -256). Its errors never show the key.
+func parseKey(field string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(field))
+	if err != nil {
+		return nil, fmt.Errorf("GOSSIP_KEY is not valid base64 (%v); %s", err, keyHowTo)
 	}
-	if host == "" {
-		return errors.New("empty host")
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("GOSSIP_KEY decodes to %d bytes, want 16, 24 or 32; %s", n, keyHowTo)
 	}
-	if port != "" {
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("port %q is not 1-65535", port)
-		}
-	}
-	return nil
+	return key, nil
 }

@@ -13,6 +13,7 @@ import (
 // show for a remote driver) and the VXLAN ingress filter are printed.
 func TestPrintStatusFirewall(t *testing.T) {
 	st := Status{
+		Schema:       StatusSchema,
 		Host:         "h1",
 		VXLANIngress: &driver.VXLANIngressStatus{Port: 4789, Peers: []string{"198.18.0.12", "198.18.0.13"}, Dropped: 7},
 		Ports: []driver.PublishedPort{{Network: "0123456789ab", Endpoint: "ba9876543210", Proto: "tcp",

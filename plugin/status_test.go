@@ -20,9 +20,9 @@ import (
 
 func TestPrintStatus(t *testing.T) {
 	st := Status{
-		Host: "h1", Node: "h1-abc123", Joined: true,
+		Schema: StatusSchema, Host: "h1", Node: "h1-abc123", Joined: true,
 		Settings:      map[string]string{"PEERS": "198.18.0.12", "POOL": "198.19.128.0/17"},
-		Members:       []gossip.Member{{Name: "h1-abc123", Self: true}, {Name: "h2-def456", State: gossip.StateDead}},
+		Members:       []MemberStatus{{Name: "h1-abc123", Self: true}, {Name: "h2-def456", State: "dead"}},
 		GossipRefused: []gossip.Refusal{{Peer: "h3-aaa", Cause: gossip.CauseNotOwner, Count: 7}},
 		Networks: []driver.NetworkStatus{
 			{ID: "0123456789abcdef", Mode: "vxlan", Subnet: "198.19.20.0/24", Gateway: "198.19.20.1", VNI: 9000001, MTU: 1450, Endpoints: 2, RemoteEndpoints: 3, RemoteUnreachable: 1, RemoteHosts: map[string]int{"h2-def456": 1, "h3-aaa": 2}},
@@ -89,7 +89,7 @@ func TestFindSocketThenStatus(t *testing.T) {
 	log.SetOutput(io.Discard)
 	srv := NewServer(logrus.NewEntry(log))
 	srv.SetBackend(nil, nil, func() any {
-		return Status{Host: "h1", Node: "h1-abc123", Members: []gossip.Member{{Name: "h1-abc123", Self: true}},
+		return Status{Schema: StatusSchema, Host: "h1", Node: "h1-abc123", Members: []MemberStatus{{Name: "h1-abc123", Self: true}},
 			Pools: []gvipam.PoolStatus{{Pool: "198.19.20.0/24", Allocated: 3, Free: 59, Capacity: 62}}}
 	}, nil)
 	managed := filepath.Join(dir, "4f2c9e", "grapevine.sock")

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"grapevine/internal/nstest"
 )
 
 // testNS is a network namespace made for one test. The test's goroutine stays
@@ -48,64 +49,20 @@ func (w testWriter) Write(p []byte) (int, error) {
 // requireRoot skips the test when it cannot create network namespaces.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces and program the kernel")
-	}
+	nstest.RequireNetAdmin(t)
 }
 
-// enterNewNS locks the calling goroutine to its thread, creates a fresh named
-// namespace, switches the thread into it and undoes all of that in t.Cleanup
-// (which runs on the same goroutine). Loopback is brought up.
+// enterNewNS moves the test's goroutine, locked to its thread, into a new
+// namespace until the test ends (nstest.Enter), loopback up.
 func enterNewNS(t *testing.T) *testNS {
 	t.Helper()
 	requireRoot(t)
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
-	}
 	outer, err := os.Readlink("/proc/thread-self/ns/net")
 	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
 		t.Fatalf("read current netns: %v", err)
 	}
-	name := "gvt-" + randHex(t, 4)
-	ns, err := netns.NewNamed(name) // also switches this thread into it
-	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	tn := &testNS{t: t, name: name, ns: ns, outer: outer}
-	t.Cleanup(func() {
-		if tn.nl != nil {
-			tn.nl.Close()
-		}
-		restored := netns.Set(orig) == nil
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-		ns.Close()
-		orig.Close()
-		if restored {
-			runtime.UnlockOSThread()
-		} // else: leave the thread locked so the runtime discards it
-	})
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", name, err)
-	}
-	tn.nl = h
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatalf("find lo: %v", err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatalf("set lo up: %v", err)
-	}
-	return tn
+	n := nstest.Enter(t, "gvt")
+	return &testNS{t: t, name: n.Name, ns: n.Handle, outer: outer, nl: n.NL}
 }
 
 // newKernelNS makes a namespace and a Kernel inside it.
@@ -124,57 +81,14 @@ func newKernelNS(t *testing.T) (*testNS, *Kernel) {
 // in t.Cleanup. The returned handle is bound to it.
 func otherNS(t *testing.T) (string, netns.NsHandle, *netlink.Handle) {
 	t.Helper()
-	cur, err := netns.Get()
-	if err != nil {
-		t.Fatalf("get current netns: %v", err)
-	}
-	defer cur.Close()
-	name := "gvt-" + randHex(t, 4)
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	if err := netns.Set(cur); err != nil {
-		t.Fatalf("return to test netns: %v", err)
-	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		h.Close()
-		ns.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = h.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatalf("set lo up in %s: %v", name, err)
-	}
-	return name, ns, h
+	n := nstest.New(t, "gvt")
+	return n.Name, n.Handle, n.NL
 }
 
 // inNS runs f with the calling (locked) thread switched into ns.
 func inNS(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
-	cur, err := netns.Get()
-	if err != nil {
-		t.Fatalf("get current netns: %v", err)
-	}
-	defer cur.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatalf("enter netns: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(cur); err != nil {
-			t.Fatalf("return to netns: %v", err)
-		}
-	}()
-	f()
+	(&nstest.NS{Name: "of the test", Handle: ns}).Do(t, f)
 }
 
 func randHex(t *testing.T, n int) string {

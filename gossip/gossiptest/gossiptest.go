@@ -56,6 +56,7 @@ func (n *Net) Config(name string) gossip.Config {
 	n.mu.RUnlock()
 	return gossip.Config{
 		NodeName:         name,
+		Port:             tr.port,
 		Transport:        tr,
 		Peers:            peers,
 		Log:              Log(name),

@@ -14,6 +14,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -47,6 +48,7 @@ type blockRec struct {
 
 type options struct {
 	name, addr, key, subnet, gateway, zeroIP, victim string
+	port                                             int
 	peers                                            []string
 	timeout                                          time.Duration
 }
@@ -58,6 +60,7 @@ func main() {
 	flag.StringVar(&o.addr, "addr", "", "underlay address to bind and advertise (the VTEP)")
 	flag.StringVar(&peers, "peers", "", "comma-separated PEERS")
 	flag.StringVar(&o.key, "key", "", "GOSSIP_KEY (base64)")
+	flag.IntVar(&o.port, "port", 7947, "gossip port (GOSSIP_PORT of the cluster)")
 	flag.StringVar(&o.subnet, "subnet", "", "the network's subnet")
 	flag.StringVar(&o.gateway, "gateway", "", "the network's gateway address")
 	flag.StringVar(&o.zeroIP, "zero-ip", "", "address to announce with MAC 00:00:00:00:00:00")
@@ -72,7 +75,7 @@ func main() {
 }
 
 func run(o options) error {
-	key, err := gossip.ParseKey(o.key)
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(o.key))
 	if err != nil {
 		return fmt.Errorf("-key: %w", err)
 	}
@@ -85,7 +88,7 @@ func run(o options) error {
 		return fmt.Errorf("-subnet: %w", err)
 	}
 	c, err := gossip.New(gossip.Config{
-		NodeName: o.name, BindAddr: addr.String(), AdvertiseAddr: addr,
+		NodeName: o.name, BindAddr: addr.String(), AdvertiseAddr: addr, Port: o.port,
 		Peers: o.peers, Keys: [][]byte{key},
 	})
 	if err != nil {
