@@ -237,7 +237,7 @@ func ParseGossipKeys(v string) ([][]byte, error) {
 func parseKey(field string) ([]byte, error) {
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(field))
 	if err != nil {
-		return nil, fmt.Errorf("GOSSIP_KEY is not valid base64 (%v); %s", err, keyHowTo)
+		return nil, fmt.Errorf("GOSSIP_KEY is not valid base64 (%w); %s", err, keyHowTo)
 	}
 	if n := len(key); n != 16 && n != 24 && n != 32 {
 		return nil, fmt.Errorf("GOSSIP_KEY decodes to %d bytes, want 16, 24 or 32; %s", n, keyHowTo)
