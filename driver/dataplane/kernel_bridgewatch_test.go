@@ -12,7 +12,24 @@ import (
 )
 
 // fastWatch is the watch's timing in tests.
-var fastWatch = bridgeWatch{settle: 100 * time.Millisecond, retry: 200 * time.Millisecond, giveUp: 2 * time.Second}
+var fastWatch = bridgeWatch{settle: 100 * time.Millisecond, retry: 200 * time.Millisecond, giveUp: 4 * time.Second}
+
+// lastSync waits until syncs has not changed for quiet (at most limit) and
+// returns when it last changed.
+func lastSync(t *testing.T, syncs *atomic.Int64, quiet, limit time.Duration) time.Time {
+	t.Helper()
+	n, changed := syncs.Load(), time.Now()
+	for deadline := changed.Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := syncs.Load(); m != n {
+			n, changed = m, time.Now()
+		}
+		if time.Since(changed) >= quiet {
+			return changed
+		}
+	}
+	t.Fatalf("the watch still syncs (%d so far) after %v", n, limit)
+	return time.Time{}
+}
 
 // startWatch runs the watch on k with a sync that rewrites fw and counts;
 // the watch is stopped (and must end) in t.Cleanup.
@@ -116,12 +133,10 @@ func TestWatchBridgesIsolatesNewDockerNetwork(t *testing.T) {
 			t.Fatalf("FORWARD 3 s after the bridge was isolated: %q, want GRAPEVINE-FORWARD third, after Docker's two jumps", got)
 		}
 	}
-	// Docker's rules are there: the watch stops syncing for this bridge.
-	time.Sleep(2 * fastWatch.retry)
-	n := syncs.Load()
-	time.Sleep(3 * fastWatch.retry)
-	if m := syncs.Load(); m != n {
-		t.Errorf("%d more syncs after the bridge was isolated", m-n)
+	// Docker's rules are there: the watch stops syncing for this bridge
+	// (one more sync), long before it would give up on it.
+	if last := lastSync(t, syncs, 3*fastWatch.retry, 2*fastWatch.giveUp); last.Sub(start) >= fastWatch.giveUp {
+		t.Errorf("syncs went on until %v after the bridge appeared (%d), as for a bridge Docker never isolates", last.Sub(start).Round(time.Millisecond), syncs.Load())
 	}
 }
 
@@ -164,15 +179,13 @@ func TestWatchBridgesBoundsAFlood(t *testing.T) {
 	for i := range bridges {
 		tn.addLink("bridge", fmt.Sprintf("flood%d", i))
 	}
-	time.Sleep(fastWatch.giveUp + 3*fastWatch.retry)
+	// the syncs stop after giveUp (lastSync fails otherwise)
+	time.Sleep(fastWatch.giveUp)
+	lastSync(t, syncs, 3*fastWatch.retry, 2*time.Second)
 	n := syncs.Load()
 	limit := int64(fastWatch.giveUp/fastWatch.retry) + 3
 	if n == 0 || n > limit {
 		t.Errorf("%d syncs for %d new bridges, want 1..%d", n, bridges, limit)
-	}
-	time.Sleep(3 * fastWatch.retry)
-	if m := syncs.Load(); m != n {
-		t.Errorf("syncs go on after giveUp: %d → %d", n, m)
 	}
 	// a bridge Docker isolates later is still followed
 	tn.addLink("bridge", "br-late")
