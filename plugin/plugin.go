@@ -236,6 +236,7 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 	p.cancel = cancel
 	p.clone.start(rctx, &p.wg, p.cluster.LocalAddr().String())
 	runEvery(rctx, &p.wg, opts.ReconcileEvery, p.reconcileOnce)
+	p.watchBridges(rctx)
 	return p, nil
 }
 

@@ -44,7 +44,11 @@
 # MESH hosts (default all) lists the others, hosts beyond MESH list the mesh hosts),
 # PLUGIN_SETTINGS (extra `docker plugin set` KEY=VALUE words for every host, e.g.
 # "GOSSIP_KEY=… SCOPE=global"), PLUGIN_SETTINGS_hN (the same for hN only, applied
-# last), SKIP_PLUGIN=1 (no plugin).
+# last), SKIP_PLUGIN=1 (no plugin). Docker's side of a host: USERLAND_PROXY_hN
+# (or USERLAND_PROXY for all; true|false, default false) is dockerd's
+# --userland-proxy; IPTABLES_hN=legacy|nft makes hN's dockerd write its rules with
+# that iptables backend (a directory of iptables* links first in its PATH; nothing
+# host-wide changes; default: whatever `iptables` is on this machine).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -181,6 +185,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [metrics]
   address = ""
 EOF
+	write_dockerd_env "$run" "$h"
+	local proxy
+	proxy=$(userland_proxy "$h")
 	# dockerd 20.10 writes its identity key to /etc/docker/key.json unless told otherwise:
 	# give every host its own (own daemon ID, nothing left in /etc).
 	printf '{"deprecated-key-path": "%s"}\n' "$d/key.json" >"$d/daemon.json"
@@ -196,9 +203,33 @@ EOF
 --default-address-pool=base=100.64.0.0/10,size=24
 --dns=$UNUSED_DNS
 --cgroup-parent=/$run-$h
---userland-proxy=false
+--userland-proxy=$proxy
 --shutdown-timeout=2
 EOF
+}
+
+userland_proxy() { # hN — dockerd's --userland-proxy for hN
+	local own="USERLAND_PROXY_$1" v
+	v=${!own:-${USERLAND_PROXY:-false}}
+	[[ $v =~ ^(true|false)$ ]] || die "$own/USERLAND_PROXY must be true or false, got '$v'"
+	echo "$v"
+}
+
+write_dockerd_env() { # RUN hN — dockerd's environment (dockerd.env, one VAR=VALUE a line):
+	# with IPTABLES_hN=legacy|nft a directory whose iptables* name that backend's
+	# binaries comes first in PATH; dockerd 20.10 runs whatever `iptables` PATH finds.
+	local run=$1 h=$2 d own="IPTABLES_$2" mode bin x
+	d="$(rundir "$run")/$h"
+	mode=${!own:-}
+	: >"$d/dockerd.env"
+	[ -n "$mode" ] || return 0
+	[[ $mode =~ ^(legacy|nft)$ ]] || die "$own must be legacy or nft, got '$mode'"
+	bin=$(command -v "xtables-$mode-multi") || die "$own=$mode: xtables-$mode-multi not found (apt-get install iptables)"
+	mkdir -p "$d/xtables"
+	for x in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+		ln -sfn "$bin" "$d/xtables/$x"
+	done
+	echo "PATH=$d/xtables:$PATH" >"$d/dockerd.env"
 }
 
 wait_for() { # DESCRIPTION SECONDS cmd…
@@ -250,13 +281,14 @@ dockerd_running() { # RUN hN
 }
 
 start_dockerd() { # RUN hN
-	local run=$1 h=$2 d ns args
+	local run=$1 h=$2 d ns args envs
 	d="$(rundir "$run")/$h"
 	ns=$(host_ns "$run" "$h")
 	mapfile -t args <"$d/dockerd.args"
+	mapfile -t envs <"$d/dockerd.env"
 	# nsenter, not `ip netns exec` (that remounts /sys and dockerd loses the cgroup mounts);
 	# the host's own UTS namespace (shared with its containerd) gives it its hostname.
-	setsid nsenter --net="/run/netns/$ns" --uts="$d/uts" -- dockerd "${args[@]}" \
+	setsid nsenter --net="/run/netns/$ns" --uts="$d/uts" -- env "${envs[@]}" dockerd "${args[@]}" \
 		</dev/null >>"$d/dockerd.log" 2>&1 &
 	local pid=$!
 	if ! wait_for "dockerd of $h ($d/dockerd.log)" 60 dockerd_answers "$run" "$h" "$pid"; then
