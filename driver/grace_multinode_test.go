@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/go-plugins-helpers/network"
+
 	"grapevine/gossip"
 	"grapevine/gossip/gossiptest"
 )
@@ -120,4 +122,55 @@ func stateOf(h *host, name string) gossip.MemberState {
 		}
 	}
 	return gossip.StateDead
+}
+
+// TestMultiNodeRestartBeforeContact: a host whose plugin restarts keeps the
+// other hosts' entries in its kernel until it is in contact with the cluster
+// again (its containers keep talking meanwhile), then converges: an endpoint
+// removed elsewhere while it was away goes.
+func TestMultiNodeRestartBeforeContact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node gossip test")
+	}
+	gn := gossiptest.NewNet()
+	h1, h2 := startHost(t, gn, "h1"), startHost(t, gn, "h2")
+	nid1, nid2 := id("net-h1"), id("net-h2")
+	vx2 := vxlanName(nid2)
+	h1.env.mustCreateNetwork(netReq{id: nid1, subnet: sub20, opts: map[string]string{"vni": "9000002"}})
+	h2.env.mustCreateNetwork(netReq{id: nid2, subnet: sub20, opts: map[string]string{"vni": "9000002"}})
+	want := map[string]string{}
+	for _, ip := range []string{"198.19.20.10", "198.19.20.11"} {
+		resp := h1.env.mustCreateEndpoint(nid1, id("h1"+ip), ip+"/24", "")
+		want[ip] = resp.Interface.MacAddress + "@" + h1.vtep
+	}
+	gossiptest.Eventually(t, 15*time.Second, "h2 programs h1's endpoints", func() bool {
+		return maps.Equal(h2.remotes(vx2), want)
+	})
+
+	h2.d.Close()
+	if err := h2.c.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: nid1, EndpointID: id("h1198.19.20.11")}); err != nil {
+		t.Fatal(err)
+	}
+	gn.Partition([]string{"h2"}, []string{"h1"})
+	h2.start()
+	if err := h2.d.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if h2.c.Joined() {
+		t.Fatal("h2 joined across the partition")
+	}
+	if got := h2.remotes(vx2); !maps.Equal(got, want) {
+		t.Fatalf("h2 restarted, not yet in contact: %v, want the entries it had %v", got, want)
+	}
+
+	gn.Heal()
+	delete(want, "198.19.20.11")
+	gossiptest.Eventually(t, 15*time.Second, "h2 back in contact", h2.c.Joined)
+	gossiptest.Eventually(t, 15*time.Second, "h2 converges", func() bool {
+		_ = h2.d.ReconcilePeers()
+		return maps.Equal(h2.remotes(vx2), want)
+	})
 }

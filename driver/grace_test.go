@@ -3,17 +3,31 @@ package driver
 import (
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"grapevine/gossip"
 )
 
-// graceClock is a settable clock for the left-peer grace.
-type graceClock struct{ t time.Time }
+// graceClock is a settable clock for the left-peer grace (the peer worker
+// reads it too).
+type graceClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
 
-func (c *graceClock) now() time.Time          { return c.t }
-func (c *graceClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func (c *graceClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *graceClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
 
 // TestLeftPeerGrace: a member that leaves gracefully keeps its endpoints'
 // entries and its place in the VXLAN ingress filter for the grace, not one
@@ -23,8 +37,10 @@ func (c *graceClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 func TestLeftPeerGrace(t *testing.T) {
 	e, c := newClusterEnv(t, "h0", "198.18.0.1")
 	clock := &graceClock{t: time.Unix(1_800_000_000, 0)}
+	e.d.mu.Lock() // the peer worker reads the clock
 	e.d.left.now = clock.now
 	grace := e.d.left.grace
+	e.d.mu.Unlock()
 	nid := id("n")
 	vx := vxlanName(nid)
 	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})

@@ -318,7 +318,7 @@ type peerRepairs struct{ fdbSet, fdbDel, neighSet, neighDel int }
 
 // reconcilePeers is ReconcilePeers with mu held.
 func (d *Driver) reconcilePeers() error {
-	if d.cluster == nil {
+	if d.cluster == nil || !d.inContact() {
 		return nil
 	}
 	d.moveUncontested(time.Now())
