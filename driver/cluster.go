@@ -417,11 +417,13 @@ func (d *Driver) onNetworkRecord(_, r *gossip.Record) {
 	}
 }
 
-// onNodeEvent follows membership: a dead or departed host's endpoints are
-// unprogrammed, a returning or updated host's (re)programmed.
+// onNodeEvent follows membership: a dead host's endpoints are unprogrammed
+// (a departed one's when its grace ends, grace.go), a returning or updated
+// host's (re)programmed.
 func (d *Driver) onNodeEvent(m gossip.Member, ev gossip.EventType) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.noteMember(m, ev == gossip.EventLeave)
 	d.peers.members[m.Name] = m
 	if ev == gossip.EventJoin || ev == gossip.EventUpdate {
 		d.warnPort(m)

@@ -247,8 +247,8 @@ func TestClusterRemoteProgramming(t *testing.T) {
 			[]remote{{a.ip, a.mac, "198.18.0.9"}, x}},
 		{"mac changes", func() { c.remoteEndpoint(t, "h1", sub20, a.ip, "02:00:00:00:00:aa") },
 			[]remote{{a.ip, "02:00:00:00:00:aa", "198.18.0.9"}, x}},
-		{"host leaves", func() { c.member("h2", x.vtep, gossip.StateLeft, gossip.EventLeave) },
-			[]remote{{a.ip, "02:00:00:00:00:aa", "198.18.0.9"}}},
+		{"host leaves: kept for the grace", func() { c.member("h2", x.vtep, gossip.StateLeft, gossip.EventLeave) },
+			[]remote{{a.ip, "02:00:00:00:00:aa", "198.18.0.9"}, x}},
 		{"address moves to another host", func() {
 			c.member("h2", x.vtep, gossip.StateAlive, gossip.EventJoin)
 			c.remoteDelete("h1", kindEndpoint, sub20+"/"+a.ip) // its host withdraws it first

@@ -101,6 +101,10 @@ type Config struct {
 	// address moves to it here (the holder re-announces an address it still
 	// has at its next Reconcile); 0 means 2 minutes. Only used with a Cluster.
 	AddressHoldoff time.Duration
+	// LeftGrace is how long a member that left gracefully keeps its
+	// endpoints programmed and its VTEP in the VXLAN ingress filter (see
+	// grace.go); 0 means 2 minutes. Only used with a Cluster.
+	LeftGrace time.Duration
 }
 
 // Driver implements the NetworkDriver calls. All methods are safe for
@@ -130,6 +134,7 @@ type Driver struct {
 	cluster   gossip.Replicated
 	self      string
 	holdoff   time.Duration
+	left      *leftPeers
 	peers     *peerState
 	wake      chan struct{}
 	stop      chan struct{}
@@ -213,6 +218,7 @@ func New(cfg Config) (*Driver, error) {
 		if d.holdoff <= 0 {
 			d.holdoff = defaultAddressHoldoff
 		}
+		d.left = newLeftPeers(cfg.LeftGrace)
 		d.startCluster(cfg.Cluster, cfg.PeerRepair)
 	}
 	return d, nil

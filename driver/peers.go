@@ -112,13 +112,14 @@ func (d *Driver) markDirty(k string) {
 }
 
 // hostVTEP returns the VTEP of a member whose endpoints can be programmed:
-// alive (or suspect), with a VTEP, on this host's VXLAN port. A VTEP that is
+// alive (or suspect) or within its grace after a graceful leave (grace.go),
+// with a VTEP, on this host's VXLAN port. A VTEP that is
 // not the member's own gossip address (the one memberlist reaches it at) is
 // refused: a member could otherwise send its endpoints' traffic to any
 // machine. The cause is "" when the member is merely unreachable.
 func (d *Driver) hostVTEP(node string) (netip.Addr, string) {
 	m, ok := d.peers.members[node]
-	if !ok || m.State != gossip.StateAlive || !m.Meta.VTEP.IsValid() {
+	if !ok || !d.reachable(m) || !m.Meta.VTEP.IsValid() {
 		return netip.Addr{}, causeUnreachable
 	}
 	if m.Meta.VXLANPort != 0 && m.Meta.VXLANPort != d.port {
@@ -317,7 +318,7 @@ type peerRepairs struct{ fdbSet, fdbDel, neighSet, neighDel int }
 
 // reconcilePeers is ReconcilePeers with mu held.
 func (d *Driver) reconcilePeers() error {
-	if d.cluster == nil {
+	if d.cluster == nil || !d.inContact() {
 		return nil
 	}
 	d.moveUncontested(time.Now())
@@ -325,9 +326,11 @@ func (d *Driver) reconcilePeers() error {
 	// the model converges whatever the interleaving.
 	for _, m := range d.cluster.Members() {
 		if !m.Self {
+			d.noteMember(m, false)
 			d.peers.members[m.Name] = m
 		}
 	}
+	d.expireLeft()
 	desired := map[string]map[string]progEntry{} // vxlan → key → entry
 	for k := range d.peers.eps {
 		if w, ok := d.want(k); ok {

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"grapevine/driver/dataplane"
-	"grapevine/gossip"
 )
 
 // desiredFirewall computes the complete rule set from all persisted networks and
@@ -93,7 +92,7 @@ func (d *Driver) memberVTEPs() []netip.Addr {
 	}
 	var out []netip.Addr
 	for _, m := range d.peers.members {
-		if !m.Self && m.State == gossip.StateAlive && m.Meta.VTEP.Is4() {
+		if !m.Self && d.reachable(m) && m.Meta.VTEP.Is4() {
 			out = append(out, m.Meta.VTEP)
 		}
 	}

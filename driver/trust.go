@@ -165,11 +165,12 @@ func reservedCause(n *networkRecord, ip netip.Addr) string {
 	return ""
 }
 
-// aliveMember reports whether name is a live member of the cluster. Caller
-// holds mu.
+// aliveMember reports whether name is a live member of the cluster, or one
+// within its grace after a graceful leave (it returns with its endpoints).
+// Caller holds mu.
 func (d *Driver) aliveMember(name string) bool {
 	m, ok := d.peers.members[name]
-	return ok && m.State == gossip.StateAlive
+	return ok && d.reachable(m)
 }
 
 // auxAddrs parses the --aux-address values inside the subnet (the others
