@@ -89,8 +89,10 @@ func TestResolver(t *testing.T) {
 	// names records are those of subnet for the lookup below
 	rd := &redirects{}
 	s, err := names.Start(names.Config{
-		Cluster:     obs,
-		Networks:    func() map[string]netip.Prefix { return map[string]netip.Prefix{"n1": netip.MustParsePrefix("127.0.0.0/8")} },
+		Cluster: obs,
+		Networks: func() map[string]netip.Prefix {
+			return map[string]netip.Prefix{"n1": netip.MustParsePrefix("127.0.0.0/8")}
+		},
 		Redirect:    rd,
 		OriginalUDP: func(netip.AddrPort, uint16) (netip.AddrPort, error) { return up, nil },
 		OriginalTCP: func(*net.TCPConn) (netip.AddrPort, error) { return up, nil },
