@@ -17,6 +17,7 @@ import (
 	"grapevine/driver"
 	"grapevine/gossip"
 	gvipam "grapevine/ipam"
+	"grapevine/names"
 )
 
 // Status is what `grapevine status` shows: this host's view of its networks and
@@ -40,7 +41,9 @@ type Status struct {
 	VXLANIngress *driver.VXLANIngressStatus `json:"vxlan_ingress,omitempty"`
 	// Ports are the published ports (`docker port` cannot show them).
 	Ports []driver.PublishedPort `json:"published_ports,omitempty"`
-	Error string                 `json:"error,omitempty"`
+	// Names are the names answered across hosts, per network and host.
+	Names []names.NetworkNames `json:"names,omitempty"`
+	Error string               `json:"error,omitempty"`
 	// IdentityConflict says that another live host uses this host's node
 	// identity (a cloned machine), and how to reset it.
 	IdentityConflict string `json:"identity_conflict,omitempty"`
@@ -74,6 +77,9 @@ func (p *process) status() any {
 		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
 	} else if in.Port != 0 {
 		st.VXLANIngress = &in
+	}
+	if p.names != nil {
+		st.Names = p.names.Status()
 	}
 	if err := p.clone.conflictError(); err != nil {
 		st.IdentityConflict = err.Error()
@@ -254,6 +260,7 @@ func PrintStatus(w io.Writer, raw []byte) error {
 		}
 		tw.Flush()
 	}
+	printNames(w, st.Names)
 	fmt.Fprintln(w, "\nPOOLS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POOL\tRANGE\tSPACE\tGATEWAY\tALLOCATED\tFREE\tOWNED BY THIS HOST")
@@ -285,4 +292,25 @@ func PrintStatus(w io.Writer, raw []byte) error {
 		}
 	}
 	return nil
+}
+
+// printNames lists the names answered across hosts, per network and host.
+func printNames(w io.Writer, nets []names.NetworkNames) {
+	if len(nets) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nNAMES (answered to the network's containers on this host)")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBNET\tHOST\tNAME=ADDRESS")
+	for _, n := range nets {
+		hosts := make([]string, 0, len(n.Hosts))
+		for h := range n.Hosts {
+			hosts = append(hosts, h)
+		}
+		sort.Strings(hosts)
+		for _, h := range hosts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Subnet, h, strings.Join(n.Hosts[h], " "))
+		}
+	}
+	tw.Flush()
 }
