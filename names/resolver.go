@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/net/ipv4"
 )
 
 // Timeouts of the resolver. Docker's resolver gives up on an external
@@ -70,7 +71,7 @@ func (s *Service) serveUDP() {
 	defer s.wg.Done()
 	buf := make([]byte, maxUDPMessage)
 	for {
-		n, from, err := s.udp.ReadFromUDPAddrPort(buf)
+		n, cm, from, err := s.pc.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -78,24 +79,34 @@ func (s *Service) serveUDP() {
 			s.log.WithError(err).Debug("resolver: udp read")
 			continue
 		}
+		ua, ok := from.(*net.UDPAddr)
+		if !ok || cm == nil {
+			continue
+		}
+		dst, _ := netip.AddrFromSlice(cm.Dst)
+		client := netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port())
 		pkt := append([]byte(nil), buf[:n]...)
 		s.wg.Add(1)
-		go s.handleUDP(pkt, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		go s.handleUDP(pkt, client, netip.AddrPortFrom(dst.Unmap(), s.udpPort))
 	}
 }
 
 // handleUDP answers a grapevine name or relays the query, unchanged, to
-// its original destination and the answer, unchanged, back.
-func (s *Service) handleUDP(pkt []byte, from netip.AddrPort) {
+// its original destination and the answer, unchanged, back. local is the
+// address and port the query was redirected to; the reply leaves from it.
+func (s *Service) handleUDP(pkt []byte, from, local netip.AddrPort) {
 	defer s.wg.Done()
 	if _, ok := s.subnetOf(from.Addr()); !ok {
 		return // not from a grapevine network: never redirected here
 	}
+	reply := func(b []byte) {
+		_, _ = s.pc.WriteTo(b, &ipv4.ControlMessage{Src: local.Addr().AsSlice()}, net.UDPAddrFromAddrPort(from))
+	}
 	if ans := s.answer(pkt, from.Addr()); ans != nil {
-		_, _ = s.udp.WriteToUDPAddrPort(ans, from)
+		reply(ans)
 		return
 	}
-	orig, err := s.cfg.OriginalUDP(from, s.udpPort)
+	orig, err := s.cfg.OriginalUDP(from, local)
 	if err != nil {
 		s.log.WithError(err).WithField("client", from).Debug("resolver: query dropped")
 		return
@@ -105,7 +116,7 @@ func (s *Service) handleUDP(pkt []byte, from netip.AddrPort) {
 		s.log.WithError(err).WithFields(logrus.Fields{"client": from, "upstream": orig}).Debug("resolver: no answer from upstream")
 		return
 	}
-	_, _ = s.udp.WriteToUDPAddrPort(resp, from)
+	reply(resp)
 }
 
 func exchangeUDP(pkt []byte, to netip.AddrPort) ([]byte, error) {

@@ -94,7 +94,7 @@ func TestResolver(t *testing.T) {
 			return map[string]netip.Prefix{"n1": netip.MustParsePrefix("127.0.0.0/8")}
 		},
 		Redirect:    rd,
-		OriginalUDP: func(netip.AddrPort, uint16) (netip.AddrPort, error) { return up, nil },
+		OriginalUDP: func(netip.AddrPort, netip.AddrPort) (netip.AddrPort, error) { return up, nil },
 		OriginalTCP: func(*net.TCPConn) (netip.AddrPort, error) { return up, nil },
 		Log:         gossiptest.Log("a"),
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/net/ipv4"
 
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
@@ -30,7 +31,7 @@ type Config struct {
 	Redirect Redirector
 	// OriginalUDP and OriginalTCP recover a redirected query's destination
 	// (dataplane.OriginalDstUDP, dataplane.OriginalDstTCP).
-	OriginalUDP func(client netip.AddrPort, port uint16) (netip.AddrPort, error)
+	OriginalUDP func(client, local netip.AddrPort) (netip.AddrPort, error)
 	OriginalTCP func(*net.TCPConn) (netip.AddrPort, error)
 	// Engine is the Docker engine the names of this host's containers come
 	// from; nil publishes none (other hosts' names are still answered).
@@ -52,6 +53,7 @@ type Service struct {
 	pub   *publisher
 
 	udp     *net.UDPConn
+	pc      *ipv4.PacketConn // udp, with the destination of each datagram
 	tcp     *net.TCPListener
 	udpPort uint16
 	tcpPort uint16
@@ -78,6 +80,11 @@ func Start(cfg Config) (*Service, error) {
 	var err error
 	if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{}); err != nil {
 		return nil, fmt.Errorf("names resolver: listen udp: %w", err)
+	}
+	s.pc = ipv4.NewPacketConn(s.udp)
+	if err := s.pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		s.udp.Close()
+		return nil, fmt.Errorf("names resolver: ask for the destination of udp datagrams: %w", err)
 	}
 	if s.tcp, err = net.ListenTCP("tcp4", &net.TCPAddr{}); err != nil {
 		s.udp.Close()

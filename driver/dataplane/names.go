@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,34 +106,78 @@ func (k *Kernel) RemoveNamesRedirect() error {
 	return nil
 }
 
-// OriginalDstUDP returns where a UDP datagram from client that the redirect
-// delivered to local port port was sent: the original destination of its
-// conntrack entry (found by the reply direction: from port to client).
-// Acts in the calling thread's network namespace.
-func OriginalDstUDP(client netip.AddrPort, port uint16) (netip.AddrPort, error) {
-	flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+// OriginalDstUDP returns where a UDP datagram from client, that the
+// redirect delivered to local (the receiving address and the resolver's
+// port), was sent: the original destination of its conntrack entry, asked
+// for by its reply direction (local → client). Acts in the calling thread's
+// network namespace.
+func OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
+	if !client.Addr().Is4() || !local.Addr().Is4() {
+		return netip.AddrPort{}, fmt.Errorf("original destination of %s → %s: IPv4 only", client, local)
+	}
+	req := nl.NewNetlinkRequest((int(netlink.ConntrackTable)<<8)|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_ACK)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: nl.NFNETLINK_V0})
+	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_REPLY, nil)
+	ip := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
+	ip.AddRtAttr(nl.CTA_IP_V4_SRC, local.Addr().AsSlice())
+	ip.AddRtAttr(nl.CTA_IP_V4_DST, client.Addr().AsSlice())
+	proto := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
+	proto.AddRtAttr(nl.CTA_PROTO_NUM, []byte{unix.IPPROTO_UDP})
+	proto.AddRtAttr(nl.CTA_PROTO_SRC_PORT, nl.BEUint16Attr(local.Port()))
+	proto.AddRtAttr(nl.CTA_PROTO_DST_PORT, nl.BEUint16Attr(client.Port()))
+	req.AddData(tuple)
+	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("list conntrack entries: %w", err)
+		return netip.AddrPort{}, fmt.Errorf("conntrack entry of udp %s → %s: %w", client, local, err)
 	}
-	for _, f := range flows {
-		if f.Forward.Protocol != unix.IPPROTO_UDP || f.Reverse.SrcPort != port || f.Forward.SrcPort != client.Port() {
+	for _, m := range msgs {
+		if len(m) < 4 {
 			continue
 		}
-		src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
-		if !ok || src.Unmap() != client.Addr().Unmap() {
-			continue
+		if orig, ok := origTuple(m[4:]); ok && orig != local {
+			return orig, nil
 		}
-		dst, ok := netip.AddrFromSlice(f.Forward.DstIP)
-		if !ok {
-			continue
-		}
-		orig := netip.AddrPortFrom(dst.Unmap(), f.Forward.DstPort)
-		if orig.Port() == port {
-			break // not redirected: sent to the resolver itself
-		}
-		return orig, nil
 	}
-	return netip.AddrPort{}, fmt.Errorf("no redirected conntrack entry for udp from %s to port %d", client, port)
+	return netip.AddrPort{}, fmt.Errorf("no redirected conntrack entry for udp %s → %s", client, local)
+}
+
+// origTuple reads the destination of CTA_TUPLE_ORIG from a conntrack
+// message's attributes.
+func origTuple(b []byte) (netip.AddrPort, bool) {
+	var (
+		addr netip.Addr
+		port uint16
+	)
+	for _, a := range attrs(b) {
+		if a.Type&nl.NLA_TYPE_MASK != nl.CTA_TUPLE_ORIG {
+			continue
+		}
+		for _, t := range attrs(a.Value) {
+			for _, f := range attrs(t.Value) {
+				switch {
+				case t.Type&nl.NLA_TYPE_MASK == nl.CTA_TUPLE_IP && f.Type&nl.NLA_TYPE_MASK == nl.CTA_IP_V4_DST && len(f.Value) == 4:
+					addr = netip.AddrFrom4([4]byte(f.Value))
+				case t.Type&nl.NLA_TYPE_MASK == nl.CTA_TUPLE_PROTO && f.Type&nl.NLA_TYPE_MASK == nl.CTA_PROTO_DST_PORT && len(f.Value) == 2:
+					port = binary.BigEndian.Uint16(f.Value)
+				}
+			}
+		}
+	}
+	return netip.AddrPortFrom(addr, port), addr.IsValid() && port != 0
+}
+
+// attrs splits netlink attributes, stopping at the first malformed one.
+func attrs(b []byte) []nl.Attribute {
+	var out []nl.Attribute
+	for len(b) >= 4 {
+		l := int(nl.NativeEndian().Uint16(b[0:2]))
+		if l < 4 || l > len(b) {
+			break
+		}
+		out = append(out, nl.Attribute{Type: nl.NativeEndian().Uint16(b[2:4]), Value: b[4:l]})
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return out
 }
 
 // OriginalDstTCP returns the destination a redirected TCP connection was

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -63,9 +64,14 @@ func TestNamesRedirect(t *testing.T) {
 	if !got.IsValid() || got.Addr() != client.Addr() {
 		t.Fatalf("redirected datagram from %s not received (got %v)", client, got)
 	}
-	orig, err := OriginalDstUDP(got, uport)
+	local := netip.MustParseAddrPort(fmt.Sprintf("198.19.40.1:%d", uport)) // REDIRECT: the receiving link's address
+	orig, err := OriginalDstUDP(got, local)
 	if err != nil || orig != upstream {
 		t.Errorf("OriginalDstUDP = %v, %v; want %s", orig, err, upstream)
+	}
+	other := netip.AddrPortFrom(got.Addr(), got.Port()+1)
+	if orig, err := OriginalDstUDP(other, local); err == nil {
+		t.Errorf("OriginalDstUDP of a datagram never sent = %v, want an error", orig)
 	}
 
 	var conn net.Conn
