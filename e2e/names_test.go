@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -67,6 +69,22 @@ func TestNamesAcrossHosts(t *testing.T) {
 			t.Errorf("the first answer for web never changed over 4 queries: %v", firsts)
 		}
 		eventually(t, 15*time.Second, "w3 by container name", func() error { return wantA(pid, "w3.", w3.ip) })
+
+		// h3 cut off: once h2 declares it dead its names go, and come back
+		// when it returns
+		mustHarness(t, "partition", "h3")
+		healed := false
+		t.Cleanup(func() {
+			if !healed {
+				_, _, _ = harnessCmd("heal")
+			}
+		})
+		start := time.Now()
+		eventually(t, 60*time.Second, "w3's alias gone with h3", func() error { return wantA(pid, "web.", w1.ip) })
+		t.Logf("h3's names gone on h2 %v after the partition command returned (it takes seconds to cut every pair)", time.Since(start).Round(time.Millisecond))
+		mustHarness(t, "heal")
+		healed = true
+		eventually(t, 60*time.Second, "w3's alias back with h3", func() error { return wantA(pid, "web.", w1.ip, w3.ip) })
 	})
 
 	t.Run("another network does not see it", func(t *testing.T) {
@@ -308,4 +326,44 @@ func checkLease(t *testing.T, rules string) {
 	if n == 0 {
 		t.Errorf("no redirect rule in:\n%s", rules)
 	}
+}
+
+// TestNamesComposeSplit: a Compose v1 project split across two hosts
+// (`docker-compose` against each daemon, one service per host) reaches the
+// other host's service by its service name.
+func TestNamesComposeSplit(t *testing.T) {
+	needHosts(t, 3)
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		t.Fatalf("docker-compose not installed (make deps): %v", err)
+	}
+	for _, h := range []string{"h1", "h2"} {
+		checkClean(t, h)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "docker-compose.yml")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(composeFile, "198.19.30.0/24", "198.19.64.0/24")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	project := "gvn" + s.run
+	compose := func(h string, args ...string) {
+		t.Helper()
+		cmd := exec.Command("docker-compose", append([]string{"-f", file, "-p", project}, args...)...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+dockerHost(h), "COMPOSE_INTERACTIVE_NO_CLI=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker-compose %v on %s: %v\n%s", args, h, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		for _, h := range []string{"h1", "h2"} {
+			cmd := exec.Command("docker-compose", "-f", file, "-p", project, "down", "-t", "1")
+			cmd.Env = append(os.Environ(), "DOCKER_HOST="+dockerHost(h))
+			_ = cmd.Run()
+		}
+	})
+	compose("h1", "up", "-d", "web")
+	compose("h2", "up", "-d", "client")
+	client := project + "_client_1"
+	expectHTTP(t, "client on h2 reaches web on h1 by service name", "composed", func() (string, string, error) {
+		return docker("h2", "exec", client, "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80`)
+	})
 }
