@@ -129,6 +129,25 @@ func TestNamesAcrossHosts(t *testing.T) {
 		eventually(t, 30*time.Second, "db answers again on h2", func() error { return wantA(pid, "db.", db.ip) })
 	})
 
+	t.Run("lookup latency", func(t *testing.T) {
+		loc := startCtr(t, "h2", "nm", "loc")
+		eventually(t, 15*time.Second, "loc answers on h2", func() error { return wantA(pid, "loc.", loc.ip) })
+		cross, err := timeQueries(pid, "db.", 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		local, err := timeQueries(pid, "loc.", 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up, err := timeQueries(pid, "up.example.", 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("A lookups from h2, 50 each: cross-host name %s; same-host name (Docker) %s; upstream name through grapevine %s",
+			quantiles(cross), quantiles(local), quantiles(up))
+	})
+
 	t.Run("docker bridge network is the control", func(t *testing.T) {
 		mustDocker(t, "h2", "network", "create", "--subnet", "198.19.63.0/24", "nmbridge")
 		t.Cleanup(func() { _, _, _ = docker("h2", "network", "rm", "nmbridge") })
@@ -140,6 +159,11 @@ func TestNamesAcrossHosts(t *testing.T) {
 		}
 		if m, err := dnsIn(ppid, "udp", "db.", dns.TypeA); err != nil || m.Rcode != dns.RcodeNameError {
 			t.Errorf("db from Docker's bridge network: %v, %v; want NXDOMAIN", m, err)
+		}
+		if up, err := timeQueries(ppid, "up.example.", 50); err != nil {
+			t.Error(err)
+		} else {
+			t.Logf("upstream name from Docker's bridge network (no grapevine on the path), 50 lookups: %s", quantiles(up))
 		}
 	})
 
@@ -366,4 +390,49 @@ func TestNamesComposeSplit(t *testing.T) {
 	expectHTTP(t, "client on h2 reaches web on h1 by service name", "composed", func() (string, string, error) {
 		return docker("h2", "exec", client, "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80`)
 	})
+}
+
+// timeQueries times n A queries for name, one after another, from inside
+// the network namespace of process pid; every answer must be NOERROR with
+// an address.
+func timeQueries(pid int, name string, n int) ([]time.Duration, error) {
+	type result struct {
+		d   []time.Duration
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns: %w", err)}
+			return
+		}
+		c := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+		var ds []time.Duration
+		for range n {
+			start := time.Now()
+			m, _, err := c.Exchange(new(dns.Msg).SetQuestion(name, dns.TypeA), "127.0.0.11:53")
+			if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
+				ch <- result{err: fmt.Errorf("%s: %v, %v", name, m, err)}
+				return
+			}
+			ds = append(ds, time.Since(start))
+		}
+		ch <- result{d: ds}
+	}()
+	r := <-ch
+	return r.d, r.err
+}
+
+// quantiles is "p50 X p99 Y" of ds.
+func quantiles(ds []time.Duration) string {
+	s := slices.Sorted(slices.Values(ds))
+	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return fmt.Sprintf("p50 %v p99 %v", at(0.50).Round(time.Microsecond), at(0.99).Round(time.Microsecond))
 }
