@@ -51,6 +51,9 @@ func TestNamesAcrossHosts(t *testing.T) {
 	if out := mustDocker(t, "h2", "exec", cli.id, "nslookup", "db"); !strings.Contains(out, db.ip) {
 		t.Errorf("nslookup db on h2 lacks %s:\n%s", db.ip, out)
 	}
+	if out, stderr, err := harnessCmd("status", "h2"); err != nil || !strings.Contains(out, "NAMES") || !strings.Contains(out, " db="+db.ip) {
+		t.Errorf("grapevine status on h2 does not show db=%s under NAMES (%v: %s):\n%s", db.ip, err, stderr, out)
+	}
 	if m, err := dnsIn(pid, "udp", "db.", dns.TypeAAAA); err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) != 0 {
 		t.Errorf("AAAA db: %v, %v; want NOERROR with no data", m, err)
 	}
