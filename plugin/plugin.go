@@ -26,6 +26,7 @@ import (
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
 	gvipam "grapevine/ipam"
+	"grapevine/names"
 )
 
 // Options are the process's command-line options (the settings come from the
@@ -41,6 +42,10 @@ type Options struct {
 	NetNSDir string
 	// ReconcileEvery is the period of the kernel reconcile loop.
 	ReconcileEvery time.Duration
+	// EngineSocket is the Docker engine's API socket (the docker-sock
+	// mount) from which containers' names are learnt; "" or absent
+	// publishes none (other hosts' names are still answered).
+	EngineSocket string
 }
 
 // DefaultOptions are right for the managed plugin.
@@ -50,6 +55,7 @@ func DefaultOptions() Options {
 		StateDir:       "/var/lib/grapevine",
 		NetNSDir:       "/run/grapevine/netns",
 		ReconcileEvery: 30 * time.Second,
+		EngineSocket:   "/var/run/docker.sock",
 	}
 }
 
@@ -143,6 +149,7 @@ type process struct {
 	ipam     *gvipam.Driver
 	cluster  *gossip.Cluster
 	clone    *cloneGuard
+	names    *names.Service // nil when the resolver could not start
 	node     string
 	log      *logrus.Entry
 	cancel   context.CancelFunc
@@ -208,6 +215,7 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 			_ = p.cluster.Shutdown()
 		}
 	}()
+	p.cluster.RegisterValidator(names.Kind, names.Validator(p.cluster))
 
 	ipamCfg := ipamConfig(s, db, p.cluster, log.WithField("component", "ipam"))
 	ipamCfg.RouteConflict = p.routeConflict
@@ -232,12 +240,41 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 	if err := p.cluster.Start(); err != nil {
 		return nil, fmt.Errorf("starting gossip on port %d: %w", s.GossipPort, err)
 	}
+	p.names = p.startNames(opts.EngineSocket)
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	p.clone.start(rctx, &p.wg, p.cluster.LocalAddr().String())
 	runEvery(rctx, &p.wg, opts.ReconcileEvery, p.reconcileOnce)
 	p.watchBridges(rctx)
 	return p, nil
+}
+
+// startNames starts the names resolver; without it (logged) only names
+// across hosts are missing.
+func (p *process) startNames(engineSocket string) *names.Service {
+	log := p.log.WithField("component", "names")
+	var eng *names.Engine
+	if engineSocket != "" {
+		if _, err := os.Stat(engineSocket); err != nil {
+			log.WithError(err).Warn("no Docker engine socket: this host's container names are not published (set the plugin's docker-sock.source to the daemon's socket)")
+		} else {
+			eng = names.NewEngine(engineSocket)
+		}
+	}
+	s, err := names.Start(names.Config{
+		Cluster:     p.cluster,
+		Networks:    p.driver.NameNetworks,
+		Redirect:    p.dp,
+		OriginalUDP: dataplane.OriginalDstUDP,
+		OriginalTCP: dataplane.OriginalDstTCP,
+		Engine:      eng,
+		Log:         log,
+	})
+	if err != nil {
+		log.WithError(err).Warn("names resolver not started: containers resolve only names on their own host")
+		return nil
+	}
+	return s
 }
 
 // reconcileOnce re-applies the driver's state to the kernel.
@@ -324,6 +361,9 @@ func (p *process) close() {
 		p.cancel()
 	}
 	p.wg.Wait()
+	if p.names != nil {
+		p.names.Close()
+	}
 	p.driver.Close()
 	p.ipam.Close()
 	if err := p.cluster.Shutdown(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"grapevine/driver"
 	"grapevine/gossip"
 	gvipam "grapevine/ipam"
+	"grapevine/names"
 )
 
 // StatusSchema is the version of Status's JSON, field "schema" of
@@ -40,7 +41,9 @@ type Status struct {
 	VXLANIngress *driver.VXLANIngressStatus `json:"vxlan_ingress,omitempty"`
 	// Ports are the published ports (`docker port` cannot show them).
 	Ports []driver.PublishedPort `json:"published_ports,omitempty"`
-	Error string                 `json:"error,omitempty"`
+	// Names are the names answered across hosts, per network and host.
+	Names []names.NetworkNames `json:"names,omitempty"`
+	Error string               `json:"error,omitempty"`
 	// IdentityConflict says that another live host uses this host's node
 	// identity (a cloned machine), and how to reset it.
 	IdentityConflict string `json:"identity_conflict,omitempty"`
@@ -98,6 +101,9 @@ func (p *process) status() any {
 		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
 	} else if in.Port != 0 {
 		st.VXLANIngress = &in
+	}
+	if p.names != nil {
+		st.Names = p.names.Status()
 	}
 	if err := p.clone.conflictError(); err != nil {
 		st.IdentityConflict = err.Error()

@@ -16,6 +16,7 @@ import (
 	"grapevine/driver"
 	"grapevine/gossip"
 	gvipam "grapevine/ipam"
+	"grapevine/names"
 )
 
 func TestPrintStatus(t *testing.T) {
@@ -32,6 +33,7 @@ func TestPrintStatus(t *testing.T) {
 			Blocks: []gvipam.BlockStatus{{First: "198.19.20.0", Last: "198.19.20.63", Owner: "h1-abc123"}, {First: "198.19.20.64", Last: "198.19.20.127", Owner: "h2-def456", Reclaimed: true}},
 			Lost:   []string{"198.19.20.128-198.19.20.191"}}},
 		Refused: map[string]uint64{"mac_not_unicast": 2, "block_not_owner": 1},
+		Names:   []names.NetworkNames{{Subnet: "198.19.20.0/24", Hosts: map[string][]string{"h2-def456": {"db=198.19.20.70", "web=198.19.20.70"}}}},
 	}
 	raw, err := json.Marshal(st)
 	if err != nil {
@@ -46,6 +48,7 @@ func TestPrintStatus(t *testing.T) {
 		"macvlan", "LAN via eth0; host access via 198.18.0.101", "CONFLICT fedcba987654: h3 defines it",
 		"198.19.20.0-198.19.20.63", "h2-def456 (reclaimed)", "WARNING 198.19.20.0/24: blocks 198.19.20.128-198.19.20.191 were reclaimed",
 		"refused:   block_not_owner=1 mac_not_unicast=2",
+		"NAMES", "h2-def456  db=198.19.20.70 web=198.19.20.70",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())

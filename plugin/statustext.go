@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -31,10 +33,10 @@ func PrintStatus(w io.Writer, raw []byte) error {
 }
 
 // WriteText writes the human-readable report: a summary, then the peers,
-// networks, published ports and pools.
+// networks, published ports, names and pools.
 func (st Status) WriteText(w io.Writer) error {
 	st.writeSummary(w)
-	for _, section := range []func(io.Writer) error{st.writePeers, st.writeNetworks, st.writePorts, st.writePools} {
+	for _, section := range []func(io.Writer) error{st.writePeers, st.writeNetworks, st.writePorts, st.writeNames, st.writePools} {
 		if err := section(w); err != nil {
 			return err
 		}
@@ -181,4 +183,20 @@ func (st Status) writePools(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// writeNames lists the names answered across hosts, per network and host.
+func (st Status) writeNames(w io.Writer) error {
+	if len(st.Names) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nNAMES (answered to the network's containers on this host)")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBNET\tHOST\tNAME=ADDRESS")
+	for _, n := range st.Names {
+		for _, h := range slices.Sorted(maps.Keys(n.Hosts)) {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Subnet, h, strings.Join(n.Hosts[h], " "))
+		}
+	}
+	return tw.Flush()
 }

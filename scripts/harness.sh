@@ -410,7 +410,7 @@ install_plugin() { # RUN hN
 	peers=$(peers_for "$run" "$h")
 	local own="PLUGIN_SETTINGS_$h"
 	# shellcheck disable=SC2086 # PLUGIN_SETTINGS* are lists of words on purpose
-	hdocker "$run" "$h" plugin set grapevine:latest "state.source=$d/state" \
+	hdocker "$run" "$h" plugin set grapevine:latest "state.source=$d/state" "docker-sock.source=$d/docker.sock" \
 		"ADVERTISE=$(host_addr "$h")" "PEERS=$peers" "POOL=$GV_POOL" LOG_LEVEL=debug \
 		${PLUGIN_SETTINGS:-} ${!own:-}
 	if ! hdocker "$run" "$h" plugin enable --timeout 30 grapevine:latest >/dev/null; then

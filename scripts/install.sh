@@ -75,7 +75,7 @@ if ! findmnt -n -o PROPAGATION --target "$STATE_DIR" | grep -q shared; then
 	echo "install: made $STATE_DIR a shared mount" >&2
 fi
 # shellcheck disable=SC2086 # PLUGIN_SETTINGS is a list of words on purpose
-docker_ plugin set "$NAME" "state.source=$STATE_DIR" ${PLUGIN_SETTINGS:-}
+docker_ plugin set "$NAME" "state.source=$STATE_DIR" "docker-sock.source=$SOCK" ${PLUGIN_SETTINGS:-}
 docker_ plugin enable --timeout 30 "$NAME" >/dev/null
 install -m 0755 build/plugin/rootfs/grapevine /usr/local/bin/grapevine
 echo "install: $NAME enabled; state in $STATE_DIR; binary at /usr/local/bin/grapevine" >&2

@@ -1,0 +1,209 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// The names resolver's redirect: DNS queries that containers of grapevine
+// networks send through their uplink (Docker's embedded resolver forwards
+// the names it does not know from inside the container's namespace) are
+// redirected to the resolver the plugin runs.
+const (
+	chainNames   = "GRAPEVINE-NAMES" // nat: REDIRECT of port 53 from the networks' subnets
+	namesComment = "grapevine-names"
+	// namesLeaseLayout is the time match's --datestop form (UTC).
+	namesLeaseLayout = "2006-01-02T15:04:05"
+)
+
+// NamesRedirect is the wanted redirect: queries to port 53 from Subnets go to
+// UDPPort and TCPPort on the receiving interface's address. Every rule
+// carries a lease (the time match's --datestop, UTC): after Until the rules
+// stop matching and queries leave unchanged, so a plugin that dies without
+// removing them costs only cross-host names. The holder renews it well
+// before Until.
+type NamesRedirect struct {
+	UDPPort, TCPPort uint16
+	Subnets          []netip.Prefix
+	Until            time.Time
+}
+
+// namesRules renders the chain's rules in iptables-restore form.
+func namesRules(r NamesRedirect) ([]string, error) {
+	if r.UDPPort == 0 || r.TCPPort == 0 {
+		return nil, fmt.Errorf("names redirect: UDPPort %d and TCPPort %d must both be set", r.UDPPort, r.TCPPort)
+	}
+	until := r.Until.UTC().Format(namesLeaseLayout)
+	var lines []string
+	for _, s := range r.Subnets {
+		if !s.IsValid() || !s.Addr().Is4() || s != s.Masked() {
+			return nil, fmt.Errorf("names redirect: subnet %s is not an IPv4 network address", s)
+		}
+		for _, p := range []struct {
+			proto string
+			port  uint16
+		}{{"udp", r.UDPPort}, {"tcp", r.TCPPort}} {
+			lines = append(lines, fmt.Sprintf("-A %s -s %s -p %s -m %s --dport 53 -m time --datestop %s -m comment --comment %s -j REDIRECT --to-ports %d",
+				chainNames, s, p.proto, p.proto, until, namesComment, p.port))
+		}
+	}
+	return lines, nil
+}
+
+// namesJump sends PREROUTING's packets through chainNames, first.
+var namesJump = []string{"-m", "comment", "--comment", namesComment, "-j", chainNames}
+
+// SyncNamesRedirect makes grapevine's names chain hold exactly the rules of
+// r, replaced in one iptables-restore transaction, and jumps to it first
+// from nat PREROUTING.
+func (k *Kernel) SyncNamesRedirect(r NamesRedirect) error {
+	lines, err := namesRules(r)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	input := "*nat\n:" + chainNames + " - [0:0]\n" + strings.Join(append(lines, "COMMIT"), "\n") + "\n"
+	if err := k.xt.restore(input); err != nil {
+		return fmt.Errorf("names redirect: %w", err)
+	}
+	ok, err := k.ipt.Exists("nat", "PREROUTING", namesJump...)
+	if err != nil {
+		return fmt.Errorf("names redirect: look for the jump from nat PREROUTING: %w", err)
+	}
+	if !ok {
+		if err := k.ipt.Insert("nat", "PREROUTING", 1, namesJump...); err != nil {
+			return fmt.Errorf("names redirect: insert the jump into nat PREROUTING: %w", err)
+		}
+	}
+	return nil
+}
+
+// RemoveNamesRedirect deletes the jump and the chain; absent is success.
+func (k *Kernel) RemoveNamesRedirect() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for range 100 {
+		ok, err := k.ipt.Exists("nat", "PREROUTING", namesJump...)
+		if err != nil || !ok {
+			break
+		}
+		if err := k.ipt.Delete("nat", "PREROUTING", namesJump...); err != nil {
+			return fmt.Errorf("names redirect: delete the jump from nat PREROUTING: %w", err)
+		}
+	}
+	if err := k.ipt.ClearAndDeleteChain("nat", chainNames); err != nil && !isNoChain(err) {
+		return fmt.Errorf("names redirect: delete chain %s: %w", chainNames, err)
+	}
+	return nil
+}
+
+// OriginalDstUDP returns where a UDP datagram from client, that the
+// redirect delivered to local (the receiving address and the resolver's
+// port), was sent: the original destination of its conntrack entry, asked
+// for by its reply direction (local → client). Acts in the calling thread's
+// network namespace.
+func OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
+	if !client.Addr().Is4() || !local.Addr().Is4() {
+		return netip.AddrPort{}, fmt.Errorf("original destination of %s → %s: IPv4 only", client, local)
+	}
+	req := nl.NewNetlinkRequest((int(netlink.ConntrackTable)<<8)|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_ACK)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: nl.NFNETLINK_V0})
+	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_REPLY, nil)
+	ip := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
+	ip.AddRtAttr(nl.CTA_IP_V4_SRC, local.Addr().AsSlice())
+	ip.AddRtAttr(nl.CTA_IP_V4_DST, client.Addr().AsSlice())
+	proto := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
+	proto.AddRtAttr(nl.CTA_PROTO_NUM, []byte{unix.IPPROTO_UDP})
+	proto.AddRtAttr(nl.CTA_PROTO_SRC_PORT, nl.BEUint16Attr(local.Port()))
+	proto.AddRtAttr(nl.CTA_PROTO_DST_PORT, nl.BEUint16Attr(client.Port()))
+	req.AddData(tuple)
+	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("conntrack entry of udp %s → %s: %w", client, local, err)
+	}
+	for _, m := range msgs {
+		if len(m) < 4 {
+			continue
+		}
+		if orig, ok := origTuple(m[4:]); ok && orig != local {
+			return orig, nil
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("no redirected conntrack entry for udp %s → %s", client, local)
+}
+
+// origTuple reads the destination of CTA_TUPLE_ORIG from a conntrack
+// message's attributes.
+func origTuple(b []byte) (netip.AddrPort, bool) {
+	var (
+		addr netip.Addr
+		port uint16
+	)
+	for _, a := range attrs(b) {
+		if a.Type&nl.NLA_TYPE_MASK != nl.CTA_TUPLE_ORIG {
+			continue
+		}
+		for _, t := range attrs(a.Value) {
+			for _, f := range attrs(t.Value) {
+				switch {
+				case t.Type&nl.NLA_TYPE_MASK == nl.CTA_TUPLE_IP && f.Type&nl.NLA_TYPE_MASK == nl.CTA_IP_V4_DST && len(f.Value) == 4:
+					addr = netip.AddrFrom4([4]byte(f.Value))
+				case t.Type&nl.NLA_TYPE_MASK == nl.CTA_TUPLE_PROTO && f.Type&nl.NLA_TYPE_MASK == nl.CTA_PROTO_DST_PORT && len(f.Value) == 2:
+					port = binary.BigEndian.Uint16(f.Value)
+				}
+			}
+		}
+	}
+	return netip.AddrPortFrom(addr, port), addr.IsValid() && port != 0
+}
+
+// attrs splits netlink attributes, stopping at the first malformed one.
+func attrs(b []byte) []nl.Attribute {
+	var out []nl.Attribute
+	for len(b) >= 4 {
+		l := int(nl.NativeEndian().Uint16(b[0:2]))
+		if l < 4 || l > len(b) {
+			break
+		}
+		out = append(out, nl.Attribute{Type: nl.NativeEndian().Uint16(b[2:4]), Value: b[4:l]})
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return out
+}
+
+// OriginalDstTCP returns the destination a redirected TCP connection was
+// opened to (SO_ORIGINAL_DST), refusing one that was not redirected.
+func OriginalDstTCP(c *net.TCPConn) (netip.AddrPort, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
+	}
+	var (
+		mreq *unix.IPv6Mreq // 20 bytes: room for the struct sockaddr_in the kernel writes
+		gerr error
+	)
+	if err := raw.Control(func(fd uintptr) {
+		mreq, gerr = unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, unix.SO_ORIGINAL_DST)
+	}); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
+	}
+	if gerr != nil {
+		return netip.AddrPort{}, fmt.Errorf("original destination (SO_ORIGINAL_DST): %w", gerr)
+	}
+	b := mreq.Multiaddr // sockaddr_in: family, port (big endian), address
+	orig := netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[2:4]))
+	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	if orig.Port() == local.Port() && orig.Addr() == local.Addr().Unmap() {
+		return netip.AddrPort{}, fmt.Errorf("connection from %s was not redirected: it was opened to the resolver itself", c.RemoteAddr())
+	}
+	return orig, nil
+}

@@ -1,0 +1,229 @@
+package names
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/net/ipv4"
+)
+
+// Timeouts of the resolver. Docker's resolver gives up on an external
+// server after a few seconds, so nothing here waits longer.
+const (
+	// answerTTL is the TTL of a grapevine answer: short, so that a removed
+	// container's name is gone from caches within seconds.
+	answerTTL     = 10
+	upstreamWait  = 5 * time.Second
+	tcpIdle       = 10 * time.Second
+	maxUDPMessage = 65535
+)
+
+// answer returns the reply to a query from client when it asks for a
+// grapevine name on client's network (A: every holder's address, AAAA:
+// no data), nil when the query must go to its original destination.
+func (s *Service) answer(query []byte, client netip.Addr) []byte {
+	subnet, ok := s.subnetOf(client)
+	if !ok {
+		return nil
+	}
+	var q dns.Msg
+	if err := q.Unpack(query); err != nil || q.Response || q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 {
+		return nil
+	}
+	qq := q.Question[0]
+	if qq.Qclass != dns.ClassINET || (qq.Qtype != dns.TypeA && qq.Qtype != dns.TypeAAAA) {
+		return nil
+	}
+	name := strings.TrimSuffix(strings.ToLower(qq.Name), ".")
+	if CheckName(name) != nil {
+		return nil
+	}
+	addrs := s.table.Lookup(subnet, name)
+	if len(addrs) == 0 {
+		return nil
+	}
+	reply := new(dns.Msg).SetReply(&q)
+	reply.RecursionAvailable = true
+	if qq.Qtype == dns.TypeA {
+		for _, a := range addrs {
+			reply.Answer = append(reply.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: answerTTL},
+				A:   a.AsSlice(),
+			})
+		}
+	}
+	b, err := reply.Pack()
+	if err != nil {
+		s.log.WithError(err).WithField("name", name).Warn("packing an answer")
+		return nil
+	}
+	return b
+}
+
+func (s *Service) serveUDP() {
+	defer s.wg.Done()
+	buf := make([]byte, maxUDPMessage)
+	for {
+		n, cm, from, err := s.pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.WithError(err).Debug("resolver: udp read")
+			continue
+		}
+		ua, ok := from.(*net.UDPAddr)
+		if !ok || cm == nil {
+			continue
+		}
+		dst, _ := netip.AddrFromSlice(cm.Dst)
+		client := netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port())
+		pkt := append([]byte(nil), buf[:n]...)
+		s.wg.Add(1)
+		go s.handleUDP(pkt, client, netip.AddrPortFrom(dst.Unmap(), s.udpPort))
+	}
+}
+
+// handleUDP answers a grapevine name or relays the query, unchanged, to
+// its original destination and the answer, unchanged, back. local is the
+// address and port the query was redirected to; the reply leaves from it.
+func (s *Service) handleUDP(pkt []byte, from, local netip.AddrPort) {
+	defer s.wg.Done()
+	if _, ok := s.subnetOf(from.Addr()); !ok {
+		return // not from a grapevine network: never redirected here
+	}
+	reply := func(b []byte) {
+		_, _ = s.pc.WriteTo(b, &ipv4.ControlMessage{Src: local.Addr().AsSlice()}, net.UDPAddrFromAddrPort(from))
+	}
+	if ans := s.answer(pkt, from.Addr()); ans != nil {
+		reply(ans)
+		return
+	}
+	orig, err := s.cfg.OriginalUDP(from, local)
+	if err != nil {
+		s.log.WithError(err).WithField("client", from).Debug("resolver: query dropped")
+		return
+	}
+	resp, err := exchangeUDP(pkt, orig)
+	if err != nil {
+		s.log.WithError(err).WithFields(logrus.Fields{"client": from, "upstream": orig}).Debug("resolver: no answer from upstream")
+		return
+	}
+	reply(resp)
+}
+
+func exchangeUDP(pkt []byte, to netip.AddrPort) ([]byte, error) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(upstreamWait))
+	if _, err := c.Write(pkt); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, maxUDPMessage)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+func (s *Service) serveTCP() {
+	defer s.wg.Done()
+	for {
+		c, err := s.tcp.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.WithError(err).Debug("resolver: tcp accept")
+			continue
+		}
+		s.wg.Add(1)
+		go s.handleTCP(c)
+	}
+}
+
+// handleTCP answers grapevine names on the connection until a query for
+// another name comes; from then on it relays the connection, bytes
+// unchanged, to its original destination.
+func (s *Service) handleTCP(c *net.TCPConn) {
+	defer s.wg.Done()
+	defer c.Close()
+	from, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	client := from.Addr().Unmap()
+	if _, ok := s.subnetOf(client); !ok {
+		return
+	}
+	orig, err := s.cfg.OriginalTCP(c)
+	if err != nil {
+		s.log.WithError(err).WithField("client", from).Debug("resolver: connection dropped")
+		return
+	}
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(tcpIdle))
+		msg, err := readTCPMessage(c)
+		if err != nil {
+			return
+		}
+		if ans := s.answer(msg, client); ans != nil {
+			if _, err := c.Write(binary.BigEndian.AppendUint16(nil, uint16(len(ans)))); err != nil {
+				return
+			}
+			if _, err := c.Write(ans); err != nil {
+				return
+			}
+			continue
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		s.relayTCP(c, orig, msg)
+		return
+	}
+}
+
+func readTCPMessage(c io.Reader) ([]byte, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(c, l[:]); err != nil {
+		return nil, err
+	}
+	msg := make([]byte, binary.BigEndian.Uint16(l[:]))
+	if _, err := io.ReadFull(c, msg); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// relayTCP sends first (a query already read) and then everything else
+// from c to orig, and everything back, until either side closes.
+func (s *Service) relayTCP(c *net.TCPConn, orig netip.AddrPort, first []byte) {
+	up, err := net.DialTimeout("tcp", orig.String(), upstreamWait)
+	if err != nil {
+		s.log.WithError(err).WithField("upstream", orig).Debug("resolver: upstream unreachable over tcp")
+		return
+	}
+	defer up.Close()
+	if _, err := up.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(first))), first...)); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(up, c)
+		if t, ok := up.(*net.TCPConn); ok {
+			_ = t.CloseWrite()
+		}
+		close(done)
+	}()
+	_, _ = io.Copy(c, up)
+	_ = c.CloseWrite()
+	_ = c.SetReadDeadline(time.Now()) // ends the other copy if the client lingers
+	<-done
+}
