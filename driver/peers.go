@@ -289,17 +289,6 @@ func (d *Driver) peerLoop(repair time.Duration) {
 	}
 }
 
-// Close stops the peer worker (when a Cluster was configured). The Driver
-// must not be used afterwards. Safe to call more than once.
-func (d *Driver) Close() {
-	d.closeOnce.Do(func() {
-		if d.stop != nil {
-			close(d.stop)
-			<-d.done
-		}
-	})
-}
-
 // ReconcilePeers makes the forwarding and neighbour entries on every
 // grapevine VXLAN device match the cluster's live remote endpoints: missing or
 // wrong entries are written, entries that match no live remote endpoint are
