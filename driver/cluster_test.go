@@ -10,7 +10,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/network"
 
-	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 	"grapevine/gossip"
 )
 
@@ -31,7 +31,7 @@ type remote struct{ ip, mac, vtep string }
 
 // checkRemotes asserts that vx holds exactly the entries for want: FDB self
 // and bridge entries and permanent neighbours.
-func checkRemotes(t *testing.T, f *dataplane.Fake, vx string, want ...remote) {
+func checkRemotes(t *testing.T, f *dataplanetest.Fake, vx string, want ...remote) {
 	t.Helper()
 	wantFDB := map[string]netip.Addr{}
 	wantNeigh := map[netip.Addr]string{}
@@ -398,7 +398,7 @@ func TestClusterRestart(t *testing.T) {
 	c2.members["h1"] = gossip.Member{Name: "h1", State: gossip.StateAlive, Addr: netip.MustParseAddrPort("198.18.0.2:7946"),
 		Meta: gossip.NodeMeta{VTEP: netip.MustParseAddr("198.18.0.2")}}
 	e.cluster = c2
-	e.restart(dataplane.NewFake())
+	e.restart(dataplanetest.NewFake())
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}

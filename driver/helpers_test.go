@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 )
 
 const testPlugin = "grapevine:test"
@@ -23,7 +24,7 @@ var testSpaces = []string{"grapevine-local", "grapevine-global"}
 // env is one simulated host: a Fake kernel, a bbolt file and a Driver.
 type env struct {
 	t    *testing.T
-	fake *dataplane.Fake
+	fake *dataplanetest.Fake
 	path string
 	db   *bbolt.DB
 	d    *Driver
@@ -33,7 +34,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, fake: dataplane.NewFake(), path: filepath.Join(t.TempDir(), "state.db")}
+	e := &env{t: t, fake: dataplanetest.NewFake(), path: filepath.Join(t.TempDir(), "state.db")}
 	e.open()
 	t.Cleanup(func() {
 		e.d.Close()
@@ -47,7 +48,7 @@ func newEnv(t *testing.T) *env {
 func newClusterEnv(t *testing.T, node, vtep string) (*env, *fakeCluster) {
 	t.Helper()
 	c := newFakeCluster(node)
-	e := &env{t: t, fake: dataplane.NewFake(), path: filepath.Join(t.TempDir(), "state.db"), cluster: c}
+	e := &env{t: t, fake: dataplanetest.NewFake(), path: filepath.Join(t.TempDir(), "state.db"), cluster: c}
 	e.fake.SetUnderlay(&dataplane.Underlay{Addr: netip.MustParseAddr(vtep), Link: "eth0", MTU: 1500})
 	e.open()
 	t.Cleanup(func() {
@@ -74,7 +75,7 @@ func (e *env) open() {
 
 // restart closes the DB and opens a new Driver on it; fake becomes the kernel
 // the new Driver sees.
-func (e *env) restart(fake *dataplane.Fake) {
+func (e *env) restart(fake *dataplanetest.Fake) {
 	e.t.Helper()
 	e.d.Close()
 	if err := e.db.Close(); err != nil {

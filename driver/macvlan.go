@@ -39,9 +39,8 @@ import (
 	"grapevine/driver/dataplane"
 )
 
-// Limits of 802.1q ids and Linux interface names.
+// Limits of Linux interface names and MTUs.
 const (
-	maxVLANID  = 4094
 	maxIfName  = 15
 	defaultMTU = 1500
 )
@@ -202,8 +201,8 @@ func (d *Driver) resolveParent(spec networkSpec) (parentPlan, error) {
 		return parentPlan{}, fmt.Errorf("-o parent=%s: this host has no interface %s; give an existing interface, IF.VLAN for a VLAN subinterface, or the LAN's CIDR (e.g. -o parent=198.18.0.0/24)", opt, opt)
 	}
 	id, err := strconv.Atoi(idText)
-	if err != nil || id < 1 || id > maxVLANID {
-		return parentPlan{}, fmt.Errorf("-o parent=%s: VLAN id %s is out of range: use 1 to %d", opt, idText, maxVLANID)
+	if err != nil || id < 1 || id > dataplane.MaxVLANID {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: VLAN id %s is out of range: use 1 to %d", opt, idText, dataplane.MaxVLANID)
 	}
 	bli, err := d.dp.LinkInfo(base)
 	if errors.Is(err, dataplane.ErrLinkNotFound) {

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 	"grapevine/gossip"
 )
 
@@ -29,7 +30,7 @@ func newLANEnv(t *testing.T) *env {
 	return e
 }
 
-func setupLAN(f *dataplane.Fake, nic string) {
+func setupLAN(f *dataplanetest.Fake, nic string) {
 	f.SetLinkInfo(dataplane.LinkInfo{Name: nic, Kind: "device", MTU: 1500, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.5/24")}})
 	f.SetLinkInfo(dataplane.LinkInfo{Name: "eth1", Kind: "device", MTU: 9000, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.19.7.5/24")}})
 	f.SetLinkInfo(dataplane.LinkInfo{Name: "eth2", Kind: "device", MTU: 1500, Up: true})
@@ -79,7 +80,7 @@ func (e *env) deleteNet(netID string) {
 
 // grapevineLinks lists the links grapevine made or may have made (gv* and
 // VLAN links, which contain a dot).
-func grapevineLinks(f *dataplane.Fake) []string {
+func grapevineLinks(f *dataplanetest.Fake) []string {
 	var out []string
 	for _, n := range f.LinkNames() {
 		if strings.HasPrefix(n, dataplane.LinkPrefix) || strings.Contains(n, ".") {
@@ -89,7 +90,7 @@ func grapevineLinks(f *dataplane.Fake) []string {
 	return out
 }
 
-func mustLink(t *testing.T, f *dataplane.Fake, name string) dataplane.FakeLink {
+func mustLink(t *testing.T, f *dataplanetest.Fake, name string) dataplanetest.FakeLink {
 	t.Helper()
 	l, ok := f.Link(name)
 	if !ok {
@@ -122,7 +123,7 @@ func TestMacvlanLifecycle(t *testing.T) {
 		t.Fatalf("Join = %+v, want %+v", jr, want)
 	}
 	child := mustLink(t, e.fake, contVeth(ep))
-	if child.Kind != dataplane.KindMacvlan || child.Macvlan.Parent != "eth0" || child.Macvlan.MTU != 1500 ||
+	if child.Kind != dataplanetest.KindMacvlan || child.Macvlan.Parent != "eth0" || child.Macvlan.MTU != 1500 ||
 		child.Macvlan.MAC.String() != "02:42:c6:12:00:82" || child.Macvlan.Address.IsValid() {
 		t.Fatalf("container link %+v", child)
 	}
@@ -151,7 +152,7 @@ func TestMacvlanLifecycle(t *testing.T) {
 	if err := e.d.Leave(&network.LeaveRequest{NetworkID: n, EndpointID: ep}); err != nil {
 		t.Fatal(err)
 	}
-	e.fake.AddLink(contVeth(ep), dataplane.KindMacvlan) // moved back
+	e.fake.AddLink(contVeth(ep), dataplanetest.KindMacvlan) // moved back
 	if err := e.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: n, EndpointID: ep}); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestMacvlanBadInput(t *testing.T) {
 		{name: "parent is loopback", req: lanReq("", lanSubnet, map[string]string{"parent": "lo"}),
 			want: "-o parent=lo is the loopback interface"},
 		{name: "parent is grapevine's", req: lanReq("", lanSubnet, map[string]string{"parent": "gvb-x"}),
-			setup: func(e *env) { e.fake.AddLink("gvb-x", dataplane.KindBridge) },
+			setup: func(e *env) { e.fake.AddLink("gvb-x", dataplanetest.KindBridge) },
 			want:  "-o parent=gvb-x is a link grapevine made"},
 		{name: "parent name too long", req: lanReq("", lanSubnet, map[string]string{"parent": "averyverylongname0"}),
 			want: "longer than 15 characters"},
@@ -302,7 +303,7 @@ func TestMacvlanVLANOwnership(t *testing.T) {
 		"eth0.30": {Name: "eth0.30", Parent: "eth0", ID: 30},
 		"eth0.40": {Name: "eth0.40", Parent: "eth0", ID: 40},
 	} {
-		if l := mustLink(t, e.fake, name); l.Kind != dataplane.KindVLAN || l.VLAN != want {
+		if l := mustLink(t, e.fake, name); l.Kind != dataplanetest.KindVLAN || l.VLAN != want {
 			t.Fatalf("%s = %+v, want %+v", name, l, want)
 		}
 	}
@@ -433,7 +434,7 @@ func TestMacvlanInternal(t *testing.T) {
 	r.internal = true
 	e.mustCreateNetwork(r)
 	br := mustLink(t, e.fake, internalParent(n))
-	if br.Kind != dataplane.KindStandalone || br.MTU != 9000 {
+	if br.Kind != dataplanetest.KindStandalone || br.MTU != 9000 {
 		t.Fatalf("internal parent %+v", br)
 	}
 	e.createEP(n, id("i1"), "198.19.60.10/24")
@@ -474,7 +475,7 @@ func TestMacvlanHostAccess(t *testing.T) {
 	r = withAux(r, "host-otherhost", "198.18.0.202")
 	e.mustCreateNetwork(r)
 	shim := mustLink(t, e.fake, shimName(n))
-	if shim.Kind != dataplane.KindMacvlan || shim.Macvlan.Parent != "eth0" ||
+	if shim.Kind != dataplanetest.KindMacvlan || shim.Macvlan.Parent != "eth0" ||
 		shim.Macvlan.Address != netip.MustParsePrefix("198.18.0.201/32") || shim.Macvlan.MAC.String() != "02:42:c6:12:00:c9" {
 		t.Fatalf("shim %+v", shim)
 	}
@@ -540,10 +541,10 @@ func TestMacvlanReconcile(t *testing.T) {
 	e.fake.MoveOut(contVeth(ep))
 
 	// A reboot: every link grapevine made is gone; eth0 is back.
-	fresh := dataplane.NewFake()
+	fresh := dataplanetest.NewFake()
 	setupLAN(fresh, "eth0")
-	fresh.AddLink(shimName(id("gone")), dataplane.KindMacvlan)      // orphan
-	fresh.AddLink(internalParent(id("gone")), dataplane.KindBridge) // orphan
+	fresh.AddLink(shimName(id("gone")), dataplanetest.KindMacvlan)      // orphan
+	fresh.AddLink(internalParent(id("gone")), dataplanetest.KindBridge) // orphan
 	e.restart(fresh)
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatalf("Reconcile: %v", err)

@@ -78,7 +78,11 @@ type MacvlanSpec struct {
 	Address netip.Prefix
 }
 
-// VLANSpec describes an 802.1q link Name on Parent with VLAN id ID (1..4094).
+// MaxVLANID is the highest 802.1q VLAN id (0 and 4095 are reserved).
+const MaxVLANID = 4094
+
+// VLANSpec describes an 802.1q link Name on Parent with VLAN id ID
+// (1..MaxVLANID).
 type VLANSpec struct {
 	Name   string
 	Parent string

@@ -9,9 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Highest 802.1q VLAN id (0 and 4095 are reserved).
-const maxVLANID = 4094
-
 // EnsureMacvlan creates or repairs a bridge-mode macvlan link on its parent.
 func (k *Kernel) EnsureMacvlan(spec MacvlanSpec) (err error) {
 	if spec.Name == "" || spec.Parent == "" {
@@ -84,8 +81,8 @@ func (k *Kernel) EnsureVLAN(spec VLANSpec) (err error) {
 	if spec.Name == "" || spec.Parent == "" {
 		return fmt.Errorf("ensure vlan: name %q and parent %q must both be set", spec.Name, spec.Parent)
 	}
-	if spec.ID < 1 || spec.ID > maxVLANID {
-		return fmt.Errorf("ensure vlan %q: vlan id %d outside 1..%d", spec.Name, spec.ID, maxVLANID)
+	if spec.ID < 1 || spec.ID > MaxVLANID {
+		return fmt.Errorf("ensure vlan %q: vlan id %d outside 1..%d", spec.Name, spec.ID, MaxVLANID)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
