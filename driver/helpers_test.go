@@ -15,6 +15,7 @@ import (
 
 	"grapevine/driver/dataplane"
 	"grapevine/driver/dataplane/dataplanetest"
+	"grapevine/gossip/gossiptest"
 )
 
 const testPlugin = "grapevine:test"
@@ -29,7 +30,7 @@ type env struct {
 	db   *bbolt.DB
 	d    *Driver
 	// cluster, when set, is passed as Config.Cluster.
-	cluster *fakeCluster
+	cluster *gossiptest.FakeCluster
 }
 
 func newEnv(t *testing.T) *env {
@@ -45,9 +46,9 @@ func newEnv(t *testing.T) *env {
 
 // newClusterEnv is newEnv for a host named node of a fake cluster whose
 // underlay (VTEP) is vtep.
-func newClusterEnv(t *testing.T, node, vtep string) (*env, *fakeCluster) {
+func newClusterEnv(t *testing.T, node, vtep string) (*env, *gossiptest.FakeCluster) {
 	t.Helper()
-	c := newFakeCluster(node)
+	c := gossiptest.NewFakeCluster(node)
 	e := &env{t: t, fake: dataplanetest.NewFake(), path: filepath.Join(t.TempDir(), "state.db"), cluster: c}
 	e.fake.SetUnderlay(&dataplane.Underlay{Addr: netip.MustParseAddr(vtep), Link: "eth0", MTU: 1500})
 	e.open()

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"grapevine/driver/dataplane"
+	"grapevine/gossip/gossiptest"
 	"grapevine/internal/testreq"
 )
 
@@ -188,7 +189,7 @@ func (h *kHost) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newFakeCluster(h.name)
+	c := gossiptest.NewFakeCluster(h.name)
 	d, err := New(Config{
 		DB:            db,
 		Dataplane:     h.k,

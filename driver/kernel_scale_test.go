@@ -19,6 +19,7 @@ import (
 
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
+	"grapevine/gossip/gossiptest"
 )
 
 // enterTestNS locks the test goroutine to its thread, moves the thread into a
@@ -138,7 +139,7 @@ func TestKernelScale5000(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	c := newFakeCluster("h0")
+	c := gossiptest.NewFakeCluster("h0")
 	d, err := New(Config{
 		DB:            db,
 		Dataplane:     k,
@@ -157,12 +158,12 @@ func TestKernelScale5000(t *testing.T) {
 	vx := vxlanName(nid)
 	e.mustCreateNetwork(netReq{id: nid, subnet: "198.19.64.0/18"})
 
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	start := time.Now()
 	base := netip.MustParseAddr("198.19.64.10")
 	ip := base
 	for i := range n {
-		c.remoteEndpoint(t, "h1", "198.19.64.0/18", ip.String(), fmt.Sprintf("02:43:00:00:%02x:%02x", i>>8, i&0xff))
+		remoteEndpoint(t, c, "h1", "198.19.64.0/18", ip.String(), fmt.Sprintf("02:43:00:00:%02x:%02x", i>>8, i&0xff))
 		ip = ip.Next()
 	}
 	e.flush()
@@ -199,7 +200,7 @@ func TestKernelScale5000(t *testing.T) {
 	}
 
 	start = time.Now()
-	c.member("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
+	c.SetMember("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
 	e.flush()
 	t.Logf("removed %d remote endpoints of a dead host in %s", n, time.Since(start))
 	if s, m, nb := countEntries(t, k, vx); s+m+nb != 0 {
@@ -207,7 +208,7 @@ func TestKernelScale5000(t *testing.T) {
 	}
 
 	start = time.Now()
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	e.flush()
 	t.Logf("re-programmed %d remote endpoints of a returning host in %s", n, time.Since(start))
 	if s, m, nb := countEntries(t, k, vx); s != n || m != n || nb != n {

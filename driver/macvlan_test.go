@@ -615,9 +615,9 @@ func TestMacvlanParentGone(t *testing.T) {
 func TestMacvlanCluster(t *testing.T) {
 	e, c := newClusterEnv(t, "h0", "198.18.0.1")
 	setupLAN(e.fake, "eth0")
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
-	c.remoteNetwork(t, "h1", lanSubnet, networkDef{Version: 1, Mode: modeMACVLAN, Gateway: netip.MustParseAddr("198.18.0.254"), MTU: 1500, HostAccess: netip.MustParseAddr("198.18.0.200")})
-	c.remoteEndpoint(t, "h1", lanSubnet, "198.18.0.129", "02:42:c6:12:00:81")
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	remoteNetwork(t, c, "h1", lanSubnet, networkDef{Version: 1, Mode: modeMACVLAN, Gateway: netip.MustParseAddr("198.18.0.254"), MTU: 1500, HostAccess: netip.MustParseAddr("198.18.0.200")})
+	remoteEndpoint(t, c, "h1", lanSubnet, "198.18.0.129", "02:42:c6:12:00:81")
 	n := id("cl")
 	base := lanReq(n, lanSubnet, map[string]string{"parent": "eth0", "host_access": "true"})
 	err := e.d.CreateNetwork(e.createReq(withAux(withAux(base, "host-h1", "198.18.0.200"), "host", "198.18.0.200")))
@@ -640,7 +640,7 @@ func TestMacvlanCluster(t *testing.T) {
 	if got := e.fake.CallCount("SetFDB") + e.fake.CallCount("SetNeigh") + e.fake.CallCount("ListFDB"); got != 0 {
 		t.Fatalf("remote endpoints programmed on a macvlan network: %v", e.fake.Calls())
 	}
-	if keys := c.keys(kindEndpoint, "h0"); !slices.Equal(keys, []string{"198.18.0.0/24/198.18.0.130"}) {
+	if keys := c.Keys(kindEndpoint, "h0"); !slices.Equal(keys, []string{"198.18.0.0/24/198.18.0.130"}) {
 		t.Fatalf("endpoint records %v", keys)
 	}
 	st := e.d.Status()
