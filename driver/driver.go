@@ -4,20 +4,13 @@
 // the bbolt bucket "driver" (Docker never replays its calls after a restart),
 // and tells the dataplane what must exist. It never touches the kernel itself.
 //
-// Kernel objects are named from persisted ids so that Reconcile can recreate
-// what is missing and remove what no longer belongs to anything:
-//
-//	bridge            gvb-<network id[:11]>
-//	VXLAN device      gvx-<network id[:11]>
-//	veth, host end    gve-<endpoint id[:11]>
-//	veth, container   gvc-<endpoint id[:11]>
-//
-// and in macvlan mode (see macvlan.go):
-//
-//	container link    gvc-<endpoint id[:11]>   macvlan child of the parent
-//	internal parent   gvm-<network id[:11]>    dummy or ifb link (no -o parent)
-//	host shim         gvh-<network id[:11]>    macvlan child (host_access)
-//	VLAN link         IF.VLAN                  only when grapevine created it
+// Kernel objects are named from persisted ids (dataplane/names.go spells the
+// names) so that Reconcile can recreate what is missing and remove what no
+// longer belongs to anything: per network a bridge (gvb-) and a VXLAN device
+// (gvx-), per endpoint a veth pair (gve-, gvc-); in macvlan mode (see
+// macvlan.go) per endpoint a macvlan child (gvc-), per network an internal
+// parent (gvm-, with no -o parent) and a host shim (gvh-, host_access), and
+// the VLAN links IF.VLAN that grapevine created.
 //
 // With a gossip cluster (Config.Cluster) the driver also publishes what this
 // host has — a "network" record per subnet ("<subnet>/<node>": mode, VNI,

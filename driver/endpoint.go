@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"grapevine/driver/dataplane"
 	"net"
 	"net/netip"
 
@@ -80,7 +81,7 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	}
 	for _, e := range d.endpoints {
 		if hostVeth(e.ID) == hostVeth(r.EndpointID) {
-			return nil, fmt.Errorf("endpoint id %s starts with the same %d characters as endpoint %s: its kernel names would collide", r.EndpointID, idLen, e.ID)
+			return nil, fmt.Errorf("endpoint id %s starts with the same %d characters as endpoint %s: its kernel names would collide", r.EndpointID, dataplane.NameIDLen, e.ID)
 		}
 		if e.NetworkID == r.NetworkID && e.Address.Addr() == addr.Addr() {
 			return nil, fmt.Errorf("endpoint address %s is already used by endpoint %s on this network", addr.Addr(), shortID(e.ID))

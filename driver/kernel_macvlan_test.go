@@ -277,7 +277,7 @@ func grapevineLinksIn(t *testing.T, h *netlink.Handle) []string {
 	}
 	var out []string
 	for _, l := range links {
-		if n := l.Attrs().Name; strings.HasPrefix(n, dataplane.LinkPrefix) || strings.Contains(n, ".") {
+		if n := l.Attrs().Name; dataplane.IsManagedName(n) || strings.Contains(n, ".") {
 			out = append(out, n)
 		}
 	}

@@ -231,7 +231,7 @@ func (d *Driver) parentByCIDR(opt string) (parentPlan, error) {
 	}
 	var hits []dataplane.LinkInfo
 	for _, li := range infos {
-		if li.Loopback || strings.HasPrefix(li.Name, dataplane.LinkPrefix) {
+		if li.Loopback || dataplane.IsManagedName(li.Name) {
 			continue
 		}
 		if slices.ContainsFunc(li.Addrs, func(a netip.Prefix) bool { return p.Contains(a.Addr()) }) {
@@ -273,7 +273,7 @@ func checkParentLink(opt string, li dataplane.LinkInfo) error {
 		what = fmt.Sprintf("%s (%s)", opt, li.Name)
 	}
 	switch {
-	case strings.HasPrefix(li.Name, dataplane.LinkPrefix):
+	case dataplane.IsManagedName(li.Name):
 		return fmt.Errorf("-o parent=%s is a link grapevine made: use the host's interface on the LAN", what)
 	case li.Loopback:
 		return fmt.Errorf("-o parent=%s is the loopback interface: use the host's interface on the LAN", what)

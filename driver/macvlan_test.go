@@ -83,7 +83,7 @@ func (e *env) deleteNet(netID string) {
 func grapevineLinks(f *dataplanetest.Fake) []string {
 	var out []string
 	for _, n := range f.LinkNames() {
-		if strings.HasPrefix(n, dataplane.LinkPrefix) || strings.Contains(n, ".") {
+		if dataplane.IsManagedName(n) || strings.Contains(n, ".") {
 			out = append(out, n)
 		}
 	}

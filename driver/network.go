@@ -142,7 +142,7 @@ func (d *Driver) unpersistNetwork(rec *networkRecord) {
 func (d *Driver) checkNewNetwork(id string, spec networkSpec) error {
 	for _, n := range d.networks {
 		if bridgeName(n.ID) == bridgeName(id) {
-			return fmt.Errorf("network id %s starts with the same %d characters as grapevine network %s: its kernel names would collide", id, idLen, n.ID)
+			return fmt.Errorf("network id %s starts with the same %d characters as grapevine network %s: its kernel names would collide", id, dataplane.NameIDLen, n.ID)
 		}
 		if n.Subnet.Overlaps(spec.subnet) {
 			if n.macvlan() && spec.mode == modeMACVLAN {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"grapevine/driver/dataplane"
 )
@@ -81,8 +80,8 @@ func (d *Driver) Reconcile() error {
 	return err
 }
 
-// removeOrphans deletes links named with one of grapevine's prefixes that no
-// persisted network or endpoint owns. Caller holds mu.
+// removeOrphans deletes links with a name grapevine gives that no persisted
+// network or endpoint owns. Caller holds mu.
 func (d *Driver) removeOrphans() error {
 	want := map[string]bool{}
 	for id, n := range d.networks {
@@ -102,13 +101,13 @@ func (d *Driver) removeOrphans() error {
 		want[hostVeth(id)] = true
 		want[contVeth(id)] = true
 	}
-	links, err := d.dp.ListLinks(dataplane.LinkPrefix)
+	links, err := d.dp.ListLinks("")
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
 	var errs []error
 	for _, l := range links {
-		if want[l] || !hasManagedPrefix(l) {
+		if want[l] || !dataplane.IsManagedName(l) {
 			continue
 		}
 		if err := d.dp.DeleteLink(l); err != nil {
@@ -118,15 +117,6 @@ func (d *Driver) removeOrphans() error {
 		d.log.WithField("link", l).Info("deleted orphan link")
 	}
 	return errors.Join(errs...)
-}
-
-func hasManagedPrefix(name string) bool {
-	for _, p := range []string{bridgePrefix, vxlanPrefix, hostVethPrefix, contVethPrefix, internalParentPrefix, shimPrefix} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // removeOrphanVLANs deletes the VLAN links grapevine created that no network

@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -50,18 +49,7 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 		}
 	}
 	fw.VXLAN = d.vxlanIngress()
-	slices.Sort(fw.Shims)
-	slices.SortFunc(fw.Networks, func(a, b dataplane.NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
-	slices.SortFunc(fw.Ports, func(a, b dataplane.PortRule) int {
-		return cmp.Or(
-			cmp.Compare(a.NetworkID, b.NetworkID),
-			cmp.Compare(a.EndpointID, b.EndpointID),
-			cmp.Compare(a.Proto, b.Proto),
-			cmp.Compare(a.HostPort, b.HostPort),
-			a.HostIP.Compare(b.HostIP),
-		)
-	})
-	return fw
+	return fw.Sorted()
 }
 
 // syncFirewall hands the desired rule set to the dataplane. Caller holds mu.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -114,7 +113,7 @@ func (k *Kernel) Routes() ([]Route, error) {
 		out = append(out, Route{
 			Dst:  netip.PrefixFrom(addr, ones).Masked(),
 			Dev:  dev,
-			Ours: dev != "" && strings.HasPrefix(dev, LinkPrefix),
+			Ours: IsManagedName(dev),
 		})
 	}
 	return out, nil

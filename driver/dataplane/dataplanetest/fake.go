@@ -425,7 +425,7 @@ func (f *Fake) Routes() ([]dataplane.Route, error) {
 		}
 	}
 	for k := range f.ourRoutes {
-		out = append(out, dataplane.Route{Dst: k.dst, Dev: k.dev, Ours: strings.HasPrefix(k.dev, dataplane.LinkPrefix)})
+		out = append(out, dataplane.Route{Dst: k.dst, Dev: k.dev, Ours: dataplane.IsManagedName(k.dev)})
 	}
 	slices.SortFunc(out, func(a, b dataplane.Route) int {
 		if c := a.Dst.Addr().Compare(b.Dst.Addr()); c != 0 {
