@@ -35,7 +35,11 @@ func TestRestartReconcile(t *testing.T) {
 	kernel.AddLink("gvx-deadbeef000", dataplanetest.KindVXLAN)
 	kernel.AddLink("gve-deadbeef000", dataplanetest.KindVeth)
 	kernel.AddLink("gvc-deadbeef000", dataplanetest.KindVethPeer)
-	kernel.AddLink("gvz-notours", dataplanetest.KindOther) // our prefix letter, not our name scheme
+	kernel.AddLink("gvu-deadbeef000", dataplanetest.KindVeth) // an uplink whose bridge's namespace is gone
+	kernel.AddLink("gvi-deadbeef000", dataplanetest.KindVethPeer)
+	kernel.AddLink("gvz-notours", dataplanetest.KindOther)      // our prefix letter, not our name scheme
+	kernel.AddLink("gvb-notoursatall", dataplanetest.KindOther) // an id longer than names keep
+	kernel.AddLink("gvbr0", dataplanetest.KindOther)
 	kernel.AddLink("eth1", dataplanetest.KindOther)
 	e.restart(kernel)
 
@@ -45,7 +49,7 @@ func TestRestartReconcile(t *testing.T) {
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{bridgeName(nid), contVeth(joined), hostVeth(joined), vxlanName(nid), "eth1", "gvz-notours"}
+	want := []string{bridgeName(nid), contVeth(joined), hostVeth(joined), vxlanName(nid), "eth1", "gvb-notoursatall", "gvbr0", "gvz-notours"}
 	slices.Sort(want)
 	if got := kernel.LinkNames(); !slices.Equal(got, want) {
 		t.Fatalf("links after reconcile %v, want %v", got, want)
@@ -78,7 +82,7 @@ func TestRestartReconcile(t *testing.T) {
 	if err := e.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: nid}); err != nil {
 		t.Fatal(err)
 	}
-	if got := kernel.LinkNames(); !slices.Equal(got, []string{"eth1", "gvz-notours"}) {
+	if got := kernel.LinkNames(); !slices.Equal(got, []string{"eth1", "gvb-notoursatall", "gvbr0", "gvz-notours"}) {
 		t.Fatalf("links after delete %v", got)
 	}
 }
