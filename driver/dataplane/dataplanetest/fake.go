@@ -4,12 +4,13 @@ package dataplanetest
 
 import (
 	"fmt"
-	"grapevine/driver/dataplane"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+
+	"grapevine/driver/dataplane"
 )
 
 // Link kinds recorded by Fake.

@@ -3,12 +3,13 @@ package dataplanetest
 import (
 	"errors"
 	"fmt"
-	"grapevine/driver/dataplane"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
+
+	"grapevine/driver/dataplane"
 )
 
 func TestFakeLinks(t *testing.T) {
