@@ -350,22 +350,13 @@ func (d *Driver) Status() []NetworkStatus {
 			Gateway:  n.Gateway.Addr().String(),
 			VNI:      n.VNI,
 			MTU:      n.MTU,
-			Bridge:   bridgeName(n.ID),
-			VXLAN:    vxlanName(n.ID),
 			Internal: n.Internal,
 		}
+		n.mode().status(n, &s)
 		for _, e := range d.endpoints {
 			if e.NetworkID == n.ID {
 				s.Endpoints++
 				s.Published += len(e.Bindings)
-			}
-		}
-		if n.macvlan() {
-			s.Bridge, s.VXLAN = "", ""
-			s.ParentOption, s.Parent, s.Reach = n.ParentOption, n.Parent, reachText(n)
-			s.Internal = n.Internal || n.Parent == ""
-			if n.HostAccess.IsValid() {
-				s.HostAccess = n.HostAccess.String()
 			}
 		}
 		s.RemoteEndpoints, s.RemoteUnreachable, s.RemoteHosts = d.peerCounts(n)

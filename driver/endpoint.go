@@ -3,11 +3,12 @@ package driver
 import (
 	"errors"
 	"fmt"
-	"grapevine/driver/dataplane"
 	"net"
 	"net/netip"
 
 	"github.com/docker/go-plugins-helpers/network"
+
+	"grapevine/driver/dataplane"
 )
 
 // CreateEndpoint records an endpoint: the address Docker's IPAM call gave it, a
@@ -99,8 +100,8 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 		Requested:     requested,
 		Exposed:       exposed,
 	}
-	if n.macvlan() {
-		rec.HostVeth = "" // the container's link is a macvlan child: no host end
+	if !n.mode().overlay() {
+		rec.HostVeth = "" // the container's link is not a veth on a bridge: no host end
 	}
 	if err := d.store.putEndpoint(rec); err != nil {
 		return nil, err
@@ -130,11 +131,9 @@ func (d *Driver) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
 		return d.deleteEndpointLinks(&endpointRecord{ID: r.EndpointID})
 	}
 	errs := []error{d.deleteEndpointLinks(e)}
-	if n := d.networks[e.NetworkID]; n != nil && n.macvlan() && n.HostAccess.IsValid() {
+	if n := d.networks[e.NetworkID]; n != nil {
 		// Leave removes it; DeleteEndpoint without Leave must too.
-		if err := d.dp.DelRoute(netip.PrefixFrom(e.Address.Addr(), 32), shimName(n.ID)); err != nil {
-			errs = append(errs, fmt.Errorf("delete host access route of %s: %w", e.Address.Addr(), err))
-		}
+		errs = append(errs, d.dropShimRoute(n, e))
 	}
 	if err := d.store.deleteEndpoint(e.ID); err != nil {
 		return errors.Join(append(errs, err)...)

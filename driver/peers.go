@@ -149,7 +149,7 @@ func (d *Driver) want(k string) (progEntry, bool) {
 		return progEntry{}, false
 	}
 	n := d.networkOf(ep.subnet)
-	if n == nil || n.macvlan() {
+	if n == nil || !n.mode().overlay() {
 		return progEntry{}, false // macvlan: the endpoint is on the LAN
 	}
 	if cause := reservedCause(n, ep.ip); cause != "" {
@@ -328,7 +328,7 @@ func (d *Driver) reconcilePeers() error {
 	}
 	ids := make([]string, 0, len(d.networks))
 	for id, n := range d.networks {
-		if !n.macvlan() {
+		if n.mode().overlay() {
 			ids = append(ids, id)
 		}
 	}
@@ -492,7 +492,7 @@ func (d *Driver) peerCounts(n *networkRecord) (programmed, unreachable int, perH
 			perHost = map[string]int{}
 		}
 		perHost[ep.node]++
-		if n.macvlan() {
+		if !n.mode().overlay() {
 			continue // on the LAN: nothing to program
 		}
 		if _, ok := d.want(k); ok {

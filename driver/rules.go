@@ -14,25 +14,11 @@ import (
 func (d *Driver) desiredFirewall() dataplane.Firewall {
 	var fw dataplane.Firewall
 	for _, n := range d.networks {
-		if n.macvlan() {
-			// on the LAN: no NAT, no forwarding through the host; a host
-			// shim is isolated from the bridges like any other network
-			if n.HostAccess.IsValid() {
-				fw.Shims = append(fw.Shims, shimName(n.ID))
-			}
-			continue
-		}
-		fw.Networks = append(fw.Networks, dataplane.NetworkRules{
-			NetworkID:  n.ID,
-			Bridge:     bridgeName(n.ID),
-			Subnet:     n.Subnet,
-			Internal:   n.Internal,
-			Masquerade: !n.Internal,
-		})
+		n.mode().firewall(d, n, &fw)
 	}
 	for _, e := range d.endpoints {
 		n, ok := d.networks[e.NetworkID]
-		if !ok || n.Internal || n.macvlan() {
+		if !ok || n.Internal || !n.mode().overlay() {
 			continue
 		}
 		for _, b := range e.Bindings {

@@ -58,9 +58,6 @@ type networkRecord struct {
 	Aux []netip.Addr `json:"aux,omitempty"`
 }
 
-// macvlan reports whether the network is in macvlan mode.
-func (n *networkRecord) macvlan() bool { return n.Mode == modeMACVLAN }
-
 // parentLink is the link a macvlan network's children are made on.
 func (n *networkRecord) parentLink() string {
 	if n.Parent != "" {
@@ -117,6 +114,16 @@ type endpointRecord struct {
 	Exposed       []transportPort `json:"exposed,omitempty"`
 	Programmed    bool            `json:"programmed"`         // ProgramExternalConnectivity succeeded
 	Bindings      []portBinding   `json:"bindings,omitempty"` // programmed, host ports chosen
+}
+
+// linkMAC is the MAC of the endpoint's link. Persisted MACs were validated
+// when the endpoint was created; one that no longer parses is derived from
+// the address rather than failing.
+func (e *endpointRecord) linkMAC() net.HardwareAddr {
+	if m, err := parseHWAddr(e.MAC); err == nil {
+		return m.hw()
+	}
+	return macFromIPv4(e.Address.Addr())
 }
 
 func (e *endpointRecord) clone() *endpointRecord {
