@@ -174,31 +174,9 @@ func New(cfg Config) (*Driver, error) {
 		pluginName: cfg.PluginName,
 		log:        log,
 	}
-	if err := d.store.init(); err != nil {
-		return nil, fmt.Errorf("driver: %w", err)
+	if err := d.loadState(); err != nil {
+		return nil, err
 	}
-	nets, eps, err := d.store.load()
-	if err != nil {
-		return nil, fmt.Errorf("driver: load persisted state: %w", err)
-	}
-	// Endpoints whose network is gone cannot be used; drop them (their links are
-	// orphans that Reconcile removes).
-	for id, e := range eps {
-		if _, ok := nets[e.NetworkID]; !ok {
-			log.WithFields(logrus.Fields{"endpoint": shortID(id), "network": shortID(e.NetworkID)}).
-				Warn("dropping persisted endpoint of a network that no longer exists")
-			if err := d.store.deleteEndpoint(id); err != nil {
-				return nil, fmt.Errorf("driver: %w", err)
-			}
-			delete(eps, id)
-		}
-	}
-	vlans, err := d.store.loadVLANs()
-	if err != nil {
-		return nil, fmt.Errorf("driver: load persisted state: %w", err)
-	}
-	d.networks, d.endpoints, d.vlans = nets, eps, vlans
-	log.WithFields(logrus.Fields{"networks": len(nets), "endpoints": len(eps), "vlans": len(vlans)}).Info("driver state loaded")
 	if c, ok := cfg.Cluster.(*gossip.Cluster); ok && c == nil {
 		cfg.Cluster = nil // a nil *Cluster in the interface means no cluster
 	}
@@ -216,6 +194,37 @@ func New(cfg Config) (*Driver, error) {
 		d.startCluster(cfg.Cluster, cfg.PeerRepair)
 	}
 	return d, nil
+}
+
+// loadState creates the bucket if needed and loads the persisted networks,
+// endpoints and VLAN links. Endpoints whose network is gone are dropped.
+func (d *Driver) loadState() error {
+	if err := d.store.init(); err != nil {
+		return fmt.Errorf("driver: %w", err)
+	}
+	nets, eps, err := d.store.load()
+	if err != nil {
+		return fmt.Errorf("driver: load persisted state: %w", err)
+	}
+	// Endpoints whose network is gone cannot be used; drop them (their links are
+	// orphans that Reconcile removes).
+	for id, e := range eps {
+		if _, ok := nets[e.NetworkID]; !ok {
+			d.log.WithFields(logrus.Fields{"endpoint": shortID(id), "network": shortID(e.NetworkID)}).
+				Warn("dropping persisted endpoint of a network that no longer exists")
+			if err := d.store.deleteEndpoint(id); err != nil {
+				return fmt.Errorf("driver: %w", err)
+			}
+			delete(eps, id)
+		}
+	}
+	vlans, err := d.store.loadVLANs()
+	if err != nil {
+		return fmt.Errorf("driver: load persisted state: %w", err)
+	}
+	d.networks, d.endpoints, d.vlans = nets, eps, vlans
+	d.log.WithFields(logrus.Fields{"networks": len(nets), "endpoints": len(eps), "vlans": len(vlans)}).Info("driver state loaded")
+	return nil
 }
 
 // startCluster publishes this host's records, withdraws stale ones, follows

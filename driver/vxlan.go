@@ -34,7 +34,7 @@ func (vxlanMode) prepare(d *Driver, spec *networkSpec) error {
 		return fmt.Errorf("cannot create network: the underlay (plugin setting ADVERTISE) is not usable: %w", err)
 	}
 	if u.MTU <= 0 {
-		u.MTU = 1500
+		u.MTU = defaultMTU
 	}
 	if err := checkVXLANMTU(*spec, u.MTU); err != nil {
 		return err
