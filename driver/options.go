@@ -99,7 +99,7 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest) (networkSpec, err
 		s.mtuText = v
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 68 || n > maxLinkMTU {
-			n = -1 // refused by checkVXLANMTU / createMacvlan, which know the limit
+			n = -1 // refused by checkVXLANMTU / checkMacvlanMTU, which know the limit
 		}
 		s.mtu = n
 	}
