@@ -228,12 +228,10 @@ func (d *Driver) makeNetworkLinks(rec *networkRecord, u dataplane.Underlay) erro
 	}
 }
 
-// ensureVXLAN repairs a persisted network's VXLAN device.
+// ensureVXLAN repairs a persisted network's VXLAN device. A VNI another
+// device took is reported by the dataplane, with the port and the holder.
 func (d *Driver) ensureVXLAN(rec *networkRecord, u dataplane.Underlay) error {
 	if err := d.dp.EnsureVXLAN(d.vxlanSpec(rec, u)); err != nil {
-		if errors.Is(err, dataplane.ErrVNIInUse) {
-			return fmt.Errorf("network %s: vni %d is now used by another VXLAN device on UDP port %d on this host: %w", shortID(rec.ID), rec.VNI, d.port, err)
-		}
 		return fmt.Errorf("network %s: vxlan device %s (vni %d): %w", shortID(rec.ID), vxlanName(rec.ID), rec.VNI, err)
 	}
 	return nil
