@@ -45,8 +45,8 @@ type endpointDef struct {
 }
 
 func (n networkDef) String() string {
-	if n.Mode == modeMACVLAN {
-		return "mode=" + n.Mode
+	if m, ok := modeNamed(n.Mode); ok && !m.overlay() {
+		return "mode=" + n.Mode // no VNI
 	}
 	return fmt.Sprintf("mode=%s vni=%d", n.Mode, n.VNI)
 }
@@ -89,9 +89,10 @@ func parseNetworkRecord(r *gossip.Record) (netip.Prefix, string, networkDef, boo
 		return netip.Prefix{}, "", networkDef{}, false
 	}
 	inside := func(a netip.Addr) bool { return !a.IsValid() || subnet.Contains(a) }
+	mode, _ := modeNamed(def.Mode)
 	switch {
-	case def.Mode != modeVXLAN && def.Mode != modeMACVLAN:
-	case def.Mode == modeVXLAN && (def.VNI < 1 || def.VNI > maxVNI):
+	case mode == nil:
+	case mode.overlay() && (def.VNI < 1 || def.VNI > maxVNI):
 	case def.MTU != 0 && (def.MTU < 68 || def.MTU > maxLinkMTU):
 	case !inside(def.Gateway) || !inside(def.HostAccess):
 	default:
@@ -150,7 +151,7 @@ func (d *Driver) checkCluster(spec *networkSpec) error {
 		first := defs[0]
 		where := fmt.Sprintf("%s is already defined on host %s as %s", spec.subnet, first.node, first.def)
 		switch {
-		case first.def.Mode != spec.mode:
+		case first.def.Mode != spec.mode.name():
 			return fmt.Errorf("%s; use -o mode=%s", where, first.def.Mode)
 		case spec.vni != 0 && spec.vni != first.def.VNI:
 			return fmt.Errorf("%s; use -o vni=%d or omit -o vni", where, first.def.VNI)
@@ -162,7 +163,7 @@ func (d *Driver) checkCluster(spec *networkSpec) error {
 			d.log.WithFields(logrus.Fields{"subnet": spec.subnet, "peer": first.node, "peer_mtu": first.def.MTU, "mtu": spec.mtu}).
 				Warn("network MTU differs from the one on another host; large packets between the hosts may be dropped")
 		}
-		if spec.vni == 0 && spec.mode == modeVXLAN {
+		if spec.vni == 0 && spec.mode.overlay() {
 			for _, n := range d.networks {
 				if n.VNI == first.def.VNI {
 					return fmt.Errorf("%s, but vni %d is already used by grapevine network %s (subnet %s) on this host: remove that network first",

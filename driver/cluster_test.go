@@ -10,8 +10,9 @@ import (
 
 	"github.com/docker/go-plugins-helpers/network"
 
-	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 	"grapevine/gossip"
+	"grapevine/gossip/gossiptest"
 )
 
 const (
@@ -22,7 +23,7 @@ const (
 // flush applies every pending remote-endpoint change, as the peer worker would.
 func (e *env) flush() {
 	e.t.Helper()
-	e.cluster.deliver()
+	e.cluster.Deliver()
 	e.d.applyDirty(0)
 }
 
@@ -31,7 +32,7 @@ type remote struct{ ip, mac, vtep string }
 
 // checkRemotes asserts that vx holds exactly the entries for want: FDB self
 // and bridge entries and permanent neighbours.
-func checkRemotes(t *testing.T, f *dataplane.Fake, vx string, want ...remote) {
+func checkRemotes(t *testing.T, f *dataplanetest.Fake, vx string, want ...remote) {
 	t.Helper()
 	wantFDB := map[string]netip.Addr{}
 	wantNeigh := map[netip.Addr]string{}
@@ -54,7 +55,7 @@ func checkRemotes(t *testing.T, f *dataplane.Fake, vx string, want ...remote) {
 	}
 }
 
-func networkDefOf(t *testing.T, c *fakeCluster, subnet, node string) (networkDef, bool) {
+func networkDefOf(t *testing.T, c *gossiptest.FakeCluster, subnet, node string) (networkDef, bool) {
 	t.Helper()
 	r, ok := c.Get(kindNetwork, networkKey(netip.MustParsePrefix(subnet), node))
 	if !ok {
@@ -115,10 +116,10 @@ func TestClusterNetworkIdentity(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e, c := newClusterEnv(t, "h0", "198.18.0.1")
 			for _, nd := range tc.remote {
-				c.remoteNetwork(t, nd.node, sub20, nd.def)
+				remoteNetwork(t, c, nd.node, sub20, nd.def)
 			}
 			for _, nd := range tc.other {
-				c.remoteNetwork(t, nd.node, sub21, nd.def)
+				remoteNetwork(t, c, nd.node, sub21, nd.def)
 			}
 			tc.req.id = id("n")
 			err := e.d.CreateNetwork(e.createReq(tc.req))
@@ -156,12 +157,12 @@ func TestClusterNetworkIdentity(t *testing.T) {
 func TestClusterAdoptedVNIUsedLocally(t *testing.T) {
 	e, c := newClusterEnv(t, "h0", "198.18.0.1")
 	e.mustCreateNetwork(netReq{id: id("a"), subnet: sub21, opts: map[string]string{"vni": "500"}})
-	c.remoteNetwork(t, "h1", sub20, networkDef{Version: 1, Mode: modeVXLAN, VNI: 500, Gateway: netip.MustParseAddr("198.19.20.1")})
+	remoteNetwork(t, c, "h1", sub20, networkDef{Version: 1, Mode: modeVXLAN, VNI: 500, Gateway: netip.MustParseAddr("198.19.20.1")})
 	err := e.d.CreateNetwork(e.createReq(netReq{id: id("b"), subnet: sub20}))
 	wantErr(t, err, "198.19.20.0/24 is already defined on host h1 as mode=vxlan vni=500, but vni 500 is already used by grapevine network "+shortID(id("a")))
 
 	// A definition that arrives later and disagrees shows in status.
-	c.remoteNetwork(t, "h2", sub21, networkDef{Version: 1, Mode: modeVXLAN, VNI: 501, Gateway: netip.MustParseAddr("198.19.21.1")})
+	remoteNetwork(t, c, "h2", sub21, networkDef{Version: 1, Mode: modeVXLAN, VNI: 501, Gateway: netip.MustParseAddr("198.19.21.1")})
 	st := e.d.Status()
 	if len(st) != 1 || st[0].Conflict == "" {
 		t.Fatalf("status %+v, want a conflict", st)
@@ -184,7 +185,7 @@ func TestClusterEndpointRecords(t *testing.T) {
 
 	wantKeys := func(kind string, want ...string) {
 		t.Helper()
-		if got := c.keys(kind, "h0"); !slices.Equal(got, want) {
+		if got := c.Keys(kind, "h0"); !slices.Equal(got, want) {
 			t.Fatalf("%s records %q, want %q", kind, got, want)
 		}
 	}
@@ -202,13 +203,13 @@ func TestClusterEndpointRecords(t *testing.T) {
 	wantKeys(kindEndpoint, sub20+"/198.19.20.6")
 
 	// An address that another host has since taken over is not withdrawn.
-	c.remoteEndpoint(t, "h1", sub20, "198.19.20.6", "02:00:00:00:01:06")
+	remoteEndpoint(t, c, "h1", sub20, "198.19.20.6", "02:00:00:00:01:06")
 	if err := e.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: nid}); err != nil {
 		t.Fatal(err)
 	}
 	wantKeys(kindNetwork)
 	wantKeys(kindEndpoint)
-	if got := c.keys(kindEndpoint, "h1"); !slices.Equal(got, []string{sub20 + "/198.19.20.6"}) {
+	if got := c.Keys(kindEndpoint, "h1"); !slices.Equal(got, []string{sub20 + "/198.19.20.6"}) {
 		t.Fatalf("h1's record was touched: %q", got)
 	}
 }
@@ -225,10 +226,10 @@ func TestClusterRemoteProgramming(t *testing.T) {
 	x := remote{"198.19.20.12", "02:00:00:00:00:0c", "198.18.0.3"}
 
 	// Records arrive before the network exists and before h2 is known.
-	c.member("h1", a.vtep, gossip.StateAlive, gossip.EventJoin)
-	c.remoteEndpoint(t, "h1", sub20, a.ip, a.mac)
-	c.remoteEndpoint(t, "h2", sub20, x.ip, x.mac)
-	c.remoteEndpoint(t, "h1", sub21, "198.19.21.10", "02:00:00:00:01:0a") // a network this host lacks
+	c.SetMember("h1", a.vtep, gossip.StateAlive, gossip.EventJoin)
+	remoteEndpoint(t, c, "h1", sub20, a.ip, a.mac)
+	remoteEndpoint(t, c, "h2", sub20, x.ip, x.mac)
+	remoteEndpoint(t, c, "h1", sub21, "198.19.21.10", "02:00:00:00:01:0a") // a network this host lacks
 	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
 	e.flush()
 	checkRemotes(t, e.fake, vx, a)
@@ -238,23 +239,23 @@ func TestClusterRemoteProgramming(t *testing.T) {
 		do   func()
 		want []remote
 	}{
-		{"host joins", func() { c.member("h2", x.vtep, gossip.StateAlive, gossip.EventJoin) }, []remote{a, x}},
-		{"record arrives", func() { c.remoteEndpoint(t, "h1", sub20, b.ip, b.mac) }, []remote{a, b, x}},
-		{"record tombstoned", func() { c.remoteDelete("h1", kindEndpoint, sub20+"/"+b.ip) }, []remote{a, x}},
-		{"host dead", func() { c.member("h1", a.vtep, gossip.StateDead, gossip.EventDead) }, []remote{x}},
-		{"host rejoins", func() { c.member("h1", a.vtep, gossip.StateAlive, gossip.EventJoin) }, []remote{a, x}},
-		{"vtep changes", func() { c.member("h1", "198.18.0.9", gossip.StateAlive, gossip.EventUpdate) },
+		{"host joins", func() { c.SetMember("h2", x.vtep, gossip.StateAlive, gossip.EventJoin) }, []remote{a, x}},
+		{"record arrives", func() { remoteEndpoint(t, c, "h1", sub20, b.ip, b.mac) }, []remote{a, b, x}},
+		{"record tombstoned", func() { c.RemoteDelete("h1", kindEndpoint, sub20+"/"+b.ip) }, []remote{a, x}},
+		{"host dead", func() { c.SetMember("h1", a.vtep, gossip.StateDead, gossip.EventDead) }, []remote{x}},
+		{"host rejoins", func() { c.SetMember("h1", a.vtep, gossip.StateAlive, gossip.EventJoin) }, []remote{a, x}},
+		{"vtep changes", func() { c.SetMember("h1", "198.18.0.9", gossip.StateAlive, gossip.EventUpdate) },
 			[]remote{{a.ip, a.mac, "198.18.0.9"}, x}},
-		{"mac changes", func() { c.remoteEndpoint(t, "h1", sub20, a.ip, "02:00:00:00:00:aa") },
+		{"mac changes", func() { remoteEndpoint(t, c, "h1", sub20, a.ip, "02:00:00:00:00:aa") },
 			[]remote{{a.ip, "02:00:00:00:00:aa", "198.18.0.9"}, x}},
-		{"host leaves: kept for the grace", func() { c.member("h2", x.vtep, gossip.StateLeft, gossip.EventLeave) },
+		{"host leaves: kept for the grace", func() { c.SetMember("h2", x.vtep, gossip.StateLeft, gossip.EventLeave) },
 			[]remote{{a.ip, "02:00:00:00:00:aa", "198.18.0.9"}, x}},
 		{"address moves to another host", func() {
-			c.member("h2", x.vtep, gossip.StateAlive, gossip.EventJoin)
-			c.remoteDelete("h1", kindEndpoint, sub20+"/"+a.ip) // its host withdraws it first
-			c.remoteEndpoint(t, "h2", sub20, a.ip, x.mac)
+			c.SetMember("h2", x.vtep, gossip.StateAlive, gossip.EventJoin)
+			c.RemoteDelete("h1", kindEndpoint, sub20+"/"+a.ip) // its host withdraws it first
+			remoteEndpoint(t, c, "h2", sub20, a.ip, x.mac)
 		}, []remote{{a.ip, x.mac, x.vtep}, x}},
-		{"own record ignored", func() { c.remoteEndpoint(t, "h0", sub20, "198.19.20.20", "02:00:00:00:00:20") },
+		{"own record ignored", func() { remoteEndpoint(t, c, "h0", sub20, "198.19.20.20", "02:00:00:00:00:20") },
 			[]remote{{a.ip, x.mac, x.vtep}, x}},
 	}
 	for _, s := range steps {
@@ -278,7 +279,7 @@ func TestClusterRemoteProgramming(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.fake.ResetCalls()
-	c.remoteEndpoint(t, "h2", sub20, "198.19.20.30", "02:00:00:00:00:30")
+	remoteEndpoint(t, c, "h2", sub20, "198.19.20.30", "02:00:00:00:00:30")
 	e.flush()
 	if n := e.fake.CallCount("SetFDB") + e.fake.CallCount("SetNeigh"); n != 0 {
 		t.Fatalf("%d programming calls for a deleted network: %v", n, e.fake.Calls())
@@ -297,12 +298,12 @@ func TestClusterSharedMAC(t *testing.T) {
 	e, c := newClusterEnv(t, "h0", "198.18.0.1")
 	nid := id("n")
 	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
-	c.member("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
-	c.remoteEndpoint(t, "h1", sub20, "198.19.20.10", "02:00:00:00:00:99")
-	c.remoteEndpoint(t, "h2", sub20, "198.19.20.11", "02:00:00:00:00:99")
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
+	remoteEndpoint(t, c, "h1", sub20, "198.19.20.10", "02:00:00:00:00:99")
+	remoteEndpoint(t, c, "h2", sub20, "198.19.20.11", "02:00:00:00:00:99")
 	e.flush()
-	c.member("h2", "198.18.0.3", gossip.StateDead, gossip.EventDead)
+	c.SetMember("h2", "198.18.0.3", gossip.StateDead, gossip.EventDead)
 	e.flush()
 	checkRemotes(t, e.fake, vxlanName(nid), remote{"198.19.20.10", "02:00:00:00:00:99", "198.18.0.2"})
 }
@@ -315,7 +316,7 @@ func TestClusterReconcilePeers(t *testing.T) {
 	nid := id("n")
 	vx := vxlanName(nid)
 	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	rs := []remote{
 		{"198.19.20.10", "02:00:00:00:00:0a", "198.18.0.2"},
 		{"198.19.20.11", "02:00:00:00:00:0b", "198.18.0.2"},
@@ -323,7 +324,7 @@ func TestClusterReconcilePeers(t *testing.T) {
 		{"198.19.20.13", "02:00:00:00:00:0d", "198.18.0.2"},
 	}
 	for _, r := range rs {
-		c.remoteEndpoint(t, "h1", sub20, r.ip, r.mac)
+		remoteEndpoint(t, c, "h1", sub20, r.ip, r.mac)
 	}
 	e.flush()
 	checkRemotes(t, e.fake, vx, rs...)
@@ -357,7 +358,7 @@ func TestClusterReconcilePeers(t *testing.T) {
 	}
 
 	// A dead host's entries that linger (say, a failed delete) go too.
-	c.member("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
+	c.SetMember("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
 	e.fake.SetFail("DelFDB", errString("injected"))
 	e.flush()
 	e.fake.SetFail("DelFDB", nil)
@@ -376,38 +377,33 @@ func TestClusterRestart(t *testing.T) {
 	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
 	e.mustCreateEndpoint(nid, id("a"), "198.19.20.5/24", "")
 	e.mustCreateEndpoint(nid, id("b"), "198.19.20.6/24", "")
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
-	c.remoteEndpoint(t, "h1", sub20, "198.19.20.10", "02:00:00:00:00:0a")
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	remoteEndpoint(t, c, "h1", sub20, "198.19.20.10", "02:00:00:00:00:0a")
 	e.flush()
 
 	// While the plugin was down its records drifted: one was lost, and one
 	// describes an endpoint (and a network) it no longer has.
-	c2 := newFakeCluster("h0")
+	c2 := gossiptest.NewFakeCluster("h0")
 	for _, r := range c.List("") {
 		if r.Key == sub20+"/198.19.20.6" {
 			continue
 		}
-		if c2.recs[r.Kind] == nil {
-			c2.recs[r.Kind] = map[string]gossip.Record{}
-		}
-		c2.recs[r.Kind][r.Key] = r
-		c2.clock = max(c2.clock, r.Version)
+		c2.Seed(r)
 	}
 	_ = c2.Put(kindEndpoint, sub20+"/198.19.20.7", []byte(`{"version":1,"mac":"02:42:c6:13:14:07","node":"h0"}`))
 	_ = c2.Put(kindNetwork, sub21+"/h0", []byte(`{"version":1,"mode":"vxlan","vni":9}`))
-	c2.members["h1"] = gossip.Member{Name: "h1", State: gossip.StateAlive, Addr: netip.MustParseAddrPort("198.18.0.2:7946"),
-		Meta: gossip.NodeMeta{VTEP: netip.MustParseAddr("198.18.0.2")}}
+	c2.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	e.cluster = c2
-	e.restart(dataplane.NewFake())
+	e.restart(dataplanetest.NewFake())
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
 	e.flush()
 
-	if got, want := c2.keys(kindEndpoint, "h0"), []string{sub20 + "/198.19.20.5", sub20 + "/198.19.20.6"}; !slices.Equal(got, want) {
+	if got, want := c2.Keys(kindEndpoint, "h0"), []string{sub20 + "/198.19.20.5", sub20 + "/198.19.20.6"}; !slices.Equal(got, want) {
 		t.Fatalf("own endpoint records %q, want %q", got, want)
 	}
-	if got, want := c2.keys(kindNetwork, "h0"), []string{sub20 + "/h0"}; !slices.Equal(got, want) {
+	if got, want := c2.Keys(kindNetwork, "h0"), []string{sub20 + "/h0"}; !slices.Equal(got, want) {
 		t.Fatalf("own network records %q, want %q", got, want)
 	}
 	checkRemotes(t, e.fake, vxlanName(nid), remote{"198.19.20.10", "02:00:00:00:00:0a", "198.18.0.2"})

@@ -4,20 +4,13 @@
 // the bbolt bucket "driver" (Docker never replays its calls after a restart),
 // and tells the dataplane what must exist. It never touches the kernel itself.
 //
-// Kernel objects are named from persisted ids so that Reconcile can recreate
-// what is missing and remove what no longer belongs to anything:
-//
-//	bridge            gvb-<network id[:11]>
-//	VXLAN device      gvx-<network id[:11]>
-//	veth, host end    gve-<endpoint id[:11]>
-//	veth, container   gvc-<endpoint id[:11]>
-//
-// and in macvlan mode (see macvlan.go):
-//
-//	container link    gvc-<endpoint id[:11]>   macvlan child of the parent
-//	internal parent   gvm-<network id[:11]>    dummy or ifb link (no -o parent)
-//	host shim         gvh-<network id[:11]>    macvlan child (host_access)
-//	VLAN link         IF.VLAN                  only when grapevine created it
+// Kernel objects are named from persisted ids (dataplane/names.go spells the
+// names) so that Reconcile can recreate what is missing and remove what no
+// longer belongs to anything: per network a bridge (gvb-) and a VXLAN device
+// (gvx-), per endpoint a veth pair (gve-, gvc-); in macvlan mode (see
+// macvlan.go) per endpoint a macvlan child (gvc-), per network an internal
+// parent (gvm-, with no -o parent) and a host shim (gvh-, host_access), and
+// the VLAN links IF.VLAN that grapevine created.
 //
 // With a gossip cluster (Config.Cluster) the driver also publishes what this
 // host has — a "network" record per subnet ("<subnet>/<node>": mode, VNI,
@@ -179,31 +172,9 @@ func New(cfg Config) (*Driver, error) {
 		pluginName: cfg.PluginName,
 		log:        log,
 	}
-	if err := d.store.init(); err != nil {
-		return nil, fmt.Errorf("driver: %w", err)
+	if err := d.loadState(); err != nil {
+		return nil, err
 	}
-	nets, eps, err := d.store.load()
-	if err != nil {
-		return nil, fmt.Errorf("driver: load persisted state: %w", err)
-	}
-	// Endpoints whose network is gone cannot be used; drop them (their links are
-	// orphans that Reconcile removes).
-	for id, e := range eps {
-		if _, ok := nets[e.NetworkID]; !ok {
-			log.WithFields(logrus.Fields{"endpoint": shortID(id), "network": shortID(e.NetworkID)}).
-				Warn("dropping persisted endpoint of a network that no longer exists")
-			if err := d.store.deleteEndpoint(id); err != nil {
-				return nil, fmt.Errorf("driver: %w", err)
-			}
-			delete(eps, id)
-		}
-	}
-	vlans, err := d.store.loadVLANs()
-	if err != nil {
-		return nil, fmt.Errorf("driver: load persisted state: %w", err)
-	}
-	d.networks, d.endpoints, d.vlans = nets, eps, vlans
-	log.WithFields(logrus.Fields{"networks": len(nets), "endpoints": len(eps), "vlans": len(vlans)}).Info("driver state loaded")
 	if c, ok := cfg.Cluster.(*gossip.Cluster); ok && c == nil {
 		cfg.Cluster = nil // a nil *Cluster in the interface means no cluster
 	}
@@ -222,6 +193,37 @@ func New(cfg Config) (*Driver, error) {
 		d.startCluster(cfg.Cluster, cfg.PeerRepair)
 	}
 	return d, nil
+}
+
+// loadState creates the bucket if needed and loads the persisted networks,
+// endpoints and VLAN links. Endpoints whose network is gone are dropped.
+func (d *Driver) loadState() error {
+	if err := d.store.init(); err != nil {
+		return fmt.Errorf("driver: %w", err)
+	}
+	nets, eps, err := d.store.load()
+	if err != nil {
+		return fmt.Errorf("driver: load persisted state: %w", err)
+	}
+	// Endpoints whose network is gone cannot be used; drop them (their links are
+	// orphans that Reconcile removes).
+	for id, e := range eps {
+		if _, ok := nets[e.NetworkID]; !ok {
+			d.log.WithFields(logrus.Fields{"endpoint": shortID(id), "network": shortID(e.NetworkID)}).
+				Warn("dropping persisted endpoint of a network that no longer exists")
+			if err := d.store.deleteEndpoint(id); err != nil {
+				return fmt.Errorf("driver: %w", err)
+			}
+			delete(eps, id)
+		}
+	}
+	vlans, err := d.store.loadVLANs()
+	if err != nil {
+		return fmt.Errorf("driver: load persisted state: %w", err)
+	}
+	d.networks, d.endpoints, d.vlans = nets, eps, vlans
+	d.log.WithFields(logrus.Fields{"networks": len(nets), "endpoints": len(eps), "vlans": len(vlans)}).Info("driver state loaded")
+	return nil
 }
 
 // startCluster publishes this host's records, withdraws stale ones, follows
@@ -356,22 +358,13 @@ func (d *Driver) Status() []NetworkStatus {
 			Gateway:  n.Gateway.Addr().String(),
 			VNI:      n.VNI,
 			MTU:      n.MTU,
-			Bridge:   bridgeName(n.ID),
-			VXLAN:    vxlanName(n.ID),
 			Internal: n.Internal,
 		}
+		n.mode().status(n, &s)
 		for _, e := range d.endpoints {
 			if e.NetworkID == n.ID {
 				s.Endpoints++
 				s.Published += len(e.Bindings)
-			}
-		}
-		if n.macvlan() {
-			s.Bridge, s.VXLAN = "", ""
-			s.ParentOption, s.Parent, s.Reach = n.ParentOption, n.Parent, reachText(n)
-			s.Internal = n.Internal || n.Parent == ""
-			if n.HostAccess.IsValid() {
-				s.HostAccess = n.HostAccess.String()
 			}
 		}
 		s.RemoteEndpoints, s.RemoteUnreachable, s.RemoteHosts = d.peerCounts(n)

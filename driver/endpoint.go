@@ -7,6 +7,8 @@ import (
 	"net/netip"
 
 	"github.com/docker/go-plugins-helpers/network"
+
+	"grapevine/driver/dataplane"
 )
 
 // CreateEndpoint records an endpoint: the address Docker's IPAM call gave it, a
@@ -23,26 +25,11 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	if err := checkID("EndpointID", r.EndpointID); err != nil {
 		return nil, err
 	}
-	if r.Interface == nil || r.Interface.Address == "" {
-		return nil, errors.New("endpoint has no IPv4 address: grapevine needs Docker to allocate it through IPAM (Interface.Address)")
+	addr, mac, err := endpointInterface(r.Interface)
+	if err != nil {
+		return nil, err
 	}
-	if r.Interface.AddressIPv6 != "" {
-		return nil, fmt.Errorf("endpoint IPv6 address %s: IPv6 is not supported by grapevine yet", r.Interface.AddressIPv6)
-	}
-	addr, err := netip.ParsePrefix(r.Interface.Address)
-	if err != nil || !addr.Addr().Is4() {
-		return nil, fmt.Errorf("endpoint address %q is not an IPv4 address in CIDR form", r.Interface.Address)
-	}
-	var mac net.HardwareAddr
 	generated := r.Interface.MacAddress == ""
-	if generated {
-		mac = macFromIPv4(addr.Addr())
-	} else {
-		mac, err = net.ParseMAC(r.Interface.MacAddress)
-		if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
-			return nil, fmt.Errorf("endpoint MAC address %q is not a unicast Ethernet address (--mac-address)", r.Interface.MacAddress)
-		}
-	}
 	requested, err := portMapOption(r.Options)
 	if err != nil {
 		return nil, err
@@ -59,14 +46,8 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 		return nil, fmt.Errorf("network %s is not known to grapevine on this host: remove and recreate the network", shortID(r.NetworkID))
 	}
 	addr = netip.PrefixFrom(addr.Addr(), n.Subnet.Bits())
-	if !n.Subnet.Contains(addr.Addr()) {
-		return nil, fmt.Errorf("endpoint address %s is outside the network's subnet %s", addr.Addr(), n.Subnet)
-	}
-	if addr.Addr() == n.Gateway.Addr() {
-		return nil, fmt.Errorf("endpoint address %s is the network's gateway: choose another --ip", addr.Addr())
-	}
-	if n.HostAccess.IsValid() && addr.Addr() == n.HostAccess {
-		return nil, fmt.Errorf("endpoint address %s is this host's host_access address (--aux-address): choose another --ip", addr.Addr())
+	if err := checkEndpointAddr(n, addr.Addr()); err != nil {
+		return nil, err
 	}
 	resp := &network.CreateEndpointResponse{}
 	if generated {
@@ -80,7 +61,7 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	}
 	for _, e := range d.endpoints {
 		if hostVeth(e.ID) == hostVeth(r.EndpointID) {
-			return nil, fmt.Errorf("endpoint id %s starts with the same %d characters as endpoint %s: its kernel names would collide", r.EndpointID, idLen, e.ID)
+			return nil, fmt.Errorf("endpoint id %s starts with the same %d characters as endpoint %s: its kernel names would collide", r.EndpointID, dataplane.NameIDLen, e.ID)
 		}
 		if e.NetworkID == r.NetworkID && e.Address.Addr() == addr.Addr() {
 			return nil, fmt.Errorf("endpoint address %s is already used by endpoint %s on this network", addr.Addr(), shortID(e.ID))
@@ -98,8 +79,8 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 		Requested:     requested,
 		Exposed:       exposed,
 	}
-	if n.macvlan() {
-		rec.HostVeth = "" // the container's link is a macvlan child: no host end
+	if !n.mode().overlay() {
+		rec.HostVeth = "" // the container's link is not a veth on a bridge: no host end
 	}
 	if err := d.store.putEndpoint(rec); err != nil {
 		return nil, err
@@ -108,6 +89,43 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	d.clusterEndpointCreated(n, rec)
 	d.epLog(rec.NetworkID, rec.ID).WithFields(map[string]any{"address": rec.Address, "mac": rec.MAC}).Debug("endpoint created")
 	return resp, nil
+}
+
+// endpointInterface reads the endpoint's IPv4 address and its MAC: Docker's
+// (--mac-address), or one derived from the address when Docker gave none.
+func endpointInterface(i *network.EndpointInterface) (netip.Prefix, net.HardwareAddr, error) {
+	if i == nil || i.Address == "" {
+		return netip.Prefix{}, nil, errors.New("endpoint has no IPv4 address: grapevine needs Docker to allocate it through IPAM (Interface.Address)")
+	}
+	if i.AddressIPv6 != "" {
+		return netip.Prefix{}, nil, fmt.Errorf("endpoint IPv6 address %s: IPv6 is not supported by grapevine yet", i.AddressIPv6)
+	}
+	addr, err := netip.ParsePrefix(i.Address)
+	if err != nil || !addr.Addr().Is4() {
+		return netip.Prefix{}, nil, fmt.Errorf("endpoint address %q is not an IPv4 address in CIDR form", i.Address)
+	}
+	if i.MacAddress == "" {
+		return addr, macFromIPv4(addr.Addr()), nil
+	}
+	mac, err := net.ParseMAC(i.MacAddress)
+	if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+		return netip.Prefix{}, nil, fmt.Errorf("endpoint MAC address %q is not a unicast Ethernet address (--mac-address)", i.MacAddress)
+	}
+	return addr, mac, nil
+}
+
+// checkEndpointAddr refuses an endpoint address outside the network's
+// subnet or one the network uses itself.
+func checkEndpointAddr(n *networkRecord, a netip.Addr) error {
+	switch {
+	case !n.Subnet.Contains(a):
+		return fmt.Errorf("endpoint address %s is outside the network's subnet %s", a, n.Subnet)
+	case a == n.Gateway.Addr():
+		return fmt.Errorf("endpoint address %s is the network's gateway: choose another --ip", a)
+	case n.HostAccess.IsValid() && a == n.HostAccess:
+		return fmt.Errorf("endpoint address %s is this host's host_access address (--aux-address): choose another --ip", a)
+	}
+	return nil
 }
 
 // DeleteEndpoint removes the endpoint's links, its record and its published
@@ -129,11 +147,9 @@ func (d *Driver) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
 		return d.deleteEndpointLinks(&endpointRecord{ID: r.EndpointID})
 	}
 	errs := []error{d.deleteEndpointLinks(e)}
-	if n := d.networks[e.NetworkID]; n != nil && n.macvlan() && n.HostAccess.IsValid() {
+	if n := d.networks[e.NetworkID]; n != nil {
 		// Leave removes it; DeleteEndpoint without Leave must too.
-		if err := d.dp.DelRoute(netip.PrefixFrom(e.Address.Addr(), 32), shimName(n.ID)); err != nil {
-			errs = append(errs, fmt.Errorf("delete host access route of %s: %w", e.Address.Addr(), err))
-		}
+		errs = append(errs, d.dropShimRoute(n, e))
 	}
 	if err := d.store.deleteEndpoint(e.ID); err != nil {
 		return errors.Join(append(errs, err)...)

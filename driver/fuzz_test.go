@@ -33,15 +33,15 @@ func FuzzParseNetwork(f *testing.F) {
 			return
 		}
 		switch {
-		case s.mode != modeVXLAN && s.mode != modeMACVLAN:
-			t.Fatalf("mode %q accepted", s.mode)
+		case s.mode == nil || s.mode.name() != modeVXLAN && s.mode.name() != modeMACVLAN:
+			t.Fatalf("mode %v accepted", s.mode)
 		case s.vni > maxVNI:
 			t.Fatalf("vni %d accepted", s.vni)
 		case !s.subnet.Addr().Is4() || s.subnet.Bits() > 30 || s.subnet != s.subnet.Masked():
 			t.Fatalf("subnet %s accepted", s.subnet)
 		case !s.subnet.Contains(s.gateway.Addr()) || s.gateway.Addr() == s.subnet.Addr() || s.gateway.Addr() == lastAddr(s.subnet):
 			t.Fatalf("gateway %s of %s accepted", s.gateway, s.subnet)
-		case s.mode == modeVXLAN && (s.parentOpt != "" || s.hostAccess):
+		case s.mode.name() == modeVXLAN && (s.parentOpt != "" || s.hostAccess):
 			t.Fatalf("macvlan options accepted in vxlan mode: %+v", s)
 		}
 		for _, a := range auxAddrs(s) {

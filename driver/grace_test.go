@@ -50,14 +50,14 @@ func TestLeftPeerGrace(t *testing.T) {
 	}
 	failed := remote{"198.19.20.12", "02:00:00:00:00:0c", "198.18.0.3"}
 	third := remote{"198.19.20.13", "02:00:00:00:00:0d", "198.18.0.4"}
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
-	c.member("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
-	c.member("h3", "198.18.0.4", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h3", "198.18.0.4", gossip.StateAlive, gossip.EventJoin)
 	for _, r := range left {
-		c.remoteEndpoint(t, "h1", sub20, r.ip, r.mac)
+		remoteEndpoint(t, c, "h1", sub20, r.ip, r.mac)
 	}
-	c.remoteEndpoint(t, "h2", sub20, failed.ip, failed.mac)
-	c.remoteEndpoint(t, "h3", sub20, third.ip, third.mac)
+	remoteEndpoint(t, c, "h2", sub20, failed.ip, failed.mac)
+	remoteEndpoint(t, c, "h3", sub20, third.ip, third.mac)
 	e.flush()
 	checkRemotes(t, e.fake, vx, left[0], left[1], failed, third)
 
@@ -79,14 +79,14 @@ func TestLeftPeerGrace(t *testing.T) {
 		}
 	}
 
-	c.member("h1", "198.18.0.2", gossip.StateLeft, gossip.EventLeave)
-	c.member("h2", "198.18.0.3", gossip.StateDead, gossip.EventDead)
+	c.SetMember("h1", "198.18.0.2", gossip.StateLeft, gossip.EventLeave)
+	c.SetMember("h2", "198.18.0.3", gossip.StateDead, gossip.EventDead)
 	reconcile()
 	checkRemotes(t, e.fake, vx, left[0], left[1], third)
 	ingress("198.18.0.2", "198.18.0.4")
 
 	// A third host withdrawing the departed host's endpoint is refused.
-	c.remoteDelete("h3", kindEndpoint, sub20+"/"+left[0].ip)
+	c.RemoteDelete("h3", kindEndpoint, sub20+"/"+left[0].ip)
 	clock.advance(grace - time.Second)
 	reconcile()
 	checkRemotes(t, e.fake, vx, left[0], left[1], third)
@@ -106,11 +106,11 @@ func TestLeftPeerGrace(t *testing.T) {
 	ingress("198.18.0.4")
 
 	// Back: its endpoints and VTEP are back; a later leave has a new grace.
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	reconcile()
 	checkRemotes(t, e.fake, vx, left[0], left[1], third)
 	ingress("198.18.0.2", "198.18.0.4")
-	c.member("h1", "198.18.0.2", gossip.StateLeft, gossip.EventLeave)
+	c.SetMember("h1", "198.18.0.2", gossip.StateLeft, gossip.EventLeave)
 	clock.advance(grace / 2)
 	reconcile()
 	checkRemotes(t, e.fake, vx, left[0], left[1], third)
@@ -130,15 +130,13 @@ func TestLeftPeerGraceNeedsLeave(t *testing.T) {
 	aliveFirst := remote{"198.19.20.12", "02:00:00:00:00:0c", "198.18.0.4"}
 
 	// Listed as left without an event (no earlier state here).
-	c.mu.Lock()
-	c.members["h1"] = gossip.Member{Name: "h1", State: gossip.StateLeft, Addr: netip.MustParseAddrPort("198.18.0.2:7946"),
-		Meta: gossip.NodeMeta{Version: 1, VTEP: netip.MustParseAddr("198.18.0.2"), VXLANPort: 4789}}
-	c.mu.Unlock()
-	c.remoteEndpoint(t, "h1", sub20, snapshotLeft.ip, snapshotLeft.mac)
-	c.member("h2", "198.18.0.3", gossip.StateDead, gossip.EventDead)
-	c.remoteEndpoint(t, "h2", sub20, deadFirst.ip, deadFirst.mac)
-	c.member("h3", "198.18.0.4", gossip.StateAlive, gossip.EventJoin)
-	c.remoteEndpoint(t, "h3", sub20, aliveFirst.ip, aliveFirst.mac)
+	c.PutMember(gossip.Member{Name: "h1", State: gossip.StateLeft, Addr: netip.MustParseAddrPort("198.18.0.2:7946"),
+		Meta: gossip.NodeMeta{Version: 1, VTEP: netip.MustParseAddr("198.18.0.2"), VXLANPort: 4789}})
+	remoteEndpoint(t, c, "h1", sub20, snapshotLeft.ip, snapshotLeft.mac)
+	c.SetMember("h2", "198.18.0.3", gossip.StateDead, gossip.EventDead)
+	remoteEndpoint(t, c, "h2", sub20, deadFirst.ip, deadFirst.mac)
+	c.SetMember("h3", "198.18.0.4", gossip.StateAlive, gossip.EventJoin)
+	remoteEndpoint(t, c, "h3", sub20, aliveFirst.ip, aliveFirst.mac)
 	e.flush()
 	if err := e.d.ReconcilePeers(); err != nil {
 		t.Fatal(err)
@@ -148,13 +146,12 @@ func TestLeftPeerGraceNeedsLeave(t *testing.T) {
 	// h2, dead, later listed as left by a snapshot: still not programmed.
 	// h3, alive, listed as left by a snapshot before its event arrives:
 	// kept.
-	c.mu.Lock()
-	for _, n := range []string{"h2", "h3"} {
-		m := c.members[n]
-		m.State = gossip.StateLeft
-		c.members[n] = m
+	for _, m := range c.Members() {
+		if m.Name == "h2" || m.Name == "h3" {
+			m.State = gossip.StateLeft
+			c.PutMember(m)
+		}
 	}
-	c.mu.Unlock()
 	if err := e.d.ReconcilePeers(); err != nil {
 		t.Fatal(err)
 	}

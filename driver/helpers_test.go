@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/bbolt"
 
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
+	"grapevine/gossip/gossiptest"
 )
 
 const testPlugin = "grapevine:test"
@@ -26,17 +28,17 @@ var testSpaces = []string{"grapevine-local", "grapevine-global"}
 // env is one simulated host: a Fake kernel, a bbolt file and a Driver.
 type env struct {
 	t    *testing.T
-	fake *dataplane.Fake
+	fake *dataplanetest.Fake
 	path string
 	db   *bbolt.DB
 	d    *Driver
 	// cluster, when set, is passed as Config.Cluster.
-	cluster *fakeCluster
+	cluster *gossiptest.FakeCluster
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, fake: dataplane.NewFake(), path: filepath.Join(t.TempDir(), "state.db")}
+	e := &env{t: t, fake: dataplanetest.NewFake(), path: filepath.Join(t.TempDir(), "state.db")}
 	e.open()
 	t.Cleanup(func() {
 		e.d.Close()
@@ -47,10 +49,10 @@ func newEnv(t *testing.T) *env {
 
 // newClusterEnv is newEnv for a host named node of a fake cluster whose
 // underlay (VTEP) is vtep.
-func newClusterEnv(t *testing.T, node, vtep string) (*env, *fakeCluster) {
+func newClusterEnv(t *testing.T, node, vtep string) (*env, *gossiptest.FakeCluster) {
 	t.Helper()
-	c := newFakeCluster(node)
-	e := &env{t: t, fake: dataplane.NewFake(), path: filepath.Join(t.TempDir(), "state.db"), cluster: c}
+	c := gossiptest.NewFakeCluster(node)
+	e := &env{t: t, fake: dataplanetest.NewFake(), path: filepath.Join(t.TempDir(), "state.db"), cluster: c}
 	e.fake.SetUnderlay(&dataplane.Underlay{Addr: netip.MustParseAddr(vtep), Link: "eth0", MTU: 1500})
 	e.open()
 	t.Cleanup(func() {
@@ -77,7 +79,7 @@ func (e *env) open() {
 
 // restart closes the DB and opens a new Driver on it; fake becomes the kernel
 // the new Driver sees.
-func (e *env) restart(fake *dataplane.Fake) {
+func (e *env) restart(fake *dataplanetest.Fake) {
 	e.t.Helper()
 	e.d.Close()
 	if err := e.db.Close(); err != nil {

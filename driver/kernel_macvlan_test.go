@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"grapevine/driver/dataplane"
+	"grapevine/gossip/gossiptest"
 	"grapevine/internal/nstest"
 	"grapevine/internal/testreq"
 )
@@ -142,7 +143,7 @@ func (h *kHost) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newFakeCluster(h.name)
+	c := gossiptest.NewFakeCluster(h.name)
 	d, err := New(Config{
 		DB:            db,
 		Dataplane:     h.k,
@@ -232,7 +233,7 @@ func grapevineLinksIn(t *testing.T, h *netlink.Handle) []string {
 	}
 	var out []string
 	for _, l := range links {
-		if n := l.Attrs().Name; strings.HasPrefix(n, dataplane.LinkPrefix) || strings.Contains(n, ".") {
+		if n := l.Attrs().Name; dataplane.IsManagedName(n) || strings.Contains(n, ".") {
 			out = append(out, n)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
+	"grapevine/gossip/gossiptest"
 	"grapevine/internal/nstest"
 )
 
@@ -108,7 +109,7 @@ func TestKernelScale5000(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	c := newFakeCluster("h0")
+	c := gossiptest.NewFakeCluster("h0")
 	d, err := New(Config{
 		DB:            db,
 		Dataplane:     k,
@@ -129,12 +130,12 @@ func TestKernelScale5000(t *testing.T) {
 	vx := vxlanName(nid)
 	e.mustCreateNetwork(netReq{id: nid, subnet: "198.19.64.0/18"})
 
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	start := time.Now()
 	base := netip.MustParseAddr("198.19.64.10")
 	ip := base
 	for i := range n {
-		c.remoteEndpoint(t, "h1", "198.19.64.0/18", ip.String(), fmt.Sprintf("02:43:00:00:%02x:%02x", i>>8, i&0xff))
+		remoteEndpoint(t, c, "h1", "198.19.64.0/18", ip.String(), fmt.Sprintf("02:43:00:00:%02x:%02x", i>>8, i&0xff))
 		ip = ip.Next()
 	}
 	e.flush()
@@ -171,7 +172,7 @@ func TestKernelScale5000(t *testing.T) {
 	}
 
 	start = time.Now()
-	c.member("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
+	c.SetMember("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
 	e.flush()
 	t.Logf("removed %d remote endpoints of a dead host in %s", n, time.Since(start))
 	if s, m, nb := countEntries(t, k, vx); s+m+nb != 0 {
@@ -179,7 +180,7 @@ func TestKernelScale5000(t *testing.T) {
 	}
 
 	start = time.Now()
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	e.flush()
 	t.Logf("re-programmed %d remote endpoints of a returning host in %s", n, time.Since(start))
 	if s, m, nb := countEntries(t, k, vx); s != n || m != n || nb != n {

@@ -34,14 +34,14 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 
 	"grapevine/driver/dataplane"
 )
 
-// Limits of 802.1q ids and Linux interface names.
+// Limits of Linux interface names and MTUs.
 const (
-	maxVLANID  = 4094
 	maxIfName  = 15
 	defaultMTU = 1500
 )
@@ -57,26 +57,75 @@ type parentPlan struct {
 	vlan  *vlanRecord // a VLAN link to create; nil when link exists
 }
 
-// createMacvlan is CreateNetwork for mode=macvlan. Caller holds mu.
-func (d *Driver) createMacvlan(id string, spec networkSpec) (err error) {
-	log := d.netLog(id)
+// macvlanMode is the netMode of macvlan networks.
+type macvlanMode struct{}
+
+func (macvlanMode) name() string                        { return modeMACVLAN }
+func (macvlanMode) overlay() bool                       { return false }
+func (macvlanMode) prepare(*Driver, *networkSpec) error { return nil }
+
+// create resolves this host's parent, checks the subnet against it, and
+// makes the VLAN link (when -o parent names one that does not exist), the
+// internal parent (without -o parent) and the host shim (host_access).
+func (m macvlanMode) create(d *Driver, id string, spec networkSpec) (newNetwork, error) {
+	rec, plan, err := d.planMacvlan(id, spec)
+	if err != nil {
+		return newNetwork{}, err
+	}
+	vlanMade := false
+	undo := func() {
+		d.rollbackLinks(id, m.links(id))
+		if vlanMade {
+			if derr := d.dropVLAN(plan.vlan.Name); derr != nil {
+				d.netLog(id).WithError(derr).WithField("link", plan.vlan.Name).Warn("rollback: could not delete vlan link")
+			}
+		}
+	}
+	if plan.vlan != nil {
+		// Recorded before it is made: a crash in between leaves a record
+		// Reconcile clears, never an unrecorded link.
+		if err := d.store.putVLAN(plan.vlan); err != nil {
+			undo()
+			return newNetwork{}, err
+		}
+		d.vlans[plan.vlan.Name] = plan.vlan
+		vlanMade = true
+		if err := d.dp.EnsureVLAN(vlanSpec(plan.vlan)); err != nil {
+			undo()
+			return newNetwork{}, vlanError(spec.parentOpt, plan.vlan, err)
+		}
+	}
+	if err := d.makeMacvlanLinks(rec); err != nil {
+		undo()
+		return newNetwork{}, err
+	}
+	return newNetwork{rec: rec, undo: undo, announce: func() { d.announceMacvlan(rec, plan) }}, nil
+}
+
+// planMacvlan checks a new macvlan network against this host and the
+// cluster and chooses its parent, shim address and MTU. Caller holds mu.
+func (d *Driver) planMacvlan(id string, spec networkSpec) (*networkRecord, parentPlan, error) {
+	var err error
 	if spec.hostAccess {
 		if spec.hostIP, err = d.hostAccessAddr(spec); err != nil {
-			return err
+			return nil, parentPlan{}, err
 		}
 	}
 	if err := d.checkCluster(&spec); err != nil {
-		return err
+		return nil, parentPlan{}, err
 	}
 	if err := d.checkNewNetwork(id, spec); err != nil {
-		return err
+		return nil, parentPlan{}, err
 	}
 	plan, err := d.resolveParent(spec)
 	if err != nil {
-		return err
+		return nil, parentPlan{}, err
 	}
 	if err := d.checkParentSubnet(spec, plan); err != nil {
-		return err
+		return nil, parentPlan{}, err
+	}
+	if err := checkMacvlanMTU(spec, plan.link, plan.mtu); err != nil {
+		return nil, parentPlan{}, err
 	}
 	rec := &networkRecord{
 		Version:      recordVersion,
@@ -92,58 +141,16 @@ func (d *Driver) createMacvlan(id string, spec networkSpec) (err error) {
 		HostAccess:   spec.hostIP,
 		Aux:          auxAddrs(spec),
 	}
-	if err := checkMacvlanMTU(spec, plan.link, plan.mtu); err != nil {
-		return err
-	}
 	if rec.MTU == 0 {
 		rec.MTU = plan.mtu
 	}
+	return rec, plan, nil
+}
 
-	persisted, vlanMade := false, false
-	defer func() {
-		if err == nil {
-			return
-		}
-		if persisted {
-			d.unpersistNetwork(rec)
-		}
-		for _, l := range []string{shimName(id), internalParent(id)} {
-			if derr := d.dp.DeleteLink(l); derr != nil {
-				log.WithError(derr).WithField("link", l).Warn("rollback: could not delete link")
-			}
-		}
-		if vlanMade {
-			if derr := d.dropVLAN(plan.vlan.Name); derr != nil {
-				log.WithError(derr).WithField("link", plan.vlan.Name).Warn("rollback: could not delete vlan link")
-			}
-		}
-	}()
-
-	if plan.vlan != nil {
-		// Recorded before it is made: a crash in between leaves a record
-		// Reconcile clears, never an unrecorded link.
-		if err = d.store.putVLAN(plan.vlan); err != nil {
-			return err
-		}
-		d.vlans[plan.vlan.Name] = plan.vlan
-		vlanMade = true
-		if err = d.dp.EnsureVLAN(vlanSpec(plan.vlan)); err != nil {
-			return vlanError(spec.parentOpt, plan.vlan, err)
-		}
-	}
-	if err = d.makeMacvlanLinks(rec); err != nil {
-		return err
-	}
-	if err = d.store.putNetwork(rec); err != nil {
-		return err
-	}
-	persisted = true
-	d.networks[rec.ID] = rec
-	if err = d.syncFirewall(); err != nil {
-		return err
-	}
-	d.clusterNetworkCreated(rec)
-	l := log.WithFields(logrus.Fields{"mode": rec.Mode, "subnet": rec.Subnet, "mtu": rec.MTU, "parent": rec.parentLink(), "internal": rec.Internal})
+// announceMacvlan logs a new macvlan network; one without a parent is
+// worth a warning, as its containers reach nothing but each other.
+func (d *Driver) announceMacvlan(rec *networkRecord, plan parentPlan) {
+	l := d.netLog(rec.ID).WithFields(logrus.Fields{"mode": rec.Mode, "subnet": rec.Subnet, "mtu": rec.MTU, "parent": rec.parentLink(), "internal": rec.Internal})
 	if plan.vlan != nil {
 		l = l.WithField("vlan_created", plan.vlan.Name)
 	}
@@ -155,8 +162,44 @@ func (d *Driver) createMacvlan(id string, spec networkSpec) (err error) {
 	} else {
 		l.Info("network created")
 	}
-	return nil
 }
+
+func (macvlanMode) ensure(d *Driver, n *networkRecord, _ *dataplane.Underlay) error {
+	return d.ensureMacvlanNetwork(n)
+}
+
+func (macvlanMode) links(networkID string) []string {
+	return []string{shimName(networkID), internalParent(networkID)}
+}
+
+func (macvlanMode) join(d *Driver, n *networkRecord, e *endpointRecord) (*network.JoinResponse, error) {
+	return d.joinMacvlan(n, e)
+}
+
+func (macvlanMode) leave(d *Driver, n *networkRecord, e *endpointRecord) error {
+	return d.leaveMacvlan(n, e)
+}
+
+// firewall: the containers are on the LAN, with no NAT and no forwarding
+// through the host; a host shim is isolated from the bridges like any other
+// container network.
+func (macvlanMode) firewall(_ *Driver, n *networkRecord, fw *dataplane.Firewall) {
+	if n.HostAccess.IsValid() {
+		fw.Shims = append(fw.Shims, shimName(n.ID))
+	}
+}
+
+func (macvlanMode) status(n *networkRecord, s *NetworkStatus) {
+	s.ParentOption, s.Parent, s.Reach = n.ParentOption, n.Parent, reachText(n)
+	s.Internal = n.Internal || n.Parent == ""
+	if n.HostAccess.IsValid() {
+		s.HostAccess = n.HostAccess.String()
+	}
+}
+
+// deleted deletes the VLAN link grapevine made for the network, unless
+// another network still uses it.
+func (macvlanMode) deleted(d *Driver, n *networkRecord) error { return d.releaseVLAN(n.Parent) }
 
 func vlanSpec(v *vlanRecord) dataplane.VLANSpec {
 	return dataplane.VLANSpec{Name: v.Name, Parent: v.Parent, ID: v.ID}
@@ -202,8 +245,8 @@ func (d *Driver) resolveParent(spec networkSpec) (parentPlan, error) {
 		return parentPlan{}, fmt.Errorf("-o parent=%s: this host has no interface %s; give an existing interface, IF.VLAN for a VLAN subinterface, or the LAN's CIDR (e.g. -o parent=198.18.0.0/24)", opt, opt)
 	}
 	id, err := strconv.Atoi(idText)
-	if err != nil || id < 1 || id > maxVLANID {
-		return parentPlan{}, fmt.Errorf("-o parent=%s: VLAN id %s is out of range: use 1 to %d", opt, idText, maxVLANID)
+	if err != nil || id < 1 || id > dataplane.MaxVLANID {
+		return parentPlan{}, fmt.Errorf("-o parent=%s: VLAN id %s is out of range: use 1 to %d", opt, idText, dataplane.MaxVLANID)
 	}
 	bli, err := d.dp.LinkInfo(base)
 	if errors.Is(err, dataplane.ErrLinkNotFound) {
@@ -232,7 +275,7 @@ func (d *Driver) parentByCIDR(opt string) (parentPlan, error) {
 	}
 	var hits []dataplane.LinkInfo
 	for _, li := range infos {
-		if li.Loopback || strings.HasPrefix(li.Name, dataplane.LinkPrefix) {
+		if li.Loopback || dataplane.IsManagedName(li.Name) {
 			continue
 		}
 		if slices.ContainsFunc(li.Addrs, func(a netip.Prefix) bool { return p.Contains(a.Addr()) }) {
@@ -274,7 +317,7 @@ func checkParentLink(opt string, li dataplane.LinkInfo) error {
 		what = fmt.Sprintf("%s (%s)", opt, li.Name)
 	}
 	switch {
-	case strings.HasPrefix(li.Name, dataplane.LinkPrefix):
+	case dataplane.IsManagedName(li.Name):
 		return fmt.Errorf("-o parent=%s is a link grapevine made: use the host's interface on the LAN", what)
 	case li.Loopback:
 		return fmt.Errorf("-o parent=%s is the loopback interface: use the host's interface on the LAN", what)
@@ -465,7 +508,7 @@ func (d *Driver) releaseVLAN(name string) error {
 		return nil
 	}
 	for _, n := range d.networks {
-		if n.macvlan() && n.Parent == name {
+		if n.Parent == name { // only macvlan networks have one
 			return nil
 		}
 	}
@@ -522,4 +565,78 @@ func cutLast(s, sep string) (string, string, bool) {
 		return s, "", false
 	}
 	return s[:i], s[i+len(sep):], true
+}
+
+// joinMacvlan makes the endpoint's macvlan child on the network's parent, in
+// the host namespace for Docker to move, and with host_access the /32 route
+// to it through the host's shim. The LAN's router is returned as gateway
+// when the network has a parent and is not --internal; a network without a
+// parent disables Docker's gateway service so no docker_gwbridge gives it a
+// way out. Caller holds mu.
+func (d *Driver) joinMacvlan(n *networkRecord, e *endpointRecord) (resp *network.JoinResponse, err error) {
+	log := d.epLog(n.ID, e.ID)
+	child := contVeth(e.ID)
+	spec := dataplane.MacvlanSpec{Name: child, Parent: n.parentLink(), MTU: n.MTU, MAC: e.linkMAC()}
+	if err := d.dp.EnsureMacvlan(spec); err != nil {
+		if errors.Is(err, dataplane.ErrLinkNotFound) {
+			return nil, fmt.Errorf("endpoint %s: the parent %s of network %s is missing on this host (restore it, or recreate the network): %w", shortID(e.ID), n.parentLink(), shortID(n.ID), err)
+		}
+		return nil, fmt.Errorf("create macvlan %s for endpoint %s: %w", child, shortID(e.ID), err)
+	}
+	route := netip.PrefixFrom(e.Address.Addr(), 32)
+	defer func() {
+		if err == nil {
+			return
+		}
+		if n.HostAccess.IsValid() {
+			if derr := d.dp.DelRoute(route, shimName(n.ID)); derr != nil {
+				log.WithError(derr).Warn("rollback: could not delete the host route")
+			}
+		}
+		if derr := d.dp.DeleteLink(child); derr != nil {
+			log.WithError(derr).Warn("rollback: could not delete the macvlan link")
+		}
+	}()
+	if n.HostAccess.IsValid() {
+		if err := d.dp.SetRoute(route, shimName(n.ID), n.HostAccess); err != nil {
+			return nil, fmt.Errorf("endpoint %s: host access route %s dev %s: %w", shortID(e.ID), route, shimName(n.ID), err)
+		}
+	}
+	if err := d.setJoined(e, true); err != nil {
+		return nil, err
+	}
+	resp = &network.JoinResponse{
+		InterfaceName: network.InterfaceName{SrcName: child, DstPrefix: containerIfPrefix},
+	}
+	switch {
+	case n.external():
+		resp.Gateway = n.Gateway.Addr().String()
+	case !n.Internal:
+		resp.DisableGatewayService = true
+	}
+	log.Debug("endpoint joined")
+	return resp, nil
+}
+
+// leaveMacvlan removes the endpoint's host route and its macvlan child if it
+// is in the host namespace (Docker moves it back after Leave; DeleteEndpoint
+// removes it then). Caller holds mu.
+func (d *Driver) leaveMacvlan(n *networkRecord, e *endpointRecord) error {
+	errs := []error{d.dropShimRoute(n, e)}
+	if err := d.dp.DeleteLink(contVeth(e.ID)); err != nil {
+		errs = append(errs, fmt.Errorf("delete link %s: %w", contVeth(e.ID), err))
+	}
+	return errors.Join(errs...)
+}
+
+// dropShimRoute removes the host's route to an endpoint through the
+// network's shim, if it has one. Caller holds mu.
+func (d *Driver) dropShimRoute(n *networkRecord, e *endpointRecord) error {
+	if !n.HostAccess.IsValid() {
+		return nil
+	}
+	if err := d.dp.DelRoute(netip.PrefixFrom(e.Address.Addr(), 32), shimName(n.ID)); err != nil {
+		return fmt.Errorf("delete host access route of %s: %w", e.Address.Addr(), err)
+	}
+	return nil
 }

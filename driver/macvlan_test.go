@@ -12,6 +12,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 	"grapevine/gossip"
 )
 
@@ -30,7 +31,7 @@ func newLANEnv(t *testing.T) *env {
 	return e
 }
 
-func setupLAN(f *dataplane.Fake, nic string) {
+func setupLAN(f *dataplanetest.Fake, nic string) {
 	f.SetLinkInfo(dataplane.LinkInfo{Name: nic, Kind: "device", MTU: 1500, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.5/24")}})
 	f.SetLinkInfo(dataplane.LinkInfo{Name: "eth1", Kind: "device", MTU: 9000, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.19.7.5/24")}})
 	f.SetLinkInfo(dataplane.LinkInfo{Name: "eth2", Kind: "device", MTU: 1500, Up: true})
@@ -78,17 +79,17 @@ func (e *env) deleteNet(netID string) {
 
 // grapevineLinks lists the links grapevine made or may have made (gv* and
 // VLAN links, which contain a dot).
-func grapevineLinks(f *dataplane.Fake) []string {
+func grapevineLinks(f *dataplanetest.Fake) []string {
 	var out []string
 	for _, n := range f.LinkNames() {
-		if strings.HasPrefix(n, dataplane.LinkPrefix) || strings.Contains(n, ".") {
+		if dataplane.IsManagedName(n) || strings.Contains(n, ".") {
 			out = append(out, n)
 		}
 	}
 	return out
 }
 
-func mustLink(t *testing.T, f *dataplane.Fake, name string) dataplane.FakeLink {
+func mustLink(t *testing.T, f *dataplanetest.Fake, name string) dataplanetest.FakeLink {
 	t.Helper()
 	l, ok := f.Link(name)
 	if !ok {
@@ -121,7 +122,7 @@ func TestMacvlanLifecycle(t *testing.T) {
 		t.Fatalf("Join = %+v, want %+v", jr, want)
 	}
 	child := mustLink(t, e.fake, contVeth(ep))
-	if child.Kind != dataplane.KindMacvlan || child.Macvlan.Parent != "eth0" || child.Macvlan.MTU != 1500 ||
+	if child.Kind != dataplanetest.KindMacvlan || child.Macvlan.Parent != "eth0" || child.Macvlan.MTU != 1500 ||
 		child.Macvlan.MAC.String() != "02:42:c6:12:00:82" || child.Macvlan.Address.IsValid() {
 		t.Fatalf("container link %+v", child)
 	}
@@ -150,7 +151,7 @@ func TestMacvlanLifecycle(t *testing.T) {
 	if err := e.d.Leave(&network.LeaveRequest{NetworkID: n, EndpointID: ep}); err != nil {
 		t.Fatal(err)
 	}
-	e.fake.AddLink(contVeth(ep), dataplane.KindMacvlan) // moved back
+	e.fake.AddLink(contVeth(ep), dataplanetest.KindMacvlan) // moved back
 	if err := e.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: n, EndpointID: ep}); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func TestMacvlanBadInput(t *testing.T) {
 		{name: "parent is loopback", req: lanReq("", lanSubnet, map[string]string{"parent": "lo"}),
 			want: "-o parent=lo is the loopback interface"},
 		{name: "parent is grapevine's", req: lanReq("", lanSubnet, map[string]string{"parent": "gvb-x"}),
-			setup: func(e *env) { e.fake.AddLink("gvb-x", dataplane.KindBridge) },
+			setup: func(e *env) { e.fake.AddLink("gvb-x", dataplanetest.KindBridge) },
 			want:  "-o parent=gvb-x is a link grapevine made"},
 		{name: "parent name too long", req: lanReq("", lanSubnet, map[string]string{"parent": "averyverylongname0"}),
 			want: "longer than 15 characters"},
@@ -301,7 +302,7 @@ func TestMacvlanVLANOwnership(t *testing.T) {
 		"eth0.30": {Name: "eth0.30", Parent: "eth0", ID: 30},
 		"eth0.40": {Name: "eth0.40", Parent: "eth0", ID: 40},
 	} {
-		if l := mustLink(t, e.fake, name); l.Kind != dataplane.KindVLAN || l.VLAN != want {
+		if l := mustLink(t, e.fake, name); l.Kind != dataplanetest.KindVLAN || l.VLAN != want {
 			t.Fatalf("%s = %+v, want %+v", name, l, want)
 		}
 	}
@@ -432,7 +433,7 @@ func TestMacvlanInternal(t *testing.T) {
 	r.internal = true
 	e.mustCreateNetwork(r)
 	br := mustLink(t, e.fake, internalParent(n))
-	if br.Kind != dataplane.KindStandalone || br.MTU != 9000 {
+	if br.Kind != dataplanetest.KindStandalone || br.MTU != 9000 {
 		t.Fatalf("internal parent %+v", br)
 	}
 	e.createEP(n, id("i1"), "198.19.60.10/24")
@@ -473,7 +474,7 @@ func TestMacvlanHostAccess(t *testing.T) {
 	r = withAux(r, "host-otherhost", "198.18.0.202")
 	e.mustCreateNetwork(r)
 	shim := mustLink(t, e.fake, shimName(n))
-	if shim.Kind != dataplane.KindMacvlan || shim.Macvlan.Parent != "eth0" ||
+	if shim.Kind != dataplanetest.KindMacvlan || shim.Macvlan.Parent != "eth0" ||
 		shim.Macvlan.Address != netip.MustParsePrefix("198.18.0.201/32") || shim.Macvlan.MAC.String() != "02:42:c6:12:00:c9" {
 		t.Fatalf("shim %+v", shim)
 	}
@@ -539,10 +540,10 @@ func TestMacvlanReconcile(t *testing.T) {
 	e.fake.MoveOut(contVeth(ep))
 
 	// A reboot: every link grapevine made is gone; eth0 is back.
-	fresh := dataplane.NewFake()
+	fresh := dataplanetest.NewFake()
 	setupLAN(fresh, "eth0")
-	fresh.AddLink(shimName(id("gone")), dataplane.KindMacvlan)      // orphan
-	fresh.AddLink(internalParent(id("gone")), dataplane.KindBridge) // orphan
+	fresh.AddLink(shimName(id("gone")), dataplanetest.KindMacvlan)      // orphan
+	fresh.AddLink(internalParent(id("gone")), dataplanetest.KindBridge) // orphan
 	e.restart(fresh)
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatalf("Reconcile: %v", err)
@@ -613,9 +614,9 @@ func TestMacvlanParentGone(t *testing.T) {
 func TestMacvlanCluster(t *testing.T) {
 	e, c := newClusterEnv(t, "h0", "198.18.0.1")
 	setupLAN(e.fake, "eth0")
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
-	c.remoteNetwork(t, "h1", lanSubnet, networkDef{Version: 1, Mode: modeMACVLAN, Gateway: netip.MustParseAddr("198.18.0.254"), MTU: 1500, HostAccess: netip.MustParseAddr("198.18.0.200")})
-	c.remoteEndpoint(t, "h1", lanSubnet, "198.18.0.129", "02:42:c6:12:00:81")
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	remoteNetwork(t, c, "h1", lanSubnet, networkDef{Version: 1, Mode: modeMACVLAN, Gateway: netip.MustParseAddr("198.18.0.254"), MTU: 1500, HostAccess: netip.MustParseAddr("198.18.0.200")})
+	remoteEndpoint(t, c, "h1", lanSubnet, "198.18.0.129", "02:42:c6:12:00:81")
 	n := id("cl")
 	base := lanReq(n, lanSubnet, map[string]string{"parent": "eth0", "host_access": "true"})
 	err := e.d.CreateNetwork(e.createReq(withAux(withAux(base, "host-h1", "198.18.0.200"), "host", "198.18.0.200")))
@@ -638,7 +639,7 @@ func TestMacvlanCluster(t *testing.T) {
 	if got := e.fake.CallCount("SetFDB") + e.fake.CallCount("SetNeigh") + e.fake.CallCount("ListFDB"); got != 0 {
 		t.Fatalf("remote endpoints programmed on a macvlan network: %v", e.fake.Calls())
 	}
-	if keys := c.keys(kindEndpoint, "h0"); !slices.Equal(keys, []string{"198.18.0.0/24/198.18.0.130"}) {
+	if keys := c.Keys(kindEndpoint, "h0"); !slices.Equal(keys, []string{"198.18.0.0/24/198.18.0.130"}) {
 		t.Fatalf("endpoint records %v", keys)
 	}
 	st := e.d.Status()

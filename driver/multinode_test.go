@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 	"grapevine/gossip"
 	"grapevine/gossip/gossiptest"
 )
@@ -25,7 +26,7 @@ type host struct {
 	vtep string
 	net  *gossiptest.Net
 	db   *bbolt.DB
-	fake *dataplane.Fake
+	fake *dataplanetest.Fake
 	c    *gossip.Cluster
 	d    *Driver
 	env  *env
@@ -42,7 +43,7 @@ func startHost(t *testing.T, gn *gossiptest.Net, name string) *host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	h := &host{t: t, name: name, vtep: vtep, net: gn, db: db, fake: dataplane.NewFake()}
+	h := &host{t: t, name: name, vtep: vtep, net: gn, db: db, fake: dataplanetest.NewFake()}
 	h.fake.SetUnderlay(&dataplane.Underlay{Addr: netip.MustParseAddr(vtep), Link: "eth0", MTU: 1500})
 	h.start()
 	return h

@@ -11,7 +11,7 @@ func (d *Driver) NameNetworks() map[string]netip.Prefix {
 	defer d.mu.Unlock()
 	out := make(map[string]netip.Prefix, len(d.networks))
 	for _, n := range d.networks {
-		if !n.macvlan() {
+		if n.mode().overlay() {
 			out[n.ID] = n.Subnet
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 )
 
 func TestCreateNetworkValidation(t *testing.T) {
@@ -252,7 +253,7 @@ func TestCreateNetworkKernelObjects(t *testing.T) {
 	nid := id("net")
 	e.mustCreateNetwork(netReq{id: nid, subnet: "198.19.1.0/24", opts: map[string]string{"vni": "42", optMTU: "1400"}})
 	br, ok := e.fake.Link(bridgeName(nid))
-	if !ok || br.Kind != dataplane.KindBridge {
+	if !ok || br.Kind != dataplanetest.KindBridge {
 		t.Fatalf("bridge %s missing", bridgeName(nid))
 	}
 	if br.Bridge.Address != netip.MustParsePrefix("198.19.1.1/24") || br.Bridge.MTU != 1400 {

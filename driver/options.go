@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/docker/go-plugins-helpers/network"
+
+	"grapevine/driver/dataplane"
 )
 
 // User options (-o k=v on `docker network create`).
@@ -24,7 +26,7 @@ var allowedUserOptions = []string{userMode, userVNI, optMTU, userParent, userHos
 
 // networkSpec is a validated CreateNetwork request.
 type networkSpec struct {
-	mode     string
+	mode     netMode
 	vni      uint32 // 0 = automatic
 	mtu      int    // 0 = vxlan: underlay MTU - 50; macvlan: the parent's; -1 invalid
 	mtuText  string // -o com.docker.network.driver.mtu as given
@@ -32,7 +34,8 @@ type networkSpec struct {
 	subnet   netip.Prefix
 	gateway  netip.Prefix
 	space    string
-	adopted  string // the host whose definition gave vni (checkCluster)
+	adopted  string             // the host whose definition gave vni (checkCluster)
+	underlay dataplane.Underlay // vxlan: resolved by prepare
 
 	// macvlan mode
 	parentOpt  string            // -o parent as given; "" = internal-only
@@ -58,16 +61,13 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest) (networkSpec, err
 			return s, fmt.Errorf("unknown option -o %s: grapevine allows %s", k, strings.Join(allowedUserOptions, ", "))
 		}
 	}
-	s.mode = modeVXLAN
+	s.mode = vxlanMode{}
 	if v, ok := opts[userMode]; ok {
-		switch v {
-		case modeVXLAN, modeMACVLAN:
-			s.mode = v
-		default:
+		if s.mode, ok = modeNamed(v); !ok {
 			return s, fmt.Errorf("-o mode=%q is not allowed: use vxlan (the default) or macvlan", v)
 		}
 	}
-	if s.mode == modeMACVLAN {
+	if _, lan := s.mode.(macvlanMode); lan {
 		if _, ok := opts[userVNI]; ok {
 			return s, fmt.Errorf("-o vni is only allowed with -o mode=vxlan: a macvlan network has no VXLAN device")
 		}
@@ -100,7 +100,7 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest) (networkSpec, err
 		s.mtuText = v
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 68 || n > maxLinkMTU {
-			n = -1 // refused by checkVXLANMTU / createMacvlan, which know the limit
+			n = -1 // refused by checkVXLANMTU / checkMacvlanMTU, which know the limit
 		}
 		s.mtu = n
 	}

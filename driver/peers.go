@@ -150,7 +150,7 @@ func (d *Driver) want(k string) (progEntry, bool) {
 		return progEntry{}, false
 	}
 	n := d.networkOf(ep.subnet)
-	if n == nil || n.macvlan() {
+	if n == nil || !n.mode().overlay() {
 		return progEntry{}, false // macvlan: the endpoint is on the LAN
 	}
 	if cause := reservedCause(n, ep.ip); cause != "" {
@@ -290,17 +290,6 @@ func (d *Driver) peerLoop(repair time.Duration) {
 	}
 }
 
-// Close stops the peer worker (when a Cluster was configured). The Driver
-// must not be used afterwards. Safe to call more than once.
-func (d *Driver) Close() {
-	d.closeOnce.Do(func() {
-		if d.stop != nil {
-			close(d.stop)
-			<-d.done
-		}
-	})
-}
-
 // ReconcilePeers makes the forwarding and neighbour entries on every
 // grapevine VXLAN device match the cluster's live remote endpoints: missing or
 // wrong entries are written, entries that match no live remote endpoint are
@@ -342,7 +331,7 @@ func (d *Driver) reconcilePeers() error {
 	}
 	ids := make([]string, 0, len(d.networks))
 	for id, n := range d.networks {
-		if !n.macvlan() {
+		if n.mode().overlay() {
 			ids = append(ids, id)
 		}
 	}
@@ -418,9 +407,17 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 		}
 		wantIP[e.ip] = e.mac
 	}
+	ferr := d.repairFDB(vx, fdb, wantMAC, &rep)
+	nerr := d.repairNeigh(vx, neigh, wantIP, &rep)
+	return rep, errors.Join(ferr, nerr)
+}
+
+// repairFDB makes the device's forwarding entries (have) exactly one self
+// entry per wanted MAC, to its VTEP, with its master entry. Caller holds mu.
+func (d *Driver) repairFDB(vx string, have []dataplane.FDBEntry, want map[hwAddr]netip.Addr, rep *peerRepairs) error {
 	selfs := map[hwAddr][]netip.Addr{}
 	masters := map[hwAddr]bool{}
-	for _, e := range fdb {
+	for _, e := range have {
 		m, ok := hwAddrOf(e.MAC)
 		if !ok {
 			continue // not an Ethernet address: never one grapevine wrote
@@ -434,7 +431,7 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 	var errs []error
 	deleted := map[hwAddr]bool{}
 	for _, m := range slices.Concat(sortedMACs(selfs), sortedMACs(masters)) {
-		if _, ok := wantMAC[m]; ok || deleted[m] {
+		if _, ok := want[m]; ok || deleted[m] {
 			continue
 		}
 		deleted[m] = true
@@ -444,12 +441,12 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 		}
 		rep.fdbDel++
 	}
-	for m, vtep := range wantMAC {
-		have := selfs[m]
-		if len(have) == 1 && have[0] == vtep && masters[m] {
+	for m, vtep := range want {
+		cur := selfs[m]
+		if len(cur) == 1 && cur[0] == vtep && masters[m] {
 			continue
 		}
-		if len(have) > 1 {
+		if len(cur) > 1 {
 			if err := d.dp.DelFDB(vx, m.hw()); err != nil {
 				errs = append(errs, err)
 				continue
@@ -461,9 +458,16 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 		}
 		rep.fdbSet++
 	}
+	return errors.Join(errs...)
+}
+
+// repairNeigh makes the device's neighbour entries (have) exactly one
+// permanent entry per wanted IP, to its MAC. Caller holds mu.
+func (d *Driver) repairNeigh(vx string, have []dataplane.NeighEntry, want map[netip.Addr]hwAddr, rep *peerRepairs) error {
+	var errs []error
 	haveIP := map[netip.Addr]dataplane.NeighEntry{}
-	for _, e := range neigh {
-		if _, ok := wantIP[e.IP]; !ok {
+	for _, e := range have {
+		if _, ok := want[e.IP]; !ok {
 			if err := d.dp.DelNeigh(vx, e.IP); err != nil {
 				errs = append(errs, err)
 				continue
@@ -473,7 +477,7 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 		}
 		haveIP[e.IP] = e
 	}
-	for ip, m := range wantIP {
+	for ip, m := range want {
 		if h, ok := haveIP[ip]; ok && h.Permanent && bytes.Equal(h.MAC, m[:]) {
 			continue
 		}
@@ -483,7 +487,7 @@ func (d *Driver) repairDevice(vx string, want map[string]progEntry) (peerRepairs
 		}
 		rep.neighSet++
 	}
-	return rep, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // sortedMACs returns m's keys in byte order, so repairs run in a stable order.
@@ -506,7 +510,7 @@ func (d *Driver) peerCounts(n *networkRecord) (programmed, unreachable int, perH
 			perHost = map[string]int{}
 		}
 		perHost[ep.node]++
-		if n.macvlan() {
+		if !n.mode().overlay() {
 			continue // on the LAN: nothing to program
 		}
 		if _, ok := d.want(k); ok {

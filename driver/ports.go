@@ -90,7 +90,7 @@ func (d *Driver) ProgramExternalConnectivity(r *network.ProgramExternalConnectiv
 		log.Debug("internal network: no published ports")
 		return nil
 	}
-	if n.macvlan() {
+	if !n.mode().overlay() {
 		if len(req) > 0 {
 			log.WithField("ports", len(req)).Info("published ports are ignored on a macvlan network: the container is reachable at its LAN address on every port, with no mapping")
 		}

@@ -5,21 +5,24 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"grapevine/driver/dataplane"
 )
 
-// Reconcile makes the kernel match the persisted state: it repairs every
-// network's bridge and VXLAN device and every joined endpoint's host veth,
-// deletes links with grapevine's prefixes that belong to nothing persisted,
-// re-programs the firewall, and with a cluster republishes this host's
-// records and repairs the remote endpoint entries (ReconcilePeers). It is
-// best effort: it carries on past failures and returns them joined. Called at
+// Reconcile makes the kernel match the persisted state: each network's mode
+// repairs its links and its joined endpoints' (ensure), links with names
+// grapevine gives that belong to nothing persisted are deleted, the firewall
+// is re-programmed, and with a cluster this host's records are republished
+// and the remote endpoint entries repaired (ReconcilePeers). It is best
+// effort: it carries on past failures and returns them joined. Called at
 // start and periodically.
 func (d *Driver) Reconcile() error {
 	var errs []error
 	u, uerr := d.underlay()
+	up := &u
+	if uerr != nil {
+		up = nil
+	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -27,37 +30,9 @@ func (d *Driver) Reconcile() error {
 		// Only VXLAN devices need the VTEP; macvlan networks do not.
 		errs = append(errs, fmt.Errorf("resolve the underlay (ADVERTISE): %w", uerr))
 	}
-
-	bridgeOK := map[string]bool{}
 	for _, id := range slices.Sorted(maps.Keys(d.networks)) {
 		n := d.networks[id]
-		if n.macvlan() {
-			if err := d.ensureMacvlanNetwork(n); err != nil {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		if err := d.dp.EnsureBridge(d.bridgeSpec(n)); err != nil {
-			errs = append(errs, fmt.Errorf("network %s: bridge %s: %w", shortID(id), bridgeName(id), err))
-			continue
-		}
-		bridgeOK[id] = true
-		if uerr != nil {
-			continue // without the VTEP address the VXLAN device cannot be right
-		}
-		if err := d.dp.EnsureVXLAN(d.vxlanSpec(n, u)); err != nil {
-			errs = append(errs, fmt.Errorf("network %s: vxlan device %s (vni %d): %w", shortID(id), vxlanName(id), n.VNI, err))
-		}
-	}
-
-	for _, id := range slices.Sorted(maps.Keys(d.endpoints)) {
-		e := d.endpoints[id]
-		if !e.Joined || !bridgeOK[e.NetworkID] {
-			continue
-		}
-		if err := d.dp.EnsureVeth(d.vethSpec(d.networks[e.NetworkID], e)); err != nil {
-			errs = append(errs, fmt.Errorf("endpoint %s: veth %s: %w", shortID(id), hostVeth(id), err))
-		}
+		errs = append(errs, n.mode().ensure(d, n, up))
 	}
 
 	errs = append(errs, d.removeOrphans())
@@ -72,34 +47,26 @@ func (d *Driver) Reconcile() error {
 	return err
 }
 
-// removeOrphans deletes links named with one of grapevine's prefixes that no
-// persisted network or endpoint owns. Caller holds mu.
+// removeOrphans deletes links with a name grapevine gives that no persisted
+// network or endpoint owns. Caller holds mu.
 func (d *Driver) removeOrphans() error {
 	want := map[string]bool{}
 	for id, n := range d.networks {
-		if n.macvlan() {
-			if n.Parent == "" {
-				want[internalParent(id)] = true
-			}
-			if n.HostAccess.IsValid() {
-				want[shimName(id)] = true
-			}
-			continue
+		for _, l := range n.mode().links(id) {
+			want[l] = true
 		}
-		want[bridgeName(id)] = true
-		want[vxlanName(id)] = true
 	}
 	for id := range d.endpoints {
 		want[hostVeth(id)] = true
 		want[contVeth(id)] = true
 	}
-	links, err := d.dp.ListLinks(dataplane.LinkPrefix)
+	links, err := d.dp.ListLinks("")
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
 	var errs []error
 	for _, l := range links {
-		if want[l] || !hasManagedPrefix(l) {
+		if want[l] || !dataplane.IsManagedName(l) {
 			continue
 		}
 		if err := d.dp.DeleteLink(l); err != nil {
@@ -109,15 +76,6 @@ func (d *Driver) removeOrphans() error {
 		d.log.WithField("link", l).Info("deleted orphan link")
 	}
 	return errors.Join(errs...)
-}
-
-func hasManagedPrefix(name string) bool {
-	for _, p := range []string{bridgePrefix, vxlanPrefix, hostVethPrefix, contVethPrefix, internalParentPrefix, shimPrefix} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // removeOrphanVLANs deletes the VLAN links grapevine created that no network
@@ -131,11 +89,11 @@ func (d *Driver) removeOrphanVLANs() error {
 	return errors.Join(errs...)
 }
 
-// hasVXLANNetworks reports whether any network is in vxlan mode. Caller holds
-// mu.
+// hasVXLANNetworks reports whether any network is an overlay (needs the VTEP).
+// Caller holds mu.
 func (d *Driver) hasVXLANNetworks() bool {
 	for _, n := range d.networks {
-		if !n.macvlan() {
+		if n.mode().overlay() {
 			return true
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 )
 
 // TestRestartReconcile: state survives a restart with an empty kernel (a host
@@ -29,13 +30,17 @@ func TestRestartReconcile(t *testing.T) {
 	statusBefore := e.d.Status()
 	fwBefore := e.fake.Firewall()
 
-	kernel := dataplane.NewFake()
-	kernel.AddLink("gvb-deadbeef000", dataplane.KindBridge) // orphans of an earlier run
-	kernel.AddLink("gvx-deadbeef000", dataplane.KindVXLAN)
-	kernel.AddLink("gve-deadbeef000", dataplane.KindVeth)
-	kernel.AddLink("gvc-deadbeef000", dataplane.KindVethPeer)
-	kernel.AddLink("gvz-notours", dataplane.KindOther) // our prefix letter, not our name scheme
-	kernel.AddLink("eth1", dataplane.KindOther)
+	kernel := dataplanetest.NewFake()
+	kernel.AddLink("gvb-deadbeef000", dataplanetest.KindBridge) // orphans of an earlier run
+	kernel.AddLink("gvx-deadbeef000", dataplanetest.KindVXLAN)
+	kernel.AddLink("gve-deadbeef000", dataplanetest.KindVeth)
+	kernel.AddLink("gvc-deadbeef000", dataplanetest.KindVethPeer)
+	kernel.AddLink("gvu-deadbeef000", dataplanetest.KindVeth) // an uplink whose bridge's namespace is gone
+	kernel.AddLink("gvi-deadbeef000", dataplanetest.KindVethPeer)
+	kernel.AddLink("gvz-notours", dataplanetest.KindOther)      // our prefix letter, not our name scheme
+	kernel.AddLink("gvb-notoursatall", dataplanetest.KindOther) // an id longer than names keep
+	kernel.AddLink("gvbr0", dataplanetest.KindOther)
+	kernel.AddLink("eth1", dataplanetest.KindOther)
 	e.restart(kernel)
 
 	if got := e.d.Status(); !reflect.DeepEqual(got, statusBefore) {
@@ -44,7 +49,7 @@ func TestRestartReconcile(t *testing.T) {
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{bridgeName(nid), contVeth(joined), hostVeth(joined), vxlanName(nid), "eth1", "gvz-notours"}
+	want := []string{bridgeName(nid), contVeth(joined), hostVeth(joined), vxlanName(nid), "eth1", "gvb-notoursatall", "gvbr0", "gvz-notours"}
 	slices.Sort(want)
 	if got := kernel.LinkNames(); !slices.Equal(got, want) {
 		t.Fatalf("links after reconcile %v, want %v", got, want)
@@ -77,7 +82,7 @@ func TestRestartReconcile(t *testing.T) {
 	if err := e.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: nid}); err != nil {
 		t.Fatal(err)
 	}
-	if got := kernel.LinkNames(); !slices.Equal(got, []string{"eth1", "gvz-notours"}) {
+	if got := kernel.LinkNames(); !slices.Equal(got, []string{"eth1", "gvb-notoursatall", "gvbr0", "gvz-notours"}) {
 		t.Fatalf("links after delete %v", got)
 	}
 }
@@ -89,11 +94,11 @@ func TestReconcileBestEffort(t *testing.T) {
 	a, b := id("a"), id("b")
 	e.mustCreateNetwork(netReq{id: a, subnet: "198.19.1.0/24"})
 	e.mustCreateNetwork(netReq{id: b, subnet: "198.19.2.0/24"})
-	kernel := dataplane.NewFake()
+	kernel := dataplanetest.NewFake()
 	boom, bang := errors.New("boom"), errors.New("bang")
 	kernel.SetFail("EnsureBridge:"+bridgeName(a), boom)
 	kernel.SetFail("DeleteLink:gvb-orphan00000", bang)
-	kernel.AddLink("gvb-orphan00000", dataplane.KindBridge)
+	kernel.AddLink("gvb-orphan00000", dataplanetest.KindBridge)
 	e.restart(kernel)
 	err := e.d.Reconcile()
 	if !errors.Is(err, boom) || !errors.Is(err, bang) {

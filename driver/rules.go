@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -14,25 +13,11 @@ import (
 func (d *Driver) desiredFirewall() dataplane.Firewall {
 	var fw dataplane.Firewall
 	for _, n := range d.networks {
-		if n.macvlan() {
-			// on the LAN: no NAT, no forwarding through the host; a host
-			// shim is isolated from the bridges like any other network
-			if n.HostAccess.IsValid() {
-				fw.Shims = append(fw.Shims, shimName(n.ID))
-			}
-			continue
-		}
-		fw.Networks = append(fw.Networks, dataplane.NetworkRules{
-			NetworkID:  n.ID,
-			Bridge:     bridgeName(n.ID),
-			Subnet:     n.Subnet,
-			Internal:   n.Internal,
-			Masquerade: !n.Internal,
-		})
+		n.mode().firewall(d, n, &fw)
 	}
 	for _, e := range d.endpoints {
 		n, ok := d.networks[e.NetworkID]
-		if !ok || n.Internal || n.macvlan() {
+		if !ok || n.Internal || !n.mode().overlay() {
 			continue
 		}
 		for _, b := range e.Bindings {
@@ -49,18 +34,7 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 		}
 	}
 	fw.VXLAN = d.vxlanIngress()
-	slices.Sort(fw.Shims)
-	slices.SortFunc(fw.Networks, func(a, b dataplane.NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
-	slices.SortFunc(fw.Ports, func(a, b dataplane.PortRule) int {
-		return cmp.Or(
-			cmp.Compare(a.NetworkID, b.NetworkID),
-			cmp.Compare(a.EndpointID, b.EndpointID),
-			cmp.Compare(a.Proto, b.Proto),
-			cmp.Compare(a.HostPort, b.HostPort),
-			a.HostIP.Compare(b.HostIP),
-		)
-	})
-	return fw
+	return fw.Sorted()
 }
 
 // syncFirewall hands the desired rule set to the dataplane. Caller holds mu.

@@ -32,7 +32,7 @@ func TestFirewallIsolatesMacvlanShims(t *testing.T) {
 // with the last VXLAN network.
 func TestVXLANIngressFollowsMembers(t *testing.T) {
 	e, c := newClusterEnv(t, "h0", "198.18.0.1")
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	if in := e.fake.Firewall().VXLAN; in.Port != 0 {
 		t.Fatalf("filter %+v without any network", in)
 	}
@@ -42,18 +42,18 @@ func TestVXLANIngressFollowsMembers(t *testing.T) {
 	if in := e.fake.Firewall().VXLAN; in.Port != 4789 || !slices.Equal(in.Peers, []netip.Addr{netip.MustParseAddr("198.18.0.2")}) {
 		t.Fatalf("filter %+v, want port 4789 accepting h1's VTEP only", in)
 	}
-	c.member("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
-	c.member("h3", "", gossip.StateAlive, gossip.EventJoin) // no VTEP yet
+	c.SetMember("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h3", "", gossip.StateAlive, gossip.EventJoin) // no VTEP yet
 	if want := []netip.Addr{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")}; !slices.Equal(peers(), want) {
 		t.Fatalf("after h2 joined: peers %v, want %v", peers(), want)
 	}
-	c.member("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
-	c.member("h2", "198.18.0.3", gossip.StateLeft, gossip.EventLeave)
+	c.SetMember("h1", "198.18.0.2", gossip.StateDead, gossip.EventDead)
+	c.SetMember("h2", "198.18.0.3", gossip.StateLeft, gossip.EventLeave)
 	// h2 keeps its place for the grace after a graceful leave (grace.go)
 	if want := []netip.Addr{netip.MustParseAddr("198.18.0.3")}; !slices.Equal(peers(), want) {
 		t.Fatalf("after h1 failed and h2 left: peers %v, want h2's %v", peers(), want)
 	}
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
 	if err := e.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: n}); err != nil {
 		t.Fatal(err)
 	}

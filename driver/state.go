@@ -14,21 +14,6 @@ import (
 // recordVersion is the schema version written into every persisted record.
 const recordVersion = 1
 
-// Link name prefixes. Every name is prefix + the first idLen characters of a
-// Docker id, so it fits IFNAMSIZ (15) and is derivable from persisted state.
-const (
-	bridgePrefix   = dataplane.LinkPrefix + "b-"
-	vxlanPrefix    = dataplane.LinkPrefix + "x-"
-	hostVethPrefix = dataplane.LinkPrefix + "e-"
-	contVethPrefix = dataplane.LinkPrefix + "c-"
-	// macvlan mode: the parent of a network with no -o parent (a dummy link,
-	// or ifb where the kernel has none) and the host's shim
-	// (host_access).
-	internalParentPrefix = dataplane.LinkPrefix + "m-"
-	shimPrefix           = dataplane.LinkPrefix + "h-"
-	idLen                = 11
-)
-
 // Modes of a network.
 const (
 	modeVXLAN   = "vxlan"
@@ -72,9 +57,6 @@ type networkRecord struct {
 	// endpoint's address on any host.
 	Aux []netip.Addr `json:"aux,omitempty"`
 }
-
-// macvlan reports whether the network is in macvlan mode.
-func (n *networkRecord) macvlan() bool { return n.Mode == modeMACVLAN }
 
 // parentLink is the link a macvlan network's children are made on.
 func (n *networkRecord) parentLink() string {
@@ -134,6 +116,16 @@ type endpointRecord struct {
 	Bindings      []portBinding   `json:"bindings,omitempty"` // programmed, host ports chosen
 }
 
+// linkMAC is the MAC of the endpoint's link. Persisted MACs were validated
+// when the endpoint was created; one that no longer parses is derived from
+// the address rather than failing.
+func (e *endpointRecord) linkMAC() net.HardwareAddr {
+	if m, err := parseHWAddr(e.MAC); err == nil {
+		return m.hw()
+	}
+	return macFromIPv4(e.Address.Addr())
+}
+
 func (e *endpointRecord) clone() *endpointRecord {
 	c := *e
 	c.Requested = slices.Clone(e.Requested)
@@ -142,21 +134,16 @@ func (e *endpointRecord) clone() *endpointRecord {
 	return &c
 }
 
-func shortID(id string) string {
-	if len(id) > idLen {
-		return id[:idLen]
-	}
-	return id
-}
+// shortID is the part of an id that link names keep, for messages and logs.
+func shortID(id string) string { return dataplane.ShortID(id) }
 
-func bridgeName(networkID string) string { return bridgePrefix + shortID(networkID) }
-func vxlanName(networkID string) string  { return vxlanPrefix + shortID(networkID) }
-func hostVeth(endpointID string) string  { return hostVethPrefix + shortID(endpointID) }
-func contVeth(endpointID string) string  { return contVethPrefix + shortID(endpointID) }
-func internalParent(networkID string) string {
-	return internalParentPrefix + shortID(networkID)
-}
-func shimName(networkID string) string { return shimPrefix + shortID(networkID) }
+// Link names, spelled by the dataplane (names.go).
+func bridgeName(networkID string) string     { return dataplane.BridgeName(networkID) }
+func vxlanName(networkID string) string      { return dataplane.VXLANName(networkID) }
+func hostVeth(endpointID string) string      { return dataplane.HostVethName(endpointID) }
+func contVeth(endpointID string) string      { return dataplane.ContainerLinkName(endpointID) }
+func internalParent(networkID string) string { return dataplane.InternalParentName(networkID) }
+func shimName(networkID string) string       { return dataplane.ShimName(networkID) }
 
 // checkID accepts Docker ids: non-empty, at most 128 characters of [0-9A-Za-z_.-],
 // so that link names made from them are valid.

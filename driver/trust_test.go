@@ -164,11 +164,11 @@ func TestTrustAddressMovesOnlyUncontested(t *testing.T) {
 	nid := id("n")
 	vx := vxlanName(nid)
 	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
-	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
-	c.member("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
 	held := remote{"198.19.20.10", "02:00:00:00:00:0a", "198.18.0.2"}
 	moved := remote{held.ip, "02:00:00:00:00:0b", "198.18.0.3"}
-	c.remoteEndpoint(t, "h1", sub20, held.ip, held.mac)
+	remoteEndpoint(t, c, "h1", sub20, held.ip, held.mac)
 	e.flush()
 	checkRemotes(t, e.fake, vx, held)
 	const holdoff = 100 * time.Millisecond
@@ -183,15 +183,15 @@ func TestTrustAddressMovesOnlyUncontested(t *testing.T) {
 		e.flush()
 	}
 
-	c.remoteEndpoint(t, "h2", sub20, moved.ip, moved.mac)
+	remoteEndpoint(t, c, "h2", sub20, moved.ip, moved.mac)
 	e.flush()
 	checkRemotes(t, e.fake, vx, held)
-	c.remoteEndpoint(t, "h1", sub20, held.ip, held.mac) // h1 still has it
+	remoteEndpoint(t, c, "h1", sub20, held.ip, held.mac) // h1 still has it
 	time.Sleep(2 * holdoff)
 	repair()
 	checkRemotes(t, e.fake, vx, held)
 
-	c.remoteEndpoint(t, "h2", sub20, moved.ip, moved.mac) // and now h1 stays silent
+	remoteEndpoint(t, c, "h2", sub20, moved.ip, moved.mac) // and now h1 stays silent
 	e.flush()
 	repair()
 	checkRemotes(t, e.fake, vx, held)

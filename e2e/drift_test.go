@@ -90,10 +90,10 @@ func deleteRule(t *testing.T, host, rule string) {
 // network asking for a VNI already taken that way is refused with the same
 // facts and leaves nothing behind.
 //
-// (The driver's wording for a repeated CreateNetwork, "vni N is now used by
-// another VXLAN device", needs Docker to ask again for a network the plugin
-// keeps; Docker does that only for Swarm networks after a node crash, where
-// grapevine's IPAM currently refuses the repeated RequestPool first.)
+// (A repeated CreateNetwork repairs the device the same way and says the
+// same; it needs Docker to ask again for a network the plugin keeps, which
+// Docker does only for Swarm networks after a node crash, where grapevine's
+// IPAM currently refuses the repeated RequestPool first.)
 func TestVNINowInUse(t *testing.T) {
 	singleHost(t)
 	const (

@@ -64,6 +64,11 @@ func newer(a, b *Record) bool {
 	return bytes.Compare(a.Value, b.Value) > 0
 }
 
+// Supersedes reports whether r must replace old under the order every node
+// applies (newer Version, then Owner, Deleted and Value): the one
+// last-writer-wins rule, for test doubles of Replicated.
+func (r *Record) Supersedes(old *Record) bool { return newer(r, old) }
+
 // sameVersion reports whether a and b are the same write.
 func sameVersion(a, b *Record) bool {
 	return !newer(a, b) && !newer(b, a)

@@ -17,6 +17,7 @@ import (
 
 	"grapevine/driver"
 	"grapevine/driver/dataplane"
+	"grapevine/driver/dataplane/dataplanetest"
 	"grapevine/gossip"
 	gvipam "grapevine/ipam"
 )
@@ -37,7 +38,7 @@ func fuzzServer(f *testing.F, dir string, badSettings error) *http.Client {
 			f.Fatal(err)
 		}
 		f.Cleanup(func() { _ = db.Close() })
-		dp := dataplane.NewFake()
+		dp := dataplanetest.NewFake()
 		nd, err := driver.New(driver.Config{
 			DB: db, Dataplane: dp, Underlay: func() (dataplane.Underlay, error) { return dp.ResolveUnderlay("") }, Log: entry,
 			AddressSpaces: []string{gvipam.LocalAddressSpace, gvipam.GlobalAddressSpace},

@@ -322,8 +322,8 @@ func TestRouteConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.close()
-	// a link of grapevine's own (its name prefix) routing 198.19.140.0/24
-	own := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gv-test0"}}
+	// a link of grapevine's own (a bridge's name) routing 198.19.140.0/24
+	own := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gvb-test0"}}
 	if err := netlink.LinkAdd(own); err != nil {
 		t.Fatal(err)
 	}

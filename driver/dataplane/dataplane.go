@@ -5,7 +5,7 @@
 //
 // Every method is safe to repeat: "already exists" and "not found" are success
 // where the end state is the one asked for. Names of kernel objects are chosen by
-// the caller (driver) and must start with LinkPrefix so that orphans can be found.
+// the caller (driver) from the ones names.go spells, so that orphans can be found.
 package dataplane
 
 import (
@@ -13,9 +13,6 @@ import (
 	"net"
 	"net/netip"
 )
-
-// LinkPrefix starts the name of every link grapevine creates.
-const LinkPrefix = "gv"
 
 // Sentinel errors returned (wrapped) by implementations. Callers use errors.Is.
 var (
@@ -36,7 +33,7 @@ var (
 
 // BridgeSpec describes a per-network bridge.
 type BridgeSpec struct {
-	Name    string           // e.g. "gvb-" + network id prefix
+	Name    string           // BridgeName(network id)
 	MTU     int              // 0 = leave kernel default
 	MAC     net.HardwareAddr // stable address, nil = kernel chooses
 	Address netip.Prefix     // gateway address with the subnet's prefix length; invalid = none
@@ -78,7 +75,11 @@ type MacvlanSpec struct {
 	Address netip.Prefix
 }
 
-// VLANSpec describes an 802.1q link Name on Parent with VLAN id ID (1..4094).
+// MaxVLANID is the highest 802.1q VLAN id (0 and 4095 are reserved).
+const MaxVLANID = 4094
+
+// VLANSpec describes an 802.1q link Name on Parent with VLAN id ID
+// (1..MaxVLANID).
 type VLANSpec struct {
 	Name   string
 	Parent string

@@ -170,17 +170,15 @@ func validateFirewall(fw Firewall) error {
 
 // renderFirewall turns the desired state into grapevine's chain contents.
 // docker names the bridges of Docker's own networks on this host (see
-// dockerBridges). Networks and ports are sorted so that the output depends
-// only on the sets.
+// dockerBridges). The rules are rendered from fw.Sorted(), so that the output
+// depends only on the sets.
 func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 	if err := validateFirewall(fw); err != nil {
 		return nil, err
 	}
 	r := renderer{seen: map[string]bool{}, byNet: map[string][]PortRule{}}
-	r.nets = slices.Clone(fw.Networks)
-	slices.SortFunc(r.nets, func(a, b NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
-	r.ports = slices.Clone(fw.Ports)
-	slices.SortFunc(r.ports, comparePorts)
+	fw = fw.Sorted()
+	r.nets, r.ports = fw.Networks, fw.Ports
 	for _, p := range r.ports {
 		r.byNet[p.NetworkID] = append(r.byNet[p.NetworkID], p)
 	}
@@ -320,6 +318,19 @@ func localnetBridges(fw Firewall) []string {
 			}
 		}
 	}
+	return out
+}
+
+// Sorted returns a copy of fw with its networks, ports and shims in the one
+// order rules are rendered in, so that equal sets compare equal.
+func (fw Firewall) Sorted() Firewall {
+	out := fw
+	out.Networks = slices.Clone(fw.Networks)
+	slices.SortFunc(out.Networks, func(a, b NetworkRules) int { return cmp.Compare(a.NetworkID, b.NetworkID) })
+	out.Ports = slices.Clone(fw.Ports)
+	slices.SortFunc(out.Ports, comparePorts)
+	out.Shims = slices.Clone(fw.Shims)
+	slices.Sort(out.Shims)
 	return out
 }
 

@@ -3,7 +3,6 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -246,62 +245,5 @@ func (k *Kernel) ListLinks(prefix string) ([]string, error) {
 		}
 	}
 	slices.Sort(out)
-	return out, nil
-}
-
-// mainRoutes dumps the IPv4 routes of the main table, retrying a dump the
-// kernel interrupted because the table changed meanwhile.
-func (k *Kernel) mainRoutes() ([]netlink.Route, error) {
-	var (
-		routes []netlink.Route
-		err    error
-	)
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	for range dumpRetries {
-		routes, err = k.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list ipv4 routes of the main table: %w", err)
-	}
-	return routes, nil
-}
-
-// Routes lists IPv4 routes of the main table with a non-zero prefix length.
-func (k *Kernel) Routes() ([]Route, error) {
-	routes, err := k.mainRoutes()
-	if err != nil {
-		return nil, err
-	}
-	links, err := k.linkList()
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[int]string, len(links))
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
-	var out []Route
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		ones, _ := r.Dst.Mask.Size()
-		if ones == 0 {
-			continue
-		}
-		addr, ok := netip.AddrFromSlice(r.Dst.IP.To4())
-		if !ok {
-			continue
-		}
-		dev := names[r.LinkIndex]
-		out = append(out, Route{
-			Dst:  netip.PrefixFrom(addr, ones).Masked(),
-			Dev:  dev,
-			Ours: dev != "" && strings.HasPrefix(dev, LinkPrefix),
-		})
-	}
 	return out, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -143,7 +142,7 @@ func (k *Kernel) bridgeLoop(ctx context.Context, ns netns.NsHandle, w bridgeWatc
 // (a link that existed when the watch began), not a change to a known one.
 func newForeignBridge(u netlink.LinkUpdate, seen map[string]bool) bool {
 	name := u.Attrs().Name
-	if u.Type() != "bridge" || strings.HasPrefix(name, LinkPrefix) || seen[name] {
+	if u.Type() != "bridge" || IsManagedName(name) || seen[name] {
 		return false
 	}
 	seen[name] = true

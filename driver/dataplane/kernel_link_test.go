@@ -403,13 +403,13 @@ func TestDeleteAndListLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := k.ListLinks(LinkPrefix)
+	got, err := k.ListLinks("gv")
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(got)
 	if want := []string{"gvb-a", "gvb-b"}; !slices.Equal(got, want) {
-		t.Fatalf("ListLinks(%q) = %v, want %v", LinkPrefix, got, want)
+		t.Fatalf("ListLinks(%q) = %v, want %v", "gv", got, want)
 	}
 	for i := range 2 { // missing link is success
 		if err := k.DeleteLink("gvb-a"); err != nil {

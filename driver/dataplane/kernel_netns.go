@@ -45,17 +45,6 @@ import (
 // (kept across disable and upgrade). Deleting the bridge removes every pin,
 // and with the last one the namespace and everything in it.
 
-// uplinkNames returns the host-side and bridge-side names of a bridge's
-// uplink veth: the bridge's name with the letter after LinkPrefix replaced by
-// 'u' and 'i'.
-func uplinkNames(bridge string) (host, inner string, err error) {
-	n := len(LinkPrefix)
-	if !strings.HasPrefix(bridge, LinkPrefix) || len(bridge) < n+2 || !ifaceName.MatchString(bridge) {
-		return "", "", fmt.Errorf("bridge name %q must start with %q and be a valid link name to derive its uplink's names", bridge, LinkPrefix)
-	}
-	return bridge[:n] + "u" + bridge[n+1:], bridge[:n] + "i" + bridge[n+1:], nil
-}
-
 // space is one isolated network namespace and the netlink handle acting in it.
 type space struct {
 	bridge string // the bridge it holds; also the pin's file name
@@ -105,7 +94,7 @@ func (k *Kernel) pinned() ([]string, error) {
 			return nil, fmt.Errorf("list pinned network namespaces in %s: %w", dir, err)
 		}
 		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), LinkPrefix) && !slices.Contains(out, e.Name()) {
+			if isBridgeName(e.Name()) && !slices.Contains(out, e.Name()) {
 				out = append(out, e.Name())
 			}
 		}

@@ -12,9 +12,11 @@ func TestUplinkNames(t *testing.T) {
 	}{
 		{bridge: "gvb-4252a05ea07", host: "gvu-4252a05ea07", inner: "gvi-4252a05ea07"},
 		{bridge: "gvb-t", host: "gvu-t", inner: "gvi-t"},
-		{bridge: "gv", err: "must start with"},
-		{bridge: "br0", err: "must start with"},
-		{bridge: "gvb-0123456789ab", err: "valid link name"},
+		{bridge: "gv", err: "not one grapevine gives"},
+		{bridge: "br0", err: "not one grapevine gives"},
+		{bridge: "gvb-0123456789ab", err: "not one grapevine gives"},
+		{bridge: "gvx-4252a05ea07", err: "not one grapevine gives"},
+		{bridge: "gvbr0", err: "not one grapevine gives"},
 	}
 	for _, tc := range tests {
 		host, inner, err := uplinkNames(tc.bridge)

@@ -100,7 +100,7 @@ func (k *Kernel) autoUnderlay() (Underlay, error) {
 	for _, l := range links {
 		a := l.Attrs()
 		if a.Flags&net.FlagUp == 0 || a.Flags&net.FlagLoopback != 0 || a.MasterIndex != 0 ||
-			a.Name == "docker0" || strings.HasPrefix(a.Name, LinkPrefix) {
+			a.Name == "docker0" || IsManagedName(a.Name) {
 			continue
 		}
 		switch l.Type() {

@@ -1,4 +1,6 @@
-package dataplane
+// Package dataplanetest holds Fake, an in-memory, recording
+// dataplane.Dataplane for the driver's and the plugin's unit tests.
+package dataplanetest
 
 import (
 	"fmt"
@@ -8,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"grapevine/driver/dataplane"
 )
 
 // Link kinds recorded by Fake.
@@ -26,16 +30,16 @@ const (
 type FakeLink struct {
 	Name   string
 	Kind   string
-	Bridge BridgeSpec // valid when Kind == KindBridge
-	VXLAN  VXLANSpec  // valid when Kind == KindVXLAN
-	Veth   VethSpec   // valid when Kind is KindVeth or KindVethPeer
-	Peer   string     // the other end of a veth pair
+	Bridge dataplane.BridgeSpec // valid when Kind == KindBridge
+	VXLAN  dataplane.VXLANSpec  // valid when Kind == KindVXLAN
+	Veth   dataplane.VethSpec   // valid when Kind is KindVeth or KindVethPeer
+	Peer   string               // the other end of a veth pair
 	// Macvlan is valid when Kind == KindMacvlan.
-	Macvlan MacvlanSpec
+	Macvlan dataplane.MacvlanSpec
 	// VLAN is valid when Kind == KindVLAN.
-	VLAN VLANSpec
+	VLAN dataplane.VLANSpec
 	// Info describes a link added with SetLinkInfo (Kind == KindOther).
-	Info LinkInfo
+	Info dataplane.LinkInfo
 	// MTU is valid when Kind == KindStandalone.
 	MTU int
 }
@@ -46,7 +50,7 @@ type fakeRouteKey struct {
 }
 
 type fakePortKey struct {
-	proto Proto
+	proto dataplane.Proto
 	port  uint16
 }
 
@@ -79,9 +83,9 @@ type Fake struct {
 	fdbMaster  map[string]map[string]bool       // vxlan → mac: the bridge's static entries
 	neigh      map[string]map[netip.Addr]string // dev → ip → mac
 	neighTemp  map[string]map[netip.Addr]bool   // dev → ip: entries not permanent
-	routes     []Route                          // routes not made by grapevine
-	underlay   *Underlay
-	firewall   Firewall
+	routes     []dataplane.Route                // routes not made by grapevine
+	underlay   *dataplane.Underlay
+	firewall   dataplane.Firewall
 	fwSyncs    int
 	busy       map[fakePortKey][]fakeBusy
 	foreignVNI map[fakeVNIKey]bool
@@ -89,7 +93,7 @@ type Fake struct {
 	noVLAN     bool
 }
 
-var _ Dataplane = (*Fake)(nil)
+var _ dataplane.Dataplane = (*Fake)(nil)
 
 // NewFake returns an empty Fake whose underlay is 198.18.0.1 on "eth0", MTU 1500.
 func NewFake() *Fake {
@@ -102,7 +106,7 @@ func NewFake() *Fake {
 		busy:       map[fakePortKey][]fakeBusy{},
 		foreignVNI: map[fakeVNIKey]bool{},
 		ourRoutes:  map[fakeRouteKey]netip.Addr{},
-		underlay:   &Underlay{Addr: netip.MustParseAddr("198.18.0.1"), Link: "eth0", MTU: 1500},
+		underlay:   &dataplane.Underlay{Addr: netip.MustParseAddr("198.18.0.1"), Link: "eth0", MTU: 1500},
 	}
 }
 
@@ -145,7 +149,7 @@ func cloneMAC(m net.HardwareAddr) net.HardwareAddr {
 }
 
 // EnsureBridge implements Dataplane.
-func (f *Fake) EnsureBridge(s BridgeSpec) error {
+func (f *Fake) EnsureBridge(s dataplane.BridgeSpec) error {
 	defer f.lock()()
 	if err := f.begin("EnsureBridge", s.Name); err != nil {
 		return err
@@ -154,7 +158,7 @@ func (f *Fake) EnsureBridge(s BridgeSpec) error {
 		return fmt.Errorf("bridge name is empty")
 	}
 	if l, ok := f.links[s.Name]; ok && l.Kind != KindBridge {
-		return fmt.Errorf("bridge %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+		return fmt.Errorf("bridge %s: %w (it is a %s)", s.Name, dataplane.ErrIncompatibleLink, l.Kind)
 	}
 	s.MAC = cloneMAC(s.MAC)
 	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindBridge, Bridge: s}
@@ -163,7 +167,7 @@ func (f *Fake) EnsureBridge(s BridgeSpec) error {
 
 // EnsureVXLAN implements Dataplane. A VNI already used on the same port by
 // another VXLAN link, or marked with SetForeignVNI, yields ErrVNIInUse.
-func (f *Fake) EnsureVXLAN(s VXLANSpec) error {
+func (f *Fake) EnsureVXLAN(s dataplane.VXLANSpec) error {
 	defer f.lock()()
 	if err := f.begin("EnsureVXLAN", s.Name); err != nil {
 		return err
@@ -172,19 +176,19 @@ func (f *Fake) EnsureVXLAN(s VXLANSpec) error {
 		return fmt.Errorf("vxlan name is empty")
 	}
 	if l, ok := f.links[s.Name]; ok && l.Kind != KindVXLAN {
-		return fmt.Errorf("vxlan %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+		return fmt.Errorf("vxlan %s: %w (it is a %s)", s.Name, dataplane.ErrIncompatibleLink, l.Kind)
 	}
 	if f.foreignVNI[fakeVNIKey{s.Port, s.VNI}] {
-		return fmt.Errorf("vxlan %s vni %d port %d: %w", s.Name, s.VNI, s.Port, ErrVNIInUse)
+		return fmt.Errorf("vxlan %s vni %d port %d: %w", s.Name, s.VNI, s.Port, dataplane.ErrVNIInUse)
 	}
 	for _, l := range f.links {
 		if l.Kind == KindVXLAN && l.Name != s.Name && l.VXLAN.VNI == s.VNI && l.VXLAN.Port == s.Port {
-			return fmt.Errorf("vxlan %s vni %d port %d: %w", s.Name, s.VNI, s.Port, ErrVNIInUse)
+			return fmt.Errorf("vxlan %s vni %d port %d: %w", s.Name, s.VNI, s.Port, dataplane.ErrVNIInUse)
 		}
 	}
 	if s.Master != "" {
 		if m, ok := f.links[s.Master]; !ok || m.Kind != KindBridge {
-			return fmt.Errorf("vxlan %s master %s: %w", s.Name, s.Master, ErrLinkNotFound)
+			return fmt.Errorf("vxlan %s master %s: %w", s.Name, s.Master, dataplane.ErrLinkNotFound)
 		}
 	}
 	if old, ok := f.links[s.Name]; ok && old.VXLAN.VNI != s.VNI {
@@ -198,7 +202,7 @@ func (f *Fake) EnsureVXLAN(s VXLANSpec) error {
 
 // EnsureVeth implements Dataplane. If the host end exists but the container end
 // does not (moved into a container), only the host end is repaired.
-func (f *Fake) EnsureVeth(s VethSpec) error {
+func (f *Fake) EnsureVeth(s dataplane.VethSpec) error {
 	defer f.lock()()
 	if err := f.begin("EnsureVeth", s.HostName); err != nil {
 		return err
@@ -208,15 +212,15 @@ func (f *Fake) EnsureVeth(s VethSpec) error {
 	}
 	if s.Master != "" {
 		if m, ok := f.links[s.Master]; !ok || m.Kind != KindBridge {
-			return fmt.Errorf("veth %s master %s: %w", s.HostName, s.Master, ErrLinkNotFound)
+			return fmt.Errorf("veth %s master %s: %w", s.HostName, s.Master, dataplane.ErrLinkNotFound)
 		}
 	}
 	host, hostOK := f.links[s.HostName]
 	if hostOK && host.Kind != KindVeth {
-		return fmt.Errorf("veth %s: %w (it is a %s)", s.HostName, ErrIncompatibleLink, host.Kind)
+		return fmt.Errorf("veth %s: %w (it is a %s)", s.HostName, dataplane.ErrIncompatibleLink, host.Kind)
 	}
 	if c, ok := f.links[s.ContainerName]; ok && c.Kind != KindVethPeer {
-		return fmt.Errorf("veth %s: %w (it is a %s)", s.ContainerName, ErrIncompatibleLink, c.Kind)
+		return fmt.Errorf("veth %s: %w (it is a %s)", s.ContainerName, dataplane.ErrIncompatibleLink, c.Kind)
 	}
 	s.MAC = cloneMAC(s.MAC)
 	if hostOK && host.Peer == s.ContainerName {
@@ -296,7 +300,7 @@ func (f *Fake) SetFDB(vxlan string, mac net.HardwareAddr, vtep netip.Addr) error
 		return err
 	}
 	if l, ok := f.links[vxlan]; !ok || l.Kind != KindVXLAN {
-		return fmt.Errorf("fdb on %s: %w", vxlan, ErrLinkNotFound)
+		return fmt.Errorf("fdb on %s: %w", vxlan, dataplane.ErrLinkNotFound)
 	}
 	if len(mac) != 6 || !vtep.IsValid() {
 		return fmt.Errorf("fdb on %s: bad mac %q or vtep %v", vxlan, mac, vtep)
@@ -332,7 +336,7 @@ func (f *Fake) SetNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error {
 		return err
 	}
 	if _, ok := f.links[dev]; !ok {
-		return fmt.Errorf("neighbour on %s: %w", dev, ErrLinkNotFound)
+		return fmt.Errorf("neighbour on %s: %w", dev, dataplane.ErrLinkNotFound)
 	}
 	if len(mac) != 6 || !ip.IsValid() {
 		return fmt.Errorf("neighbour on %s: bad mac %q or ip %v", dev, mac, ip)
@@ -358,24 +362,24 @@ func (f *Fake) DelNeigh(dev string, ip netip.Addr) error {
 
 // ListFDB implements Dataplane: the self entries and the bridge's static
 // entries of the device, sorted by MAC (master after self).
-func (f *Fake) ListFDB(vxlan string) ([]FDBEntry, error) {
+func (f *Fake) ListFDB(vxlan string) ([]dataplane.FDBEntry, error) {
 	defer f.lock()()
 	if err := f.begin("ListFDB", vxlan); err != nil {
 		return nil, err
 	}
 	if l, ok := f.links[vxlan]; !ok || l.Kind != KindVXLAN {
-		return nil, fmt.Errorf("list fdb of %s: %w", vxlan, ErrLinkNotFound)
+		return nil, fmt.Errorf("list fdb of %s: %w", vxlan, dataplane.ErrLinkNotFound)
 	}
-	var out []FDBEntry
+	var out []dataplane.FDBEntry
 	for m, vtep := range f.fdb[vxlan] {
 		mac, _ := net.ParseMAC(m)
-		out = append(out, FDBEntry{MAC: mac, VTEP: vtep})
+		out = append(out, dataplane.FDBEntry{MAC: mac, VTEP: vtep})
 	}
 	for m := range f.fdbMaster[vxlan] {
 		mac, _ := net.ParseMAC(m)
-		out = append(out, FDBEntry{MAC: mac, Master: true})
+		out = append(out, dataplane.FDBEntry{MAC: mac, Master: true})
 	}
-	slices.SortFunc(out, func(a, b FDBEntry) int {
+	slices.SortFunc(out, func(a, b dataplane.FDBEntry) int {
 		if c := strings.Compare(a.MAC.String(), b.MAC.String()); c != 0 {
 			return c
 		}
@@ -392,26 +396,26 @@ func (f *Fake) ListFDB(vxlan string) ([]FDBEntry, error) {
 
 // ListNeigh implements Dataplane: the device's entries (all permanent unless
 // added with InjectNeigh), sorted by address.
-func (f *Fake) ListNeigh(dev string) ([]NeighEntry, error) {
+func (f *Fake) ListNeigh(dev string) ([]dataplane.NeighEntry, error) {
 	defer f.lock()()
 	if err := f.begin("ListNeigh", dev); err != nil {
 		return nil, err
 	}
 	if _, ok := f.links[dev]; !ok {
-		return nil, fmt.Errorf("list neighbours of %s: %w", dev, ErrLinkNotFound)
+		return nil, fmt.Errorf("list neighbours of %s: %w", dev, dataplane.ErrLinkNotFound)
 	}
-	var out []NeighEntry
+	var out []dataplane.NeighEntry
 	for ip, m := range f.neigh[dev] {
 		mac, _ := net.ParseMAC(m)
-		out = append(out, NeighEntry{IP: ip, MAC: mac, Permanent: !f.neighTemp[dev][ip]})
+		out = append(out, dataplane.NeighEntry{IP: ip, MAC: mac, Permanent: !f.neighTemp[dev][ip]})
 	}
-	slices.SortFunc(out, func(a, b NeighEntry) int { return a.IP.Compare(b.IP) })
+	slices.SortFunc(out, func(a, b dataplane.NeighEntry) int { return a.IP.Compare(b.IP) })
 	return out, nil
 }
 
 // Routes implements Dataplane: the routes set with SetRoutes plus one connected
 // route (Ours) for every bridge that carries an address.
-func (f *Fake) Routes() ([]Route, error) {
+func (f *Fake) Routes() ([]dataplane.Route, error) {
 	defer f.lock()()
 	if err := f.begin("Routes", ""); err != nil {
 		return nil, err
@@ -419,13 +423,13 @@ func (f *Fake) Routes() ([]Route, error) {
 	out := slices.Clone(f.routes)
 	for _, l := range f.links {
 		if l.Kind == KindBridge && l.Bridge.Address.IsValid() {
-			out = append(out, Route{Dst: l.Bridge.Address.Masked(), Dev: l.Name, Ours: true})
+			out = append(out, dataplane.Route{Dst: l.Bridge.Address.Masked(), Dev: l.Name, Ours: true})
 		}
 	}
 	for k := range f.ourRoutes {
-		out = append(out, Route{Dst: k.dst, Dev: k.dev, Ours: strings.HasPrefix(k.dev, LinkPrefix)})
+		out = append(out, dataplane.Route{Dst: k.dst, Dev: k.dev, Ours: dataplane.IsManagedName(k.dev)})
 	}
-	slices.SortFunc(out, func(a, b Route) int {
+	slices.SortFunc(out, func(a, b dataplane.Route) int {
 		if c := a.Dst.Addr().Compare(b.Dst.Addr()); c != 0 {
 			return c
 		}
@@ -436,19 +440,19 @@ func (f *Fake) Routes() ([]Route, error) {
 
 // ResolveUnderlay implements Dataplane: it ignores advertise and returns the
 // underlay set with SetUnderlay (ErrNoUnderlay after SetUnderlay(nil)).
-func (f *Fake) ResolveUnderlay(advertise string) (Underlay, error) {
+func (f *Fake) ResolveUnderlay(advertise string) (dataplane.Underlay, error) {
 	defer f.lock()()
 	if err := f.begin("ResolveUnderlay", advertise); err != nil {
-		return Underlay{}, err
+		return dataplane.Underlay{}, err
 	}
 	if f.underlay == nil {
-		return Underlay{}, ErrNoUnderlay
+		return dataplane.Underlay{}, dataplane.ErrNoUnderlay
 	}
 	return *f.underlay, nil
 }
 
 // SyncFirewall implements Dataplane: it records a copy of fw as the state.
-func (f *Fake) SyncFirewall(fw Firewall) error {
+func (f *Fake) SyncFirewall(fw dataplane.Firewall) error {
 	defer f.lock()()
 	if err := f.begin("SyncFirewall", ""); err != nil {
 		return err
@@ -459,7 +463,7 @@ func (f *Fake) SyncFirewall(fw Firewall) error {
 }
 
 // PortInUse implements Dataplane against the ports marked with SetPortBusy.
-func (f *Fake) PortInUse(proto Proto, hostIP netip.Addr, port uint16) (bool, string, error) {
+func (f *Fake) PortInUse(proto dataplane.Proto, hostIP netip.Addr, port uint16) (bool, string, error) {
 	defer f.lock()()
 	if err := f.begin("PortInUse", fmt.Sprintf("%d/%s", port, proto)); err != nil {
 		return false, "", err
@@ -478,13 +482,13 @@ func (f *Fake) RemoveFirewall() error {
 	if err := f.begin("RemoveFirewall", ""); err != nil {
 		return err
 	}
-	f.firewall = Firewall{}
+	f.firewall = dataplane.Firewall{}
 	return nil
 }
 
 // SetVXLANPeers implements Dataplane: it changes the peers of the recorded
 // firewall's VXLAN filter when there is one.
-func (f *Fake) SetVXLANPeers(in VXLANIngress) error {
+func (f *Fake) SetVXLANPeers(in dataplane.VXLANIngress) error {
 	defer f.lock()()
 	if err := f.begin("SetVXLANPeers", ""); err != nil {
 		return err
@@ -504,8 +508,8 @@ func (f *Fake) VXLANDrops() (uint64, error) {
 	return 0, nil
 }
 
-func cloneFirewall(fw Firewall) Firewall {
-	out := Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: slices.Clone(fw.Shims), VXLAN: fw.VXLAN}
+func cloneFirewall(fw dataplane.Firewall) dataplane.Firewall {
+	out := dataplane.Firewall{Networks: slices.Clone(fw.Networks), Ports: slices.Clone(fw.Ports), Shims: slices.Clone(fw.Shims), VXLAN: fw.VXLAN}
 	out.VXLAN.Peers = slices.Clone(fw.VXLAN.Peers)
 	return out
 }
@@ -591,13 +595,13 @@ func (f *Fake) FDBMaster(vxlan string) []string {
 }
 
 // SetRoutes sets the routes that were not made by grapevine.
-func (f *Fake) SetRoutes(rs ...Route) {
+func (f *Fake) SetRoutes(rs ...dataplane.Route) {
 	defer f.lock()()
 	f.routes = slices.Clone(rs)
 }
 
 // SetUnderlay sets what ResolveUnderlay returns; nil makes it fail.
-func (f *Fake) SetUnderlay(u *Underlay) {
+func (f *Fake) SetUnderlay(u *dataplane.Underlay) {
 	defer f.lock()()
 	if u == nil {
 		f.underlay = nil
@@ -609,7 +613,7 @@ func (f *Fake) SetUnderlay(u *Underlay) {
 
 // SetPortBusy marks hostIP:port/proto (invalid hostIP = all addresses) as held
 // by something other than grapevine.
-func (f *Fake) SetPortBusy(proto Proto, hostIP netip.Addr, port uint16, holder string) {
+func (f *Fake) SetPortBusy(proto dataplane.Proto, hostIP netip.Addr, port uint16, holder string) {
 	defer f.lock()()
 	k := fakePortKey{proto, port}
 	f.busy[k] = append(f.busy[k], fakeBusy{hostIP, holder})
@@ -676,7 +680,7 @@ func (f *Fake) Neigh(dev string) map[netip.Addr]string {
 }
 
 // Firewall returns a copy of the last synced firewall state.
-func (f *Fake) Firewall() Firewall {
+func (f *Fake) Firewall() dataplane.Firewall {
 	defer f.lock()()
 	return cloneFirewall(f.firewall)
 }
@@ -713,7 +717,7 @@ func (f *Fake) ResetCalls() {
 
 // EnsureMacvlan implements Dataplane. The parent must exist; a link of the
 // name of another kind is ErrIncompatibleLink.
-func (f *Fake) EnsureMacvlan(s MacvlanSpec) error {
+func (f *Fake) EnsureMacvlan(s dataplane.MacvlanSpec) error {
 	defer f.lock()()
 	if err := f.begin("EnsureMacvlan", s.Name); err != nil {
 		return err
@@ -722,10 +726,10 @@ func (f *Fake) EnsureMacvlan(s MacvlanSpec) error {
 		return fmt.Errorf("macvlan name and parent must not be empty")
 	}
 	if _, ok := f.links[s.Parent]; !ok {
-		return fmt.Errorf("macvlan %s parent %s: %w", s.Name, s.Parent, ErrLinkNotFound)
+		return fmt.Errorf("macvlan %s parent %s: %w", s.Name, s.Parent, dataplane.ErrLinkNotFound)
 	}
 	if l, ok := f.links[s.Name]; ok && l.Kind != KindMacvlan {
-		return fmt.Errorf("macvlan %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+		return fmt.Errorf("macvlan %s: %w (it is a %s)", s.Name, dataplane.ErrIncompatibleLink, l.Kind)
 	}
 	s.MAC = cloneMAC(s.MAC)
 	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindMacvlan, Macvlan: s}
@@ -734,7 +738,7 @@ func (f *Fake) EnsureMacvlan(s MacvlanSpec) error {
 
 // EnsureVLAN implements Dataplane. After SetVLANSupport(false) it fails with
 // ErrVLANUnsupported as a kernel without 802.1q does.
-func (f *Fake) EnsureVLAN(s VLANSpec) error {
+func (f *Fake) EnsureVLAN(s dataplane.VLANSpec) error {
 	defer f.lock()()
 	if err := f.begin("EnsureVLAN", s.Name); err != nil {
 		return err
@@ -742,55 +746,55 @@ func (f *Fake) EnsureVLAN(s VLANSpec) error {
 	if s.Name == "" || s.Parent == "" {
 		return fmt.Errorf("vlan name and parent must not be empty")
 	}
-	if s.ID < 1 || s.ID > maxVLANID {
-		return fmt.Errorf("vlan %s: id %d outside 1..%d", s.Name, s.ID, maxVLANID)
+	if s.ID < 1 || s.ID > dataplane.MaxVLANID {
+		return fmt.Errorf("vlan %s: id %d outside 1..%d", s.Name, s.ID, dataplane.MaxVLANID)
 	}
 	if _, ok := f.links[s.Parent]; !ok {
-		return fmt.Errorf("vlan %s parent %s: %w", s.Name, s.Parent, ErrLinkNotFound)
+		return fmt.Errorf("vlan %s parent %s: %w", s.Name, s.Parent, dataplane.ErrLinkNotFound)
 	}
 	if l, ok := f.links[s.Name]; ok {
 		if l.Kind != KindVLAN || l.VLAN != s {
-			return fmt.Errorf("vlan %s: %w (it is a %s)", s.Name, ErrIncompatibleLink, l.Kind)
+			return fmt.Errorf("vlan %s: %w (it is a %s)", s.Name, dataplane.ErrIncompatibleLink, l.Kind)
 		}
 		return nil
 	}
 	if f.noVLAN {
-		return fmt.Errorf("create vlan %s: %w", s.Name, ErrVLANUnsupported)
+		return fmt.Errorf("create vlan %s: %w", s.Name, dataplane.ErrVLANUnsupported)
 	}
 	f.links[s.Name] = &FakeLink{Name: s.Name, Kind: KindVLAN, VLAN: s}
 	return nil
 }
 
 // LinkInfo implements Dataplane.
-func (f *Fake) LinkInfo(name string) (LinkInfo, error) {
+func (f *Fake) LinkInfo(name string) (dataplane.LinkInfo, error) {
 	defer f.lock()()
 	if err := f.begin("LinkInfo", name); err != nil {
-		return LinkInfo{}, err
+		return dataplane.LinkInfo{}, err
 	}
 	l, ok := f.links[name]
 	if !ok {
-		return LinkInfo{}, fmt.Errorf("link %q: %w", name, ErrLinkNotFound)
+		return dataplane.LinkInfo{}, fmt.Errorf("link %q: %w", name, dataplane.ErrLinkNotFound)
 	}
 	return f.info(l), nil
 }
 
 // LinkInfos implements Dataplane, sorted by name.
-func (f *Fake) LinkInfos() ([]LinkInfo, error) {
+func (f *Fake) LinkInfos() ([]dataplane.LinkInfo, error) {
 	defer f.lock()()
 	if err := f.begin("LinkInfos", ""); err != nil {
 		return nil, err
 	}
-	out := make([]LinkInfo, 0, len(f.links))
+	out := make([]dataplane.LinkInfo, 0, len(f.links))
 	for _, l := range f.links {
 		out = append(out, f.info(l))
 	}
-	slices.SortFunc(out, func(a, b LinkInfo) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b dataplane.LinkInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
 // info describes a fake link. Caller holds mu.
-func (f *Fake) info(l *FakeLink) LinkInfo {
-	li := LinkInfo{Name: l.Name, Kind: l.Kind, MTU: 1500, Up: true}
+func (f *Fake) info(l *FakeLink) dataplane.LinkInfo {
+	li := dataplane.LinkInfo{Name: l.Name, Kind: l.Kind, MTU: 1500, Up: true}
 	parentMTU := func(name string) int {
 		if p, ok := f.links[name]; ok && p != l {
 			return f.info(p).MTU
@@ -854,7 +858,7 @@ func (f *Fake) SetRoute(dst netip.Prefix, dev string, src netip.Addr) error {
 		return fmt.Errorf("route: invalid destination")
 	}
 	if _, ok := f.links[dev]; !ok {
-		return fmt.Errorf("route to %s: link %q: %w", dst, dev, ErrLinkNotFound)
+		return fmt.Errorf("route to %s: link %q: %w", dst, dev, dataplane.ErrLinkNotFound)
 	}
 	f.ourRoutes[fakeRouteKey{dst.Masked(), dev}] = src
 	return nil
@@ -872,7 +876,7 @@ func (f *Fake) DelRoute(dst netip.Prefix, dev string) error {
 
 // SetLinkInfo adds (or replaces) a link grapevine did not make, described by
 // li (Kind "" means a physical "device"), e.g. a host's NIC as a macvlan parent.
-func (f *Fake) SetLinkInfo(li LinkInfo) {
+func (f *Fake) SetLinkInfo(li dataplane.LinkInfo) {
 	defer f.lock()()
 	li.Addrs = slices.Clone(li.Addrs)
 	f.links[li.Name] = &FakeLink{Name: li.Name, Kind: KindOther, Info: li}
@@ -903,7 +907,7 @@ func (f *Fake) EnsureStandalone(name string, mtu int) error {
 		return fmt.Errorf("standalone link name is empty")
 	}
 	if l, ok := f.links[name]; ok && l.Kind != KindStandalone {
-		return fmt.Errorf("standalone %s: %w (it is a %s)", name, ErrIncompatibleLink, l.Kind)
+		return fmt.Errorf("standalone %s: %w (it is a %s)", name, dataplane.ErrIncompatibleLink, l.Kind)
 	}
 	f.links[name] = &FakeLink{Name: name, Kind: KindStandalone, MTU: mtu}
 	return nil

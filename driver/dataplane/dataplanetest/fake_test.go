@@ -1,46 +1,49 @@
-package dataplane
+package dataplanetest
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
+
+	"grapevine/driver/dataplane"
 )
 
 func TestFakeLinks(t *testing.T) {
 	f := NewFake()
-	br := BridgeSpec{Name: "gvb-a", MTU: 1450, Address: netip.MustParsePrefix("198.19.1.1/24")}
+	br := dataplane.BridgeSpec{Name: "gvb-a", MTU: 1450, Address: netip.MustParsePrefix("198.19.1.1/24")}
 	if err := f.EnsureBridge(br); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-a", VNI: 10, Port: 4789, Master: "gvb-missing"}); !errors.Is(err, ErrLinkNotFound) {
+	if err := f.EnsureVXLAN(dataplane.VXLANSpec{Name: "gvx-a", VNI: 10, Port: 4789, Master: "gvb-missing"}); !errors.Is(err, dataplane.ErrLinkNotFound) {
 		t.Fatalf("vxlan with missing master: got %v, want ErrLinkNotFound", err)
 	}
-	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-a", VNI: 10, Port: 4789, Master: "gvb-a"}); err != nil {
+	if err := f.EnsureVXLAN(dataplane.VXLANSpec{Name: "gvx-a", VNI: 10, Port: 4789, Master: "gvb-a"}); err != nil {
 		t.Fatal(err)
 	}
 	// same VNI, same port, other device: refused; other port: fine.
-	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-b"}); err != nil {
+	if err := f.EnsureBridge(dataplane.BridgeSpec{Name: "gvb-b"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-b", VNI: 10, Port: 4789, Master: "gvb-b"}); !errors.Is(err, ErrVNIInUse) {
+	if err := f.EnsureVXLAN(dataplane.VXLANSpec{Name: "gvx-b", VNI: 10, Port: 4789, Master: "gvb-b"}); !errors.Is(err, dataplane.ErrVNIInUse) {
 		t.Fatalf("duplicate vni: got %v, want ErrVNIInUse", err)
 	}
-	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-b", VNI: 10, Port: 4790, Master: "gvb-b"}); err != nil {
+	if err := f.EnsureVXLAN(dataplane.VXLANSpec{Name: "gvx-b", VNI: 10, Port: 4790, Master: "gvb-b"}); err != nil {
 		t.Fatal(err)
 	}
 	f.SetForeignVNI(4789, 4096)
-	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvx-c", VNI: 4096, Port: 4789, Master: "gvb-b"}); !errors.Is(err, ErrVNIInUse) {
+	if err := f.EnsureVXLAN(dataplane.VXLANSpec{Name: "gvx-c", VNI: 4096, Port: 4789, Master: "gvb-b"}); !errors.Is(err, dataplane.ErrVNIInUse) {
 		t.Fatalf("foreign vni: got %v, want ErrVNIInUse", err)
 	}
 	// a name taken by another kind
-	if err := f.EnsureVXLAN(VXLANSpec{Name: "gvb-a", VNI: 11, Port: 4789}); !errors.Is(err, ErrIncompatibleLink) {
+	if err := f.EnsureVXLAN(dataplane.VXLANSpec{Name: "gvb-a", VNI: 11, Port: 4789}); !errors.Is(err, dataplane.ErrIncompatibleLink) {
 		t.Fatalf("incompatible: got %v", err)
 	}
 
-	veth := VethSpec{HostName: "gve-1", ContainerName: "gvc-1", MTU: 1450, Master: "gvb-a", Hairpin: true,
+	veth := dataplane.VethSpec{HostName: "gve-1", ContainerName: "gvc-1", MTU: 1450, Master: "gvb-a", Hairpin: true,
 		MAC: net.HardwareAddr{2, 0x42, 198, 19, 1, 2}}
 	if err := f.EnsureVeth(veth); err != nil {
 		t.Fatal(err)
@@ -66,7 +69,7 @@ func TestFakeLinks(t *testing.T) {
 	}
 
 	// deleting one veth end deletes the other
-	if err := f.EnsureVeth(VethSpec{HostName: "gve-2", ContainerName: "gvc-2", Master: "gvb-a"}); err != nil {
+	if err := f.EnsureVeth(dataplane.VethSpec{HostName: "gve-2", ContainerName: "gvc-2", Master: "gvb-a"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.DeleteLink("gve-2"); err != nil {
@@ -84,10 +87,10 @@ func TestFakeFailInjection(t *testing.T) {
 	f := NewFake()
 	boom := errors.New("boom")
 	f.SetFail("EnsureBridge:gvb-x", boom)
-	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-y"}); err != nil {
+	if err := f.EnsureBridge(dataplane.BridgeSpec{Name: "gvb-y"}); err != nil {
 		t.Fatalf("targeted failure hit another name: %v", err)
 	}
-	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-x"}); !errors.Is(err, boom) {
+	if err := f.EnsureBridge(dataplane.BridgeSpec{Name: "gvb-x"}); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want boom", err)
 	}
 	if _, ok := f.Link("gvb-x"); ok {
@@ -95,7 +98,7 @@ func TestFakeFailInjection(t *testing.T) {
 	}
 	f.SetFail("EnsureBridge:gvb-x", nil)
 	f.Fail["SyncFirewall"] = boom
-	if err := f.SyncFirewall(Firewall{Networks: []NetworkRules{{NetworkID: "n"}}}); !errors.Is(err, boom) {
+	if err := f.SyncFirewall(dataplane.Firewall{Networks: []dataplane.NetworkRules{{NetworkID: "n"}}}); !errors.Is(err, boom) {
 		t.Fatalf("got %v", err)
 	}
 	if len(f.Firewall().Networks) != 0 || f.FirewallSyncs() != 0 {
@@ -110,11 +113,11 @@ func TestFakeFDBNeighPorts(t *testing.T) {
 	f := NewFake()
 	mac := net.HardwareAddr{2, 0x42, 1, 2, 3, 4}
 	vtep := netip.MustParseAddr("198.18.0.2")
-	if err := f.SetFDB("gvx-a", mac, vtep); !errors.Is(err, ErrLinkNotFound) {
+	if err := f.SetFDB("gvx-a", mac, vtep); !errors.Is(err, dataplane.ErrLinkNotFound) {
 		t.Fatalf("fdb on missing link: %v", err)
 	}
-	_ = f.EnsureBridge(BridgeSpec{Name: "gvb-a"})
-	_ = f.EnsureVXLAN(VXLANSpec{Name: "gvx-a", VNI: 5, Port: 4789, Master: "gvb-a"})
+	_ = f.EnsureBridge(dataplane.BridgeSpec{Name: "gvb-a"})
+	_ = f.EnsureVXLAN(dataplane.VXLANSpec{Name: "gvx-a", VNI: 5, Port: 4789, Master: "gvb-a"})
 	if err := f.SetFDB("gvx-a", mac, vtep); err != nil {
 		t.Fatal(err)
 	}
@@ -131,18 +134,18 @@ func TestFakeFDBNeighPorts(t *testing.T) {
 		t.Fatal("entries not deleted")
 	}
 
-	f.SetPortBusy(TCP, netip.MustParseAddr("198.18.0.1"), 8080, "sshd")
+	f.SetPortBusy(dataplane.TCP, netip.MustParseAddr("198.18.0.1"), 8080, "sshd")
 	cases := []struct {
-		proto Proto
+		proto dataplane.Proto
 		ip    string
 		port  uint16
 		want  bool
 	}{
-		{TCP, "198.18.0.1", 8080, true},
-		{TCP, "", 8080, true},
-		{TCP, "198.18.0.9", 8080, false},
-		{UDP, "198.18.0.1", 8080, false},
-		{TCP, "198.18.0.1", 8081, false},
+		{dataplane.TCP, "198.18.0.1", 8080, true},
+		{dataplane.TCP, "", 8080, true},
+		{dataplane.TCP, "198.18.0.9", 8080, false},
+		{dataplane.UDP, "198.18.0.1", 8080, false},
+		{dataplane.TCP, "198.18.0.1", 8081, false},
 	}
 	for _, c := range cases {
 		var a netip.Addr
@@ -158,16 +161,16 @@ func TestFakeFDBNeighPorts(t *testing.T) {
 
 func TestFakeConcurrent(t *testing.T) {
 	f := NewFake()
-	_ = f.EnsureBridge(BridgeSpec{Name: "gvb-a"})
+	_ = f.EnsureBridge(dataplane.BridgeSpec{Name: "gvb-a"})
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			n := string(rune('a' + i))
-			_ = f.EnsureVeth(VethSpec{HostName: "gve-" + n, ContainerName: "gvc-" + n, Master: "gvb-a"})
+			_ = f.EnsureVeth(dataplane.VethSpec{HostName: "gve-" + n, ContainerName: "gvc-" + n, Master: "gvb-a"})
 			_, _ = f.ListLinks("gv")
-			_ = f.SyncFirewall(Firewall{})
+			_ = f.SyncFirewall(dataplane.Firewall{})
 			_ = f.DeleteLink("gve-" + n)
 		}()
 	}
@@ -181,10 +184,10 @@ func TestFakeConcurrent(t *testing.T) {
 // bridge entry only for an enslaved device, and what tests inject or drop.
 func TestFakeListFDBNeigh(t *testing.T) {
 	f := NewFake()
-	if err := f.EnsureBridge(BridgeSpec{Name: "gvb-a"}); err != nil {
+	if err := f.EnsureBridge(dataplane.BridgeSpec{Name: "gvb-a"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []VXLANSpec{{Name: "gvx-a", VNI: 1, Master: "gvb-a"}, {Name: "gvx-b", VNI: 2}} {
+	for _, s := range []dataplane.VXLANSpec{{Name: "gvx-a", VNI: 1, Master: "gvb-a"}, {Name: "gvx-b", VNI: 2}} {
 		if err := f.EnsureVXLAN(s); err != nil {
 			t.Fatal(err)
 		}
@@ -192,15 +195,15 @@ func TestFakeListFDBNeigh(t *testing.T) {
 	m1 := mustMAC(t, "02:00:00:00:00:01")
 	m2 := mustMAC(t, "02:00:00:00:00:02")
 	for _, vx := range []string{"gvx-a", "gvx-b"} {
-		if err := f.SetFDB(vx, m1, mustAddr("198.18.0.2")); err != nil {
+		if err := f.SetFDB(vx, m1, netip.MustParseAddr("198.18.0.2")); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.SetNeigh(vx, mustAddr("198.19.0.2"), m1); err != nil {
+		if err := f.SetNeigh(vx, netip.MustParseAddr("198.19.0.2"), m1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f.InjectFDB("gvx-a", m2, mustAddr("198.18.0.3"), false)
-	f.InjectNeigh("gvx-a", mustAddr("198.19.0.3"), m2, false)
+	f.InjectFDB("gvx-a", m2, netip.MustParseAddr("198.18.0.3"), false)
+	f.InjectNeigh("gvx-a", netip.MustParseAddr("198.19.0.3"), m2, false)
 
 	tests := []struct {
 		dev       string
@@ -240,37 +243,37 @@ func TestFakeListFDBNeigh(t *testing.T) {
 	if _, ok := f.FDB("gvx-a")[m2.String()]; ok {
 		t.Errorf("DelFDB left %s", m2)
 	}
-	if _, err := f.ListFDB("gvx-missing"); !errors.Is(err, ErrLinkNotFound) {
+	if _, err := f.ListFDB("gvx-missing"); !errors.Is(err, dataplane.ErrLinkNotFound) {
 		t.Errorf("ListFDB on a missing device: %v", err)
 	}
-	if _, err := f.ListNeigh("gvx-missing"); !errors.Is(err, ErrLinkNotFound) {
+	if _, err := f.ListNeigh("gvx-missing"); !errors.Is(err, dataplane.ErrLinkNotFound) {
 		t.Errorf("ListNeigh on a missing device: %v", err)
 	}
 }
 
 func TestFakeMacvlanVLANAndRoutes(t *testing.T) {
 	f := NewFake()
-	f.SetLinkInfo(LinkInfo{Name: "eth0", MTU: 9000, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.5/24")}})
-	if err := f.EnsureMacvlan(MacvlanSpec{Name: "gvc-1", Parent: "eth9"}); !errors.Is(err, ErrLinkNotFound) {
+	f.SetLinkInfo(dataplane.LinkInfo{Name: "eth0", MTU: 9000, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.5/24")}})
+	if err := f.EnsureMacvlan(dataplane.MacvlanSpec{Name: "gvc-1", Parent: "eth9"}); !errors.Is(err, dataplane.ErrLinkNotFound) {
 		t.Fatalf("missing parent: %v", err)
 	}
-	if err := f.EnsureMacvlan(MacvlanSpec{Name: "gvc-1", Parent: "eth0"}); err != nil {
+	if err := f.EnsureMacvlan(dataplane.MacvlanSpec{Name: "gvc-1", Parent: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 4095}); err == nil {
+	if err := f.EnsureVLAN(dataplane.VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 4095}); err == nil {
 		t.Fatal("vlan id 4095 accepted")
 	}
-	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 30}); err != nil {
+	if err := f.EnsureVLAN(dataplane.VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 30}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 31}); !errors.Is(err, ErrIncompatibleLink) {
+	if err := f.EnsureVLAN(dataplane.VLANSpec{Name: "eth0.30", Parent: "eth0", ID: 31}); !errors.Is(err, dataplane.ErrIncompatibleLink) {
 		t.Fatalf("other id on an existing vlan: %v", err)
 	}
 	f.SetVLANSupport(false)
-	if err := f.EnsureVLAN(VLANSpec{Name: "eth0.40", Parent: "eth0", ID: 40}); !errors.Is(err, ErrVLANUnsupported) {
+	if err := f.EnsureVLAN(dataplane.VLANSpec{Name: "eth0.40", Parent: "eth0", ID: 40}); !errors.Is(err, dataplane.ErrVLANUnsupported) {
 		t.Fatalf("without 802.1q: %v", err)
 	}
-	if err := f.EnsureMacvlan(MacvlanSpec{Name: "gvh-1", Parent: "eth0.30", Address: netip.MustParsePrefix("198.18.0.200/32")}); err != nil {
+	if err := f.EnsureMacvlan(dataplane.MacvlanSpec{Name: "gvh-1", Parent: "eth0.30", Address: netip.MustParsePrefix("198.18.0.200/32")}); err != nil {
 		t.Fatal(err)
 	}
 	infos, err := f.LinkInfos()
@@ -292,7 +295,7 @@ func TestFakeMacvlanVLANAndRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	routes, _ := f.Routes()
-	if !slices.Contains(routes, Route{Dst: dst, Dev: "gvh-1", Ours: true}) {
+	if !slices.Contains(routes, dataplane.Route{Dst: dst, Dev: "gvh-1", Ours: true}) {
 		t.Fatalf("routes %v", routes)
 	}
 	// Deleting the parent takes the vlan, its macvlan child and the route.
@@ -305,4 +308,35 @@ func TestFakeMacvlanVLANAndRoutes(t *testing.T) {
 	if _, ok := f.RouteSrc(dst, "gvh-1"); ok {
 		t.Fatal("route survived its link")
 	}
+}
+
+func mustMAC(t *testing.T, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatalf("parse mac %q: %v", s, err)
+	}
+	return m
+}
+
+func fdbStrings(es []dataplane.FDBEntry) []string {
+	var out []string
+	for _, e := range es {
+		if e.Master {
+			out = append(out, e.MAC.String()+" master")
+		} else {
+			out = append(out, e.MAC.String()+" dst "+e.VTEP.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func neighStrings(es []dataplane.NeighEntry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, fmt.Sprintf("%s %s permanent=%t", e.IP, e.MAC, e.Permanent))
+	}
+	slices.Sort(out)
+	return out
 }

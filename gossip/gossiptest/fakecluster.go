@@ -1,23 +1,24 @@
-package driver
+package gossiptest
 
 import (
-	"encoding/json"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 
 	"grapevine/gossip"
 )
 
-// fakeCluster is an in-package gossip.Replicated for unit tests. Records
-// follow gossip's rules (Lamport versions, tombstones owned by the deleter);
+// FakeCluster is a gossip.Replicated of one process, for unit tests of the
+// packages that consume replicated state without running memberlist (use Net
+// for that). Records follow gossip's rules (Lamport versions, the winner
+// chosen by gossip.Record.Supersedes, tombstones owned by the deleter);
 // callbacks run in order, never inside the caller's Put/Delete (as with the
-// real Cluster, whose worker is another goroutine): they are queued and run by
-// deliver, which the test helpers call from the test goroutine. So a test
-// sees every effect synchronously and deterministically.
-type fakeCluster struct {
+// real Cluster, whose worker is another goroutine): they are queued and run
+// by Deliver, which RemotePut, RemoteDelete and SetMember call from the
+// test's goroutine. So a test sees every effect synchronously and
+// deterministically.
+type FakeCluster struct {
 	self string
 
 	mu       sync.Mutex
@@ -37,21 +38,21 @@ type fakeSub struct {
 	fn   func(old, cur *gossip.Record)
 }
 
-var _ gossip.Replicated = (*fakeCluster)(nil)
+var _ gossip.Replicated = (*FakeCluster)(nil)
 
-func newFakeCluster(self string) *fakeCluster {
-	return &fakeCluster{
+func NewFakeCluster(self string) *FakeCluster {
+	return &FakeCluster{
 		self:    self,
 		recs:    map[string]map[string]gossip.Record{},
 		members: map[string]gossip.Member{self: {Name: self, State: gossip.StateAlive, Self: true}},
 	}
 }
 
-func (c *fakeCluster) LocalName() string { return c.self }
-func (c *fakeCluster) Joined() bool      { return true }
-func (c *fakeCluster) HasPeers() bool    { return len(c.Members()) > 1 }
+func (c *FakeCluster) LocalName() string { return c.self }
+func (c *FakeCluster) Joined() bool      { return true }
+func (c *FakeCluster) HasPeers() bool    { return len(c.Members()) > 1 }
 
-func (c *fakeCluster) Members() []gossip.Member {
+func (c *FakeCluster) Members() []gossip.Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []gossip.Member
@@ -63,7 +64,7 @@ func (c *fakeCluster) Members() []gossip.Member {
 }
 
 // RegisterValidator adds a check that records other hosts write must pass.
-func (c *fakeCluster) RegisterValidator(kind string, fn func(gossip.Record) error) {
+func (c *FakeCluster) RegisterValidator(kind string, fn func(gossip.Record) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.checks == nil {
@@ -74,7 +75,7 @@ func (c *fakeCluster) RegisterValidator(kind string, fn func(gossip.Record) erro
 
 // admit runs the validators of r's kind, outside mu (as gossip does:
 // validators may call Get), and reports whether r may be written.
-func (c *fakeCluster) admit(r gossip.Record) bool {
+func (c *FakeCluster) admit(r gossip.Record) bool {
 	c.mu.Lock()
 	checks := c.checks[r.Kind]
 	c.mu.Unlock()
@@ -86,9 +87,10 @@ func (c *fakeCluster) admit(r gossip.Record) bool {
 	return true
 }
 
-// write stores r (newer by version, then owner) and queues the callbacks.
+// write stores r when it supersedes the stored record and queues the
+// callbacks.
 // Caller holds mu.
-func (c *fakeCluster) write(r gossip.Record) {
+func (c *FakeCluster) write(r gossip.Record) {
 	if r.Version > c.clock {
 		c.clock = r.Version
 	}
@@ -96,7 +98,7 @@ func (c *fakeCluster) write(r gossip.Record) {
 		c.recs[r.Kind] = map[string]gossip.Record{}
 	}
 	old, had := c.recs[r.Kind][r.Key]
-	if had && (old.Version > r.Version || old.Version == r.Version && old.Owner >= r.Owner) {
+	if had && !r.Supersedes(&old) {
 		return
 	}
 	if had && old.Deleted && r.Deleted {
@@ -117,7 +119,7 @@ func (c *fakeCluster) write(r gossip.Record) {
 	}
 }
 
-func (c *fakeCluster) Put(kind, key string, value []byte) error {
+func (c *FakeCluster) Put(kind, key string, value []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.recs[kind][key]; ok && !old.Deleted && old.Owner == c.self && string(old.Value) == string(value) {
@@ -128,7 +130,7 @@ func (c *fakeCluster) Put(kind, key string, value []byte) error {
 	return nil
 }
 
-func (c *fakeCluster) Delete(kind, key string) error {
+func (c *FakeCluster) Delete(kind, key string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.recs[kind][key]; !ok || old.Deleted {
@@ -139,7 +141,7 @@ func (c *fakeCluster) Delete(kind, key string) error {
 	return nil
 }
 
-func (c *fakeCluster) Get(kind, key string) (gossip.Record, bool) {
+func (c *FakeCluster) Get(kind, key string) (gossip.Record, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.recs[kind][key]
@@ -149,7 +151,7 @@ func (c *fakeCluster) Get(kind, key string) (gossip.Record, bool) {
 	return r, true
 }
 
-func (c *fakeCluster) List(kind string) []gossip.Record {
+func (c *FakeCluster) List(kind string) []gossip.Record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []gossip.Record
@@ -168,8 +170,8 @@ func (c *fakeCluster) List(kind string) []gossip.Record {
 }
 
 // Subscribe replays the live records synchronously (the driver subscribes
-// without holding its lock), then follows changes through deliver.
-func (c *fakeCluster) Subscribe(kind string, fn func(old, cur *gossip.Record)) {
+// without holding its lock), then follows changes through Deliver.
+func (c *FakeCluster) Subscribe(kind string, fn func(old, cur *gossip.Record)) {
 	c.mu.Lock()
 	c.subs = append(c.subs, fakeSub{kind, fn})
 	c.mu.Unlock()
@@ -178,14 +180,14 @@ func (c *fakeCluster) Subscribe(kind string, fn func(old, cur *gossip.Record)) {
 	}
 }
 
-func (c *fakeCluster) OnNodeEvent(fn func(gossip.Member, gossip.EventType)) {
+func (c *FakeCluster) OnNodeEvent(fn func(gossip.Member, gossip.EventType)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodeSubs = append(c.nodeSubs, fn)
 }
 
-// deliver runs the queued callbacks in order.
-func (c *fakeCluster) deliver() {
+// Deliver runs the queued callbacks in order.
+func (c *FakeCluster) Deliver() {
 	c.delivering.Lock()
 	defer c.delivering.Unlock()
 	for {
@@ -201,11 +203,25 @@ func (c *fakeCluster) deliver() {
 	}
 }
 
+// Seed stores records as they are, with their versions, and runs no
+// callbacks: the state a restarted node reads back from its disk.
+func (c *FakeCluster) Seed(recs ...gossip.Record) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range recs {
+		if c.recs[r.Kind] == nil {
+			c.recs[r.Kind] = map[string]gossip.Record{}
+		}
+		c.recs[r.Kind][r.Key] = r
+		c.clock = max(c.clock, r.Version)
+	}
+}
+
 // --- what other hosts do ---
 
-// remotePut writes a record as host owner would, with a version newer than
+// RemotePut writes a record as host owner would, with a version newer than
 // everything seen, and delivers the callbacks.
-func (c *fakeCluster) remotePut(owner, kind, key string, value []byte) {
+func (c *FakeCluster) RemotePut(owner, kind, key string, value []byte) {
 	r := gossip.Record{Kind: kind, Key: key, Value: slices.Clone(value), Owner: owner}
 	if !c.admit(r) {
 		return // refused, as gossip refuses it
@@ -215,11 +231,11 @@ func (c *fakeCluster) remotePut(owner, kind, key string, value []byte) {
 	r.Version = c.clock
 	c.write(r)
 	c.mu.Unlock()
-	c.deliver()
+	c.Deliver()
 }
 
-// remoteDelete tombstones a record as host owner would.
-func (c *fakeCluster) remoteDelete(owner, kind, key string) {
+// RemoteDelete tombstones a record as host owner would.
+func (c *FakeCluster) RemoteDelete(owner, kind, key string) {
 	r := gossip.Record{Kind: kind, Key: key, Owner: owner, Deleted: true}
 	if !c.admit(r) {
 		return // refused, as gossip refuses it
@@ -229,11 +245,13 @@ func (c *fakeCluster) remoteDelete(owner, kind, key string) {
 	r.Version = c.clock
 	c.write(r)
 	c.mu.Unlock()
-	c.deliver()
+	c.Deliver()
 }
 
-// member sets a member's state and VTEP and reports ev to the subscribers.
-func (c *fakeCluster) member(name, vtep string, state gossip.MemberState, ev gossip.EventType) {
+// SetMember sets a member's state and VTEP (also its gossip address, as a
+// member's VTEP must be) on VXLAN port 4789, and reports ev to the
+// subscribers.
+func (c *FakeCluster) SetMember(name, vtep string, state gossip.MemberState, ev gossip.EventType) {
 	m := gossip.Member{Name: name, State: state, Meta: gossip.NodeMeta{Version: 1, VXLANPort: 4789}}
 	if vtep != "" {
 		m.Meta.VTEP = netip.MustParseAddr(vtep)
@@ -245,31 +263,11 @@ func (c *fakeCluster) member(name, vtep string, state gossip.MemberState, ev gos
 		c.pending = append(c.pending, func() { fn(m, ev) })
 	}
 	c.mu.Unlock()
-	c.deliver()
+	c.Deliver()
 }
 
-// remoteEndpoint publishes an endpoint of host node.
-func (c *fakeCluster) remoteEndpoint(t *testing.T, node, subnet, ip, mac string) {
-	t.Helper()
-	v, err := json.Marshal(endpointDef{Version: 1, MAC: mac, Node: node})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.remotePut(node, kindEndpoint, endpointKey(netip.MustParsePrefix(subnet), netip.MustParseAddr(ip)), v)
-}
-
-// remoteNetwork publishes host node's definition of subnet.
-func (c *fakeCluster) remoteNetwork(t *testing.T, node, subnet string, def networkDef) {
-	t.Helper()
-	v, err := json.Marshal(def)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.remotePut(node, kindNetwork, networkKey(netip.MustParsePrefix(subnet), node), v)
-}
-
-// keys lists the live keys of kind owned by owner ("" = any owner).
-func (c *fakeCluster) keys(kind, owner string) []string {
+// Keys lists the live keys of kind owned by owner ("" = any owner).
+func (c *FakeCluster) Keys(kind, owner string) []string {
 	var out []string
 	for _, r := range c.List(kind) {
 		if owner == "" || r.Owner == owner {
@@ -277,4 +275,12 @@ func (c *fakeCluster) keys(kind, owner string) []string {
 		}
 	}
 	return out
+}
+
+// PutMember lists m as a member without reporting an event, as a snapshot
+// (Members) shows a state no event announced.
+func (c *FakeCluster) PutMember(m gossip.Member) {
+	c.mu.Lock()
+	c.members[m.Name] = m
+	c.mu.Unlock()
 }
