@@ -133,6 +133,12 @@
 //   - Persist first: acceptor state is stored before it is published, and a
 //     donor stores its pool without the donated block before it writes the
 //     block records.
+//   - Damaged promises: stored acceptor state that does not decode, or that
+//     this host's own answers could not have produced, is never read as "no
+//     promise". The host refuses to start, naming the key and the fix (move
+//     the state directory aside and rejoin under a new name; a restored
+//     backup may hold an older promise); state damaged while running makes
+//     it answer and learn nothing for that instance, logged at error level.
 //
 // # Safety argument
 //

@@ -104,8 +104,11 @@ func (c *clusterState) decided(inst string) (json.RawMessage, bool) {
 // decision is decided with the ballot the value was chosen under.
 func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 	c.accMu.Lock()
-	own := c.ownAcc(inst)
+	own, err := c.ownAcc(inst)
 	c.accMu.Unlock()
+	if err != nil {
+		c.reportDamaged(inst, err) // a majority of the others' records may still show the value
+	}
 	if own.Decided && len(own.Value) > 0 {
 		return own.Accepted, own.Value, true
 	}
@@ -130,21 +133,33 @@ func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 }
 
 // ownAcc returns this node's acceptor state for inst: the stored one, else
-// (state written before the store existed) its own record. Caller holds
-// c.accMu.
-func (c *clusterState) ownAcc(inst string) accState {
-	if a, ok := c.loadAcc(inst); ok {
-		return a
+// (state written before the store existed) its own record. Stored state
+// that cannot be read is an error. Caller holds c.accMu.
+func (c *clusterState) ownAcc(inst string) (accState, error) {
+	a, ok, err := c.loadAcc(inst)
+	if err != nil || ok {
+		return a, err
 	}
 	r, ok := c.r.Get(kindAcc, inst+"/"+c.self)
 	if !ok || r.Owner != c.self {
-		return accState{Version: recordVersion}
+		return accState{Version: recordVersion}, nil
 	}
-	var a accState
 	if err := decodeRec(r, &a); err != nil {
-		return accState{Version: recordVersion}
+		return accState{Version: recordVersion}, nil
 	}
-	return a
+	return a, nil
+}
+
+// reportDamaged logs, once per instance, that this host's acceptor state
+// of inst cannot be read. Called without c.accMu.
+func (c *clusterState) reportDamaged(inst string, err error) {
+	c.mu.Lock()
+	seen := c.damaged[inst]
+	c.damaged[inst] = true
+	c.mu.Unlock()
+	if !seen {
+		c.log.WithError(err).WithField("instance", inst).Error("this host's Paxos acceptor state is damaged; it neither answers nor decides this instance")
+	}
 }
 
 // putAcc persists this node's acceptor state, then publishes it: a promise
@@ -188,7 +203,11 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 	}
 	c.accMu.Lock()
 	defer c.accMu.Unlock()
-	a := c.ownAcc(inst)
+	a, err := c.ownAcc(inst)
+	if err != nil {
+		c.log.WithError(err).WithFields(logrus.Fields{"instance": inst, "peer": node}).Error("refusing to answer a proposal: this host's acceptor state is damaged")
+		return
+	}
 	switch p.Phase {
 	case phasePrepare:
 		if !a.Promised.less(p.Ballot) {
@@ -216,7 +235,10 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 func (c *clusterState) learn(inst string, b ballot, v json.RawMessage) (bool, error) {
 	c.accMu.Lock()
 	defer c.accMu.Unlock()
-	a := c.ownAcc(inst)
+	a, err := c.ownAcc(inst)
+	if err != nil {
+		return false, err
+	}
 	if a.Decided {
 		return false, nil
 	}
