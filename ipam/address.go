@@ -149,8 +149,10 @@ func (d *Driver) tryTake(p *pool, r addrRequest) (taken, error) {
 		return taken{}, err
 	}
 	t := taken{addr: ordToAddr(p.prefix.Addr(), ord), ord: ord, fresh: fresh}
-	if r.kind == reqGateway && fresh && p.clustered {
-		t.def = d.poolDefLocked(p.prefix)
+	newlyServed := r.kind == reqEndpoint && !p.served
+	p.served = p.served || r.kind == reqEndpoint
+	if p.clustered && (fresh && r.kind != reqEndpoint || newlyServed) {
+		t.def = d.poolDefLocked(p.prefix) // the gateway, the aux list or Served changed
 	}
 	t.low = p.clustered && r.kind == reqEndpoint && p.alloc.free < p.lowWater()
 	p.used = true
@@ -168,13 +170,30 @@ func (d *Driver) takeLocked(p *pool, r addrRequest) (ord uint32, fresh bool, err
 			}
 		}
 		return p.takeGateway(r.want)
-	case r.want.IsValid():
-		ord, fresh, err = p.takeStatic(r.kind.flag(), r.want, r.kind == reqAux)
+	case r.kind == reqAux:
+		if p.clustered {
+			if err := d.checkAuxExtra(p, r.want); err != nil {
+				return 0, false, err
+			}
+		}
+		ord, fresh, err = p.takeStatic(r.kind.flag(), r.want, true)
+		if err == nil && fresh && p.aux != nil {
+			p.aux[r.want] = true
+		}
+		return ord, fresh, err
+	case p.clustered:
+		if err := d.checkAuxForEndpoint(p); err != nil {
+			return 0, false, err
+		}
+	}
+	if r.want.IsValid() {
+		ord, fresh, err = p.takeStatic(r.kind.flag(), r.want, false)
 		if errors.Is(err, ErrNotOwned) && p.clustered {
 			err = d.notOwned(p, r.want)
 		}
 		return ord, fresh, err
-	case p.swarm && p.space == LocalAddressSpace:
+	}
+	if p.swarm && p.space == LocalAddressSpace {
 		return 0, false, failf(ErrUnsupported, "pool %s: with SCOPE=global a Swarm manager chooses every address, and this request named none; create the network on a Swarm manager (with --attachable to run plain containers on it) or use the plugin with SCOPE=local", p.id)
 	}
 	ord, err = p.takeNext()
@@ -230,7 +249,7 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 		return nil
 	}
 	ord := addrToOrd(p.prefix, a)
-	wasGateway := p.gateway == a
+	wasGateway, wasAux := p.gateway == a, p.aux[a]
 	switch {
 	case wasGateway:
 		p.gateway = netip.Addr{}
@@ -238,6 +257,7 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	case p.allocated(ord):
 		p.alloc.release(ord)
 		p.count--
+		delete(p.aux, a)
 	default:
 		d.mu.Unlock()
 		log.Debug("release of an address not held ignored")
@@ -251,6 +271,9 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 				p.gateway = a
 			} else {
 				p.count++
+			}
+			if wasAux && p.aux != nil {
+				p.aux[a] = true
 			}
 		}
 		d.mu.Unlock()
@@ -271,6 +294,7 @@ func (d *Driver) undoTake(p *pool, ord uint32, gw bool) {
 		case !gw && p.allocated(ord):
 			p.alloc.release(ord)
 			p.count--
+			delete(p.aux, ordToAddr(p.prefix.Addr(), ord))
 		}
 	}
 	d.mu.Unlock()

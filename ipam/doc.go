@@ -17,7 +17,7 @@
 // key → value; every kind has one writer per key):
 //
 //	ipam-host  <node>                  this node takes part (counts towards quorums)
-//	ipam-pool  <subnet>/<node>         the node's --ip-range, gateway, spare space
+//	ipam-pool  <subnet>/<node>         the node's --ip-range, gateway, aux list, spare space
 //	ipam-block <subnet>/<first>        last address, owner: written by the owner only
 //	ipam-want  <subnet>/<node>         the node asks one donor for space
 //	ipam-prop  <instance>/<node>       the node's Paxos proposal
@@ -41,6 +41,17 @@
 // (com.docker.network.endpoint.macaddress) to every endpoint request, so a
 // specific address without it is an aux address; one with it is a
 // container's --ip and must lie in a block this host owns.
+//
+// Aux lists are compared (aux.go): each host publishes its list (stored
+// with the pool, so a restart keeps it) and whether an endpoint has asked
+// for an address there (then Docker finished creating the network, and the
+// list is complete). A host refuses endpoint addresses while another host
+// lists an aux address it lacks, and refuses an aux address that a host
+// with a complete list lacks, naming the host and the address. A release
+// of an aux address (Docker sends them only when removing the network) is
+// not published: the list stays until the pool's record is withdrawn. A
+// member can thus stop endpoint allocation on the others by listing an
+// address they lack (loudly; uniqueness never depends on it).
 //
 // Space outside --ip-range: the initial division gives it to owners like
 // the range (maximal aligned blocks, round-robin after the range's), and

@@ -207,7 +207,7 @@ func (d *Driver) poolDefLocked(subnet netip.Prefix) []byte {
 	if p == nil {
 		return nil
 	}
-	def := poolDef{Version: recordVersion, Range: optPrefix(p.sub), Spare: d.spareLocked(subnet, p.rangeSpan())}
+	def := poolDef{Version: recordVersion, Range: optPrefix(p.sub), Spare: d.spareLocked(subnet, p.rangeSpan()), Aux: p.auxList(), Served: p.served}
 	if p.gateway.IsValid() {
 		def.Gateway = p.gateway.String()
 	}
