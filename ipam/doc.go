@@ -72,8 +72,9 @@
 // on the gossip worker, one answer at a time. The quorum is a majority of
 // every host the cluster knows (members, departed members, and every node
 // that ever wrote an ipam-host record), never just the reachable ones. The
-// value v is the range split into equal aligned power-of-two blocks (at
-// least /28) given round-robin to the hosts alive at proposal time. A node
+// value v is the range split into equal aligned power-of-two blocks (as
+// small as one address) given round-robin to the hosts alive at proposal
+// time. A node
 // that learns the decision marks its acceptor record decided, so later
 // proposers adopt it at once. To keep proposers from duelling, a host that
 // is not the leader (the lowest-named reachable IPAM host) writes a
@@ -90,11 +91,19 @@
 // before it runs dry) writes an ipam-want record naming the best donor: the
 // reachable owner with the most published spare space, ties to the lowest
 // name. The donor, and only it, drops half of its largest aligned free block
-// (no allocated address) from its own allocator, then rewrites its block
-// records: the pieces it keeps, then the piece it gives. A host learns that
-// it owns a block only from a record naming it as owner. If nobody donates
-// within DonateTimeout the request fails, naming every owner and whether it
-// is reachable.
+// (no allocated address, and one a container could get: not only the
+// network, broadcast or gateway address) from its own allocator, splitting
+// down to single addresses, or its last free address, then rewrites its
+// block records: the pieces it keeps, then the piece it gives. So a host
+// gets an address whenever any reachable owner has one free, whatever the
+// range size and host count. A host without the network publishes no
+// spare space; the others count all it owns in the range (less those three
+// addresses) as spare, and it gives it all away on request, so it hoards
+// nothing. A published "no spare space" may be older than the owner's last
+// release or gain, so a host asks each such owner once before it gives up.
+// If every other owner is reachable and has nothing free, the request fails
+// at once saying the range is full; if nobody donates within DonateTimeout
+// it fails naming every owner, whether it is reachable and its spare space.
 //
 // Reclaim: when no reachable owner has spare space, a host may propose
 // "reclaim/<subnet>/<dead>/<n>" for an owner absent longer than
@@ -163,7 +172,11 @@
 //  2. A host allocates only inside ranges its own store says it owns, and
 //     gives a range away only after removing it from its allocator under the
 //     same lock, when no address in it is allocated: a range has at most one
-//     allocating host at any moment, partition or not.
+//     allocating host at any moment, partition or not. Nothing here depends
+//     on block sizes: a single address changes hands by the same records
+//     and the same lock, and a partition during a donation leaves the range
+//     with its donor (records not yet seen) or its recipient (records seen),
+//     never both, since the donor dropped it before writing them.
 //  3. The first division is a Paxos decision with quorums of a majority of
 //     all known hosts; two sides of a partition cannot both reach one, so at
 //     most one division is ever chosen and all hosts derive the same blocks.
