@@ -131,6 +131,16 @@ func (d *Driver) take(p *pool, r addrRequest) (taken, error) {
 	if !errors.Is(err, ErrExhausted) || !p.clustered || r.kind != reqEndpoint || r.want.IsValid() {
 		return t, err
 	}
+	// While this request waits for space and takes it, this host donates
+	// nothing from p: a donation it just got is not given on at once.
+	d.mu.Lock()
+	p.wanting++
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		p.wanting--
+		d.mu.Unlock()
+	}()
 	if err := d.requestSpace(p); err != nil {
 		return taken{}, err
 	}

@@ -33,6 +33,9 @@ func (d *Driver) spareLocked(subnet netip.Prefix, within span) int {
 // owns more, or uses none of its space. Caller holds d.mu.
 func (d *Driver) pickDonation(subnet netip.Prefix, within span) (span, bool) {
 	p := d.localPool(subnet)
+	if p != nil && p.wanting > 0 {
+		return span{}, false // it needs space itself
+	}
 	var owned ownership
 	if p != nil {
 		owned = p.owned

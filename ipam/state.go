@@ -32,6 +32,7 @@ type pool struct {
 	reclaimed ownership // owned blocks taken over from a dead host: used last
 	lost      []string  // "first-last" ranges reclaimed from this host while it was away
 	asking    bool      // a background request for space is in flight
+	wanting   int       // requests waiting for space: nothing is donated meanwhile
 	agreed    bool      // the division of the subnet is decided and applied
 	// aux holds the --aux-address reservations, compared with the other
 	// hosts' lists (aux.go); nil for a pool restored from a store written
