@@ -81,7 +81,7 @@ unit:
 FUZZTIME ?= 5s
 FUZZ_TARGETS := gossip:FuzzDecode gossip:FuzzApply \
 	driver:FuzzParseNetwork driver:FuzzEndpointRecord driver:FuzzNetworkRecord \
-	ipam:FuzzRequestAddress ipam:FuzzBlockRecord ipam:FuzzLedger \
+	ipam:FuzzRequestAddress ipam:FuzzBlockRecord ipam:FuzzLedger ipam:FuzzAcceptorState \
 	plugin:FuzzHandlers plugin:FuzzParseSettings
 
 fuzz:

@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestIPAM(t *testing.T) {
@@ -101,4 +103,102 @@ func TestIPAM(t *testing.T) {
 			t.Errorf("two networks without --subnet got overlapping subnets %s and %s", subnets[0], subnets[1])
 		}
 	})
+}
+
+// runFails runs a container that must not start and returns docker's
+// error output; the container, if created, is removed.
+func runFails(t *testing.T, host, name string, args ...string) string {
+	t.Helper()
+	t.Cleanup(func() { _, _, _ = docker(host, "rm", "-f", name) })
+	out, stderr, err := docker(host, append([]string{"run", "-d", "--name", name}, args...)...)
+	if err == nil {
+		t.Fatalf("docker run %s on %s succeeded (%s), want a refusal", name, host, out)
+	}
+	return stderr
+}
+
+// TestIPAMClusterSmallRange: a /29 on 3 hosts (5 addresses besides the
+// gateway) is fully usable from one host once another holds one address,
+// a sixth container is refused saying the range is full, and an address
+// freed on one host is used by another.
+func TestIPAMClusterSmallRange(t *testing.T) {
+	needHosts(t, 3)
+	hosts := clusterHosts()
+	for _, h := range hosts {
+		checkClean(t, h)
+		waitMembers(t, 30*time.Second, h, hosts)
+	}
+	const nw, subnet = "ipsmall", "198.19.90.0/29"
+	for _, h := range hosts {
+		createNetwork(t, h, nw, "--subnet", subnet)
+	}
+	seen := map[string]string{}
+	take := func(h string) string {
+		c := runContainer(t, h, "--network", nw, image, "sleep", "3600")
+		ip := containerIP(t, h, c, nw)
+		if a, err := netip.ParseAddr(ip); err != nil || !netip.MustParsePrefix(subnet).Contains(a) || ip == "198.19.90.1" {
+			t.Fatalf("%s: container address %q outside %s or the gateway", h, ip, subnet)
+		}
+		if other, dup := seen[ip]; dup {
+			t.Fatalf("%s and %s both got %s", other, h, ip)
+		}
+		seen[ip] = h
+		return c
+	}
+	take(hosts[0])
+	var onH3 []string
+	for range 4 {
+		onH3 = append(onH3, take(hosts[2]))
+	}
+	stderr := runFails(t, hosts[2], "ipsmall-6", "--network", nw, image, "sleep", "3600")
+	if !strings.Contains(stderr, "the range is full") {
+		t.Errorf("sixth container refused with %q, want it to say the range is full", stderr)
+	}
+	freed := containerIP(t, hosts[2], onH3[0], nw)
+	mustDocker(t, hosts[2], "rm", "-f", onH3[0])
+	delete(seen, freed)
+	c := take(hosts[1])
+	if ip := containerIP(t, hosts[1], c, nw); ip != freed {
+		t.Errorf("%s got %s, want the address %s freed on %s", hosts[1], ip, freed, hosts[2])
+	}
+}
+
+// TestIPAMClusterAuxMismatch: a host whose --aux-address list lacks another
+// host's aux address gives its containers nothing, and a host adding one
+// the first host lacks cannot create the network; both errors name the
+// host and the address.
+func TestIPAMClusterAuxMismatch(t *testing.T) {
+	needHosts(t, 3)
+	hosts := clusterHosts()
+	for _, h := range hosts {
+		checkClean(t, h)
+		waitMembers(t, 30*time.Second, h, hosts)
+	}
+	const nw = "ipaux"
+	base := []string{"--subnet", "198.19.91.0/24", "--ip-range", "198.19.91.128/25"}
+	createNetwork(t, hosts[0], nw, append(base, "--aux-address", "a=198.19.91.10", "--aux-address", "b=198.19.91.11")...)
+	runContainer(t, hosts[0], "--network", nw, image, "sleep", "3600")
+
+	createNetwork(t, hosts[1], nw, append(base, "--aux-address", "a=198.19.91.10")...)
+	eventually(t, 20*time.Second, hosts[1]+" refuses containers", func() error {
+		stderr := runFails(t, hosts[1], "ipaux-h2", "--network", nw, image, "sleep", "3600")
+		_, _, _ = docker(hosts[1], "rm", "-f", "ipaux-h2")
+		if !strings.Contains(stderr, "host "+hosts[0]) || !strings.Contains(stderr, "--aux-address 198.19.91.11, which this host's network lacks") {
+			return fmt.Errorf("refused with %q, want %s and 198.19.91.11 named", stderr, hosts[0])
+		}
+		return nil
+	})
+
+	args := append([]string{"network", "create", "-d", pluginName, "--ipam-driver", pluginName}, base...)
+	args = append(args, "--aux-address", "a=198.19.91.10", "--aux-address", "b=198.19.91.11", "--aux-address", "c=198.19.91.12", nw)
+	out, stderr, err := docker(hosts[2], args...)
+	if err == nil {
+		_, _, _ = docker(hosts[2], "network", "rm", nw)
+		t.Fatalf("%s created the network with an extra aux address (%s)", hosts[2], out)
+	}
+	if !strings.Contains(stderr, "--aux-address 198.19.91.12: host "+hosts[0]) {
+		t.Errorf("%s: network create refused with %q, want 198.19.91.12 and %s named", hosts[2], stderr, hosts[0])
+	}
+	// h1 is not stopped by the others' mistakes.
+	runContainer(t, hosts[0], "--network", nw, image, "sleep", "3600")
 }

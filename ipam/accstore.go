@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"go.etcd.io/bbolt"
@@ -15,21 +16,60 @@ import (
 // wins) cannot make it forget one.
 var paxosBucket = []byte("paxos")
 
-// loadAcc returns this host's stored acceptor state of inst.
-func (c *clusterState) loadAcc(inst string) (accState, bool) {
-	var a accState
-	found := false
-	_ = c.db.View(func(tx *bbolt.Tx) error {
+// loadAcc returns this host's stored acceptor state of inst; found is false
+// when none is stored. Stored state that cannot be read is an error, never
+// "no promise": forgetting a promise could let two values be chosen.
+func (c *clusterState) loadAcc(inst string) (a accState, found bool, err error) {
+	err = c.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(rootBucket).Bucket(paxosBucket)
 		if b == nil {
 			return nil
 		}
-		if raw := b.Get([]byte(inst)); raw != nil && json.Unmarshal(raw, &a) == nil {
-			found = true
+		raw := b.Get([]byte(inst))
+		if raw == nil {
+			return nil
 		}
-		return nil
+		found = true
+		var derr error
+		a, derr = decodeAcc(inst, raw)
+		return derr
 	})
-	return a, found
+	if err != nil {
+		return accState{}, false, fmt.Errorf("reading this host's acceptor state of %s from bucket ipam/paxos: %w", inst, err)
+	}
+	return a, found, nil
+}
+
+// decodeAcc decodes stored acceptor state and checks what this host's own
+// answers always keep true; anything else is damage, reported with the fix.
+func decodeAcc(inst string, raw []byte) (accState, error) {
+	var a accState
+	err := json.Unmarshal(raw, &a)
+	if err == nil {
+		err = a.check()
+	}
+	if err != nil {
+		return accState{}, fmt.Errorf("key %q of bucket ipam/paxos in the state file (state.db) is damaged (%w): the promise it held is unknown, so this host refuses to answer or decide %s rather than act as if it had promised nothing; move the plugin's state directory aside so that the host rejoins under a new name (a backup could hold an older promise, so do not restore one)",
+			inst, err, inst)
+	}
+	return a, nil
+}
+
+// check reports acceptor state this host could not have written: a ballot
+// out of range, an accepted ballot above the promise (only learning a
+// decision may record that), or a value without its ballot or vice versa.
+func (a accState) check() error {
+	switch {
+	case a.Promised.N >= maxBallotN || a.Accepted.N >= maxBallotN:
+		return fmt.Errorf("ballot %d or %d is %d or more", a.Promised.N, a.Accepted.N, uint64(maxBallotN))
+	case !a.Decided && a.Promised.less(a.Accepted):
+		return fmt.Errorf("accepted ballot %d/%s is above the promised %d/%s", a.Accepted.N, a.Accepted.P, a.Promised.N, a.Promised.P)
+	case a.Accepted.zero() != (len(a.Value) == 0):
+		return errors.New("an accepted ballot without a value, or a value without one")
+	case a.Decided && len(a.Value) == 0:
+		return errors.New("decided without a value")
+	}
+	return nil
 }
 
 // storeAcc makes this host's acceptor state of inst durable.
@@ -49,7 +89,7 @@ func (c *clusterState) storeAcc(inst string, a accState) error {
 
 // republishAcc writes every stored acceptor state whose record in gossip is
 // missing, stale or not this host's (a crash came between the two writes,
-// or another host overwrote it).
+// or another host overwrote it). Damaged stored state stops the start.
 func (c *clusterState) republishAcc() error {
 	stored := map[string]accState{}
 	err := c.db.View(func(tx *bbolt.Tx) error {
@@ -58,10 +98,11 @@ func (c *clusterState) republishAcc() error {
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
-			var a accState
-			if json.Unmarshal(v, &a) == nil {
-				stored[string(k)] = a
+			a, err := decodeAcc(string(k), v)
+			if err != nil {
+				return err
 			}
+			stored[string(k)] = a
 			return nil
 		})
 	})

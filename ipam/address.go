@@ -18,126 +18,226 @@ import (
 // so that its owner never hands it out, and needs no agreement among the
 // hosts. A container's --ip must lie in a block this host owns.
 func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
-	if req == nil {
-		return nil, failf(ErrInvalid, "empty address request")
-	}
-	gw := req.Options[requestAddressTypeKey] == gatewayAddressType
-	_, endpoint := req.Options[macAddressKey]
-	aux := !gw && !endpoint && req.Address != ""
-	flag := "--ip"
-	switch {
-	case gw:
-		flag = "--gateway"
-	case aux:
-		flag = "--aux-address"
-	}
-	var want netip.Addr
-	if req.Address != "" {
-		var err error
-		if want, err = parseAddr(flag, req.Address); err != nil {
-			return nil, err
-		}
-	}
-
-	d.mu.Lock()
-	p := d.pools[req.PoolID]
-	if p == nil {
-		d.mu.Unlock()
-		return nil, failf(ErrUnknownPool, "unknown ipam pool %q: it was released or never created by this plugin; recreate the network", req.PoolID)
-	}
-	if p.clustered && !gw && !aux {
-		// Addresses come only from blocks this host owns: the division
-		// of the subnet must be agreed first.
-		d.mu.Unlock()
-		if err := d.ensureAgreed(p); err != nil {
-			return nil, err
-		}
-		d.mu.Lock()
-		if d.pools[req.PoolID] != p {
-			d.mu.Unlock()
-			return nil, failf(ErrUnknownPool, "ipam pool %q was released while this request waited; recreate the network", req.PoolID)
-		}
-	}
-	var (
-		ord   uint32
-		fresh bool // this call took the address (false for an idempotent repeat)
-		err   error
-	)
-	switch {
-	case gw:
-		if p.clustered {
-			g := want
-			if !g.IsValid() {
-				g = p.gateway
-				if !g.IsValid() {
-					g = ordToAddr(p.prefix.Addr(), 1)
-				}
-			}
-			if err = d.checkDefinition(p.prefix, p.sub, g); err != nil {
-				break
-			}
-		}
-		ord, fresh, err = p.takeGateway(want)
-	case want.IsValid():
-		ord, fresh, err = p.takeStatic(flag, want, aux)
-		if errors.Is(err, ErrNotOwned) && p.clustered {
-			err = d.notOwned(p, want)
-		}
-	case p.swarm && p.space == LocalAddressSpace:
-		err = failf(ErrUnsupported, "pool %s: with SCOPE=global a Swarm manager chooses every address, and this request named none; create the network on a Swarm manager (with --attachable to run plain containers on it) or use the plugin with SCOPE=local", p.id)
-	default:
-		ord, err = p.takeNext()
-		fresh = true
-		if errors.Is(err, ErrExhausted) && p.clustered {
-			d.mu.Unlock()
-			if err := d.requestSpace(p); err != nil {
-				return nil, err
-			}
-			d.mu.Lock()
-			if d.pools[req.PoolID] != p {
-				d.mu.Unlock()
-				return nil, failf(ErrUnknownPool, "ipam pool %q was released while this request waited; recreate the network", req.PoolID)
-			}
-			ord, err = p.takeNext()
-		}
-	}
+	r, err := parseAddrRequest(req)
 	if err != nil {
-		d.mu.Unlock()
 		return nil, err
 	}
-	var def []byte
-	if gw && fresh && p.clustered {
-		def = d.poolDefLocked(p.prefix)
-	}
-	low := p.clustered && !gw && !aux && p.alloc.free < p.lowWater()
-	p.used = true
-	addr := ordToAddr(p.prefix.Addr(), ord)
-	d.mu.Unlock()
-
-	if err := d.persist(p.id, ord); err != nil {
-		if fresh {
-			d.undoTake(p, ord, gw)
-		}
+	p, err := d.agreedPool(r)
+	if err != nil {
 		return nil, err
 	}
-	if def != nil {
-		d.publish(p.prefix, def)
+	t, err := d.take(p, r)
+	if err != nil {
+		return nil, err
 	}
-	if low {
-		d.askAhead(p)
+	if err := d.commitTake(p, r, t); err != nil {
+		return nil, err
 	}
-	log := d.log.WithFields(logrus.Fields{"pool": p.id, "address": addr, "options": req.Options})
+	log := d.log.WithFields(logrus.Fields{"pool": p.id, "address": t.addr, "options": req.Options})
 	switch {
-	case !fresh:
+	case !t.fresh:
 		log.Debug("repeated address request answered with the same address")
-	case gw:
+	case r.kind == reqGateway:
 		log.Debug("gateway reserved")
-	case aux:
+	case r.kind == reqAux:
 		log.Debug("aux address reserved")
 	default:
 		log.Debug("address allocated")
 	}
-	return &ipam.RequestAddressResponse{Address: p.cidr(addr)}, nil
+	return &ipam.RequestAddressResponse{Address: p.cidr(t.addr)}, nil
+}
+
+// reqKind is which of Docker's three kinds of RequestAddress a request is.
+type reqKind int
+
+const (
+	reqEndpoint reqKind = iota // a container's address: next free, or its --ip
+	reqGateway                 // the gateway (RequestAddressType option)
+	reqAux                     // an --aux-address: a specific address without the endpoint MAC
+)
+
+// flag is the CLI flag a specific address of this kind came from.
+func (k reqKind) flag() string {
+	switch k {
+	case reqGateway:
+		return "--gateway"
+	case reqAux:
+		return "--aux-address"
+	}
+	return "--ip"
+}
+
+// addrRequest is a RequestAddress parsed once: its kind and the address it
+// names (invalid when it names none).
+type addrRequest struct {
+	poolID string
+	kind   reqKind
+	want   netip.Addr
+}
+
+func parseAddrRequest(req *ipam.RequestAddressRequest) (addrRequest, error) {
+	if req == nil {
+		return addrRequest{}, failf(ErrInvalid, "empty address request")
+	}
+	r := addrRequest{poolID: req.PoolID}
+	_, endpoint := req.Options[macAddressKey]
+	switch {
+	case req.Options[requestAddressTypeKey] == gatewayAddressType:
+		r.kind = reqGateway
+	case !endpoint && req.Address != "":
+		r.kind = reqAux
+	}
+	if req.Address != "" {
+		var err error
+		if r.want, err = parseAddr(r.kind.flag(), req.Address); err != nil {
+			return addrRequest{}, err
+		}
+	}
+	return r, nil
+}
+
+// agreedPool returns the request's pool; for a container's address in a
+// cluster pool, once the division of the subnet is agreed (addresses come
+// only from blocks this host owns).
+func (d *Driver) agreedPool(r addrRequest) (*pool, error) {
+	d.mu.Lock()
+	p := d.pools[r.poolID]
+	d.mu.Unlock()
+	if p == nil {
+		return nil, failf(ErrUnknownPool, "unknown ipam pool %q: it was released or never created by this plugin; recreate the network", r.poolID)
+	}
+	if p.clustered && r.kind == reqEndpoint {
+		if err := d.ensureAgreed(p); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// taken is an address this host took for a request, and what is left to do
+// once its allocation is durable.
+type taken struct {
+	addr  netip.Addr
+	ord   uint32
+	fresh bool   // this call took it (false for an idempotent repeat)
+	def   []byte // this host's pool definition to publish (a fresh cluster gateway)
+	low   bool   // the pool is under its low-water mark: ask for space ahead
+}
+
+// take takes the address; a cluster pool out of free addresses asks another
+// host for space and tries once more. Called without d.mu.
+func (d *Driver) take(p *pool, r addrRequest) (taken, error) {
+	t, err := d.tryTake(p, r)
+	if !errors.Is(err, ErrExhausted) || !p.clustered || r.kind != reqEndpoint || r.want.IsValid() {
+		return t, err
+	}
+	// While this request waits for space and takes it, this host donates
+	// nothing from p: a donation it just got is not given on at once.
+	d.mu.Lock()
+	p.wanting++
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		p.wanting--
+		d.mu.Unlock()
+	}()
+	if err := d.requestSpace(p); err != nil {
+		return taken{}, err
+	}
+	return d.tryTake(p, r)
+}
+
+// tryTake takes the address under d.mu, if p is still registered.
+func (d *Driver) tryTake(p *pool, r addrRequest) (taken, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pools[r.poolID] != p {
+		return taken{}, failf(ErrUnknownPool, "ipam pool %q was released while this request waited; recreate the network", r.poolID)
+	}
+	ord, fresh, err := d.takeLocked(p, r)
+	if err != nil {
+		return taken{}, err
+	}
+	t := taken{addr: ordToAddr(p.prefix.Addr(), ord), ord: ord, fresh: fresh}
+	newlyServed := r.kind == reqEndpoint && !p.served
+	p.served = p.served || r.kind == reqEndpoint
+	if p.clustered && (fresh && r.kind != reqEndpoint || newlyServed) {
+		t.def = d.poolDefLocked(p.prefix) // the gateway, the aux list or Served changed
+	}
+	t.low = p.clustered && r.kind == reqEndpoint && p.alloc.free < p.lowWater()
+	p.used = true
+	return t, nil
+}
+
+// takeLocked takes the gateway, a specific address or the next free one.
+// Caller holds d.mu.
+func (d *Driver) takeLocked(p *pool, r addrRequest) (ord uint32, fresh bool, err error) {
+	switch {
+	case r.kind == reqGateway:
+		if p.clustered {
+			if err := d.checkDefinition(p.prefix, p.sub, p.gatewayFor(r.want)); err != nil {
+				return 0, false, err
+			}
+		}
+		return p.takeGateway(r.want)
+	case r.kind == reqAux:
+		if p.clustered {
+			if err := d.checkAuxExtra(p, r.want); err != nil {
+				return 0, false, err
+			}
+		}
+		ord, fresh, err = p.takeStatic(r.kind.flag(), r.want, true)
+		if err == nil && fresh && p.aux != nil {
+			p.aux[r.want] = true
+		}
+		return ord, fresh, err
+	case p.clustered:
+		if err := d.checkAuxForEndpoint(p); err != nil {
+			return 0, false, err
+		}
+	}
+	if r.want.IsValid() {
+		ord, fresh, err = p.takeStatic(r.kind.flag(), r.want, false)
+		if errors.Is(err, ErrNotOwned) && p.clustered {
+			err = d.notOwned(p, r.want)
+		}
+		return ord, fresh, err
+	}
+	if p.swarm && p.space == LocalAddressSpace {
+		return 0, false, failf(ErrUnsupported, "pool %s: with SCOPE=global a Swarm manager chooses every address, and this request named none; create the network on a Swarm manager (with --attachable to run plain containers on it) or use the plugin with SCOPE=local", p.id)
+	}
+	ord, err = p.takeNext()
+	return ord, true, err
+}
+
+// gatewayFor is the gateway a request for want would reserve: want, the
+// gateway held, or the first host address. Caller holds d.mu.
+func (p *pool) gatewayFor(want netip.Addr) netip.Addr {
+	switch {
+	case want.IsValid():
+		return want
+	case p.gateway.IsValid():
+		return p.gateway
+	}
+	return ordToAddr(p.prefix.Addr(), 1)
+}
+
+// commitTake makes a taken address durable (giving it back if that fails),
+// then publishes the definition and asks for space ahead when due.
+func (d *Driver) commitTake(p *pool, r addrRequest, t taken) error {
+	if err := d.persist(p.id, t.ord); err != nil {
+		if t.fresh {
+			d.undoTake(p, t.ord, r.kind == reqGateway)
+		}
+		return err
+	}
+	if t.def != nil {
+		d.publish(p.prefix, t.def)
+	}
+	if t.low {
+		d.askAhead(p)
+	}
+	return nil
 }
 
 // ReleaseAddress answers IpamDriver.ReleaseAddress. Releasing the gateway frees
@@ -159,7 +259,7 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 		return nil
 	}
 	ord := addrToOrd(p.prefix, a)
-	wasGateway := p.gateway == a
+	wasGateway, wasAux := p.gateway == a, p.aux[a]
 	switch {
 	case wasGateway:
 		p.gateway = netip.Addr{}
@@ -167,6 +267,7 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	case p.allocated(ord):
 		p.alloc.release(ord)
 		p.count--
+		delete(p.aux, a)
 	default:
 		d.mu.Unlock()
 		log.Debug("release of an address not held ignored")
@@ -180,6 +281,9 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 				p.gateway = a
 			} else {
 				p.count++
+			}
+			if wasAux && p.aux != nil {
+				p.aux[a] = true
 			}
 		}
 		d.mu.Unlock()
@@ -200,6 +304,7 @@ func (d *Driver) undoTake(p *pool, ord uint32, gw bool) {
 		case !gw && p.allocated(ord):
 			p.alloc.release(ord)
 			p.count--
+			delete(p.aux, ordToAddr(p.prefix.Addr(), ord))
 		}
 	}
 	d.mu.Unlock()

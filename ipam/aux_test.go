@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
 
@@ -166,5 +167,104 @@ func TestClusterAuxAddressesWithoutPeers(t *testing.T) {
 	wantErr(t, err, ErrNotOwned, "this host has not yet reached any of its PEERS")
 	if s := a.status(id); len(s.Owned) != 0 || s.Allocated != 1 {
 		t.Fatalf("status = %+v", s)
+	}
+}
+
+// servedAux waits until c sees host's definition of subnet as served with
+// the aux list want.
+func servedAux(t *testing.T, c *cnode, subnet, host string, want ...string) {
+	t.Helper()
+	gossiptest.Eventually(t, 10*time.Second, c.name+" sees "+host+"'s aux list", func() bool {
+		r, ok := c.gc.Get(kindPool, subnet+"/"+host)
+		var def poolDef
+		return ok && decodeRec(r, &def) == nil && def.Served && slices.Equal(def.Aux, want)
+	})
+}
+
+// Aux lists that differ between hosts: a host lacking another host's aux
+// address hands out nothing (it could hand that address to a container), a
+// host adding an aux address a finished host lacks is refused at creation,
+// both naming the host and the address; the first host keeps working,
+// across a restart, and the lacking host works once its list matches.
+func TestClusterAuxListsDiffer(t *testing.T) {
+	_, nodes := startCluster(t, fastCfg(), "h1", "h2", "h3")
+	h1, h2, h3 := nodes[0], nodes[1], nodes[2]
+	const subnet, rng, gw = "198.19.63.0/24", "198.19.63.128/25", "198.19.63.254"
+	create := func(c *cnode, aux ...string) (string, error) {
+		id := c.poolWithGateway(subnet, rng, gw)
+		for _, a := range aux {
+			if _, err := c.aux(id, a); err != nil {
+				return id, err
+			}
+		}
+		return id, nil
+	}
+	id1, err := create(h1, "198.19.63.101", "198.19.63.102")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1.mustAddr(id1)
+	servedAux(t, h2, subnet, "h1", "198.19.63.101", "198.19.63.102")
+	servedAux(t, h3, subnet, "h1", "198.19.63.101", "198.19.63.102")
+
+	id2, err := create(h2, "198.19.63.101") // lacks .102
+	if err != nil {
+		t.Fatalf("h2 creating with a sub-list: %v", err)
+	}
+	_, err = h2.addr(id2, "")
+	wantErr(t, err, ErrConflict, "host h1 created network "+subnet+" with --aux-address 198.19.63.102, which this host's network lacks")
+
+	_, err = create(h3, "198.19.63.101", "198.19.63.102", "198.19.63.103") // adds .103
+	wantErr(t, err, ErrConflict, "--aux-address 198.19.63.103: host h1 created network "+subnet+" without it")
+
+	// h1 is not stopped by the others' mistakes, nor by a restart (its
+	// list is stored, not rebuilt empty).
+	h1.mustAddr(id1)
+	h1.stop()
+	h1.start()
+	waitAlive(t, nodes, 3)
+	h1.mustAddr(id1)
+
+	// h2 completes its list (as recreating the network would): it works.
+	if _, err := h2.aux(id2, "198.19.63.102"); err != nil {
+		t.Fatal(err)
+	}
+	a := h2.mustAddr(id2)
+	if a == netip.MustParseAddr("198.19.63.102") || a == netip.MustParseAddr("198.19.63.101") {
+		t.Fatalf("h2 handed out an aux address: %s", a)
+	}
+}
+
+// Hostile definitions: a member publishing garbage, a list of non-addresses
+// or addresses outside the subnet in its own pool definition changes no
+// honest host's answers.
+func TestClusterAuxListsHostile(t *testing.T) {
+	n, nodes := startCluster(t, fastCfg(), "a", "b")
+	rogue := rogueMember(t, n, nodes, "rogue")
+	const subnet = "198.19.64.0/24"
+	ids := map[*cnode]string{}
+	for _, c := range nodes {
+		ids[c] = c.pool(subnet, "")
+		if _, err := c.aux(ids[c], "198.19.64.9"); err != nil {
+			t.Fatalf("%s: aux: %v", c.name, err)
+		}
+	}
+	for _, v := range [][]byte{
+		[]byte("{not json"),
+		[]byte(`{"version":1,"aux":["x","198.19.65.7","::1",""],"served":true}`),
+		[]byte(`{"version":1,"aux":7,"served":true}`),
+	} {
+		if err := rogue.Put(kindPool, subnet+"/rogue", v); err != nil {
+			t.Fatal(err)
+		}
+		gossiptest.Eventually(t, 10*time.Second, "the rogue definition arrives", func() bool {
+			r, ok := nodes[1].gc.Get(kindPool, subnet+"/rogue")
+			return ok && string(r.Value) == string(v)
+		})
+		for _, c := range nodes {
+			if _, err := c.addr(ids[c], ""); err != nil {
+				t.Fatalf("%s beside the rogue definition %s: %v", c.name, v, err)
+			}
+		}
 	}
 }

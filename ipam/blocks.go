@@ -13,9 +13,10 @@ import (
 	"grapevine/gossip"
 )
 
-// minBlock is the smallest block (a /28) a range is divided into or split
-// down to, unless the range itself is smaller.
-const minBlock = 16
+// minBlock is the smallest block a range is divided into or split down to:
+// one address, so that a host gets an address whenever any owner has one
+// free, whatever the range size and host count.
+const minBlock = 1
 
 // initValue is the value decided by the "init/<subnet>" instance: the pool's
 // allocation range and the hosts it is divided among (see divide).

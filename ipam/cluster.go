@@ -55,6 +55,7 @@ type clusterState struct {
 	// copies made under that lock.
 	members map[string]bool
 	leading map[string]bool // instances this host runs for another host
+	damaged map[string]bool // instances whose stored acceptor state is unreadable (logged once)
 	bg      sync.WaitGroup  // leader goroutines
 	// decidedHook is called after this host chose a value as leader.
 	decidedHook func(inst string, v json.RawMessage)
@@ -80,6 +81,7 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		instMu:        make(map[string]*sync.Mutex),
 		members:       make(map[string]bool),
 		leading:       make(map[string]bool),
+		damaged:       make(map[string]bool),
 		ledgers:       make(map[string]*ledger),
 		refusals:      make(map[string]uint64),
 	}

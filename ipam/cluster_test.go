@@ -160,14 +160,15 @@ func TestClusterDonationWhenBlocksRunOut(t *testing.T) {
 		t.Fatalf("b after donating: %v", err)
 	}
 	noDuplicates(t, ids)
-	// Exhaust everything: the error names the owners and their reachability.
+	// Exhaust everything: every owner is reachable with nothing free, so
+	// the error says the range is full.
 	var err error
 	for range 64 {
 		if _, err = a.addr(ids[a], ""); err != nil {
 			break
 		}
 	}
-	wantErr(t, err, ErrExhausted, "owners of the other blocks: b (reachable")
+	wantErr(t, err, ErrExhausted, "the range is full (every address is in use on a, b, all reachable)")
 	noDuplicates(t, ids)
 }
 
@@ -256,8 +257,10 @@ func TestClusterPartitionNoDuplicates(t *testing.T) {
 	if total := noDuplicates(t, ids); total != 71+91+64 {
 		t.Fatalf("%d addresses held, want %d", total, 71+91+64)
 	}
-	want := blockOwners(a.status(ids[a]))
+	// Requests for space made ahead of need may still move single
+	// addresses after the heal: every host must agree with a's view then.
 	gossiptest.Eventually(t, 10*time.Second, "the same blocks everywhere after the heal", func() bool {
+		want := blockOwners(a.status(ids[a]))
 		for _, h := range nodes {
 			if !slices.Equal(blockOwners(h.status(ids[h])), want) {
 				return false
@@ -274,7 +277,7 @@ func TestClusterPartitionNoDuplicates(t *testing.T) {
 		}
 		for _, x := range h.allocations(ids[h]) {
 			if !ownsAddr(s.Blocks, h.name, x) {
-				t.Fatalf("%s holds %s outside its blocks %v", h.name, x, want)
+				t.Fatalf("%s holds %s outside its blocks %v", h.name, x, s.Blocks)
 			}
 		}
 	}

@@ -17,7 +17,7 @@
 // key → value; every kind has one writer per key):
 //
 //	ipam-host  <node>                  this node takes part (counts towards quorums)
-//	ipam-pool  <subnet>/<node>         the node's --ip-range, gateway, spare space
+//	ipam-pool  <subnet>/<node>         the node's --ip-range, gateway, aux list, spare space
 //	ipam-block <subnet>/<first>        last address, owner: written by the owner only
 //	ipam-want  <subnet>/<node>         the node asks one donor for space
 //	ipam-prop  <instance>/<node>       the node's Paxos proposal
@@ -42,6 +42,17 @@
 // specific address without it is an aux address; one with it is a
 // container's --ip and must lie in a block this host owns.
 //
+// Aux lists are compared (aux.go): each host publishes its list (stored
+// with the pool, so a restart keeps it) and whether an endpoint has asked
+// for an address there (then Docker finished creating the network, and the
+// list is complete). A host refuses endpoint addresses while another host
+// lists an aux address it lacks, and refuses an aux address that a host
+// with a complete list lacks, naming the host and the address. A release
+// of an aux address (Docker sends them only when removing the network) is
+// not published: the list stays until the pool's record is withdrawn. A
+// member can thus stop endpoint allocation on the others by listing an
+// address they lack (loudly; uniqueness never depends on it).
+//
 // Space outside --ip-range: the initial division gives it to owners like
 // the range (maximal aligned blocks, round-robin after the range's), and
 // donations never move it. Dynamic allocation never uses it; it holds the
@@ -61,8 +72,9 @@
 // on the gossip worker, one answer at a time. The quorum is a majority of
 // every host the cluster knows (members, departed members, and every node
 // that ever wrote an ipam-host record), never just the reachable ones. The
-// value v is the range split into equal aligned power-of-two blocks (at
-// least /28) given round-robin to the hosts alive at proposal time. A node
+// value v is the range split into equal aligned power-of-two blocks (as
+// small as one address) given round-robin to the hosts alive at proposal
+// time. A node
 // that learns the decision marks its acceptor record decided, so later
 // proposers adopt it at once. To keep proposers from duelling, a host that
 // is not the leader (the lowest-named reachable IPAM host) writes a
@@ -79,11 +91,19 @@
 // before it runs dry) writes an ipam-want record naming the best donor: the
 // reachable owner with the most published spare space, ties to the lowest
 // name. The donor, and only it, drops half of its largest aligned free block
-// (no allocated address) from its own allocator, then rewrites its block
-// records: the pieces it keeps, then the piece it gives. A host learns that
-// it owns a block only from a record naming it as owner. If nobody donates
-// within DonateTimeout the request fails, naming every owner and whether it
-// is reachable.
+// (no allocated address, and one a container could get: not only the
+// network, broadcast or gateway address) from its own allocator, splitting
+// down to single addresses, or its last free address, then rewrites its
+// block records: the pieces it keeps, then the piece it gives. So a host
+// gets an address whenever any reachable owner has one free, whatever the
+// range size and host count. A host without the network publishes no
+// spare space; the others count all it owns in the range (less those three
+// addresses) as spare, and it gives it all away on request, so it hoards
+// nothing. A published "no spare space" may be older than the owner's last
+// release or gain, so a host asks each such owner once before it gives up.
+// If every other owner is reachable and has nothing free, the request fails
+// at once saying the range is full; if nobody donates within DonateTimeout
+// it fails naming every owner, whether it is reachable and its spare space.
 //
 // Reclaim: when no reachable owner has spare space, a host may propose
 // "reclaim/<subnet>/<dead>/<n>" for an owner absent longer than
@@ -133,6 +153,12 @@
 //   - Persist first: acceptor state is stored before it is published, and a
 //     donor stores its pool without the donated block before it writes the
 //     block records.
+//   - Damaged promises: stored acceptor state that does not decode, or that
+//     this host's own answers could not have produced, is never read as "no
+//     promise". The host refuses to start, naming the key and the fix (move
+//     the state directory aside and rejoin under a new name; a restored
+//     backup may hold an older promise); state damaged while running makes
+//     it answer and learn nothing for that instance, logged at error level.
 //
 // # Safety argument
 //
@@ -146,7 +172,11 @@
 //  2. A host allocates only inside ranges its own store says it owns, and
 //     gives a range away only after removing it from its allocator under the
 //     same lock, when no address in it is allocated: a range has at most one
-//     allocating host at any moment, partition or not.
+//     allocating host at any moment, partition or not. Nothing here depends
+//     on block sizes: a single address changes hands by the same records
+//     and the same lock, and a partition during a donation leaves the range
+//     with its donor (records not yet seen) or its recipient (records seen),
+//     never both, since the donor dropped it before writing them.
 //  3. The first division is a Paxos decision with quorums of a majority of
 //     all known hosts; two sides of a partition cannot both reach one, so at
 //     most one division is ever chosen and all hosts derive the same blocks.

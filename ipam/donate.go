@@ -3,6 +3,7 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ func (d *Driver) spareLocked(subnet netip.Prefix, within span) int {
 // owns more, or uses none of its space. Caller holds d.mu.
 func (d *Driver) pickDonation(subnet netip.Prefix, within span) (span, bool) {
 	p := d.localPool(subnet)
+	if p != nil && p.wanting > 0 {
+		return span{}, false // it needs space itself
+	}
 	var owned ownership
 	if p != nil {
 		owned = p.owned
@@ -53,6 +57,17 @@ func (d *Driver) pickDonation(subnet netip.Prefix, within span) (span, bool) {
 		}
 		return true
 	}
+	// usable: s holds an address a container could get (not the network,
+	// broadcast or gateway address), or giving it helps nobody.
+	last := uint32(uint64(1)<<(32-subnet.Bits()) - 1)
+	usable := func(s span) bool {
+		for o := uint64(s.lo); o <= uint64(s.hi); o++ {
+			if r := uint32(o); r != 0 && r != last && (p == nil || !p.reserved(r)) {
+				return true
+			}
+		}
+		return false
+	}
 	var best span
 	found := false
 	var visit func(s span)
@@ -60,7 +75,7 @@ func (d *Driver) pickDonation(subnet netip.Prefix, within span) (span, bool) {
 		if found && s.size() <= best.size() {
 			return
 		}
-		if free(s) {
+		if free(s) && usable(s) {
 			best, found = s, true
 			return
 		}
@@ -84,7 +99,10 @@ func (d *Driver) pickDonation(subnet netip.Prefix, within span) (span, bool) {
 	}
 	if best.size() >= 2*minBlock {
 		h := uint32(best.size() / 2)
-		return span{best.lo + h, best.hi}, true
+		if upper := (span{best.lo + h, best.hi}); usable(upper) {
+			return upper, true
+		}
+		return span{best.lo, best.lo + h - 1}, true
 	}
 	if total > best.size() || p == nil || p.count == 0 {
 		return best, true
@@ -207,7 +225,7 @@ func (d *Driver) poolDefLocked(subnet netip.Prefix) []byte {
 	if p == nil {
 		return nil
 	}
-	def := poolDef{Version: recordVersion, Range: optPrefix(p.sub), Spare: d.spareLocked(subnet, p.rangeSpan())}
+	def := poolDef{Version: recordVersion, Range: optPrefix(p.sub), Spare: d.spareLocked(subnet, p.rangeSpan()), Aux: p.auxList(), Served: p.served}
 	if p.gateway.IsValid() {
 		def.Gateway = p.gateway.String()
 	}
@@ -227,9 +245,10 @@ func (d *Driver) publish(subnet netip.Prefix, def []byte) {
 
 // donorCandidate is one other owner of a pool's blocks.
 type donorCandidate struct {
-	name  string
-	spare int
-	alive bool
+	name      string
+	spare     int
+	alive     bool
+	published bool // spare comes from its definition record (else from its blocks)
 }
 
 // donors lists the other owners of p's subnet, best donor first: alive,
@@ -257,9 +276,17 @@ func (d *Driver) donors(p *pool) []donorCandidate {
 			}
 			byName[b.owner] = dc
 		}
-		// A host without the pool uses none of its blocks: all is spare.
+		// A host without the pool uses none of its blocks: all is spare
+		// but the network, broadcast and gateway addresses.
+		dc.published = published[b.owner]
 		if !published[b.owner] && b.hi >= r.lo && b.lo <= r.hi {
-			dc.spare += int(min(b.hi, r.hi)-max(b.lo, r.lo)) + 1
+			lo, hi := max(b.lo, r.lo), min(b.hi, r.hi)
+			dc.spare += int(hi-lo) + 1
+			for _, o := range []uint32{0, p.size() - 1, addrToOrd(p.prefix, p.gatewayFor(netip.Addr{}))} {
+				if lo <= o && o <= hi {
+					dc.spare--
+				}
+			}
 		}
 	}
 	out := make([]donorCandidate, 0, len(byName))
@@ -307,22 +334,7 @@ func (d *Driver) requestSpace(p *pool) error {
 		d.wantSeq++
 		seq := d.wantSeq
 		d.mu.Unlock()
-		// The best donor not asked yet, else the best one again.
-		donor, again := "", ""
-		for _, dc := range cands {
-			if dc.alive && dc.spare > 0 {
-				if again == "" {
-					again = dc.name
-				}
-				if !tried[dc.name] {
-					donor = dc.name
-					break
-				}
-			}
-		}
-		if donor == "" {
-			donor = again
-		}
+		donor := pickDonor(cands, tried)
 		if donor == "" {
 			if d.refreshNow(p) {
 				return nil
@@ -333,17 +345,71 @@ func (d *Driver) requestSpace(p *pool) error {
 			continue
 		}
 		tried[donor] = true
+		defKey := subnetKey(p.prefix) + "/" + donor
+		before, _ := c.r.Get(kindPool, defKey)
 		w := wantRec{Version: recordVersion, Donor: donor, Range: p.rangePrefix().String(), Seq: seq}
 		if err := c.r.Put(kindWant, key, encodeRec(w)); err != nil {
 			return fmt.Errorf("asking %s for space in %s: %w", donor, p.prefix, err)
 		}
 		d.log.WithFields(logrus.Fields{"pool": p.id, "peer": donor}).Debug("asked for space")
-		if c.waitUntil(deadline, max(c.donateTimeout/3, 100*time.Millisecond), hasFree) {
+		// The donor answers by donating (this host gets space) or, when it
+		// has none, by publishing its definition again.
+		answered := func() bool {
+			r, _ := c.r.Get(kindPool, defKey)
+			return hasFree() || r.Version != before.Version
+		}
+		if c.waitUntil(deadline, max(c.donateTimeout/3, 100*time.Millisecond), answered) && hasFree() {
 			return nil
 		}
 	}
 	if d.refreshNow(p) {
 		return nil
+	}
+	return d.noSpace(p, cands, tried)
+}
+
+// pickDonor is the host to ask next: the best one with spare space not
+// asked yet, else the best one with spare space again, else one whose
+// published definition says it has none but that was not asked (the
+// record may be older than its last change). "" when nobody is left.
+func pickDonor(cands []donorCandidate, tried map[string]bool) string {
+	again := ""
+	for _, dc := range cands {
+		if dc.alive && dc.spare > 0 {
+			if !tried[dc.name] {
+				return dc.name
+			}
+			if again == "" {
+				again = dc.name
+			}
+		}
+	}
+	if again != "" {
+		return again
+	}
+	for _, dc := range cands {
+		if dc.alive && dc.published && !tried[dc.name] {
+			return dc.name
+		}
+	}
+	return ""
+}
+
+// noSpace explains why requestSpace got nothing: plainly "full" when every
+// other owner is reachable and has no free address (asked, or known from
+// the block records), else each owner with its reachability and spare space.
+func (d *Driver) noSpace(p *pool, cands []donorCandidate, tried map[string]bool) error {
+	c := d.cl
+	full := true
+	holders := []string{c.self}
+	for _, dc := range cands {
+		full = full && dc.alive && dc.spare == 0 && (tried[dc.name] || !dc.published)
+		holders = append(holders, dc.name)
+	}
+	if full {
+		slices.Sort(holders)
+		return failf(ErrExhausted, "no free address left in %s: the range is full (every address is in use on %s, all reachable); remove a container or recreate the network with a larger --subnet/--ip-range",
+			p.rangeName(), strings.Join(holders, ", "))
 	}
 	alive := c.alive()
 	var owners []string

@@ -104,8 +104,11 @@ func (c *clusterState) decided(inst string) (json.RawMessage, bool) {
 // decision is decided with the ballot the value was chosen under.
 func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 	c.accMu.Lock()
-	own := c.ownAcc(inst)
+	own, err := c.ownAcc(inst)
 	c.accMu.Unlock()
+	if err != nil {
+		c.reportDamaged(inst, err) // a majority of the others' records may still show the value
+	}
 	if own.Decided && len(own.Value) > 0 {
 		return own.Accepted, own.Value, true
 	}
@@ -130,21 +133,33 @@ func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 }
 
 // ownAcc returns this node's acceptor state for inst: the stored one, else
-// (state written before the store existed) its own record. Caller holds
-// c.accMu.
-func (c *clusterState) ownAcc(inst string) accState {
-	if a, ok := c.loadAcc(inst); ok {
-		return a
+// (state written before the store existed) its own record. Stored state
+// that cannot be read is an error. Caller holds c.accMu.
+func (c *clusterState) ownAcc(inst string) (accState, error) {
+	a, ok, err := c.loadAcc(inst)
+	if err != nil || ok {
+		return a, err
 	}
 	r, ok := c.r.Get(kindAcc, inst+"/"+c.self)
 	if !ok || r.Owner != c.self {
-		return accState{Version: recordVersion}
+		return accState{Version: recordVersion}, nil
 	}
-	var a accState
 	if err := decodeRec(r, &a); err != nil {
-		return accState{Version: recordVersion}
+		return accState{Version: recordVersion}, nil
 	}
-	return a
+	return a, nil
+}
+
+// reportDamaged logs, once per instance, that this host's acceptor state
+// of inst cannot be read. Called without c.accMu.
+func (c *clusterState) reportDamaged(inst string, err error) {
+	c.mu.Lock()
+	seen := c.damaged[inst]
+	c.damaged[inst] = true
+	c.mu.Unlock()
+	if !seen {
+		c.log.WithError(err).WithField("instance", inst).Error("this host's Paxos acceptor state is damaged; it neither answers nor decides this instance")
+	}
 }
 
 // putAcc persists this node's acceptor state, then publishes it: a promise
@@ -188,7 +203,11 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 	}
 	c.accMu.Lock()
 	defer c.accMu.Unlock()
-	a := c.ownAcc(inst)
+	a, err := c.ownAcc(inst)
+	if err != nil {
+		c.log.WithError(err).WithFields(logrus.Fields{"instance": inst, "peer": node}).Error("refusing to answer a proposal: this host's acceptor state is damaged")
+		return
+	}
 	switch p.Phase {
 	case phasePrepare:
 		if !a.Promised.less(p.Ballot) {
@@ -216,7 +235,10 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 func (c *clusterState) learn(inst string, b ballot, v json.RawMessage) (bool, error) {
 	c.accMu.Lock()
 	defer c.accMu.Unlock()
-	a := c.ownAcc(inst)
+	a, err := c.ownAcc(inst)
+	if err != nil {
+		return false, err
+	}
 	if a.Decided {
 		return false, nil
 	}
@@ -234,167 +256,193 @@ func (c *clusterState) quorum() (need, known int) {
 // proposing mine() when no acceptor has accepted anything yet. It returns the
 // chosen value, which may be another proposer's.
 func (c *clusterState) propose(inst string, deadline time.Time, mine func() (json.RawMessage, error)) (json.RawMessage, error) {
-	log := c.log.WithField("instance", inst)
 	// One proposer per instance on this node: concurrent requests wait
 	// for the first one's outcome instead of duelling with it.
 	unlock := c.lockInstance(inst)
 	defer unlock()
-	var lastPromises, lastNeed, lastKnown int
-	// Hosts other than the leader ask it to run the instance (again every
-	// second, in case it missed the request or restarted) and never
-	// propose themselves while it is reachable; so proposers do not duel.
-	for seq := uint64(1); ; seq++ {
-		leader := c.leader()
-		if leader == c.self {
-			break
-		}
-		v, err := mine()
-		if err != nil {
-			return nil, err
-		}
-		if err := c.putProp(inst, proposal{Ballot: ballot{N: seq}, Phase: phaseRequest, Value: v}); err != nil {
-			return nil, err
-		}
-		if c.waitUntil(deadline, time.Second, func() bool { _, ok := c.decided(inst); return ok || c.leader() != leader }) {
-			if v, ok := c.decided(inst); ok {
-				return v, nil
-			}
-			continue // the leader changed
-		}
-		if !time.Now().Before(deadline) {
-			need, known := c.quorum()
-			return nil, fmt.Errorf("the leader %s (%s) did not reach a decision within %v; %d of %d known hosts are needed for %s: %w",
-				leader, c.reachability(leader, c.alive()), c.agreeTimeout, need, known, inst, errNoQuorum)
-		}
+	if v, decided, err := c.askLeader(inst, deadline, mine); decided || err != nil {
+		return v, err
 	}
+	var last tally
 	for attempt := 0; ; attempt++ {
 		if v, ok := c.decided(inst); ok {
 			return v, nil
 		}
 		if attempt > 0 || c.othersProposing(inst) {
-			// Back off a random while so that duelling proposers let one
-			// win (a decision ends the wait at once).
-			wait := time.Duration(rand.Int64N(int64(50*time.Millisecond)*int64(min(attempt+1, 8)))) + 10*time.Millisecond
-			c.waitUntil(deadline, wait, func() bool { _, ok := c.decided(inst); return ok })
+			c.backOff(inst, attempt, deadline)
 			if v, ok := c.decided(inst); ok {
 				return v, nil
 			}
 			if time.Now().After(deadline) {
-				break
+				return nil, c.noQuorum(inst, last)
 			}
 		}
-		b := ballot{N: c.maxBallot(inst).N + 1, P: c.self}
-		if err := c.putProp(inst, proposal{Ballot: b, Phase: phasePrepare}); err != nil {
+		v, end, t, err := c.round(inst, deadline, mine)
+		last = t
+		switch {
+		case err != nil:
 			return nil, err
+		case end == waitPending:
+			return nil, c.noQuorum(inst, last)
+		case end == waitReached:
+			return v, nil
 		}
-		// Phase 1: a majority of all known hosts promise b.
-		var (
-			promised map[string]accState
-			outcome  int // 0 wait, 1 go on, 2 retry, 3 decided
-		)
-		c.waitUntil(deadline, 0, func() bool {
-			accs := c.accRecords(inst)
-			need, known := c.quorum()
-			promised = make(map[string]accState)
-			known2 := c.knownSet()
-			higher := 0
-			if _, ok := c.decided(inst); ok {
-				outcome = 3
-				return true
-			}
-			for n, a := range accs {
-				switch {
-				case a.Promised == b && known2[n]:
-					promised[n] = a
-				case b.less(a.Promised) && known2[n]:
-					higher++
-				}
-			}
-			lastPromises, lastNeed, lastKnown = len(promised), need, known
-			if len(promised) >= need {
-				outcome = 1
-				return true
-			}
-			if higher > known-need {
-				outcome = 2 // a majority is no longer possible for b
-			}
-			return outcome == 2
-		})
-		switch outcome {
-		case 0:
-			return nil, c.noQuorum(inst, lastPromises, lastNeed, lastKnown)
-		case 2:
-			log.WithField("ballot", b.N).Debug("proposal pre-empted by a higher ballot; retrying")
-			continue
-		case 3:
-			continue
-		}
-		// The value: the one accepted under the highest ballot, else ours.
-		var (
-			best  ballot
-			value json.RawMessage
-		)
-		for _, a := range promised {
-			if len(a.Value) > 0 && !a.Accepted.zero() && (value == nil || best.less(a.Accepted)) {
-				best, value = a.Accepted, a.Value
-			}
-		}
-		if value == nil {
-			v, err := mine()
-			if err != nil {
-				return nil, err
-			}
-			value = v
-		}
-		if err := c.putProp(inst, proposal{Ballot: b, Phase: phaseAccept, Value: value}); err != nil {
-			return nil, err
-		}
-		// Phase 2: a majority of all known hosts accept b.
-		outcome = 0
-		c.waitUntil(deadline, 0, func() bool {
-			need, known := c.quorum()
-			known2 := c.knownSet()
-			n, higher := 0, 0
-			if _, ok := c.decided(inst); ok {
-				outcome = 3
-				return true
-			}
-			for name, a := range c.accRecords(inst) {
-				switch {
-				case a.Accepted == b && known2[name]:
-					n++
-				case b.less(a.Promised) && known2[name]:
-					higher++
-				}
-			}
-			lastPromises, lastNeed, lastKnown = n, need, known
-			if n >= need {
-				outcome = 1
-				return true
-			}
-			if higher > known-need {
-				outcome = 2
-			}
-			return outcome == 2
-		})
-		switch outcome {
-		case 0:
-			return nil, c.noQuorum(inst, lastPromises, lastNeed, lastKnown)
-		case 2, 3:
-			continue
-		}
-		if _, err := c.learn(inst, b, value); err != nil {
-			return nil, err
-		}
-		log.WithFields(logrus.Fields{"ballot": b.N, "acceptors": lastPromises, "known": lastKnown}).Info("agreement reached")
-		return value, nil
+		// Pre-empted, or decided meanwhile: the next attempt tells which.
 	}
-	return nil, c.noQuorum(inst, lastPromises, lastNeed, lastKnown)
 }
 
-func (c *clusterState) noQuorum(inst string, got, need, known int) error {
+// askLeader makes this host defer to the leader: while another host leads,
+// it asks the leader to run inst with mine() (again every second, in case
+// it missed the request or restarted) and waits for the decision, so that
+// proposers do not duel. decided is false once this host is the leader.
+func (c *clusterState) askLeader(inst string, deadline time.Time, mine func() (json.RawMessage, error)) (v json.RawMessage, decided bool, err error) {
+	for seq := uint64(1); ; seq++ {
+		leader := c.leader()
+		if leader == c.self {
+			return nil, false, nil
+		}
+		v, err := mine()
+		if err != nil {
+			return nil, false, err
+		}
+		if err := c.putProp(inst, proposal{Ballot: ballot{N: seq}, Phase: phaseRequest, Value: v}); err != nil {
+			return nil, false, err
+		}
+		if c.waitUntil(deadline, time.Second, func() bool { _, ok := c.decided(inst); return ok || c.leader() != leader }) {
+			if v, ok := c.decided(inst); ok {
+				return v, true, nil
+			}
+			continue // the leader changed
+		}
+		if !time.Now().Before(deadline) {
+			need, known := c.quorum()
+			return nil, false, fmt.Errorf("the leader %s (%s) did not reach a decision within %v; %d of %d known hosts are needed for %s: %w",
+				leader, c.reachability(leader, c.alive()), c.agreeTimeout, need, known, inst, errNoQuorum)
+		}
+	}
+}
+
+// backOff waits a random while, longer with each attempt, so that duelling
+// proposers let one win; a decision ends the wait at once.
+func (c *clusterState) backOff(inst string, attempt int, deadline time.Time) {
+	wait := time.Duration(rand.Int64N(int64(50*time.Millisecond)*int64(min(attempt+1, 8)))) + 10*time.Millisecond
+	c.waitUntil(deadline, wait, func() bool { _, ok := c.decided(inst); return ok })
+}
+
+// round runs one ballot of this host: prepare, then accept. The value is
+// the one chosen when end is waitReached; waitPending means the deadline
+// passed in either phase (t counts the answers of the last one).
+func (c *clusterState) round(inst string, deadline time.Time, mine func() (json.RawMessage, error)) (v json.RawMessage, end quorumWait, t tally, err error) {
+	b := ballot{N: c.maxBallot(inst).N + 1, P: c.self}
+	if err := c.putProp(inst, proposal{Ballot: b, Phase: phasePrepare}); err != nil {
+		return nil, waitPending, tally{}, err
+	}
+	// Phase 1: a majority of all known hosts promise b.
+	end, promised, t := c.awaitQuorum(inst, b, deadline, func(a accState) bool { return a.Promised == b })
+	if end == waitPreempted {
+		c.log.WithFields(logrus.Fields{"instance": inst, "ballot": b.N}).Debug("proposal pre-empted by a higher ballot; retrying")
+	}
+	if end != waitReached {
+		return nil, end, t, nil
+	}
+	if v, err = valueFor(promised, mine); err != nil {
+		return nil, waitPending, t, err
+	}
+	if err := c.putProp(inst, proposal{Ballot: b, Phase: phaseAccept, Value: v}); err != nil {
+		return nil, waitPending, t, err
+	}
+	// Phase 2: a majority of all known hosts accept b.
+	if end, _, t = c.awaitQuorum(inst, b, deadline, func(a accState) bool { return a.Accepted == b }); end != waitReached {
+		return nil, end, t, nil
+	}
+	if _, err := c.learn(inst, b, v); err != nil {
+		return nil, waitPending, t, err
+	}
+	c.log.WithFields(logrus.Fields{"instance": inst, "ballot": b.N, "acceptors": t.got, "known": t.known}).Info("agreement reached")
+	return v, waitReached, t, nil
+}
+
+// valueFor is the value to propose once a majority promised: the one
+// accepted under the highest ballot among the promises, else mine().
+func valueFor(promised map[string]accState, mine func() (json.RawMessage, error)) (json.RawMessage, error) {
+	var (
+		best  ballot
+		value json.RawMessage
+	)
+	for _, a := range promised {
+		if len(a.Value) > 0 && !a.Accepted.zero() && (value == nil || best.less(a.Accepted)) {
+			best, value = a.Accepted, a.Value
+		}
+	}
+	if value != nil {
+		return value, nil
+	}
+	return mine()
+}
+
+// quorumWait is how a wait for a majority's answers to one ballot ended.
+type quorumWait int
+
+const (
+	waitPending   quorumWait = iota // no majority yet; returned by awaitQuorum: the deadline passed
+	waitReached                     // a majority of every known host answered the ballot
+	waitPreempted                   // so many promised a higher ballot that no majority is left for it
+	waitDecided                     // this host learned the instance's value meanwhile
+)
+
+// tally counts the answers to one ballot: got, of the need (a majority)
+// among the known hosts.
+type tally struct{ got, need, known int }
+
+// awaitQuorum waits until a majority of every known host answered b
+// (answered tells one acceptor state that did), the ballot is pre-empted,
+// the instance is decided, or the deadline passes. It returns the answers.
+func (c *clusterState) awaitQuorum(inst string, b ballot, deadline time.Time, answered func(accState) bool) (quorumWait, map[string]accState, tally) {
+	var (
+		end quorumWait
+		yes map[string]accState
+		t   tally
+	)
+	c.waitUntil(deadline, 0, func() bool {
+		if _, ok := c.decided(inst); ok {
+			end = waitDecided
+			return true
+		}
+		end, yes, t = c.countAnswers(inst, b, answered)
+		return end != waitPending
+	})
+	return end, yes, t
+}
+
+// countAnswers is one look at the acceptor records of inst: the known hosts
+// that answered b, and whether that is a majority or can no longer become one.
+func (c *clusterState) countAnswers(inst string, b ballot, answered func(accState) bool) (quorumWait, map[string]accState, tally) {
+	need, known := c.quorum()
+	members := c.knownSet()
+	yes := make(map[string]accState)
+	higher := 0
+	for n, a := range c.accRecords(inst) {
+		switch {
+		case !members[n]:
+		case answered(a):
+			yes[n] = a
+		case b.less(a.Promised):
+			higher++
+		}
+	}
+	t := tally{got: len(yes), need: need, known: known}
+	switch {
+	case len(yes) >= need:
+		return waitReached, yes, t
+	case higher > known-need:
+		return waitPreempted, yes, t
+	}
+	return waitPending, yes, t
+}
+
+func (c *clusterState) noQuorum(inst string, t tally) error {
 	return fmt.Errorf("%d of %d known hosts answered within %v, %d needed (a majority of every host the cluster knows, reachable or not) for %s: %w",
-		got, known, c.agreeTimeout, need, inst, errNoQuorum)
+		t.got, t.known, c.agreeTimeout, t.need, inst, errNoQuorum)
 }
 
 func (c *clusterState) putProp(inst string, p proposal) error {

@@ -35,6 +35,12 @@ type poolDef struct {
 	Range   string `json:"range,omitempty"`   // --ip-range, "" for the whole subnet
 	Gateway string `json:"gateway,omitempty"` // "" until the gateway is requested
 	Spare   int    `json:"spare"`             // addresses the node could donate now
+	// Aux is the node's --aux-address list, sorted; null when the node
+	// does not know it (a pool stored by an older grapevine).
+	Aux []string `json:"aux"`
+	// Served: the node has handed an address to an endpoint, so Docker
+	// finished creating the network there and Aux is complete.
+	Served bool `json:"served,omitempty"`
 }
 
 // blockRec is the owner of one block of a pool.

@@ -32,12 +32,20 @@ type pool struct {
 	reclaimed ownership // owned blocks taken over from a dead host: used last
 	lost      []string  // "first-last" ranges reclaimed from this host while it was away
 	asking    bool      // a background request for space is in flight
+	wanting   int       // requests waiting for space: nothing is donated meanwhile
 	agreed    bool      // the division of the subnet is decided and applied
+	// aux holds the --aux-address reservations, compared with the other
+	// hosts' lists (aux.go); nil for a pool restored from a store written
+	// before they were recorded (its list is unknown and never compared).
+	aux map[netip.Addr]bool
+	// served: an endpoint asked for an address, so Docker finished
+	// creating the network here and its aux list is complete.
+	served bool
 }
 
 func newPool(id, space string, prefix, sub netip.Prefix, owned ownership) *pool {
 	n := uint32(1) << (32 - prefix.Bits())
-	p := &pool{id: id, space: space, prefix: prefix, sub: sub, refs: 1, owned: owned, alloc: newAllocator(n)}
+	p := &pool{id: id, space: space, prefix: prefix, sub: sub, refs: 1, owned: owned, alloc: newAllocator(n), aux: map[netip.Addr]bool{}}
 	p.alloc.bits.set(0)     // network address
 	p.alloc.bits.set(n - 1) // broadcast address
 	p.rebuildSpans()

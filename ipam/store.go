@@ -42,6 +42,10 @@ type poolRecord struct {
 	Used    bool     `json:"used,omitempty"`
 	Owned   []string `json:"owned"`          // "first-last" ranges this host owns
 	Lost    []string `json:"lost,omitempty"` // ranges reclaimed from this host while it was away
+	// Aux lists the --aux-address reservations; null in stores written
+	// before they were recorded (the list is then unknown).
+	Aux    []string `json:"aux"`
+	Served bool     `json:"served,omitempty"` // an endpoint asked for an address
 }
 
 // cursorRecord is where dynamic allocation continues.
@@ -59,6 +63,7 @@ func (p *pool) record() poolRecord {
 	r := poolRecord{
 		Version: storeVersion, ID: p.id, Gen: p.gen, Space: p.space, Pool: p.prefix.String(),
 		Refs: p.refs, Auto: p.auto, Used: p.used, Owned: p.owned.format(p.prefix.Addr()), Lost: p.lost,
+		Aux: p.auxList(), Served: p.served,
 	}
 	if p.sub.IsValid() {
 		r.SubPool = p.sub.String()
@@ -268,6 +273,10 @@ func loadPool(id string, b *bbolt.Bucket) (*pool, error) {
 			return nil, err
 		}
 	}
+	if err := p.restoreAux(r.Aux); err != nil {
+		return nil, fmt.Errorf("pool %s: %w", id, err)
+	}
+	p.served = r.Served
 	return p, nil
 }
 

@@ -143,9 +143,9 @@ func TestTrustPromisePersistedFirst(t *testing.T) {
 		t.Fatal("a decided without b's answer")
 	}
 	b.cl.accMu.Lock()
-	got, ok := b.cl.loadAcc("init/" + subnet)
+	got, ok, err := b.cl.loadAcc("init/" + subnet)
 	b.cl.accMu.Unlock()
-	if !ok || got.Promised.N == 0 || got.Promised.P != "a" {
+	if err != nil || !ok || got.Promised.N == 0 || got.Promised.P != "a" {
 		t.Fatalf("b's stored acceptor state %+v (%v), want a's promise", got, ok)
 	}
 }
@@ -180,9 +180,9 @@ func TestTrustOwnAcceptorRecordOverwritten(t *testing.T) {
 		return true
 	})
 	a.d.cl.accMu.Lock()
-	own := a.d.cl.ownAcc(inst)
+	own, err := a.d.cl.ownAcc(inst)
 	a.d.cl.accMu.Unlock()
-	if !own.Decided || own.Accepted.zero() {
+	if err != nil || !own.Decided || own.Accepted.zero() {
 		t.Fatalf("a's acceptor state after its record was overwritten: %+v", own)
 	}
 }
