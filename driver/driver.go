@@ -99,6 +99,10 @@ type Config struct {
 	// address moves to it here (the holder re-announces an address it still
 	// has at its next Reconcile); 0 means 2 minutes. Only used with a Cluster.
 	AddressHoldoff time.Duration
+	// ObserveConvergence, when set, is told the lag between another host's
+	// endpoint record reaching this host and its entries being programmed
+	// (called with the driver's lock held: it must be quick).
+	ObserveConvergence func(time.Duration)
 }
 
 // Driver implements the NetworkDriver calls. All methods are safe for
@@ -133,6 +137,11 @@ type Driver struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// For metrics, guarded by mu: drift fixed by the reconcile loops, and
+	// where the convergence lag goes.
+	repairs    map[RepairKey]uint64
+	observeLag func(time.Duration)
 }
 
 // New checks cfg, creates the bucket if needed and loads the persisted networks
@@ -180,6 +189,7 @@ func New(cfg Config) (*Driver, error) {
 		spaces:     slices.Clone(cfg.AddressSpaces),
 		pluginName: cfg.PluginName,
 		log:        log,
+		observeLag: cfg.ObserveConvergence,
 	}
 	if err := d.store.init(); err != nil {
 		return nil, fmt.Errorf("driver: %w", err)

@@ -57,7 +57,8 @@ type peerState struct {
 	macRefs map[string]map[hwAddr][]string // vxlan → mac → keys programmed with it
 	dirty   map[string]struct{}
 	refused refusals
-	held    map[string]heldEP // record key → refused takeover (causeHeld)
+	held    map[string]heldEP    // record key → refused takeover (causeHeld)
+	arrived map[string]time.Time // record key → arrival of a version not yet programmed
 }
 
 // heldEP is a record refused because another live host's endpoint holds its
@@ -76,6 +77,7 @@ func newPeerState() *peerState {
 		dirty:   map[string]struct{}{},
 		refused: newRefusals(),
 		held:    map[string]heldEP{},
+		arrived: map[string]time.Time{},
 	}
 }
 
@@ -206,6 +208,7 @@ func (d *Driver) applyKey(k string) error {
 			errs = append(errs, err)
 		} else {
 			d.peers.setProg(k, w)
+			d.noteProgrammed(k)
 		}
 	}
 	return errors.Join(errs...)
@@ -357,6 +360,7 @@ func (d *Driver) reconcilePeers() error {
 		}
 		done[vx] = true
 		if rep != (peerRepairs{}) {
+			d.noteRepairs(rep)
 			d.netLog(id).WithFields(logrus.Fields{"fdb_set": rep.fdbSet, "fdb_deleted": rep.fdbDel, "neigh_set": rep.neighSet, "neigh_deleted": rep.neighDel}).
 				Info("repaired remote endpoint entries")
 		}
@@ -374,6 +378,7 @@ func (d *Driver) reconcilePeers() error {
 		}
 		for k, e := range entries {
 			d.peers.setProg(k, e)
+			d.noteProgrammed(k)
 		}
 	}
 	for k := range d.peers.dirty {

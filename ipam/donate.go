@@ -282,8 +282,9 @@ func (d *Driver) donors(p *pool) []donorCandidate {
 // requestSpace asks the best donor for space in p's range and waits (at
 // most DonateTimeout) until this host has a free address, trying the next
 // candidate when one does not answer. Called without d.mu.
-func (d *Driver) requestSpace(p *pool) error {
+func (d *Driver) requestSpace(p *pool) (err error) {
 	c := d.cl
+	defer observe(c.observeDonation, time.Now(), &err)
 	key := subnetKey(p.prefix) + "/" + c.self
 	deadline := time.Now().Add(c.donateTimeout)
 	hasFree := func() bool {

@@ -26,6 +26,7 @@ import (
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
 	gvipam "grapevine/ipam"
+	"grapevine/metrics"
 )
 
 // Options are the process's command-line options (the settings come from the
@@ -72,22 +73,30 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 		return err
 	}
 	srv := NewServer(entry.WithField("component", "server"))
+	m := metrics.New()
+	srv.observe = m.ObserveAPI
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	entry.WithField("socket", opts.Socket).Info("serving NetworkDriver and IpamDriver")
 
+	if msrv := startMetrics(m, settings, entry.WithField("component", "metrics")); msrv != nil {
+		defer msrv.Close()
+	}
 	var p *process
 	if settingsErr != nil {
 		entry.WithError(settingsErr).Error("bad settings; every request will be refused until they are fixed")
 		srv.SetBackend(nil, nil, func() any { return map[string]string{"error": settingsErr.Error()} }, settingsErr)
 	} else {
 		warnInsecure(entry, settings)
-		p, err = start(ctx, opts, settings, entry)
+		p, err = start(ctx, opts, settings, entry, m)
 		if err != nil {
 			entry.WithError(err).Error("start-up failed; every request will be refused")
 			srv.SetBackend(nil, nil, func() any { return map[string]string{"error": err.Error()} }, err)
 		} else {
 			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
+			if err := m.Register(metrics.NewStateCollector(p.metricSources())); err != nil {
+				entry.WithError(err).Error("registering the state metrics")
+			}
 		}
 	}
 
@@ -152,7 +161,9 @@ type process struct {
 	underlay     *dataplane.Underlay
 }
 
-func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ *process, err error) {
+// start opens the state and starts every part; m (nil: none) is told the
+// drivers' timed events.
+func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *metrics.Metrics) (_ *process, err error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating state directory %s: %w", opts.StateDir, err)
 	}
@@ -217,8 +228,10 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		Cluster:          p.cluster,
 		// With SCOPE=global every network is a Swarm network whose addresses
 		// the manager chooses; workers accept them.
-		SwarmAllocates: s.Scope == "global",
-		Log:            log.WithField("component", "ipam"),
+		SwarmAllocates:   s.Scope == "global",
+		Log:              log.WithField("component", "ipam"),
+		ObserveAgreement: m.ObserveAgreement,
+		ObserveDonation:  m.ObserveDonation,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading IPAM state: %w", err)
@@ -232,6 +245,8 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 		AddressSpaces: []string{gvipam.LocalAddressSpace, gvipam.GlobalAddressSpace},
 		Cluster:       p.cluster,
 		Log:           log.WithField("component", "driver"),
+
+		ObserveConvergence: m.ObserveConvergence,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading network state: %w", err)

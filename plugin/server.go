@@ -83,6 +83,9 @@ type Server struct {
 	be       backend
 	inflight sync.WaitGroup
 	log      *logrus.Entry
+	// observe, when set before Serve, is told every call's method,
+	// duration and error (metrics).
+	observe func(method string, took time.Duration, err error)
 }
 
 // NewServer registers every NetworkDriver and IpamDriver route.
@@ -183,6 +186,9 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 			if p := recover(); p != nil {
 				log.WithField("stack", string(debug.Stack())).Errorf("panic: %v", p)
 				err = fmt.Errorf("internal error in grapevine while handling %s: %v (see the plugin log)", path[1:], p)
+			}
+			if s.observe != nil {
+				s.observe(path[1:], time.Since(start), err)
 			}
 			if err != nil {
 				log.WithError(err).WithField("took", time.Since(start)).Info("refused")

@@ -32,6 +32,9 @@ type Settings struct {
 	// InsecurePlaintextGossip is INSECURE_PLAINTEXT_GOSSIP: the operator's
 	// explicit consent to gossip with PEERS in clear text.
 	InsecurePlaintextGossip bool
+	// MetricsAddr is METRICS_ADDR, where Prometheus metrics are served;
+	// invalid (the zero value) when off.
+	MetricsAddr netip.AddrPort
 }
 
 // Setting names, as operators type them in `docker plugin set`.
@@ -133,6 +136,9 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 		} else {
 			s.Scope = v
 		}
+	}
+	if err := s.parseMetricsAddr(getenv); err != nil {
+		errs = append(errs, err)
 	}
 	if v := strings.TrimSpace(getenv(envLogLevel)); v != "" {
 		l, err := logrus.ParseLevel(v)

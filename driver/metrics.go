@@ -1,0 +1,115 @@
+package driver
+
+import (
+	"maps"
+	"time"
+)
+
+// Programmed counts the entries grapevine wrote on one network's VXLAN
+// device for other hosts' endpoints.
+type Programmed struct {
+	FDB   int // forwarding entries, one per remote MAC
+	Neigh int // neighbour entries, one per remote endpoint
+}
+
+// Programmed returns, by network ID, the remote endpoint entries this host
+// programmed (as of the last write or repair); networks without any are
+// absent. For metrics.
+func (d *Driver) Programmed() map[string]Programmed {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]Programmed{}
+	if d.peers == nil {
+		return out
+	}
+	byDev := map[string]string{}
+	for id := range d.networks {
+		byDev[vxlanName(id)] = id
+	}
+	for _, e := range d.peers.prog {
+		if id, ok := byDev[e.vx]; ok {
+			p := out[id]
+			p.Neigh++
+			out[id] = p
+		}
+	}
+	for vx, macs := range d.peers.macRefs {
+		if id, ok := byDev[vx]; ok && len(macs) > 0 {
+			p := out[id]
+			p.FDB = len(macs)
+			out[id] = p
+		}
+	}
+	return out
+}
+
+// RepairKey names one kind of drift a reconcile loop fixes.
+type RepairKey struct {
+	Loop   string // "peers" (remote endpoint entries) or "links"
+	Repair string // what was fixed, e.g. "fdb_set", "orphan_link_deleted"
+}
+
+// Repair kinds counted by Repairs.
+var (
+	repairFDBSet      = RepairKey{"peers", "fdb_set"}
+	repairFDBDeleted  = RepairKey{"peers", "fdb_deleted"}
+	repairNeighSet    = RepairKey{"peers", "neigh_set"}
+	repairNeighDel    = RepairKey{"peers", "neigh_deleted"}
+	repairOrphanLinks = RepairKey{"links", "orphan_link_deleted"}
+)
+
+// Repairs counts, since start, the drift between the kernel and the
+// replicated state that the reconcile loops found and fixed. For metrics.
+func (d *Driver) Repairs() map[RepairKey]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.repairs)
+}
+
+// noteRepairs adds one pass's peer repairs. Caller holds mu.
+func (d *Driver) noteRepairs(rep peerRepairs) {
+	d.noteRepair(repairFDBSet, rep.fdbSet)
+	d.noteRepair(repairFDBDeleted, rep.fdbDel)
+	d.noteRepair(repairNeighSet, rep.neighSet)
+	d.noteRepair(repairNeighDel, rep.neighDel)
+}
+
+// noteRepair adds n repairs of kind k. Caller holds mu.
+func (d *Driver) noteRepair(k RepairKey, n int) {
+	if n <= 0 {
+		return
+	}
+	if d.repairs == nil {
+		d.repairs = map[RepairKey]uint64{}
+	}
+	d.repairs[k] += uint64(n)
+}
+
+// noteArrival remembers when the live endpoint record of key reached this
+// host, unless an earlier version is still waiting to be programmed.
+// Caller holds mu.
+func (d *Driver) noteArrival(key string, live bool, now time.Time) {
+	if !live {
+		delete(d.peers.arrived, key)
+		return
+	}
+	if _, waiting := d.peers.arrived[key]; !waiting {
+		d.peers.arrived[key] = now
+	}
+}
+
+// noteProgrammed reports the convergence lag of key, whose entries were
+// just written, if its record's arrival is still pending. Caller holds mu.
+func (d *Driver) noteProgrammed(key string) {
+	t, ok := d.peers.arrived[key]
+	if !ok {
+		return
+	}
+	delete(d.peers.arrived, key)
+	if d.observeLag != nil {
+		d.observeLag(time.Since(t))
+	}
+}
+
+// RecordKinds are the replicated record kinds the driver writes and reads.
+func RecordKinds() []string { return []string{kindNetwork, kindEndpoint} }
