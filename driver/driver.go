@@ -49,6 +49,7 @@ import (
 
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
+	"grapevine/internal/ratelog"
 )
 
 // Option keys Docker sends.
@@ -142,6 +143,7 @@ type Driver struct {
 	// where the convergence lag goes.
 	repairs    map[RepairKey]uint64
 	observeLag func(time.Duration)
+	peerLog    *ratelog.Limiter // repeated failures to program a peer's endpoints
 }
 
 // New checks cfg, creates the bucket if needed and loads the persisted networks
@@ -190,6 +192,7 @@ func New(cfg Config) (*Driver, error) {
 		pluginName: cfg.PluginName,
 		log:        log,
 		observeLag: cfg.ObserveConvergence,
+		peerLog:    ratelog.New(peerLogInterval, peerLogKeys, nil),
 	}
 	if err := d.store.init(); err != nil {
 		return nil, fmt.Errorf("driver: %w", err)

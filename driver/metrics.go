@@ -3,6 +3,8 @@ package driver
 import (
 	"maps"
 	"time"
+
+	"grapevine/internal/ratelog"
 )
 
 // Programmed counts the entries grapevine wrote on one network's VXLAN
@@ -109,6 +111,39 @@ func (d *Driver) noteProgrammed(key string) {
 	if d.observeLag != nil {
 		d.observeLag(time.Since(t))
 	}
+}
+
+// peerLogInterval is how often one line is logged for a failure to
+// program one peer's endpoints for one cause (the repair loop retries
+// every few seconds); peerLogKeys bounds the (peer, cause) pairs tracked.
+const (
+	peerLogInterval = time.Minute
+	peerLogKeys     = 256
+)
+
+// logApplyFailure logs that the entries of endpoint record k could not be
+// programmed, at most once per peer and cause every peerLogInterval.
+// Caller holds mu.
+func (d *Driver) logApplyFailure(k string, err error) {
+	peer := ""
+	if ep := d.peers.eps[k]; ep != nil {
+		peer = ep.node
+	}
+	ok, suppressed := d.peerLog.Allow(peer + "\x00" + ratelog.Cause(err.Error()))
+	if !ok {
+		return
+	}
+	log := d.log.WithField("peer", peer)
+	if subnet, ip, valid := parseEndpointKey(k); valid {
+		log = log.WithField("endpoint", ip.String())
+		if n := d.networkOf(subnet); n != nil {
+			log = log.WithField("network", shortID(n.ID))
+		}
+	}
+	if suppressed > 0 {
+		log = log.WithField(ratelog.SuppressedField, suppressed)
+	}
+	log.WithError(err).Warn("programming a remote endpoint failed; the periodic repair retries")
 }
 
 // RecordKinds are the replicated record kinds the driver writes and reads.

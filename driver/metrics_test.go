@@ -1,12 +1,18 @@
 package driver
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"grapevine/gossip"
+	"grapevine/internal/ratelog"
 )
 
 // lagRecorder collects the convergence lags the driver reports.
@@ -111,4 +117,54 @@ func hwMust(t *testing.T, s string) net.HardwareAddr {
 		t.Fatal(err)
 	}
 	return m.hw()
+}
+
+// Failures to program many endpoints of one peer for one cause give one
+// line per interval naming the peer, network and endpoint, then a line
+// with the count held back; another peer's failures get their own line.
+func TestApplyFailuresRateLimitedPerPeer(t *testing.T) {
+	e, c := newClusterEnv(t, "h0", "198.18.0.1")
+	var buf bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&buf)
+	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
+	now := time.Unix(1000, 0)
+	e.d.mu.Lock()
+	e.d.log = logrus.NewEntry(l)
+	e.d.peerLog = ratelog.New(peerLogInterval, peerLogKeys, func() time.Time { return now })
+	e.d.mu.Unlock()
+
+	nid := id("n")
+	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
+	c.member("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.member("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
+	buf.Reset()
+	e.fake.SetFail("SetFDB", errString("injected: no buffer space"))
+	for i := range 40 {
+		c.remoteEndpoint(t, "h1", sub20, fmt.Sprintf("198.19.20.%d", 10+i), fmt.Sprintf("02:00:00:00:01:%02x", i))
+	}
+	c.remoteEndpoint(t, "h2", sub20, "198.19.20.200", "02:00:00:00:02:01")
+	e.flush()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines for 41 failures of two peers, want 2:\n%s", len(lines), buf.String())
+	}
+	for _, want := range []string{"peer=h1", "peer=h2"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("no line with %s:\n%s", want, buf.String())
+		}
+	}
+	for _, line := range lines {
+		if !strings.Contains(line, "network="+shortID(nid)) || !strings.Contains(line, "endpoint=198.19.20.") {
+			t.Errorf("line lacks its network and endpoint: %s", line)
+		}
+	}
+
+	buf.Reset()
+	now = now.Add(peerLogInterval)
+	c.remoteEndpoint(t, "h1", sub20, "198.19.20.100", "02:00:00:00:01:ff")
+	e.flush()
+	if out := buf.String(); !strings.Contains(out, "peer=h1") || !strings.Contains(out, "suppressed=39") {
+		t.Errorf("after the interval: %q, want h1's line with suppressed=39", out)
+	}
 }

@@ -242,8 +242,6 @@ func (d *Driver) applyDirty(max int) int {
 	if d.peers == nil {
 		return 0
 	}
-	var failed int
-	var first error
 	n := 0
 	for k := range d.peers.dirty {
 		if max > 0 && n >= max {
@@ -252,14 +250,8 @@ func (d *Driver) applyDirty(max int) int {
 		n++
 		delete(d.peers.dirty, k)
 		if err := d.applyKey(k); err != nil {
-			failed++
-			if first == nil {
-				first = fmt.Errorf("endpoint %s: %w", k, err)
-			}
+			d.logApplyFailure(k, err)
 		}
-	}
-	if failed > 0 {
-		d.log.WithError(first).WithField("failed", failed).Warn("programming remote endpoints failed; the periodic repair retries")
 	}
 	return len(d.peers.dirty)
 }
