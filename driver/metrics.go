@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"maps"
 	"time"
 
 	"grapevine/internal/ratelog"
@@ -61,11 +60,16 @@ var (
 )
 
 // Repairs counts, since start, the drift between the kernel and the
-// replicated state that the reconcile loops found and fixed. For metrics.
+// replicated state that the reconcile loops found and fixed, every kind
+// included (at zero when none was). For metrics.
 func (d *Driver) Repairs() map[RepairKey]uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return maps.Clone(d.repairs)
+	out := map[RepairKey]uint64{}
+	for _, k := range []RepairKey{repairFDBSet, repairFDBDeleted, repairNeighSet, repairNeighDel, repairOrphanLinks} {
+		out[k] = d.repairs[k]
+	}
+	return out
 }
 
 // noteRepairs adds one pass's peer repairs. Caller holds mu.

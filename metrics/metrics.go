@@ -68,7 +68,20 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.apiDuration, m.apiErrors, m.agreement, m.donation, m.convergence,
 	)
+	// Series exist from the start, at zero, so a dashboard tells "never
+	// happened" from "not exported".
+	for _, o := range []string{OutcomeOK, OutcomeError} {
+		m.agreement.WithLabelValues(o)
+		m.donation.WithLabelValues(o)
+	}
 	return m
+}
+
+// InitAPI creates the error counters of methods at zero.
+func (m *Metrics) InitAPI(methods ...string) {
+	for _, method := range methods {
+		m.apiErrors.WithLabelValues(method)
+	}
 }
 
 // Registry is what the listener serves.

@@ -128,11 +128,18 @@ func (c *StateCollector) collectGossip(ch chan<- prometheus.Metric) {
 	counter(ch, c.bytes, float64(st.BytesOut), "out")
 }
 
+// gossipCauses are the causes gossip counts, exported at zero until seen.
+var gossipCauses = []gossip.RefusalCause{gossip.CauseMalformed, gossip.CauseBadRecord, gossip.CauseVersion,
+	gossip.CauseNotOwner, gossip.CauseImpersonation, gossip.CauseWriterCap, gossip.CauseValidator}
+
 // collectRefused sums gossip's per-(peer, cause) counts by cause: the
 // peer names are chosen by the sender, so they are not labels.
 func (c *StateCollector) collectRefused(ch chan<- prometheus.Metric) {
 	if c.src.GossipRefused != nil {
 		byCause := map[string]uint64{}
+		for _, cause := range gossipCauses {
+			byCause[string(cause)] = 0
+		}
 		for _, r := range c.src.GossipRefused() {
 			byCause[string(r.Cause)] += r.Count
 		}

@@ -34,8 +34,8 @@ func sources() metrics.Sources {
 		},
 		GossipStats: func() gossip.Stats {
 			return gossip.Stats{
-				StoreStats:  gossip.StoreStats{Tombstones: 1, RecordsByKind: map[string]int{"endpoint": 5, "network": 2}},
-				MessagesIn:  10, BytesIn: 1000, MessagesOut: 7, BytesOut: 700,
+				StoreStats: gossip.StoreStats{Tombstones: 1, RecordsByKind: map[string]int{"endpoint": 5, "network": 2}},
+				MessagesIn: 10, BytesIn: 1000, MessagesOut: 7, BytesOut: 700,
 			}
 		},
 		GossipRefused: func() []gossip.Refusal {
@@ -75,8 +75,14 @@ grapevine_gossip_messages_total{direction="in"} 10
 grapevine_gossip_messages_total{direction="out"} 7
 # HELP grapevine_records_refused_total Other hosts' records refused, by layer (gossip: at the boundary, before storing; driver, ipam: where they are used) and cause.
 # TYPE grapevine_records_refused_total counter
+grapevine_records_refused_total{cause="bad-record",layer="gossip"} 0
 grapevine_records_refused_total{cause="foreign-host",layer="driver"} 1
+grapevine_records_refused_total{cause="impersonation",layer="gossip"} 0
+grapevine_records_refused_total{cause="malformed",layer="gossip"} 0
 grapevine_records_refused_total{cause="not-owner",layer="gossip"} 5
+grapevine_records_refused_total{cause="validator",layer="gossip"} 0
+grapevine_records_refused_total{cause="version",layer="gossip"} 0
+grapevine_records_refused_total{cause="writer-cap",layer="gossip"} 0
 # HELP grapevine_network_endpoints Endpoints of each network, by location (local: on this host; remote: other hosts' endpoints programmed on this host).
 # TYPE grapevine_network_endpoints gauge
 grapevine_network_endpoints{location="local",network="aaaaaaaaaaaa"} 2
@@ -139,8 +145,8 @@ grapevine_gossip_records{kind="other"} 1000
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "grapevine_gossip_records"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(c, "grapevine_records_refused_total"); n != 2 {
-		t.Errorf("grapevine_records_refused_total has %d series, want 2 (gossip impersonation, driver foreign-host)", n)
+	if n := testutil.CollectAndCount(c, "grapevine_records_refused_total"); n != 8 {
+		t.Errorf("grapevine_records_refused_total has %d series, want 8 (gossip's 7 causes, driver foreign-host)", n)
 	}
 }
 

@@ -75,6 +75,7 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 	srv := NewServer(entry.WithField("component", "server"))
 	m := metrics.New()
 	srv.observe = m.ObserveAPI
+	m.InitAPI(srv.Methods()...)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	entry.WithField("socket", opts.Socket).Info("serving NetworkDriver and IpamDriver")

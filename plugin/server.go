@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -86,6 +87,7 @@ type Server struct {
 	// observe, when set before Serve, is told every call's method,
 	// duration and error (metrics).
 	observe func(method string, took time.Duration, err error)
+	methods []string // every route, set by routes
 }
 
 // NewServer registers every NetworkDriver and IpamDriver route.
@@ -115,6 +117,10 @@ func (s *Server) Drain(timeout time.Duration) bool {
 		return false
 	}
 }
+
+// Methods lists the calls the server answers (route names without the
+// slash), for metrics.
+func (s *Server) Methods() []string { return slices.Clone(s.methods) }
 
 // empty is the JSON body of a successful call that returns nothing.
 type empty struct{}
@@ -173,6 +179,7 @@ type errorBody struct {
 // route registers one path. The request is decoded into Req (unless the call
 // has no body), fn answers it, and panics become errors instead of crashes.
 func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, error)) {
+	s.methods = append(s.methods, path[1:])
 	s.handler.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Done()
