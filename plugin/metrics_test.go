@@ -2,10 +2,15 @@ package plugin
 
 import (
 	"io"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/sirupsen/logrus"
 
 	"grapevine/metrics"
@@ -80,5 +85,56 @@ grapevine_api_request_errors_total{method="NetworkDriver.CreateNetwork"} 2
 	}
 	if n, err := testutil.GatherAndCount(m.Registry(), "grapevine_api_request_duration_seconds"); err != nil || n != 2 {
 		t.Errorf("duration series = %d (%v), want 2 (GetCapabilities, CreateNetwork)", n, err)
+	}
+}
+
+// The whole process in a namespace of its own serves its metrics on the
+// loopback address METRICS_ADDR names: the state collector is registered
+// once start-up succeeds, and the API calls already answered are counted.
+func TestServeMetrics(t *testing.T) {
+	if !inOwnNetns(t) {
+		return
+	}
+	underlay(t)
+	dir := t.TempDir()
+	opts := Options{Socket: filepath.Join(dir, "run", "gv.sock"), StateDir: filepath.Join(dir, "state"), ReconcileEvery: time.Minute}
+	status, _ := serving(t, opts, map[string]string{envAdvertise: "ul0", envPool: "198.19.128.0/17", envMetricsAddr: DefaultMetricsAddr})
+	status()
+	c := newSocketClient(t, opts.Socket)
+	var pool struct{ PoolID, Pool string }
+	c.call("/IpamDriver.RequestPool", map[string]any{"AddressSpace": "grapevine-local"}, &pool)
+
+	resp, err := http.Get("http://" + DefaultMetricsAddr + metrics.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(family string, label, want string) float64 {
+		for _, m := range mfs[family].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == want {
+					if h := m.GetHistogram(); h != nil {
+						return float64(h.GetSampleCount())
+					}
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Errorf("no %s{%s=%q} in the scrape", family, label, want)
+		return -1
+	}
+	if v := value("grapevine_gossip_members", "state", "alive"); v != 1 {
+		t.Errorf("members alive = %v, want 1 (this host)", v)
+	}
+	if v := value("grapevine_api_request_duration_seconds", "method", "Grapevine.Status"); v < 1 {
+		t.Errorf("status calls timed = %v, want ≥ 1", v)
+	}
+	if v := value("grapevine_ipam_addresses", "pool", "grapevine-local/"+pool.Pool); v < 0 {
+		t.Errorf("pool %s absent", pool.Pool)
 	}
 }
