@@ -62,45 +62,67 @@ next:
 	return 0, false
 }
 
-// TestMetricsScrape: on a 3-host cluster with one network, 12 containers on
-// h1 (more than its share of a /27, so it asks the others for space) and
-// one on each other host, every host's scrape carries every family with
-// values that match what was started; and the listener is on loopback
-// only.
+// TestMetricsScrape: on a 3-host cluster with one /26 network, one container
+// on each host, then, on the host that owns the fewest addresses, one more
+// container than it has free addresses (so it must ask the others for
+// space): every host's scrape carries every family with values that match
+// what was started; and the listener is on loopback only.
 func TestMetricsScrape(t *testing.T) {
 	needHosts(t, 3)
 	hosts := clusterHosts()[:3]
 	for _, h := range hosts {
 		waitMembers(t, 30*time.Second, h, clusterHosts())
 	}
-	const nw, subnet = "metr", "198.19.61.0/27"
+	const nw, subnet = "metr", "198.19.61.0/26"
+	pool := "grapevine-local/" + subnet
 	netIDs := map[string]string{}
 	for _, h := range hosts {
 		netIDs[h] = createNetwork(t, h, nw, "--subnet", subnet)
 	}
-	local := map[string]int{hosts[0]: 12, hosts[1]: 1, hosts[2]: 1}
+	local := map[string]int{}
 	var cs []ctr
+	start := func(h string) {
+		cs = append(cs, startCtr(t, h, nw, fmt.Sprintf("%s-%s-%d", nw, h, local[h])))
+		local[h]++
+	}
 	for _, h := range hosts {
-		for i := range local[h] {
-			cs = append(cs, startCtr(t, h, nw, fmt.Sprintf("%s-%s-%d", nw, h, i)))
+		start(h)
+	}
+	// The host with the fewest free addresses, per its own metrics.
+	full, fewest := "", 1e9
+	for _, h := range hosts {
+		mfs, err := scrape(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		free, ok := sample(mfs, "grapevine_ipam_addresses", "pool", pool, "state", "free")
+		if !ok {
+			t.Fatalf("%s: no grapevine_ipam_addresses for %s", h, pool)
+		}
+		if free < fewest {
+			full, fewest = h, free
 		}
 	}
+	t.Logf("%s has %v free addresses: %v more containers there need donated space", full, fewest, fewest+1)
+	for range int(fewest) + 1 {
+		start(full)
+	}
 	distinct(t, cs)
-	fullMesh(t, 30*time.Second, cs)
+	fullMesh(t, 60*time.Second, cs)
 
 	agreements := 0.0
 	for _, h := range hosts {
 		t.Run(h, func(t *testing.T) {
-			checkHostMetrics(t, h, netIDs[h][:12], "grapevine-local/"+subnet, local[h], len(cs)-local[h])
+			checkHostMetrics(t, h, netIDs[h][:12], pool, local[h], len(cs)-local[h])
 			mfs, err := scrape(h)
 			if err != nil {
 				t.Fatal(err)
 			}
 			n, _ := sample(mfs, "grapevine_ipam_agreement_duration_seconds", "outcome", "ok")
 			agreements += n
-			if h == hosts[0] {
+			if h == full {
 				if n, _ := sample(mfs, "grapevine_ipam_donation_duration_seconds", "outcome", "ok"); n < 1 {
-					t.Errorf("%s ran 12 containers on a third of a /27 but timed no donation", h)
+					t.Errorf("%s ran more containers than it had free addresses but timed no donation", h)
 				}
 			}
 		})
@@ -110,9 +132,9 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	t.Run("loopback only", func(t *testing.T) {
-		out, _, err := inLAN("curl", "-sS", "--max-time", "5", fmt.Sprintf("http://%s:9947/metrics", hostAddr(hosts[0])))
+		out, _, err := inLAN("curl", "-sS", "--max-time", "5", fmt.Sprintf("http://%s:9947/metrics", hostAddr(full)))
 		if err == nil {
-			t.Fatalf("the LAN scraped %s's metrics at its underlay address:\n%.200s", hosts[0], out)
+			t.Fatalf("the LAN scraped %s's metrics at its underlay address:\n%.200s", full, out)
 		}
 	})
 }
