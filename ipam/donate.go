@@ -391,8 +391,9 @@ func (d *Driver) askAhead(p *pool) {
 
 // requestSpaceAhead asks once, like requestSpace, but is satisfied by any
 // growth of this host's free space.
-func (d *Driver) requestSpaceAhead(p *pool) error {
+func (d *Driver) requestSpaceAhead(p *pool) (err error) {
 	c := d.cl
+	defer observe(c.observeDonation, time.Now(), &err)
 	d.mu.Lock()
 	start := p.alloc.free
 	cands := d.donors(p)

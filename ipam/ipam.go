@@ -125,7 +125,8 @@ type Config struct {
 	// ObserveAgreement, when set, is told the duration and outcome of
 	// every agreement this host proposes or asks the leader to run (a
 	// pool's first division, a reclaim). ObserveDonation is told how long
-	// each wait for donated space took. Both are for metrics and must be
+	// each request for donated space took, whether made ahead (free space
+	// ran low) or by an address request waiting for it. Both are for metrics and must be
 	// quick. Only used with a Cluster.
 	ObserveAgreement func(time.Duration, error)
 	ObserveDonation  func(time.Duration, error)

@@ -54,7 +54,7 @@ func New() *Metrics {
 		}, []string{"outcome"}),
 		donation: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "ipam", Name: "donation_duration_seconds",
-			Help:    "Time this host waited for another host to donate address space when its blocks were full, by outcome.",
+			Help:    "Time from this host asking another host for address space (ahead, when its free addresses ran low, or while an address request waited) to the space arriving, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"outcome"}),
 		convergence: prometheus.NewHistogram(prometheus.HistogramOpts{
