@@ -10,7 +10,7 @@
 #   docker rm "$id" && cp config.json build/plugin/
 #   docker plugin create grapevine:latest build/plugin
 
-FROM golang:1.25-bookworm AS build
+FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -387,6 +388,7 @@ func (d *Driver) onEndpointRecord(_, r *gossip.Record) {
 	}
 	delete(d.peers.held, r.Key)
 	delete(d.peers.refused.current, r.Key)
+	d.noteArrival(r.Key, ep != nil, time.Now())
 	if ep == nil {
 		delete(d.peers.eps, r.Key)
 	} else {

@@ -42,6 +42,7 @@ import (
 
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
+	"grapevine/internal/ratelog"
 )
 
 // Option keys Docker sends.
@@ -98,6 +99,10 @@ type Config struct {
 	// endpoints programmed and its VTEP in the VXLAN ingress filter (see
 	// grace.go); 0 means 2 minutes. Only used with a Cluster.
 	LeftGrace time.Duration
+	// ObserveConvergence, when set, is told the lag between another host's
+	// endpoint record reaching this host and its entries being programmed
+	// (called with the driver's lock held: it must be quick).
+	ObserveConvergence func(time.Duration)
 }
 
 // Driver implements the NetworkDriver calls. All methods are safe for
@@ -133,6 +138,12 @@ type Driver struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// For metrics, guarded by mu: drift fixed by the reconcile loops, and
+	// where the convergence lag goes.
+	repairs    map[RepairKey]uint64
+	observeLag func(time.Duration)
+	peerLog    *ratelog.Limiter // repeated failures to program a peer's endpoints
 }
 
 // New checks cfg, creates the bucket if needed and loads the persisted networks
@@ -171,6 +182,8 @@ func New(cfg Config) (*Driver, error) {
 		spaces:     slices.Clone(cfg.AddressSpaces),
 		pluginName: cfg.PluginName,
 		log:        log,
+		observeLag: cfg.ObserveConvergence,
+		peerLog:    ratelog.New(peerLogInterval, peerLogKeys, nil),
 	}
 	if err := d.loadState(); err != nil {
 		return nil, err

@@ -57,7 +57,8 @@ type peerState struct {
 	macRefs map[string]map[hwAddr][]string // vxlan → mac → keys programmed with it
 	dirty   map[string]struct{}
 	refused refusals
-	held    map[string]heldEP // record key → refused takeover (causeHeld)
+	held    map[string]heldEP    // record key → refused takeover (causeHeld)
+	arrived map[string]time.Time // record key → arrival of a version not yet programmed
 }
 
 // heldEP is a record refused because another live host's endpoint holds its
@@ -76,6 +77,7 @@ func newPeerState() *peerState {
 		dirty:   map[string]struct{}{},
 		refused: newRefusals(),
 		held:    map[string]heldEP{},
+		arrived: map[string]time.Time{},
 	}
 }
 
@@ -207,6 +209,7 @@ func (d *Driver) applyKey(k string) error {
 			errs = append(errs, err)
 		} else {
 			d.peers.setProg(k, w)
+			d.noteProgrammed(k)
 		}
 	}
 	return errors.Join(errs...)
@@ -240,8 +243,6 @@ func (d *Driver) applyDirty(limit int) int {
 	if d.peers == nil {
 		return 0
 	}
-	var failed int
-	var first error
 	n := 0
 	for k := range d.peers.dirty {
 		if limit > 0 && n >= limit {
@@ -250,14 +251,8 @@ func (d *Driver) applyDirty(limit int) int {
 		n++
 		delete(d.peers.dirty, k)
 		if err := d.applyKey(k); err != nil {
-			failed++
-			if first == nil {
-				first = fmt.Errorf("endpoint %s: %w", k, err)
-			}
+			d.logApplyFailure(k, err)
 		}
-	}
-	if failed > 0 {
-		d.log.WithError(first).WithField("failed", failed).Warn("programming remote endpoints failed; the periodic repair retries")
 	}
 	return len(d.peers.dirty)
 }
@@ -349,6 +344,7 @@ func (d *Driver) reconcilePeers() error {
 		}
 		done[vx] = true
 		if rep != (peerRepairs{}) {
+			d.noteRepairs(rep)
 			d.netLog(id).WithFields(logrus.Fields{"fdb_set": rep.fdbSet, "fdb_deleted": rep.fdbDel, "neigh_set": rep.neighSet, "neigh_deleted": rep.neighDel}).
 				Info("repaired remote endpoint entries")
 		}
@@ -366,6 +362,7 @@ func (d *Driver) reconcilePeers() error {
 		}
 		for k, e := range entries {
 			d.peers.setProg(k, e)
+			d.noteProgrammed(k)
 		}
 	}
 	for k := range d.peers.dirty {

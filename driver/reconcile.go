@@ -73,6 +73,7 @@ func (d *Driver) removeOrphans() error {
 			errs = append(errs, fmt.Errorf("delete orphan link %s: %w", l, err))
 			continue
 		}
+		d.noteRepair(repairOrphanLinks, 1)
 		d.log.WithField("link", l).Info("deleted orphan link")
 	}
 	return errors.Join(errs...)

@@ -80,6 +80,15 @@ type counters struct {
 	directDropped  atomic.Uint64 // own writes that skipped the fast path
 	rejoinAttempts atomic.Uint64 // joins of failed members or PEERS by rejoin rounds
 	triggeredPP    atomic.Uint64 // push/pulls run on a member's return or after joining
+	in, out        traffic       // grapevine's messages received and handed to memberlist
+}
+
+// traffic counts messages and their bytes in one direction.
+type traffic struct{ msgs, bytes atomic.Uint64 }
+
+func (t *traffic) note(msgs, bytes int) {
+	t.msgs.Add(uint64(msgs))
+	t.bytes.Add(uint64(bytes))
 }
 
 func (s *counters) noteLocalState(n int) {
@@ -604,6 +613,13 @@ type Stats struct {
 	DirectDropped      uint64 // own writes that skipped a backlogged fast path
 	RejoinAttempts     uint64 // contacts of failed members or PEERS by rejoin rounds
 	TriggeredPushPulls uint64 // push/pulls run on a member's return or after joining
+	// MessagesIn and BytesIn count grapevine's messages received (record
+	// broadcasts, fast-path packets and push/pull state windows, refused
+	// ones included); MessagesOut and BytesOut those handed to memberlist
+	// to send (a broadcast is counted once however many members it
+	// reaches). Bytes are before encryption; memberlist's own probes and
+	// membership messages are not counted.
+	MessagesIn, BytesIn, MessagesOut, BytesOut uint64
 }
 
 // Stats returns current statistics, e.g. for the status endpoint.
@@ -621,5 +637,9 @@ func (c *Cluster) Stats() Stats {
 		DirectDropped:      c.stats.directDropped.Load(),
 		RejoinAttempts:     c.stats.rejoinAttempts.Load(),
 		TriggeredPushPulls: c.stats.triggeredPP.Load(),
+		MessagesIn:         c.stats.in.msgs.Load(),
+		BytesIn:            c.stats.in.bytes.Load(),
+		MessagesOut:        c.stats.out.msgs.Load(),
+		BytesOut:           c.stats.out.bytes.Load(),
 	}
 }

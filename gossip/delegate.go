@@ -58,6 +58,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 // is re-queued so it keeps spreading epidemically; a stale live copy of a
 // reaped record makes us re-announce its tombstone.
 func (d *delegate) NotifyMsg(buf []byte) {
+	d.c.stats.in.note(1, len(buf))
 	typ, recs, err := decodeMsg(buf)
 	if err == nil && typ != msgRecord {
 		err = fmt.Errorf("message type %d where a record was expected: %w", typ, errMalformed)
@@ -74,7 +75,13 @@ func (d *delegate) NotifyMsg(buf []byte) {
 // within limit bytes including overhead per message. Each record fits one
 // packet (MaxRecordBytes).
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.c.queue.GetBroadcasts(overhead, limit)
+	msgs := d.c.queue.GetBroadcasts(overhead, limit)
+	n := 0
+	for _, m := range msgs {
+		n += len(m)
+	}
+	d.c.stats.out.note(len(msgs), n)
+	return msgs
 }
 
 // LocalState returns the next anti-entropy window of at most
@@ -84,6 +91,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 func (d *delegate) LocalState(join bool) []byte {
 	b := d.c.store.window(d.c.cfg.PushPullBudget)
 	d.c.stats.noteLocalState(len(b))
+	d.c.stats.out.note(1, len(b))
 	return b
 }
 
@@ -94,6 +102,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if len(buf) == 0 {
 		return
 	}
+	d.c.stats.in.note(1, len(buf))
 	typ, recs, err := decodeMsg(buf)
 	if err == nil && typ != msgState {
 		err = fmt.Errorf("message type %d where a push/pull state was expected: %w", typ, errMalformed)

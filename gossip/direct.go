@@ -100,5 +100,6 @@ func (c *Cluster) sendToPeers(msg []byte) {
 			continue
 		}
 		c.stats.directSent.Add(1)
+		c.stats.out.note(1, len(msg))
 	}
 }

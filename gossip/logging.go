@@ -3,19 +3,32 @@ package gossip
 import (
 	"bytes"
 	"log"
+	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"grapevine/internal/ratelog"
+)
+
+// memberlist repeats an error about an unreachable or misconfigured peer at
+// every probe or push/pull; one line per peer and cause is logged every
+// peerLogInterval, with the count of the lines held back.
+const (
+	peerLogInterval = time.Minute
+	peerLogKeys     = 256
 )
 
 // memberlistWriter receives memberlist's log lines ("[LEVEL] memberlist:
 // message") and re-emits them through logrus at the matching level, so
 // operators filter memberlist's chatter with LOG_LEVEL like everything else.
 type memberlistWriter struct {
-	log *logrus.Entry
+	log     *logrus.Entry
+	limiter *ratelog.Limiter // of warnings and errors
 }
 
 func newMemberlistLogger(l *logrus.Entry) *log.Logger {
-	return log.New(&memberlistWriter{log: l.WithField("component", "memberlist")}, "", 0)
+	w := &memberlistWriter{log: l.WithField("component", "memberlist"), limiter: ratelog.New(peerLogInterval, peerLogKeys, nil)}
+	return log.New(w, "", 0)
 }
 
 // Write handles one line; it never fails.
@@ -38,6 +51,21 @@ func (w *memberlistWriter) Write(p []byte) (int, error) {
 		}
 	}
 	line = bytes.TrimPrefix(line, []byte("memberlist: "))
-	w.log.Log(level, string(line))
+	msg := string(line)
+	entry := w.log
+	if level <= logrus.WarnLevel {
+		peer := ratelog.Peer(msg)
+		ok, suppressed := w.limiter.Allow(peer + "\x00" + ratelog.Cause(msg))
+		if !ok {
+			return len(p), nil
+		}
+		if peer != "" {
+			entry = entry.WithField("peer", peer)
+		}
+		if suppressed > 0 {
+			entry = entry.WithField(ratelog.SuppressedField, suppressed)
+		}
+	}
+	entry.Log(level, msg)
 	return len(p), nil
 }

@@ -524,12 +524,14 @@ type StoreStats struct {
 	Records    int    // live records
 	Tombstones int    // tombstones still gossiped
 	Floors     int    // reaped tombstones kept to block stale copies
+	// RecordsByKind counts the live records by kind.
+	RecordsByKind map[string]int
 }
 
 func (s *store) stats() StoreStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := StoreStats{Clock: s.clock}
+	st := StoreStats{Clock: s.clock, RecordsByKind: map[string]int{}}
 	for _, e := range s.entries {
 		switch {
 		case e.floor:
@@ -538,6 +540,7 @@ func (s *store) stats() StoreStats {
 			st.Tombstones++
 		default:
 			st.Records++
+			st.RecordsByKind[e.rec.Kind]++
 		}
 	}
 	return st

@@ -63,6 +63,8 @@ type clusterState struct {
 	ledMu    sync.Mutex         // guards ledgers and refusals; taken after d.mu
 	ledgers  map[string]*ledger // by subnet (ledger.go)
 	refusals map[string]uint64  // refused block records by cause
+
+	observeAgreement, observeDonation func(time.Duration, error) // nil: not observed
 }
 
 func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
@@ -84,11 +86,22 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		damaged:       make(map[string]bool),
 		ledgers:       make(map[string]*ledger),
 		refusals:      make(map[string]uint64),
+
+		observeAgreement: cfg.ObserveAgreement,
+		observeDonation:  cfg.ObserveDonation,
 	}
 	if c.now == nil {
 		c.now = time.Now
 	}
 	return c
+}
+
+// observe reports the time since start and the outcome *err to fn, if
+// set; deferred by the operations the metrics time.
+func observe(fn func(time.Duration, error), start time.Time, err *error) {
+	if fn != nil {
+		fn(time.Since(start), *err)
+	}
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -309,8 +309,9 @@ func (d *Driver) donors(p *pool) []donorCandidate {
 // requestSpace asks the best donor for space in p's range and waits (at
 // most DonateTimeout) until this host has a free address, trying the next
 // candidate when one does not answer. Called without d.mu.
-func (d *Driver) requestSpace(p *pool) error {
+func (d *Driver) requestSpace(p *pool) (err error) {
 	c := d.cl
+	defer observe(c.observeDonation, time.Now(), &err)
 	key := subnetKey(p.prefix) + "/" + c.self
 	deadline := time.Now().Add(c.donateTimeout)
 	hasFree := func() bool {
@@ -456,8 +457,9 @@ func (d *Driver) askAhead(p *pool) {
 
 // requestSpaceAhead asks once, like requestSpace, but is satisfied by any
 // growth of this host's free space.
-func (d *Driver) requestSpaceAhead(p *pool) error {
+func (d *Driver) requestSpaceAhead(p *pool) (err error) {
 	c := d.cl
+	defer observe(c.observeDonation, time.Now(), &err)
 	d.mu.Lock()
 	start := p.alloc.free
 	cands := d.donors(p)

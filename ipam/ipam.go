@@ -126,6 +126,15 @@ type Config struct {
 	// local-space request without an address is refused: only the manager
 	// may choose addresses, or two hosts could hand out the same one.
 	SwarmAllocates bool
+
+	// ObserveAgreement, when set, is told the duration and outcome of
+	// every agreement this host proposes or asks the leader to run (a
+	// pool's first division, a reclaim). ObserveDonation is told how long
+	// each request for donated space took, whether made ahead (free space
+	// ran low) or by an address request waiting for it. Both are for metrics and must be
+	// quick. Only used with a Cluster.
+	ObserveAgreement func(time.Duration, error)
+	ObserveDonation  func(time.Duration, error)
 }
 
 // Driver is grapevine's IPAM driver.

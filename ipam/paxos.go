@@ -255,7 +255,8 @@ func (c *clusterState) quorum() (need, known int) {
 // propose runs Paxos for inst until a value is chosen or the deadline passes,
 // proposing mine() when no acceptor has accepted anything yet. It returns the
 // chosen value, which may be another proposer's.
-func (c *clusterState) propose(inst string, deadline time.Time, mine func() (json.RawMessage, error)) (json.RawMessage, error) {
+func (c *clusterState) propose(inst string, deadline time.Time, mine func() (json.RawMessage, error)) (_ json.RawMessage, err error) {
+	defer observe(c.observeAgreement, time.Now(), &err)
 	// One proposer per instance on this node: concurrent requests wait
 	// for the first one's outcome instead of duelling with it.
 	unlock := c.lockInstance(inst)

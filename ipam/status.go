@@ -56,3 +56,8 @@ func (d *Driver) Status() []PoolStatus {
 	}
 	return out
 }
+
+// RecordKinds are the replicated record kinds IPAM writes and reads.
+func RecordKinds() []string {
+	return []string{kindHost, kindPool, kindBlock, kindWant, kindProp, kindAcc}
+}

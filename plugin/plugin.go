@@ -26,6 +26,7 @@ import (
 	"grapevine/driver/dataplane"
 	"grapevine/gossip"
 	gvipam "grapevine/ipam"
+	"grapevine/metrics"
 	"grapevine/names"
 )
 
@@ -78,22 +79,31 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 		return err
 	}
 	srv := NewServer(entry.WithField("component", "server"))
+	m := metrics.New()
+	srv.observe = m.ObserveAPI
+	m.InitAPI(srv.Methods()...)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	entry.WithField("socket", opts.Socket).Info("serving NetworkDriver and IpamDriver")
 
+	if msrv := startMetrics(m, settings, entry.WithField("component", "metrics")); msrv != nil {
+		defer msrv.Close()
+	}
 	var p *process
 	if settingsErr != nil {
 		entry.WithError(settingsErr).Error("bad settings; every request will be refused until they are fixed")
 		srv.SetBackend(nil, nil, func() any { return errorStatus(settingsErr) }, settingsErr)
 	} else {
 		warnInsecure(entry, settings)
-		p, err = start(ctx, opts, settings, entry)
+		p, err = start(ctx, opts, settings, entry, m)
 		if err != nil {
 			entry.WithError(err).Error("start-up failed; every request will be refused")
 			srv.SetBackend(nil, nil, func() any { return errorStatus(err) }, err)
 		} else {
 			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
+			if err := m.Register(metrics.NewStateCollector(p.metricSources())); err != nil {
+				entry.WithError(err).Error("registering the state metrics")
+			}
 		}
 	}
 
@@ -159,7 +169,9 @@ type process struct {
 	underlay     *dataplane.Underlay
 }
 
-func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ *process, err error) {
+// start opens the state and starts every part; m (nil: none) is told the
+// drivers' timed events.
+func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *metrics.Metrics) (_ *process, err error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating state directory %s: %w", opts.StateDir, err)
 	}
@@ -219,10 +231,14 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry) (_ 
 
 	ipamCfg := ipamConfig(s, db, p.cluster, log.WithField("component", "ipam"))
 	ipamCfg.RouteConflict = p.routeConflict
+	ipamCfg.ObserveAgreement = m.ObserveAgreement
+	ipamCfg.ObserveDonation = m.ObserveDonation
 	if p.ipam, err = gvipam.New(ipamCfg); err != nil {
 		return nil, fmt.Errorf("loading IPAM state: %w", err)
 	}
-	p.driver, err = driver.New(driverConfig(s, db, dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver")))
+	driverCfg := driverConfig(s, db, dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
+	driverCfg.ObserveConvergence = m.ObserveConvergence
+	p.driver, err = driver.New(driverCfg)
 	if err != nil {
 		return nil, fmt.Errorf("loading network state: %w", err)
 	}

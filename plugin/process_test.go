@@ -272,7 +272,7 @@ func TestStartFailuresCloseState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = start(context.Background(), opts, s, log)
+	_, err = start(context.Background(), opts, s, log, nil)
 	if err == nil || !strings.Contains(err.Error(), `PEERS is set but the address to gossip on is unknown: resolving ADVERTISE="ul9"`) {
 		t.Fatalf("start with PEERS and an unknown ADVERTISE: %v", err)
 	}
@@ -286,14 +286,14 @@ func TestStartFailuresCloseState(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = start(context.Background(), Options{StateDir: file}, s, log)
+	_, err = start(context.Background(), Options{StateDir: file}, s, log, nil)
 	if err == nil || !strings.Contains(err.Error(), "creating state directory "+file) {
 		t.Fatalf("start with a file as state directory: %v", err)
 	}
 
 	// a good start, then close: the reconcile loop ends and the state closes
 	good, _ := ParseSettings(testEnv(map[string]string{envAdvertise: "198.18.0.1"}))
-	p, err := start(context.Background(), opts, good, log)
+	p, err := start(context.Background(), opts, good, log, nil)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -317,7 +317,7 @@ func TestRouteConflict(t *testing.T) {
 	}
 	underlay(t)
 	s, _ := ParseSettings(testEnv(map[string]string{envAdvertise: "ul0"}))
-	p, err := start(context.Background(), Options{StateDir: t.TempDir(), ReconcileEvery: time.Minute}, s, discardLog())
+	p, err := start(context.Background(), Options{StateDir: t.TempDir(), ReconcileEvery: time.Minute}, s, discardLog(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -83,6 +84,10 @@ type Server struct {
 	be       backend
 	inflight sync.WaitGroup
 	log      *logrus.Entry
+	// observe, when set before Serve, is told every call's method,
+	// duration and error (metrics).
+	observe func(method string, took time.Duration, err error)
+	methods []string // every route, set by routes
 }
 
 // NewServer registers every NetworkDriver and IpamDriver route.
@@ -112,6 +117,10 @@ func (s *Server) Drain(timeout time.Duration) bool {
 		return false
 	}
 }
+
+// Methods lists the calls the server answers (route names without the
+// slash), for metrics.
+func (s *Server) Methods() []string { return slices.Clone(s.methods) }
 
 // empty is the JSON body of a successful call that returns nothing.
 type empty struct{}
@@ -170,6 +179,7 @@ type errorBody struct {
 // route registers one path. The request is decoded into Req (unless the call
 // has no body), fn answers it, and panics become errors instead of crashes.
 func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, error)) {
+	s.methods = append(s.methods, path[1:])
 	s.handler.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Done()
@@ -183,6 +193,9 @@ func route[Req any](s *Server, path string, mode bodyMode, fn func(*Req) (any, e
 			if p := recover(); p != nil {
 				log.WithField("stack", string(debug.Stack())).Errorf("panic: %v", p)
 				err = fmt.Errorf("internal error in grapevine while handling %s: %v (see the plugin log)", path[1:], p)
+			}
+			if s.observe != nil {
+				s.observe(path[1:], time.Since(start), err)
 			}
 			if err != nil {
 				log.WithError(err).WithField("took", time.Since(start)).Info("refused")

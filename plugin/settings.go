@@ -36,6 +36,9 @@ type Settings struct {
 	// InsecurePlaintextGossip is INSECURE_PLAINTEXT_GOSSIP: the operator's
 	// explicit consent to gossip with PEERS in clear text.
 	InsecurePlaintextGossip bool
+	// MetricsAddr is METRICS_ADDR, where Prometheus metrics are served;
+	// invalid (the zero value) when off.
+	MetricsAddr netip.AddrPort
 }
 
 // Setting names, as operators type them in `docker plugin set`.
@@ -104,6 +107,9 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 		s.Scope = v
 	default:
 		errs.bad(envScope, v, `want "local" (plain networks on any host) or "global" (Swarm-only clusters)`)
+	}
+	if err := s.parseMetricsAddr(getenv); err != nil {
+		errs = append(errs, err)
 	}
 	if v := get(envLogLevel); v != "" {
 		if l, err := logrus.ParseLevel(v); err != nil {
