@@ -21,7 +21,7 @@ func TestParseMetricsAddr(t *testing.T) {
 	for v, want := range map[string]string{
 		"":                 "", // off
 		"off":              "",
-		"  off ":           "",
+		"  off ":           "", //nolint:gocritic // surrounding spaces are what this case tests
 		"[::1]:9100":       "[::1]:9100",
 		"198.18.0.1:9947":  "198.18.0.1:9947", // beyond loopback: the operator said so
 		"0.0.0.0:9947":     "0.0.0.0:9947",

@@ -133,14 +133,14 @@ func jsonPaths(t reflect.Type, prefix string) []string {
 		return nil
 	}
 	var out []string
-	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "" || name == "-" {
-			name = t.Field(i).Name
+			name = f.Name
 		}
 		path := prefix + name
 		out = append(out, path)
-		ft := t.Field(i).Type
+		ft := f.Type
 		for ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}

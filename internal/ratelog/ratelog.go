@@ -34,12 +34,12 @@ type slot struct {
 }
 
 // New lets one line per key through every interval, remembering at most
-// max keys (older ones are forgotten first). now nil means time.Now.
-func New(interval time.Duration, max int, now func() time.Time) *Limiter {
+// limit keys (older ones are forgotten first). now nil means time.Now.
+func New(interval time.Duration, limit int, now func() time.Time) *Limiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &Limiter{interval: interval, max: max, now: now, slots: map[string]*slot{}}
+	return &Limiter{interval: interval, max: limit, now: now, slots: map[string]*slot{}}
 }
 
 // Allow reports whether a line for key may be logged now and, if so, how
