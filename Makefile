@@ -82,7 +82,7 @@ FUZZTIME ?= 5s
 FUZZ_TARGETS := gossip:FuzzDecode gossip:FuzzApply \
 	driver:FuzzParseNetwork driver:FuzzEndpointRecord driver:FuzzNetworkRecord \
 	ipam:FuzzRequestAddress ipam:FuzzBlockRecord ipam:FuzzLedger ipam:FuzzAcceptorState \
-	plugin:FuzzHandlers plugin:FuzzParseSettings
+	plugin:FuzzHandlers plugin:FuzzParseSettings names:FuzzDecode
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
