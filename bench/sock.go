@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"grapevine/internal/unixhttp"
 	"grapevine/plugin"
 )
 
@@ -25,13 +25,8 @@ type pluginClient struct {
 }
 
 func newPluginClient(sock string) *pluginClient {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		MaxIdleConnsPerHost: 64,
-	}
+	tr := unixhttp.Transport(sock)
+	tr.MaxIdleConnsPerHost = 64
 	return &pluginClient{sock: sock, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
 }
 

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"time"
+
+	"grapevine/internal/unixhttp"
 )
 
 // Engine reads containers and network events from the Docker engine API
@@ -22,13 +23,8 @@ type Engine struct {
 
 // NewEngine returns a client of the engine API at the unix socket path.
 func NewEngine(path string) *Engine {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		MaxIdleConns: 2,
-	}
+	tr := unixhttp.Transport(path)
+	tr.MaxIdleConns = 2
 	return &Engine{
 		hc:     &http.Client{Transport: tr, Timeout: 10 * time.Second},
 		stream: &http.Client{Transport: tr},

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"grapevine/internal/unixhttp"
 )
 
 // The client side of `grapevine status`: it finds the plugin's socket and
@@ -39,10 +40,7 @@ func findSocket(dir string) (string, error) {
 
 // QueryStatus asks the running plugin on socket for its status as raw JSON.
 func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}, Timeout: 10 * time.Second}
+	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: 10 * time.Second}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+StatusPath, nil)
 	if err != nil {
 		return nil, err
