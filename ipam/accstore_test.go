@@ -106,7 +106,7 @@ func TestTrustDamagedPromiseStopsStart(t *testing.T) {
 	t.Cleanup(func() { _ = gc.Shutdown() })
 	cfg := fastCfg()
 	cfg.DB, cfg.Cluster, cfg.Log = db, gc, gossiptest.Log("a")
-	d, err := New(cfg)
+	d, err := New(withTestPool(cfg))
 	if err == nil {
 		d.Close()
 		t.Fatal("New started with damaged acceptor state")
