@@ -19,12 +19,16 @@ const envMetricsAddr = "METRICS_ADDR"
 // loopback (the plugin shares the host's network namespace).
 const DefaultMetricsAddr = "127.0.0.1:9947"
 
-// parseMetricsAddr reads METRICS_ADDR: "" or "off" turns the listener off;
+// parseMetricsAddr reads METRICS_ADDR: "off" turns the listener off, ""
+// means the default (DefaultMetricsAddr, as for every setting left blank);
 // otherwise an IP literal and a port. An address beyond loopback is
 // allowed, since only an operator can set it, and warned about at start.
 func (s *Settings) parseMetricsAddr(getenv func(string) string) error {
 	v := strings.TrimSpace(getenv(envMetricsAddr))
-	if v == "" || v == "off" {
+	if v == "" {
+		v = DefaultMetricsAddr
+	}
+	if v == "off" {
 		return nil
 	}
 	bad := func(why string) error {

@@ -19,7 +19,7 @@ import (
 
 func TestParseMetricsAddr(t *testing.T) {
 	for v, want := range map[string]string{
-		"":                 "", // off
+		"":                 DefaultMetricsAddr, // blank: the default, as for every setting
 		"off":              "",
 		"  off ":           "", //nolint:gocritic // surrounding spaces are what this case tests
 		"[::1]:9100":       "[::1]:9100",

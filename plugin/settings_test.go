@@ -118,6 +118,7 @@ func TestConfigJSONDeclaresTheDefaults(t *testing.T) {
 		envPeers: "", envAdvertise: "", envGossipKey: "", envInsecure: "false",
 		envGossipPort: strconv.Itoa(DefaultGossipPort), envVXLANPort: strconv.Itoa(DefaultVXLANPort),
 		envPool: DefaultPool, envScope: DefaultScope, envLogLevel: DefaultLogLevel.String(),
+		envMetricsAddr: DefaultMetricsAddr,
 	}
 	if !maps.Equal(declared, want) {
 		t.Fatalf("config.json declares %v, want %v", declared, want)
