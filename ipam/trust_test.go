@@ -167,7 +167,7 @@ func TestTrustOwnAcceptorRecordOverwritten(t *testing.T) {
 	}
 	// Gossip refuses a record in another host's name at the boundary
 	// (the kind's validator): every honest host counts it and keeps a's.
-	gossiptest.Eventually(t, 10*time.Second, "every host refuses the rogue's acceptor record", func() bool {
+	gossiptest.Eventually(t, 30*time.Second, "every host refuses the rogue's acceptor record", func() bool {
 		for _, c := range nodes {
 			refused := false
 			for _, r := range c.gc.RefusalStats() {
