@@ -326,20 +326,38 @@ func pathName(id string) string {
 // the overlays (Docker's and grapevine's) serve the data plane, convergence
 // and `docker run` parts, the other paths only the data plane.
 func (b *bench) networkBenchmarks() {
-	hs := b.hosts
-	h1, h2 := hs[0], hs[1]
-	log := b.log
+	h1, h2 := b.hosts[0], b.hosts[1]
 	dp, conv, run := b.cfg.parts["dataplane"], b.cfg.parts["convergence"], b.cfg.parts["run"]
-	want := b.cfg.paths
-	needOverlay := want["overlay"] && (dp || conv || run)
-	needGV := want["gv"] && (dp || conv || run)
-
-	if dp || needOverlay || needGV {
-		log.Info("setting up data paths and networks")
+	paths, gv, ovl := b.setupPaths(dp, dp || conv || run)
+	if dp {
+		b.measureDataplane(paths)
 	}
-	var paths []*path
+	if conv && (gv != nil || ovl != nil) {
+		b.log.Info("convergence")
+		b.convergenceBenchmarks(h1, h2, gv, ovl)
+	}
+	if run {
+		b.runBenchmarks(h1, gv, ovl)
+	}
+	if b.cfg.parts["socket"] {
+		b.log.Info("plugin socket: IPAM rate and RSS")
+		b.socketBenchmarks()
+	}
+}
+
+// setupPaths sets up the selected data paths: the reference ones only when
+// dp (the data plane is measured), the overlays when overlays (some part
+// measures them). gv and ovl are nil when not selected.
+func (b *bench) setupPaths(dp, overlays bool) (paths []*path, gv, ovl *path) {
+	hs := b.hosts
+	want := b.cfg.paths
+	needOverlay := want["overlay"] && overlays
+	needGV := want["gv"] && overlays
+	if dp || needOverlay || needGV {
+		b.log.Info("setting up data paths and networks")
+	}
 	if dp && want["underlay"] {
-		paths = append(paths, b.setupUnderlay(h1, h2))
+		paths = append(paths, b.setupUnderlay(hs[0], hs[1]))
 	}
 	if dp && want["kvx"] {
 		paths = append(paths, b.setupKernelVXLAN(hs))
@@ -347,90 +365,113 @@ func (b *bench) networkBenchmarks() {
 	if dp && want["kvxdocker"] {
 		paths = append(paths, b.setupKernelVXLANDocker(hs))
 	}
-	var ovl, gv *path
 	if needOverlay {
-		var err error
-		ovl, err = b.setupSwarmOverlay(hs)
-		if err != nil {
-			ovl.na = "swarm: " + short(err)
-		} else if dp {
-			b.twoContainers(ovl, [2]string{"gvb-overlay", "gvb-overlay"}, hs, [2][]string{nil, nil})
-		}
+		ovl = b.setupOverlay(dp)
 		paths = append(paths, ovl)
 	}
 	if needGV {
-		gv = &path{name: pathName("gv"), anchor: pathName("kvx")}
-		gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", gvSubnet, "gvb-vxlan"}
-		if err := createOnHosts(hs, gvArgs...); err != nil {
-			gv.na = short(err)
-		} else if dp {
-			b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
-		}
+		gv = b.setupGrapevine(dp)
 		paths = append(paths, gv)
 	}
 	if dp && want["dmacvlan"] {
-		dmv := &path{name: pathName("dmacvlan"), anchor: pathName("underlay")}
-		for i, h := range hs[:2] {
-			if _, err := h.dockerCmd(time.Minute, "network", "create", "-d", "macvlan", "--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1",
-				"--ip-range", fmt.Sprintf("198.18.0.%d/28", 64+16*i), "-o", "parent=eth0", "gvb-dmacvlan"); err != nil && !exists(err) {
-				dmv.na = short(err)
-			}
-		}
-		if dmv.na == "" {
-			b.twoContainers(dmv, [2]string{"gvb-dmacvlan", "gvb-dmacvlan"}, hs, [2][]string{nil, nil})
-		}
-		paths = append(paths, dmv)
+		paths = append(paths, b.setupDockerMacvlan())
 	}
 	if dp && want["gmacvlan"] {
-		gmv := &path{name: pathName("gmacvlan"), anchor: pathName("underlay")}
-		if err := createOnHosts(hs[:2], "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "mode=macvlan", "-o", "parent=eth0",
-			"--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1", "--ip-range", "198.18.0.128/26", "gvb-gmacvlan"); err != nil {
-			gmv.na = short(err)
-		} else {
-			b.twoContainers(gmv, [2]string{"gvb-gmacvlan", "gvb-gmacvlan"}, hs, [2][]string{nil, nil})
-		}
-		paths = append(paths, gmv)
+		paths = append(paths, b.setupGrapevineMacvlan())
 	}
+	return paths, gv, ovl
+}
 
-	if dp {
-		b.paths = paths
-		for _, p := range b.paths {
-			if p.na == "" {
-				b.startServers(p)
-			}
-			if p.na != "" {
-				log.WithField("path", p.name).Warnf("not measured: %s", p.na)
-			}
-		}
-		b.brNetfilter = bridgeNetfilter(hs)
-		log.Infof("data plane: %d rounds over %d paths (%s)", b.cfg.rounds, len(b.paths), b.brNetfilter)
-		b.dataplaneRounds(b.paths)
+// setupOverlay creates Docker's swarm overlay, with the two containers
+// when withContainers.
+func (b *bench) setupOverlay(withContainers bool) *path {
+	hs := b.hosts
+	ovl, err := b.setupSwarmOverlay(hs)
+	if err != nil {
+		ovl.na = "swarm: " + short(err)
+	} else if withContainers {
+		b.twoContainers(ovl, [2]string{"gvb-overlay", "gvb-overlay"}, hs, [2][]string{nil, nil})
 	}
+	return ovl
+}
 
-	if conv && (gv != nil || ovl != nil) {
-		log.Info("convergence")
-		b.convergenceBenchmarks(h1, h2, gv, ovl)
+// setupGrapevine creates grapevine's overlay network on every host, with
+// the two containers when withContainers.
+func (b *bench) setupGrapevine(withContainers bool) *path {
+	hs := b.hosts
+	gv := &path{name: pathName("gv"), anchor: pathName("kvx")}
+	gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", gvSubnet, "gvb-vxlan"}
+	if err := createOnHosts(hs, gvArgs...); err != nil {
+		gv.na = short(err)
+	} else if withContainers {
+		b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
 	}
+	return gv
+}
 
-	if run {
-		log.Info("docker run / rm")
-		if _, err := h1.dockerCmd(time.Minute, "network", "create", "-d", "bridge", "--subnet", "198.19.251.0/24", "gvb-bridge"); err != nil && !exists(err) {
-			log.Warnf("bridge network: %v", err)
+// setupDockerMacvlan creates Docker's macvlan network on the first two
+// hosts, each with its own IP range, and its two containers.
+func (b *bench) setupDockerMacvlan() *path {
+	hs := b.hosts
+	dmv := &path{name: pathName("dmacvlan"), anchor: pathName("underlay")}
+	for i, h := range hs[:2] {
+		if _, err := h.dockerCmd(time.Minute, "network", "create", "-d", "macvlan", "--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1",
+			"--ip-range", fmt.Sprintf("198.18.0.%d/28", 64+16*i), "-o", "parent=eth0", "gvb-dmacvlan"); err != nil && !exists(err) {
+			dmv.na = short(err)
 		}
-		b.runs = []*runTarget{{name: "Docker bridge", net: "gvb-bridge"}}
-		if gv != nil {
-			b.runs = append(b.runs, &runTarget{name: gv.name, net: "gvb-vxlan"})
-		}
-		if ovl != nil {
-			b.runs = append(b.runs, &runTarget{name: ovl.name, net: "gvb-overlay"})
-		}
-		b.runTimes(h1, b.runs, b.cfg.runN)
 	}
+	if dmv.na == "" {
+		b.twoContainers(dmv, [2]string{"gvb-dmacvlan", "gvb-dmacvlan"}, hs, [2][]string{nil, nil})
+	}
+	return dmv
+}
 
-	if b.cfg.parts["socket"] {
-		log.Info("plugin socket: IPAM rate and RSS")
-		b.socketBenchmarks()
+// setupGrapevineMacvlan creates grapevine's macvlan-mode network on the
+// first two hosts and its two containers.
+func (b *bench) setupGrapevineMacvlan() *path {
+	hs := b.hosts
+	gmv := &path{name: pathName("gmacvlan"), anchor: pathName("underlay")}
+	if err := createOnHosts(hs[:2], "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "mode=macvlan", "-o", "parent=eth0",
+		"--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1", "--ip-range", "198.18.0.128/26", "gvb-gmacvlan"); err != nil {
+		gmv.na = short(err)
+	} else {
+		b.twoContainers(gmv, [2]string{"gvb-gmacvlan", "gvb-gmacvlan"}, hs, [2][]string{nil, nil})
 	}
+	return gmv
+}
+
+// measureDataplane starts the servers on every usable path, logs the
+// others, and runs the data plane rounds.
+func (b *bench) measureDataplane(paths []*path) {
+	b.paths = paths
+	for _, p := range b.paths {
+		if p.na == "" {
+			b.startServers(p)
+		}
+		if p.na != "" {
+			b.log.WithField("path", p.name).Warnf("not measured: %s", p.na)
+		}
+	}
+	b.brNetfilter = bridgeNetfilter(b.hosts)
+	b.log.Infof("data plane: %d rounds over %d paths (%s)", b.cfg.rounds, len(b.paths), b.brNetfilter)
+	b.dataplaneRounds(b.paths)
+}
+
+// runBenchmarks times `docker run` / `docker rm` on h1 on a Docker bridge
+// and on the overlays set up (gv, ovl: nil when not).
+func (b *bench) runBenchmarks(h1 host, gv, ovl *path) {
+	b.log.Info("docker run / rm")
+	if _, err := h1.dockerCmd(time.Minute, "network", "create", "-d", "bridge", "--subnet", "198.19.251.0/24", "gvb-bridge"); err != nil && !exists(err) {
+		b.log.Warnf("bridge network: %v", err)
+	}
+	b.runs = []*runTarget{{name: "Docker bridge", net: "gvb-bridge"}}
+	if gv != nil {
+		b.runs = append(b.runs, &runTarget{name: gv.name, net: "gvb-vxlan"})
+	}
+	if ovl != nil {
+		b.runs = append(b.runs, &runTarget{name: ovl.name, net: "gvb-overlay"})
+	}
+	b.runTimes(h1, b.runs, b.cfg.runN)
 }
 
 // convergenceBenchmarks measures convergence on grapevine's overlay and
