@@ -536,17 +536,30 @@ func (b *bench) convergenceBenchmarks(h1, h2 host, gv, ovl *path) {
 	b.convergence(b.conv, h1, b.cfg.convN)
 }
 
+// socketBenchmarks measures through h1's plugin socket: the IPAM request
+// rate, then both plugins' memory as h1's endpoints grow.
 func (b *bench) socketBenchmarks() {
-	h1, h2 := b.hosts[0], b.hosts[1]
-	sock1, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h1.name)
-	serial := ipamRow{what: "through the socket, 1 caller (h1)"}
-	parallel := ipamRow{what: "through the socket, 16 callers (h1)"}
+	sock1, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, b.hosts[0].name)
 	if err != nil {
+		serial, parallel := ipamSocketRows()
 		serial.rate.na, parallel.rate.na = short(err), short(err)
 		b.ipam = append(b.ipam, serial, parallel)
 		return
 	}
 	c1 := newPluginClient(sock1)
+	b.ipamRates(c1)
+	b.memoryByEndpoints(c1)
+}
+
+// ipamSocketRows are the IPAM rows measured through the socket.
+func ipamSocketRows() (serial, parallel ipamRow) {
+	return ipamRow{what: "through the socket, 1 caller (h1)"}, ipamRow{what: "through the socket, 16 callers (h1)"}
+}
+
+// ipamRates measures address requests per second through c1, with 1
+// caller and with 16.
+func (b *bench) ipamRates(c1 *pluginClient) {
+	serial, parallel := ipamSocketRows()
 	if v, err := c1.ipamRate("100.80.0.0/16", 2000, 1); err == nil {
 		serial.rate.add(v)
 	} else {
@@ -558,32 +571,43 @@ func (b *bench) socketBenchmarks() {
 		parallel.rate.na = short(err)
 	}
 	b.ipam = append(b.ipam, serial, parallel)
+}
 
-	pid := func(h host) (int, error) {
-		out, err := runCmd(time.Minute, b.cfg.harness, "plugin-pid", b.cfg.run, h.name)
-		if err != nil {
-			return 0, err
-		}
-		return strconv.Atoi(out)
+// pluginPID is the plugin process's pid on h.
+func (b *bench) pluginPID(h host) (int, error) {
+	out, err := runCmd(time.Minute, b.cfg.harness, "plugin-pid", b.cfg.run, h.name)
+	if err != nil {
+		return 0, err
 	}
-	measure := func(h host, m *memSample) {
-		p, err := pid(h)
-		var pm procMem
-		if err == nil {
-			pm, err = readProcMem(p)
-		}
-		if err != nil {
-			m.setNA(short(err))
-			return
-		}
-		m.rss.add(float64(pm.rss) / 1024)
-		m.anon.add(float64(pm.anon) / 1024)
-		m.file.add(float64(pm.file) / 1024)
-		m.shmem.add(float64(pm.shmem) / 1024)
+	return strconv.Atoi(out)
+}
+
+// measureMem adds the plugin's memory on h (KiB) to m, or marks m not
+// measured.
+func (b *bench) measureMem(h host, m *memSample) {
+	p, err := b.pluginPID(h)
+	var pm procMem
+	if err == nil {
+		pm, err = readProcMem(p)
 	}
+	if err != nil {
+		m.setNA(short(err))
+		return
+	}
+	m.rss.add(float64(pm.rss) / 1024)
+	m.anon.add(float64(pm.anon) / 1024)
+	m.file.add(float64(pm.file) / 1024)
+	m.shmem.add(float64(pm.shmem) / 1024)
+}
+
+// memoryByEndpoints measures the owner's (h1) and the peer's (h2) plugin
+// memory with no endpoints, then at each -endpoints count added through c1
+// on a network that both hosts hold.
+func (b *bench) memoryByEndpoints(c1 *pluginClient) {
+	h1, h2 := b.hosts[0], b.hosts[1]
 	row0 := rssRow{endpoints: 0}
-	measure(h1, &row0.owner)
-	measure(h2, &row0.peer)
+	b.measureMem(h1, &row0.owner)
+	b.measureMem(h2, &row0.peer)
 	b.rss = append(b.rss, row0)
 	const subnet = "198.19.96.0/19"
 	n1, err := c1.createNetwork(subnet)
@@ -601,16 +625,9 @@ func (b *bench) socketBenchmarks() {
 			b.log.Warnf("remove socket network on h1: %v", err)
 		}
 	}()
-	// the same network on h2, so that h2 holds (and programs) h1's endpoints
-	var peer *sockNetwork // h2's own network of the subnet (its own network id)
-	peerNA := "no peer-side network on h2"
-	if sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name); err != nil {
-		peerNA = "h2's plugin socket: " + short(err)
-	} else if n2, err := newPluginClient(sock2).createNetwork(subnet); err != nil {
-		peerNA = "the peer-side network could not be created on h2: " + short(err)
-	} else {
-		defer func() { _ = n2.remove() }()
-		peer = n2
+	peer, peerNA := b.peerNetwork(h2, subnet)
+	if peer != nil {
+		defer func() { _ = peer.remove() }()
 	}
 	for _, n := range b.cfg.endpoints {
 		row := rssRow{endpoints: n}
@@ -622,7 +639,7 @@ func (b *bench) socketBenchmarks() {
 			break
 		}
 		b.log.Infof("%d endpoints through the socket in %v", n, time.Since(start).Round(time.Millisecond))
-		measure(h1, &row.owner)
+		b.measureMem(h1, &row.owner)
 		// the peer is measured once it holds every endpoint
 		if peer == nil {
 			row.peer.setNA(peerNA)
@@ -630,10 +647,25 @@ func (b *bench) socketBenchmarks() {
 			row.peer.setNA(short(err))
 		} else {
 			b.log.Infof("h2 held all %d endpoints %v later", n, took.Round(time.Millisecond))
-			measure(h2, &row.peer)
+			b.measureMem(h2, &row.peer)
 		}
 		b.rss = append(b.rss, row)
 	}
+}
+
+// peerNetwork creates the same subnet's network on h2, so that h2 holds
+// (and programs) h1's endpoints: h2's own network (its own network id), or
+// nil and why not. The caller removes it.
+func (b *bench) peerNetwork(h2 host, subnet string) (*sockNetwork, string) {
+	sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name)
+	if err != nil {
+		return nil, "h2's plugin socket: " + short(err)
+	}
+	n2, err := newPluginClient(sock2).createNetwork(subnet)
+	if err != nil {
+		return nil, "the peer-side network could not be created on h2: " + short(err)
+	}
+	return n2, ""
 }
 
 // gossipSize is one simulated cluster size and its go test -benchtime.
