@@ -309,41 +309,73 @@ func verdict(got, want float64, lower bool) string {
 	return fmt.Sprintf("**missed** by %.0f %%", (want-got)/want*100)
 }
 
+// targets are the targets table's rows for the parts that ran: data plane,
+// convergence, then scale, `docker run`, IPAM and RSS.
 func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string {
-	var out [][3]string
-	add := func(name, measured, result string) { out = append(out, [3]string{name, measured, result}) }
-	naOf := func(ss ...*sample) string {
-		for _, s := range ss {
-			if !s.ok() {
-				return "n/a (see above)"
-			}
+	var t targetRows
+	t.dataplane(byName)
+	b.convergenceTargets(&t)
+	b.otherTargets(&t, bridge)
+	return t
+}
+
+// The paths and networks the targets compare, by their report names.
+const (
+	tgtGV = "grapevine vxlan"
+	tgtKV = "kernel VXLAN (hand-programmed)"
+	tgtOV = "Docker overlay"
+	tgtUL = "underlay"
+	tgtGM = "grapevine macvlan"
+)
+
+// targetRows are the targets table's rows: target, measured, result. A
+// target whose figures were not part of this run (-parts, -paths) is left
+// out; one that was measured but has no figure is n/a.
+type targetRows [][3]string
+
+func (t *targetRows) add(name, measured, result string) {
+	*t = append(*t, [3]string{name, measured, result})
+}
+
+// naOf is the measured cell when any of ss has no figure, else "".
+func naOf(ss ...*sample) string {
+	for _, s := range ss {
+		if !s.ok() {
+			return "n/a (see above)"
 		}
-		return ""
 	}
-	// a target whose figures were not part of this run (-parts, -paths)
-	// is left out; one that was measured but has no figure is n/a
-	rel := func(name string, x, y *sample, factor float64, lower bool) {
-		if x == nil || y == nil {
-			return
-		}
-		if na := naOf(x, y); na != "" {
-			add(name, na, "n/a")
-			return
-		}
-		r, _ := pairedRatio(x, y)
-		add(name, fmt.Sprintf("%.2f ×", r), verdict(r, factor, lower))
+	return ""
+}
+
+// rel adds a target on the paired ratio x/y against factor (nil x or y:
+// not part of this run).
+func (t *targetRows) rel(name string, x, y *sample, factor float64, lower bool) {
+	if x == nil || y == nil {
+		return
 	}
-	abs := func(name string, got *sample, want float64, unit string, lower bool, q float64) {
-		if na := naOf(got); na != "" {
-			add(name, na, "n/a")
-			return
-		}
-		v := quantile(got.vals, q)
-		if q == .5 {
-			v = got.median()
-		}
-		add(name, fmt.Sprintf("%.5g %s", v, unit), verdict(v, want, lower))
+	if na := naOf(x, y); na != "" {
+		t.add(name, na, "n/a")
+		return
 	}
+	r, _ := pairedRatio(x, y)
+	t.add(name, fmt.Sprintf("%.2f ×", r), verdict(r, factor, lower))
+}
+
+// abs adds a target on got's q quantile (the median for .5) against want.
+func (t *targetRows) abs(name string, got *sample, want float64, unit string, lower bool, q float64) {
+	if na := naOf(got); na != "" {
+		t.add(name, na, "n/a")
+		return
+	}
+	v := quantile(got.vals, q)
+	if q == .5 {
+		v = got.median()
+	}
+	t.add(name, fmt.Sprintf("%.5g %s", v, unit), verdict(v, want, lower))
+}
+
+// dataplane adds the data plane targets.
+func (t *targetRows) dataplane(byName map[string]*path) {
 	gp := func(name string, f func(*path) *sample) *sample {
 		if x := byName[name]; x != nil {
 			return f(x)
@@ -354,15 +386,21 @@ func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string 
 	tcp4 := func(x *path) *sample { return &x.tcp4 }
 	p50 := func(x *path) *sample { return &x.rttP50 }
 	p99 := func(x *path) *sample { return &x.rttP99 }
-	const gv, kv, ov, ul, gm = "grapevine vxlan", "kernel VXLAN (hand-programmed)", "Docker overlay", "underlay", "grapevine macvlan"
-	rel("grapevine vxlan TCP 1 stream ≥ 0.95 × kernel VXLAN", gp(gv, tcp1), gp(kv, tcp1), 0.95, false)
-	rel("grapevine vxlan TCP 4 streams ≥ 0.95 × kernel VXLAN", gp(gv, tcp4), gp(kv, tcp4), 0.95, false)
-	rel("grapevine vxlan TCP 1 stream ≥ Docker overlay", gp(gv, tcp1), gp(ov, tcp1), 1, false)
-	rel("grapevine vxlan TCP 4 streams ≥ Docker overlay", gp(gv, tcp4), gp(ov, tcp4), 1, false)
-	rel("grapevine vxlan RTT p50 ≤ 1.05 × kernel VXLAN", gp(gv, p50), gp(kv, p50), 1.05, true)
-	rel("grapevine vxlan RTT p99 ≤ 1.05 × kernel VXLAN", gp(gv, p99), gp(kv, p99), 1.05, true)
-	rel("grapevine macvlan TCP 1 stream ≥ 0.95 × underlay", gp(gm, tcp1), gp(ul, tcp1), 0.95, false)
-	rel("grapevine macvlan TCP 4 streams ≥ 0.95 × underlay", gp(gm, tcp4), gp(ul, tcp4), 0.95, false)
+	const gv, kv, ov, ul, gm = tgtGV, tgtKV, tgtOV, tgtUL, tgtGM
+	t.rel("grapevine vxlan TCP 1 stream ≥ 0.95 × kernel VXLAN", gp(gv, tcp1), gp(kv, tcp1), 0.95, false)
+	t.rel("grapevine vxlan TCP 4 streams ≥ 0.95 × kernel VXLAN", gp(gv, tcp4), gp(kv, tcp4), 0.95, false)
+	t.rel("grapevine vxlan TCP 1 stream ≥ Docker overlay", gp(gv, tcp1), gp(ov, tcp1), 1, false)
+	t.rel("grapevine vxlan TCP 4 streams ≥ Docker overlay", gp(gv, tcp4), gp(ov, tcp4), 1, false)
+	t.rel("grapevine vxlan RTT p50 ≤ 1.05 × kernel VXLAN", gp(gv, p50), gp(kv, p50), 1.05, true)
+	t.rel("grapevine vxlan RTT p99 ≤ 1.05 × kernel VXLAN", gp(gv, p99), gp(kv, p99), 1.05, true)
+	t.rel("grapevine macvlan TCP 1 stream ≥ 0.95 × underlay", gp(gm, tcp1), gp(ul, tcp1), 0.95, false)
+	t.rel("grapevine macvlan TCP 4 streams ≥ 0.95 × underlay", gp(gm, tcp4), gp(ul, tcp4), 0.95, false)
+}
+
+// convergenceTargets adds grapevine's convergence targets, alone and
+// against Docker's overlay.
+func (b *bench) convergenceTargets(t *targetRows) {
+	const gv, ov = tgtGV, tgtOV
 	var gc, oc *convTarget
 	for _, c := range b.conv {
 		switch c.name {
@@ -373,10 +411,10 @@ func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string 
 		}
 	}
 	if gc != nil {
-		abs("convergence p99 ≤ 100 ms on 3 hosts (grapevine)", &gc.times, 100, "ms", true, .99)
+		t.abs("convergence p99 ≤ 100 ms on 3 hosts (grapevine)", &gc.times, 100, "ms", true, .99)
 		if oc != nil {
 			if na := naOf(&gc.times, &oc.times); na != "" {
-				add("convergence p99 below Docker overlay's", na, "n/a")
+				t.add("convergence p99 below Docker overlay's", na, "n/a")
 			} else {
 				g, o := quantile(gc.times.vals, .99), quantile(oc.times.vals, .99)
 				resMs := max(gc.resolution(), oc.resolution()) / 1000
@@ -391,32 +429,36 @@ func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string 
 				default:
 					res = fmt.Sprintf("**missed** by %.3f ms", g-o)
 				}
-				add("convergence p99 below Docker overlay's", fmt.Sprintf("%.3f vs %.3f ms", g, o), res)
+				t.add("convergence p99 below Docker overlay's", fmt.Sprintf("%.3f vs %.3f ms", g, o), res)
 			}
 		}
 	}
+}
+
+// otherTargets adds the scale, `docker run`, IPAM and RSS targets.
+func (b *bench) otherTargets(t *targetRows, bridge *runTarget) {
+	const gv = tgtGV
 	for _, s := range b.scale {
 		if s.members == 500 {
-			abs("convergence p99 ≤ 2 s with 500 simulated members", &s.p99, 2000, "ms", true, .5)
+			t.abs("convergence p99 ≤ 2 s with 500 simulated members", &s.p99, 2000, "ms", true, .5)
 		}
 	}
 	for _, r := range b.runs {
 		if r.name == gv && bridge != nil {
-			rel("`docker run` on grapevine ≤ 1.1 × Docker bridge", &r.run, &bridge.run, 1.1, true)
+			t.rel("`docker run` on grapevine ≤ 1.1 × Docker bridge", &r.run, &bridge.run, 1.1, true)
 		}
 	}
 	for _, r := range b.ipam {
 		if strings.HasPrefix(r.what, "in process") {
-			abs("IPAM ≥ 100k allocations/s "+r.what, &r.rate, 100000, "/s", false, .5)
+			t.abs("IPAM ≥ 100k allocations/s "+r.what, &r.rate, 100000, "/s", false, .5)
 		}
 	}
 	for _, r := range b.rss {
 		if r.endpoints == 5000 {
-			abs("plugin RSS ≤ 40 MB with 5,000 endpoints (owner h1)", &r.owner.rss, 40*1e6/(1<<20), "MiB", true, .5)
-			abs("plugin RSS ≤ 40 MB with 5,000 endpoints (peer h2)", &r.peer.rss, 40*1e6/(1<<20), "MiB", true, .5)
+			t.abs("plugin RSS ≤ 40 MB with 5,000 endpoints (owner h1)", &r.owner.rss, 40*1e6/(1<<20), "MiB", true, .5)
+			t.abs("plugin RSS ≤ 40 MB with 5,000 endpoints (peer h2)", &r.peer.rss, 40*1e6/(1<<20), "MiB", true, .5)
 		}
 	}
-	return out
 }
 
 // machine describes the CPU, memory, kernel and tool versions.
