@@ -104,16 +104,27 @@ type kvxSpec struct {
 	dockerRules bool
 }
 
+// kvxSide is one host's end of a hand-programmed VXLAN path.
+type kvxSide struct {
+	h          host
+	brNS, ctNS string
+	ip, mac    string
+}
+
+// nsStep is one command run inside a network namespace.
+type nsStep struct {
+	ns   string
+	args []string
+}
+
+// handVXLAN programs a kernel VXLAN path by hand between the first two
+// hosts: per side a bridge namespace and a container namespace, then
+// static forwarding entries to the other side.
 func (b *bench) handVXLAN(hosts []host, kv kvxSpec) *path {
 	p := &path{name: kv.name}
-	type side struct {
-		h          host
-		brNS, ctNS string
-		ip, mac    string
-	}
-	var sides []side
+	var sides []kvxSide
 	for i, h := range hosts[:2] {
-		sides = append(sides, side{
+		sides = append(sides, kvxSide{
 			h:    h,
 			brNS: fmt.Sprintf("%s-%sv%d", b.cfg.run, kv.tag, i+1),
 			ctNS: fmt.Sprintf("%s-%sc%d", b.cfg.run, kv.tag, i+1),
@@ -122,71 +133,85 @@ func (b *bench) handVXLAN(hosts []host, kv kvxSpec) *path {
 		})
 	}
 	for _, s := range sides {
-		cmds := [][]string{
-			{"ip", "netns", "add", s.brNS},
-			{"ip", "netns", "add", s.ctNS},
-		}
-		for _, c := range cmds {
-			if _, err := runCmd(10*time.Second, c[0], c[1:]...); err != nil {
-				p.na = err.Error()
-				return p
-			}
-			b.mu.Lock()
-			b.madeNS = append(b.madeNS, c[3])
-			b.mu.Unlock()
-		}
-		br := "/run/netns/" + s.brNS
-		ct := "/run/netns/" + s.ctNS
-		steps := []struct {
-			ns   string
-			args []string
-		}{
-			{s.h.netns, []string{"ip", "link", "add", "gvbvx", "type", "vxlan", "id", strconv.Itoa(kv.vni), "local", s.h.addr, "dstport", "8472", "nolearning", "proxy"}},
-			{s.h.netns, []string{"ip", "link", "set", "gvbvx", "netns", br}},
-			{br, []string{"ip", "link", "set", "lo", "up"}},
-			{br, []string{"ip", "link", "add", "br0", "type", "bridge"}},
-			{br, []string{"ip", "link", "set", "br0", "mtu", "1450", "up"}},
-			{br, []string{"ip", "link", "set", "gvbvx", "mtu", "1450", "master", "br0", "up"}},
-			{br, []string{"ip", "link", "add", "eth0", "netns", ct, "mtu", "1450", "type", "veth", "peer", "name", "vc", "mtu", "1450"}},
-			{br, []string{"ip", "link", "set", "vc", "master", "br0", "up"}},
-			{ct, []string{"ip", "link", "set", "lo", "up"}},
-			{ct, []string{"ip", "link", "set", "eth0", "address", s.mac}},
-			{ct, []string{"ip", "addr", "add", s.ip + "/24", "dev", "eth0"}},
-			{ct, []string{"ip", "link", "set", "eth0", "up"}},
-		}
-		if kv.dockerRules {
-			for _, r := range dockerDNSRules {
-				steps = append(steps, struct {
-					ns   string
-					args []string
-				}{ct, append([]string{"iptables", "-t", "nat"}, r...)})
-			}
-		}
-		for _, st := range steps {
-			if _, err := inNS(10*time.Second, st.ns, st.args[0], st.args[1:]...); err != nil {
-				p.na = err.Error()
-				return p
-			}
+		if err := b.buildKVXSide(s, kv); err != nil {
+			p.na = err.Error()
+			return p
 		}
 	}
 	for i, s := range sides {
-		o := sides[1-i]
-		br := "/run/netns/" + s.brNS
-		for _, args := range [][]string{
-			{"bridge", "fdb", "replace", o.mac, "dev", "gvbvx", "dst", o.h.addr, "self", "permanent"},
-			{"bridge", "fdb", "replace", o.mac, "dev", "gvbvx", "master", "static"},
-			{"ip", "neigh", "replace", o.ip, "lladdr", o.mac, "dev", "gvbvx", "nud", "permanent"},
-		} {
-			if _, err := inNS(10*time.Second, br, args[0], args[1:]...); err != nil {
-				p.na = err.Error()
-				return p
-			}
+		if err := pointAt(s, sides[1-i]); err != nil {
+			p.na = err.Error()
+			return p
 		}
 	}
 	p.client = "/run/netns/" + sides[0].ctNS
 	p.server = "/run/netns/" + sides[1].ctNS
 	p.addr = sides[1].ip
 	return p
+}
+
+// buildKVXSide makes s's namespaces (recorded for cleanup) and wires its
+// VXLAN device, bridge and container end.
+func (b *bench) buildKVXSide(s kvxSide, kv kvxSpec) error {
+	cmds := [][]string{
+		{"ip", "netns", "add", s.brNS},
+		{"ip", "netns", "add", s.ctNS},
+	}
+	for _, c := range cmds {
+		if _, err := runCmd(10*time.Second, c[0], c[1:]...); err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.madeNS = append(b.madeNS, c[3])
+		b.mu.Unlock()
+	}
+	for _, st := range kvxSideSteps(s, kv) {
+		if _, err := inNS(10*time.Second, st.ns, st.args[0], st.args[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kvxSideSteps are the commands that wire one side, in order.
+func kvxSideSteps(s kvxSide, kv kvxSpec) []nsStep {
+	br := "/run/netns/" + s.brNS
+	ct := "/run/netns/" + s.ctNS
+	steps := []nsStep{
+		{s.h.netns, []string{"ip", "link", "add", "gvbvx", "type", "vxlan", "id", strconv.Itoa(kv.vni), "local", s.h.addr, "dstport", "8472", "nolearning", "proxy"}},
+		{s.h.netns, []string{"ip", "link", "set", "gvbvx", "netns", br}},
+		{br, []string{"ip", "link", "set", "lo", "up"}},
+		{br, []string{"ip", "link", "add", "br0", "type", "bridge"}},
+		{br, []string{"ip", "link", "set", "br0", "mtu", "1450", "up"}},
+		{br, []string{"ip", "link", "set", "gvbvx", "mtu", "1450", "master", "br0", "up"}},
+		{br, []string{"ip", "link", "add", "eth0", "netns", ct, "mtu", "1450", "type", "veth", "peer", "name", "vc", "mtu", "1450"}},
+		{br, []string{"ip", "link", "set", "vc", "master", "br0", "up"}},
+		{ct, []string{"ip", "link", "set", "lo", "up"}},
+		{ct, []string{"ip", "link", "set", "eth0", "address", s.mac}},
+		{ct, []string{"ip", "addr", "add", s.ip + "/24", "dev", "eth0"}},
+		{ct, []string{"ip", "link", "set", "eth0", "up"}},
+	}
+	if kv.dockerRules {
+		for _, r := range dockerDNSRules {
+			steps = append(steps, nsStep{ct, append([]string{"iptables", "-t", "nat"}, r...)})
+		}
+	}
+	return steps
+}
+
+// pointAt adds s's static forwarding and neighbour entries for o.
+func pointAt(s, o kvxSide) error {
+	br := "/run/netns/" + s.brNS
+	for _, args := range [][]string{
+		{"bridge", "fdb", "replace", o.mac, "dev", "gvbvx", "dst", o.h.addr, "self", "permanent"},
+		{"bridge", "fdb", "replace", o.mac, "dev", "gvbvx", "master", "static"},
+		{"ip", "neigh", "replace", o.ip, "lladdr", o.mac, "dev", "gvbvx", "nud", "permanent"},
+	} {
+		if _, err := inNS(10*time.Second, br, args[0], args[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // setupSwarmOverlay forms a Swarm of all hosts and an attachable overlay.

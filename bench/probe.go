@@ -171,113 +171,173 @@ func (t *probeThread) bindFor(dst netip.Addr) error {
 }
 
 // probe runs one probe of dst (see the package comment at probeSlow).
-func (t *probeThread) probe(dst netip.Addr, start <-chan time.Time, timeout time.Duration) (r probeResult) {
+func (t *probeThread) probe(dst netip.Addr, start <-chan time.Time, timeout time.Duration) probeResult {
 	if err := t.bindFor(dst); err != nil {
-		r.err = err
-		return r
+		return probeResult{err: err}
 	}
-	// drop what queued up between probes
-	buf := make([]byte, 2048)
-	for {
-		if _, _, err := unix.Recvfrom(t.fd, buf, unix.MSG_DONTWAIT); err != nil {
-			break
-		}
+	s := &probeState{
+		t: t, dst: dst, d4: dst.As4(), timeout: timeout,
+		buf:      make([]byte, 2048),
+		sends:    map[uint32][2]time.Time{},
+		interval: probeSlow,
 	}
-	var (
-		dstMAC   net.HardwareAddr
-		sends    = map[uint32][2]time.Time{} // echo counter → its send time and the previous probe's
-		lastSend time.Time
-		gapSum   time.Duration
-		next     time.Time
-		interval = probeSlow
-		deadline time.Time
-		d4       = dst.As4()
-	)
+	s.drain()
 	for {
 		now := time.Now()
-		if r.t0.IsZero() {
-			var got bool
-			if !r.answered.IsZero() {
-				r.t0, got = <-start, true // answered: nothing left to send
-			} else {
-				select {
-				case r.t0 = <-start:
-					got = true
-				default:
-				}
-			}
-			if got {
-				if r.t0.IsZero() {
-					r.err = errors.New("probe aborted")
-					return r
-				}
-				interval, next, deadline = probeFast, now, r.t0.Add(timeout)
-			}
+		if s.takeStart(start, now) || s.over(now) {
+			return s.r
 		}
-		if !r.t0.IsZero() && !r.answered.IsZero() {
-			if r.sent > 1 {
-				r.meanGap = gapSum / time.Duration(r.sent-1)
+		if !now.Before(s.next) {
+			sent, err := s.send()
+			if err != nil {
+				s.r.err = err
+				return s.r
 			}
-			return r
-		}
-		if !deadline.IsZero() && now.After(deadline) {
-			r.err = fmt.Errorf("%s did not answer within %v", dst, timeout)
-			return r
-		}
-		if !now.Before(next) {
-			var frame []byte
-			if dstMAC == nil {
-				frame = t.arpRequest(d4)
-			} else {
-				t.counter++
-				frame = t.echoRequest(dstMAC, d4, t.counter)
-			}
-			if err := unix.Sendto(t.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: t.ifindex}); err != nil && !errors.Is(err, unix.ENOBUFS) {
-				r.err = fmt.Errorf("send probe: %w", err)
-				return r
-			}
-			sent := time.Now()
-			if dstMAC != nil {
-				sends[t.counter] = [2]time.Time{sent, lastSend}
-			}
-			if !r.t0.IsZero() {
-				if r.sent > 0 {
-					g := sent.Sub(lastSend)
-					gapSum += g
-					r.maxGap = max(r.maxGap, g)
-				}
-				r.sent++
-			}
-			lastSend = sent
-			next = sent.Add(interval)
 			now = sent
 		}
-		wait := max(next.Sub(now), 0)
-		ts := unix.NsecToTimespec(wait.Nanoseconds())
-		if _, err := unix.Ppoll([]unix.PollFd{{Fd: int32(t.fd), Events: unix.POLLIN}}, &ts, nil); err != nil && !errors.Is(err, unix.EINTR) {
-			r.err = fmt.Errorf("wait for answers: %w", err)
-			return r
+		if err := s.wait(now); err != nil {
+			s.r.err = err
+			return s.r
 		}
-		for {
-			n, from, err := unix.Recvfrom(t.fd, buf, unix.MSG_DONTWAIT)
-			if err != nil {
-				break
+		s.receive()
+	}
+}
+
+// probeState is one probe's progress: ARP until dst's MAC is known, then
+// echo requests, slowly until the start time arrives and fast after it.
+type probeState struct {
+	t       *probeThread
+	dst     netip.Addr
+	d4      [4]byte
+	timeout time.Duration
+	buf     []byte
+
+	dstMAC   net.HardwareAddr
+	sends    map[uint32][2]time.Time // echo counter → its send time and the previous probe's
+	lastSend time.Time
+	gapSum   time.Duration
+	next     time.Time
+	interval time.Duration
+	deadline time.Time
+	r        probeResult
+}
+
+// drain drops what queued up between probes.
+func (s *probeState) drain() {
+	for {
+		if _, _, err := unix.Recvfrom(s.t.fd, s.buf, unix.MSG_DONTWAIT); err != nil {
+			return
+		}
+	}
+}
+
+// takeStart takes the start time once it is given (waiting for it once
+// answered: nothing left to send) and switches to fast probing; true when
+// the probe was aborted instead (start closed).
+func (s *probeState) takeStart(start <-chan time.Time, now time.Time) bool {
+	if !s.r.t0.IsZero() {
+		return false
+	}
+	var got bool
+	if !s.r.answered.IsZero() {
+		s.r.t0, got = <-start, true
+	} else {
+		select {
+		case s.r.t0 = <-start:
+			got = true
+		default:
+		}
+	}
+	if !got {
+		return false
+	}
+	if s.r.t0.IsZero() {
+		s.r.err = errors.New("probe aborted")
+		return true
+	}
+	s.interval, s.next, s.deadline = probeFast, now, s.r.t0.Add(s.timeout)
+	return false
+}
+
+// over tells whether the probe has its result: answered after the start,
+// or past its deadline.
+func (s *probeState) over(now time.Time) bool {
+	if !s.r.t0.IsZero() && !s.r.answered.IsZero() {
+		if s.r.sent > 1 {
+			s.r.meanGap = s.gapSum / time.Duration(s.r.sent-1)
+		}
+		return true
+	}
+	if !s.deadline.IsZero() && now.After(s.deadline) {
+		s.r.err = fmt.Errorf("%s did not answer within %v", s.dst, s.timeout)
+		return true
+	}
+	return false
+}
+
+// send sends the next frame (ARP request, or echo request once the MAC is
+// known), counting gaps after the start; it returns the send time.
+func (s *probeState) send() (time.Time, error) {
+	t := s.t
+	var frame []byte
+	if s.dstMAC == nil {
+		frame = t.arpRequest(s.d4)
+	} else {
+		t.counter++
+		frame = t.echoRequest(s.dstMAC, s.d4, t.counter)
+	}
+	if err := unix.Sendto(t.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: t.ifindex}); err != nil && !errors.Is(err, unix.ENOBUFS) {
+		return time.Time{}, fmt.Errorf("send probe: %w", err)
+	}
+	sent := time.Now()
+	if s.dstMAC != nil {
+		s.sends[t.counter] = [2]time.Time{sent, s.lastSend}
+	}
+	if !s.r.t0.IsZero() {
+		if s.r.sent > 0 {
+			g := sent.Sub(s.lastSend)
+			s.gapSum += g
+			s.r.maxGap = max(s.r.maxGap, g)
+		}
+		s.r.sent++
+	}
+	s.lastSend = sent
+	s.next = sent.Add(s.interval)
+	return sent, nil
+}
+
+// wait waits for answers until the next send is due.
+func (s *probeState) wait(now time.Time) error {
+	wait := max(s.next.Sub(now), 0)
+	ts := unix.NsecToTimespec(wait.Nanoseconds())
+	if _, err := unix.Ppoll([]unix.PollFd{{Fd: int32(s.t.fd), Events: unix.POLLIN}}, &ts, nil); err != nil && !errors.Is(err, unix.EINTR) {
+		return fmt.Errorf("wait for answers: %w", err)
+	}
+	return nil
+}
+
+// receive reads every queued frame: an ARP reply gives dst's MAC (the echo
+// phase starts at once), the first echo reply the answered time.
+func (s *probeState) receive() {
+	for {
+		n, from, err := unix.Recvfrom(s.t.fd, s.buf, unix.MSG_DONTWAIT)
+		if err != nil {
+			return
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		f := s.buf[:n]
+		if s.dstMAC == nil {
+			if mac, ok := arpReplyFrom(f, s.d4); ok {
+				s.dstMAC = mac
+				s.next = time.Now()
 			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			f := buf[:n]
-			if dstMAC == nil {
-				if mac, ok := arpReplyFrom(f, d4); ok {
-					dstMAC = mac
-					next = time.Now() // the echo phase starts at once
-				}
-				continue
-			}
-			if c, ok := t.echoReplyFrom(f, d4); ok && r.answered.IsZero() {
-				if at, ok := sends[c]; ok {
-					r.answered, r.gap = at[0], at[0].Sub(at[1])
-				}
+			continue
+		}
+		if c, ok := s.t.echoReplyFrom(f, s.d4); ok && s.r.answered.IsZero() {
+			if at, ok := s.sends[c]; ok {
+				s.r.answered, s.r.gap = at[0], at[0].Sub(at[1])
 			}
 		}
 	}

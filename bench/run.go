@@ -326,20 +326,38 @@ func pathName(id string) string {
 // the overlays (Docker's and grapevine's) serve the data plane, convergence
 // and `docker run` parts, the other paths only the data plane.
 func (b *bench) networkBenchmarks() {
-	hs := b.hosts
-	h1, h2 := hs[0], hs[1]
-	log := b.log
+	h1, h2 := b.hosts[0], b.hosts[1]
 	dp, conv, run := b.cfg.parts["dataplane"], b.cfg.parts["convergence"], b.cfg.parts["run"]
-	want := b.cfg.paths
-	needOverlay := want["overlay"] && (dp || conv || run)
-	needGV := want["gv"] && (dp || conv || run)
-
-	if dp || needOverlay || needGV {
-		log.Info("setting up data paths and networks")
+	paths, gv, ovl := b.setupPaths(dp, dp || conv || run)
+	if dp {
+		b.measureDataplane(paths)
 	}
-	var paths []*path
+	if conv && (gv != nil || ovl != nil) {
+		b.log.Info("convergence")
+		b.convergenceBenchmarks(h1, h2, gv, ovl)
+	}
+	if run {
+		b.runBenchmarks(h1, gv, ovl)
+	}
+	if b.cfg.parts["socket"] {
+		b.log.Info("plugin socket: IPAM rate and RSS")
+		b.socketBenchmarks()
+	}
+}
+
+// setupPaths sets up the selected data paths: the reference ones only when
+// dp (the data plane is measured), the overlays when overlays (some part
+// measures them). gv and ovl are nil when not selected.
+func (b *bench) setupPaths(dp, overlays bool) (paths []*path, gv, ovl *path) {
+	hs := b.hosts
+	want := b.cfg.paths
+	needOverlay := want["overlay"] && overlays
+	needGV := want["gv"] && overlays
+	if dp || needOverlay || needGV {
+		b.log.Info("setting up data paths and networks")
+	}
 	if dp && want["underlay"] {
-		paths = append(paths, b.setupUnderlay(h1, h2))
+		paths = append(paths, b.setupUnderlay(hs[0], hs[1]))
 	}
 	if dp && want["kvx"] {
 		paths = append(paths, b.setupKernelVXLAN(hs))
@@ -347,90 +365,113 @@ func (b *bench) networkBenchmarks() {
 	if dp && want["kvxdocker"] {
 		paths = append(paths, b.setupKernelVXLANDocker(hs))
 	}
-	var ovl, gv *path
 	if needOverlay {
-		var err error
-		ovl, err = b.setupSwarmOverlay(hs)
-		if err != nil {
-			ovl.na = "swarm: " + short(err)
-		} else if dp {
-			b.twoContainers(ovl, [2]string{"gvb-overlay", "gvb-overlay"}, hs, [2][]string{nil, nil})
-		}
+		ovl = b.setupOverlay(dp)
 		paths = append(paths, ovl)
 	}
 	if needGV {
-		gv = &path{name: pathName("gv"), anchor: pathName("kvx")}
-		gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", gvSubnet, "gvb-vxlan"}
-		if err := createOnHosts(hs, gvArgs...); err != nil {
-			gv.na = short(err)
-		} else if dp {
-			b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
-		}
+		gv = b.setupGrapevine(dp)
 		paths = append(paths, gv)
 	}
 	if dp && want["dmacvlan"] {
-		dmv := &path{name: pathName("dmacvlan"), anchor: pathName("underlay")}
-		for i, h := range hs[:2] {
-			if _, err := h.dockerCmd(time.Minute, "network", "create", "-d", "macvlan", "--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1",
-				"--ip-range", fmt.Sprintf("198.18.0.%d/28", 64+16*i), "-o", "parent=eth0", "gvb-dmacvlan"); err != nil && !exists(err) {
-				dmv.na = short(err)
-			}
-		}
-		if dmv.na == "" {
-			b.twoContainers(dmv, [2]string{"gvb-dmacvlan", "gvb-dmacvlan"}, hs, [2][]string{nil, nil})
-		}
-		paths = append(paths, dmv)
+		paths = append(paths, b.setupDockerMacvlan())
 	}
 	if dp && want["gmacvlan"] {
-		gmv := &path{name: pathName("gmacvlan"), anchor: pathName("underlay")}
-		if err := createOnHosts(hs[:2], "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "mode=macvlan", "-o", "parent=eth0",
-			"--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1", "--ip-range", "198.18.0.128/26", "gvb-gmacvlan"); err != nil {
-			gmv.na = short(err)
-		} else {
-			b.twoContainers(gmv, [2]string{"gvb-gmacvlan", "gvb-gmacvlan"}, hs, [2][]string{nil, nil})
-		}
-		paths = append(paths, gmv)
+		paths = append(paths, b.setupGrapevineMacvlan())
 	}
+	return paths, gv, ovl
+}
 
-	if dp {
-		b.paths = paths
-		for _, p := range b.paths {
-			if p.na == "" {
-				b.startServers(p)
-			}
-			if p.na != "" {
-				log.WithField("path", p.name).Warnf("not measured: %s", p.na)
-			}
-		}
-		b.brNetfilter = bridgeNetfilter(hs)
-		log.Infof("data plane: %d rounds over %d paths (%s)", b.cfg.rounds, len(b.paths), b.brNetfilter)
-		b.dataplaneRounds(b.paths)
+// setupOverlay creates Docker's swarm overlay, with the two containers
+// when withContainers.
+func (b *bench) setupOverlay(withContainers bool) *path {
+	hs := b.hosts
+	ovl, err := b.setupSwarmOverlay(hs)
+	if err != nil {
+		ovl.na = "swarm: " + short(err)
+	} else if withContainers {
+		b.twoContainers(ovl, [2]string{"gvb-overlay", "gvb-overlay"}, hs, [2][]string{nil, nil})
 	}
+	return ovl
+}
 
-	if conv && (gv != nil || ovl != nil) {
-		log.Info("convergence")
-		b.convergenceBenchmarks(h1, h2, gv, ovl)
+// setupGrapevine creates grapevine's overlay network on every host, with
+// the two containers when withContainers.
+func (b *bench) setupGrapevine(withContainers bool) *path {
+	hs := b.hosts
+	gv := &path{name: pathName("gv"), anchor: pathName("kvx")}
+	gvArgs := []string{"-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "--subnet", gvSubnet, "gvb-vxlan"}
+	if err := createOnHosts(hs, gvArgs...); err != nil {
+		gv.na = short(err)
+	} else if withContainers {
+		b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
 	}
+	return gv
+}
 
-	if run {
-		log.Info("docker run / rm")
-		if _, err := h1.dockerCmd(time.Minute, "network", "create", "-d", "bridge", "--subnet", "198.19.251.0/24", "gvb-bridge"); err != nil && !exists(err) {
-			log.Warnf("bridge network: %v", err)
+// setupDockerMacvlan creates Docker's macvlan network on the first two
+// hosts, each with its own IP range, and its two containers.
+func (b *bench) setupDockerMacvlan() *path {
+	hs := b.hosts
+	dmv := &path{name: pathName("dmacvlan"), anchor: pathName("underlay")}
+	for i, h := range hs[:2] {
+		if _, err := h.dockerCmd(time.Minute, "network", "create", "-d", "macvlan", "--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1",
+			"--ip-range", fmt.Sprintf("198.18.0.%d/28", 64+16*i), "-o", "parent=eth0", "gvb-dmacvlan"); err != nil && !exists(err) {
+			dmv.na = short(err)
 		}
-		b.runs = []*runTarget{{name: "Docker bridge", net: "gvb-bridge"}}
-		if gv != nil {
-			b.runs = append(b.runs, &runTarget{name: gv.name, net: "gvb-vxlan"})
-		}
-		if ovl != nil {
-			b.runs = append(b.runs, &runTarget{name: ovl.name, net: "gvb-overlay"})
-		}
-		b.runTimes(h1, b.runs, b.cfg.runN)
 	}
+	if dmv.na == "" {
+		b.twoContainers(dmv, [2]string{"gvb-dmacvlan", "gvb-dmacvlan"}, hs, [2][]string{nil, nil})
+	}
+	return dmv
+}
 
-	if b.cfg.parts["socket"] {
-		log.Info("plugin socket: IPAM rate and RSS")
-		b.socketBenchmarks()
+// setupGrapevineMacvlan creates grapevine's macvlan-mode network on the
+// first two hosts and its two containers.
+func (b *bench) setupGrapevineMacvlan() *path {
+	hs := b.hosts
+	gmv := &path{name: pathName("gmacvlan"), anchor: pathName("underlay")}
+	if err := createOnHosts(hs[:2], "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "mode=macvlan", "-o", "parent=eth0",
+		"--subnet", "198.18.0.0/24", "--gateway", "198.18.0.1", "--ip-range", "198.18.0.128/26", "gvb-gmacvlan"); err != nil {
+		gmv.na = short(err)
+	} else {
+		b.twoContainers(gmv, [2]string{"gvb-gmacvlan", "gvb-gmacvlan"}, hs, [2][]string{nil, nil})
 	}
+	return gmv
+}
+
+// measureDataplane starts the servers on every usable path, logs the
+// others, and runs the data plane rounds.
+func (b *bench) measureDataplane(paths []*path) {
+	b.paths = paths
+	for _, p := range b.paths {
+		if p.na == "" {
+			b.startServers(p)
+		}
+		if p.na != "" {
+			b.log.WithField("path", p.name).Warnf("not measured: %s", p.na)
+		}
+	}
+	b.brNetfilter = bridgeNetfilter(b.hosts)
+	b.log.Infof("data plane: %d rounds over %d paths (%s)", b.cfg.rounds, len(b.paths), b.brNetfilter)
+	b.dataplaneRounds(b.paths)
+}
+
+// runBenchmarks times `docker run` / `docker rm` on h1 on a Docker bridge
+// and on the overlays set up (gv, ovl: nil when not).
+func (b *bench) runBenchmarks(h1 host, gv, ovl *path) {
+	b.log.Info("docker run / rm")
+	if _, err := h1.dockerCmd(time.Minute, "network", "create", "-d", "bridge", "--subnet", "198.19.251.0/24", "gvb-bridge"); err != nil && !exists(err) {
+		b.log.Warnf("bridge network: %v", err)
+	}
+	b.runs = []*runTarget{{name: "Docker bridge", net: "gvb-bridge"}}
+	if gv != nil {
+		b.runs = append(b.runs, &runTarget{name: gv.name, net: "gvb-vxlan"})
+	}
+	if ovl != nil {
+		b.runs = append(b.runs, &runTarget{name: ovl.name, net: "gvb-overlay"})
+	}
+	b.runTimes(h1, b.runs, b.cfg.runN)
 }
 
 // convergenceBenchmarks measures convergence on grapevine's overlay and
@@ -495,17 +536,30 @@ func (b *bench) convergenceBenchmarks(h1, h2 host, gv, ovl *path) {
 	b.convergence(b.conv, h1, b.cfg.convN)
 }
 
+// socketBenchmarks measures through h1's plugin socket: the IPAM request
+// rate, then both plugins' memory as h1's endpoints grow.
 func (b *bench) socketBenchmarks() {
-	h1, h2 := b.hosts[0], b.hosts[1]
-	sock1, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h1.name)
-	serial := ipamRow{what: "through the socket, 1 caller (h1)"}
-	parallel := ipamRow{what: "through the socket, 16 callers (h1)"}
+	sock1, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, b.hosts[0].name)
 	if err != nil {
+		serial, parallel := ipamSocketRows()
 		serial.rate.na, parallel.rate.na = short(err), short(err)
 		b.ipam = append(b.ipam, serial, parallel)
 		return
 	}
 	c1 := newPluginClient(sock1)
+	b.ipamRates(c1)
+	b.memoryByEndpoints(c1)
+}
+
+// ipamSocketRows are the IPAM rows measured through the socket.
+func ipamSocketRows() (serial, parallel ipamRow) {
+	return ipamRow{what: "through the socket, 1 caller (h1)"}, ipamRow{what: "through the socket, 16 callers (h1)"}
+}
+
+// ipamRates measures address requests per second through c1, with 1
+// caller and with 16.
+func (b *bench) ipamRates(c1 *pluginClient) {
+	serial, parallel := ipamSocketRows()
 	if v, err := c1.ipamRate("100.80.0.0/16", 2000, 1); err == nil {
 		serial.rate.add(v)
 	} else {
@@ -517,32 +571,43 @@ func (b *bench) socketBenchmarks() {
 		parallel.rate.na = short(err)
 	}
 	b.ipam = append(b.ipam, serial, parallel)
+}
 
-	pid := func(h host) (int, error) {
-		out, err := runCmd(time.Minute, b.cfg.harness, "plugin-pid", b.cfg.run, h.name)
-		if err != nil {
-			return 0, err
-		}
-		return strconv.Atoi(out)
+// pluginPID is the plugin process's pid on h.
+func (b *bench) pluginPID(h host) (int, error) {
+	out, err := runCmd(time.Minute, b.cfg.harness, "plugin-pid", b.cfg.run, h.name)
+	if err != nil {
+		return 0, err
 	}
-	measure := func(h host, m *memSample) {
-		p, err := pid(h)
-		var pm procMem
-		if err == nil {
-			pm, err = readProcMem(p)
-		}
-		if err != nil {
-			m.setNA(short(err))
-			return
-		}
-		m.rss.add(float64(pm.rss) / 1024)
-		m.anon.add(float64(pm.anon) / 1024)
-		m.file.add(float64(pm.file) / 1024)
-		m.shmem.add(float64(pm.shmem) / 1024)
+	return strconv.Atoi(out)
+}
+
+// measureMem adds the plugin's memory on h (KiB) to m, or marks m not
+// measured.
+func (b *bench) measureMem(h host, m *memSample) {
+	p, err := b.pluginPID(h)
+	var pm procMem
+	if err == nil {
+		pm, err = readProcMem(p)
 	}
+	if err != nil {
+		m.setNA(short(err))
+		return
+	}
+	m.rss.add(float64(pm.rss) / 1024)
+	m.anon.add(float64(pm.anon) / 1024)
+	m.file.add(float64(pm.file) / 1024)
+	m.shmem.add(float64(pm.shmem) / 1024)
+}
+
+// memoryByEndpoints measures the owner's (h1) and the peer's (h2) plugin
+// memory with no endpoints, then at each -endpoints count added through c1
+// on a network that both hosts hold.
+func (b *bench) memoryByEndpoints(c1 *pluginClient) {
+	h1, h2 := b.hosts[0], b.hosts[1]
 	row0 := rssRow{endpoints: 0}
-	measure(h1, &row0.owner)
-	measure(h2, &row0.peer)
+	b.measureMem(h1, &row0.owner)
+	b.measureMem(h2, &row0.peer)
 	b.rss = append(b.rss, row0)
 	const subnet = "198.19.96.0/19"
 	n1, err := c1.createNetwork(subnet)
@@ -560,16 +625,9 @@ func (b *bench) socketBenchmarks() {
 			b.log.Warnf("remove socket network on h1: %v", err)
 		}
 	}()
-	// the same network on h2, so that h2 holds (and programs) h1's endpoints
-	var peer *sockNetwork // h2's own network of the subnet (its own network id)
-	peerNA := "no peer-side network on h2"
-	if sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name); err != nil {
-		peerNA = "h2's plugin socket: " + short(err)
-	} else if n2, err := newPluginClient(sock2).createNetwork(subnet); err != nil {
-		peerNA = "the peer-side network could not be created on h2: " + short(err)
-	} else {
-		defer func() { _ = n2.remove() }()
-		peer = n2
+	peer, peerNA := b.peerNetwork(h2, subnet)
+	if peer != nil {
+		defer func() { _ = peer.remove() }()
 	}
 	for _, n := range b.cfg.endpoints {
 		row := rssRow{endpoints: n}
@@ -581,7 +639,7 @@ func (b *bench) socketBenchmarks() {
 			break
 		}
 		b.log.Infof("%d endpoints through the socket in %v", n, time.Since(start).Round(time.Millisecond))
-		measure(h1, &row.owner)
+		b.measureMem(h1, &row.owner)
 		// the peer is measured once it holds every endpoint
 		if peer == nil {
 			row.peer.setNA(peerNA)
@@ -589,10 +647,25 @@ func (b *bench) socketBenchmarks() {
 			row.peer.setNA(short(err))
 		} else {
 			b.log.Infof("h2 held all %d endpoints %v later", n, took.Round(time.Millisecond))
-			measure(h2, &row.peer)
+			b.measureMem(h2, &row.peer)
 		}
 		b.rss = append(b.rss, row)
 	}
+}
+
+// peerNetwork creates the same subnet's network on h2, so that h2 holds
+// (and programs) h1's endpoints: h2's own network (its own network id), or
+// nil and why not. The caller removes it.
+func (b *bench) peerNetwork(h2 host, subnet string) (*sockNetwork, string) {
+	sock2, err := runCmd(time.Minute, b.cfg.harness, "plugin-sock", b.cfg.run, h2.name)
+	if err != nil {
+		return nil, "h2's plugin socket: " + short(err)
+	}
+	n2, err := newPluginClient(sock2).createNetwork(subnet)
+	if err != nil {
+		return nil, "the peer-side network could not be created on h2: " + short(err)
+	}
+	return n2, ""
 }
 
 // gossipSize is one simulated cluster size and its go test -benchtime.

@@ -172,13 +172,9 @@ type process struct {
 // start opens the state and starts every part; m (nil: none) is told the
 // drivers' timed events.
 func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *metrics.Metrics) (_ *process, err error) {
-	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating state directory %s: %w", opts.StateDir, err)
-	}
-	dbPath := filepath.Join(opts.StateDir, "state.db")
-	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := openState(opts.StateDir)
 	if err != nil {
-		return nil, fmt.Errorf("opening state %s: %w", dbPath, err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -195,30 +191,14 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *
 			dp.Close()
 		}
 	}()
-	if opts.NetNSDir != "" {
-		// pinned in the propagated mount (survives a plugin crash) and in the
-		// state directory (survives disable and upgrade where the host
-		// shares that mount)
-		dirs := []string{opts.NetNSDir, filepath.Join(opts.StateDir, "netns")}
-		if err := dp.IsolateNetworks(dirs...); err != nil {
-			return nil, fmt.Errorf("isolating networks: %w", err)
-		}
-		for _, dir := range dirs {
-			shared, err := sharedMount(dir)
-			switch {
-			case err != nil:
-				log.WithError(err).WithField("dir", dir).Warn("could not tell whether a network namespace directory is a shared mount")
-			case !shared:
-				log.WithField("dir", dir).Info("network namespace directory is not a shared mount: its pins do not outlive the plugin")
-			}
-		}
+	if err := isolateNetworks(dp, opts, log); err != nil {
+		return nil, err
 	}
 	p := &process{settings: s, db: db, dp: dp, log: log}
 	if p.node, err = nodeName(db); err != nil {
 		return nil, err
 	}
-	log = log.WithField("node", p.node)
-	p.log = log
+	p.log = log.WithField("node", p.node)
 	if p.cluster, err = p.newCluster(); err != nil {
 		return nil, err
 	}
@@ -228,33 +208,90 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *
 		}
 	}()
 	p.cluster.RegisterValidator(names.Kind, names.Validator(p.cluster))
+	if err := p.loadDrivers(m); err != nil {
+		return nil, err
+	}
+	if err := p.run(ctx, opts); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
 
-	ipamCfg := ipamConfig(s, db, p.cluster, log.WithField("component", "ipam"))
+// openState creates the state directory and opens its database.
+func openState(stateDir string) (*bolt.DB, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory %s: %w", stateDir, err)
+	}
+	dbPath := filepath.Join(stateDir, "state.db")
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", dbPath, err)
+	}
+	return db, nil
+}
+
+// isolateNetworks pins network namespaces where they outlive the plugin
+// (nothing when opts.NetNSDir is empty), logging directories whose pins
+// cannot.
+func isolateNetworks(dp *dataplane.Kernel, opts Options, log *logrus.Entry) error {
+	if opts.NetNSDir == "" {
+		return nil
+	}
+	// pinned in the propagated mount (survives a plugin crash) and in the
+	// state directory (survives disable and upgrade where the host
+	// shares that mount)
+	dirs := []string{opts.NetNSDir, filepath.Join(opts.StateDir, "netns")}
+	if err := dp.IsolateNetworks(dirs...); err != nil {
+		return fmt.Errorf("isolating networks: %w", err)
+	}
+	for _, dir := range dirs {
+		shared, err := sharedMount(dir)
+		switch {
+		case err != nil:
+			log.WithError(err).WithField("dir", dir).Warn("could not tell whether a network namespace directory is a shared mount")
+		case !shared:
+			log.WithField("dir", dir).Info("network namespace directory is not a shared mount: its pins do not outlive the plugin")
+		}
+	}
+	return nil
+}
+
+// loadDrivers builds the IPAM and network drivers from the stored state;
+// m (nil: none) is told their timed events.
+func (p *process) loadDrivers(m *metrics.Metrics) error {
+	s, log := p.settings, p.log
+	ipamCfg := ipamConfig(s, p.db, p.cluster, log.WithField("component", "ipam"))
 	ipamCfg.RouteConflict = p.routeConflict
 	ipamCfg.ObserveAgreement = m.ObserveAgreement
 	ipamCfg.ObserveDonation = m.ObserveDonation
+	var err error
 	if p.ipam, err = gvipam.New(ipamCfg); err != nil {
-		return nil, fmt.Errorf("loading IPAM state: %w", err)
+		return fmt.Errorf("loading IPAM state: %w", err)
 	}
-	driverCfg := driverConfig(s, db, dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
+	driverCfg := driverConfig(s, p.db, p.dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
 	driverCfg.ObserveConvergence = m.ObserveConvergence
-	p.driver, err = driver.New(driverCfg)
-	if err != nil {
-		return nil, fmt.Errorf("loading network state: %w", err)
+	if p.driver, err = driver.New(driverCfg); err != nil {
+		return fmt.Errorf("loading network state: %w", err)
 	}
+	return nil
+}
 
+// run reconciles the kernel once, then starts gossip, the names resolver
+// and the background loops, which stop when ctx ends or p closes.
+func (p *process) run(ctx context.Context, opts Options) error {
 	// The first reconcile runs before requests are answered, so a Join for a
 	// container Docker restarts finds its bridge in place.
 	if err := p.driver.Reconcile(); err != nil {
-		log.WithError(err).Warn("first reconcile left errors; retrying periodically")
+		p.log.WithError(err).Warn("first reconcile left errors; retrying periodically")
 	}
 	// Gossip starts after the socket answers and the kernel is reconciled;
 	// joining PEERS goes on in the background.
-	if p.clone, err = newCloneGuard(p.cluster, DefaultCloneCheckEvery, log.WithField("component", "identity")); err != nil {
-		return nil, err
+	var err error
+	if p.clone, err = newCloneGuard(p.cluster, DefaultCloneCheckEvery, p.log.WithField("component", "identity")); err != nil {
+		return err
 	}
 	if err := p.cluster.Start(); err != nil {
-		return nil, fmt.Errorf("starting gossip on port %d: %w", s.GossipPort, err)
+		return fmt.Errorf("starting gossip on port %d: %w", p.settings.GossipPort, err)
 	}
 	p.names = p.startNames(opts.EngineSocket)
 	rctx, cancel := context.WithCancel(ctx)
@@ -262,7 +299,7 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *
 	p.clone.start(rctx, &p.wg, p.cluster.LocalAddr().String())
 	runEvery(rctx, &p.wg, opts.ReconcileEvery, p.reconcileOnce)
 	p.watchBridges(rctx)
-	return p, nil
+	return nil
 }
 
 // startNames starts the names resolver; without it (logged) only names
