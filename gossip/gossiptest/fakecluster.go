@@ -222,21 +222,17 @@ func (c *FakeCluster) Seed(recs ...gossip.Record) {
 // RemotePut writes a record as host owner would, with a version newer than
 // everything seen, and delivers the callbacks.
 func (c *FakeCluster) RemotePut(owner, kind, key string, value []byte) {
-	r := gossip.Record{Kind: kind, Key: key, Value: slices.Clone(value), Owner: owner}
-	if !c.admit(r) {
-		return // refused, as gossip refuses it
-	}
-	c.mu.Lock()
-	c.clock++
-	r.Version = c.clock
-	c.write(r)
-	c.mu.Unlock()
-	c.Deliver()
+	c.remoteWrite(gossip.Record{Kind: kind, Key: key, Value: slices.Clone(value), Owner: owner})
 }
 
 // RemoteDelete tombstones a record as host owner would.
 func (c *FakeCluster) RemoteDelete(owner, kind, key string) {
-	r := gossip.Record{Kind: kind, Key: key, Owner: owner, Deleted: true}
+	c.remoteWrite(gossip.Record{Kind: kind, Key: key, Owner: owner, Deleted: true})
+}
+
+// remoteWrite gives r, unless the validators refuse it as gossip would, a
+// version newer than everything seen, stores it and delivers the callbacks.
+func (c *FakeCluster) remoteWrite(r gossip.Record) {
 	if !c.admit(r) {
 		return // refused, as gossip refuses it
 	}

@@ -97,7 +97,11 @@ func run(o options) error {
 	if err := c.Start(); err != nil {
 		return fmt.Errorf("gossip start: %w", err)
 	}
+	leave := true
 	defer func() {
+		if !leave {
+			return
+		}
 		if err := c.Shutdown(); err != nil {
 			fmt.Fprintln(os.Stderr, "rogue: leaving the cluster:", err)
 		}
@@ -119,7 +123,11 @@ func run(o options) error {
 			fmt.Fprintln(os.Stderr, "rogue: withdrawing", k, err)
 		}
 	}
-	time.Sleep(time.Second) // let the withdrawals leave before the leave
+	time.Sleep(time.Second) // let the withdrawals reach the others
+	// Vanish without a leave, as a crashed or hostile member does: the
+	// others find it dead and drop its VTEP at once, where a graceful
+	// leave would keep it accepted for the left-member grace period.
+	leave = false
 	return nil
 }
 
