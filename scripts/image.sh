@@ -66,11 +66,10 @@ copy_with_libs() { # BINARY DIR — copy a dynamic binary and the libraries ldd 
 }
 
 import_local() {
-	local tmp
-	tmp=$(mktemp -d)
-	trap 'rm -rf "$tmp"' EXIT
-	build_dir "$tmp/rootfs"
-	tar -C "$tmp/rootfs" -c . | "$DOCKER" import --change 'CMD ["sh"]' - "$IMAGE" >/dev/null
+	TMP=$(mktemp -d)
+	trap 'rm -rf "$TMP"' EXIT
+	build_dir "$TMP/rootfs"
+	tar -C "$TMP/rootfs" -c . | "$DOCKER" import --change 'CMD ["sh"]' - "$IMAGE" >/dev/null
 	echo "image: imported $IMAGE (busybox $(/bin/busybox | head -n1 | awk '{ print $2 }'))" >&2
 }
 
