@@ -3,6 +3,10 @@
 #   make build     the grapevine binary (./build/grapevine)
 #   make plugin    the managed-plugin directory build/plugin (offline, seconds)
 #   make install   install and enable grapevine:latest on this machine's dockerd
+#   make demo      3 simulated hosts, one grapevine network, containers reaching each other
+#                  by address and by name, `grapevine status`, then all torn down (root)
+#   make image     import the busybox image of the demo and the tests (gvtest/busybox:latest,
+#                  made offline from busybox-static) into this machine's dockerd
 #   make deps      apt-get install what the tests need, if missing
 #   make vet       gofmt, go vet, golangci-lint (pinned, installed into build/tools on first use)
 #   make unit      unit tests (with -race, one package at a time: the in-memory gossip clusters
@@ -20,7 +24,7 @@ GO ?= go
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 
-.PHONY: build plugin install deps vet unit fuzz e2e e2e-1 e2e-3 test clean
+.PHONY: build plugin install demo image deps vet unit fuzz e2e e2e-1 e2e-3 test clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o build/grapevine .
@@ -30,6 +34,12 @@ plugin:
 
 install:
 	scripts/install.sh
+
+demo: plugin
+	scripts/demo.sh
+
+image:
+	scripts/image.sh import
 
 # deps: each Debian package the tests need, installed with apt-get when missing,
 # with the reason printed on one line.

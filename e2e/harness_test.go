@@ -506,33 +506,40 @@ func expectHTTP(t *testing.T, what, body string, get func() (string, string, err
 	})
 }
 
-// listenInNetns opens a TCP listener inside the network namespace at nsPath. The
-// socket stays in that namespace; the thread that entered it is discarded.
-func listenInNetns(nsPath, addr string) (net.Listener, error) {
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
+// inNetns runs fn on a thread of its own inside the network namespace at
+// nsPath (a /run/netns file or /proc/PID/ns/net) and returns fn's error.
+// Sockets fn opens stay in that namespace and may be used from any
+// goroutine. The thread is locked and never unlocked: it ends with its
+// goroutine instead of returning to the scheduler inside another namespace.
+func inNetns(nsPath string, fn func() error) error {
+	errc := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread ends with this goroutine instead of returning
-		// to the scheduler inside another namespace.
 		runtime.LockOSThread()
 		f, err := os.Open(nsPath)
 		if err != nil {
-			ch <- result{err: err}
+			errc <- err
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", nsPath, err)}
+			errc <- fmt.Errorf("setns %s: %w", nsPath, err)
 			return
 		}
-		l, err := net.Listen("tcp4", addr)
-		ch <- result{l: l, err: err}
+		errc <- fn()
 	}()
-	r := <-ch
-	return r.l, r.err
+	return <-errc
+}
+
+// procNetns is the network namespace of process pid, for inNetns.
+func procNetns(pid int) string { return fmt.Sprintf("/proc/%d/ns/net", pid) }
+
+// listenInNetns opens a TCP listener inside the network namespace at nsPath.
+func listenInNetns(nsPath, addr string) (l net.Listener, err error) {
+	err = inNetns(nsPath, func() (err error) {
+		l, err = net.Listen("tcp4", addr)
+		return err
+	})
+	return l, err
 }
 
 // peerSeenByLAN starts a listener on the LAN machine, has connect() dial it, and

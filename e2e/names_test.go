@@ -8,14 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
 )
 
 // upstreamAddr is the hosts' resolver: the harness gives every dockerd
@@ -204,32 +202,15 @@ func containerPID(t *testing.T, host, id string) int {
 
 // dnsIn asks Docker's resolver (127.0.0.11) from inside the network
 // namespace of process pid.
-func dnsIn(pid int, proto, name string, qtype uint16) (*dns.Msg, error) {
-	type result struct {
-		m   *dns.Msg
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns: %w", err)}
-			return
-		}
+func dnsIn(pid int, proto, name string, qtype uint16) (m *dns.Msg, err error) {
+	err = inNetns(procNetns(pid), func() (err error) {
 		c := &dns.Client{Net: proto, Timeout: 5 * time.Second, UDPSize: 4096}
 		q := new(dns.Msg).SetQuestion(name, qtype)
 		q.SetEdns0(4096, false)
-		m, _, err := c.Exchange(q, "127.0.0.11:53")
-		ch <- result{m, err}
-	}()
-	r := <-ch
-	return r.m, r.err
+		m, _, err = c.Exchange(q, "127.0.0.11:53")
+		return err
+	})
+	return m, err
 }
 
 // wantA checks that name's A answer is exactly addrs, in any order.
@@ -290,42 +271,21 @@ func serveUpstream(t *testing.T) {
 }
 
 // listenLAN opens UDP and TCP port 53 on upstreamAddr in the LAN machine.
-func listenLAN(t *testing.T) (net.PacketConn, net.Listener) {
+func listenLAN(t *testing.T) (pc net.PacketConn, ln net.Listener) {
 	t.Helper()
-	type result struct {
-		pc  net.PacketConn
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		f, err := os.Open(netnsPath("lan"))
-		if err != nil {
-			ch <- result{err: err}
-			return
+	err := inNetns(netnsPath("lan"), func() (err error) {
+		if pc, err = net.ListenPacket("udp4", upstreamAddr+":53"); err != nil {
+			return err
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		pc, err := net.ListenPacket("udp4", upstreamAddr+":53")
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		ln, err := net.Listen("tcp4", upstreamAddr+":53")
-		if err != nil {
+		if ln, err = net.Listen("tcp4", upstreamAddr+":53"); err != nil {
 			pc.Close()
 		}
-		ch <- result{pc, ln, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen on %s:53 in the LAN machine: %v", upstreamAddr, r.err)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on %s:53 in the LAN machine: %v", upstreamAddr, err)
 	}
-	return r.pc, r.ln
+	return pc, ln
 }
 
 // checkLease checks that every redirect rule stops matching within the
@@ -398,39 +358,20 @@ func TestNamesComposeSplit(t *testing.T) {
 // timeQueries times n A queries for name, one after another, from inside
 // the network namespace of process pid; every answer must be NOERROR with
 // an address.
-func timeQueries(pid int, name string, n int) ([]time.Duration, error) {
-	type result struct {
-		d   []time.Duration
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns: %w", err)}
-			return
-		}
+func timeQueries(pid int, name string, n int) (ds []time.Duration, err error) {
+	err = inNetns(procNetns(pid), func() error {
 		c := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
-		var ds []time.Duration
 		for range n {
 			start := time.Now()
 			m, _, err := c.Exchange(new(dns.Msg).SetQuestion(name, dns.TypeA), "127.0.0.11:53")
 			if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
-				ch <- result{err: fmt.Errorf("%s: %v, %v", name, m, err)}
-				return
+				return fmt.Errorf("%s: %v, %v", name, m, err)
 			}
 			ds = append(ds, time.Since(start))
 		}
-		ch <- result{d: ds}
-	}()
-	r := <-ch
-	return r.d, r.err
+		return nil
+	})
+	return ds, err
 }
 
 // quantiles is "p50 X p99 Y" of ds.

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,29 +86,15 @@ func echoesReceived(t *testing.T, host, c string) int {
 // sendUDPFromNetns sends one datagram to dst from a socket opened inside the
 // network namespace at nsPath.
 func sendUDPFromNetns(nsPath string, dst netip.AddrPort, payload []byte) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		f, err := os.Open(nsPath)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", nsPath, err)
-			return
-		}
+	return inNetns(nsPath, func() error {
 		c, err := net.ListenPacket("udp4", ":0")
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		defer c.Close()
 		_, err = c.WriteTo(payload, net.UDPAddrFromAddrPort(dst))
-		errc <- err
-	}()
-	return <-errc
+		return err
+	})
 }
 
 // vxlanIngressOf reads the filter from host's `grapevine status --json`.

@@ -100,19 +100,12 @@ ensure_packages() {
 	command -v containerd >/dev/null || missing+=(containerd)
 	command -v iptables >/dev/null || missing+=(iptables)
 	command -v ip >/dev/null || missing+=(iproute2)
-	# busybox must be the static build: it is copied into images.
-	if ! { [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; }; then
-		missing+=(busybox-static)
-	fi
-	command -v file >/dev/null || missing+=(file)
 	if [ ${#missing[@]} -gt 0 ]; then
-		log "installing ${missing[*]} with apt-get: the simulated hosts run dockerd and containerd, use ip netns and iptables, and build images from a static busybox (checked with file)"
+		log "installing ${missing[*]} with apt-get: the simulated hosts run dockerd and containerd, use ip netns and iptables"
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 	fi
-	if ! file -L /bin/busybox | grep -q 'statically linked'; then
-		die "/bin/busybox is not statically linked (install busybox-static)"
-	fi
+	# the image (scripts/image.sh) installs busybox-static itself when missing
 	# dockerd needs these modules' functionality; they are built in on the target kernels,
 	# modprobe is best effort for kernels that have them as modules.
 	modprobe -q br_netfilter 2>/dev/null || true
@@ -335,34 +328,6 @@ stop_dockerd() { # RUN hN
 # ---------------------------------------------------------------------------
 # image and plugin
 
-build_image_dir() { # DIR
-	local dir=$1 a
-	rm -rf "$dir"
-	mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root" "$dir/www"
-	cp /bin/busybox "$dir/bin/busybox"
-	for a in $(/bin/busybox --list); do
-		[ "$a" = busybox ] || ln -s busybox "$dir/bin/$a"
-	done
-	mkdir -p "$dir/usr/bin" "$dir/sbin" "$dir/usr/sbin"
-	if command -v iperf3 >/dev/null && [ "${GV_IMAGE_IPERF3:-1}" = 1 ]; then
-		copy_with_libs "$(command -v iperf3)" "$dir"
-	fi
-	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$dir/etc/passwd"
-	printf 'root:x:0:\nnobody:x:65534:\n' >"$dir/etc/group"
-	chmod 1777 "$dir/tmp"
-}
-
-copy_with_libs() { # BINARY DIR — copy a dynamic binary and the libraries ldd lists
-	local bin=$1 dir=$2 lib
-	mkdir -p "$dir$(dirname "$bin")"
-	cp -L "$bin" "$dir$bin"
-	ldd "$bin" | awk '/=>/ { if ($3 ~ /^\//) print $3; next } $1 ~ /^\// { print $1 }' |
-		while read -r lib; do
-			mkdir -p "$dir$(dirname "$lib")"
-			cp -L "$lib" "$dir$lib"
-		done
-}
-
 import_image() { # RUN hN
 	local run=$1 h=$2 img
 	img="$(rundir "$run")/image.tar"
@@ -446,7 +411,7 @@ cmd_up() { # RUN N
 	done
 	wait_pids "${pids[@]}"
 	# the image tarball is built once, then imported everywhere in parallel
-	build_image_dir "$rd/image"
+	"$REPO/scripts/image.sh" dir "$rd/image"
 	tar -C "$rd/image" -cf "$rd/image.tar" .
 	pids=()
 	for i in $(seq 1 "$n"); do

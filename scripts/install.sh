@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install.sh — install grapevine on this machine as the managed plugin grapevine:latest.
 #
-# Installs docker.io and iptables if missing, starts a local dockerd in the background
+# Installs docker.io and iptables if missing (and busybox-static and file, for the image
+# of make demo and make image), starts a local dockerd in the background
 # if none answers on /var/run/docker.sock (log: /var/log/grapevine-dockerd.log),
 # builds the plugin offline, (re)creates and enables it, and copies the binary to
 # /usr/local/bin/grapevine (for `grapevine status`).
@@ -26,8 +27,12 @@ STATE_DIR=${STATE_DIR:-/var/lib/grapevine}
 missing=()
 command -v dockerd >/dev/null && [ -x "$DOCKER" ] || missing+=(docker.io)
 command -v iptables >/dev/null || missing+=(iptables)
+# not for the plugin: `make demo` and `make image` make their image from the static
+# busybox (checked with file), so that they work offline after make install
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=(busybox-static)
+command -v file >/dev/null || missing+=(file)
 if [ ${#missing[@]} -gt 0 ]; then
-	echo "install: installing ${missing[*]} with apt-get: grapevine runs as a plugin of dockerd and programs iptables" >&2
+	echo "install: installing ${missing[*]} with apt-get: grapevine runs as a plugin of dockerd and programs iptables; make demo and make image build their image from busybox-static" >&2
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
