@@ -53,6 +53,14 @@
 // member can thus stop endpoint allocation on the others by listing an
 // address they lack (loudly; uniqueness never depends on it).
 //
+// Host addresses (shim.go): a macvlan network with -o host_access and no
+// --aux-address for this host gets its shim address from HostAddress,
+// which the network driver calls while Docker creates the network. It is
+// taken like a container's address (from this host's blocks, with
+// donation), so rule 2 below keeps it unique; the pool stores it, answers
+// repeats with it, ignores a ReleaseAddress of it and drops it with the
+// pool.
+//
 // Space outside --ip-range: the initial division gives it to owners like
 // the range (maximal aligned blocks, round-robin after the range's), and
 // donations never move it. Dynamic allocation never uses it; it holds the
