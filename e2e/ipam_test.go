@@ -117,10 +117,35 @@ func runFails(t *testing.T, host, name string, args ...string) string {
 	return stderr
 }
 
+// clusterTaker runs containers on a cluster network and checks each
+// address: inside rng, not excluded (the gateway), and held by no other
+// container it started.
+type clusterTaker struct {
+	t       *testing.T
+	nw      string
+	rng     netip.Prefix
+	exclude string
+	seen    map[string]string // address → host
+}
+
+func (c *clusterTaker) take(h string) string {
+	c.t.Helper()
+	id := runContainer(c.t, h, "--network", c.nw, image, "sleep", "3600")
+	ip := containerIP(c.t, h, id, c.nw)
+	if a, err := netip.ParseAddr(ip); err != nil || !c.rng.Contains(a) || ip == c.exclude {
+		c.t.Fatalf("%s: container address %q outside %s or the gateway %s", h, ip, c.rng, c.exclude)
+	}
+	if other, dup := c.seen[ip]; dup {
+		c.t.Fatalf("%s and %s both got %s", other, h, ip)
+	}
+	c.seen[ip] = h
+	return id
+}
+
 // TestIPAMClusterSmallRange: a /29 on 3 hosts (5 addresses besides the
-// gateway) is fully usable from one host once another holds one address,
-// a sixth container is refused saying the range is full, and an address
-// freed on one host is used by another.
+// gateway) is fully usable from one host although the first division
+// gives it 2 or 4, a sixth container is refused saying the range is full,
+// and an address freed on one host is used by another.
 func TestIPAMClusterSmallRange(t *testing.T) {
 	needHosts(t, 3)
 	hosts := clusterHosts()
@@ -132,23 +157,10 @@ func TestIPAMClusterSmallRange(t *testing.T) {
 	for _, h := range hosts {
 		createNetwork(t, h, nw, "--subnet", subnet)
 	}
-	seen := map[string]string{}
-	take := func(h string) string {
-		c := runContainer(t, h, "--network", nw, image, "sleep", "3600")
-		ip := containerIP(t, h, c, nw)
-		if a, err := netip.ParseAddr(ip); err != nil || !netip.MustParsePrefix(subnet).Contains(a) || ip == "198.19.90.1" {
-			t.Fatalf("%s: container address %q outside %s or the gateway", h, ip, subnet)
-		}
-		if other, dup := seen[ip]; dup {
-			t.Fatalf("%s and %s both got %s", other, h, ip)
-		}
-		seen[ip] = h
-		return c
-	}
-	take(hosts[0])
+	tk := &clusterTaker{t: t, nw: nw, rng: netip.MustParsePrefix(subnet), exclude: "198.19.90.1", seen: map[string]string{}}
 	var onH3 []string
-	for range 4 {
-		onH3 = append(onH3, take(hosts[2]))
+	for range 5 {
+		onH3 = append(onH3, tk.take(hosts[2]))
 	}
 	stderr := runFails(t, hosts[2], "ipsmall-6", "--network", nw, image, "sleep", "3600")
 	if !strings.Contains(stderr, "the range is full") {
@@ -156,10 +168,41 @@ func TestIPAMClusterSmallRange(t *testing.T) {
 	}
 	freed := containerIP(t, hosts[2], onH3[0], nw)
 	mustDocker(t, hosts[2], "rm", "-f", onH3[0])
-	delete(seen, freed)
-	c := take(hosts[1])
+	delete(tk.seen, freed)
+	c := tk.take(hosts[1])
 	if ip := containerIP(t, hosts[1], c, nw); ip != freed {
 		t.Errorf("%s got %s, want the address %s freed on %s", hosts[1], ip, freed, hosts[2])
+	}
+}
+
+// TestIPAMClusterSlash28RoundRobin: a /28 --ip-range holding the gateway
+// (15 addresses for containers) over the three hosts: 15 containers
+// created round-robin all get distinct addresses in the range, though the
+// first division gives each host 4 or 8, and the 16th is refused saying
+// the range is full. (The harness's cluster suite has three hosts with the
+// gossip key; the same over four hosts runs in memory,
+// ipam.TestClusterSlash28Over4Hosts.)
+func TestIPAMClusterSlash28RoundRobin(t *testing.T) {
+	needHosts(t, 3)
+	hosts := clusterHosts()
+	for _, h := range hosts {
+		checkClean(t, h)
+		waitMembers(t, 30*time.Second, h, hosts)
+	}
+	const nw, subnet, rng, gw = "iprr", "198.19.92.0/24", "198.19.92.16/28", "198.19.92.16"
+	for _, h := range hosts {
+		createNetwork(t, h, nw, "--subnet", subnet, "--ip-range", rng, "--gateway", gw)
+	}
+	tk := &clusterTaker{t: t, nw: nw, rng: netip.MustParsePrefix(rng), exclude: gw, seen: map[string]string{}}
+	start := time.Now()
+	for i := range 15 {
+		tk.take(hosts[i%len(hosts)])
+	}
+	t.Logf("15 containers round-robin in %v: %v", time.Since(start).Round(time.Millisecond), tk.seen)
+	stderr := runFails(t, hosts[15%len(hosts)], "iprr-16", "--network", nw, image, "sleep", "3600")
+	want := "no free address left in --ip-range " + rng + " of " + subnet + ": the range is full"
+	if !strings.Contains(stderr, want) {
+		t.Errorf("16th container refused with %q, want %q", stderr, want)
 	}
 }
 
