@@ -3,8 +3,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -119,19 +121,34 @@ func runFails(t *testing.T, host, name string, args ...string) string {
 
 // clusterTaker runs containers on a cluster network and checks each
 // address: inside rng, not excluded (the gateway), and held by no other
-// container it started.
+// container it started. dock runs docker on a host (nil: the suite's hosts).
 type clusterTaker struct {
 	t       *testing.T
 	nw      string
 	rng     netip.Prefix
 	exclude string
 	seen    map[string]string // address → host
+	dock    func(host string, args ...string) (string, string, error)
+}
+
+func (c *clusterTaker) docker(h string, args ...string) string {
+	c.t.Helper()
+	run := c.dock
+	if run == nil {
+		run = docker
+	}
+	out, stderr, err := run(h, args...)
+	if err != nil {
+		c.t.Fatalf("docker %s on %s: %v: %s", strings.Join(args, " "), h, err, stderr)
+	}
+	return strings.TrimSpace(out)
 }
 
 func (c *clusterTaker) take(h string) string {
 	c.t.Helper()
-	id := runContainer(c.t, h, "--network", c.nw, image, "sleep", "3600")
-	ip := containerIP(c.t, h, id, c.nw)
+	id := c.docker(h, "run", "-d", "--network", c.nw, image, "sleep", "3600")
+	c.t.Cleanup(func() { _ = c.docker(h, "rm", "-f", id) })
+	ip := c.docker(h, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+c.nw+`").IPAddress}}`, id)
 	if a, err := netip.ParseAddr(ip); err != nil || !c.rng.Contains(a) || ip == c.exclude {
 		c.t.Fatalf("%s: container address %q outside %s or the gateway %s", h, ip, c.rng, c.exclude)
 	}
@@ -175,34 +192,56 @@ func TestIPAMClusterSmallRange(t *testing.T) {
 	}
 }
 
-// TestIPAMClusterSlash28RoundRobin: a /28 --ip-range holding the gateway
-// (15 addresses for containers) over the three hosts: 15 containers
-// created round-robin all get distinct addresses in the range, though the
-// first division gives each host 4 or 8, and the 16th is refused saying
-// the range is full. (The harness's cluster suite has three hosts with the
-// gossip key; the same over four hosts runs in memory,
-// ipam.TestClusterSlash28Over4Hosts.)
-func TestIPAMClusterSlash28RoundRobin(t *testing.T) {
+// TestIPAMClusterSlash28Over4Hosts: a /28 --ip-range holding the gateway
+// (15 addresses for containers) over four hosts, a harness run of its own
+// (the cluster suite's fourth host is the outsider with another key; a
+// run of four hosts comes up in seconds): 15 containers created
+// round-robin all get distinct addresses in the range, though the first
+// division gives each host 4, and the 16th is refused saying the range is
+// full.
+func TestIPAMClusterSlash28Over4Hosts(t *testing.T) {
 	needHosts(t, 3)
-	hosts := clusterHosts()
-	for _, h := range hosts {
-		checkClean(t, h)
-		waitMembers(t, 30*time.Second, h, hosts)
+	r := swarmRun{run: fmt.Sprintf("q%06x", os.Getpid()&0xffffff), hosts: []string{"h1", "h2", "h3", "h4"}}
+	upRun(t, r.run, len(r.hosts), "PLUGIN_SETTINGS=GOSSIP_KEY="+gossipKey)
+	for _, h := range r.hosts {
+		eventually(t, 30*time.Second, h+" sees four members alive", func() error {
+			out, stderr, err := runCmd(cmdTimeout, s.harness, "status", r.run, h, "--json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, stderr)
+			}
+			var st hostStatus
+			if err := json.Unmarshal([]byte(out), &st); err != nil {
+				return err
+			}
+			alive := 0
+			for _, m := range st.Members {
+				if m.alive() {
+					alive++
+				}
+			}
+			if alive != len(r.hosts) {
+				return fmt.Errorf("%d members alive, want %d", alive, len(r.hosts))
+			}
+			return nil
+		})
 	}
 	const nw, subnet, rng, gw = "iprr", "198.19.92.0/24", "198.19.92.16/28", "198.19.92.16"
-	for _, h := range hosts {
-		createNetwork(t, h, nw, "--subnet", subnet, "--ip-range", rng, "--gateway", gw)
+	for _, h := range r.hosts {
+		r.mustDocker(t, h, "network", "create", "-d", pluginName, "--ipam-driver", pluginName,
+			"--subnet", subnet, "--ip-range", rng, "--gateway", gw, nw)
+		r.cleanup(t, h, "network", "rm", nw)
 	}
-	tk := &clusterTaker{t: t, nw: nw, rng: netip.MustParsePrefix(rng), exclude: gw, seen: map[string]string{}}
+	tk := &clusterTaker{t: t, nw: nw, rng: netip.MustParsePrefix(rng), exclude: gw, seen: map[string]string{}, dock: r.docker}
 	start := time.Now()
 	for i := range 15 {
-		tk.take(hosts[i%len(hosts)])
+		tk.take(r.hosts[i%len(r.hosts)])
 	}
 	t.Logf("15 containers round-robin in %v: %v", time.Since(start).Round(time.Millisecond), tk.seen)
-	stderr := runFails(t, hosts[15%len(hosts)], "iprr-16", "--network", nw, image, "sleep", "3600")
+	_, stderr, err := r.docker(r.hosts[15%len(r.hosts)], "run", "-d", "--name", "iprr-16", "--network", nw, image, "sleep", "3600")
+	r.cleanup(t, r.hosts[15%len(r.hosts)], "rm", "-f", "iprr-16")
 	want := "no free address left in --ip-range " + rng + " of " + subnet + ": the range is full"
-	if !strings.Contains(stderr, want) {
-		t.Errorf("16th container refused with %q, want %q", stderr, want)
+	if err == nil || !strings.Contains(stderr, want) {
+		t.Errorf("16th container: %v, %q; want a refusal saying %q", err, stderr, want)
 	}
 }
 
