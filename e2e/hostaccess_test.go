@@ -61,7 +61,7 @@ func TestMacvlanHostAccessAllocated(t *testing.T) {
 	// Another subnet on the underlay's wire (eth0): the shims and the
 	// containers meet there without a router. The /29 range has room for
 	// the three shims and five containers.
-	const nw, subnet, rng = "mvauto", "198.19.94.0/24", "198.19.94.8/29"
+	const nw, subnet, rng = "mvauto", "198.19.95.0/24", "198.19.95.8/29"
 	args := []string{"-o", "mode=macvlan", "-o", "parent=eth0", "-o", "host_access=true", "--subnet", subnet, "--ip-range", rng}
 	for _, h := range hosts[:2] {
 		createNetwork(t, h, nw, args...)

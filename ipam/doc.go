@@ -59,7 +59,11 @@
 // taken like a container's address (from this host's blocks, with
 // donation), so rule 2 below keeps it unique; the pool stores it, answers
 // repeats with it, ignores a ReleaseAddress of it and drops it with the
-// pool.
+// pool. This relies on libnetwork's order (controller.go NewNetwork,
+// network.go delete): the pool, gateway and aux addresses are requested
+// before the driver's CreateNetwork, and the pool is released after
+// DeleteNetwork and also when CreateNetwork fails, so a shim address is
+// never left behind by a network that was refused.
 //
 // Space outside --ip-range: the initial division gives it to owners like
 // the range (maximal aligned blocks, round-robin after the range's), and
