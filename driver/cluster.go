@@ -143,7 +143,7 @@ func (d *Driver) checkCluster(spec *networkSpec) error {
 	if spec.hostIP.IsValid() {
 		for _, c := range d.clusterDefs(spec.subnet) {
 			if c.def.HostAccess == spec.hostIP {
-				return fmt.Errorf("host_access address %s is already the shim address of host %s on %s: give each host its own with --aux-address host-<hostname>=IP",
+				return fmt.Errorf("host_access address %s is already the shim address of host %s on %s: give each host its own with --aux-address host-<hostname>=IP, or none to have one allocated",
 					spec.hostIP, c.node, spec.subnet)
 			}
 		}

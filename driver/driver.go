@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -99,6 +100,13 @@ type Config struct {
 	// endpoints programmed and its VTEP in the VXLAN ingress filter (see
 	// grace.go); 0 means 2 minutes. Only used with a Cluster.
 	LeftGrace time.Duration
+	// HostAddress, when set, allocates this host's own address in the
+	// grapevine IPAM pool of a subnet (address space, subnet): the macvlan
+	// host shim of -o host_access=true when no --aux-address gives one. It
+	// is called without the driver's lock (it may wait for the cluster),
+	// answers repeats with the same address, and the address is freed with
+	// the pool. Nil: host_access needs an --aux-address.
+	HostAddress func(space string, subnet netip.Prefix) (netip.Addr, error)
 	// ObserveConvergence, when set, is told the lag between another host's
 	// endpoint record reaching this host and its entries being programmed
 	// (called with the driver's lock held: it must be quick).
@@ -117,6 +125,8 @@ type Driver struct {
 	spaces     []string
 	pluginName string
 	log        *logrus.Entry
+	// hostAddr allocates host shim addresses (Config.HostAddress).
+	hostAddr func(space string, subnet netip.Prefix) (netip.Addr, error)
 
 	// node and hostname name this host in --aux-address host-<name>=IP
 	// (host_access): the cluster's node name (node, "" without a cluster)
@@ -182,6 +192,7 @@ func New(cfg Config) (*Driver, error) {
 		spaces:     slices.Clone(cfg.AddressSpaces),
 		pluginName: cfg.PluginName,
 		log:        log,
+		hostAddr:   cfg.HostAddress,
 		observeLag: cfg.ObserveConvergence,
 		peerLog:    ratelog.New(peerLogInterval, peerLogKeys, nil),
 	}
@@ -340,11 +351,16 @@ type NetworkStatus struct {
 
 	// macvlan mode: ParentOption is -o parent as given, Parent the link it
 	// is on this host ("" with no parent), HostAccess the host's shim address
-	// and Reach says where the containers can go.
-	ParentOption string `json:"parent_option,omitempty"`
-	Parent       string `json:"parent,omitempty"`
-	HostAccess   string `json:"host_access,omitempty"`
-	Reach        string `json:"reach,omitempty"`
+	// (HostAccessAllocated: the IPAM chose it, no --aux-address gave it),
+	// HostShims every host's shim address by node name, this host's
+	// included, as the hosts publish them, and Reach says where the
+	// containers can go.
+	ParentOption        string            `json:"parent_option,omitempty"`
+	Parent              string            `json:"parent,omitempty"`
+	HostAccess          string            `json:"host_access,omitempty"`
+	HostAccessAllocated bool              `json:"host_access_allocated,omitempty"`
+	HostShims           map[string]string `json:"host_shims,omitempty"`
+	Reach               string            `json:"reach,omitempty"`
 }
 
 // reachText describes where a macvlan network's containers can go.
@@ -382,6 +398,7 @@ func (d *Driver) Status() []NetworkStatus {
 		}
 		s.RemoteEndpoints, s.RemoteUnreachable, s.RemoteHosts = d.peerCounts(n)
 		s.Conflict = d.conflictOf(n)
+		s.HostShims = d.hostShims(n)
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b NetworkStatus) int {

@@ -123,7 +123,7 @@ func checkEndpointAddr(n *networkRecord, a netip.Addr) error {
 	case a == n.Gateway.Addr():
 		return fmt.Errorf("endpoint address %s is the network's gateway: choose another --ip", a)
 	case n.HostAccess.IsValid() && a == n.HostAccess:
-		return fmt.Errorf("endpoint address %s is this host's host_access address (--aux-address): choose another --ip", a)
+		return fmt.Errorf("endpoint address %s is this host's host_access (shim) address: choose another --ip", a)
 	}
 	return nil
 }

@@ -34,6 +34,8 @@ type env struct {
 	d    *Driver
 	// cluster, when set, is passed as Config.Cluster.
 	cluster *gossiptest.FakeCluster
+	// hostAddress, when set, is passed as Config.HostAddress.
+	hostAddress func(space string, subnet netip.Prefix) (netip.Addr, error)
 }
 
 func newEnv(t *testing.T) *env {
@@ -99,6 +101,7 @@ func (e *env) config() Config {
 		Scope:         "local",
 		AddressSpaces: testSpaces,
 		PluginName:    testPlugin,
+		HostAddress:   e.hostAddress,
 	}
 	if e.cluster != nil {
 		cfg.Cluster = e.cluster

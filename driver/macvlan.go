@@ -21,7 +21,9 @@ package driver
 //	                 and its macvlan children with it)
 //
 // -o host_access=true gives the host a macvlan shim (gvh-<net>) holding the
-// address --aux-address host-<hostname>=IP (or host-<gossip node name>=IP, or host=IP on a single host) as a /32,
+// address --aux-address host-<hostname>=IP (or host-<gossip node name>=IP,
+// or host=IP on a single host), or without one an address the cluster IPAM
+// allocates for this host (Config.HostAddress), as a /32,
 // plus a /32 route per local container through it: Linux does not pass
 // traffic between a macvlan parent and its children, so without it the host
 // cannot reach its own containers.
@@ -60,9 +62,30 @@ type parentPlan struct {
 // macvlanMode is the netMode of macvlan networks.
 type macvlanMode struct{}
 
-func (macvlanMode) name() string                        { return modeMACVLAN }
-func (macvlanMode) overlay() bool                       { return false }
-func (macvlanMode) prepare(*Driver, *networkSpec) error { return nil }
+func (macvlanMode) name() string  { return modeMACVLAN }
+func (macvlanMode) overlay() bool { return false }
+
+// prepare chooses the host shim's address (host_access) before the driver's
+// lock is taken: allocating one may wait for the cluster's agreement.
+func (macvlanMode) prepare(d *Driver, spec *networkSpec) error {
+	if !spec.hostAccess {
+		return nil
+	}
+	a, err := d.hostAccessAddr(*spec)
+	if err != nil || a.IsValid() {
+		spec.hostIP = a
+		return err
+	}
+	if d.hostAddr == nil {
+		return fmt.Errorf("-o host_access=true needs this host's shim address: add --aux-address host-%s=IP (one per host) or --aux-address host=IP (a single host), with an unused address of %s outside --ip-range",
+			d.hostLabel(), spec.subnet)
+	}
+	if spec.hostIP, err = d.hostAddr(spec.space, spec.subnet); err != nil {
+		return fmt.Errorf("-o host_access=true: allocating this host's shim address in %s: %w (or give one with --aux-address host-%s=IP)", spec.subnet, err, d.hostLabel())
+	}
+	spec.hostAuto = true
+	return nil
+}
 
 // create resolves this host's parent, checks the subnet against it, and
 // makes the VLAN link (when -o parent names one that does not exist), the
@@ -105,12 +128,6 @@ func (m macvlanMode) create(d *Driver, id string, spec networkSpec) (newNetwork,
 // planMacvlan checks a new macvlan network against this host and the
 // cluster and chooses its parent, shim address and MTU. Caller holds mu.
 func (d *Driver) planMacvlan(id string, spec networkSpec) (*networkRecord, parentPlan, error) {
-	var err error
-	if spec.hostAccess {
-		if spec.hostIP, err = d.hostAccessAddr(spec); err != nil {
-			return nil, parentPlan{}, err
-		}
-	}
 	if err := d.checkCluster(&spec); err != nil {
 		return nil, parentPlan{}, err
 	}
@@ -139,6 +156,7 @@ func (d *Driver) planMacvlan(id string, spec networkSpec) (*networkRecord, paren
 		ParentOption: spec.parentOpt,
 		Parent:       plan.link,
 		HostAccess:   spec.hostIP,
+		HostAuto:     spec.hostAuto,
 		Aux:          auxAddrs(spec),
 	}
 	if rec.MTU == 0 {
@@ -193,8 +211,30 @@ func (macvlanMode) status(n *networkRecord, s *NetworkStatus) {
 	s.ParentOption, s.Parent, s.Reach = n.ParentOption, n.Parent, reachText(n)
 	s.Internal = n.Internal || n.Parent == ""
 	if n.HostAccess.IsValid() {
-		s.HostAccess = n.HostAccess.String()
+		s.HostAccess, s.HostAccessAllocated = n.HostAccess.String(), n.HostAuto
 	}
+}
+
+// hostShims lists every host's shim address on n's subnet by node name,
+// this host's included; nil without a cluster or when no host has one.
+// Caller holds mu.
+func (d *Driver) hostShims(n *networkRecord) map[string]string {
+	if d.cluster == nil {
+		return nil
+	}
+	out := map[string]string{}
+	if n.HostAccess.IsValid() {
+		out[d.self] = n.HostAccess.String()
+	}
+	for _, c := range d.clusterDefs(n.Subnet) {
+		if c.def.HostAccess.IsValid() {
+			out[c.node] = c.def.HostAccess.String()
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // deleted deletes the VLAN link grapevine made for the network, unless
@@ -358,7 +398,8 @@ func (d *Driver) checkParentSubnet(spec networkSpec, plan parentPlan) error {
 }
 
 // hostAccessAddr is this host's shim address from --aux-address
-// host-<hostname>, host-<node name> or host, in that order.
+// host-<hostname>, host-<node name> or host, in that order; invalid when
+// none is given (the cluster IPAM allocates one).
 func (d *Driver) hostAccessAddr(spec networkSpec) (netip.Addr, error) {
 	var keys []string
 	for _, n := range []string{d.hostname, d.node} {
@@ -374,16 +415,8 @@ func (d *Driver) hostAccessAddr(spec networkSpec) (netip.Addr, error) {
 			break
 		}
 	}
-	node := d.hostname
-	if node == "" {
-		node = d.node
-	}
-	if node == "" {
-		node = "<hostname>"
-	}
 	if key == "" {
-		return netip.Addr{}, fmt.Errorf("-o host_access=true needs this host's shim address: add --aux-address host-%s=IP (one per host) or --aux-address host=IP (a single host), with an unused address of %s outside --ip-range",
-			node, spec.subnet)
+		return netip.Addr{}, nil
 	}
 	var a netip.Addr
 	var err error
@@ -556,6 +589,16 @@ func parentText(n *networkRecord) string {
 		return "none (internal-only)"
 	}
 	return n.Parent
+}
+
+// hostLabel is how this host is named in --aux-address host-<name>=IP.
+func (d *Driver) hostLabel() string {
+	for _, n := range []string{d.hostname, d.node} {
+		if n != "" {
+			return n
+		}
+	}
+	return "<hostname>"
 }
 
 // cutLast splits s around the last sep.

@@ -2,11 +2,14 @@ package driver
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -645,5 +648,121 @@ func TestMacvlanCluster(t *testing.T) {
 	st := e.d.Status()
 	if st[0].RemoteHosts["h1"] != 1 || st[0].RemoteUnreachable != 0 || st[0].RemoteEndpoints != 0 || st[0].Conflict != "" {
 		t.Fatalf("status %+v", st[0])
+	}
+}
+
+// hostAddrs stands in for the IPAM's HostAddress: one address per subnet,
+// the same on every repeat, counting calls.
+type hostAddrs struct {
+	mu    sync.Mutex
+	next  netip.Addr
+	held  map[netip.Prefix]netip.Addr
+	calls int
+	err   error
+}
+
+func (h *hostAddrs) get(space string, subnet netip.Prefix) (netip.Addr, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	if h.err != nil {
+		return netip.Addr{}, h.err
+	}
+	if space != "grapevine-local" {
+		return netip.Addr{}, fmt.Errorf("unexpected address space %q", space)
+	}
+	if a, ok := h.held[subnet]; ok {
+		return a, nil
+	}
+	a := h.next
+	h.next = a.Next()
+	h.held[subnet] = a
+	return a, nil
+}
+
+// TestMacvlanHostAccessAllocated: host_access without an --aux-address for
+// this host gets the address the IPAM allocates, shown as allocated, kept
+// across a restart without asking again; an explicit one is used as
+// before; a failed allocation names the cause and the --aux-address way
+// and leaves nothing behind.
+func TestMacvlanHostAccessAllocated(t *testing.T) {
+	ha := &hostAddrs{next: netip.MustParseAddr("198.18.0.130"), held: map[netip.Prefix]netip.Addr{}}
+	e := &env{t: t, fake: dataplanetest.NewFake(), path: filepath.Join(t.TempDir(), "state.db"), hostAddress: ha.get}
+	setupLAN(e.fake, "eth0")
+	e.open()
+	t.Cleanup(func() {
+		e.d.Close()
+		_ = e.db.Close()
+	})
+	n := id("auto")
+	r := withAux(lanReq(n, lanSubnet, map[string]string{"parent": "eth0", "host_access": "true"}), "host-otherhost", "198.18.0.202")
+	e.mustCreateNetwork(r)
+	shim := mustLink(t, e.fake, shimName(n))
+	if shim.Macvlan.Address != netip.MustParsePrefix("198.18.0.130/32") || shim.Macvlan.Parent != "eth0" {
+		t.Fatalf("shim %+v, want 198.18.0.130/32 on eth0", shim)
+	}
+	if st := e.d.Status(); st[0].HostAccess != "198.18.0.130" || !st[0].HostAccessAllocated {
+		t.Fatalf("status %+v", st[0])
+	}
+	ep := id("autoep")
+	e.createEP(n, ep, "198.18.0.140/24")
+	e.mustJoin(n, ep)
+	if src, ok := e.fake.RouteSrc(netip.MustParsePrefix("198.18.0.140/32"), shimName(n)); !ok || src != netip.MustParseAddr("198.18.0.130") {
+		t.Fatalf("route to the container through the shim: %v %v", src, ok)
+	}
+
+	// A restart keeps the address: the record holds it.
+	calls := ha.calls
+	fake := dataplanetest.NewFake()
+	setupLAN(fake, "eth0")
+	e.restart(fake)
+	if err := e.d.Reconcile(); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if shim := mustLink(t, e.fake, shimName(n)); shim.Macvlan.Address != netip.MustParsePrefix("198.18.0.130/32") {
+		t.Fatalf("shim after the restart %+v", shim)
+	}
+	if ha.calls != calls {
+		t.Fatalf("the restart asked the IPAM again (%d calls, %d before)", ha.calls, calls)
+	}
+	e.deleteEP(n, ep)
+	e.deleteNet(n)
+
+	// An explicit address for this host: the IPAM is not asked.
+	host, _ := os.Hostname()
+	m := id("explicit")
+	e.mustCreateNetwork(withAux(lanReq(m, lanSubnet, map[string]string{"parent": "eth0", "host_access": "true"}), "host-"+host, "198.18.0.201"))
+	if st := e.d.Status(); st[0].HostAccess != "198.18.0.201" || st[0].HostAccessAllocated || ha.calls != calls {
+		t.Fatalf("status %+v after %d calls, want 198.18.0.201 given, %d calls", st[0], ha.calls, calls)
+	}
+	e.deleteNet(m)
+
+	// The IPAM refuses: the error says why and how else; nothing is made.
+	ha.err = errors.New("no free address left in --ip-range 198.18.0.128/25 of 198.18.0.0/24: the range is full")
+	k := id("full")
+	err := e.d.CreateNetwork(e.createReq(lanReq(k, lanSubnet, map[string]string{"parent": "eth0", "host_access": "true"})))
+	wantErr(t, err, "-o host_access=true: allocating this host's shim address in 198.18.0.0/24: no free address left in --ip-range 198.18.0.128/25 of 198.18.0.0/24: the range is full (or give one with --aux-address host-")
+	if got := grapevineLinks(e.fake); len(got) != 0 {
+		t.Fatalf("links left: %v", got)
+	}
+	if st := e.d.Status(); len(st) != 0 {
+		t.Fatalf("networks after the refusal: %+v", st)
+	}
+}
+
+// TestMacvlanHostShimsStatus: the status lists every host's shim address
+// on the subnet, this host's included.
+func TestMacvlanHostShimsStatus(t *testing.T) {
+	e, c := newClusterEnv(t, "h0", "198.18.0.1")
+	setupLAN(e.fake, "eth0")
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h2", "198.18.0.3", gossip.StateAlive, gossip.EventJoin)
+	remoteNetwork(t, c, "h1", lanSubnet, networkDef{Version: 1, Mode: modeMACVLAN, Gateway: netip.MustParseAddr("198.18.0.254"), MTU: 1500, HostAccess: netip.MustParseAddr("198.18.0.131")})
+	remoteNetwork(t, c, "h2", lanSubnet, networkDef{Version: 1, Mode: modeMACVLAN, Gateway: netip.MustParseAddr("198.18.0.254"), MTU: 1500})
+	n := id("shims")
+	e.mustCreateNetwork(withAux(lanReq(n, lanSubnet, map[string]string{"parent": "eth0", "host_access": "true"}), "host-h0", "198.18.0.130"))
+	want := map[string]string{"h0": "198.18.0.130", "h1": "198.18.0.131"}
+	if st := e.d.Status(); !maps.Equal(st[0].HostShims, want) {
+		t.Fatalf("host shims %v, want %v", st[0].HostShims, want)
 	}
 }

@@ -40,7 +40,8 @@ type networkSpec struct {
 	// macvlan mode
 	parentOpt  string            // -o parent as given; "" = internal-only
 	hostAccess bool              // -o host_access=true
-	hostIP     netip.Addr        // the shim address chosen from aux
+	hostIP     netip.Addr        // the shim address: from aux, or allocated (hostAuto)
+	hostAuto   bool              // hostIP was allocated by the IPAM
 	aux        map[string]string // --aux-address name → address text
 }
 

@@ -51,8 +51,10 @@ type networkRecord struct {
 	ParentOption string `json:"parent_option,omitempty"`
 	Parent       string `json:"parent,omitempty"`
 	// HostAccess is this host's shim address (-o host_access=true with
-	// --aux-address host=IP or host-<node>=IP); invalid = no host access.
+	// --aux-address host=IP or host-<node>=IP, or allocated by the IPAM
+	// when HostAuto); invalid = no host access.
 	HostAccess netip.Addr `json:"host_access,omitzero"`
+	HostAuto   bool       `json:"host_auto,omitempty"`
 	// Aux are the --aux-address values inside the subnet: never an
 	// endpoint's address on any host.
 	Aux []netip.Addr `json:"aux,omitempty"`

@@ -3,8 +3,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -117,10 +119,50 @@ func runFails(t *testing.T, host, name string, args ...string) string {
 	return stderr
 }
 
+// clusterTaker runs containers on a cluster network and checks each
+// address: inside rng, not excluded (the gateway), and held by no other
+// container it started. dock runs docker on a host (nil: the suite's hosts).
+type clusterTaker struct {
+	t       *testing.T
+	nw      string
+	rng     netip.Prefix
+	exclude string
+	seen    map[string]string // address → host
+	dock    func(host string, args ...string) (string, string, error)
+}
+
+func (c *clusterTaker) docker(h string, args ...string) string {
+	c.t.Helper()
+	run := c.dock
+	if run == nil {
+		run = docker
+	}
+	out, stderr, err := run(h, args...)
+	if err != nil {
+		c.t.Fatalf("docker %s on %s: %v: %s", strings.Join(args, " "), h, err, stderr)
+	}
+	return strings.TrimSpace(out)
+}
+
+func (c *clusterTaker) take(h string) string {
+	c.t.Helper()
+	id := c.docker(h, "run", "-d", "--network", c.nw, image, "sleep", "3600")
+	c.t.Cleanup(func() { _ = c.docker(h, "rm", "-f", id) })
+	ip := c.docker(h, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+c.nw+`").IPAddress}}`, id)
+	if a, err := netip.ParseAddr(ip); err != nil || !c.rng.Contains(a) || ip == c.exclude {
+		c.t.Fatalf("%s: container address %q outside %s or the gateway %s", h, ip, c.rng, c.exclude)
+	}
+	if other, dup := c.seen[ip]; dup {
+		c.t.Fatalf("%s and %s both got %s", other, h, ip)
+	}
+	c.seen[ip] = h
+	return id
+}
+
 // TestIPAMClusterSmallRange: a /29 on 3 hosts (5 addresses besides the
-// gateway) is fully usable from one host once another holds one address,
-// a sixth container is refused saying the range is full, and an address
-// freed on one host is used by another.
+// gateway) is fully usable from one host although the first division
+// gives it 2 or 4, a sixth container is refused saying the range is full,
+// and an address freed on one host is used by another.
 func TestIPAMClusterSmallRange(t *testing.T) {
 	needHosts(t, 3)
 	hosts := clusterHosts()
@@ -132,23 +174,10 @@ func TestIPAMClusterSmallRange(t *testing.T) {
 	for _, h := range hosts {
 		createNetwork(t, h, nw, "--subnet", subnet)
 	}
-	seen := map[string]string{}
-	take := func(h string) string {
-		c := runContainer(t, h, "--network", nw, image, "sleep", "3600")
-		ip := containerIP(t, h, c, nw)
-		if a, err := netip.ParseAddr(ip); err != nil || !netip.MustParsePrefix(subnet).Contains(a) || ip == "198.19.90.1" {
-			t.Fatalf("%s: container address %q outside %s or the gateway", h, ip, subnet)
-		}
-		if other, dup := seen[ip]; dup {
-			t.Fatalf("%s and %s both got %s", other, h, ip)
-		}
-		seen[ip] = h
-		return c
-	}
-	take(hosts[0])
+	tk := &clusterTaker{t: t, nw: nw, rng: netip.MustParsePrefix(subnet), exclude: "198.19.90.1", seen: map[string]string{}}
 	var onH3 []string
-	for range 4 {
-		onH3 = append(onH3, take(hosts[2]))
+	for range 5 {
+		onH3 = append(onH3, tk.take(hosts[2]))
 	}
 	stderr := runFails(t, hosts[2], "ipsmall-6", "--network", nw, image, "sleep", "3600")
 	if !strings.Contains(stderr, "the range is full") {
@@ -156,10 +185,63 @@ func TestIPAMClusterSmallRange(t *testing.T) {
 	}
 	freed := containerIP(t, hosts[2], onH3[0], nw)
 	mustDocker(t, hosts[2], "rm", "-f", onH3[0])
-	delete(seen, freed)
-	c := take(hosts[1])
+	delete(tk.seen, freed)
+	c := tk.take(hosts[1])
 	if ip := containerIP(t, hosts[1], c, nw); ip != freed {
 		t.Errorf("%s got %s, want the address %s freed on %s", hosts[1], ip, freed, hosts[2])
+	}
+}
+
+// TestIPAMClusterSlash28Over4Hosts: a /28 --ip-range holding the gateway
+// (15 addresses for containers) over four hosts, a harness run of its own
+// (the cluster suite's fourth host is the outsider with another key; a
+// run of four hosts comes up in seconds): 15 containers created
+// round-robin all get distinct addresses in the range, though the first
+// division gives each host 4, and the 16th is refused saying the range is
+// full.
+func TestIPAMClusterSlash28Over4Hosts(t *testing.T) {
+	needHosts(t, 3)
+	r := swarmRun{run: fmt.Sprintf("q%06x", os.Getpid()&0xffffff), hosts: []string{"h1", "h2", "h3", "h4"}}
+	upRun(t, r.run, len(r.hosts), "PLUGIN_SETTINGS=GOSSIP_KEY="+gossipKey)
+	for _, h := range r.hosts {
+		eventually(t, 30*time.Second, h+" sees four members alive", func() error {
+			out, stderr, err := runCmd(cmdTimeout, s.harness, "status", r.run, h, "--json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, stderr)
+			}
+			var st hostStatus
+			if err := json.Unmarshal([]byte(out), &st); err != nil {
+				return err
+			}
+			alive := 0
+			for _, m := range st.Members {
+				if m.alive() {
+					alive++
+				}
+			}
+			if alive != len(r.hosts) {
+				return fmt.Errorf("%d members alive, want %d", alive, len(r.hosts))
+			}
+			return nil
+		})
+	}
+	const nw, subnet, rng, gw = "iprr", "198.19.92.0/24", "198.19.92.16/28", "198.19.92.16"
+	for _, h := range r.hosts {
+		r.mustDocker(t, h, "network", "create", "-d", pluginName, "--ipam-driver", pluginName,
+			"--subnet", subnet, "--ip-range", rng, "--gateway", gw, nw)
+		r.cleanup(t, h, "network", "rm", nw)
+	}
+	tk := &clusterTaker{t: t, nw: nw, rng: netip.MustParsePrefix(rng), exclude: gw, seen: map[string]string{}, dock: r.docker}
+	start := time.Now()
+	for i := range 15 {
+		tk.take(r.hosts[i%len(r.hosts)])
+	}
+	t.Logf("15 containers round-robin in %v: %v", time.Since(start).Round(time.Millisecond), tk.seen)
+	_, stderr, err := r.docker(r.hosts[15%len(r.hosts)], "run", "-d", "--name", "iprr-16", "--network", nw, image, "sleep", "3600")
+	r.cleanup(t, r.hosts[15%len(r.hosts)], "rm", "-f", "iprr-16")
+	want := "no free address left in --ip-range " + rng + " of " + subnet + ": the range is full"
+	if err == nil || !strings.Contains(stderr, want) {
+		t.Errorf("16th container: %v, %q; want a refusal saying %q", err, stderr, want)
 	}
 }
 

@@ -73,6 +73,7 @@ type addrRequest struct {
 	poolID string
 	kind   reqKind
 	want   netip.Addr
+	host   bool // this host's own address (HostAddress), an endpoint request
 }
 
 func parseAddrRequest(req *ipam.RequestAddressRequest) (addrRequest, error) {
@@ -191,7 +192,16 @@ func (d *Driver) takeLocked(p *pool, r addrRequest) (ord uint32, fresh bool, err
 			p.aux[r.want] = true
 		}
 		return ord, fresh, err
-	case p.clustered:
+	case r.host:
+		return d.takeHostLocked(p, r)
+	}
+	return d.takeEndpointLocked(p, r)
+}
+
+// takeEndpointLocked takes a container's --ip or the next free address.
+// Caller holds d.mu.
+func (d *Driver) takeEndpointLocked(p *pool, r addrRequest) (ord uint32, fresh bool, err error) {
+	if p.clustered {
 		if err := d.checkAuxForEndpoint(p); err != nil {
 			return 0, false, err
 		}
@@ -261,6 +271,11 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	ord := addrToOrd(p.prefix, a)
 	wasGateway, wasAux := p.gateway == a, p.aux[a]
 	switch {
+	case p.host == a:
+		// Docker never had it: it goes with the pool.
+		d.mu.Unlock()
+		log.Warn("release of this host's shim address ignored: it is held until the network's pool is released")
+		return nil
 	case wasGateway:
 		p.gateway = netip.Addr{}
 		p.alloc.release(ord)
@@ -305,6 +320,9 @@ func (d *Driver) undoTake(p *pool, ord uint32, gw bool) {
 			p.alloc.release(ord)
 			p.count--
 			delete(p.aux, ordToAddr(p.prefix.Addr(), ord))
+			if p.host == ordToAddr(p.prefix.Addr(), ord) {
+				p.host = netip.Addr{}
+			}
 		}
 	}
 	d.mu.Unlock()

@@ -53,6 +53,18 @@
 // member can thus stop endpoint allocation on the others by listing an
 // address they lack (loudly; uniqueness never depends on it).
 //
+// Host addresses (shim.go): a macvlan network with -o host_access and no
+// --aux-address for this host gets its shim address from HostAddress,
+// which the network driver calls while Docker creates the network. It is
+// taken like a container's address (from this host's blocks, with
+// donation), so rule 2 below keeps it unique; the pool stores it, answers
+// repeats with it, ignores a ReleaseAddress of it and drops it with the
+// pool. This relies on libnetwork's order (controller.go NewNetwork,
+// network.go delete): the pool, gateway and aux addresses are requested
+// before the driver's CreateNetwork, and the pool is released after
+// DeleteNetwork and also when CreateNetwork fails, so a shim address is
+// never left behind by a network that was refused.
+//
 // Space outside --ip-range: the initial division gives it to owners like
 // the range (maximal aligned blocks, round-robin after the range's), and
 // donations never move it. Dynamic allocation never uses it; it holds the

@@ -1,11 +1,18 @@
 package ipam
 
 import (
+	"encoding/json"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
+	"go.etcd.io/bbolt"
+
+	"grapevine/gossip"
+	"grapevine/gossip/gossiptest"
 )
 
 // liveCfg allows for a busy machine: these tests pass through many
@@ -107,5 +114,151 @@ func TestClusterFreedAddressUsedElsewhere(t *testing.T) {
 	a, err := h2.addr(ids[h2], "")
 	if err != nil || a != freed {
 		t.Fatalf("h2 after h1 freed %s: %v, %v", freed, a, err)
+	}
+}
+
+// cutAtGive is a donor's gossip that cuts the network between the
+// recipient and everyone else just before the donor writes the block
+// record giving space away, so the recipient never hears of it until the
+// heal, and checks then that the donor's allocator no longer hands out
+// that block.
+type cutAtGive struct {
+	gossip.Replicated
+	net       *gossiptest.Net
+	recipient []string
+	rest      []string
+	donor     *Driver
+
+	mu        sync.Mutex
+	given     []string // "first-last" of the block given while cut
+	stillUsed bool     // the donor's allocator still had it
+}
+
+func (w *cutAtGive) Put(kind, key string, value []byte) error {
+	var b blockRec
+	if kind == kindBlock && json.Unmarshal(value, &b) == nil && b.Owner != w.LocalName() {
+		w.mu.Lock()
+		if w.given == nil {
+			w.net.Partition(w.recipient, w.rest)
+			subnetS, first, _ := splitKey(key)
+			w.given = []string{first, b.Last}
+			w.donor.mu.Lock()
+			p := w.donor.localPool(netip.MustParsePrefix(subnetS))
+			w.stillUsed = p != nil && p.alloc.inSpans(addrToOrd(p.prefix, netip.MustParseAddr(first)))
+			w.donor.mu.Unlock()
+		}
+		w.mu.Unlock()
+	}
+	return w.Replicated.Put(kind, key, value)
+}
+
+func (w *cutAtGive) block() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.given
+}
+
+// A partition in the middle of a donation (the donor has dropped the
+// block and writes the record giving it while the recipient is cut off)
+// leaves no address on two hosts: during the partition neither side
+// allocates from the block, everyone fills what it has; after the heal
+// the recipient learns of the block and uses it, and every host sees the
+// same blocks.
+func TestClusterPartitionDuringDonation(t *testing.T) {
+	n := gossiptest.NewNet()
+	cfg := fastCfg()
+	cfg.AgreeTimeout = 10 * time.Second
+	cut := &cutAtGive{net: n, recipient: []string{"c"}, rest: []string{"a", "b"}}
+	a := &cnode{t: t, name: "a"}
+	a.d = startWrapped(t, n, "a", cfg, func(r gossip.Replicated, _ *bbolt.DB) gossip.Replicated {
+		cut.Replicated = r
+		return cut
+	})
+	cut.mu.Lock()
+	cut.donor = a.d
+	cut.mu.Unlock()
+	b := startNode(t, n, "b", nil, cfg)
+	c := startNode(t, n, "c", nil, cfg)
+	nodes := []*cnode{a, b, c}
+	gossiptest.Eventually(t, 10*time.Second, "three hosts alive", func() bool {
+		return aliveCount(a.d) == 3 && aliveCount(b.d) == 3 && aliveCount(c.d) == 3
+	})
+	// A /26 in four /28 blocks: a owns two (the most spare, so it is the
+	// donor), b and c one each.
+	const subnet = "198.19.74.0/26"
+	ids := map[*cnode]string{}
+	for _, h := range nodes {
+		ids[h] = h.poolWithGateway(subnet, "", "")
+		h.mustAddr(ids[h])
+	}
+	// c uses its block up; its request for space (or its request ahead
+	// of need) makes a donate, and the network is cut at the give.
+	for i := 0; cut.block() == nil; i++ {
+		if i > 32 {
+			t.Fatal("c took 32 addresses and a never donated")
+		}
+		if _, err := c.addr(ids[c], ""); err != nil {
+			t.Logf("c's address %d: %v", i+2, err)
+		}
+	}
+	given := cut.block()
+	t.Logf("a gave %s-%s while c was cut off", given[0], given[1])
+	cut.mu.Lock()
+	if cut.stillUsed {
+		t.Errorf("a's allocator still hands out %v while it writes the record giving it to c", given)
+	}
+	cut.mu.Unlock()
+	waitAlive(t, nodes[2:], 1)
+	inGiven := func(x netip.Addr) bool {
+		return !x.Less(netip.MustParseAddr(given[0])) && !netip.MustParseAddr(given[1]).Less(x)
+	}
+	// Everyone fills all it can reach during the partition.
+	for _, h := range nodes {
+		for {
+			if _, err := h.addr(ids[h], ""); err != nil {
+				wantErr(t, err, ErrExhausted, "no free address left")
+				break
+			}
+		}
+	}
+	for _, h := range nodes {
+		for _, x := range h.allocations(ids[h]) {
+			if inGiven(x) {
+				t.Fatalf("%s holds %s of the block in flight during the partition", h.name, x)
+			}
+		}
+	}
+	noDuplicates(t, ids)
+
+	n.Heal()
+	waitAlive(t, nodes, 3)
+	var got netip.Addr
+	gossiptest.Eventually(t, 20*time.Second, "c allocates from the block after the heal", func() bool {
+		x, err := c.addr(ids[c], "")
+		if err == nil {
+			got = x
+		}
+		return err == nil
+	})
+	if !inGiven(got) {
+		t.Fatalf("c's first address after the heal %s is outside the block %v it was given", got, given)
+	}
+	noDuplicates(t, ids)
+	gossiptest.Eventually(t, 10*time.Second, "the same blocks everywhere after the heal", func() bool {
+		want := blockOwners(a.status(ids[a]))
+		for _, h := range nodes {
+			if !slices.Equal(blockOwners(h.status(ids[h])), want) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, h := range nodes {
+		s := h.status(ids[h])
+		for _, x := range h.allocations(ids[h]) {
+			if !ownsAddr(s.Blocks, h.name, x) {
+				t.Fatalf("%s holds %s outside its blocks %v", h.name, x, s.Blocks)
+			}
+		}
 	}
 }

@@ -41,6 +41,9 @@ type pool struct {
 	// served: an endpoint asked for an address, so Docker finished
 	// creating the network here and its aux list is complete.
 	served bool
+	// host is this host's own address (its macvlan shim, HostAddress),
+	// counted and stored like an endpoint's; invalid when none.
+	host netip.Addr
 }
 
 func newPool(id, space string, prefix, sub netip.Prefix, owned ownership) *pool {

@@ -19,6 +19,9 @@ type PoolStatus struct {
 	// Lost lists "first-last" ranges this host owned that the cluster
 	// reclaimed while it was away; it never allocates from them again.
 	Lost []string `json:"lost,omitempty"`
+	// HostAddress is this host's own address in the pool (its macvlan
+	// shim, -o host_access without --aux-address); empty when none.
+	HostAddress string `json:"host_address,omitempty"`
 }
 
 // BlockStatus is one block of a pool and its owner.
@@ -43,6 +46,9 @@ func (d *Driver) Status() []PoolStatus {
 		}
 		if p.gateway.IsValid() {
 			s.Gateway = p.gateway.String()
+		}
+		if p.host.IsValid() {
+			s.HostAddress = p.host.String()
 		}
 		if p.clustered {
 			bs, _ := d.cl.blocks(p.prefix)

@@ -46,6 +46,8 @@ type poolRecord struct {
 	// before they were recorded (the list is then unknown).
 	Aux    []string `json:"aux"`
 	Served bool     `json:"served,omitempty"` // an endpoint asked for an address
+	// Host is this host's own address (HostAddress), also stored under addrs.
+	Host string `json:"host,omitempty"`
 }
 
 // cursorRecord is where dynamic allocation continues.
@@ -70,6 +72,9 @@ func (p *pool) record() poolRecord {
 	}
 	if p.gateway.IsValid() {
 		r.Gateway = p.gateway.String()
+	}
+	if p.host.IsValid() {
+		r.Host = p.host.String()
 	}
 	return r
 }
@@ -274,6 +279,9 @@ func loadPool(id string, b *bbolt.Bucket) (*pool, error) {
 		}
 	}
 	if err := p.restoreAux(r.Aux); err != nil {
+		return nil, fmt.Errorf("pool %s: %w", id, err)
+	}
+	if err := p.restoreHost(r.Host); err != nil {
 		return nil, fmt.Errorf("pool %s: %w", id, err)
 	}
 	p.served = r.Served

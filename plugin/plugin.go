@@ -270,6 +270,7 @@ func (p *process) loadDrivers(m *metrics.Metrics) error {
 	}
 	driverCfg := driverConfig(s, p.db, p.dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
 	driverCfg.ObserveConvergence = m.ObserveConvergence
+	driverCfg.HostAddress = p.ipam.HostAddress
 	if p.driver, err = driver.New(driverCfg); err != nil {
 		return fmt.Errorf("loading network state: %w", err)
 	}

@@ -131,8 +131,18 @@ func (st Status) writeNetworks(w io.Writer) error {
 			fmt.Fprintf(w, "%.12s: %s", n.ID, n.Reach)
 			if n.HostAccess != "" {
 				fmt.Fprintf(w, "; host access via %s", n.HostAccess)
+				if n.HostAccessAllocated {
+					fmt.Fprint(w, " (allocated)")
+				}
 			}
 			fmt.Fprintln(w)
+			if len(n.HostShims) > 0 {
+				var shims []string
+				for _, h := range slices.Sorted(maps.Keys(n.HostShims)) {
+					shims = append(shims, h+"="+n.HostShims[h])
+				}
+				fmt.Fprintf(w, "%.12s: host shims %s\n", n.ID, strings.Join(shims, " "))
+			}
 		}
 	}
 	return nil
