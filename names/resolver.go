@@ -111,30 +111,31 @@ func (s *Service) handleUDP(pkt []byte, from, local netip.AddrPort) {
 		s.log.WithError(err).WithField("client", from).Debug("resolver: query dropped")
 		return
 	}
-	resp, err := exchangeUDP(pkt, orig)
-	if err != nil {
+	if err := s.exchangeUDP(pkt, orig, reply); err != nil {
 		s.log.WithError(err).WithFields(logrus.Fields{"client": from, "upstream": orig}).Debug("resolver: no answer from upstream")
-		return
 	}
-	reply(resp)
 }
 
-func exchangeUDP(pkt []byte, to netip.AddrPort) ([]byte, error) {
+// exchangeUDP sends pkt to to and calls reply with the answer (valid only
+// during the call).
+func (s *Service) exchangeUDP(pkt []byte, to netip.AddrPort, reply func([]byte)) error {
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(upstreamWait))
 	if _, err := c.Write(pkt); err != nil {
-		return nil, err
+		return err
 	}
-	buf := make([]byte, maxUDPMessage)
-	n, err := c.Read(buf)
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	n, err := c.Read(*bp)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return buf[:n], nil
+	reply((*bp)[:n])
+	return nil
 }
 
 func (s *Service) serveTCP() {

@@ -57,6 +57,9 @@ type Service struct {
 	tcp     *net.TCPListener
 	udpPort uint16
 	tcpPort uint16
+	// bufs are the relay's receive buffers (*[]byte of maxUDPMessage
+	// bytes): one per forwarded query would be 64 KiB of garbage each.
+	bufs sync.Pool
 
 	mu        sync.Mutex
 	subnets   []netip.Prefix
@@ -77,6 +80,7 @@ func Start(cfg Config) (*Service, error) {
 		cfg.Resync = 30 * time.Second
 	}
 	s := &Service{cfg: cfg, log: cfg.Log, table: NewTable(cfg.Cluster)}
+	s.bufs.New = func() any { b := make([]byte, maxUDPMessage); return &b }
 	var err error
 	if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{}); err != nil {
 		return nil, fmt.Errorf("names resolver: listen udp: %w", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,16 +107,57 @@ func (k *Kernel) RemoveNamesRedirect() error {
 	return nil
 }
 
+// Conntrack asks the kernel's connection tracking for the original
+// destination of redirected datagrams over one netlink socket it keeps open
+// (a socket per question costs six more system calls on every forwarded
+// DNS query). It acts in the network namespace it was made in; safe for
+// concurrent use (questions on the socket take turns).
+type Conntrack struct {
+	sock *nl.SocketHandle
+}
+
+// NewConntrack opens the netlink socket in the calling thread's network
+// namespace.
+func NewConntrack() (*Conntrack, error) {
+	s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack netlink socket: %w", err)
+	}
+	for _, set := range []func(*unix.Timeval) error{s.SetSendTimeout, s.SetReceiveTimeout} {
+		if err := set(&nl.SocketTimeoutTv); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("conntrack netlink socket timeout: %w", err)
+		}
+	}
+	return &Conntrack{sock: &nl.SocketHandle{Socket: s}}, nil
+}
+
+// Close closes the socket.
+func (c *Conntrack) Close() { c.sock.Close() }
+
+// OriginalDstUDP is the package's OriginalDstUDP over c's socket.
+func (c *Conntrack) OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
+	return originalDstUDP(c.sock, client, local)
+}
+
 // OriginalDstUDP returns where a UDP datagram from client, that the
 // redirect delivered to local (the receiving address and the resolver's
 // port), was sent: the original destination of its conntrack entry, asked
 // for by its reply direction (local → client). Acts in the calling thread's
-// network namespace.
+// network namespace, on a netlink socket of its own.
 func OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
+	return originalDstUDP(nil, client, local)
+}
+
+// originalDstUDP asks over sock, or a socket of its own when sock is nil.
+func originalDstUDP(sock *nl.SocketHandle, client, local netip.AddrPort) (netip.AddrPort, error) {
 	if !client.Addr().Is4() || !local.Addr().Is4() {
 		return netip.AddrPort{}, fmt.Errorf("original destination of %s → %s: IPv4 only", client, local)
 	}
 	req := nl.NewNetlinkRequest((int(netlink.ConntrackTable)<<8)|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_ACK)
+	if sock != nil {
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: sock}
+	}
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: nl.NFNETLINK_V0})
 	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_REPLY, nil)
 	ip := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
