@@ -327,6 +327,7 @@ func (b *bench) availabilitySample(nr *namesRun, h1 host, pr *prober, resolver n
 			*x.before++
 		}
 	}
+	b.log.WithField("container", name).Infof("names availability: name %.2f ms (%v), address %.2f ms (%v)", rn.value(), rn.err, ra.value(), ra.err)
 	if ra.err == nil && ra.value() > 0 {
 		av.addrRes = max(av.addrRes, float64(ra.gap.Nanoseconds())/1000)
 	}

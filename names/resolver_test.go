@@ -182,3 +182,63 @@ func query(t *testing.T, proto, addr, name string, qtype uint16) *dns.Msg {
 	}
 	return r
 }
+
+// stallingRedirects blocks the first renewal after the initial sync until
+// released, as a slow iptables-restore does.
+type stallingRedirects struct {
+	mu      sync.Mutex
+	calls   int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *stallingRedirects) SyncNamesRedirect(dataplane.NamesRedirect) error {
+	r.mu.Lock()
+	r.calls++
+	n := r.calls
+	r.mu.Unlock()
+	if n == 2 {
+		close(r.entered)
+		<-r.release
+	}
+	return nil
+}
+
+func (r *stallingRedirects) RemoveNamesRedirect() error { return nil }
+
+// TestRenewalDoesNotStallQueries: while the redirect's renewal is under
+// way (iptables-restore takes tens of ms on a busy host), queries are
+// still answered and relayed.
+func TestRenewalDoesNotStallQueries(t *testing.T) {
+	n := gossiptest.NewNet()
+	obs := node(t, n, "a")
+	up := upstream(t)
+	rd := &stallingRedirects{entered: make(chan struct{}), release: make(chan struct{})}
+	s, err := names.Start(names.Config{
+		Cluster: obs,
+		Networks: func() map[string]netip.Prefix {
+			return map[string]netip.Prefix{"n1": netip.MustParsePrefix("127.0.0.0/8")}
+		},
+		Redirect:    rd,
+		OriginalUDP: func(netip.AddrPort, netip.AddrPort) (netip.AddrPort, error) { return up, nil },
+		OriginalTCP: func(*net.TCPConn) (netip.AddrPort, error) { return up, nil },
+		Lease:       3 * time.Millisecond, // every refresh renews
+		Log:         gossiptest.Log("a"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer close(rd.release)
+	select {
+	case <-rd.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal within 10 s")
+	}
+	uport, _ := s.Ports()
+	cl := &dns.Client{Net: "udp", Timeout: time.Second}
+	r, _, err := cl.Exchange(new(dns.Msg).SetQuestion("up.example.", dns.TypeA), fmt.Sprintf("127.0.0.1:%d", uport))
+	if err != nil || len(r.Answer) != 1 {
+		t.Errorf("query during a renewal: %v, %v; want the upstream's answer within 1 s", r, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -61,9 +62,12 @@ type Service struct {
 	// bytes): one per forwarded query would be 64 KiB of garbage each.
 	bufs sync.Pool
 
-	mu        sync.Mutex
-	subnets   []netip.Prefix
-	renewedAt time.Time
+	// subnets are the networks whose queries are served, read by every
+	// query without a lock; renewMu serialises the redirect's renewals
+	// (iptables-restore takes tens of ms, which no query may wait for).
+	subnets   atomic.Pointer[[]netip.Prefix]
+	renewMu   sync.Mutex
+	renewedAt time.Time // under renewMu
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -125,9 +129,11 @@ func (s *Service) Close() {
 }
 
 func (s *Service) subnetOf(a netip.Addr) (netip.Prefix, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range s.subnets {
+	cur := s.subnets.Load()
+	if cur == nil {
+		return netip.Prefix{}, false
+	}
+	for _, p := range *cur {
 		if p.Contains(a) {
 			return p, true
 		}
@@ -143,10 +149,10 @@ func (s *Service) refresh() {
 		subnets = append(subnets, p)
 	}
 	slices.SortFunc(subnets, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.renewMu.Lock()
+	defer s.renewMu.Unlock()
 	now := time.Now()
-	if slices.Equal(subnets, s.subnets) && now.Sub(s.renewedAt) < s.cfg.Lease/3 {
+	if cur := s.subnets.Load(); cur != nil && slices.Equal(subnets, *cur) && now.Sub(s.renewedAt) < s.cfg.Lease/3 {
 		return
 	}
 	r := dataplane.NamesRedirect{UDPPort: s.udpPort, TCPPort: s.tcpPort, Subnets: subnets, Until: now.Add(s.cfg.Lease)}
@@ -154,7 +160,8 @@ func (s *Service) refresh() {
 		s.log.WithError(err).Warn("names redirect not renewed: cross-host names stop when the lease ends")
 		return
 	}
-	s.subnets, s.renewedAt = subnets, now
+	s.subnets.Store(&subnets)
+	s.renewedAt = now
 }
 
 func (s *Service) renewLoop(ctx context.Context) {
@@ -193,8 +200,11 @@ func (s *Service) learnLoop(ctx context.Context) {
 	}
 }
 
+// onEvent publishes or withdraws a container's names first and then
+// renews the redirect (a network created or removed changes it), so that
+// a renewal never delays a name.
 func (s *Service) onEvent(ctx context.Context, ev Event) {
-	s.refresh()
+	defer s.refresh()
 	id := ev.Actor.Attributes["container"]
 	if ev.Type != "network" || id == "" || (ev.Action != "connect" && ev.Action != "disconnect") {
 		return
@@ -233,9 +243,10 @@ type NetworkNames struct {
 
 // Status lists the names answered on each local network, by host.
 func (s *Service) Status() []NetworkNames {
-	s.mu.Lock()
-	subnets := slices.Clone(s.subnets)
-	s.mu.Unlock()
+	var subnets []netip.Prefix
+	if cur := s.subnets.Load(); cur != nil {
+		subnets = *cur
+	}
 	var out []NetworkNames
 	for _, p := range subnets {
 		nn := NetworkNames{Subnet: p.String(), Hosts: map[string][]string{}}
