@@ -108,8 +108,12 @@ func lookups(fd int, q *dnsQuery, want netip.Addr, n int) ([]float64, error) {
 			continue
 		}
 		lost = 0
-		if _, has, err := checkAnswer(reply, want); err != nil || !has {
-			return out, fmt.Errorf("%s: the reply lacks %v (%v)", q.name, want, err)
+		_, has, err := checkAnswer(reply, want)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", q.name, err)
+		}
+		if !has {
+			return out, fmt.Errorf("%s: the reply lacks %v", q.name, want)
 		}
 		out = append(out, float64(d.Nanoseconds())/1e6)
 	}
