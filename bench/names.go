@@ -502,6 +502,25 @@ func (b *bench) reportNames(p printer) {
 		p("| %s | %s | %s |\n", labelCell(s.label), s.p50.cell("%.3f"), s.p99.cell("%.3f"))
 	}
 	p("\n")
+	nr.reportFloor(p)
+}
+
+// reportFloor says what Docker's own forwarding costs (the bridge
+// network's upstream lookup, no grapevine on its path) next to its
+// same-host answer: the least any name that Docker forwards can cost.
+func (nr *namesRun) reportFloor(p printer) {
+	local, brup, cross, crossDirect, brDirect := nr.seriesByID("local"), nr.seriesByID("brup"), nr.seriesByID("cross"), nr.seriesByID("crossdirect"), nr.seriesByID("brupdirect")
+	if local == nil || brup == nil || naOf(&local.p99, &brup.p99) != "" {
+		return
+	}
+	r, _ := pairedRatio(&brup.p99, &local.p99)
+	p("Docker's own forwarding, with no grapevine on the path (the bridge network's upstream lookup), took p50 %.3f ms and p99 %.3f ms, %.2f × Docker's same-host p99 (paired by round): "+
+		"a cross-host name is forwarded by Docker before grapevine answers it, so this is its floor.", brup.p50.median(), brup.p99.median(), r)
+	if cross != nil && crossDirect != nil && brDirect != nil && naOf(&cross.p50, &crossDirect.p50, &brDirect.p50) == "" {
+		d, _ := pairedDiff(&crossDirect.p50, &brDirect.p50)
+		p(" grapevine's own answer (sent straight to the upstream address) took %.3f ms at p50 more than a plain round trip to the upstream server from the bridge network.", d)
+	}
+	p("\n\n")
 }
 
 func maxOf(v []float64) float64 {
