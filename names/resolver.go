@@ -25,6 +25,11 @@ const (
 	upstreamWait  = 5 * time.Second
 	tcpIdle       = 10 * time.Second
 	maxUDPMessage = 65535
+	// maxRelays bounds the UDP queries waiting for their upstream at once
+	// (each holds a thread for up to upstreamWait): a container flooding
+	// a silent address's port 53 costs other relayed queries, never the
+	// plugin; grapevine names are still answered.
+	maxRelays = 256
 )
 
 // answer returns the reply to a query from client when it asks for a
@@ -108,6 +113,13 @@ func (s *Service) handleUDP(pkt []byte, from, local netip.AddrPort) {
 		reply(ans)
 		return
 	}
+	select {
+	case s.relays <- struct{}{}:
+		defer func() { <-s.relays }()
+	default:
+		s.log.WithField("client", from).Debug("resolver: query dropped: maxRelays queries already wait for their upstream")
+		return
+	}
 	orig, err := s.cfg.OriginalUDP(from, local)
 	if err != nil {
 		s.log.WithError(err).WithField("client", from).Debug("resolver: query dropped")
@@ -122,8 +134,8 @@ func (s *Service) handleUDP(pkt []byte, from, local netip.AddrPort) {
 // during the call). It uses a blocking socket of its own rather than Go's
 // network poller: the handler's thread sleeps in the kernel and wakes with
 // the answer, which saves the poller's registration, wake-up and
-// hand-over on every forwarded query (about a third of the relay's time
-// on a busy 2-vCPU host).
+// hand-over on every forwarded query. Such a handler holds an OS thread
+// while it waits: handleUDP lets at most maxRelays wait at once.
 func (s *Service) exchangeUDP(pkt []byte, to netip.AddrPort, reply func([]byte)) error {
 	if !to.Addr().Is4() {
 		return fmt.Errorf("upstream %s: IPv4 only", to)

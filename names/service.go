@@ -61,6 +61,9 @@ type Service struct {
 	// bufs are the relay's receive buffers (*[]byte of maxUDPMessage
 	// bytes): one per forwarded query would be 64 KiB of garbage each.
 	bufs sync.Pool
+	// relays holds a token per UDP query waiting for its upstream
+	// (maxRelays).
+	relays chan struct{}
 
 	// subnets are the networks whose queries are served, read by every
 	// query without a lock; renewMu serialises the redirect's renewals
@@ -85,6 +88,7 @@ func Start(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Log, table: NewTable(cfg.Cluster)}
 	s.bufs.New = func() any { b := make([]byte, maxUDPMessage); return &b }
+	s.relays = make(chan struct{}, maxRelays)
 	var err error
 	if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{}); err != nil {
 		return nil, fmt.Errorf("names resolver: listen udp: %w", err)
