@@ -213,8 +213,14 @@ func (s *Service) onEvent(ctx context.Context, ev Event) {
 	if ev.Type != "network" || id == "" || (ev.Action != "connect" && ev.Action != "disconnect") {
 		return
 	}
+	log := s.log.WithFields(logrus.Fields{"network": shortID(ev.Actor.ID), "container": shortID(id)})
+	if ev.Action == "connect" {
+		if err := s.pub.publishEarly(ctx, ev.Actor.ID, id); err != nil {
+			log.WithError(err).Debug("container name not published from the network's endpoint list; the container inspect follows")
+		}
+	}
 	if err := s.pub.syncContainer(ctx, id); err != nil {
-		s.log.WithError(err).WithFields(logrus.Fields{"network": shortID(ev.Actor.ID), "container": shortID(id)}).Warn("names of container not updated; the next resync retries")
+		log.WithError(err).Warn("names of container not updated; the next resync retries")
 	}
 }
 
