@@ -84,13 +84,17 @@ func (p *publisher) syncContainer(ctx context.Context, id string) error {
 // returned); its aliases follow with syncContainer. It only adds: a record
 // of the same endpoint already published is left as it is.
 func (p *publisher) publishEarly(ctx context.Context, netID, id string) error {
+	nets := p.networks()
+	if _, ok := nets[netID]; !ok {
+		return nil // not one of this host's VXLAN networks: nothing to publish
+	}
 	name, cn, err := p.eng.NetworkEndpoint(ctx, netID, id)
 	if err != nil {
 		return err
 	}
 	ct := Container{ID: id, Name: "/" + name}
 	ct.NetworkSettings.Networks = map[string]ContainerNetwork{netID: cn}
-	want := p.entries(ct, p.networks())
+	want := p.entries(ct, nets)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for key, v := range want {

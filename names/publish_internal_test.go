@@ -192,8 +192,11 @@ func TestPublishEarly(t *testing.T) {
 	if got := names(); !slices.Equal(got, []string{"db", "store"}) {
 		t.Errorf("after a repeated early publish: %v, want [db store] still", got)
 	}
-	if err := p.publishEarly(ctx, "netother", "c1"); err == nil {
-		t.Error("early publish on a network without the container: no error")
+	if err := p.publishEarly(ctx, "netother", "c1"); err != nil {
+		t.Errorf("early publish on a network that is not a local VXLAN network: %v, want nothing done", err)
+	}
+	if err := p.publishEarly(ctx, "netvx", "c9"); err == nil {
+		t.Error("early publish for a container the network does not list: no error")
 	}
 	eng.set("c1", nil) // removed: the inspect withdraws what the early publish wrote
 	if err := p.syncContainer(ctx, "c1"); err != nil {
