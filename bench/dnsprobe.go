@@ -73,6 +73,11 @@ func dnsSocket(nsPath string, resolver netip.AddrPort) (int, error) {
 	return openRR(nsPath, resolver)
 }
 
+// nameProbeWait is how long the name probe waits for an answer before it
+// sends the next query: a lost datagram must not count as a name that
+// was not there (a late answer is skipped by its ID).
+const nameProbeWait = 50 * time.Millisecond
+
 // exchange sends q once on fd and waits for the reply with its ID (late
 // replies to earlier queries are skipped): the time it took and the reply.
 func exchange(fd int, q *dnsQuery, buf []byte) (time.Duration, []byte, error) {
@@ -145,6 +150,11 @@ func runNameProbe(nsPath string, resolver netip.AddrPort, name string, want neti
 		return r
 	}
 	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(nameProbeWait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		r.err = fmt.Errorf("name probe receive timeout: %w", err)
+		return r
+	}
 	q, err := newDNSQuery(name)
 	if err != nil {
 		r.err = err
