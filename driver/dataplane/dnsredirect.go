@@ -185,15 +185,18 @@ func (c *Conntrack) OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort
 }
 
 // receive reads one datagram and returns its messages when they answer
-// seq (nil when they answer another question); an error message is an
-// error.
+// seq (nil when they answer another question or do not come from the
+// kernel); an error message is an error.
 func (c *Conntrack) receive(seq uint32) ([][]byte, error) {
-	n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+	n, from, err := unix.Recvfrom(c.fd, c.buf, 0)
 	for errors.Is(err, unix.EINTR) {
-		n, _, err = unix.Recvfrom(c.fd, c.buf, 0)
+		n, from, err = unix.Recvfrom(c.fd, c.buf, 0)
 	}
 	if err != nil {
 		return nil, err
+	}
+	if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
+		return nil, nil // not from the kernel: not an answer
 	}
 	msgs, err := syscall.ParseNetlinkMessage(c.buf[:n])
 	if err != nil {
