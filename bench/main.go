@@ -17,6 +17,7 @@
 //	                               harness, 1 when not (scripts/bench.sh)
 //	gvbench udp-echo ADDR          echo UDP datagrams (latency server)
 //	gvbench udp-rr ADDR N          N request/response round trips; prints p50/p99 µs
+//	gvbench dns-upstream ADDR      serve the harness's upstream DNS (names part)
 //
 // Nothing here asserts a target: targets are reported as met or missed.
 package main
@@ -33,7 +34,7 @@ func main() {
 	log.SetOutput(os.Stderr)
 	entry := logrus.NewEntry(log)
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gvbench run|needs-harness|udp-echo|udp-rr …")
+		fmt.Fprintln(os.Stderr, "usage: gvbench run|needs-harness|udp-echo|udp-rr|dns-upstream …")
 		os.Exit(2)
 	}
 	var err error
@@ -54,8 +55,10 @@ func main() {
 		err = cmdUDPEcho(os.Args[2:])
 	case "udp-rr":
 		err = cmdUDPRR(os.Args[2:])
+	case "dns-upstream":
+		err = cmdDNSUpstream(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown subcommand %q: want run, needs-harness, udp-echo or udp-rr", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q: want run, needs-harness, udp-echo, udp-rr or dns-upstream", os.Args[1])
 	}
 	if err != nil {
 		entry.Error(err)

@@ -31,6 +31,7 @@ func (b *bench) report() string {
 		}
 	}
 	b.reportRuns(p, bridge)
+	b.reportNames(p)
 	b.reportIPAM(p)
 	b.reportScale(p)
 	b.reportRSS(p)
@@ -315,6 +316,7 @@ func (b *bench) targets(byName map[string]*path, bridge *runTarget) [][3]string 
 	var t targetRows
 	t.dataplane(byName)
 	b.convergenceTargets(&t)
+	b.namesTargets(&t)
 	b.otherTargets(&t, bridge)
 	return t
 }

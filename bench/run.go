@@ -23,6 +23,7 @@ type config struct {
 	rounds, seconds    int
 	rrCount            int
 	convN, runN        int
+	namesN, dnsQ       int
 	endpoints          []int
 	gossipSizes        []gossipSize
 	gossipTimeout      time.Duration
@@ -32,7 +33,7 @@ type config struct {
 }
 
 // allParts are the parts of a run, in the order they run (-parts).
-var allParts = []string{"dataplane", "convergence", "run", "socket", "go"}
+var allParts = []string{"dataplane", "convergence", "run", "names", "socket", "go"}
 
 // allPaths are the data paths by short id and report name (-paths); the
 // convergence and run parts measure the two overlays among them.
@@ -101,7 +102,7 @@ func (c config) everything() bool {
 
 // needsHarness reports whether any selected part runs on the harness hosts.
 func (c config) needsHarness() bool {
-	return c.parts["dataplane"] || c.parts["convergence"] || c.parts["run"] || c.parts["socket"]
+	return c.parts["dataplane"] || c.parts["convergence"] || c.parts["run"] || c.parts["names"] || c.parts["socket"]
 }
 
 // bench holds one benchmark run: what it started (to stop it) and what it
@@ -126,6 +127,7 @@ type bench struct {
 	ipam  []ipamRow
 	scale []scaleRow
 	rss   []rssRow
+	names *namesRun
 	notes []string
 
 	goTook  time.Duration // the whole Go part
@@ -172,6 +174,8 @@ func parseRunFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.rrCount, "rr", 5000, "request/response round trips per latency measurement")
 	fs.IntVar(&cfg.convN, "conv", 50, "containers per network for convergence")
 	fs.IntVar(&cfg.runN, "runs", 10, "docker run/rm pairs per network")
+	fs.IntVar(&cfg.namesN, "names", 50, "containers for the names part's availability")
+	fs.IntVar(&cfg.dnsQ, "dnsq", 1000, "lookups per series and round in the names part")
 	fs.StringVar(&eps, "endpoints", "1000,5000", "endpoint counts for the plugin RSS")
 	fs.StringVar(&gsizes, "gossip-sizes", "50=20x,200=10x,500=5x", "simulated cluster sizes and the -benchtime (puts measured) of gossip's BenchmarkConvergence for each")
 	fs.DurationVar(&cfg.gossipTimeout, "gossip-timeout", 6*time.Minute, "time budget (go test -timeout) for each gossip size")
@@ -204,8 +208,10 @@ func parseRunFlags(args []string) (config, error) {
 		delete(cfg.parts, "go")
 	}
 	if skipNet {
-		for _, p := range allParts[:4] {
-			delete(cfg.parts, p)
+		for _, p := range allParts {
+			if p != "go" {
+				delete(cfg.parts, p)
+			}
 		}
 	}
 	for _, f := range strings.Split(eps, ",") {
@@ -338,6 +344,10 @@ func (b *bench) networkBenchmarks() {
 	}
 	if run {
 		b.runBenchmarks(h1, gv, ovl)
+	}
+	if b.cfg.parts["names"] {
+		b.log.Info("names across hosts")
+		b.namesBenchmarks(gv)
 	}
 	if b.cfg.parts["socket"] {
 		b.log.Info("plugin socket: IPAM rate and RSS")

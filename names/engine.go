@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"grapevine/internal/unixhttp"
@@ -79,6 +80,30 @@ func (e *Engine) Inspect(ctx context.Context, id string) (Container, error) {
 	var c Container
 	err := e.get(ctx, "/containers/"+url.PathEscape(id)+"/json", &c)
 	return c, err
+}
+
+// NetworkEndpoint returns the name and endpoint of container id on network
+// netID as the network's endpoint list has them (GET /networks/{id}: the
+// endpoint's name is the container's). Unlike the container inspect, this
+// does not wait for a container start under way to finish; it carries no
+// aliases. errNoContainer when the network lists no endpoint of id.
+func (e *Engine) NetworkEndpoint(ctx context.Context, netID, id string) (string, ContainerNetwork, error) {
+	var nw struct {
+		Containers map[string]struct {
+			Name        string
+			EndpointID  string
+			IPv4Address string // "198.19.16.5/20"
+		}
+	}
+	if err := e.get(ctx, "/networks/"+url.PathEscape(netID), &nw); err != nil {
+		return "", ContainerNetwork{}, err
+	}
+	c, ok := nw.Containers[id]
+	if !ok {
+		return "", ContainerNetwork{}, fmt.Errorf("network %.12s lists no endpoint of container %.12s: %w", netID, id, errNoContainer)
+	}
+	addr, _, _ := strings.Cut(c.IPv4Address, "/")
+	return c.Name, ContainerNetwork{NetworkID: netID, EndpointID: c.EndpointID, IPAddress: addr}, nil
 }
 
 func (e *Engine) get(ctx context.Context, path string, out any) error {

@@ -17,6 +17,7 @@ import (
 type engineAPI interface {
 	Running(ctx context.Context) ([]string, error)
 	Inspect(ctx context.Context, id string) (Container, error)
+	NetworkEndpoint(ctx context.Context, netID, id string) (string, ContainerNetwork, error)
 }
 
 // publisher keeps this host's names records equal to the names of its
@@ -73,6 +74,44 @@ func (p *publisher) syncContainer(ctx context.Context, id string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.apply(id, want)
+	return nil
+}
+
+// publishEarly publishes, at a connect event, the container name of
+// container id's endpoint on network netID from the network's endpoint
+// list, which answers while the container's start is still under way (the
+// container inspect waits for it to finish, after `docker run` has
+// returned); its aliases follow with syncContainer. It only adds: a record
+// of the same endpoint already published is left as it is.
+func (p *publisher) publishEarly(ctx context.Context, netID, id string) error {
+	nets := p.networks()
+	if _, ok := nets[netID]; !ok {
+		return nil // not one of this host's VXLAN networks: nothing to publish
+	}
+	name, cn, err := p.eng.NetworkEndpoint(ctx, netID, id)
+	if err != nil {
+		return err
+	}
+	ct := Container{ID: id, Name: "/" + name}
+	ct.NetworkSettings.Networks = map[string]ContainerNetwork{netID: cn}
+	want := p.entries(ct, nets)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for key, v := range want {
+		if cur, ok := p.c.Get(Kind, key); ok && !cur.Deleted && cur.Owner == p.c.LocalName() {
+			if e, err := Decode(cur); err == nil && e.Endpoint == cn.EndpointID {
+				continue
+			}
+		}
+		if err := p.c.Put(Kind, key, v); err != nil {
+			p.log.WithError(err).WithField("key", key).Warn("publishing names")
+			continue
+		}
+		if p.byID[id] == nil {
+			p.byID[id] = map[string]bool{}
+		}
+		p.byID[id][key] = true
+	}
 	return nil
 }
 

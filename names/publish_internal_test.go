@@ -39,6 +39,23 @@ func (e *engineDouble) Inspect(_ context.Context, id string) (Container, error) 
 	return c, nil
 }
 
+// NetworkEndpoint answers from the container's entry for netID, without
+// its aliases, as the network's endpoint list does.
+func (e *engineDouble) NetworkEndpoint(_ context.Context, netID, id string) (string, ContainerNetwork, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.containers[id]
+	if ok {
+		for _, n := range c.NetworkSettings.Networks {
+			if n.NetworkID == netID && n.EndpointID != "" {
+				n.Aliases = nil
+				return strings.TrimPrefix(c.Name, "/"), n, nil
+			}
+		}
+	}
+	return "", ContainerNetwork{}, fmt.Errorf("network %s: %w", netID, errNoContainer)
+}
+
 func (e *engineDouble) set(id string, c *Container) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -130,4 +147,62 @@ func live(rs []gossip.Record) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// TestPublishEarly: at a connect, the container name is published from the
+// network's endpoint list (no aliases there); the inspect adds the
+// aliases; a later early publish does not take them away again.
+func TestPublishEarly(t *testing.T) {
+	n := gossiptest.NewNet()
+	c := n.Node(t, "a", nil)
+	eng := &engineDouble{containers: map[string]Container{}}
+	vx := netip.MustParsePrefix("198.19.7.0/24")
+	p := newPublisher(c, eng, func() map[string]netip.Prefix { return map[string]netip.Prefix{"netvx": vx} }, gossiptest.Log("a"))
+	ctx := context.Background()
+	ep := strings.Repeat("5", 64)
+	eng.set("c1", container("db", map[string]ContainerNetwork{"vx": {NetworkID: "netvx", EndpointID: ep, IPAddress: "198.19.7.5", Aliases: []string{"store"}}}))
+	key := Key(vx, netip.MustParseAddr("198.19.7.5"), "a")
+	names := func() []string {
+		r, ok := c.Get(Kind, key)
+		if !ok || r.Deleted {
+			return nil
+		}
+		e, err := Decode(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Names
+	}
+
+	if err := p.publishEarly(ctx, "netvx", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"db"}) {
+		t.Errorf("after the early publish: %v, want [db]", got)
+	}
+	if err := p.syncContainer(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"db", "store"}) {
+		t.Errorf("after the inspect: %v, want [db store]", got)
+	}
+	if err := p.publishEarly(ctx, "netvx", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"db", "store"}) {
+		t.Errorf("after a repeated early publish: %v, want [db store] still", got)
+	}
+	if err := p.publishEarly(ctx, "netother", "c1"); err != nil {
+		t.Errorf("early publish on a network that is not a local VXLAN network: %v, want nothing done", err)
+	}
+	if err := p.publishEarly(ctx, "netvx", "c9"); err == nil {
+		t.Error("early publish for a container the network does not list: no error")
+	}
+	eng.set("c1", nil) // removed: the inspect withdraws what the early publish wrote
+	if err := p.syncContainer(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := live(c.List(Kind)); len(got) != 0 {
+		t.Errorf("after removal: %v, want none", got)
+	}
 }

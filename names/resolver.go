@@ -3,6 +3,7 @@ package names
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // Timeouts of the resolver. Docker's resolver gives up on an external
@@ -23,6 +25,11 @@ const (
 	upstreamWait  = 5 * time.Second
 	tcpIdle       = 10 * time.Second
 	maxUDPMessage = 65535
+	// maxRelays bounds the UDP queries waiting for their upstream at once
+	// (each holds a thread for up to upstreamWait): a container flooding
+	// a silent address's port 53 costs other relayed queries, never the
+	// plugin; grapevine names are still answered.
+	maxRelays = 256
 )
 
 // answer returns the reply to a query from client when it asks for a
@@ -106,35 +113,61 @@ func (s *Service) handleUDP(pkt []byte, from, local netip.AddrPort) {
 		reply(ans)
 		return
 	}
+	select {
+	case s.relays <- struct{}{}:
+		defer func() { <-s.relays }()
+	default:
+		s.log.WithField("client", from).Debug("resolver: query dropped: maxRelays queries already wait for their upstream")
+		return
+	}
 	orig, err := s.cfg.OriginalUDP(from, local)
 	if err != nil {
 		s.log.WithError(err).WithField("client", from).Debug("resolver: query dropped")
 		return
 	}
-	resp, err := exchangeUDP(pkt, orig)
-	if err != nil {
+	if err := s.exchangeUDP(pkt, orig, reply); err != nil {
 		s.log.WithError(err).WithFields(logrus.Fields{"client": from, "upstream": orig}).Debug("resolver: no answer from upstream")
-		return
 	}
-	reply(resp)
 }
 
-func exchangeUDP(pkt []byte, to netip.AddrPort) ([]byte, error) {
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+// exchangeUDP sends pkt to to and calls reply with the answer (valid only
+// during the call). It uses a blocking socket of its own rather than Go's
+// network poller: the handler's thread sleeps in the kernel and wakes with
+// the answer, which saves the poller's registration, wake-up and
+// hand-over on every forwarded query. Such a handler holds an OS thread
+// while it waits: handleUDP lets at most maxRelays wait at once.
+func (s *Service) exchangeUDP(pkt []byte, to netip.AddrPort, reply func([]byte)) error {
+	if !to.Addr().Is4() {
+		return fmt.Errorf("upstream %s: IPv4 only", to)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("upstream socket: %w", err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(upstreamWait))
-	if _, err := c.Write(pkt); err != nil {
-		return nil, err
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(upstreamWait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("upstream socket timeout: %w", err)
 	}
-	buf := make([]byte, maxUDPMessage)
-	n, err := c.Read(buf)
-	if err != nil {
-		return nil, err
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()}); err != nil {
+		return fmt.Errorf("connect to upstream %s: %w", to, err)
 	}
-	return buf[:n], nil
+	if _, err := unix.Write(fd, pkt); err != nil {
+		return fmt.Errorf("send to upstream %s: %w", to, err)
+	}
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	for {
+		n, err := unix.Read(fd, *bp)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("answer from upstream %s: %w", to, err)
+		}
+		reply((*bp)[:n])
+		return nil
+	}
 }
 
 func (s *Service) serveTCP() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"testing"
@@ -181,4 +182,127 @@ func query(t *testing.T, proto, addr, name string, qtype uint16) *dns.Msg {
 		t.Fatalf("%s query %s to %s: %v", proto, name, addr, err)
 	}
 	return r
+}
+
+// stallingRedirects blocks the first renewal after the initial sync until
+// released, as a slow iptables-restore does.
+type stallingRedirects struct {
+	mu      sync.Mutex
+	calls   int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *stallingRedirects) SyncNamesRedirect(dataplane.NamesRedirect) error {
+	r.mu.Lock()
+	r.calls++
+	n := r.calls
+	r.mu.Unlock()
+	if n == 2 {
+		close(r.entered)
+		<-r.release
+	}
+	return nil
+}
+
+func (r *stallingRedirects) RemoveNamesRedirect() error { return nil }
+
+// TestRenewalDoesNotStallQueries: while the redirect's renewal is under
+// way (iptables-restore takes tens of ms on a busy host), queries are
+// still answered and relayed.
+func TestRenewalDoesNotStallQueries(t *testing.T) {
+	n := gossiptest.NewNet()
+	obs := node(t, n, "a")
+	up := upstream(t)
+	rd := &stallingRedirects{entered: make(chan struct{}), release: make(chan struct{})}
+	s, err := names.Start(names.Config{
+		Cluster: obs,
+		Networks: func() map[string]netip.Prefix {
+			return map[string]netip.Prefix{"n1": netip.MustParsePrefix("127.0.0.0/8")}
+		},
+		Redirect:    rd,
+		OriginalUDP: func(netip.AddrPort, netip.AddrPort) (netip.AddrPort, error) { return up, nil },
+		OriginalTCP: func(*net.TCPConn) (netip.AddrPort, error) { return up, nil },
+		Lease:       3 * time.Millisecond, // every refresh renews
+		Log:         gossiptest.Log("a"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer close(rd.release)
+	select {
+	case <-rd.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal within 10 s")
+	}
+	uport, _ := s.Ports()
+	cl := &dns.Client{Net: "udp", Timeout: time.Second}
+	r, _, err := cl.Exchange(new(dns.Msg).SetQuestion("up.example.", dns.TypeA), fmt.Sprintf("127.0.0.1:%d", uport))
+	if err != nil || len(r.Answer) != 1 {
+		t.Errorf("query during a renewal: %v, %v; want the upstream's answer within 1 s", r, err)
+	}
+}
+
+// TestRelayFloodBounded: a container flooding a silent upstream with
+// queries ties up at most maxRelays handlers (threads, since each waits on
+// a blocking socket); grapevine names are still answered meanwhile.
+func TestRelayFloodBounded(t *testing.T) {
+	n := gossiptest.NewNet()
+	obs := node(t, n, "a")
+	b := node(t, n, "b")
+	gossiptest.Eventually(t, 10*time.Second, "2 members", func() bool { return len(obs.Members()) == 2 })
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0") // reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	dead := silent.LocalAddr().(*net.UDPAddr).AddrPort()
+	s, err := names.Start(names.Config{
+		Cluster: obs,
+		Networks: func() map[string]netip.Prefix {
+			return map[string]netip.Prefix{"n1": netip.MustParsePrefix("127.0.0.0/8")}
+		},
+		Redirect:    &redirects{},
+		OriginalUDP: func(netip.AddrPort, netip.AddrPort) (netip.AddrPort, error) { return dead, nil },
+		OriginalTCP: func(*net.TCPConn) (netip.AddrPort, error) { return dead, nil },
+		Log:         gossiptest.Log("a"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	uport, _ := s.Ports()
+	addr := fmt.Sprintf("127.0.0.1:%d", uport)
+	publishSubnet(t, b, "127.0.0.0/8", "127.0.0.5", "db")
+	// until the record arrives the query goes to the silent upstream: no
+	// answer, and no failure either
+	short := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
+	gossiptest.Eventually(t, 10*time.Second, "db answers", func() bool {
+		a, _, err := short.Exchange(new(dns.Msg).SetQuestion("db.", dns.TypeA), addr)
+		return err == nil && len(a.Answer) == 1
+	})
+
+	threads := func() int { return pprof.Lookup("threadcreate").Count() }
+	before := threads()
+	c, err := net.Dial("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q, _ := new(dns.Msg).SetQuestion("up.example.", dns.TypeA).Pack()
+	const flood = 1000
+	for range flood {
+		if _, err := c.Write(q); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Microsecond) // the socket's buffer is not the limit tested
+	}
+	time.Sleep(300 * time.Millisecond)
+	if grown := threads() - before; grown > 300 {
+		t.Errorf("%d queries to a silent upstream made %d threads, want at most about 256", flood, grown)
+	}
+	if a := query(t, "udp", addr, "db.", dns.TypeA); len(a.Answer) != 1 {
+		t.Errorf("db during the flood: %v, want its answer", a.Answer)
+	}
 }

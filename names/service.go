@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -57,10 +58,19 @@ type Service struct {
 	tcp     *net.TCPListener
 	udpPort uint16
 	tcpPort uint16
+	// bufs are the relay's receive buffers (*[]byte of maxUDPMessage
+	// bytes): one per forwarded query would be 64 KiB of garbage each.
+	bufs sync.Pool
+	// relays holds a token per UDP query waiting for its upstream
+	// (maxRelays).
+	relays chan struct{}
 
-	mu        sync.Mutex
-	subnets   []netip.Prefix
-	renewedAt time.Time
+	// subnets are the networks whose queries are served, read by every
+	// query without a lock; renewMu serialises the redirect's renewals
+	// (iptables-restore takes tens of ms, which no query may wait for).
+	subnets   atomic.Pointer[[]netip.Prefix]
+	renewMu   sync.Mutex
+	renewedAt time.Time // under renewMu
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -77,6 +87,8 @@ func Start(cfg Config) (*Service, error) {
 		cfg.Resync = 30 * time.Second
 	}
 	s := &Service{cfg: cfg, log: cfg.Log, table: NewTable(cfg.Cluster)}
+	s.bufs.New = func() any { b := make([]byte, maxUDPMessage); return &b }
+	s.relays = make(chan struct{}, maxRelays)
 	var err error
 	if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{}); err != nil {
 		return nil, fmt.Errorf("names resolver: listen udp: %w", err)
@@ -121,9 +133,11 @@ func (s *Service) Close() {
 }
 
 func (s *Service) subnetOf(a netip.Addr) (netip.Prefix, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range s.subnets {
+	cur := s.subnets.Load()
+	if cur == nil {
+		return netip.Prefix{}, false
+	}
+	for _, p := range *cur {
 		if p.Contains(a) {
 			return p, true
 		}
@@ -139,10 +153,10 @@ func (s *Service) refresh() {
 		subnets = append(subnets, p)
 	}
 	slices.SortFunc(subnets, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.renewMu.Lock()
+	defer s.renewMu.Unlock()
 	now := time.Now()
-	if slices.Equal(subnets, s.subnets) && now.Sub(s.renewedAt) < s.cfg.Lease/3 {
+	if cur := s.subnets.Load(); cur != nil && slices.Equal(subnets, *cur) && now.Sub(s.renewedAt) < s.cfg.Lease/3 {
 		return
 	}
 	r := dataplane.NamesRedirect{UDPPort: s.udpPort, TCPPort: s.tcpPort, Subnets: subnets, Until: now.Add(s.cfg.Lease)}
@@ -150,7 +164,8 @@ func (s *Service) refresh() {
 		s.log.WithError(err).Warn("names redirect not renewed: cross-host names stop when the lease ends")
 		return
 	}
-	s.subnets, s.renewedAt = subnets, now
+	s.subnets.Store(&subnets)
+	s.renewedAt = now
 }
 
 func (s *Service) renewLoop(ctx context.Context) {
@@ -189,14 +204,23 @@ func (s *Service) learnLoop(ctx context.Context) {
 	}
 }
 
+// onEvent publishes or withdraws a container's names first and then
+// renews the redirect (a network created or removed changes it), so that
+// a renewal never delays a name.
 func (s *Service) onEvent(ctx context.Context, ev Event) {
-	s.refresh()
+	defer s.refresh()
 	id := ev.Actor.Attributes["container"]
 	if ev.Type != "network" || id == "" || (ev.Action != "connect" && ev.Action != "disconnect") {
 		return
 	}
+	log := s.log.WithFields(logrus.Fields{"network": shortID(ev.Actor.ID), "container": shortID(id)})
+	if ev.Action == "connect" {
+		if err := s.pub.publishEarly(ctx, ev.Actor.ID, id); err != nil {
+			log.WithError(err).Debug("container name not published from the network's endpoint list; the container inspect follows")
+		}
+	}
 	if err := s.pub.syncContainer(ctx, id); err != nil {
-		s.log.WithError(err).WithFields(logrus.Fields{"network": shortID(ev.Actor.ID), "container": shortID(id)}).Warn("names of container not updated; the next resync retries")
+		log.WithError(err).Warn("names of container not updated; the next resync retries")
 	}
 }
 
@@ -229,9 +253,10 @@ type NetworkNames struct {
 
 // Status lists the names answered on each local network, by host.
 func (s *Service) Status() []NetworkNames {
-	s.mu.Lock()
-	subnets := slices.Clone(s.subnets)
-	s.mu.Unlock()
+	var subnets []netip.Prefix
+	if cur := s.subnets.Load(); cur != nil {
+		subnets = *cur
+	}
 	var out []NetworkNames
 	for _, p := range subnets {
 		nn := NetworkNames{Subnet: p.String(), Hosts: map[string][]string{}}

@@ -159,7 +159,8 @@ type process struct {
 	ipam     *gvipam.Driver
 	cluster  *gossip.Cluster
 	clone    *cloneGuard
-	names    *names.Service // nil when the resolver could not start
+	names    *names.Service       // nil when the resolver could not start
+	ct       *dataplane.Conntrack // the resolver's conntrack socket (nil: one per query)
 	node     string
 	log      *logrus.Entry
 	cancel   context.CancelFunc
@@ -315,11 +316,17 @@ func (p *process) startNames(engineSocket string) *names.Service {
 			eng = names.NewEngine(engineSocket)
 		}
 	}
+	origUDP := dataplane.OriginalDstUDP
+	if ct, err := dataplane.NewConntrack(); err != nil {
+		log.WithError(err).Warn("no kept conntrack socket: the resolver opens one per forwarded query")
+	} else {
+		p.ct, origUDP = ct, ct.OriginalDstUDP
+	}
 	s, err := names.Start(names.Config{
 		Cluster:     p.cluster,
 		Networks:    p.driver.NameNetworks,
 		Redirect:    p.dp,
-		OriginalUDP: dataplane.OriginalDstUDP,
+		OriginalUDP: origUDP,
 		OriginalTCP: dataplane.OriginalDstTCP,
 		Engine:      eng,
 		Log:         log,
@@ -417,6 +424,9 @@ func (p *process) close() {
 	p.wg.Wait()
 	if p.names != nil {
 		p.names.Close()
+	}
+	if p.ct != nil {
+		p.ct.Close()
 	}
 	p.driver.Close()
 	p.ipam.Close()

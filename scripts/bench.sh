@@ -12,7 +12,7 @@
 #   scripts/bench.sh -out ''                 print only
 #   scripts/bench.sh -parts convergence -paths gv,overlay -out build/conv.md
 #                                            a targeted re-run: only these parts
-#                                            (dataplane,convergence,run,socket,go)
+#                                            (dataplane,convergence,run,names,socket,go)
 #                                            and data paths (underlay,kvx,overlay,
 #                                            gv,dmacvlan,gmacvlan); no harness is
 #                                            brought up for -parts go

@@ -2,10 +2,13 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -106,14 +109,146 @@ func (k *Kernel) RemoveNamesRedirect() error {
 	return nil
 }
 
+// Conntrack asks the kernel's connection tracking for the original
+// destination of redirected datagrams over one blocking netlink socket it
+// keeps open, with one reused receive buffer: a socket per question (the
+// netlink package's default) costs six more system calls and a 64 KiB
+// buffer on every forwarded DNS query. It acts in the network namespace it
+// was made in; safe for concurrent use (questions take turns).
+type Conntrack struct {
+	mu  sync.Mutex
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+// conntrackTimeout bounds a question to the kernel (it answers at once).
+const conntrackTimeout = time.Second
+
+// NewConntrack opens the netlink socket in the calling thread's network
+// namespace.
+func NewConntrack() (*Conntrack, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack netlink socket: %w", err)
+	}
+	tv := unix.NsecToTimeval(conntrackTimeout.Nanoseconds())
+	for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("conntrack netlink socket timeout: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind conntrack netlink socket: %w", err)
+	}
+	return &Conntrack{fd: fd, buf: make([]byte, 16<<10)}, nil
+}
+
+// Close closes the socket.
+func (c *Conntrack) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd >= 0 {
+		unix.Close(c.fd)
+		c.fd = -1
+	}
+}
+
+// OriginalDstUDP is the package's OriginalDstUDP, asked on c's socket.
+func (c *Conntrack) OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
+	req, err := udpReplyQuery(client, local)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return netip.AddrPort{}, fmt.Errorf("conntrack entry of udp %s → %s: socket closed", client, local)
+	}
+	c.seq++
+	req.Seq = c.seq
+	if err := unix.Sendto(c.fd, req.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("conntrack entry of udp %s → %s: %w", client, local, err)
+	}
+	for {
+		msg, err := c.receive(req.Seq)
+		if err != nil {
+			return netip.AddrPort{}, fmt.Errorf("conntrack entry of udp %s → %s: %w", client, local, err)
+		}
+		if msg == nil {
+			continue // an earlier question's late answer
+		}
+		return origFromMessages(msg, client, local)
+	}
+}
+
+// receive reads one datagram and returns its messages when they answer
+// seq (nil when they answer another question or do not come from the
+// kernel); an error message is an error.
+func (c *Conntrack) receive(seq uint32) ([][]byte, error) {
+	n, from, err := unix.Recvfrom(c.fd, c.buf, 0)
+	for errors.Is(err, unix.EINTR) {
+		n, from, err = unix.Recvfrom(c.fd, c.buf, 0)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
+		return nil, nil // not from the kernel: not an answer
+	}
+	msgs, err := syscall.ParseNetlinkMessage(c.buf[:n])
+	if err != nil {
+		return nil, fmt.Errorf("parse netlink answer: %w", err)
+	}
+	var out [][]byte
+	for _, m := range msgs {
+		if m.Header.Seq != seq {
+			return nil, nil
+		}
+		switch m.Header.Type {
+		case unix.NLMSG_ERROR:
+			if len(m.Data) >= 4 {
+				if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
+					return nil, syscall.Errno(-errno)
+				}
+			}
+		case unix.NLMSG_DONE:
+		default:
+			out = append(out, m.Data)
+		}
+	}
+	return out, nil
+}
+
 // OriginalDstUDP returns where a UDP datagram from client, that the
 // redirect delivered to local (the receiving address and the resolver's
 // port), was sent: the original destination of its conntrack entry, asked
 // for by its reply direction (local → client). Acts in the calling thread's
-// network namespace.
+// network namespace, on a netlink socket of its own.
 func OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
+	return originalDstUDP(client, local)
+}
+
+// originalDstUDP asks on a netlink socket of its own.
+func originalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
+	req, err := udpReplyQuery(client, local)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("conntrack entry of udp %s → %s: %w", client, local, err)
+	}
+	return origFromMessages(msgs, client, local)
+}
+
+// udpReplyQuery is the conntrack question for the entry whose reply
+// direction is local → client (UDP).
+func udpReplyQuery(client, local netip.AddrPort) (*nl.NetlinkRequest, error) {
 	if !client.Addr().Is4() || !local.Addr().Is4() {
-		return netip.AddrPort{}, fmt.Errorf("original destination of %s → %s: IPv4 only", client, local)
+		return nil, fmt.Errorf("original destination of %s → %s: IPv4 only", client, local)
 	}
 	req := nl.NewNetlinkRequest((int(netlink.ConntrackTable)<<8)|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_ACK)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: nl.NFNETLINK_V0})
@@ -126,10 +261,12 @@ func OriginalDstUDP(client, local netip.AddrPort) (netip.AddrPort, error) {
 	proto.AddRtAttr(nl.CTA_PROTO_SRC_PORT, nl.BEUint16Attr(local.Port()))
 	proto.AddRtAttr(nl.CTA_PROTO_DST_PORT, nl.BEUint16Attr(client.Port()))
 	req.AddData(tuple)
-	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("conntrack entry of udp %s → %s: %w", client, local, err)
-	}
+	return req, nil
+}
+
+// origFromMessages reads the redirected original destination from a
+// conntrack answer's messages.
+func origFromMessages(msgs [][]byte, client, local netip.AddrPort) (netip.AddrPort, error) {
 	for _, m := range msgs {
 		if len(m) < 4 {
 			continue

@@ -73,6 +73,18 @@ func TestNamesRedirect(t *testing.T) {
 	if orig, err := OriginalDstUDP(other, local); err == nil {
 		t.Errorf("OriginalDstUDP of a datagram never sent = %v, want an error", orig)
 	}
+	// the resolver's kept socket: the same answers, again after a miss
+	ct, err := NewConntrack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	for i, c := range []netip.AddrPort{got, other, got} {
+		orig, err := ct.OriginalDstUDP(c, local)
+		if want := c == got; want != (err == nil) || (want && orig != upstream) {
+			t.Errorf("Conntrack.OriginalDstUDP #%d of %s = %v, %v; want %s: %v", i, c, orig, err, upstream, want)
+		}
+	}
 
 	var conn net.Conn
 	inNS(t, cns, func() {
