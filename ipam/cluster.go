@@ -280,11 +280,16 @@ func (d *Driver) joinCluster() error {
 	for _, kind := range []string{kindPool, kindWant, kindProp, kindAcc} {
 		c.r.RegisterValidator(kind, gossip.OwnerSuffix("/"))
 	}
-	c.r.Subscribe(kindProp, c.onProp)
-	c.r.Subscribe(kindAcc, d.onAcc)
-	c.r.Subscribe(kindBlock, d.onBlock)
-	c.r.Subscribe(kindWant, d.onWant)
-	c.r.OnNodeEvent(func(m gossip.Member, ev gossip.EventType) {
+	// A delivery queue of IPAM's own: Paxos answers and donations never
+	// wait behind the driver's callbacks (kernel work, fsyncs). IPAM relies
+	// on the order within its queue only (records as applied, node events
+	// as reported).
+	sub := c.r.Consumer("ipam")
+	sub.Subscribe(kindProp, c.onProp)
+	sub.Subscribe(kindAcc, d.onAcc)
+	sub.Subscribe(kindBlock, d.onBlock)
+	sub.Subscribe(kindWant, d.onWant)
+	sub.OnNodeEvent(func(m gossip.Member, ev gossip.EventType) {
 		c.mu.Lock()
 		c.members[m.Name] = ev == gossip.EventJoin || ev == gossip.EventUpdate
 		c.mu.Unlock()
