@@ -656,10 +656,10 @@ type consumer struct {
 }
 
 func (c consumer) Subscribe(kind string, fn func(old, cur *Record)) {
-	c.Cluster.subscribe(kind, fn, c.q)
+	c.subscribe(kind, fn, c.q)
 }
 
-func (c consumer) OnNodeEvent(fn func(Member, EventType)) { c.Cluster.onNodeEvent(fn, c.q) }
+func (c consumer) OnNodeEvent(fn func(Member, EventType)) { c.onNodeEvent(fn, c.q) }
 
 // Stats describes the local replicated state, the gossip queue and what
 // this node has sent and received since New. Counters only grow.

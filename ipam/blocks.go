@@ -300,6 +300,10 @@ func (d *Driver) onAcc(_, rec *gossip.Record) {
 	if !ok {
 		return
 	}
+	if _, forget := parseForget(inst); forget {
+		d.catchUpForgets() // in order: each is counted in the set the ones before left
+		return
+	}
 	// Any acceptor record may complete the evidence of a decision; a
 	// record merely saying "decided" is not enough (see decision).
 	b, v, ok := c.decision(inst)

@@ -117,7 +117,7 @@ func (p *process) status() any {
 }
 
 // settingNames are the settings in the order the status shows them.
-var settingNames = []string{envPeers, envAdvertise, envGossipPort, envVXLANPort, envGossipKey, envInsecure, envPool, envScope, envLogLevel}
+var settingNames = []string{envPeers, envAdvertise, envGossipPort, envVXLANPort, envGossipKey, envInsecure, envPool, envScope, envLogLevel, envForget}
 
 // shown is every setting by name, as the status shows it: GOSSIP_KEY only
 // says whether it is set.
@@ -132,6 +132,7 @@ func (s Settings) shown() map[string]string {
 		envPool:       s.Pool.String(),
 		envScope:      s.Scope,
 		envLogLevel:   s.LogLevel.String(),
+		envForget:     s.ForgetAfter.String(),
 	}
 }
 
