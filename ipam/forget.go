@@ -83,6 +83,13 @@ func (c *clusterState) forgetGen() int {
 	return len(c.forgets)
 }
 
+// aloneByAgreement reports whether forgets this host learned left it the
+// only known host: then it divides pools alone even before it reaches a
+// PEER (its PEERS may all be forgotten).
+func (c *clusterState) aloneByAgreement() bool {
+	return c.forgetGen() > 0 && len(c.knownSet()) == 1 && c.knownSet()[c.self]
+}
+
 // isForgotten reports whether name was forgotten by agreement.
 func (c *clusterState) isForgotten(name string) bool {
 	c.mu.Lock()

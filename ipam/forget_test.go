@@ -66,6 +66,16 @@ func TestForgetMinorityContinues(t *testing.T) {
 	// Forgetting again is refused: they are no longer known.
 	_, err = a.d.Forget([]string{"b"})
 	wantErr(t, err, ErrConflict, "b is not a known host (known: a)")
+
+	// A restart keeps them forgotten (the decision is in a's own store).
+	a.stop()
+	a.start()
+	if got := a.d.cl.knownHosts(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("known hosts after a restart: %v, want [a]", got)
+	}
+	if _, err := a.addr(a.pool("198.19.54.0/24", ""), ""); err != nil {
+		t.Fatalf("new pool after a restart: %v", err)
+	}
 }
 
 // TestForgetRefusedWhileAlive: a live host, this host and unknown names
