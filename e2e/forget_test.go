@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -61,6 +62,11 @@ func TestForgetDeadMajority(t *testing.T) {
 		return nil
 	})
 	t.Logf("grapevine forget: %s", strings.TrimSpace(said))
+	out, err := runHarness(run, "status", "h1", "--json")
+	var st hostStatus
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || !slices.Equal(st.Forgotten, nodes[1:]) {
+		t.Fatalf("h1's status lists forgotten %v, want %v (%v)\n%s", st.Forgotten, nodes[1:], err, out)
+	}
 	if !strings.Contains(said, "forgot "+strings.Join(nodes[1:], ", ")) || !strings.HasSuffix(strings.TrimSpace(said), "known hosts now: "+nodes[0]) ||
 		strings.Contains(said, "took over 0 ") {
 		t.Fatalf("forget said %q", said)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -88,6 +89,20 @@ func (c *clusterState) forgetGen() int {
 // PEER (its PEERS may all be forgotten).
 func (c *clusterState) aloneByAgreement() bool {
 	return c.forgetGen() > 0 && len(c.knownSet()) == 1 && c.knownSet()[c.self]
+}
+
+// Forgotten lists the hosts forgotten by agreement that this host learned,
+// sorted (nil without a cluster or forgets).
+func (d *Driver) Forgotten() []string {
+	if d.cl == nil {
+		return nil
+	}
+	d.cl.mu.Lock()
+	defer d.cl.mu.Unlock()
+	if len(d.cl.forgotten) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(d.cl.forgotten))
 }
 
 // isForgotten reports whether name was forgotten by agreement.

@@ -50,6 +50,9 @@ func TestForgetMinorityContinues(t *testing.T) {
 	if !slices.Equal(res.Forgotten, []string{"b", "c"}) || !slices.Equal(res.Known, []string{"a"}) || res.Blocks == 0 {
 		t.Fatalf("forget result %+v, want b and c forgotten, a alone, their blocks taken", res)
 	}
+	if got := a.d.Forgotten(); !slices.Equal(got, []string{"b", "c"}) {
+		t.Fatalf("Forgotten() = %v", got)
+	}
 	// The quorum set shrank: a new pool is divided by a alone.
 	if _, err := a.addr(a.pool("198.19.52.0/24", ""), ""); err != nil {
 		t.Fatalf("new pool after forgetting: %v", err)
@@ -158,5 +161,31 @@ func TestForgetNeedsEveryStayingHost(t *testing.T) {
 		if !x.d.cl.knownSet()["c"] || x.d.cl.isForgotten("c") {
 			t.Fatalf("%s forgot the live host c", x.name)
 		}
+	}
+}
+
+// TestDecodeForgetRefusesMalformed: a forget value from another host is
+// refused unless its hosts are node names, sorted and distinct, and its
+// beneficiary is a node name outside them; instance names are exact.
+func TestDecodeForgetRefusesMalformed(t *testing.T) {
+	for _, raw := range []string{
+		`null`, `{}`, `[]`, `{"hosts":[],"to":"a"}`, `{"hosts":["b"]}`, `{"hosts":["b"],"to":""}`,
+		`{"hosts":["b","a"],"to":"c"}`, `{"hosts":["b","b"],"to":"c"}`, `{"hosts":["b"],"to":"b"}`,
+		`{"hosts":["-b"],"to":"a"}`, `{"hosts":["b c"],"to":"a"}`, `{"hosts":["b"],"to":"a/x"}`, `{"hosts":"b","to":"a"}`,
+	} {
+		if v, err := decodeForget(json.RawMessage(raw)); err == nil {
+			t.Errorf("decodeForget(%s) = %+v, want a refusal", raw, v)
+		}
+	}
+	if v, err := decodeForget(json.RawMessage(`{"version":1,"hosts":["b","c.d_e-1"],"to":"a"}`)); err != nil || v.To != "a" {
+		t.Errorf("a well-formed value: %+v, %v", v, err)
+	}
+	for _, inst := range []string{"forget/0", "forget/-1", "forget/01", "forget/1/x", "forget/", "init/1", "forget/x"} {
+		if n, ok := parseForget(inst); ok {
+			t.Errorf("parseForget(%q) = %d, want a refusal", inst, n)
+		}
+	}
+	if n, ok := parseForget("forget/12"); !ok || n != 12 {
+		t.Errorf("parseForget(forget/12) = %d, %v", n, ok)
 	}
 }

@@ -47,6 +47,9 @@ type Status struct {
 	// IdentityConflict says that another live host uses this host's node
 	// identity (a cloned machine), and how to reset it.
 	IdentityConflict string `json:"identity_conflict,omitempty"`
+	// Forgotten are the hosts the cluster forgot by agreement
+	// (`grapevine forget`), as this host learned it.
+	Forgotten []string `json:"forgotten,omitempty"`
 }
 
 // MemberStatus is one member of the gossip cluster as this host sees it.
@@ -96,6 +99,7 @@ func (p *process) status() any {
 		Pools:         p.ipam.Status(),
 		Refused:       refusedCounts(p.driver.Refused(), p.ipam.Refused()),
 		Ports:         p.driver.PublishedPorts(),
+		Forgotten:     p.ipam.Forgotten(),
 	}
 	if in, err := p.driver.VXLANIngress(); err != nil {
 		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
