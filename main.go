@@ -1,5 +1,6 @@
 // Command grapevine is the grapevine Docker plugin (`grapevine serve`, the
-// managed plugin's entrypoint) and its operator tool (`grapevine status`).
+// managed plugin's entrypoint) and its operator tool (`grapevine status`,
+// `grapevine forget`).
 package main
 
 import (
@@ -71,10 +72,43 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
+	case "forget":
+		return runForget(args)
 	case "help", "-h", "--help":
-		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json]")
+		fmt.Println(usage)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve or status)\n", cmd)
+	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve, status or forget)\n", cmd)
 	return 2
+}
+
+const usage = "usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json] | forget [--socket PATH] HOST…"
+
+// runForget is `grapevine forget HOST…`: the running plugin removes hosts
+// gone for good from the cluster's known hosts (docs/cluster.md).
+func runForget(args []string) int {
+	fs := flag.NewFlagSet("forget", flag.ContinueOnError)
+	socket := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "grapevine forget: name the hosts to forget (their node names, as `grapevine status` lists them)")
+		return 2
+	}
+	if *socket == "" {
+		s, err := plugin.FindSocket()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "grapevine forget:", err)
+			return 1
+		}
+		*socket = s
+	}
+	out, err := plugin.Forget(context.Background(), *socket, fs.Args())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine forget:", err)
+		return 1
+	}
+	fmt.Println(out)
+	return 0
 }

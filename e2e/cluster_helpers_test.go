@@ -30,6 +30,8 @@ type hostStatus struct {
 	Networks []networkStatus `json:"networks"`
 	Pools    []poolStatus    `json:"pools"`
 	Error    string          `json:"error"`
+	// Forgotten are the hosts forgotten by agreement.
+	Forgotten []string `json:"forgotten"`
 }
 
 type memberStatus struct {

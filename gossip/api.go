@@ -21,6 +21,10 @@ type Replicated interface {
 	List(kind string) []Record
 	Subscribe(kind string, fn func(old, cur *Record))
 	OnNodeEvent(fn func(Member, EventType))
+	// Consumer is this Replicated with a delivery queue of its own for
+	// Subscribe and OnNodeEvent, so that its callbacks never wait behind
+	// another consumer's (see Cluster.Consumer).
+	Consumer(name string) Replicated
 	// RegisterValidator adds a check every record of kind received from
 	// a peer must pass before it is stored, relayed or handed to
 	// subscribers (see Cluster.RegisterValidator). Register before

@@ -3,6 +3,7 @@ package gossip
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -23,7 +24,7 @@ type Cluster struct {
 	peers []string // normalised PEERS
 
 	store  *store
-	events *eventQueue
+	events *eventQueue // the default delivery queue (Subscribe, OnNodeEvent)
 	queue  *memberlist.TransmitLimitedQueue
 	ml     atomic.Pointer[memberlist.Memberlist]
 
@@ -50,8 +51,9 @@ type Cluster struct {
 	// alive member) with the time they are due; ppKick wakes pushPullLoop.
 	ppPending map[string]time.Time
 	ppKick    chan struct{}
-	nodeSubs  []func(Member, EventType)
-	direct    directPeers // fast-path targets
+	nodeSubs  []nodeSub
+	consumers map[string]*eventQueue // named delivery queues (Consumer)
+	direct    directPeers            // fast-path targets
 	started   bool
 	closed    bool
 	stop      chan struct{}
@@ -61,6 +63,12 @@ type Cluster struct {
 	directCh  chan []byte // own writes for the fast path (encoded)
 	// reassertCh carries forgeries of this node's records to reassertLoop.
 	reassertCh chan *Record
+}
+
+// nodeSub is one OnNodeEvent callback and its delivery queue.
+type nodeSub struct {
+	fn func(Member, EventType)
+	q  *eventQueue
 }
 
 type departedMember struct {
@@ -116,6 +124,7 @@ func New(cfg Config) (*Cluster, error) {
 		leaving:    make(map[string]bool),
 		failed:     newRejoinSet(maxRejoinTargets),
 		ppPending:  make(map[string]time.Time),
+		consumers:  make(map[string]*eventQueue),
 		ppKick:     make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		flushCh:    make(chan struct{}, 1),
@@ -283,11 +292,13 @@ func (c *Cluster) Members() []Member {
 // members (never this node). Callbacks run on the same worker, in the same
 // order, as Subscribe callbacks; they must not block for long and must not
 // call Shutdown.
-func (c *Cluster) OnNodeEvent(fn func(Member, EventType)) {
-	c.events.start()
+func (c *Cluster) OnNodeEvent(fn func(Member, EventType)) { c.onNodeEvent(fn, c.events) }
+
+func (c *Cluster) onNodeEvent(fn func(Member, EventType), q *eventQueue) {
+	q.start()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.nodeSubs = append(c.nodeSubs, fn)
+	c.nodeSubs = append(c.nodeSubs, nodeSub{fn: fn, q: q})
 }
 
 // nodeEvent runs under memberlist's node lock: record and queue only.
@@ -353,8 +364,9 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, ev EventType) {
 		delete(c.departed, m.Name)
 		delete(c.leaving, m.Name)
 	}
-	for _, fn := range c.nodeSubs {
-		c.events.push(func() { fn(m, ev) })
+	for _, sub := range c.nodeSubs {
+		fn := sub.fn
+		sub.q.push(func() { fn(m, ev) })
 	}
 }
 
@@ -491,6 +503,12 @@ func (c *Cluster) Shutdown() error {
 		firstErr = err
 	}
 	c.events.close()
+	c.mu.Lock()
+	consumers := slices.Collect(maps.Values(c.consumers))
+	c.mu.Unlock()
+	for _, q := range consumers {
+		q.close()
+	}
 	c.log.Info("gossip stopped")
 	return firstErr
 }
@@ -587,15 +605,61 @@ func (c *Cluster) List(kind string) []Record { return c.store.list(kind) }
 // node). Changes between tombstones (re-deletions) are not reported, nor is
 // reaping. Records may be own writes or received from peers.
 //
-// Callbacks run one at a time on a single worker goroutine shared with
-// OnNodeEvent, never on memberlist's goroutines; a slow callback delays the
-// others (the queue grows) but never gossip. Callbacks may call Get, List,
-// Put and Delete, but not Shutdown. Callbacks still queued at Shutdown are
-// dropped. There is no unsubscribe: subscribe for the Cluster's lifetime.
+// Callbacks run one at a time on the default delivery queue's worker
+// goroutine, shared with OnNodeEvent and every other consumer that did not
+// ask for a queue of its own (Consumer), never on memberlist's goroutines;
+// a slow callback delays the others on its queue (the queue grows) but
+// never gossip or another queue. Callbacks may call Get, List, Put and
+// Delete, but not Shutdown. Callbacks still queued at Shutdown are dropped.
+// There is no unsubscribe: subscribe for the Cluster's lifetime.
 func (c *Cluster) Subscribe(kind string, fn func(old, cur *Record)) {
-	c.events.start()
-	c.store.subscribe(kind, fn)
+	c.subscribe(kind, fn, c.events)
 }
+
+func (c *Cluster) subscribe(kind string, fn func(old, cur *Record), q *eventQueue) {
+	q.start()
+	c.store.subscribe(kind, fn, q)
+}
+
+// Consumer returns this Cluster with a delivery queue of its own, named
+// name: Subscribe and OnNodeEvent callbacks registered through it run on
+// that queue's worker, so they never wait behind another consumer's slow
+// callbacks (nor the others behind them). Every other method is the
+// Cluster's. The same name gives the same queue; "" is the default queue.
+//
+// Ordering: the callbacks of one queue run one at a time, record changes
+// in the order they were applied to the store (across kinds) and node
+// events in the order memberlist reported them, interleaved as they
+// happened. Callbacks of different queues are not ordered with respect to
+// each other.
+func (c *Cluster) Consumer(name string) Replicated {
+	if name == "" {
+		return c
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.consumers[name]
+	if q == nil {
+		q = newEventQueue(c.log.WithField("consumer", name))
+		if c.closed {
+			q.close()
+		}
+		c.consumers[name] = q
+	}
+	return consumer{Cluster: c, q: q}
+}
+
+// consumer is a Cluster whose subscriptions use a queue of their own.
+type consumer struct {
+	*Cluster
+	q *eventQueue
+}
+
+func (c consumer) Subscribe(kind string, fn func(old, cur *Record)) {
+	c.subscribe(kind, fn, c.q)
+}
+
+func (c consumer) OnNodeEvent(fn func(Member, EventType)) { c.onNodeEvent(fn, c.q) }
 
 // Stats describes the local replicated state, the gossip queue and what
 // this node has sent and received since New. Counters only grow.

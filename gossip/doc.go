@@ -125,5 +125,10 @@
 // flooding peer cannot flood the log.
 //
 // Consumers learn about changes through Subscribe and OnNodeEvent. Callbacks
-// run on one worker goroutine, in order, never on memberlist's goroutines.
+// run on a delivery queue's worker goroutine, never on memberlist's
+// goroutines. One queue's callbacks run one at a time, in the order the
+// record changes and node events happened; a consumer that must not wait
+// behind another's slow callbacks (IPAM's Paxos answers and donations
+// behind the driver's kernel work) asks for a queue of its own with
+// Consumer, and then has no order with respect to the other queues.
 package gossip

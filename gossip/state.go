@@ -32,6 +32,7 @@ type entry struct {
 type subscription struct {
 	kind string // "" = every kind
 	fn   func(old, cur *Record)
+	q    *eventQueue // the subscriber's delivery queue
 }
 
 // applyResult says what apply did with a received record.
@@ -51,7 +52,7 @@ type store struct {
 	now          func() time.Time
 	tombstoneTTL time.Duration
 	floorTTL     time.Duration
-	events       *eventQueue
+	events       *eventQueue // delivery queue of subscribers that name none
 	limits       writerLimits
 
 	mu         sync.Mutex
@@ -320,7 +321,7 @@ func (s *store) setLocked(k rkey, old *entry, r *Record) {
 			o = oldRec.clone()
 		}
 		n, fn := r.clone(), sub.fn
-		s.events.push(func() { fn(o, n) })
+		sub.q.push(func() { fn(o, n) })
 	}
 }
 
@@ -354,11 +355,16 @@ func (s *store) list(kind string) []Record {
 
 // subscribe registers fn and queues (nil, r) for every live record of kind
 // present now, atomically with respect to writes, so the subscriber sees
-// the whole state followed by every later change, without gaps.
-func (s *store) subscribe(kind string, fn func(old, cur *Record)) {
+// the whole state followed by every later change, without gaps. Callbacks
+// go to q (nil: the store's default queue).
+func (s *store) subscribe(kind string, fn func(old, cur *Record), q *eventQueue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.subs = append(s.subs, subscription{kind: kind, fn: fn})
+	sub := subscription{kind: kind, fn: fn, q: q}
+	if q == nil {
+		sub.q = s.events
+	}
+	s.subs = append(s.subs, sub)
 	keys := make([]rkey, 0, len(s.entries))
 	for k, e := range s.entries {
 		if !e.rec.Deleted && (kind == "" || k.kind == kind) {
@@ -368,7 +374,7 @@ func (s *store) subscribe(kind string, fn func(old, cur *Record)) {
 	slices.SortFunc(keys, rkey.compare)
 	for _, k := range keys {
 		n := s.entries[k].rec.clone()
-		s.events.push(func() { fn(nil, n) })
+		sub.q.push(func() { fn(nil, n) })
 	}
 }
 

@@ -240,7 +240,7 @@ func TestSubscribeReplaysThenStreamsInOrder(t *testing.T) {
 			n = "deleted"
 		}
 		got = append(got, fmt.Sprintf("%s:%s>%s", cur.Key, o, n))
-	})
+	}, nil)
 	s.put("network", "n1", []byte("1b"))
 	s.put("host", "h", []byte("h2")) // other kind: not delivered
 	s.del("network", "n2")
@@ -269,7 +269,7 @@ func TestSubscriberPanicDoesNotStopDelivery(t *testing.T) {
 			panic("consumer bug")
 		}
 		done <- cur.Key
-	})
+	}, nil)
 	s.put("k", "boom", nil)
 	s.put("k", "after", nil)
 	select {

@@ -170,7 +170,7 @@ func (d *Driver) ensureAgreed(p *pool) error {
 	}
 	inst := initInstance(p.prefix)
 	if _, ok := c.decided(inst); !ok {
-		if c.r.HasPeers() && !c.r.Joined() {
+		if c.r.HasPeers() && !c.r.Joined() && !c.aloneByAgreement() {
 			return failf(ErrNotOwned, "this host has not yet reached any of its PEERS (check PEERS, GOSSIP_PORT, GOSSIP_KEY and firewalls); it cannot claim addresses in %s until it has", p.prefix)
 		}
 		rng := optPrefix(p.sub)
@@ -298,6 +298,10 @@ func (d *Driver) onAcc(_, rec *gossip.Record) {
 	}
 	inst, _, ok := splitKey(rec.Key)
 	if !ok {
+		return
+	}
+	if _, forget := parseForget(inst); forget {
+		d.catchUpForgets() // in order: each is counted in the set the ones before left
 		return
 	}
 	// Any acceptor record may complete the evidence of a decision; a

@@ -21,6 +21,7 @@ const (
 	defaultReclaimAfter  = 24 * time.Hour
 	defaultAgreeTimeout  = 5 * time.Second
 	defaultDonateTimeout = 5 * time.Second
+	defaultForgetAfter   = time.Hour
 )
 
 // clusterState is the Driver's view of the replicated state: membership,
@@ -34,6 +35,7 @@ type clusterState struct {
 	agreeTimeout  time.Duration
 	donateTimeout time.Duration
 	reclaimAfter  time.Duration
+	forgetAfter   time.Duration
 	now           func() time.Time
 
 	// vote, when set, is asked before this acceptor answers a proposal
@@ -56,7 +58,11 @@ type clusterState struct {
 	members map[string]bool
 	leading map[string]bool // instances this host runs for another host
 	damaged map[string]bool // instances whose stored acceptor state is unreadable (logged once)
-	bg      sync.WaitGroup  // leader goroutines
+	// forgets are the decided forget instances this host learned, in
+	// order (forget/1 first); forgotten is every host they name.
+	forgets   []forgetValue
+	forgotten map[string]bool
+	bg        sync.WaitGroup // leader goroutines
 	// decidedHook is called after this host chose a value as leader.
 	decidedHook func(inst string, v json.RawMessage)
 
@@ -76,6 +82,7 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		agreeTimeout:  orDefault(cfg.AgreeTimeout, defaultAgreeTimeout),
 		donateTimeout: orDefault(cfg.DonateTimeout, defaultDonateTimeout),
 		reclaimAfter:  orDefault(cfg.ReclaimAfter, defaultReclaimAfter),
+		forgetAfter:   orDefault(cfg.ForgetAfter, defaultForgetAfter),
 		now:           cfg.Now,
 		sig:           make(chan struct{}),
 		stop:          make(chan struct{}),
@@ -84,6 +91,7 @@ func newClusterState(cfg Config, log *logrus.Entry) *clusterState {
 		members:       make(map[string]bool),
 		leading:       make(map[string]bool),
 		damaged:       make(map[string]bool),
+		forgotten:     make(map[string]bool),
 		ledgers:       make(map[string]*ledger),
 		refusals:      make(map[string]uint64),
 
@@ -186,7 +194,17 @@ func (c *clusterState) knownSet() map[string]bool {
 			out[r.Key] = true
 		}
 	}
+	c.dropForgotten(out)
 	return out
+}
+
+// dropForgotten removes the hosts forgotten by agreement from set.
+func (c *clusterState) dropForgotten(set map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for n := range c.forgotten {
+		delete(set, n)
+	}
 }
 
 func (c *clusterState) knownHosts() []string {
@@ -198,7 +216,7 @@ func (c *clusterState) alive() map[string]bool {
 	out := map[string]bool{c.self: true}
 	c.mu.Lock()
 	for n, alive := range c.members {
-		if alive {
+		if alive && !c.forgotten[n] {
 			out[n] = true
 		}
 	}
@@ -264,6 +282,7 @@ func (d *Driver) joinCluster() error {
 	if err := c.loadLedgers(); err != nil {
 		return err
 	}
+	d.catchUpForgets() // the known set as this host left it
 	d.mu.Lock()
 	var subnets []netip.Prefix
 	for _, p := range d.pools {
@@ -280,14 +299,23 @@ func (d *Driver) joinCluster() error {
 	for _, kind := range []string{kindPool, kindWant, kindProp, kindAcc} {
 		c.r.RegisterValidator(kind, gossip.OwnerSuffix("/"))
 	}
-	c.r.Subscribe(kindProp, c.onProp)
-	c.r.Subscribe(kindAcc, d.onAcc)
-	c.r.Subscribe(kindBlock, d.onBlock)
-	c.r.Subscribe(kindWant, d.onWant)
-	c.r.OnNodeEvent(func(m gossip.Member, ev gossip.EventType) {
+	// A delivery queue of IPAM's own: Paxos answers and donations never
+	// wait behind the driver's callbacks (kernel work, fsyncs). IPAM relies
+	// on the order within its queue only (records as applied, node events
+	// as reported).
+	sub := c.r.Consumer("ipam")
+	sub.Subscribe(kindProp, c.onProp)
+	sub.Subscribe(kindAcc, d.onAcc)
+	sub.Subscribe(kindBlock, d.onBlock)
+	sub.Subscribe(kindWant, d.onWant)
+	sub.OnNodeEvent(func(m gossip.Member, ev gossip.EventType) {
 		c.mu.Lock()
 		c.members[m.Name] = ev == gossip.EventJoin || ev == gossip.EventUpdate
+		back := c.forgotten[m.Name] && ev == gossip.EventJoin
 		c.mu.Unlock()
+		if back {
+			d.log.WithField("peer", m.Name).Error("a host the cluster forgot is back: it counts in no quorum and owns nothing; stop it, move its state directory aside and let it join under a new name")
+		}
 		c.noteMembers()
 		c.kick()
 	})

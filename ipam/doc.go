@@ -81,9 +81,11 @@
 // claimed. Otherwise a proposer writes prepare(b) and accept(b, v) into its
 // ipam-prop record; every node answers by rewriting its own ipam-acc record
 // (promise: promised=b; accept: accepted=b, value=v, only if b ≥ promised)
-// on the gossip worker, one answer at a time. The quorum is a majority of
-// every host the cluster knows (members, departed members, and every node
-// that ever wrote an ipam-host record), never just the reachable ones. The
+// on IPAM's own gossip delivery queue (never behind the driver's
+// callbacks), one answer at a time. The quorum is a majority of every host
+// the cluster knows (members, departed members, and every node that ever
+// wrote an ipam-host record, less the hosts forgotten by agreement, below),
+// never just the reachable ones. The
 // value v is the range split into equal aligned power-of-two blocks (as
 // small as one address) given round-robin to the hosts alive at proposal
 // time. A node
@@ -126,6 +128,49 @@
 // space. A host that returns keeps every block still naming it; a block
 // rewritten by another host while it owned it is logged at error level and
 // listed in Status().Lost, and it never allocates from it again.
+//
+// Forgetting a host: an operator removes hosts that are gone for good
+// from the known set (Forget, `grapevine forget HOST…`), so that the
+// quorums shrink: the only way a cluster that lost a majority of its
+// hosts for good creates networks again. The known set changes only by
+// decided instances "forget/1", "forget/2", … (value: the hosts F, and To,
+// the proposer, which takes over their blocks), learned and applied in
+// order, each counted in the set the ones before it left. A forget is
+// chosen only when every known host outside F accepted it under one
+// ballot (not a majority: see below), and each of them accepts only the
+// next instance after those it learned, with To its proposer, and only
+// if every host in F is known, is not itself, is not alive, and has been
+// continuously absent for ForgetAfter in its own view; and only once it
+// has learned the decision of every instance in which a host of F
+// accepted a value (an undecided one refuses the forget, naming it), so
+// no chosen value lives only in the acceptor state of hosts that leave.
+// Then To rewrites the blocks of F in every decided pool, marked
+// reclaimed, and the others accept those records as the beneficiary's of
+// a forget they learned (ledger.go); forgotten hosts count in no quorum,
+// are never leader and are never alive again; one that returns is logged
+// at error level and must rejoin under a new name (its state moved aside).
+//
+// Why every staying host, not a majority: a minority must be able to
+// forget the rest (the point of the feature), so a majority of the old set
+// cannot be required; a majority of the staying hosts would let two
+// sides of a partition each forget a different host and both go on.
+// Requiring every staying host means two forgets can both be chosen only
+// if their staying sets are disjoint: each side forgets all of the other,
+// which takes an operator on each side asserting that the other side is
+// gone for good after ForgetAfter without contact. Nothing can tell that
+// apart from death (a minority that can act alone is, by symmetry, a
+// majority's equal), so it is the residual risk of forgetting, documented
+// in docs/cluster.md. Safety otherwise: a value chosen before a forget by
+// a majority Q of the old set either has a host of F in Q (then every
+// staying host learned it before accepting the forget) or lies wholly in
+// the staying set, of which it is then a majority too; so every later
+// quorum meets a host that holds it.
+//
+// Hosts are never forgotten automatically, however long they are absent:
+// reclaim already returns their space (with a majority), so automatic
+// forgetting would only act where a majority is gone, which is exactly
+// where the survivors cannot tell death from a long partition; there the
+// decision needs an operator who knows the machines are gone.
 //
 // The global address space is exempt from all of this: with Swarm's global
 // scope the manager chooses addresses (and a manager that is also a worker
@@ -200,6 +245,8 @@
 //     heals the records merge without conflict: each block has one writer.
 //  5. Reclaim breaks rule 1 once, only with a majority that has not seen the
 //     owner for ReclaimAfter; addresses in reclaimed blocks are reused last.
+//     A forget breaks it the same way, with every staying host's agreement
+//     (see "Forgetting a host" for its argument and its residual risk).
 //     Residual risks (documented, not prevented): a "dead" host that in fact
 //     kept running in a minority partition for longer than ReclaimAfter may
 //     still have containers there, and a host set that grows between two

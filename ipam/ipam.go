@@ -104,6 +104,10 @@ type Config struct {
 	// (as seen by a majority of all known hosts) before its blocks may be
 	// reclaimed. Zero or negative means 24 hours.
 	ReclaimAfter time.Duration
+	// ForgetAfter is how long a host must have been continuously absent,
+	// as seen by every host that stays, before an operator may forget it
+	// (Forget). Zero or negative means 1 hour.
+	ForgetAfter time.Duration
 	// AgreeTimeout bounds one agreement (Paxos round trips until a value
 	// is chosen) on the first division of a pool or on a reclaim. Zero or
 	// negative means 5 seconds.
@@ -165,6 +169,8 @@ type Driver struct {
 	answered map[string]uint64 // want record key → last Seq answered
 	wantSeq  uint64
 	bg       sync.WaitGroup // background persists and requests for space
+	forgetMu sync.Mutex     // one Forget at a time on this host
+	learnMu  sync.Mutex     // serialises catchUpForgets; taken before own
 }
 
 // New checks cfg, creates the "ipam" bucket if needed and restores every pool,

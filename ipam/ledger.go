@@ -201,7 +201,7 @@ func (c *clusterState) checkBlock(subnet netip.Prefix, l *ledger, cd blockCand) 
 		return ""
 	case owns:
 		return causeBlockStale
-	case cd.reclaimed && c.reclaimAllows(subnet, l, cd):
+	case cd.reclaimed && (c.reclaimAllows(subnet, l, cd) || c.forgetAllows(l, cd)):
 		return ""
 	}
 	return causeBlockNotOwner

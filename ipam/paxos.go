@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -113,7 +114,6 @@ func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 		return own.Accepted, own.Value, true
 	}
 	accs := c.accRecords(inst)
-	need, _ := c.quorum()
 	known := c.knownSet()
 	type vote struct {
 		b ballot
@@ -121,7 +121,11 @@ func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 	}
 	count := make(map[vote]int)
 	for n, a := range accs {
-		if !known[n] || a.Accepted.zero() || len(a.Value) == 0 {
+		if a.Accepted.zero() || len(a.Value) == 0 {
+			continue
+		}
+		voters, need := c.votersOf(inst, a.Value, known)
+		if !voters[n] {
 			continue
 		}
 		k := vote{a.Accepted, string(a.Value)}
@@ -130,6 +134,28 @@ func (c *clusterState) decision(inst string) (ballot, json.RawMessage, bool) {
 		}
 	}
 	return ballot{}, nil, false
+}
+
+// votersOf returns the hosts of known whose answers count for inst with
+// value v, and how many of them must answer: a majority of every known
+// host, except for a forget, which every known host that stays must
+// accept (forget.go). A forget value that does not decode can never be
+// chosen.
+func (c *clusterState) votersOf(inst string, v json.RawMessage, known map[string]bool) (map[string]bool, int) {
+	if _, ok := parseForget(inst); !ok {
+		return known, len(known)/2 + 1
+	}
+	fv, err := decodeForget(v)
+	if err != nil {
+		return known, len(known) + 1
+	}
+	stay := make(map[string]bool, len(known))
+	for n := range known {
+		if !slices.Contains(fv.Hosts, n) {
+			stay[n] = true
+		}
+	}
+	return stay, len(stay)
 }
 
 // ownAcc returns this node's acceptor state for inst: the stored one, else
@@ -201,6 +227,9 @@ func (c *clusterState) onProp(_, rec *gossip.Record) {
 	if c.vote != nil && !c.vote(inst) {
 		return // this node does not agree to the instance (e.g. the host is not absent long enough here)
 	}
+	if p.Phase == phaseAccept && !c.agreesToForget(inst, p.Value, node) {
+		return
+	}
 	c.accMu.Lock()
 	defer c.accMu.Unlock()
 	a, err := c.ownAcc(inst)
@@ -261,8 +290,10 @@ func (c *clusterState) propose(inst string, deadline time.Time, mine func() (jso
 	// for the first one's outcome instead of duelling with it.
 	unlock := c.lockInstance(inst)
 	defer unlock()
-	if v, decided, err := c.askLeader(inst, deadline, mine); decided || err != nil {
-		return v, err
+	if _, forget := parseForget(inst); !forget { // the operator's host runs a forget itself
+		if v, decided, err := c.askLeader(inst, deadline, mine); decided || err != nil {
+			return v, err
+		}
 	}
 	var last tally
 	for attempt := 0; ; attempt++ {
@@ -338,8 +369,15 @@ func (c *clusterState) round(inst string, deadline time.Time, mine func() (json.
 	if err := c.putProp(inst, proposal{Ballot: b, Phase: phasePrepare}); err != nil {
 		return nil, waitPending, tally{}, err
 	}
-	// Phase 1: a majority of all known hosts promise b.
-	end, promised, t := c.awaitQuorum(inst, b, deadline, func(a accState) bool { return a.Promised == b })
+	// Phase 1: a majority of all known hosts promise b (for a forget:
+	// every host that stays by this host's value).
+	var qv json.RawMessage
+	if _, forget := parseForget(inst); forget {
+		if qv, err = mine(); err != nil {
+			return nil, waitPending, tally{}, err
+		}
+	}
+	end, promised, t := c.awaitQuorum(inst, b, qv, deadline, func(a accState) bool { return a.Promised == b })
 	if end == waitPreempted {
 		c.log.WithFields(logrus.Fields{"instance": inst, "ballot": b.N}).Debug("proposal pre-empted by a higher ballot; retrying")
 	}
@@ -353,7 +391,7 @@ func (c *clusterState) round(inst string, deadline time.Time, mine func() (json.
 		return nil, waitPending, t, err
 	}
 	// Phase 2: a majority of all known hosts accept b.
-	if end, _, t = c.awaitQuorum(inst, b, deadline, func(a accState) bool { return a.Accepted == b }); end != waitReached {
+	if end, _, t = c.awaitQuorum(inst, b, v, deadline, func(a accState) bool { return a.Accepted == b }); end != waitReached {
 		return nil, end, t, nil
 	}
 	if _, err := c.learn(inst, b, v); err != nil {
@@ -398,7 +436,7 @@ type tally struct{ got, need, known int }
 // awaitQuorum waits until a majority of every known host answered b
 // (answered tells one acceptor state that did), the ballot is pre-empted,
 // the instance is decided, or the deadline passes. It returns the answers.
-func (c *clusterState) awaitQuorum(inst string, b ballot, deadline time.Time, answered func(accState) bool) (quorumWait, map[string]accState, tally) {
+func (c *clusterState) awaitQuorum(inst string, b ballot, v json.RawMessage, deadline time.Time, answered func(accState) bool) (quorumWait, map[string]accState, tally) {
 	var (
 		end quorumWait
 		yes map[string]accState
@@ -409,17 +447,18 @@ func (c *clusterState) awaitQuorum(inst string, b ballot, deadline time.Time, an
 			end = waitDecided
 			return true
 		}
-		end, yes, t = c.countAnswers(inst, b, answered)
+		end, yes, t = c.countAnswers(inst, b, v, answered)
 		return end != waitPending
 	})
 	return end, yes, t
 }
 
 // countAnswers is one look at the acceptor records of inst: the known hosts
-// that answered b, and whether that is a majority or can no longer become one.
-func (c *clusterState) countAnswers(inst string, b ballot, answered func(accState) bool) (quorumWait, map[string]accState, tally) {
-	need, known := c.quorum()
-	members := c.knownSet()
+// that answered b, and whether that is a quorum (votersOf, for value v) or
+// can no longer become one.
+func (c *clusterState) countAnswers(inst string, b ballot, v json.RawMessage, answered func(accState) bool) (quorumWait, map[string]accState, tally) {
+	members, need := c.votersOf(inst, v, c.knownSet())
+	known := len(members)
 	yes := make(map[string]accState)
 	higher := 0
 	for n, a := range c.accRecords(inst) {

@@ -42,8 +42,13 @@ func parseReclaim(inst string) (netip.Prefix, string, bool) {
 
 // vote is the acceptor's consent to an instance: always for a first
 // division; for a reclaim only when the dead host has been continuously
-// absent for ReclaimAfter as seen from this host too.
+// absent for ReclaimAfter as seen from this host too; for a forget only
+// when it is the next one after those this host learned (its value is
+// checked at the accept phase, agreesToForget).
 func (c *clusterState) voteFor(inst string) bool {
+	if n, ok := parseForget(inst); ok {
+		return n <= c.forgetGen()+1
+	}
 	_, dead, ok := parseReclaim(inst)
 	if !ok {
 		return strings.HasPrefix(inst, "init/")

@@ -37,6 +37,7 @@ func ipamConfig(s Settings, db *bolt.DB, cluster gossip.Replicated, log *logrus.
 		DefaultPool:    s.Pool,
 		Cluster:        cluster,
 		SwarmAllocates: s.Scope == "global",
+		ForgetAfter:    s.ForgetAfter,
 		Log:            log,
 	}
 }

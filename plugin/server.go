@@ -17,6 +17,8 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/docker/go-plugins-helpers/sdk"
 	"github.com/sirupsen/logrus"
+
+	gvipam "grapevine/ipam"
 )
 
 // manifest answers /Plugin.Activate for legacy (unmanaged) installs; managed
@@ -25,6 +27,14 @@ const manifest = `{"Implements": ["NetworkDriver", "IpamDriver"]}`
 
 // StatusPath is the route `grapevine status` asks on the plugin socket.
 const StatusPath = "/Grapevine.Status"
+
+// ForgetPath is the route `grapevine forget` asks on the plugin socket.
+const ForgetPath = "/Grapevine.Forget"
+
+// ForgetRequest names the hosts `grapevine forget` removes.
+type ForgetRequest struct {
+	Hosts []string
+}
 
 // maxBody bounds a request body; Docker's largest requests are a few KiB.
 const maxBody = 1 << 20
@@ -62,6 +72,8 @@ type IPAMAPI interface {
 	ReleasePool(*ipam.ReleasePoolRequest) error
 	RequestAddress(*ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error)
 	ReleaseAddress(*ipam.ReleaseAddressRequest) error
+	// Forget removes hosts gone for good from the cluster's known hosts.
+	Forget(hosts []string) (gvipam.ForgetResult, error)
 }
 
 // backend is what a request is served by once the plugin is ready: the two
@@ -159,6 +171,7 @@ func (s *Server) routes() {
 
 	// grapevine's own: the operator's view of this host.
 	route(s, StatusPath, noBody, func(_ *struct{}) (any, error) { return s.be.status(), nil })
+	route(s, ForgetPath, withBody, func(r *ForgetRequest) (any, error) { return s.be.ipam.Forget(r.Hosts) })
 }
 
 type bodyMode bool

@@ -2,12 +2,14 @@ package plugin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +18,8 @@ import (
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
+
+	gvipam "grapevine/ipam"
 )
 
 // fakeNet answers every NetworkDriver call; CreateNetwork fails or panics on demand.
@@ -65,6 +69,10 @@ func (f *fakeNet) RevokeExternalConnectivity(*network.RevokeExternalConnectivity
 }
 
 type fakeIPAM struct{}
+
+func (fakeIPAM) Forget(hosts []string) (gvipam.ForgetResult, error) {
+	return gvipam.ForgetResult{Forgotten: hosts}, nil
+}
 
 func (fakeIPAM) Capabilities() (any, error) {
 	return map[string]bool{"RequiresMACAddress": false, "RequiresRequestReplay": false}, nil
@@ -294,5 +302,42 @@ func TestRequestsTimeOutWithoutBackend(t *testing.T) {
 	s.SetBackend(n, fakeIPAM{}, func() any { return nil }, nil)
 	if code, _ := post(t, ts, "/NetworkDriver.CreateNetwork", `{"NetworkID":"n2"}`); code != 200 || !slices.Equal(n.created, []string{"n2"}) {
 		t.Fatalf("after SetBackend: %d %v", code, n.created)
+	}
+}
+
+// refusingIPAM refuses every forget, as the cluster does for a live host.
+type refusingIPAM struct{ fakeIPAM }
+
+func (refusingIPAM) Forget(hosts []string) (gvipam.ForgetResult, error) {
+	return gvipam.ForgetResult{}, fmt.Errorf("cannot forget %s: %s is alive: only a host that is gone for good can be forgotten", hosts[0], hosts[0])
+}
+
+// TestForgetClient: `grapevine forget` posts the hosts to the plugin and
+// prints what it did, or the plugin's refusal as it is.
+func TestForgetClient(t *testing.T) {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	for _, tc := range []struct {
+		be   IPAMAPI
+		want string
+		err  string
+	}{
+		{fakeIPAM{}, "forgot h2, h3; took over 0 of their blocks; known hosts now: ", ""},
+		{refusingIPAM{}, "", "cannot forget h2: h2 is alive: only a host that is gone for good can be forgotten"},
+	} {
+		srv := NewServer(logrus.NewEntry(log))
+		srv.SetBackend(&fakeNet{}, tc.be, func() any { return nil }, nil)
+		sock := filepath.Join(t.TempDir(), "grapevine.sock")
+		listenUnix(t, srv, sock)
+		got, err := Forget(context.Background(), sock, []string{"h2", "h3"})
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("refused forget: %q, %v; want error %q", got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("forget: %q, %v; want %q", got, err, tc.want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -39,6 +40,10 @@ type Settings struct {
 	// MetricsAddr is METRICS_ADDR, where Prometheus metrics are served;
 	// invalid (the zero value) when off.
 	MetricsAddr netip.AddrPort
+	// ForgetAfter is FORGET_AFTER: how long a host must have been absent,
+	// as every host that stays sees it, before `grapevine forget` may
+	// remove it from the known hosts.
+	ForgetAfter time.Duration
 }
 
 // Setting names, as operators type them in `docker plugin set`.
@@ -52,6 +57,7 @@ const (
 	envScope      = "SCOPE"
 	envLogLevel   = "LOG_LEVEL"
 	envInsecure   = "INSECURE_PLAINTEXT_GOSSIP"
+	envForget     = "FORGET_AFTER"
 )
 
 // keyHowTo tells an operator how to make a GOSSIP_KEY.
@@ -65,6 +71,7 @@ const (
 	DefaultPool       = "10.213.0.0/16"
 	DefaultScope      = "local"
 	DefaultLogLevel   = logrus.InfoLevel
+	DefaultForget     = time.Hour
 )
 
 // settingErrors collects the refusals of ParseSettings.
@@ -79,11 +86,12 @@ func (e *settingErrors) bad(name, value, allowed string) {
 // each naming the setting, its value and what is allowed.
 func ParseSettings(getenv func(string) string) (Settings, error) {
 	s := Settings{
-		GossipPort: DefaultGossipPort,
-		VXLANPort:  DefaultVXLANPort,
-		Pool:       netip.MustParsePrefix(DefaultPool),
-		Scope:      DefaultScope,
-		LogLevel:   DefaultLogLevel,
+		GossipPort:  DefaultGossipPort,
+		VXLANPort:   DefaultVXLANPort,
+		Pool:        netip.MustParsePrefix(DefaultPool),
+		Scope:       DefaultScope,
+		LogLevel:    DefaultLogLevel,
+		ForgetAfter: DefaultForget,
 	}
 	var errs settingErrors
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
@@ -110,6 +118,13 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 	}
 	if err := s.parseMetricsAddr(getenv); err != nil {
 		errs = append(errs, err)
+	}
+	if v := get(envForget); v != "" {
+		if d, err := time.ParseDuration(v); err != nil || d < time.Second {
+			errs.bad(envForget, v, "want a duration of at least 1s, such as 1h or 30m")
+		} else {
+			s.ForgetAfter = d
+		}
 	}
 	if v := get(envLogLevel); v != "" {
 		if l, err := logrus.ParseLevel(v); err != nil {

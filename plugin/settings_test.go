@@ -118,7 +118,7 @@ func TestConfigJSONDeclaresTheDefaults(t *testing.T) {
 		envPeers: "", envAdvertise: "", envGossipKey: "", envInsecure: "false",
 		envGossipPort: strconv.Itoa(DefaultGossipPort), envVXLANPort: strconv.Itoa(DefaultVXLANPort),
 		envPool: DefaultPool, envScope: DefaultScope, envLogLevel: DefaultLogLevel.String(),
-		envMetricsAddr: DefaultMetricsAddr,
+		envMetricsAddr: DefaultMetricsAddr, envForget: "1h",
 	}
 	if !maps.Equal(declared, want) {
 		t.Fatalf("config.json declares %v, want %v", declared, want)

@@ -47,6 +47,9 @@ type Status struct {
 	// IdentityConflict says that another live host uses this host's node
 	// identity (a cloned machine), and how to reset it.
 	IdentityConflict string `json:"identity_conflict,omitempty"`
+	// Forgotten are the hosts the cluster forgot by agreement
+	// (`grapevine forget`), as this host learned it.
+	Forgotten []string `json:"forgotten,omitempty"`
 }
 
 // MemberStatus is one member of the gossip cluster as this host sees it.
@@ -96,6 +99,7 @@ func (p *process) status() any {
 		Pools:         p.ipam.Status(),
 		Refused:       refusedCounts(p.driver.Refused(), p.ipam.Refused()),
 		Ports:         p.driver.PublishedPorts(),
+		Forgotten:     p.ipam.Forgotten(),
 	}
 	if in, err := p.driver.VXLANIngress(); err != nil {
 		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
@@ -117,7 +121,7 @@ func (p *process) status() any {
 }
 
 // settingNames are the settings in the order the status shows them.
-var settingNames = []string{envPeers, envAdvertise, envGossipPort, envVXLANPort, envGossipKey, envInsecure, envPool, envScope, envLogLevel}
+var settingNames = []string{envPeers, envAdvertise, envGossipPort, envVXLANPort, envGossipKey, envInsecure, envPool, envScope, envLogLevel, envForget}
 
 // shown is every setting by name, as the status shows it: GOSSIP_KEY only
 // says whether it is set.
@@ -132,6 +136,7 @@ func (s Settings) shown() map[string]string {
 		envPool:       s.Pool.String(),
 		envScope:      s.Scope,
 		envLogLevel:   s.LogLevel.String(),
+		envForget:     s.ForgetAfter.String(),
 	}
 }
 

@@ -44,6 +44,7 @@ func fullStatus() Status {
 		Names:            []names.NetworkNames{{Subnet: "198.19.20.0/24", Hosts: map[string][]string{"h2-def456": {"db=198.19.20.9"}}}},
 		Error:            "resolving ADVERTISE",
 		IdentityConflict: "h1-abc123 is also used by 198.18.0.9",
+		Forgotten:        []string{"h4-0a0b0c"},
 	}
 }
 
@@ -97,7 +98,7 @@ func TestStatusJSONRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"schema", "host", "node", "joined", "members", "gossip_refused", "settings", "underlay",
-		"networks", "pools", "refused", "vxlan_ingress", "published_ports", "error", "identity_conflict"} {
+		"networks", "pools", "refused", "vxlan_ingress", "published_ports", "error", "identity_conflict", "forgotten"} {
 		if _, ok := sections[key]; !ok {
 			t.Errorf("the JSON lacks section %q: %s", key, raw)
 		}

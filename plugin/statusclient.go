@@ -1,7 +1,10 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,10 +13,11 @@ import (
 	"time"
 
 	"grapevine/internal/unixhttp"
+	gvipam "grapevine/ipam"
 )
 
-// The client side of `grapevine status`: it finds the plugin's socket and
-// asks it for its Status.
+// The client side of `grapevine status` and `grapevine forget`: it finds
+// the plugin's socket and asks it for its Status, or to forget hosts.
 
 // pluginsDir is where dockerd serves plugin sockets.
 const pluginsDir = "/run/docker/plugins"
@@ -40,8 +44,37 @@ func findSocket(dir string) (string, error) {
 
 // QueryStatus asks the running plugin on socket for its status as raw JSON.
 func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
-	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: 10 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+StatusPath, nil)
+	return call(ctx, socket, StatusPath, nil)
+}
+
+// Forget asks the running plugin on socket to forget hosts (see
+// docs/cluster.md) and returns a line saying what it did.
+func Forget(ctx context.Context, socket string, hosts []string) (string, error) {
+	body, err := json.Marshal(ForgetRequest{Hosts: hosts})
+	if err != nil {
+		return "", err
+	}
+	raw, err := call(ctx, socket, ForgetPath, body)
+	if err != nil {
+		return "", err
+	}
+	var res gvipam.ForgetResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return "", fmt.Errorf("reading the plugin's answer: %w", err)
+	}
+	return fmt.Sprintf("forgot %s; took over %d of their blocks; known hosts now: %s",
+		strings.Join(res.Forgotten, ", "), res.Blocks, strings.Join(res.Known, ", ")), nil
+}
+
+// call posts body (nil: none) to path on the plugin socket and returns the
+// answer of a successful call.
+func call(ctx context.Context, socket, path string, body []byte) ([]byte, error) {
+	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: 30 * time.Second}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+path, rd)
 	if err != nil {
 		return nil, err
 	}
@@ -50,12 +83,16 @@ func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
 		return nil, fmt.Errorf("asking the plugin at %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	answer, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("reading the plugin's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("plugin answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		var e errorBody
+		if json.Unmarshal(answer, &e) == nil && e.Err != "" {
+			return nil, errors.New(e.Err)
+		}
+		return nil, fmt.Errorf("plugin answered %s: %s", resp.Status, strings.TrimSpace(string(answer)))
 	}
-	return body, nil
+	return answer, nil
 }

@@ -53,6 +53,9 @@ func (st Status) writeSummary(w io.Writer) {
 	if st.IdentityConflict != "" {
 		fmt.Fprintf(w, "IDENTITY CONFLICT: %s\n", st.IdentityConflict)
 	}
+	if len(st.Forgotten) > 0 {
+		fmt.Fprintf(w, "forgotten: %s\n", strings.Join(st.Forgotten, ", "))
+	}
 	fmt.Fprintf(w, "settings:  ")
 	for _, k := range settingNames {
 		fmt.Fprintf(w, "%s=%s ", k, st.Settings[k])

@@ -120,7 +120,7 @@ var trustRoutes = []string{
 	"/NetworkDriver.ProgramExternalConnectivity", "/NetworkDriver.RevokeExternalConnectivity",
 	"/IpamDriver.GetCapabilities", "/IpamDriver.GetDefaultAddressSpaces", "/IpamDriver.RequestPool",
 	"/IpamDriver.ReleasePool", "/IpamDriver.RequestAddress", "/IpamDriver.ReleaseAddress",
-	StatusPath,
+	StatusPath, ForgetPath,
 }
 
 // trustClient posts to the plugin socket the way dockerd does.

@@ -19,6 +19,7 @@
 #   harness.sh dockerd-start RUN hN start hN's dockerd again with the same flags
 #   harness.sh dockerd-restart RUN hN
 #   harness.sh status RUN hN [--json]   `grapevine status` of hN's plugin (run in hN's namespaces)
+#   harness.sh forget RUN hN NODE…  `grapevine forget NODE…` against hN's plugin (the same way)
 #   harness.sh plugin-set RUN hN K=V…    disable -f, `docker plugin set`, enable on hN
 #   harness.sh partition RUN hA [hB…]    cut the listed hosts from all the others (iptables
 #                                   DROP in the hosts' raw tables, comment gvtest-partition)
@@ -712,6 +713,15 @@ cmd_status() { # RUN hN [ARGS…] — `grapevine status` in hN's namespace again
 		"$bin" status --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
 }
 
+cmd_forget() { # RUN hN NODE… — `grapevine forget NODE…` in hN's namespace against hN's plugin
+	local run=$1 h=$2 id bin
+	shift 2
+	id=$(plugin_id "$run" "$h") || die "no grapevine plugin on $h"
+	bin=${PLUGIN_DIR:-$REPO/build/plugin}/rootfs/grapevine
+	nsenter --net="/run/netns/$(host_ns "$run" "$h")" --uts="$(rundir "$run")/$h/uts" -- \
+		"$bin" forget --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
+}
+
 # ---------------------------------------------------------------------------
 # Swarm across the hosts: h1 manager, the others workers; Swarm's own gossip and
 # control ports on the underlay (grapevine's gossip uses 7947, Swarm's 7946).
@@ -781,6 +791,7 @@ main() {
 	link) cmd_link "$run" "${1:?host}" "${2:?up or down}" ;;
 	plugin-set) cmd_plugin_set "$run" "${1:?host}" "${@:2}" ;;
 	status) cmd_status "$run" "${1:?host}" "${@:2}" ;;
+	forget) cmd_forget "$run" "${1:?host}" "${@:2}" ;;
 	swarm) cmd_swarm "$run" "$@" ;;
 	leftovers) cmd_leftovers "$run" "$@" ;;
 	*) die "unknown command '$cmd'" ;;

@@ -180,6 +180,9 @@ func (c *FakeCluster) Subscribe(kind string, fn func(old, cur *gossip.Record)) {
 	}
 }
 
+// Consumer returns c itself: Deliver runs every callback in order anyway.
+func (c *FakeCluster) Consumer(string) gossip.Replicated { return c }
+
 func (c *FakeCluster) OnNodeEvent(fn func(gossip.Member, gossip.EventType)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
