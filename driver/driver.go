@@ -99,6 +99,9 @@ type Config struct {
 	// endpoints programmed and its VTEP in the VXLAN ingress filter (see
 	// grace.go); 0 means 2 minutes. Only used with a Cluster.
 	LeftGrace time.Duration
+	// Tunnel enables encrypted networks (-o encrypted=true); its zero
+	// value refuses them.
+	Tunnel TunnelConfig
 	// ObserveConvergence, when set, is told the lag between another host's
 	// endpoint record reaching this host and its entries being programmed
 	// (called with the driver's lock held: it must be quick).
@@ -122,6 +125,11 @@ type Driver struct {
 	// (host_access): the cluster's node name (node, "" without a cluster)
 	// and the host name.
 	node, hostname string
+
+	// tunnel is Config.Tunnel; lastUnderlay the underlay the last
+	// Reconcile resolved (nil: none yet), for the tunnel's MTU. Guarded by mu.
+	tunnel       TunnelConfig
+	lastUnderlay *dataplane.Underlay
 
 	mu        sync.Mutex
 	networks  map[string]*networkRecord
@@ -178,6 +186,7 @@ func New(cfg Config) (*Driver, error) {
 		underlay:   cfg.Underlay,
 		store:      store{db: cfg.DB},
 		port:       cfg.VXLANPort,
+		tunnel:     cfg.Tunnel,
 		scope:      cfg.Scope,
 		spaces:     slices.Clone(cfg.AddressSpaces),
 		pluginName: cfg.PluginName,
@@ -326,6 +335,8 @@ type NetworkStatus struct {
 	MTU       int    `json:"mtu"`
 	Bridge    string `json:"bridge"`
 	VXLAN     string `json:"vxlan"`
+	// Tunnel is the WireGuard interface of an encrypted network.
+	Tunnel    string `json:"tunnel,omitempty"`
 	Endpoints int    `json:"endpoints"`
 	Published int    `json:"published_ports"`
 	Internal  bool   `json:"internal"`

@@ -1,7 +1,9 @@
 package gossip
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -22,6 +24,35 @@ type NodeMeta struct {
 	VXLANPort int `json:"vxlan_port,omitempty"`
 	// Release is the grapevine software version running on the host.
 	Release string `json:"release,omitempty"`
+	// TunnelKey is the host's WireGuard public key; zero when the host does
+	// not support encrypted networks. TunnelPort is its WireGuard UDP port.
+	TunnelKey  TunnelKey `json:"wg_key,omitzero"`
+	TunnelPort int       `json:"wg_port,omitempty"`
+}
+
+// TunnelKey is a WireGuard public key, base64 in the metadata.
+type TunnelKey [32]byte
+
+// IsZero reports whether k is no key.
+func (k TunnelKey) IsZero() bool { return k == TunnelKey{} }
+
+// MarshalText implements encoding.TextMarshaler.
+func (k TunnelKey) MarshalText() ([]byte, error) {
+	return []byte(base64.StdEncoding.EncodeToString(k[:])), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler: exactly 32 bytes in
+// standard base64, not all zero.
+func (k *TunnelKey) UnmarshalText(b []byte) error {
+	raw, err := base64.StdEncoding.DecodeString(string(b))
+	if err != nil || len(raw) != len(k) {
+		return fmt.Errorf("wg_key is not %d bytes in base64", len(k))
+	}
+	copy(k[:], raw)
+	if k.IsZero() {
+		return errors.New("wg_key is all zero")
+	}
+	return nil
 }
 
 // wireMeta is NodeMeta as sent, plus the leaving flag Shutdown announces
@@ -49,6 +80,9 @@ func decodeMeta(b []byte) (wireMeta, error) {
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return wireMeta{}, fmt.Errorf("node metadata: %w", err)
+	}
+	if m.TunnelPort < 0 || m.TunnelPort > 65535 || m.TunnelKey.IsZero() != (m.TunnelPort == 0) {
+		return wireMeta{}, fmt.Errorf("node metadata: wg_port %d outside 1..65535 or without wg_key", m.TunnelPort)
 	}
 	return m, nil
 }

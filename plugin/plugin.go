@@ -165,6 +165,9 @@ type process struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
+	// tunnelKey is this host's WireGuard private key (tunnelkey.go).
+	tunnelKey dataplane.Key
+
 	underlayOnce sync.Mutex
 	underlay     *dataplane.Underlay
 }
@@ -195,6 +198,9 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *
 		return nil, err
 	}
 	p := &process{settings: s, db: db, dp: dp, log: log}
+	if p.tunnelKey, err = loadTunnelKey(opts.StateDir); err != nil {
+		return nil, err
+	}
 	if p.node, err = nodeName(db); err != nil {
 		return nil, err
 	}
@@ -270,6 +276,8 @@ func (p *process) loadDrivers(m *metrics.Metrics) error {
 	}
 	driverCfg := driverConfig(s, p.db, p.dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
 	driverCfg.ObserveConvergence = m.ObserveConvergence
+	driverCfg.Tunnel = driver.TunnelConfig{PrivateKey: p.tunnelKey, Port: TunnelPort, VXLANPort: TunnelVXLANPort,
+		GossipKeyed: len(s.GossipKeys) > 0}
 	if p.driver, err = driver.New(driverCfg); err != nil {
 		return fmt.Errorf("loading network state: %w", err)
 	}
@@ -360,6 +368,7 @@ func runEvery(ctx context.Context, wg *sync.WaitGroup, period time.Duration, fn 
 // one, and an unresolvable underlay then only disables gossip.
 func (p *process) newCluster() (*gossip.Cluster, error) {
 	cfg := gossipConfig(p.settings, p.node, p.db, p.log.WithField("component", "gossip"))
+	cfg.Meta.TunnelKey, cfg.Meta.TunnelPort = gossip.TunnelKey(publicKey(p.tunnelKey)), TunnelPort
 	u, err := p.resolveUnderlay()
 	switch {
 	case err == nil:

@@ -28,7 +28,7 @@ func fullStatus() Status {
 		Settings:      map[string]string{envPeers: "198.18.0.2", envGossipKey: "(set)"},
 		Underlay:      "198.18.0.1 dev eth0 mtu 1500",
 		Networks: []driver.NetworkStatus{{ID: "0123456789abcdef", Mode: "macvlan", Subnet: "198.19.20.0/24", Gateway: "198.19.20.1",
-			VNI: 42, MTU: 1450, Bridge: "gvb-0123456789a", VXLAN: "gvx-0123456789a", Endpoints: 2, Published: 1, Internal: true,
+			VNI: 42, MTU: 1450, Bridge: "gvb-0123456789a", VXLAN: "gvx-0123456789a", Tunnel: "gvt-wireguard", Endpoints: 2, Published: 1, Internal: true,
 			RemoteEndpoints: 3, RemoteUnreachable: 1, RemoteHosts: map[string]int{"h2-def456": 3}, Conflict: "h3 defines it as vni=5",
 			ParentOption: "eth1.10", Parent: "eth1.10", HostAccess: "198.19.20.254", Reach: "LAN of eth1.10"}},
 		Pools: []gvipam.PoolStatus{{PoolID: "grapevine-local/198.19.20.0/24", Space: "grapevine-local", Pool: "198.19.20.0/24",
