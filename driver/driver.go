@@ -327,14 +327,14 @@ func (d *Driver) DiscoverDelete(n *network.DiscoveryNotification) error {
 
 // NetworkStatus describes one network for `grapevine status`.
 type NetworkStatus struct {
-	ID        string `json:"id"`
-	Mode      string `json:"mode"`
-	Subnet    string `json:"subnet"`
-	Gateway   string `json:"gateway"`
-	VNI       uint32 `json:"vni"`
-	MTU       int    `json:"mtu"`
-	Bridge    string `json:"bridge"`
-	VXLAN     string `json:"vxlan"`
+	ID      string `json:"id"`
+	Mode    string `json:"mode"`
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway"`
+	VNI     uint32 `json:"vni"`
+	MTU     int    `json:"mtu"`
+	Bridge  string `json:"bridge"`
+	VXLAN   string `json:"vxlan"`
 	// Tunnel is the WireGuard interface of an encrypted network.
 	Tunnel    string `json:"tunnel,omitempty"`
 	Endpoints int    `json:"endpoints"`

@@ -353,8 +353,8 @@ func (t kernelTunnel) peers() ([]wgtypes.Peer, error) {
 // userTunnel is wireguard-go, configured through its UAPI text protocol.
 type userTunnel struct{ dev *device.Device }
 
-func (userTunnel) mode() string  { return TunnelUserspace }
-func (t userTunnel) close()      { t.dev.Close() }
+func (userTunnel) mode() string { return TunnelUserspace }
+func (t userTunnel) close()     { t.dev.Close() }
 func (t userTunnel) configure(cfg wgtypes.Config) error {
 	if err := t.dev.IpcSet(uapiText(cfg)); err != nil {
 		return err
