@@ -1,10 +1,12 @@
 package driver
 
 import (
+	"encoding/base64"
 	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -76,6 +78,9 @@ func (m encryptedMode) create(d *Driver, id string, spec networkSpec) (newNetwor
 func (encryptedMode) status(n *networkRecord, s *NetworkStatus) {
 	s.Bridge, s.VXLAN, s.Tunnel = bridgeName(n.ID), vxlanName(n.ID), tunnelName
 }
+
+// deleted removes the tunnel with the host's last encrypted network.
+func (encryptedMode) deleted(d *Driver, _ *networkRecord) error { return d.syncTunnel() }
 
 // tunnelName is the host's WireGuard interface.
 var tunnelName = dataplane.TunnelName()
@@ -167,3 +172,51 @@ func (d *Driver) encryptedPeer(node string) bool {
 	m, ok := d.peers.members[node]
 	return ok && !m.Meta.TunnelKey.IsZero()
 }
+
+// TunnelStatus is the encryption tunnel as `grapevine status` shows it.
+type TunnelStatus struct {
+	Mode       string             `json:"mode"`
+	Link       string             `json:"link"`
+	PublicKey  string             `json:"public_key"`
+	ListenPort int                `json:"listen_port"`
+	Peers      []TunnelPeerStatus `json:"peers"`
+}
+
+// TunnelPeerStatus is one peer of the tunnel. HandshakeAge is in seconds,
+// -1 before the first handshake.
+type TunnelPeerStatus struct {
+	Node         string `json:"node"`
+	PublicKey    string `json:"public_key"`
+	Endpoint     string `json:"endpoint"`
+	HandshakeAge int64  `json:"handshake_age_seconds"`
+	RxBytes      uint64 `json:"rx_bytes"`
+	TxBytes      uint64 `json:"tx_bytes"`
+}
+
+// Tunnel reports the running tunnel (nil: none runs).
+func (d *Driver) Tunnel() (*TunnelStatus, error) {
+	st, ok, err := d.dp.TunnelStatus()
+	if err != nil || !ok {
+		return nil, err
+	}
+	d.mu.Lock()
+	byKey := map[dataplane.Key]string{}
+	if d.peers != nil {
+		for name, m := range d.peers.members {
+			byKey[dataplane.Key(m.Meta.TunnelKey)] = name
+		}
+	}
+	d.mu.Unlock()
+	out := &TunnelStatus{Mode: st.Mode, Link: st.Name, PublicKey: keyText(st.PublicKey), ListenPort: st.ListenPort, Peers: []TunnelPeerStatus{}}
+	for _, p := range st.Peers {
+		age := int64(-1)
+		if !p.LastHandshake.IsZero() {
+			age = int64(time.Since(p.LastHandshake).Seconds())
+		}
+		out.Peers = append(out.Peers, TunnelPeerStatus{Node: byKey[p.PublicKey], PublicKey: keyText(p.PublicKey),
+			Endpoint: p.Endpoint.String(), HandshakeAge: age, RxBytes: p.RxBytes, TxBytes: p.TxBytes})
+	}
+	return out, nil
+}
+
+func keyText(k dataplane.Key) string { return base64.StdEncoding.EncodeToString(k[:]) }

@@ -38,6 +38,8 @@ func fullStatus() Status {
 			Lost:   []string{"198.19.20.64-198.19.20.127"}}},
 		Refused:      map[string]uint64{"mac_not_unicast": 2},
 		VXLANIngress: &driver.VXLANIngressStatus{Port: 4789, Peers: []string{"198.18.0.2"}, Dropped: 5},
+		Tunnel: &driver.TunnelStatus{Mode: "userspace", Link: "gvt-wireguard", PublicKey: "a2V5", ListenPort: 51820,
+			Peers: []driver.TunnelPeerStatus{{Node: "h2-def456", PublicKey: "a2V5", Endpoint: "198.18.0.2:51820", HandshakeAge: 3, RxBytes: 1, TxBytes: 2}}},
 		Ports: []driver.PublishedPort{{Network: "0123456789ab", Endpoint: "ba9876543210", Proto: "tcp", HostIP: "0.0.0.0",
 			HostPort: 8080, ContainerIP: "198.19.20.5", ContainerPort: 80}},
 		Names:            []names.NetworkNames{{Subnet: "198.19.20.0/24", Hosts: map[string][]string{"h2-def456": {"db=198.19.20.9"}}}},

@@ -66,9 +66,11 @@ func (k *Kernel) EnsureTunnel(spec TunnelSpec) error {
 		return err
 	}
 	// decrypted frames arrive from a peer's VTEP, which the main table
-	// routes through the underlay: strict reverse-path filtering would drop them
-	if err := writeSysctl("/proc/sys/net/ipv4/conf/"+spec.Name+"/rp_filter", "2"); err != nil {
-		return fmt.Errorf("tunnel %s: loose reverse-path filter: %w", spec.Name, err)
+	// routes through the underlay, on a link without an address: strict
+	// and loose reverse-path filtering both drop them (WireGuard itself
+	// checks each frame's source against the peer's allowed IP)
+	if err := writeSysctl("/proc/sys/net/ipv4/conf/"+spec.Name+"/rp_filter", "0"); err != nil {
+		return fmt.Errorf("tunnel %s: reverse-path filter off: %w", spec.Name, err)
 	}
 	if err := k.nl.RouteReplace(tunnelRoute(l.Attrs().Index)); err != nil {
 		return fmt.Errorf("tunnel %s: route in table %d: %w", spec.Name, TunnelTable, err)
