@@ -129,6 +129,7 @@ func (d *Driver) ensureTunnel(u dataplane.Underlay) error {
 	if err := d.dp.EnsureTunnel(spec); err != nil {
 		return fmt.Errorf("tunnel %s: %w", tunnelName, err)
 	}
+	d.lastUnderlay = &u
 	return nil
 }
 

@@ -34,6 +34,8 @@ type env struct {
 	d    *Driver
 	// cluster, when set, is passed as Config.Cluster.
 	cluster *gossiptest.FakeCluster
+	// tunnel is passed as Config.Tunnel.
+	tunnel TunnelConfig
 }
 
 func newEnv(t *testing.T) *env {
@@ -99,6 +101,7 @@ func (e *env) config() Config {
 		Scope:         "local",
 		AddressSpaces: testSpaces,
 		PluginName:    testPlugin,
+		Tunnel:        e.tunnel,
 	}
 	if e.cluster != nil {
 		cfg.Cluster = e.cluster

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -194,9 +195,12 @@ func tunnelRoute(link int) *netlink.Route {
 	}
 }
 
-// tunnelRules are the two policy rules for UDP to port: look up the tunnel
-// table, then (no route there) drop.
-func tunnelRules(port int) [2]*netlink.Rule {
+// tunnelRules are the policy rules for the encrypted VXLAN port: UDP to it
+// looks up the tunnel table, and (no route there) is dropped. A third rule
+// routes UDP from that port (the reverse of a received frame, as the
+// reverse-path filter looks it up) through the tunnel too, so that strict
+// or loose filtering set for all links accepts decrypted frames.
+func tunnelRules(port int) []*netlink.Rule {
 	mk := func(prio int) *netlink.Rule {
 		r := netlink.NewRule()
 		r.Family = unix.AF_INET
@@ -205,37 +209,46 @@ func tunnelRules(port int) [2]*netlink.Rule {
 		r.Dport = netlink.NewRulePortRange(uint16(port), uint16(port))
 		return r
 	}
-	lookup, drop := mk(TunnelRulePriority), mk(TunnelDropPriority)
+	lookup, reverse, drop := mk(TunnelRulePriority), mk(TunnelRulePriority), mk(TunnelDropPriority)
 	lookup.Table = TunnelTable
+	reverse.Table = TunnelTable
+	reverse.Sport, reverse.Dport = reverse.Dport, nil
 	drop.Type = nl.FR_ACT_BLACKHOLE
-	return [2]*netlink.Rule{lookup, drop}
+	return []*netlink.Rule{lookup, reverse, drop}
 }
 
-// ensureTunnelRules adds the rules for port and removes other rules at
-// their priorities (an earlier port). Caller holds mu.
+// ensureTunnelRules adds the rules for port and removes every other rule
+// at their priorities (an earlier port, a duplicate). Caller holds mu.
 func (k *Kernel) ensureTunnelRules(port int) error {
 	have, err := k.tunnelRulesHeld()
 	if err != nil {
 		return err
 	}
+	kept := make([]bool, len(have))
 	for _, want := range tunnelRules(port) {
-		found := false
-		for _, r := range have {
-			if r.Priority != want.Priority {
-				continue
+		i := slices.IndexFunc(have, func(r netlink.Rule) bool { return sameRule(r, want) })
+		for i >= 0 && kept[i] {
+			j := slices.IndexFunc(have[i+1:], func(r netlink.Rule) bool { return sameRule(r, want) })
+			if j < 0 {
+				i = -1
+				break
 			}
-			if sameRule(r, want) && !found {
-				found = true
-				continue
-			}
-			if err := k.nl.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("tunnel: delete stale rule %s: %w", r, err)
-			}
+			i += 1 + j
 		}
-		if !found {
-			if err := k.nl.RuleAdd(want); err != nil && !errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("tunnel: add rule for udp port %d at priority %d: %w", port, want.Priority, err)
-			}
+		if i >= 0 {
+			kept[i] = true
+			continue
+		}
+		if err := k.nl.RuleAdd(want); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("tunnel: add rule for udp port %d at priority %d: %w", port, want.Priority, err)
+		}
+	}
+	for i, r := range have {
+		if kept[i] {
+			continue
+		}
+		if err := k.nl.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("tunnel: delete stale rule %s: %w", r, err)
 		}
 	}
 	return nil
@@ -257,8 +270,10 @@ func (k *Kernel) tunnelRulesHeld() ([]netlink.Rule, error) {
 }
 
 func sameRule(have netlink.Rule, want *netlink.Rule) bool {
-	return have.IPProto == want.IPProto && have.Dport != nil && *have.Dport == *want.Dport &&
-		have.Table == want.Table && have.Type == want.Type
+	samePorts := func(a, b *netlink.RulePortRange) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+	action := func(t uint8) uint8 { return max(t, nl.FR_ACT_TO_TBL) } // 0 is written as "to table"
+	return action(have.Type) == action(want.Type) && have.Priority == want.Priority && have.IPProto == want.IPProto && samePorts(have.Dport, want.Dport) &&
+		samePorts(have.Sport, want.Sport) && have.Table == want.Table
 }
 
 // DeleteTunnel implements Dataplane: it stops the device and removes the
