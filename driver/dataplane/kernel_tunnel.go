@@ -271,8 +271,9 @@ func (k *Kernel) tunnelRulesHeld() ([]netlink.Rule, error) {
 
 func sameRule(have netlink.Rule, want *netlink.Rule) bool {
 	samePorts := func(a, b *netlink.RulePortRange) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
-	action := func(t uint8) uint8 { return max(t, nl.FR_ACT_TO_TBL) } // 0 is written as "to table"
-	return action(have.Type) == action(want.Type) && have.Priority == want.Priority && have.IPProto == want.IPProto && samePorts(have.Dport, want.Dport) &&
+	// netlink's rule list leaves Type unset: the blackhole rule is the one
+	// without a table
+	return have.Priority == want.Priority && have.IPProto == want.IPProto && samePorts(have.Dport, want.Dport) &&
 		samePorts(have.Sport, want.Sport) && have.Table == want.Table
 }
 
