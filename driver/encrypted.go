@@ -63,7 +63,7 @@ func (m encryptedMode) prepare(d *Driver, spec *networkSpec) error {
 	case d.tunnel.PrivateKey.IsZero():
 		return fmt.Errorf("-o %s=true is not available: this host has no WireGuard key", userEncrypted)
 	}
-	return m.vxlanMode.prepareOverlay(d, spec, encryptedOverhead)
+	return m.prepareOverlay(d, spec, encryptedOverhead)
 }
 
 // create makes the host's tunnel first (so nothing the network sends can

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"maps"
 	"net/netip"
 	"testing"
 
@@ -24,9 +25,7 @@ func (e *env) withTunnel(tc TunnelConfig) {
 
 func encReq(seed, subnet string, opts map[string]string) netReq {
 	o := map[string]string{userEncrypted: "true"}
-	for k, v := range opts {
-		o[k] = v
-	}
+	maps.Copy(o, opts)
 	return netReq{id: id(seed), subnet: subnet, opts: o}
 }
 

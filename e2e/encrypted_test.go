@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,6 +162,13 @@ func TestEncryptedNetwork(t *testing.T) {
 		checkClean(t, h)
 		waitMembers(t, 30*time.Second, h, clusterHosts())
 	}
+	// strict reverse-path filtering for all links, as some hosts set it:
+	// decrypted frames must still be accepted
+	for _, h := range hosts {
+		old := strings.TrimSpace(mustInHost(t, h, "sysctl", "-n", "net.ipv4.conf.all.rp_filter"))
+		mustInHost(t, h, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
+		t.Cleanup(func() { _, _, _ = inHost(h, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter="+old) })
+	}
 	const enc, plain = "encnet", "plainnet"
 	const encSubnet, plainSubnet = "198.19.70.0/24", "198.19.71.0/24"
 	var cs []ctr
@@ -179,10 +187,10 @@ func TestEncryptedNetwork(t *testing.T) {
 
 	t.Run("underlay shows no payload", func(t *testing.T) {
 		const encMark, plainMark = 0xa7, 0xb9
-		cap := startCapture(t, "h2", "eth0", encMark, plainMark)
+		capt := startCapture(t, "h2", "eth0", encMark, plainMark)
 		encOK := pingPattern("h1", cs[0].id, cs[1].ip, encMark, 5)
 		plainOK := pingPattern("h1", p1.id, p2.ip, plainMark, 5)
-		markers, udp := cap.stopCapture(t)
+		markers, udp := capt.stopCapture(t)
 		if !encOK || !plainOK {
 			t.Fatalf("pings during the capture: encrypted answered %v, plain answered %v; want both", encOK, plainOK)
 		}
@@ -199,10 +207,10 @@ func TestEncryptedNetwork(t *testing.T) {
 
 	t.Run("tunnel gone, nothing in clear", func(t *testing.T) {
 		const mark = 0xc3
-		cap := startCapture(t, "h1", "eth0", mark)
+		capt := startCapture(t, "h1", "eth0", mark)
 		mustInHost(t, "h1", "ip", "link", "del", "gvt-wireguard")
 		pingPattern("h1", cs[0].id, cs[1].ip, mark, 5)
-		markers, udp := cap.stopCapture(t)
+		markers, udp := capt.stopCapture(t)
 		if markers[mark] != 0 || udp[encVXLANPort] != 0 {
 			t.Errorf("with the tunnel deleted, %d frames with the marker and %d datagrams to port %d left h1", markers[mark], udp[encVXLANPort], encVXLANPort)
 		}
@@ -212,6 +220,32 @@ func TestEncryptedNetwork(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("plugin killed, nothing in clear, back after restart", func(t *testing.T) {
+		const mark = 0xd5
+		pid, err := pluginPID("h2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		capt := startCapture(t, "h2", "eth0", mark)
+		killed := time.Now()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
+		}
+		pingPattern("h2", cs[1].id, cs[0].ip, mark, 5)
+		markers, udp := capt.stopCapture(t)
+		if markers[mark] != 0 || udp[encVXLANPort] != 0 {
+			t.Errorf("with the plugin down, %d frames with the marker and %d datagrams to port %d left h2", markers[mark], udp[encVXLANPort], encVXLANPort)
+		}
+		eventually(t, 90*time.Second, "the restarted plugin's tunnel carries the mesh again", func() error {
+			if !pingPattern("h2", cs[1].id, cs[0].ip, mark, 1) {
+				return fmt.Errorf("%s does not answer %s", cs[0], cs[1])
+			}
+			return nil
+		})
+		t.Logf("encrypted traffic from h2 answered again %.1f s after its plugin was killed", time.Since(killed).Seconds())
+		fullMesh(t, 60*time.Second, cs)
 	})
 
 	t.Run("mismatch refused", func(t *testing.T) {

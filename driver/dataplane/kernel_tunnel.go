@@ -351,7 +351,7 @@ func (t kernelTunnel) configure(cfg wgtypes.Config) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	return c.ConfigureDevice(t.name, cfg)
 }
 
@@ -360,7 +360,7 @@ func (t kernelTunnel) peers() ([]wgtypes.Peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	d, err := c.Device(t.name)
 	if err != nil {
 		return nil, err

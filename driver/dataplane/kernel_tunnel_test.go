@@ -43,7 +43,6 @@ func routeGet(dst string, port int) (string, error) {
 	return string(out), err
 }
 
-
 // TestTunnelLifecycle: the tunnel link, its peers and its three rules are
 // made once (a repeat changes nothing), follow a port change, send the
 // encrypted port into the link, drop it when the link is gone (never the
