@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -71,10 +72,42 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
+	case "rotate-key":
+		return rotateKey(args)
 	case "help", "-h", "--help":
-		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json]")
+		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json] | rotate-key [--socket PATH]")
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve or status)\n", cmd)
+	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve, status or rotate-key)\n", cmd)
 	return 2
+}
+
+// rotateKey runs `grapevine rotate-key`: the plugin replaces this host's
+// WireGuard key (docs/encryption.md) and the new public key is printed.
+func rotateKey(args []string) int {
+	fs := flag.NewFlagSet("rotate-key", flag.ContinueOnError)
+	socket := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *socket == "" {
+		s, err := plugin.FindSocket()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "grapevine rotate-key:", err)
+			return 1
+		}
+		*socket = s
+	}
+	raw, err := plugin.RotateKey(context.Background(), *socket)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine rotate-key:", err)
+		return 1
+	}
+	var k plugin.RotatedKey
+	if err := json.Unmarshal(raw, &k); err != nil || k.PublicKey == "" {
+		fmt.Fprintf(os.Stderr, "grapevine rotate-key: unexpected answer %q\n", raw)
+		return 1
+	}
+	fmt.Println("new WireGuard public key:", k.PublicKey)
+	return 0
 }

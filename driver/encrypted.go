@@ -221,3 +221,18 @@ func (d *Driver) Tunnel() (*TunnelStatus, error) {
 }
 
 func keyText(k dataplane.Key) string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// SetTunnelKey makes k this host's WireGuard private key (a rotation):
+// the running tunnel takes it at once.
+func (d *Driver) SetTunnelKey(k dataplane.Key) error {
+	if k.IsZero() {
+		return fmt.Errorf("tunnel key rotation: the new key is zero")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tunnel.PrivateKey = k
+	if !d.hasEncrypted() {
+		return nil
+	}
+	return d.syncTunnel()
+}

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -16,6 +18,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"grapevine/driver"
+	"grapevine/plugin"
 )
 
 // Ports of encrypted networks (plugin/tunnelkey.go): WireGuard between
@@ -248,6 +253,49 @@ func TestEncryptedNetwork(t *testing.T) {
 		fullMesh(t, 60*time.Second, cs)
 	})
 
+	t.Run("key rotation, traffic continues", func(t *testing.T) {
+		old := tunnelOf(t, "h1").PublicKey
+		id, stderr, err := harnessCmd("plugin-id", "h1")
+		if err != nil {
+			t.Fatalf("plugin id of h1: %v %s", err, stderr)
+		}
+		// a steady ping across the rotation, from h2 to h1
+		const probes = 40
+		done := make(chan string, 1)
+		go func() {
+			out, _, _ := docker("h2", "exec", cs[1].id, "ping", "-c", fmt.Sprint(probes), "-i", "0.1", "-W", "1", cs[0].ip)
+			done <- out
+		}()
+		time.Sleep(time.Second)
+		raw, err := plugin.RotateKey(context.Background(), "/run/docker/plugins/"+strings.TrimSpace(id)+"/grapevine.sock")
+		if err != nil {
+			t.Fatalf("rotate h1's key: %v", err)
+		}
+		var rk plugin.RotatedKey
+		if err := json.Unmarshal(raw, &rk); err != nil || rk.PublicKey == "" || rk.PublicKey == old {
+			t.Fatalf("rotation answered %s (%v); old key %s", raw, err, old)
+		}
+		res, err := parsePing(<-done)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("across h1's key rotation: %d of %d probes answered, longest gap %d probes (0.1 s apart)", res.received, res.sent, res.gap)
+		if res.received < probes/2 {
+			t.Errorf("only %d of %d probes answered across the rotation", res.received, res.sent)
+		}
+		eventually(t, 30*time.Second, "h2 and h3 use h1's new key", func() error {
+			for _, h := range []string{"h2", "h3"} {
+				for _, p := range tunnelOf(t, h).Peers {
+					if strings.HasPrefix(p.Node, "h1-") && p.PublicKey != rk.PublicKey {
+						return fmt.Errorf("%s still has %s for h1", h, p.PublicKey)
+					}
+				}
+			}
+			return nil
+		})
+		fullMesh(t, 60*time.Second, cs)
+	})
+
 	t.Run("mismatch refused", func(t *testing.T) {
 		_, stderr, err := docker("h3", "network", "create", "-d", pluginName, "--ipam-driver", pluginName,
 			"--subnet", plainSubnet, "-o", "encrypted=true", "mism")
@@ -268,4 +316,20 @@ func TestEncryptedNetwork(t *testing.T) {
 			t.Errorf("macvlan refusal does not name the option: %s", stderr)
 		}
 	})
+}
+
+// tunnelOf reads the tunnel of host's `grapevine status --json`.
+func tunnelOf(t *testing.T, host string) driver.TunnelStatus {
+	t.Helper()
+	out, stderr, err := harnessCmd("status", host, "--json")
+	if err != nil {
+		t.Fatalf("grapevine status on %s: %v: %s", host, err, stderr)
+	}
+	var st struct {
+		Tunnel *driver.TunnelStatus `json:"tunnel"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Tunnel == nil {
+		t.Fatalf("no tunnel in the status of %s (%v): %s", host, err, out)
+	}
+	return *st.Tunnel
 }

@@ -180,3 +180,31 @@ func (d *eventDelegate) NotifyUpdate(n *memberlist.Node) { d.c.nodeEvent(n, Even
 // NotifyLeave implements memberlist.EventDelegate; it is called for leaves
 // and failures alike (EventDead unless the node announced it was leaving).
 func (d *eventDelegate) NotifyLeave(n *memberlist.Node) { d.c.nodeEvent(n, EventDead) }
+
+// SetTunnelKey publishes a new WireGuard public key (and port) in this
+// host's metadata: the other members learn it by memberlist's update
+// broadcast (and, failing that, by its next state exchange).
+func (c *Cluster) SetTunnelKey(key TunnelKey, port int) error {
+	if key.IsZero() || port < 1 || port > 65535 {
+		return fmt.Errorf("gossip: tunnel key must be set and port %d within 1..65535", port)
+	}
+	c.metaMu.Lock()
+	meta := c.cfg.Meta
+	meta.TunnelKey, meta.TunnelPort = key, port
+	b, err := meta.encode()
+	if err == nil {
+		c.cfg.Meta, c.meta = meta, b
+	}
+	c.metaMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("gossip: encode metadata: %w", err)
+	}
+	ml := c.ml.Load()
+	if ml == nil {
+		return nil // published when gossip starts
+	}
+	if err := ml.UpdateNode(c.cfg.LeaveTimeout); err != nil {
+		return fmt.Errorf("gossip: announce the new tunnel key: %w", err)
+	}
+	return nil
+}

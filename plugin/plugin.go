@@ -100,6 +100,7 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 			entry.WithError(err).Error("start-up failed; every request will be refused")
 			srv.SetBackend(nil, nil, func() any { return errorStatus(err) }, err)
 		} else {
+			srv.rotateKey = func() (any, error) { return p.rotateTunnelKey(opts.StateDir) }
 			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
 			if err := m.Register(metrics.NewStateCollector(p.metricSources())); err != nil {
 				entry.WithError(err).Error("registering the state metrics")
@@ -165,8 +166,10 @@ type process struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
-	// tunnelKey is this host's WireGuard private key (tunnelkey.go).
+	// tunnelKey is this host's WireGuard private key at start
+	// (tunnelkey.go); rotateMu serialises rotations.
 	tunnelKey dataplane.Key
+	rotateMu  sync.Mutex
 
 	underlayOnce sync.Mutex
 	underlay     *dataplane.Underlay

@@ -40,8 +40,19 @@ func findSocket(dir string) (string, error) {
 
 // QueryStatus asks the running plugin on socket for its status as raw JSON.
 func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
+	return callPlugin(ctx, socket, StatusPath)
+}
+
+// RotateKey asks the running plugin on socket to replace its WireGuard key;
+// the answer is a RotatedKey as JSON.
+func RotateKey(ctx context.Context, socket string) ([]byte, error) {
+	return callPlugin(ctx, socket, RotateKeyPath)
+}
+
+// callPlugin posts an empty request to path on the plugin's socket.
+func callPlugin(ctx context.Context, socket, path string) ([]byte, error) {
 	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: 10 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+StatusPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+path, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"grapevine/driver/dataplane"
+	"grapevine/gossip"
 )
 
 // tunnelKeyFile holds this host's WireGuard private key (standard base64,
@@ -85,4 +86,31 @@ func createTunnelKey(path string) (dataplane.Key, error) {
 // publicKey is the public half of a private key.
 func publicKey(k dataplane.Key) dataplane.Key {
 	return dataplane.Key(wgtypes.Key(k).PublicKey())
+}
+
+// RotatedKey is the answer to a key rotation.
+type RotatedKey struct {
+	PublicKey string `json:"public_key"`
+}
+
+// rotateTunnelKey replaces this host's WireGuard key: a new one is
+// persisted, the tunnel takes it, and gossip announces its public half; the
+// other hosts then replace the peer, and traffic resumes after one
+// handshake.
+func (p *process) rotateTunnelKey(stateDir string) (RotatedKey, error) {
+	p.rotateMu.Lock()
+	defer p.rotateMu.Unlock()
+	k, err := createTunnelKey(filepath.Join(stateDir, tunnelKeyFile))
+	if err != nil {
+		return RotatedKey{}, err
+	}
+	if err := p.driver.SetTunnelKey(k); err != nil {
+		return RotatedKey{}, fmt.Errorf("the new key is saved but the tunnel did not take it (the next reconcile retries): %w", err)
+	}
+	pub := publicKey(k)
+	if err := p.cluster.SetTunnelKey(gossip.TunnelKey(pub), TunnelPort); err != nil {
+		return RotatedKey{}, err
+	}
+	p.log.WithField("public_key", base64.StdEncoding.EncodeToString(pub[:])).Info("WireGuard key rotated")
+	return RotatedKey{PublicKey: base64.StdEncoding.EncodeToString(pub[:])}, nil
 }
