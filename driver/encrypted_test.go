@@ -46,6 +46,7 @@ func TestEncryptedRefusals(t *testing.T) {
 		{"macvlan", testTunnel(), map[string]string{userMode: modeMACVLAN}, "only allowed with -o mode=vxlan"},
 		{"not a boolean", testTunnel(), map[string]string{userEncrypted: "yes please"}, "is not a boolean"},
 		{"mode=encrypted", testTunnel(), map[string]string{userMode: modeEncrypted}, "-o encrypted=true"},
+		{"mtu above the underlay's less both headers", testTunnel(), map[string]string{optMTU: "1391"}, "from 68 to 1390"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
