@@ -143,7 +143,9 @@ func (k *Kernel) configureTunnel(spec TunnelSpec) error {
 	if sameTunnel(old, spec) {
 		return nil
 	}
-	var cfg wgtypes.Config
+	// a device this Kernel has not configured yet (a kernel link left by an
+	// earlier run) may hold peers that are gone: replace them all
+	cfg := wgtypes.Config{ReplacePeers: old.Name == ""}
 	if old.PrivateKey != spec.PrivateKey {
 		key := wgtypes.Key(spec.PrivateKey)
 		cfg.PrivateKey = &key
@@ -388,6 +390,9 @@ func uapiText(cfg wgtypes.Config) string {
 	}
 	if cfg.ListenPort != nil {
 		fmt.Fprintf(&b, "listen_port=%d\n", *cfg.ListenPort)
+	}
+	if cfg.ReplacePeers {
+		b.WriteString("replace_peers=true\n")
 	}
 	for _, p := range cfg.Peers {
 		fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"grapevine/internal/testreq"
 )
@@ -140,5 +141,23 @@ func TestParseUAPIPeers(t *testing.T) {
 	}
 	if _, err := parseUAPIPeers("public_key=zz\n"); err == nil {
 		t.Error("a bad key was accepted")
+	}
+}
+
+// TestUAPIText renders a configuration in wireguard-go's protocol: device
+// lines first, a removed peer, a set peer with its allowed IP replaced.
+func TestUAPIText(t *testing.T) {
+	cfg := wgtypes.Config{ReplacePeers: true}
+	key := wgtypes.Key{1}
+	port := 51820
+	cfg.PrivateKey, cfg.ListenPort = &key, &port
+	cfg.Peers = peerConfigs(
+		[]TunnelPeer{{PublicKey: Key{7}, Endpoint: netip.MustParseAddrPort("198.18.0.7:51820"), VTEP: netip.MustParseAddr("198.18.0.7")}},
+		[]TunnelPeer{{PublicKey: Key{2}, Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), VTEP: netip.MustParseAddr("198.18.0.2")}})
+	want := "private_key=01" + strings.Repeat("00", 31) + "\nlisten_port=51820\nreplace_peers=true\n" +
+		"public_key=07" + strings.Repeat("00", 31) + "\nremove=true\n" +
+		"public_key=02" + strings.Repeat("00", 31) + "\nendpoint=198.18.0.2:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=198.18.0.2/32\n"
+	if got := uapiText(cfg); got != want {
+		t.Errorf("uapiText:\n%s\nwant:\n%s", got, want)
 	}
 }
