@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -74,21 +75,32 @@ func run(args []string) int {
 		return 0
 	case "forget":
 		return runForget(args)
+	case "rotate-key":
+		return rotateKey(args)
 	case "help", "-h", "--help":
 		fmt.Println(usage)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve, status or forget)\n", cmd)
+	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve, status, forget or rotate-key)\n", cmd)
 	return 2
 }
 
-const usage = "usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json] | forget [--socket PATH] HOST…"
+const usage = "usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json] | forget [--socket PATH] HOST… | rotate-key [--socket PATH]"
+
+// pluginSocket returns the --socket flag's value, or the running plugin's
+// socket found under /run/docker/plugins.
+func pluginSocket(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	return plugin.FindSocket()
+}
 
 // runForget is `grapevine forget HOST…`: the running plugin removes hosts
 // gone for good from the cluster's known hosts (docs/cluster.md).
 func runForget(args []string) int {
 	fs := flag.NewFlagSet("forget", flag.ContinueOnError)
-	socket := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
+	socketFlag := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,19 +108,43 @@ func runForget(args []string) int {
 		fmt.Fprintln(os.Stderr, "grapevine forget: name the hosts to forget (their node names, as `grapevine status` lists them)")
 		return 2
 	}
-	if *socket == "" {
-		s, err := plugin.FindSocket()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "grapevine forget:", err)
-			return 1
-		}
-		*socket = s
+	socket, err := pluginSocket(*socketFlag)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine forget:", err)
+		return 1
 	}
-	out, err := plugin.Forget(context.Background(), *socket, fs.Args())
+	out, err := plugin.Forget(context.Background(), socket, fs.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "grapevine forget:", err)
 		return 1
 	}
 	fmt.Println(out)
+	return 0
+}
+
+// rotateKey runs `grapevine rotate-key`: the plugin replaces this host's
+// WireGuard key (docs/encryption.md) and the new public key is printed.
+func rotateKey(args []string) int {
+	fs := flag.NewFlagSet("rotate-key", flag.ContinueOnError)
+	socketFlag := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	socket, err := pluginSocket(*socketFlag)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine rotate-key:", err)
+		return 1
+	}
+	raw, err := plugin.RotateKey(context.Background(), socket)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine rotate-key:", err)
+		return 1
+	}
+	var k plugin.RotatedKey
+	if err := json.Unmarshal(raw, &k); err != nil || k.PublicKey == "" {
+		fmt.Fprintf(os.Stderr, "grapevine rotate-key: unexpected answer %q\n", raw)
+		return 1
+	}
+	fmt.Println("new WireGuard public key:", k.PublicKey)
 	return 0
 }

@@ -79,7 +79,7 @@ func TestParseSelections(t *testing.T) {
 		harness      bool
 		bad          bool
 	}{
-		{"all", "all", allParts, []string{"underlay", "kvx", "kvxdocker", "overlay", "gv", "dmacvlan", "gmacvlan"}, true, false},
+		{"all", "all", allParts, []string{"underlay", "kvx", "kvxdocker", "overlay", "gv", "gvenc", "dmacvlan", "gmacvlan"}, true, false},
 		{"go", "all", []string{"go"}, nil, false, false},
 		{"socket, go", "gv,Docker overlay", []string{"socket", "go"}, []string{"gv", "overlay"}, true, false},
 		{"convergence", "GV,kernel vxlan (hand-programmed)", []string{"convergence"}, []string{"gv", "kvx"}, true, false},

@@ -90,6 +90,8 @@ func (b *bench) reportDataplane(p printer, byName map[string]*path) {
 			anchors = append(anchors, pathName("kvxdocker"), pathName("overlay"))
 		case pathName("overlay"):
 			anchors = append(anchors, pathName("kvxdocker"))
+		case pathName("gvenc"):
+			anchors = append(anchors, pathName("underlay"))
 		}
 		var an, ra []string
 		for _, a := range anchors {
@@ -112,7 +114,7 @@ func (b *bench) reportDataplane(p printer, byName map[string]*path) {
 	}
 	p("\nThe kernel VXLAN path is programmed by hand (static FDB and neighbour entries, `proxy`, learning off), its bridge and VXLAN device in a namespace of their own as Docker's overlay does; its endpoints are plain namespaces. " +
 		"The same path \"+ Docker's container NAT rules\" adds, in both endpoints, the nat rules Docker writes into every container on a user-defined network (any driver) for its embedded DNS server: with a nat table present, conntrack handles every packet in the container, a cost Docker's overlay and grapevine pay alike and no network driver can avoid. " +
-		"Macvlan paths are anchored to the underlay, overlays to the hand-programmed kernel VXLAN (and grapevine's also to Docker's overlay). " +
+		"Macvlan paths are anchored to the underlay, overlays to the hand-programmed kernel VXLAN (and grapevine's also to Docker's overlay), grapevine's encrypted network to plain grapevine and the underlay. " +
 		"Ratios are the median of the per-round ratios over the rounds both paths measured (each round measures all paths back to back, so a round's ratio is free of the drift between rounds); a ratio over fewer rounds than were run says so. For RTT a ratio below 1 is better.\n\n")
 }
 

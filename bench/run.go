@@ -43,6 +43,7 @@ var allPaths = []struct{ id, name string }{
 	{"kvxdocker", "kernel VXLAN + Docker's container NAT rules"},
 	{"overlay", "Docker overlay"},
 	{"gv", "grapevine vxlan"},
+	{"gvenc", "grapevine encrypted (WireGuard)"},
 	{"dmacvlan", "Docker macvlan"},
 	{"gmacvlan", "grapevine macvlan"},
 }
@@ -275,6 +276,9 @@ func cmdRun(log *logrus.Entry, args []string) error {
 // gvSubnet is the grapevine VXLAN network's subnet: room for blocks on every host.
 const gvSubnet = "198.19.16.0/20"
 
+// gvEncSubnet is the encrypted grapevine network's subnet.
+const gvEncSubnet = "198.19.32.0/20"
+
 // ownedAddrs returns up to n addresses of subnet in blocks h owns, per the
 // plugin's status on its socket, highest first, skipping the first and last
 // two of each range (gateway, early allocations).
@@ -383,6 +387,9 @@ func (b *bench) setupPaths(dp, overlays bool) (paths []*path, gv, ovl *path) {
 		gv = b.setupGrapevine(dp)
 		paths = append(paths, gv)
 	}
+	if dp && want["gvenc"] {
+		paths = append(paths, b.setupGrapevineEncrypted())
+	}
 	if dp && want["dmacvlan"] {
 		paths = append(paths, b.setupDockerMacvlan())
 	}
@@ -417,6 +424,20 @@ func (b *bench) setupGrapevine(withContainers bool) *path {
 		b.twoContainers(gv, [2]string{"gvb-vxlan", "gvb-vxlan"}, hs, [2][]string{nil, nil})
 	}
 	return gv
+}
+
+// setupGrapevineEncrypted creates an encrypted grapevine network on every
+// host and its two containers; it is anchored to plain grapevine.
+func (b *bench) setupGrapevineEncrypted() *path {
+	hs := b.hosts
+	enc := &path{name: pathName("gvenc"), anchor: pathName("gv")}
+	if err := createOnHosts(hs, "-d", "grapevine:latest", "--ipam-driver", "grapevine:latest", "-o", "encrypted=true",
+		"--subnet", gvEncSubnet, "gvb-encrypted"); err != nil {
+		enc.na = short(err)
+	} else {
+		b.twoContainers(enc, [2]string{"gvb-encrypted", "gvb-encrypted"}, hs, [2][]string{nil, nil})
+	}
+	return enc
 }
 
 // setupDockerMacvlan creates Docker's macvlan network on the first two

@@ -153,7 +153,7 @@ func (d *Driver) checkCluster(spec *networkSpec) error {
 		where := fmt.Sprintf("%s is already defined on host %s as %s", spec.subnet, first.node, first.def)
 		switch {
 		case first.def.Mode != spec.mode.name():
-			return fmt.Errorf("%s; use -o mode=%s", where, first.def.Mode)
+			return fmt.Errorf("%s; %s", where, modeHint(first.def.Mode))
 		case spec.vni != 0 && spec.vni != first.def.VNI:
 			return fmt.Errorf("%s; use -o vni=%d or omit -o vni", where, first.def.VNI)
 		case first.def.Gateway.IsValid() && first.def.Gateway != spec.gateway.Addr():
@@ -462,4 +462,15 @@ func joinErrs(errs []error) error {
 		return out[0]
 	}
 	return fmt.Errorf("%w (and %d more)", out[0], len(out)-1)
+}
+
+// modeHint tells how to create a network of mode on this host.
+func modeHint(mode string) string {
+	switch mode {
+	case modeEncrypted:
+		return "use -o " + userEncrypted + "=true"
+	case modeVXLAN:
+		return "use -o mode=vxlan without -o " + userEncrypted + "=true"
+	}
+	return "use -o mode=" + mode
 }

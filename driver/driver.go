@@ -107,6 +107,9 @@ type Config struct {
 	// answers repeats with the same address, and the address is freed with
 	// the pool. Nil: host_access needs an --aux-address.
 	HostAddress func(space string, subnet netip.Prefix) (netip.Addr, error)
+	// Tunnel enables encrypted networks (-o encrypted=true); its zero
+	// value refuses them.
+	Tunnel TunnelConfig
 	// ObserveConvergence, when set, is told the lag between another host's
 	// endpoint record reaching this host and its entries being programmed
 	// (called with the driver's lock held: it must be quick).
@@ -132,6 +135,11 @@ type Driver struct {
 	// (host_access): the cluster's node name (node, "" without a cluster)
 	// and the host name.
 	node, hostname string
+
+	// tunnel is Config.Tunnel; lastUnderlay the underlay the last
+	// Reconcile resolved (nil: none yet), for the tunnel's MTU. Guarded by mu.
+	tunnel       TunnelConfig
+	lastUnderlay *dataplane.Underlay
 
 	mu        sync.Mutex
 	networks  map[string]*networkRecord
@@ -188,6 +196,7 @@ func New(cfg Config) (*Driver, error) {
 		underlay:   cfg.Underlay,
 		store:      store{db: cfg.DB},
 		port:       cfg.VXLANPort,
+		tunnel:     cfg.Tunnel,
 		scope:      cfg.Scope,
 		spaces:     slices.Clone(cfg.AddressSpaces),
 		pluginName: cfg.PluginName,
@@ -329,14 +338,16 @@ func (d *Driver) DiscoverDelete(n *network.DiscoveryNotification) error {
 
 // NetworkStatus describes one network for `grapevine status`.
 type NetworkStatus struct {
-	ID        string `json:"id"`
-	Mode      string `json:"mode"`
-	Subnet    string `json:"subnet"`
-	Gateway   string `json:"gateway"`
-	VNI       uint32 `json:"vni"`
-	MTU       int    `json:"mtu"`
-	Bridge    string `json:"bridge"`
-	VXLAN     string `json:"vxlan"`
+	ID      string `json:"id"`
+	Mode    string `json:"mode"`
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway"`
+	VNI     uint32 `json:"vni"`
+	MTU     int    `json:"mtu"`
+	Bridge  string `json:"bridge"`
+	VXLAN   string `json:"vxlan"`
+	// Tunnel is the WireGuard interface of an encrypted network.
+	Tunnel    string `json:"tunnel,omitempty"`
 	Endpoints int    `json:"endpoints"`
 	Published int    `json:"published_ports"`
 	Internal  bool   `json:"internal"`

@@ -36,6 +36,8 @@ type env struct {
 	cluster *gossiptest.FakeCluster
 	// hostAddress, when set, is passed as Config.HostAddress.
 	hostAddress func(space string, subnet netip.Prefix) (netip.Addr, error)
+	// tunnel is passed as Config.Tunnel.
+	tunnel TunnelConfig
 }
 
 func newEnv(t *testing.T) *env {
@@ -102,6 +104,7 @@ func (e *env) config() Config {
 		AddressSpaces: testSpaces,
 		PluginName:    testPlugin,
 		HostAddress:   e.hostAddress,
+		Tunnel:        e.tunnel,
 	}
 	if e.cluster != nil {
 		cfg.Cluster = e.cluster

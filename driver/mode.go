@@ -63,7 +63,7 @@ type newNetwork struct {
 
 // modes lists every mode, the default first (an array: looking a mode up
 // allocates nothing).
-func modes() [2]netMode { return [...]netMode{vxlanMode{}, macvlanMode{}} }
+func modes() [3]netMode { return [...]netMode{vxlanMode{}, macvlanMode{}, encryptedMode{}} }
 
 // modeNamed is the mode called name, and whether there is one.
 func modeNamed(name string) (netMode, bool) {

@@ -22,7 +22,7 @@ const (
 )
 
 // allowedUserOptions lists every -o key grapevine understands, for messages.
-var allowedUserOptions = []string{userMode, userVNI, optMTU, userParent, userHostAccess}
+var allowedUserOptions = []string{userMode, userVNI, optMTU, userParent, userHostAccess, userEncrypted}
 
 // networkSpec is a validated CreateNetwork request.
 type networkSpec struct {
@@ -64,9 +64,12 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest) (networkSpec, err
 	}
 	s.mode = vxlanMode{}
 	if v, ok := opts[userMode]; ok {
-		if s.mode, ok = modeNamed(v); !ok {
-			return s, fmt.Errorf("-o mode=%q is not allowed: use vxlan (the default) or macvlan", v)
+		if s.mode, ok = modeNamed(v); !ok || v == modeEncrypted {
+			return s, fmt.Errorf("-o mode=%q is not allowed: use vxlan (the default) or macvlan (and -o %s=true for an encrypted vxlan network)", v, userEncrypted)
 		}
+	}
+	if err := parseEncrypted(opts, &s); err != nil {
+		return s, err
 	}
 	if _, lan := s.mode.(macvlanMode); lan {
 		if _, ok := opts[userVNI]; ok {
@@ -118,11 +121,12 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest) (networkSpec, err
 	return s, d.parseIPv4Data(r.IPv4Data, &s)
 }
 
-// checkVXLANMTU bounds a vxlan network's MTU option by the underlay's.
-func checkVXLANMTU(s networkSpec, underlayMTU int) error {
-	maxMTU := underlayMTU - vxlanOverhead
+// checkVXLANMTU bounds an overlay network's MTU option by the underlay's
+// less the overhead of its headers.
+func checkVXLANMTU(s networkSpec, underlayMTU, overhead int) error {
+	maxMTU := underlayMTU - overhead
 	if s.mtu < 0 || s.mtu > maxMTU {
-		return fmt.Errorf("-o %s=%q is not allowed: use a number from 68 to %d (the underlay MTU %d minus %d bytes of VXLAN headers)", optMTU, s.mtuText, maxMTU, underlayMTU, vxlanOverhead)
+		return fmt.Errorf("-o %s=%q is not allowed: use a number from 68 to %d (the underlay MTU %d minus %d bytes of VXLAN (and WireGuard) headers)", optMTU, s.mtuText, maxMTU, underlayMTU, overhead)
 	}
 	return nil
 }
@@ -243,4 +247,24 @@ func boolOption(opts map[string]any, key string) (bool, error) {
 		return p, nil
 	}
 	return false, fmt.Errorf("option %s is a %T, expected a boolean", key, v)
+}
+
+// parseEncrypted reads -o encrypted: true makes a vxlan network encrypted;
+// macvlan networks, which have no tunnel, refuse it.
+func parseEncrypted(opts map[string]string, s *networkSpec) error {
+	v, ok := opts[userEncrypted]
+	if !ok {
+		return nil
+	}
+	on, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("-o %s=%q is not a boolean: use true or false", userEncrypted, v)
+	}
+	if _, lan := s.mode.(macvlanMode); lan && on {
+		return fmt.Errorf("-o %s=true is only allowed with -o mode=vxlan (the default): a macvlan network's frames go straight onto the LAN, with no tunnel", userEncrypted)
+	}
+	if on {
+		s.mode = encryptedMode{}
+	}
+	return nil
 }

@@ -163,8 +163,8 @@ func (d *Driver) want(k string) (progEntry, bool) {
 	if cause == causeVTEP {
 		d.refuse(k, ep.node, cause, n)
 	}
-	if cause != "" {
-		return progEntry{}, false
+	if cause != "" || (n.Mode == modeEncrypted && !d.encryptedPeer(ep.node)) {
+		return progEntry{}, false // no tunnel to a host without a key
 	}
 	if d.localAddr(n.ID, ep.ip) {
 		return progEntry{}, false
@@ -315,6 +315,12 @@ func (d *Driver) reconcilePeers() error {
 		}
 	}
 	d.expireLeft()
+	if d.hasEncrypted() {
+		errs := d.syncTunnel()
+		if errs != nil {
+			d.log.WithError(errs).Warn("could not repair the tunnel; retrying")
+		}
+	}
 	desired := map[string]map[string]progEntry{} // vxlan → key → entry
 	for k := range d.peers.eps {
 		if w, ok := d.want(k); ok {

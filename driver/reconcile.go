@@ -30,6 +30,11 @@ func (d *Driver) Reconcile() error {
 		// Only VXLAN devices need the VTEP; macvlan networks do not.
 		errs = append(errs, fmt.Errorf("resolve the underlay (ADVERTISE): %w", uerr))
 	}
+	if uerr == nil {
+		d.lastUnderlay = &u
+	}
+	// the tunnel (and its routing) before the encrypted networks' devices
+	errs = append(errs, d.syncTunnel())
 	for _, id := range slices.Sorted(maps.Keys(d.networks)) {
 		n := d.networks[id]
 		errs = append(errs, n.mode().ensure(d, n, up))
@@ -55,6 +60,9 @@ func (d *Driver) removeOrphans() error {
 		for _, l := range n.mode().links(id) {
 			want[l] = true
 		}
+	}
+	if d.hasEncrypted() {
+		want[tunnelName] = true
 	}
 	for id := range d.endpoints {
 		want[hostVeth(id)] = true

@@ -52,7 +52,11 @@ func (d *Driver) vxlanIngress() dataplane.VXLANIngress {
 	if !d.hasVXLANNetworks() || d.port <= 0 || d.port > 65535 {
 		return dataplane.VXLANIngress{}
 	}
-	return dataplane.VXLANIngress{Port: uint16(d.port), Peers: d.memberVTEPs(),
+	var tunnel dataplane.TunnelIngress
+	if d.hasEncrypted() {
+		tunnel = dataplane.TunnelIngress{Port: uint16(d.tunnel.VXLANPort), Link: tunnelName}
+	}
+	return dataplane.VXLANIngress{Port: uint16(d.port), Peers: d.memberVTEPs(), Tunnel: tunnel,
 		// until the first contact after a start, members not heard of yet
 		// keep their place in the filter
 		Partial: d.cluster != nil && !d.cluster.Joined()}
@@ -83,6 +87,11 @@ func (d *Driver) membersChanged() {
 	}
 	if err := d.dp.SetVXLANPeers(d.vxlanIngress()); err != nil {
 		d.log.WithError(err).Warn("could not update the VTEPs the VXLAN ingress filter accepts; reconcile retries")
+	}
+	if d.hasEncrypted() {
+		if err := d.syncTunnel(); err != nil {
+			d.log.WithError(err).Warn("could not update the tunnel's peers; reconcile retries")
+		}
 	}
 }
 

@@ -28,7 +28,13 @@ func (vxlanMode) name() string  { return modeVXLAN }
 func (vxlanMode) overlay() bool { return true }
 
 // prepare resolves the underlay (ADVERTISE), whose MTU bounds the network's.
-func (vxlanMode) prepare(d *Driver, spec *networkSpec) error {
+func (m vxlanMode) prepare(d *Driver, spec *networkSpec) error {
+	return m.prepareOverlay(d, spec, vxlanOverhead)
+}
+
+// prepareOverlay resolves the underlay, whose MTU less overhead bounds the
+// network's.
+func (vxlanMode) prepareOverlay(d *Driver, spec *networkSpec, overhead int) error {
 	u, err := d.underlay()
 	if err != nil {
 		return fmt.Errorf("cannot create network: the underlay (plugin setting ADVERTISE) is not usable: %w", err)
@@ -36,7 +42,7 @@ func (vxlanMode) prepare(d *Driver, spec *networkSpec) error {
 	if u.MTU <= 0 {
 		u.MTU = defaultMTU
 	}
-	if err := checkVXLANMTU(*spec, u.MTU); err != nil {
+	if err := checkVXLANMTU(*spec, u.MTU, overhead); err != nil {
 		return err
 	}
 	spec.underlay = u
@@ -46,6 +52,12 @@ func (vxlanMode) prepare(d *Driver, spec *networkSpec) error {
 // create chooses the VNI (the cluster's, the one asked for or an automatic
 // one) and the MTU, and makes the bridge and the VXLAN device.
 func (m vxlanMode) create(d *Driver, id string, spec networkSpec) (newNetwork, error) {
+	return d.createOverlay(m, id, spec, vxlanOverhead)
+}
+
+// createOverlay creates a network of an overlay mode m whose frames grow by
+// overhead on the underlay.
+func (d *Driver) createOverlay(m netMode, id string, spec networkSpec, overhead int) (newNetwork, error) {
 	if err := d.checkCluster(&spec); err != nil {
 		return newNetwork{}, err
 	}
@@ -58,7 +70,7 @@ func (m vxlanMode) create(d *Driver, id string, spec networkSpec) (newNetwork, e
 	rec := &networkRecord{
 		Version:      recordVersion,
 		ID:           id,
-		Mode:         modeVXLAN,
+		Mode:         m.name(),
 		Subnet:       spec.subnet,
 		Gateway:      spec.gateway,
 		AddressSpace: spec.space,
@@ -69,7 +81,7 @@ func (m vxlanMode) create(d *Driver, id string, spec networkSpec) (newNetwork, e
 		Aux:          auxAddrs(spec),
 	}
 	if rec.MTU == 0 {
-		rec.MTU = spec.underlay.MTU - vxlanOverhead
+		rec.MTU = spec.underlay.MTU - overhead
 	}
 	if rec.VNIAuto {
 		rec.VNI = d.firstFreeAutoVNI(spec.subnet)
@@ -80,7 +92,7 @@ func (m vxlanMode) create(d *Driver, id string, spec networkSpec) (newNetwork, e
 		return newNetwork{}, err
 	}
 	announce := func() {
-		l := d.netLog(id).WithFields(logrus.Fields{"subnet": rec.Subnet, "vni": rec.VNI, "mtu": rec.MTU, "internal": rec.Internal})
+		l := d.netLog(id).WithFields(logrus.Fields{"mode": rec.Mode, "subnet": rec.Subnet, "vni": rec.VNI, "mtu": rec.MTU, "internal": rec.Internal})
 		if spec.adopted != "" {
 			l = l.WithField("vni_from", spec.adopted)
 		}
@@ -217,7 +229,7 @@ func (d *Driver) makeNetworkLinks(rec *networkRecord, u dataplane.Underlay) erro
 			return fmt.Errorf("create vxlan device %s: %w", vxlanName(rec.ID), err)
 		}
 		if !rec.VNIAuto || try >= autoVNITries {
-			return fmt.Errorf("vni %d is already used by another VXLAN device on UDP port %d on this host (Docker's overlay allocates 4096 and up); pick another -o vni: %w", rec.VNI, d.port, err)
+			return fmt.Errorf("vni %d is already used by another VXLAN device on UDP port %d on this host (Docker's overlay allocates 4096 and up); pick another -o vni: %w", rec.VNI, d.vxlanPort(rec), err)
 		}
 		next := nextAutoVNI(rec.VNI)
 		for d.vniUsed(next) {
@@ -246,16 +258,29 @@ func (d *Driver) bridgeSpec(rec *networkRecord) dataplane.BridgeSpec {
 	}
 }
 
+// vxlanSpec is a network's VXLAN device. An encrypted network's is bound to
+// no link and uses the tunnel's port, which only the tunnel carries.
 func (d *Driver) vxlanSpec(rec *networkRecord, u dataplane.Underlay) dataplane.VXLANSpec {
+	if rec.Mode == modeEncrypted {
+		u.Link = ""
+	}
 	return dataplane.VXLANSpec{
 		Name:     vxlanName(rec.ID),
 		VNI:      rec.VNI,
-		Port:     d.port,
+		Port:     d.vxlanPort(rec),
 		Local:    u.Addr,
 		Underlay: u.Link,
 		MTU:      rec.MTU,
 		Master:   bridgeName(rec.ID),
 	}
+}
+
+// vxlanPort is the UDP port of a network's VXLAN device.
+func (d *Driver) vxlanPort(rec *networkRecord) int {
+	if rec.Mode == modeEncrypted {
+		return d.tunnel.VXLANPort
+	}
+	return d.port
 }
 
 func (d *Driver) vethSpec(n *networkRecord, e *endpointRecord) dataplane.VethSpec {

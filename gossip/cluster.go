@@ -483,10 +483,13 @@ func (c *Cluster) Shutdown() error {
 	if ml := c.ml.Load(); ml != nil {
 		// Announce the leave in our metadata first, so that peers report
 		// EventLeave rather than EventDead.
-		if meta, err := encodeLeavingMeta(c.cfg.Meta); err == nil {
-			c.metaMu.Lock()
+		c.metaMu.Lock() // SetTunnelKey may change cfg.Meta
+		meta, err := encodeLeavingMeta(c.cfg.Meta)
+		if err == nil {
 			c.meta = meta
-			c.metaMu.Unlock()
+		}
+		c.metaMu.Unlock()
+		if err == nil {
 			if err := ml.UpdateNode(c.cfg.LeaveTimeout); err != nil {
 				c.log.WithError(err).Debug("leave announcement did not complete")
 			}

@@ -1,7 +1,9 @@
 package gossip
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -22,6 +24,35 @@ type NodeMeta struct {
 	VXLANPort int `json:"vxlan_port,omitempty"`
 	// Release is the grapevine software version running on the host.
 	Release string `json:"release,omitempty"`
+	// TunnelKey is the host's WireGuard public key; zero when the host does
+	// not support encrypted networks. TunnelPort is its WireGuard UDP port.
+	TunnelKey  TunnelKey `json:"wg_key,omitzero"`
+	TunnelPort int       `json:"wg_port,omitempty"`
+}
+
+// TunnelKey is a WireGuard public key, base64 in the metadata.
+type TunnelKey [32]byte
+
+// IsZero reports whether k is no key.
+func (k TunnelKey) IsZero() bool { return k == TunnelKey{} }
+
+// MarshalText implements encoding.TextMarshaler.
+func (k TunnelKey) MarshalText() ([]byte, error) {
+	return []byte(base64.StdEncoding.EncodeToString(k[:])), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler: exactly 32 bytes in
+// standard base64, not all zero.
+func (k *TunnelKey) UnmarshalText(b []byte) error {
+	raw, err := base64.StdEncoding.DecodeString(string(b))
+	if err != nil || len(raw) != len(k) {
+		return fmt.Errorf("wg_key is not %d bytes in base64", len(k))
+	}
+	copy(k[:], raw)
+	if k.IsZero() {
+		return errors.New("wg_key is all zero")
+	}
+	return nil
 }
 
 // wireMeta is NodeMeta as sent, plus the leaving flag Shutdown announces
@@ -49,6 +80,9 @@ func decodeMeta(b []byte) (wireMeta, error) {
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return wireMeta{}, fmt.Errorf("node metadata: %w", err)
+	}
+	if m.TunnelPort < 0 || m.TunnelPort > 65535 || m.TunnelKey.IsZero() != (m.TunnelPort == 0) {
+		return wireMeta{}, fmt.Errorf("node metadata: wg_port %d outside 1..65535 or without wg_key", m.TunnelPort)
 	}
 	return m, nil
 }
@@ -146,3 +180,31 @@ func (d *eventDelegate) NotifyUpdate(n *memberlist.Node) { d.c.nodeEvent(n, Even
 // NotifyLeave implements memberlist.EventDelegate; it is called for leaves
 // and failures alike (EventDead unless the node announced it was leaving).
 func (d *eventDelegate) NotifyLeave(n *memberlist.Node) { d.c.nodeEvent(n, EventDead) }
+
+// SetTunnelKey publishes a new WireGuard public key (and port) in this
+// host's metadata: the other members learn it by memberlist's update
+// broadcast (and, failing that, by its next state exchange).
+func (c *Cluster) SetTunnelKey(key TunnelKey, port int) error {
+	if key.IsZero() || port < 1 || port > 65535 {
+		return fmt.Errorf("gossip: tunnel key must be set and port %d within 1..65535", port)
+	}
+	c.metaMu.Lock()
+	meta := c.cfg.Meta
+	meta.TunnelKey, meta.TunnelPort = key, port
+	b, err := meta.encode()
+	if err == nil {
+		c.cfg.Meta, c.meta = meta, b
+	}
+	c.metaMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("gossip: encode metadata: %w", err)
+	}
+	ml := c.ml.Load()
+	if ml == nil {
+		return nil // published when gossip starts
+	}
+	if err := ml.UpdateNode(c.cfg.LeaveTimeout); err != nil {
+		return fmt.Errorf("gossip: announce the new tunnel key: %w", err)
+	}
+	return nil
+}

@@ -100,6 +100,7 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 			entry.WithError(err).Error("start-up failed; every request will be refused")
 			srv.SetBackend(nil, nil, func() any { return errorStatus(err) }, err)
 		} else {
+			srv.rotateKey = func() (any, error) { return p.rotateTunnelKey(opts.StateDir) }
 			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
 			if err := m.Register(metrics.NewStateCollector(p.metricSources())); err != nil {
 				entry.WithError(err).Error("registering the state metrics")
@@ -166,6 +167,11 @@ type process struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
+	// tunnelKey is this host's WireGuard private key at start
+	// (tunnelkey.go); rotateMu serialises rotations.
+	tunnelKey dataplane.Key
+	rotateMu  sync.Mutex
+
 	underlayOnce sync.Mutex
 	underlay     *dataplane.Underlay
 }
@@ -196,6 +202,9 @@ func start(ctx context.Context, opts Options, s Settings, log *logrus.Entry, m *
 		return nil, err
 	}
 	p := &process{settings: s, db: db, dp: dp, log: log}
+	if p.tunnelKey, err = loadTunnelKey(opts.StateDir); err != nil {
+		return nil, err
+	}
 	if p.node, err = nodeName(db); err != nil {
 		return nil, err
 	}
@@ -272,6 +281,8 @@ func (p *process) loadDrivers(m *metrics.Metrics) error {
 	driverCfg := driverConfig(s, p.db, p.dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
 	driverCfg.ObserveConvergence = m.ObserveConvergence
 	driverCfg.HostAddress = p.ipam.HostAddress
+	driverCfg.Tunnel = driver.TunnelConfig{PrivateKey: p.tunnelKey, Port: TunnelPort, VXLANPort: TunnelVXLANPort,
+		GossipKeyed: len(s.GossipKeys) > 0}
 	if p.driver, err = driver.New(driverCfg); err != nil {
 		return fmt.Errorf("loading network state: %w", err)
 	}
@@ -368,6 +379,7 @@ func runEvery(ctx context.Context, wg *sync.WaitGroup, period time.Duration, fn 
 // one, and an unresolvable underlay then only disables gossip.
 func (p *process) newCluster() (*gossip.Cluster, error) {
 	cfg := gossipConfig(p.settings, p.node, p.db, p.log.WithField("component", "gossip"))
+	cfg.Meta.TunnelKey, cfg.Meta.TunnelPort = gossip.TunnelKey(publicKey(p.tunnelKey)), TunnelPort
 	u, err := p.resolveUnderlay()
 	switch {
 	case err == nil:

@@ -36,6 +36,10 @@ type ForgetRequest struct {
 	Hosts []string
 }
 
+// RotateKeyPath is the route `grapevine rotate-key` asks on the plugin
+// socket.
+const RotateKeyPath = "/Grapevine.RotateKey"
+
 // maxBody bounds a request body; Docker's largest requests are a few KiB.
 const maxBody = 1 << 20
 
@@ -82,6 +86,8 @@ type backend struct {
 	net    NetworkAPI
 	ipam   IPAMAPI
 	status func() any
+	// rotateKey replaces the host's WireGuard key (nil: not started).
+	rotateKey func() (any, error)
 	// err is set when start-up failed (e.g. a bad setting): net and ipam are
 	// then nil, and every call but the status answers err.
 	err error
@@ -96,6 +102,8 @@ type Server struct {
 	be       backend
 	inflight sync.WaitGroup
 	log      *logrus.Entry
+	// rotateKey, when set before SetBackend, answers RotateKeyPath.
+	rotateKey func() (any, error)
 	// observe, when set before Serve, is told every call's method,
 	// duration and error (metrics).
 	observe func(method string, took time.Duration, err error)
@@ -111,7 +119,7 @@ func NewServer(log *logrus.Entry) *Server {
 
 // SetBackend makes the server answer requests; call it exactly once.
 func (s *Server) SetBackend(n NetworkAPI, i IPAMAPI, status func() any, err error) {
-	s.be = backend{net: n, ipam: i, status: status, err: err}
+	s.be = backend{net: n, ipam: i, status: status, err: err, rotateKey: s.rotateKey}
 	close(s.ready)
 }
 
@@ -172,6 +180,12 @@ func (s *Server) routes() {
 	// grapevine's own: the operator's view of this host.
 	route(s, StatusPath, noBody, func(_ *struct{}) (any, error) { return s.be.status(), nil })
 	route(s, ForgetPath, withBody, func(r *ForgetRequest) (any, error) { return s.be.ipam.Forget(r.Hosts) })
+	route(s, RotateKeyPath, noBody, func(_ *struct{}) (any, error) {
+		if s.be.rotateKey == nil {
+			return nil, errors.New("key rotation is not available: the plugin did not start")
+		}
+		return s.be.rotateKey()
+	})
 }
 
 type bodyMode bool

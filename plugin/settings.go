@@ -102,6 +102,12 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 		errs = append(errs, fmt.Errorf("settings %s and %s are both %d: gossip and the overlay need different ports (fix with `docker plugin set <plugin> %s=…` while the plugin is disabled)",
 			envGossipPort, envVXLANPort, s.GossipPort, envVXLANPort))
 	}
+	for _, port := range []int{s.GossipPort, s.VXLANPort} {
+		if port == TunnelPort || port == TunnelVXLANPort {
+			errs = append(errs, fmt.Errorf("settings %s and %s must not be %d or %d, the ports of encrypted networks (docs/encryption.md) (fix with `docker plugin set <plugin> NAME=…` while the plugin is disabled)",
+				envGossipPort, envVXLANPort, TunnelPort, TunnelVXLANPort))
+		}
+	}
 	s.Peers = errs.peers(get(envPeers), s.GossipPort)
 	s.Advertise = get(envAdvertise)
 	errs.advertise(s.Advertise)

@@ -39,6 +39,8 @@ type Status struct {
 	Refused map[string]uint64 `json:"refused,omitempty"`
 	// VXLANIngress is the filter of the VXLAN port (absent: no VXLAN network).
 	VXLANIngress *driver.VXLANIngressStatus `json:"vxlan_ingress,omitempty"`
+	// Tunnel is the WireGuard tunnel of encrypted networks (absent: none).
+	Tunnel *driver.TunnelStatus `json:"tunnel,omitempty"`
 	// Ports are the published ports (`docker port` cannot show them).
 	Ports []driver.PublishedPort `json:"published_ports,omitempty"`
 	// Names are the names answered across hosts, per network and host.
@@ -105,6 +107,11 @@ func (p *process) status() any {
 		p.log.WithError(err).Warn("status: VXLAN ingress filter unreadable")
 	} else if in.Port != 0 {
 		st.VXLANIngress = &in
+	}
+	if tn, err := p.driver.Tunnel(); err != nil {
+		p.log.WithError(err).Warn("status: tunnel unreadable")
+	} else {
+		st.Tunnel = tn
 	}
 	if p.names != nil {
 		st.Names = p.names.Status()

@@ -47,6 +47,12 @@ func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
 	return call(ctx, socket, StatusPath, nil)
 }
 
+// RotateKey asks the running plugin on socket to replace its WireGuard key;
+// the answer is a RotatedKey as JSON.
+func RotateKey(ctx context.Context, socket string) ([]byte, error) {
+	return call(ctx, socket, RotateKeyPath, nil)
+}
+
 // Forget asks the running plugin on socket to forget hosts (see
 // docs/cluster.md) and returns a line saying what it did.
 func Forget(ctx context.Context, socket string, hosts []string) (string, error) {

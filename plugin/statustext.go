@@ -74,6 +74,16 @@ func (st Status) writeSummary(w io.Writer) {
 		fmt.Fprintf(w, "vxlan:     udp/%d accepted from %d member VTEP(s) %s; %d frame(s) from elsewhere dropped\n",
 			in.Port, len(in.Peers), strings.Join(in.Peers, ","), in.Dropped)
 	}
+	if tn := st.Tunnel; tn != nil {
+		fmt.Fprintf(w, "tunnel:    %s WireGuard on %s udp/%d, key %s\n", tn.Mode, tn.Link, tn.ListenPort, tn.PublicKey)
+		for _, p := range tn.Peers {
+			age := "no handshake yet"
+			if p.HandshakeAge >= 0 {
+				age = fmt.Sprintf("handshake %ds ago", p.HandshakeAge)
+			}
+			fmt.Fprintf(w, "           peer %s at %s: %s, rx %d B, tx %d B\n", p.Node, p.Endpoint, age, p.RxBytes, p.TxBytes)
+		}
+	}
 }
 
 func (st Status) writePeers(w io.Writer) error {

@@ -14,7 +14,7 @@
 #                                            a targeted re-run: only these parts
 #                                            (dataplane,convergence,run,names,socket,go)
 #                                            and data paths (underlay,kvx,overlay,
-#                                            gv,dmacvlan,gmacvlan); no harness is
+#                                            gv,gvenc,dmacvlan,gmacvlan); no harness is
 #                                            brought up for -parts go
 # Environment: BENCH_HOSTS (default 3), BENCH_SKIP_BUILD=1 (use build/ as is).
 set -euo pipefail

@@ -288,4 +288,16 @@ type Dataplane interface {
 	SetVXLANPeers(in VXLANIngress) error
 	// VXLANDrops counts the VXLAN frames the ingress filter dropped.
 	VXLANDrops() (uint64, error)
+
+	// EnsureTunnel creates or repairs the host's WireGuard interface
+	// (tunnel.go): kernel WireGuard where the kernel has it, else
+	// wireguard-go over TUN (ErrNoTunnel when neither); its key, port and
+	// peers; and the policy routing that sends UDP to spec.VXLANPort into
+	// it or drops it.
+	EnsureTunnel(spec TunnelSpec) error
+	// DeleteTunnel stops the tunnel and removes its link and rules; none is
+	// success.
+	DeleteTunnel(name string) error
+	// TunnelStatus reports the running tunnel (false: none runs).
+	TunnelStatus() (TunnelStatus, bool, error)
 }

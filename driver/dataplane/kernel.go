@@ -54,6 +54,9 @@ type Kernel struct {
 	spaces map[string]*space
 	where  map[string]*space
 	closed bool
+
+	// tun is the host's encryption tunnel while it runs (kernel_tunnel.go).
+	tun *tunnelState
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -97,6 +100,7 @@ func (k *Kernel) Close() {
 		return
 	}
 	k.closed = true
+	k.closeTunnel()
 	k.closeSpaces()
 	k.nl.Close()
 }

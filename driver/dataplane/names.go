@@ -20,6 +20,7 @@ import (
 //	host shim           gvh-<network id>   macvlan host_access
 //	uplink, host end    gvu-<network id>   isolated bridges (kernel_netns.go)
 //	uplink, bridge end  gvi-<network id>
+//	encryption tunnel   gvt-wireguard      one per host (tunnel.go)
 //
 // The driver chooses which links exist; this file alone spells their names.
 
@@ -38,10 +39,11 @@ const (
 	kindShim           linkKind = "h"
 	kindUplinkHost     linkKind = "u"
 	kindUplinkInner    linkKind = "i"
+	kindTunnel         linkKind = "t"
 )
 
 // allKinds lists every kind's letter.
-const allKinds = kindBridge + kindVXLAN + kindHostVeth + kindContainerEnd + kindInternalParent + kindShim + kindUplinkHost + kindUplinkInner
+const allKinds = kindBridge + kindVXLAN + kindHostVeth + kindContainerEnd + kindInternalParent + kindShim + kindUplinkHost + kindUplinkInner + kindTunnel
 
 // managedName matches exactly the names linkName makes.
 var managedName = regexp.MustCompile(fmt.Sprintf(`^gv([%s])-[0-9A-Za-z_.-]{1,%d}$`, allKinds, NameIDLen))
@@ -76,6 +78,10 @@ func InternalParentName(networkID string) string { return linkName(kindInternalP
 
 // ShimName names a macvlan network's host shim (host_access).
 func ShimName(networkID string) string { return linkName(kindShim, networkID) }
+
+// TunnelName names the host's WireGuard interface, which every encrypted
+// network shares.
+func TunnelName() string { return linkName(kindTunnel, "wireguard") }
 
 // IsManagedName reports whether name is one grapevine gives its links, of
 // any kind. Other links, even ones starting with "gv", are never grapevine's.

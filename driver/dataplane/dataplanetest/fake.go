@@ -91,6 +91,7 @@ type Fake struct {
 	foreignVNI map[fakeVNIKey]bool
 	ourRoutes  map[fakeRouteKey]netip.Addr // SetRoute's routes → src
 	noVLAN     bool
+	tunnel     *dataplane.TunnelSpec // EnsureTunnel's last spec; nil: none
 }
 
 var _ dataplane.Dataplane = (*Fake)(nil)

@@ -1,0 +1,163 @@
+package dataplane
+
+import (
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"grapevine/internal/testreq"
+)
+
+func tunnelSpec(vxlanPort int) TunnelSpec {
+	return TunnelSpec{
+		Name: TunnelName(), PrivateKey: Key{1, 2, 3}, ListenPort: 51999, MTU: 1440, VXLANPort: vxlanPort,
+		Peers: []TunnelPeer{{PublicKey: Key{9}, Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), VTEP: netip.MustParseAddr("198.18.0.2")}},
+	}
+}
+
+// tunnelRulesIn lists the rules at the tunnel's priorities in h's namespace.
+func tunnelRulesIn(t *testing.T, h *netlink.Handle) []netlink.Rule {
+	t.Helper()
+	rules, err := h.RuleList(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netlink.Rule
+	for _, r := range rules {
+		if r.Priority == TunnelRulePriority || r.Priority == TunnelDropPriority {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// routeGet is `ip route get` for UDP to dst:port in the current
+// namespace: the output, or the refusal.
+func routeGet(dst string, port int) (string, error) {
+	out, err := exec.Command("ip", "route", "get", dst, "ipproto", "udp", "dport", strconv.Itoa(port)).CombinedOutput()
+	return string(out), err
+}
+
+// TestTunnelLifecycle: the tunnel link, its peers and its three rules are
+// made once (a repeat changes nothing), follow a port change, send the
+// encrypted port into the link, drop it when the link is gone (never the
+// main table), come back, and DeleteTunnel removes them all.
+func TestTunnelLifecycle(t *testing.T) {
+	tn, k := newKernelNS(t)
+	run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	run(t, "ip", "addr", "add", "198.18.0.1/24", "dev", "eth0")
+	run(t, "ip", "link", "set", "eth0", "up")
+	if err := k.EnsureTunnel(tunnelSpec(4792)); err != nil {
+		t.Fatal(err)
+	}
+	st, ok, err := k.TunnelStatus()
+	if err != nil || !ok || len(st.Peers) != 1 || st.Peers[0].VTEP != netip.MustParseAddr("198.18.0.2") {
+		t.Fatalf("TunnelStatus = %+v, %v, %v: want one peer at 198.18.0.2", st, ok, err)
+	}
+	t.Logf("tunnel mode %s", st.Mode)
+	for _, port := range []int{4792, 4792, 4793} {
+		if err := k.EnsureTunnel(tunnelSpec(port)); err != nil {
+			t.Fatal(err)
+		}
+		rules := tunnelRulesIn(t, tn.nl)
+		if len(rules) != 3 {
+			t.Fatalf("port %d: %d rules at the tunnel's priorities, want 3: %v", port, len(rules), rules)
+		}
+		for _, r := range rules {
+			if (r.Dport == nil || r.Dport.Start != uint16(port)) && (r.Sport == nil || r.Sport.Start != uint16(port)) {
+				t.Errorf("port %d: rule %v is for another port", port, r)
+			}
+		}
+	}
+	if out, err := routeGet("198.18.0.2", 4793); err != nil || !strings.Contains(out, "dev "+TunnelName()) {
+		t.Fatalf("route for the encrypted port: %v %s, want through %s", err, out, TunnelName())
+	}
+	if out, err := routeGet("198.18.0.2", 4789); err != nil || !strings.Contains(out, "dev eth0") {
+		t.Fatalf("route for another port: %v %s, want through eth0", err, out)
+	}
+	run(t, "ip", "link", "del", TunnelName())
+	if out, err := routeGet("198.18.0.2", 4793); err == nil {
+		t.Fatalf("with the tunnel link gone the encrypted port is routed: %s", out)
+	}
+	if err := k.EnsureTunnel(tunnelSpec(4793)); err != nil {
+		t.Fatalf("repair after the link was deleted: %v", err)
+	}
+	if out, err := routeGet("198.18.0.2", 4793); err != nil || !strings.Contains(out, "dev "+TunnelName()) {
+		t.Fatalf("route after repair: %v %s", err, out)
+	}
+	for range 2 {
+		if err := k.DeleteTunnel(TunnelName()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rules := tunnelRulesIn(t, tn.nl); len(rules) != 0 {
+		t.Errorf("rules left after DeleteTunnel: %v", rules)
+	}
+	if _, err := k.linkByName(TunnelName()); err == nil {
+		t.Errorf("link %s left after DeleteTunnel", TunnelName())
+	}
+}
+
+// TestTunnelKernelMode: where the kernel has WireGuard, the tunnel uses it.
+func TestTunnelKernelMode(t *testing.T) {
+	tn, k := newKernelNS(t)
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = "gvt-probe"
+	if err := tn.nl.LinkAdd(&netlink.Wireguard{LinkAttrs: attrs}); err != nil {
+		testreq.Missing(t, testreq.WireGuard, "creating a wireguard link: "+err.Error())
+	}
+	_ = tn.nl.LinkDel(&netlink.Wireguard{LinkAttrs: attrs})
+	if err := k.EnsureTunnel(tunnelSpec(4792)); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := k.TunnelStatus()
+	if err != nil || st.Mode != TunnelKernel || len(st.Peers) != 1 {
+		t.Fatalf("TunnelStatus = %+v, %v: want kernel mode with one peer", st, err)
+	}
+}
+
+// TestParseUAPIPeers reads wireguard-go's dump, and refuses a bad key.
+func TestParseUAPIPeers(t *testing.T) {
+	dump := "private_key=0101\nlisten_port=51820\npublic_key=" + strings.Repeat("02", 32) +
+		"\nendpoint=198.18.0.2:51820\nlast_handshake_time_sec=100\nlast_handshake_time_nsec=5\nrx_bytes=7\ntx_bytes=9\nallowed_ip=198.18.0.2/32\n" +
+		"public_key=" + strings.Repeat("03", 32) + "\nlast_handshake_time_sec=0\n"
+	peers, err := parseUAPIPeers(dump)
+	if err != nil || len(peers) != 2 {
+		t.Fatalf("parse: %v, %d peers", err, len(peers))
+	}
+	p := peers[0]
+	if p.PublicKey[0] != 2 || p.Endpoint.String() != "198.18.0.2:51820" || p.LastHandshakeTime.Unix() != 100 ||
+		p.ReceiveBytes != 7 || p.TransmitBytes != 9 || len(p.AllowedIPs) != 1 {
+		t.Errorf("first peer %+v", p)
+	}
+	if !peers[1].LastHandshakeTime.IsZero() {
+		t.Errorf("second peer has a handshake: %v", peers[1].LastHandshakeTime)
+	}
+	if _, err := parseUAPIPeers("public_key=zz\n"); err == nil {
+		t.Error("a bad key was accepted")
+	}
+}
+
+// TestUAPIText renders a configuration in wireguard-go's protocol: device
+// lines first, a removed peer, a set peer with its allowed IP replaced.
+func TestUAPIText(t *testing.T) {
+	cfg := wgtypes.Config{ReplacePeers: true}
+	key := wgtypes.Key{1}
+	port := 51820
+	cfg.PrivateKey, cfg.ListenPort = &key, &port
+	cfg.Peers = peerConfigs(
+		[]TunnelPeer{{PublicKey: Key{7}, Endpoint: netip.MustParseAddrPort("198.18.0.7:51820"), VTEP: netip.MustParseAddr("198.18.0.7")}},
+		[]TunnelPeer{{PublicKey: Key{2}, Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), VTEP: netip.MustParseAddr("198.18.0.2")}})
+	want := "private_key=01" + strings.Repeat("00", 31) + "\nlisten_port=51820\nreplace_peers=true\n" +
+		"public_key=07" + strings.Repeat("00", 31) + "\nremove=true\n" +
+		"public_key=02" + strings.Repeat("00", 31) + "\nendpoint=198.18.0.2:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=198.18.0.2/32\n"
+	if got := uapiText(cfg); got != want {
+		t.Errorf("uapiText:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -1,0 +1,129 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// The encryption tunnel: one WireGuard interface per host carries the VXLAN
+// frames of every encrypted network. Encrypted VXLAN devices send to the
+// peers' VTEPs on TunnelSpec.VXLANPort; two policy routing rules send every
+// UDP packet to that port into the tunnel's table, whose only route is the
+// WireGuard interface, and drop it when that route is missing (interface
+// down or gone), so an encrypted network's frame never leaves in clear text.
+// The raw table drops packets to that port that did not come out of the
+// tunnel (VXLANIngress.Tunnel), so clear text cannot be injected either.
+
+// Tunnel modes, as TunnelStatus reports them.
+const (
+	TunnelKernel    = "kernel"    // the kernel's WireGuard, configured over netlink
+	TunnelUserspace = "userspace" // wireguard-go over TUN inside the plugin
+)
+
+// Policy routing of the tunnel: the rules' priorities (before the main
+// table's 32766) and the table holding the route into the tunnel.
+const (
+	TunnelRulePriority = 100 // udp to VXLANPort: look up TunnelTable
+	TunnelDropPriority = 101 // udp to VXLANPort not routed by it: dropped
+	TunnelTable        = 0x6776
+)
+
+// KeyLen is the length of WireGuard keys.
+const KeyLen = 32
+
+// Key is a WireGuard (Curve25519) key.
+type Key [KeyLen]byte
+
+// IsZero reports whether k is the zero key (none).
+func (k Key) IsZero() bool { return k == Key{} }
+
+// TunnelSpec is the host's WireGuard interface as the driver wants it.
+type TunnelSpec struct {
+	Name       string // TunnelName()
+	PrivateKey Key
+	ListenPort int // WireGuard's UDP port
+	// MTU of the interface: the underlay's minus WireGuard's overhead.
+	MTU int
+	// VXLANPort is the UDP port of the encrypted networks' VXLAN devices:
+	// every packet to it is routed into the tunnel or dropped.
+	VXLANPort int
+	Peers     []TunnelPeer
+}
+
+// TunnelPeer is another host at the end of the tunnel.
+type TunnelPeer struct {
+	PublicKey Key
+	// Endpoint is where its WireGuard listens (its VTEP and port).
+	Endpoint netip.AddrPort
+	// VTEP is the only inner source accepted from it and the only inner
+	// destination sent to it (its allowed IP, /32).
+	VTEP netip.Addr
+}
+
+// TunnelStatus is the tunnel as the kernel (or wireguard-go) reports it.
+type TunnelStatus struct {
+	Mode       string // TunnelKernel or TunnelUserspace
+	Name       string
+	PublicKey  Key
+	ListenPort int
+	Peers      []TunnelPeerStatus
+}
+
+// TunnelPeerStatus is one peer of the tunnel.
+type TunnelPeerStatus struct {
+	PublicKey     Key
+	Endpoint      netip.AddrPort
+	VTEP          netip.Addr
+	LastHandshake time.Time // zero: none yet
+	RxBytes       uint64
+	TxBytes       uint64
+}
+
+// ErrNoTunnel: neither kernel WireGuard nor a TUN device is available.
+var ErrNoTunnel = errors.New("no WireGuard on this host: the kernel has no wireguard module and /dev/net/tun is missing")
+
+// validateTunnel refuses a spec the tunnel cannot be made from.
+func validateTunnel(s TunnelSpec) error {
+	switch {
+	case !ifaceName.MatchString(s.Name):
+		return fmt.Errorf("tunnel: link name %q is not a valid interface name", s.Name)
+	case s.PrivateKey.IsZero():
+		return fmt.Errorf("tunnel %s: no private key", s.Name)
+	case s.ListenPort < 1 || s.ListenPort > 65535:
+		return fmt.Errorf("tunnel %s: listen port %d outside 1..65535", s.Name, s.ListenPort)
+	case s.VXLANPort < 1 || s.VXLANPort > 65535 || s.VXLANPort == s.ListenPort:
+		return fmt.Errorf("tunnel %s: vxlan port %d outside 1..65535 or equal to the listen port", s.Name, s.VXLANPort)
+	case s.MTU < 1280 || s.MTU > maxMTU:
+		return fmt.Errorf("tunnel %s: mtu %d outside 1280..%d", s.Name, s.MTU, maxMTU)
+	}
+	seen := map[Key]bool{}
+	for _, p := range s.Peers {
+		switch {
+		case p.PublicKey.IsZero() || seen[p.PublicKey]:
+			return fmt.Errorf("tunnel %s: peer %v has no public key or shares one with another peer", s.Name, p.VTEP)
+		case !p.VTEP.Is4() || !p.Endpoint.Addr().Is4() || p.Endpoint.Port() == 0:
+			return fmt.Errorf("tunnel %s: peer vtep %v or endpoint %v is not an IPv4 address (and port)", s.Name, p.VTEP, p.Endpoint)
+		}
+		seen[p.PublicKey] = true
+	}
+	return nil
+}
+
+// maxMTU is the largest MTU a tunnel interface is given.
+const maxMTU = 65535
+
+// sortedPeers is s.Peers in VTEP order, for comparing specs.
+func sortedPeers(peers []TunnelPeer) []TunnelPeer {
+	out := slices.Clone(peers)
+	slices.SortFunc(out, func(a, b TunnelPeer) int { return a.VTEP.Compare(b.VTEP) })
+	return out
+}
+
+// sameTunnel reports whether two specs configure the same tunnel.
+func sameTunnel(a, b TunnelSpec) bool {
+	return a.Name == b.Name && a.PrivateKey == b.PrivateKey && a.ListenPort == b.ListenPort &&
+		a.MTU == b.MTU && a.VXLANPort == b.VXLANPort && slices.Equal(sortedPeers(a.Peers), sortedPeers(b.Peers))
+}
