@@ -259,6 +259,20 @@ func TestClusterPartitionNoDuplicates(t *testing.T) {
 	}
 	// Requests for space made ahead of need may still move single
 	// addresses after the heal: every host must agree with a's view then.
+	healedAgreement(t, nodes, ids)
+	for _, h := range nodes {
+		if s := h.status(ids[h]); len(s.Lost) != 0 {
+			t.Fatalf("%s lost %v", h.name, s.Lost)
+		}
+	}
+}
+
+// healedAgreement waits until every host sees the same block owners as the
+// first, then checks that ownership and allocations agree: every held
+// address lies in a block its host owns.
+func healedAgreement(t *testing.T, nodes []*cnode, ids map[*cnode]string) {
+	t.Helper()
+	a := nodes[0]
 	gossiptest.Eventually(t, 10*time.Second, "the same blocks everywhere after the heal", func() bool {
 		want := blockOwners(a.status(ids[a]))
 		for _, h := range nodes {
@@ -268,13 +282,8 @@ func TestClusterPartitionNoDuplicates(t *testing.T) {
 		}
 		return true
 	})
-	// Ownership and allocations agree: every held address lies in a block
-	// its host owns.
 	for _, h := range nodes {
 		s := h.status(ids[h])
-		if len(s.Lost) != 0 {
-			t.Fatalf("%s lost %v", h.name, s.Lost)
-		}
 		for _, x := range h.allocations(ids[h]) {
 			if !ownsAddr(s.Blocks, h.name, x) {
 				t.Fatalf("%s holds %s outside its blocks %v", h.name, x, s.Blocks)

@@ -3,7 +3,6 @@ package ipam
 import (
 	"encoding/json"
 	"net/netip"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -244,21 +243,5 @@ func TestClusterPartitionDuringDonation(t *testing.T) {
 		t.Fatalf("c's first address after the heal %s is outside the block %v it was given", got, given)
 	}
 	noDuplicates(t, ids)
-	gossiptest.Eventually(t, 10*time.Second, "the same blocks everywhere after the heal", func() bool {
-		want := blockOwners(a.status(ids[a]))
-		for _, h := range nodes {
-			if !slices.Equal(blockOwners(h.status(ids[h])), want) {
-				return false
-			}
-		}
-		return true
-	})
-	for _, h := range nodes {
-		s := h.status(ids[h])
-		for _, x := range h.allocations(ids[h]) {
-			if !ownsAddr(s.Blocks, h.name, x) {
-				t.Fatalf("%s holds %s outside its blocks %v", h.name, x, s.Blocks)
-			}
-		}
-	}
+	healedAgreement(t, nodes, ids)
 }
