@@ -9,8 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,34 +44,25 @@ type capture struct {
 func startCapture(t *testing.T, host, link string, watch ...byte) *capture {
 	t.Helper()
 	c := &capture{markers: map[byte]int{}, udp: map[uint16]int{}, stop: make(chan struct{}), done: make(chan error, 1)}
-	ready := make(chan error, 1)
+	var fd int
+	err := inNetns(netnsPath(host), func() (err error) {
+		fd, err = packetSocket(link)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("capture on %s %s: %v", host, link, err)
+	}
+	// The socket stays in the host's namespace whichever thread reads it.
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		fd, err := packetSocket(netnsPath(host), link)
-		ready <- err
-		if err != nil {
-			return
-		}
 		defer unix.Close(fd)
 		c.done <- c.read(fd, watch)
 	}()
-	if err := <-ready; err != nil {
-		t.Fatalf("capture on %s %s: %v", host, link, err)
-	}
 	return c
 }
 
-// packetSocket enters the namespace at nsPath (this thread only) and opens
-// an AF_PACKET socket bound to link, with a short read timeout.
-func packetSocket(nsPath, link string) (int, error) {
-	f, err := os.Open(nsPath)
-	if err != nil {
-		return -1, err
-	}
-	defer f.Close()
-	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-		return -1, fmt.Errorf("setns %s: %w", nsPath, err)
-	}
+// packetSocket opens an AF_PACKET socket bound to link in the calling
+// thread's network namespace, with a short read timeout.
+func packetSocket(link string) (int, error) {
 	ifc, err := net.InterfaceByName(link)
 	if err != nil {
 		return -1, err
