@@ -160,16 +160,8 @@ func (k *Kernel) newProbe(spec ProbeSpec) (_ *probeSpace, err error) {
 			p.close()
 		}
 	}()
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = ProbeName
-	attrs.MTU = probeMTU
-	attrs.Namespace = netlink.NsFd(int(fd))
-	vx := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(spec.VNI), Port: spec.Port, SrcAddr: net.IP(spec.Local.AsSlice())}
-	if err := k.nl.LinkAdd(vx); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("probe: vni %d on udp port %d is used by %s: %w", spec.VNI, spec.Port, k.vniHolder(VXLANSpec{VNI: spec.VNI, Port: spec.Port}), ErrVNIInUse)
-		}
-		return nil, fmt.Errorf("probe: create vxlan %q (vni %d, udp port %d): %w", ProbeName, spec.VNI, spec.Port, err)
+	if err := k.createProbeDevice(spec, fd); err != nil {
+		return nil, err
 	}
 	l, err := linkIn(h, ProbeName)
 	if err != nil {
@@ -187,6 +179,36 @@ func (k *Kernel) newProbe(spec ProbeSpec) (_ *probeSpace, err error) {
 		return nil, fmt.Errorf("probe: default route: %w", err)
 	}
 	return p, nil
+}
+
+// createProbeDevice makes the device in the host namespace, which keeps
+// its UDP socket, under a name no other link of the host has (a leftover
+// of a crash between the two steps is deleted first), and moves it into
+// the private namespace fd. Caller holds mu.
+func (k *Kernel) createProbeDevice(spec ProbeSpec, fd netns.NsHandle) error {
+	if err := deleteIn(k.nl, ProbeName); err != nil {
+		return fmt.Errorf("probe: remove a leftover %q from the host namespace: %w", ProbeName, err)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = ProbeName
+	attrs.MTU = probeMTU
+	attrs.HardwareAddr = ProbeMAC(spec.Local)
+	vx := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(spec.VNI), Port: spec.Port, SrcAddr: net.IP(spec.Local.AsSlice())}
+	if err := k.nl.LinkAdd(vx); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("probe: vni %d on udp port %d is used by %s: %w", spec.VNI, spec.Port, k.vniHolder(VXLANSpec{VNI: spec.VNI, Port: spec.Port}), ErrVNIInUse)
+		}
+		return fmt.Errorf("probe: create vxlan %q (vni %d, udp port %d): %w", ProbeName, spec.VNI, spec.Port, err)
+	}
+	l, err := linkIn(k.nl, ProbeName)
+	if err == nil {
+		err = k.nl.LinkSetNsFd(l, int(fd))
+	}
+	if err != nil {
+		_ = deleteIn(k.nl, ProbeName)
+		return fmt.Errorf("probe: move %q into its namespace: %w", ProbeName, err)
+	}
+	return nil
 }
 
 // newPrivateNetNS makes a network namespace held only by the returned
