@@ -1,9 +1,11 @@
 // Command grapevine is the grapevine Docker plugin (`grapevine serve`, the
-// managed plugin's entrypoint) and its operator tool (`grapevine status`).
+// managed plugin's entrypoint) and its operator tools (`grapevine status`,
+// `grapevine doctor`).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -71,10 +73,62 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
+	case "doctor":
+		return doctor(args)
 	case "help", "-h", "--help":
-		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json]")
+		fmt.Println("usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json] | doctor [--socket PATH] [--json] [HOST]")
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve or status)\n", cmd)
+	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve, status or doctor)\n", cmd)
 	return 2
+}
+
+// doctor runs `grapevine doctor [HOST]`: exit status 0 when no check
+// failed, 1 when one did or the plugin could not be asked, 2 on bad usage.
+func doctor(args []string) int {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	socket := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
+	asJSON := fs.Bool("json", false, "print the report as JSON (docs/doctor.md)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	host := ""
+	if fs.NArg() > 0 { // flags may follow HOST
+		host = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return 2
+		}
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "grapevine doctor: at most one HOST (a member's node name, host name or address)")
+		return 2
+	}
+	if *socket == "" {
+		s, err := plugin.FindSocket()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "grapevine doctor:", err)
+			return 1
+		}
+		*socket = s
+	}
+	r, err := plugin.QueryDoctor(context.Background(), *socket, host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine doctor:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(r)
+	} else {
+		err = plugin.WriteDoctorText(os.Stdout, r)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine doctor:", err)
+		return 1
+	}
+	if r.Failed() {
+		return 1
+	}
+	return 0
 }

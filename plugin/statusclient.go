@@ -1,7 +1,9 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,8 +14,8 @@ import (
 	"grapevine/internal/unixhttp"
 )
 
-// The client side of `grapevine status`: it finds the plugin's socket and
-// asks it for its Status.
+// The client side of `grapevine status` and `grapevine doctor`: it finds
+// the plugin's socket and asks it for its Status or its doctor Report.
 
 // pluginsDir is where dockerd serves plugin sockets.
 const pluginsDir = "/run/docker/plugins"
@@ -40,8 +42,42 @@ func findSocket(dir string) (string, error) {
 
 // QueryStatus asks the running plugin on socket for its status as raw JSON.
 func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
-	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: 10 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+StatusPath, nil)
+	return query(ctx, socket, StatusPath, nil, 10*time.Second)
+}
+
+// doctorTimeout bounds a doctor run: a few seconds per peer whose path
+// needs the MTU search.
+const doctorTimeout = 3 * time.Minute
+
+// QueryDoctor asks the running plugin on socket to examine this host and
+// its paths to peer (every member when ""), and returns its Report.
+func QueryDoctor(ctx context.Context, socket, peer string) (Report, error) {
+	body, err := json.Marshal(DoctorRequest{Peer: peer})
+	if err != nil {
+		return Report{}, err
+	}
+	raw, err := query(ctx, socket, DoctorPath, body, doctorTimeout)
+	if err != nil {
+		return Report{}, err
+	}
+	var r Report
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return Report{}, fmt.Errorf("the plugin's answer is not a doctor report: %w", err)
+	}
+	if r.Schema != DoctorSchema {
+		return Report{}, fmt.Errorf("the plugin answered doctor schema %d, this grapevine reads %d: run the plugin's own binary (/grapevine in its rootfs)", r.Schema, DoctorSchema)
+	}
+	return r, nil
+}
+
+// query posts body (nil: none) to path on the plugin socket.
+func query(ctx context.Context, socket, path string, body []byte, timeout time.Duration) ([]byte, error) {
+	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: timeout}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin"+path, rd)
 	if err != nil {
 		return nil, err
 	}
@@ -50,12 +86,12 @@ func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
 		return nil, fmt.Errorf("asking the plugin at %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading the plugin's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("plugin answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("plugin answered %s: %s", resp.Status, strings.TrimSpace(string(answer)))
 	}
-	return body, nil
+	return answer, nil
 }

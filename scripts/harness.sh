@@ -19,6 +19,7 @@
 #   harness.sh dockerd-start RUN hN start hN's dockerd again with the same flags
 #   harness.sh dockerd-restart RUN hN
 #   harness.sh status RUN hN [--json]   `grapevine status` of hN's plugin (run in hN's namespaces)
+#   harness.sh doctor RUN hN [HOST] [--json]   `grapevine doctor` of hN's plugin (exit 1 when a check fails)
 #   harness.sh plugin-set RUN hN K=V…    disable -f, `docker plugin set`, enable on hN
 #   harness.sh partition RUN hA [hB…]    cut the listed hosts from all the others (iptables
 #                                   DROP in the hosts' raw tables, comment gvtest-partition)
@@ -739,12 +740,20 @@ cmd_plugin_set() { # RUN hN KEY=VALUE… — disable -f, set, enable
 }
 
 cmd_status() { # RUN hN [ARGS…] — `grapevine status` in hN's namespace against hN's plugin
-	local run=$1 h=$2 id bin
-	shift 2
+	cmd_tool "$1" "$2" status "${@:3}"
+}
+
+cmd_doctor() { # RUN hN [ARGS…] — `grapevine doctor` in hN's namespace against hN's plugin
+	cmd_tool "$1" "$2" doctor "${@:3}"
+}
+
+cmd_tool() { # RUN hN TOOL [ARGS…] — `grapevine TOOL` in hN's namespace against hN's plugin
+	local run=$1 h=$2 tool=$3 id bin
+	shift 3
 	id=$(plugin_id "$run" "$h") || die "no grapevine plugin on $h"
 	bin=${PLUGIN_DIR:-$REPO/build/plugin}/rootfs/grapevine
 	nsenter --net="/run/netns/$(host_ns "$run" "$h")" --uts="$(rundir "$run")/$h/uts" -- \
-		"$bin" status --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
+		"$bin" "$tool" --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
 }
 
 # ---------------------------------------------------------------------------
@@ -816,6 +825,7 @@ main() {
 	link) cmd_link "$run" "${1:?host}" "${2:?up or down}" ;;
 	plugin-set) cmd_plugin_set "$run" "${1:?host}" "${@:2}" ;;
 	status) cmd_status "$run" "${1:?host}" "${@:2}" ;;
+	doctor) cmd_doctor "$run" "${1:?host}" "${@:2}" ;;
 	swarm) cmd_swarm "$run" "$@" ;;
 	leftovers) cmd_leftovers "$run" "$@" ;;
 	*) die "unknown command '$cmd'" ;;
