@@ -24,7 +24,7 @@ const (
 	smallProbeTries  = 3
 	largeProbeTries  = 2
 	smallProbeSize   = 128
-	searchGranule    = 8 // bytes: the MTU search stops this close
+	searchGranule    = 1 // bytes: the MTU search stops this close
 	searchProbeTries = 1
 )
 
