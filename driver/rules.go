@@ -48,7 +48,13 @@ func (d *Driver) syncFirewall() error {
 		return fmt.Errorf("program firewall rules: %w", err)
 	}
 	d.filterSynced = true
-	return d.syncProbe()
+	// the probe only serves the doctor: its failure (e.g. the VNI still
+	// held by a previous process's device) never fails a network call;
+	// the doctor reports it, the next sync retries
+	if err := d.syncProbe(); err != nil {
+		d.log.WithError(err).Warn("could not set up the doctor's probe device; retrying at the next sync")
+	}
+	return nil
 }
 
 // syncProbe keeps the doctor's probe device exactly while the VXLAN ingress
