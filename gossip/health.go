@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -49,7 +50,7 @@ func (h *health) contact(name string, rtt time.Duration) {
 // message from peer could not be decrypted.
 func (h *health) noteLogLine(peer, msg string) {
 	lower := strings.ToLower(msg)
-	if peer == "" || !(strings.Contains(lower, "decrypt") || strings.Contains(lower, "not encrypted")) {
+	if peer == "" || (!strings.Contains(lower, "decrypt") && !strings.Contains(lower, "not encrypted")) {
 		return
 	}
 	h.mu.Lock()
@@ -76,16 +77,10 @@ func (c *Cluster) Health() Health {
 	var out Health
 	c.health.mu.Lock()
 	if len(c.health.contacts) > 0 {
-		out.Contacts = make(map[string]Contact, len(c.health.contacts))
-		for k, v := range c.health.contacts {
-			out.Contacts[k] = v
-		}
+		out.Contacts = maps.Clone(c.health.contacts)
 	}
 	if len(c.health.undecryptable) > 0 {
-		out.Undecryptable = make(map[string]uint64, len(c.health.undecryptable))
-		for k, v := range c.health.undecryptable {
-			out.Undecryptable[k] = v
-		}
+		out.Undecryptable = maps.Clone(c.health.undecryptable)
 	}
 	c.health.mu.Unlock()
 	c.mu.Lock()

@@ -53,7 +53,7 @@ func TestProbeAcrossVXLAN(t *testing.T) {
 	const vni, port = 8388607, 4789
 	spec1 := ProbeSpec{VNI: vni, Port: port, Local: v1, Peers: []netip.Addr{v2}}
 	spec2 := ProbeSpec{VNI: vni, Port: port, Local: v2, Peers: []netip.Addr{v1}}
-	for i := 0; i < 2; i++ { // twice: idempotent
+	for range 2 { // twice: idempotent
 		if err := k1.EnsureProbe(spec1); err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +95,7 @@ func TestProbeAcrossVXLAN(t *testing.T) {
 		t.Errorf("probe to a host whose probe does not name this one: %v, want it lost", err)
 	}
 
-	for i := 0; i < 2; i++ {
+	for range 2 {
 		if err := k1.RemoveProbe(); err != nil {
 			t.Fatal(err)
 		}
