@@ -202,3 +202,28 @@ func carried(detail string) int {
 	_, _ = fmt.Sscanf(rest, "%d", &n)
 	return n
 }
+
+// TestDoctorSingleHost: a host without PEERS and with a VXLAN network
+// passes (its path checks are skipped: no peer), and a HOST that is no
+// member fails naming it.
+func TestDoctorSingleHost(t *testing.T) {
+	singleHost(t)
+	createNetwork(t, "h1", "doc1", "--subnet", "198.19.71.0/24")
+	checks, raw, failed, err := doctorOf("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed {
+		t.Errorf("doctor failed on a single healthy host:\n%s", raw)
+	}
+	if err := expectCheck(checks, "gossip", "", "pass", "single host"); err != nil {
+		t.Errorf("%v\n%s", err, raw)
+	}
+	checks, raw, failed, err = doctorOf("h1", "h9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !failed || expectCheck(checks, "member", "h9", "fail", `"h9"`) != nil {
+		t.Errorf("doctor h9 (no such member): exit non-zero %v\n%s", failed, raw)
+	}
+}
