@@ -107,7 +107,7 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("doctor h1 exited 0 although %s gossips with another key", s.outsider)
 		}
 		for _, c := range checks {
-			outsiderKey := c.Check == "gossip-key" && strings.Contains(c.Detail, hostAddr(s.outsider)+" could not be decrypted")
+			outsiderKey := c.Check == "gossip-key" && strings.Contains(c.Detail, hostAddr(s.outsider)+" could not be decrypted, the last")
 			if c.Result == "fail" && !outsiderKey {
 				t.Errorf("unexpected failure: %+v", c)
 			}

@@ -26,15 +26,18 @@ type Health struct {
 	// Departed is when each dead or left member was last seen going.
 	Departed map[string]time.Time `json:"departed,omitempty"`
 	// Undecryptable counts, by source address, gossip messages that no
-	// installed key decrypts (or that came unencrypted).
-	Undecryptable map[string]uint64 `json:"undecryptable,omitempty"`
+	// installed key decrypts (or that came unencrypted), and
+	// UndecryptableAt says when the last one arrived.
+	Undecryptable   map[string]uint64    `json:"undecryptable,omitempty"`
+	UndecryptableAt map[string]time.Time `json:"undecryptable_at,omitempty"`
 }
 
 // health holds what the ping delegate and the memberlist log report.
 type health struct {
-	mu            sync.Mutex
-	contacts      map[string]Contact
-	undecryptable map[string]uint64
+	mu              sync.Mutex
+	contacts        map[string]Contact
+	undecryptable   map[string]uint64
+	undecryptableAt map[string]time.Time
 }
 
 func (h *health) contact(name string, rtt time.Duration) {
@@ -56,9 +59,10 @@ func (h *health) noteLogLine(peer, msg string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.undecryptable == nil {
-		h.undecryptable = map[string]uint64{}
+		h.undecryptable, h.undecryptableAt = map[string]uint64{}, map[string]time.Time{}
 	}
 	h.undecryptable[peer]++
+	h.undecryptableAt[peer] = time.Now()
 }
 
 // pingDelegate hears memberlist's answered probes.
@@ -81,6 +85,7 @@ func (c *Cluster) Health() Health {
 	}
 	if len(c.health.undecryptable) > 0 {
 		out.Undecryptable = maps.Clone(c.health.undecryptable)
+		out.UndecryptableAt = maps.Clone(c.health.undecryptableAt)
 	}
 	c.health.mu.Unlock()
 	c.mu.Lock()

@@ -238,7 +238,12 @@ func (p *process) checkFirewall(r *report) {
 // checkGossipKeys names the addresses whose gossip this host could not
 // decrypt: another GOSSIP_KEY.
 func (p *process) checkGossipKeys(r *report, members []gossip.Member, peer string) {
-	h := p.cluster.Health()
+	keyChecks(r, p.cluster.Health(), members, peer, time.Now())
+}
+
+// keyChecks reports h's undecryptable gossip as of now (one check per
+// sender, or one pass).
+func keyChecks(r *report, h gossip.Health, members []gossip.Member, peer string, now time.Time) {
 	addrs := slices.Sorted(maps.Keys(h.Undecryptable))
 	found := false
 	for _, a := range addrs {
@@ -251,13 +256,24 @@ func (p *process) checkGossipKeys(r *report, members []gossip.Member, peer strin
 		if name != "" {
 			who = fmt.Sprintf("%s (%s)", a, name)
 		}
-		r.add("gossip-key", name, ResultFail, fmt.Sprintf("%d gossip message(s) from %s could not be decrypted: that host uses another GOSSIP_KEY, or none", h.Undecryptable[a], who),
-			"give every host the same GOSSIP_KEY (docker plugin set grapevine:latest GOSSIP_KEY=…); to change keys without an outage follow the rotation in docs/security.md")
+		detail := fmt.Sprintf("%d gossip message(s) from %s could not be decrypted, the last %s ago: that host uses another GOSSIP_KEY, or none",
+			h.Undecryptable[a], who, now.Sub(h.UndecryptableAt[a]).Round(time.Second))
+		fix := "give every host the same GOSSIP_KEY (docker plugin set grapevine:latest GOSSIP_KEY=…); to change keys without an outage follow the rotation in docs/security.md"
+		result := ResultFail
+		if now.Sub(h.UndecryptableAt[a]) > keyMismatchRecent {
+			result = ResultWarn // e.g. during a finished key rotation
+			fix = "none while it does not recur; " + fix
+		}
+		r.add("gossip-key", name, result, detail, fix)
 	}
 	if !found {
 		r.add("gossip-key", peer, ResultPass, "no undecryptable gossip received", "")
 	}
 }
+
+// keyMismatchRecent: undecryptable gossip older than this is a warning (a
+// key rotation's transient), newer a failure.
+const keyMismatchRecent = 10 * time.Minute
 
 // memberAt names the member whose gossip or VTEP address is a ("" none).
 func memberAt(ms []gossip.Member, a string) string {

@@ -136,3 +136,31 @@ func TestDoctorRoute(t *testing.T) {
 		t.Errorf("doctor of a plugin that did not start: %d %v, want its start-up error", code, m)
 	}
 }
+
+// Undecryptable gossip is a failure naming the sender (and the member
+// there) while recent, a warning once older than keyMismatchRecent, and
+// HOST keeps only that member's.
+func TestKeyChecks(t *testing.T) {
+	now := time.Now()
+	ms := []gossip.Member{{Name: "h2-b", Addr: netip.MustParseAddrPort("198.18.0.2:7947")}}
+	h := gossip.Health{
+		Undecryptable:   map[string]uint64{"198.18.0.2": 3, "198.18.0.9": 1},
+		UndecryptableAt: map[string]time.Time{"198.18.0.2": now.Add(-time.Minute), "198.18.0.9": now.Add(-time.Hour)},
+	}
+	r := &report{}
+	keyChecks(r, h, ms, "", now)
+	if len(r.Checks) != 2 {
+		t.Fatalf("checks %+v, want 2", r.Checks)
+	}
+	if c := r.Checks[0]; c.Result != ResultFail || c.Peer != "h2-b" || !strings.Contains(c.Detail, "3 gossip message(s) from 198.18.0.2 (h2-b) could not be decrypted") {
+		t.Errorf("recent: %+v, want a failure naming 198.18.0.2 (h2-b)", c)
+	}
+	if c := r.Checks[1]; c.Result != ResultWarn || !strings.Contains(c.Detail, "198.18.0.9") {
+		t.Errorf("an hour old: %+v, want a warning naming 198.18.0.9", c)
+	}
+	r = &report{}
+	keyChecks(r, h, ms, "h3-c", now)
+	if len(r.Checks) != 1 || r.Checks[0].Result != ResultPass {
+		t.Errorf("HOST h3-c: %+v, want one pass", r.Checks)
+	}
+}
