@@ -75,8 +75,9 @@ func TestDoctor(t *testing.T) {
 	for _, h := range hosts {
 		waitMembers(t, 60*time.Second, h, clusterHosts())
 	}
+	netIDs := map[string]string{}
 	for _, h := range hosts {
-		createNetwork(t, h, "doc", "--subnet", "198.19.70.0/24")
+		netIDs[h] = createNetwork(t, h, "doc", "--subnet", "198.19.70.0/24")
 	}
 
 	t.Run("healthy", func(t *testing.T) {
@@ -117,6 +118,41 @@ func TestDoctor(t *testing.T) {
 		}
 		out, _, _ := harnessCmd("doctor", "h1")
 		t.Logf("grapevine doctor on h1:\n%s", out)
+	})
+
+	t.Run("drift", func(t *testing.T) {
+		// h1's FDB entry for h2's container deleted by hand: the doctor's
+		// reconcile pass finds and repairs it (unless the periodic repair
+		// got there first: then delete again)
+		remote := startCtr(t, "h2", "doc", "docdrift")
+		dev := vxlanDev(t, "h1", netIDs["h1"])
+		eventually(t, 60*time.Second, "h1's doctor to report the deleted FDB entry as drift", func() error {
+			l, err := fdbEntries("h1", dev)
+			if err != nil {
+				return err
+			}
+			if !hasFDB(l, remote.mac, hostAddr("h2")) {
+				return fmt.Errorf("no FDB entry for %s yet", remote)
+			}
+			if _, stderr, err := inLinkNS("h1", dev, "bridge", "fdb", "del", remote.mac, "dev", dev, "dst", hostAddr("h2")); err != nil {
+				return fmt.Errorf("bridge fdb del: %v: %s", err, stderr)
+			}
+			checks, raw, _, err := doctorOf("h1", "h2")
+			if err != nil {
+				return err
+			}
+			if err := expectCheck(checks, "drift", "", "warn", "peers/fdb_set 1"); err != nil {
+				return fmt.Errorf("%v\n%s", err, raw)
+			}
+			return nil
+		})
+		l, err := fdbEntries("h1", dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !hasFDB(l, remote.mac, hostAddr("h2")) {
+			t.Errorf("the FDB entry of %s is still missing after the doctor's pass: %v", remote, l)
+		}
 	})
 
 	t.Run("vxlan port blocked", func(t *testing.T) {
