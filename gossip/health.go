@@ -61,8 +61,28 @@ func (h *health) noteLogLine(peer, msg string) {
 	if h.undecryptable == nil {
 		h.undecryptable, h.undecryptableAt = map[string]uint64{}, map[string]time.Time{}
 	}
+	if _, known := h.undecryptable[peer]; !known && len(h.undecryptable) >= maxUndecryptable {
+		h.forgetOldestUndecryptable()
+	}
 	h.undecryptable[peer]++
 	h.undecryptableAt[peer] = time.Now()
+}
+
+// maxUndecryptable bounds the senders remembered: anyone can send garbage
+// to the gossip port from many (spoofed) addresses.
+const maxUndecryptable = 256
+
+// forgetOldestUndecryptable drops the sender heard from least recently.
+// Caller holds mu.
+func (h *health) forgetOldestUndecryptable() {
+	var oldest string
+	for a, t := range h.undecryptableAt {
+		if oldest == "" || t.Before(h.undecryptableAt[oldest]) {
+			oldest = a
+		}
+	}
+	delete(h.undecryptable, oldest)
+	delete(h.undecryptableAt, oldest)
 }
 
 // pingDelegate hears memberlist's answered probes.
