@@ -5,6 +5,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -262,4 +264,42 @@ func TestDoctorSingleHost(t *testing.T) {
 	if !failed || expectCheck(checks, "member", "h9", "fail", `"h9"`) != nil {
 		t.Errorf("doctor h9 (no such member): exit non-zero %v\n%s", failed, raw)
 	}
+}
+
+// TestProbeBehindIngressFilter: the doctor's probe VNI opens no way in. With
+// h1's probe device answering h2, the LAN machine (no member) sends h1 VXLAN
+// frames with the probe's VNI, addressed to h1's probe device (its MAC and
+// address, both derived from the VTEP): h1's ingress filter drops every
+// one, as for any VNI.
+func TestProbeBehindIngressFilter(t *testing.T) {
+	needHosts(t, 3)
+	waitMembers(t, 60*time.Second, "h1", clusterHosts())
+	for _, h := range []string{"h1", "h2"} {
+		createNetwork(t, h, "docin", "--subnet", "198.19.72.0/24")
+	}
+	// the positive control: h1's probe device is up and answers h2's
+	eventually(t, 30*time.Second, "h1's doctor to reach h2's probe", func() error {
+		checks, _, _, err := doctorOf("h1", "h2")
+		if err != nil {
+			return err
+		}
+		return expectCheck(checks, "vxlan-path", "h2", "pass", "answered")
+	})
+	vtep := netip.MustParseAddr(hostAddr("h1"))
+	a := vtep.As4()
+	probeMAC := net.HardwareAddr{0x02, 0x76, a[0], a[1], a[2], a[3]}
+	lanMAC, _ := net.ParseMAC("02:00:c6:12:00:c8")
+	_, _, before := vxlanIngressOf(t, "h1")
+	dst := netip.AddrPortFrom(vtep, 4789)
+	for seq := range uint16(5) {
+		if err := sendUDPFromNetns(netnsPath("lan"), dst, vxlanFrame(8388607, probeMAC, lanMAC, netip.MustParseAddr(lanAddr), vtep, seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "h1 to drop the LAN machine's frames to its probe", func() error {
+		if _, _, after := vxlanIngressOf(t, "h1"); after < before+5 {
+			return fmt.Errorf("h1 counted %d dropped frames (%d before), want at least %d", after, before, before+5)
+		}
+		return nil
+	})
 }
