@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +166,37 @@ func TestKeyChecks(t *testing.T) {
 	keyChecks(r, h, ms, "h3-c", now)
 	if len(r.Checks) != 1 || r.Checks[0].Result != ResultPass {
 		t.Errorf("HOST h3-c: %+v, want one pass", r.Checks)
+	}
+}
+
+// TestDoctorSchemaDocumented: the JSON section of docs/doctor.md documents
+// every field of the report, and no other.
+func TestDoctorSchemaDocumented(t *testing.T) {
+	raw, err := os.ReadFile("../docs/doctor.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, doc, ok := strings.Cut(string(raw), "\n## JSON\n")
+	if !ok {
+		t.Fatal("docs/doctor.md has no JSON section")
+	}
+	doc, _, _ = strings.Cut(doc, "\n## ")
+	var documented []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_.\\[\\]]+)` \\|").FindAllStringSubmatch(doc, -1) {
+		documented = append(documented, m[1])
+	}
+	fields := jsonPaths(reflect.TypeFor[Report](), "")
+	for _, f := range fields {
+		if !slices.Contains(documented, f) {
+			t.Errorf("docs/doctor.md does not document %s", f)
+		}
+	}
+	for _, d := range documented {
+		if !slices.Contains(fields, d) {
+			t.Errorf("docs/doctor.md documents %s, which the report does not have", d)
+		}
+	}
+	if !strings.Contains(doc, fmt.Sprintf("now **%d**", DoctorSchema)) {
+		t.Errorf("docs/doctor.md does not name schema version %d", DoctorSchema)
 	}
 }
