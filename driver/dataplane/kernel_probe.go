@@ -196,7 +196,8 @@ func (k *Kernel) createProbeDevice(spec ProbeSpec, fd netns.NsHandle) error {
 	vx := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(spec.VNI), Port: spec.Port, SrcAddr: net.IP(spec.Local.AsSlice())}
 	if err := k.nl.LinkAdd(vx); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("probe: vni %d on udp port %d is used by %s: %w", spec.VNI, spec.Port, k.vniHolder(VXLANSpec{VNI: spec.VNI, Port: spec.Port}), ErrVNIInUse)
+			return fmt.Errorf("probe: vni %d on udp port %d is used by %s (the probe device of a plugin process that just stopped goes within seconds): %w",
+				spec.VNI, spec.Port, k.vniHolder(VXLANSpec{VNI: spec.VNI, Port: spec.Port}), ErrVNIInUse)
 		}
 		return fmt.Errorf("probe: create vxlan %q (vni %d, udp port %d): %w", ProbeName, spec.VNI, spec.Port, err)
 	}
