@@ -82,155 +82,167 @@ func TestDoctor(t *testing.T) {
 		netIDs[h] = createNetwork(t, h, "doc", "--subnet", "198.19.70.0/24")
 	}
 
-	t.Run("healthy", func(t *testing.T) {
-		for _, p := range []string{"h2", "h3"} {
-			eventually(t, 60*time.Second, "doctor h1 "+p+" to pass", func() error {
-				checks, raw, failed, err := doctorOf("h1", p)
-				if err != nil {
+	t.Run("healthy", func(t *testing.T) { doctorHealthy(t) })
+	t.Run("drift", func(t *testing.T) { doctorDrift(t, netIDs) })
+	t.Run("vxlan port blocked", func(t *testing.T) { doctorBlocked(t) })
+	t.Run("underlay mtu lowered", func(t *testing.T) { doctorMTU(t) })
+}
+
+// doctorHealthy: doctor passes towards each peer; in full it fails only
+// on the outsider's key.
+func doctorHealthy(t *testing.T) {
+	for _, p := range []string{"h2", "h3"} {
+		eventually(t, 60*time.Second, "doctor h1 "+p+" to pass", func() error {
+			checks, raw, failed, err := doctorOf("h1", p)
+			if err != nil {
+				return err
+			}
+			if failed {
+				return fmt.Errorf("doctor h1 %s failed on a healthy cluster:\n%s", p, raw)
+			}
+			for _, c := range []struct{ check, word string }{{"vxlan-path", "answered"}, {"mtu", "1450 bytes"}, {"gossip", "alive"}} {
+				if err := expectCheck(checks, c.check, p, "pass", c.word); err != nil {
 					return err
 				}
-				if failed {
-					return fmt.Errorf("doctor h1 %s failed on a healthy cluster:\n%s", p, raw)
-				}
-				for _, c := range []struct{ check, word string }{{"vxlan-path", "answered"}, {"mtu", "1450 bytes"}, {"gossip", "alive"}} {
-					if err := expectCheck(checks, c.check, p, "pass", c.word); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}
-		// every member: only the outsider (another GOSSIP_KEY, never a
-		// member) fails, as a key mismatch named by its address
-		checks, raw, failed, err := doctorOf("h1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !failed {
-			t.Errorf("doctor h1 exited 0 although %s gossips with another key", s.outsider)
-		}
-		for _, c := range checks {
-			outsiderKey := c.Check == "gossip-key" && strings.Contains(c.Detail, hostAddr(s.outsider)+" could not be decrypted, the last")
-			if c.Result == "fail" && !outsiderKey {
-				t.Errorf("unexpected failure: %+v", c)
-			}
-		}
-		if err := expectCheck(checks, "gossip-key", "", "fail", hostAddr(s.outsider), "another GOSSIP_KEY"); err != nil {
-			t.Errorf("%v\n%s", err, raw)
-		}
-		out, _, _ := harnessCmd("doctor", "h1")
-		t.Logf("grapevine doctor on h1:\n%s", out)
-	})
-
-	t.Run("drift", func(t *testing.T) {
-		// h1's FDB entry for h2's container deleted by hand: the doctor's
-		// reconcile pass finds and repairs it (unless the periodic repair
-		// got there first: then delete again)
-		remote := startCtr(t, "h2", "doc", "docdrift")
-		dev := vxlanDev(t, "h1", netIDs["h1"])
-		eventually(t, 60*time.Second, "h1's doctor to report the deleted FDB entry as drift", func() error {
-			l, err := fdbEntries("h1", dev)
-			if err != nil {
-				return err
-			}
-			if !hasFDB(l, remote.mac, hostAddr("h2")) {
-				return fmt.Errorf("no FDB entry for %s yet", remote)
-			}
-			if _, stderr, err := inLinkNS("h1", dev, "bridge", "fdb", "del", remote.mac, "dev", dev, "dst", hostAddr("h2")); err != nil {
-				return fmt.Errorf("bridge fdb del: %v: %s", err, stderr)
-			}
-			checks, raw, _, err := doctorOf("h1", "h2")
-			if err != nil {
-				return err
-			}
-			if err := expectCheck(checks, "drift", "", "warn", "peers/fdb_set 1"); err != nil {
-				return fmt.Errorf("%v\n%s", err, raw)
 			}
 			return nil
 		})
+	}
+	// every member: only the outsider (another GOSSIP_KEY, never a
+	// member) fails, as a key mismatch named by its address
+	checks, raw, failed, err := doctorOf("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !failed {
+		t.Errorf("doctor h1 exited 0 although %s gossips with another key", s.outsider)
+	}
+	for _, c := range checks {
+		outsiderKey := c.Check == "gossip-key" && strings.Contains(c.Detail, hostAddr(s.outsider)+" could not be decrypted, the last")
+		if c.Result == "fail" && !outsiderKey {
+			t.Errorf("unexpected failure: %+v", c)
+		}
+	}
+	if err := expectCheck(checks, "gossip-key", "", "fail", hostAddr(s.outsider), "another GOSSIP_KEY"); err != nil {
+		t.Errorf("%v\n%s", err, raw)
+	}
+	out, _, _ := harnessCmd("doctor", "h1")
+	t.Logf("grapevine doctor on h1:\n%s", out)
+}
+
+// doctorDrift: h1's FDB entry for h2's container deleted by hand: the
+// doctor's reconcile pass finds and repairs it (unless the periodic repair
+// got there first: then delete again).
+func doctorDrift(t *testing.T, netIDs map[string]string) {
+	remote := startCtr(t, "h2", "doc", "docdrift")
+	dev := vxlanDev(t, "h1", netIDs["h1"])
+	eventually(t, 60*time.Second, "h1's doctor to report the deleted FDB entry as drift", func() error {
 		l, err := fdbEntries("h1", dev)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if !hasFDB(l, remote.mac, hostAddr("h2")) {
-			t.Errorf("the FDB entry of %s is still missing after the doctor's pass: %v", remote, l)
+			return fmt.Errorf("no FDB entry for %s yet", remote)
 		}
+		if _, stderr, err := inLinkNS("h1", dev, "bridge", "fdb", "del", remote.mac, "dev", dev, "dst", hostAddr("h2")); err != nil {
+			return fmt.Errorf("bridge fdb del: %v: %s", err, stderr)
+		}
+		checks, raw, _, err := doctorOf("h1", "h2")
+		if err != nil {
+			return err
+		}
+		if err := expectCheck(checks, "drift", "", "warn", "peers/fdb_set 1"); err != nil {
+			return fmt.Errorf("%v\n%s", err, raw)
+		}
+		return nil
 	})
+	l, err := fdbEntries("h1", dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasFDB(l, remote.mac, hostAddr("h2")) {
+		t.Errorf("the FDB entry of %s is still missing after the doctor's pass: %v", remote, l)
+	}
 
-	t.Run("vxlan port blocked", func(t *testing.T) {
-		rule := func(op string) []string {
-			return []string{"iptables", "-w", "-t", "raw", op, "PREROUTING", "-s", hostAddr("h1"), "-p", "udp", "--dport", "4789",
-				"-m", "comment", "--comment", "gvtest-doctor", "-j", "DROP"}
-		}
-		mustInHost(t, "h2", rule("-I")...)
-		t.Cleanup(func() { mustInHost(t, "h2", rule("-D")...) })
-		checks, raw, failed, err := doctorOf("h1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !failed {
-			t.Errorf("doctor exited 0 with the VXLAN port blocked to h2")
-		}
-		if err := expectCheck(checks, "vxlan-path", "h2", "fail", "VXLAN UDP port blocked between this host and h2"); err != nil {
-			t.Error(err)
-		}
-		if err := expectCheck(checks, "vxlan-path", "h3", "pass"); err != nil {
-			t.Error(err)
-		}
-		if err := expectCheck(checks, "gossip", "h2", "pass", "alive"); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("doctor on h1:\n%s", raw)
-		}
-		// HOST limits the per-peer checks to h2
-		checks, _, _, err = doctorOf("h1", "h2")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := len(find(checks, "vxlan-path", "h3")); n != 0 {
-			t.Errorf("doctor h2 probed h3 too")
-		}
-		if err := expectCheck(checks, "vxlan-path", "h2", "fail", "blocked"); err != nil {
-			t.Error(err)
-		}
-	})
+}
 
-	t.Run("underlay mtu lowered", func(t *testing.T) {
-		mustInHost(t, "h2", "ip", "link", "set", "eth0", "mtu", "1400")
-		t.Cleanup(func() { mustInHost(t, "h2", "ip", "link", "set", "eth0", "mtu", "1500") })
-		checks, raw, failed, err := doctorOf("h1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !failed {
-			t.Errorf("doctor exited 0 with h2's underlay MTU at 1400")
-		}
-		if err := expectCheck(checks, "mtu", "h2", "fail", "VXLAN path to h2", "but not 1450 bytes"); err != nil {
-			t.Error(err)
-		} else if carries := carried(find(checks, "mtu", "h2")[0].Detail); carries < 1340 || carries > 1360 {
-			// 1400 − 50, and the veth admits 4 bytes more (VLAN_HLEN)
-			t.Errorf("h2 carries %d bytes, want about 1350", carries)
-		}
-		if err := expectCheck(checks, "mtu", "h3", "pass"); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("doctor on h1:\n%s", raw)
-		}
-		// h2 itself names its own underlay
-		checks, raw, _, err = doctorOf("h2")
-		if err != nil {
-			t.Fatal(err)
-		}
-		local := false
-		for _, c := range find(checks, "mtu", "") {
-			local = local || (c.Peer == "" && c.Result == "fail" && strings.Contains(c.Detail, "eth0 has MTU 1400"))
-		}
-		if !local {
-			t.Errorf("doctor on h2 does not name its own underlay MTU:\n%s", raw)
-		}
-	})
+// doctorBlocked: UDP to the VXLAN port dropped on h2 from h1.
+func doctorBlocked(t *testing.T) {
+	rule := func(op string) []string {
+		return []string{"iptables", "-w", "-t", "raw", op, "PREROUTING", "-s", hostAddr("h1"), "-p", "udp", "--dport", "4789",
+			"-m", "comment", "--comment", "gvtest-doctor", "-j", "DROP"}
+	}
+	mustInHost(t, "h2", rule("-I")...)
+	t.Cleanup(func() { mustInHost(t, "h2", rule("-D")...) })
+	checks, raw, failed, err := doctorOf("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !failed {
+		t.Errorf("doctor exited 0 with the VXLAN port blocked to h2")
+	}
+	if err := expectCheck(checks, "vxlan-path", "h2", "fail", "VXLAN UDP port blocked between this host and h2"); err != nil {
+		t.Error(err)
+	}
+	if err := expectCheck(checks, "vxlan-path", "h3", "pass"); err != nil {
+		t.Error(err)
+	}
+	if err := expectCheck(checks, "gossip", "h2", "pass", "alive"); err != nil {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.Logf("doctor on h1:\n%s", raw)
+	}
+	// HOST limits the per-peer checks to h2
+	checks, _, _, err = doctorOf("h1", "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(find(checks, "vxlan-path", "h3")); n != 0 {
+		t.Errorf("doctor h2 probed h3 too")
+	}
+	if err := expectCheck(checks, "vxlan-path", "h2", "fail", "blocked"); err != nil {
+		t.Error(err)
+	}
+
+}
+
+// doctorMTU: h2's underlay MTU lowered to 1400.
+func doctorMTU(t *testing.T) {
+	mustInHost(t, "h2", "ip", "link", "set", "eth0", "mtu", "1400")
+	t.Cleanup(func() { mustInHost(t, "h2", "ip", "link", "set", "eth0", "mtu", "1500") })
+	checks, raw, failed, err := doctorOf("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !failed {
+		t.Errorf("doctor exited 0 with h2's underlay MTU at 1400")
+	}
+	if err := expectCheck(checks, "mtu", "h2", "fail", "VXLAN path to h2", "but not 1450 bytes"); err != nil {
+		t.Error(err)
+	} else if carries := carried(find(checks, "mtu", "h2")[0].Detail); carries < 1340 || carries > 1360 {
+		// 1400 − 50, and the veth admits 4 bytes more (VLAN_HLEN)
+		t.Errorf("h2 carries %d bytes, want about 1350", carries)
+	}
+	if err := expectCheck(checks, "mtu", "h3", "pass"); err != nil {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.Logf("doctor on h1:\n%s", raw)
+	}
+	// h2 itself names its own underlay
+	checks, raw, _, err = doctorOf("h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := false
+	for _, c := range find(checks, "mtu", "") {
+		local = local || (c.Peer == "" && c.Result == "fail" && strings.Contains(c.Detail, "eth0 has MTU 1400"))
+	}
+	if !local {
+		t.Errorf("doctor on h2 does not name its own underlay MTU:\n%s", raw)
+	}
+
 }
 
 // carried is the N of "carries N but not".
