@@ -1,6 +1,6 @@
 // Command grapevine is the grapevine Docker plugin (`grapevine serve`, the
-// managed plugin's entrypoint) and its operator tool (`grapevine status`,
-// `grapevine forget`).
+// managed plugin's entrypoint) and its operator tools (`grapevine status`,
+// `grapevine doctor`, `grapevine forget`, `grapevine rotate-key`).
 package main
 
 import (
@@ -73,6 +73,8 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
+	case "doctor":
+		return doctor(args)
 	case "forget":
 		return runForget(args)
 	case "rotate-key":
@@ -81,11 +83,11 @@ func run(args []string) int {
 		fmt.Println(usage)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve, status, forget or rotate-key)\n", cmd)
+	fmt.Fprintf(os.Stderr, "grapevine: unknown command %q (want serve, status, doctor, forget or rotate-key)\n", cmd)
 	return 2
 }
 
-const usage = "usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json] | forget [--socket PATH] HOST… | rotate-key [--socket PATH]"
+const usage = "usage: grapevine [serve [--socket PATH] [--state-dir DIR] [--netns-dir DIR]] | status [--socket PATH] [--json] | doctor [--socket PATH] [--json] [HOST] | forget [--socket PATH] HOST… | rotate-key [--socket PATH]"
 
 // pluginSocket returns the --socket flag's value, or the running plugin's
 // socket found under /run/docker/plugins.
@@ -146,5 +148,52 @@ func rotateKey(args []string) int {
 		return 1
 	}
 	fmt.Println("new WireGuard public key:", k.PublicKey)
+	return 0
+}
+
+// doctor runs `grapevine doctor [HOST]`: exit status 0 when no check
+// failed, 1 when one did or the plugin could not be asked, 2 on bad usage.
+func doctor(args []string) int {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	socketFlag := fs.String("socket", "", "plugin socket (default: the one under /run/docker/plugins)")
+	asJSON := fs.Bool("json", false, "print the report as JSON (docs/doctor.md)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	host := ""
+	if fs.NArg() > 0 { // flags may follow HOST
+		host = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return 2
+		}
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "grapevine doctor: at most one HOST (a member's node name, host name or address)")
+		return 2
+	}
+	socket, err := pluginSocket(*socketFlag)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine doctor:", err)
+		return 1
+	}
+	r, err := plugin.QueryDoctor(context.Background(), socket, host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine doctor:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(r)
+	} else {
+		err = plugin.WriteDoctorText(os.Stdout, r)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grapevine doctor:", err)
+		return 1
+	}
+	if r.Failed() {
+		return 1
+	}
 	return 0
 }

@@ -162,6 +162,11 @@ type Driver struct {
 	repairs    map[RepairKey]uint64
 	observeLag func(time.Duration)
 	peerLog    *ratelog.Limiter // repeated failures to program a peer's endpoints
+
+	// filterSynced: the last firewall sync succeeded, so the VXLAN ingress
+	// filter is in place when a VXLAN network exists (the probe device's
+	// precondition). Guarded by mu.
+	filterSynced bool
 }
 
 // New checks cfg, creates the bucket if needed and loads the persisted networks

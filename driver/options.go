@@ -98,6 +98,9 @@ func (d *Driver) parseNetwork(r *network.CreateNetworkRequest) (networkSpec, err
 		if err != nil || n < 1 || n > maxVNI {
 			return s, fmt.Errorf("-o vni=%q is not allowed: use a number from 1 to %d, or leave it out for an automatic one", v, maxVNI)
 		}
+		if n == ProbeVNI {
+			return s, fmt.Errorf("-o vni=%d is reserved for grapevine's own probe (grapevine doctor): use another number from 1 to %d, or leave it out for an automatic one", n, maxVNI)
+		}
 		s.vni = uint32(n)
 	}
 	if v, ok := opts[optMTU]; ok {

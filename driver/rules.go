@@ -37,10 +37,46 @@ func (d *Driver) desiredFirewall() dataplane.Firewall {
 	return fw.Sorted()
 }
 
-// syncFirewall hands the desired rule set to the dataplane. Caller holds mu.
+// syncFirewall hands the desired rule set to the dataplane, then the probe
+// device follows (syncProbe). Caller holds mu.
 func (d *Driver) syncFirewall() error {
+	d.filterSynced = false
 	if err := d.dp.SyncFirewall(d.desiredFirewall()); err != nil {
+		if perr := d.dp.RemoveProbe(); perr != nil {
+			d.log.WithError(perr).Warn("could not remove the probe device")
+		}
 		return fmt.Errorf("program firewall rules: %w", err)
+	}
+	d.filterSynced = true
+	// the probe only serves the doctor: its failure (e.g. the VNI still
+	// held by a previous process's device) never fails a network call;
+	// the doctor reports it, the next sync retries
+	if err := d.syncProbe(); err != nil {
+		d.log.WithError(err).Warn("could not set up the doctor's probe device; retrying at the next sync")
+	}
+	return nil
+}
+
+// syncProbe keeps the doctor's probe device exactly while the VXLAN ingress
+// filter is in place (a VXLAN network exists and the firewall was written),
+// reaching the same member VTEPs the filter accepts: the probe opens no
+// way in that the networks' VXLAN devices do not. Caller holds mu.
+func (d *Driver) syncProbe() error {
+	in := d.vxlanIngress()
+	var u dataplane.Underlay
+	var err error
+	if in.Port != 0 {
+		u, err = d.underlay()
+	}
+	if in.Port == 0 || !d.filterSynced || err != nil || !u.Addr.Is4() {
+		if rerr := d.dp.RemoveProbe(); rerr != nil {
+			return fmt.Errorf("remove the probe device: %w", rerr)
+		}
+		return nil
+	}
+	spec := dataplane.ProbeSpec{VNI: ProbeVNI, Port: int(in.Port), Local: u.Addr, Peers: in.Peers}
+	if err := d.dp.EnsureProbe(spec); err != nil {
+		return fmt.Errorf("the doctor's probe device: %w", err)
 	}
 	return nil
 }
@@ -87,6 +123,10 @@ func (d *Driver) membersChanged() {
 	}
 	if err := d.dp.SetVXLANPeers(d.vxlanIngress()); err != nil {
 		d.log.WithError(err).Warn("could not update the VTEPs the VXLAN ingress filter accepts; reconcile retries")
+		return
+	}
+	if err := d.syncProbe(); err != nil {
+		d.log.WithError(err).Warn("could not update the probe device's peers; reconcile retries")
 	}
 	if d.hasEncrypted() {
 		if err := d.syncTunnel(); err != nil {

@@ -29,6 +29,10 @@ const (
 	vxlanOverhead = 50 // outer Ethernet + IPv4 + UDP + VXLAN headers
 )
 
+// ProbeVNI is the VNI of `grapevine doctor`'s probe device on every host:
+// below the automatic range, and refused as -o vni.
+const ProbeVNI = autoVNIBase - 1
+
 // networkRecord is a network as persisted in bucket "driver/networks".
 type networkRecord struct {
 	Version      int          `json:"version"`

@@ -33,6 +33,7 @@ type Cluster struct {
 	refused    refusals
 	validators validators
 	keyring    *memberlist.Keyring // nil without keys
+	health     health              // last contacts, undecryptable gossip
 
 	// crashPoint, set by tests only, runs after an own write is persisted
 	// and before it is stored in memory or sent; returning false stops the

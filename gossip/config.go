@@ -400,6 +400,7 @@ func (c *Cluster) memberlistConfig() *memberlist.Config {
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &eventDelegate{c: c}
 	mc.LogOutput = nil
-	mc.Logger = newMemberlistLogger(cfg.Log)
+	mc.Logger = newMemberlistLogger(cfg.Log, &c.health)
+	mc.Ping = pingDelegate{h: &c.health}
 	return mc
 }

@@ -90,7 +90,7 @@ func TestMemberlistLogLevels(t *testing.T) {
 	l.SetOutput(&buf)
 	l.SetLevel(logrus.DebugLevel)
 	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
-	ml := newMemberlistLogger(logrus.NewEntry(l))
+	ml := newMemberlistLogger(logrus.NewEntry(l), nil)
 	tests := []struct{ line, level, msg string }{
 		{"[DEBUG] memberlist: Stream connection from=1.2.3.4", "debug", "Stream connection from=1.2.3.4"},
 		{"[INFO] memberlist: Marking b as failed", "info", "Marking b as failed"},

@@ -24,10 +24,11 @@ const (
 type memberlistWriter struct {
 	log     *logrus.Entry
 	limiter *ratelog.Limiter // of warnings and errors
+	health  *health          // told every warning and error (nil: none)
 }
 
-func newMemberlistLogger(l *logrus.Entry) *log.Logger {
-	w := &memberlistWriter{log: l.WithField("component", "memberlist"), limiter: ratelog.New(peerLogInterval, peerLogKeys, nil)}
+func newMemberlistLogger(l *logrus.Entry, h *health) *log.Logger {
+	w := &memberlistWriter{log: l.WithField("component", "memberlist"), limiter: ratelog.New(peerLogInterval, peerLogKeys, nil), health: h}
 	return log.New(w, "", 0)
 }
 
@@ -55,6 +56,9 @@ func (w *memberlistWriter) Write(p []byte) (int, error) {
 	entry := w.log
 	if level <= logrus.WarnLevel {
 		peer := ratelog.Peer(msg)
+		if w.health != nil {
+			w.health.noteLogLine(peer, msg)
+		}
 		ok, suppressed := w.limiter.Allow(peer + "\x00" + ratelog.Cause(msg))
 		if !ok {
 			return len(p), nil

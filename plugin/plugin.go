@@ -101,6 +101,7 @@ func Serve(ctx context.Context, opts Options, getenv func(string) string) error 
 			srv.SetBackend(nil, nil, func() any { return errorStatus(err) }, err)
 		} else {
 			srv.rotateKey = func() (any, error) { return p.rotateTunnelKey(opts.StateDir) }
+			srv.SetDoctor(p.doctor)
 			srv.SetBackend(p.driver, ipamAdapter{p.ipam, p.clone}, p.status, nil)
 			if err := m.Register(metrics.NewStateCollector(p.metricSources())); err != nil {
 				entry.WithError(err).Error("registering the state metrics")

@@ -108,7 +108,14 @@ type Server struct {
 	// duration and error (metrics).
 	observe func(method string, took time.Duration, err error)
 	methods []string // every route, set by routes
+	// doctor answers DoctorPath; set by SetDoctor before SetBackend (nil:
+	// the plugin could not start, so there is nothing to examine).
+	doctor func(DoctorRequest) Report
 }
+
+// SetDoctor makes the server answer `grapevine doctor` with fn; call it
+// before SetBackend.
+func (s *Server) SetDoctor(fn func(DoctorRequest) Report) { s.doctor = fn }
 
 // NewServer registers every NetworkDriver and IpamDriver route.
 func NewServer(log *logrus.Entry) *Server {
@@ -185,6 +192,12 @@ func (s *Server) routes() {
 			return nil, errors.New("key rotation is not available: the plugin did not start")
 		}
 		return s.be.rotateKey()
+	})
+	route(s, DoctorPath, withBody, func(r *DoctorRequest) (any, error) {
+		if s.doctor == nil {
+			return nil, errors.New("the plugin did not start, so there is nothing to examine: `grapevine status` says why")
+		}
+		return s.doctor(*r), nil
 	})
 }
 

@@ -16,8 +16,9 @@ import (
 	gvipam "grapevine/ipam"
 )
 
-// The client side of `grapevine status` and `grapevine forget`: it finds
-// the plugin's socket and asks it for its Status, or to forget hosts.
+// The client side of `grapevine status`, `grapevine doctor`, `grapevine
+// forget` and `grapevine rotate-key`: it finds the plugin's socket and asks
+// it for its Status, its doctor Report, to forget hosts or to rotate its key.
 
 // pluginsDir is where dockerd serves plugin sockets.
 const pluginsDir = "/run/docker/plugins"
@@ -44,13 +45,13 @@ func findSocket(dir string) (string, error) {
 
 // QueryStatus asks the running plugin on socket for its status as raw JSON.
 func QueryStatus(ctx context.Context, socket string) ([]byte, error) {
-	return call(ctx, socket, StatusPath, nil)
+	return query(ctx, socket, StatusPath, nil, 10*time.Second)
 }
 
 // RotateKey asks the running plugin on socket to replace its WireGuard key;
 // the answer is a RotatedKey as JSON.
 func RotateKey(ctx context.Context, socket string) ([]byte, error) {
-	return call(ctx, socket, RotateKeyPath, nil)
+	return query(ctx, socket, RotateKeyPath, nil, 10*time.Second)
 }
 
 // Forget asks the running plugin on socket to forget hosts (see
@@ -60,7 +61,7 @@ func Forget(ctx context.Context, socket string, hosts []string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	raw, err := call(ctx, socket, ForgetPath, body)
+	raw, err := query(ctx, socket, ForgetPath, body, 30*time.Second)
 	if err != nil {
 		return "", err
 	}
@@ -72,10 +73,34 @@ func Forget(ctx context.Context, socket string, hosts []string) (string, error) 
 		strings.Join(res.Forgotten, ", "), res.Blocks, strings.Join(res.Known, ", ")), nil
 }
 
-// call posts body (nil: none) to path on the plugin socket and returns the
-// answer of a successful call.
-func call(ctx context.Context, socket, path string, body []byte) ([]byte, error) {
-	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: 30 * time.Second}
+// doctorTimeout bounds a doctor run: a few seconds per peer whose path
+// needs the MTU search.
+const doctorTimeout = 3 * time.Minute
+
+// QueryDoctor asks the running plugin on socket to examine this host and
+// its paths to peer (every member when ""), and returns its Report.
+func QueryDoctor(ctx context.Context, socket, peer string) (Report, error) {
+	body, err := json.Marshal(DoctorRequest{Peer: peer})
+	if err != nil {
+		return Report{}, err
+	}
+	raw, err := query(ctx, socket, DoctorPath, body, doctorTimeout)
+	if err != nil {
+		return Report{}, err
+	}
+	var r Report
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return Report{}, fmt.Errorf("the plugin's answer is not a doctor report: %w", err)
+	}
+	if r.Schema != DoctorSchema {
+		return Report{}, fmt.Errorf("the plugin answered doctor schema %d, this grapevine reads %d: run the plugin's own binary (/grapevine in its rootfs)", r.Schema, DoctorSchema)
+	}
+	return r, nil
+}
+
+// query posts body (nil: none) to path on the plugin socket.
+func query(ctx context.Context, socket, path string, body []byte, timeout time.Duration) ([]byte, error) {
+	c := &http.Client{Transport: unixhttp.Transport(socket), Timeout: timeout}
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -89,7 +114,7 @@ func call(ctx context.Context, socket, path string, body []byte) ([]byte, error)
 		return nil, fmt.Errorf("asking the plugin at %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading the plugin's answer: %w", err)
 	}

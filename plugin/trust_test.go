@@ -111,7 +111,7 @@ func TestGossipKeyListPrimaryFirst(t *testing.T) {
 }
 
 // trustRoutes are every path the server answers (NetworkDriver, IpamDriver and
-// grapevine's own status).
+// grapevine's own status and doctor).
 var trustRoutes = []string{
 	"/NetworkDriver.GetCapabilities", "/NetworkDriver.CreateNetwork", "/NetworkDriver.AllocateNetwork",
 	"/NetworkDriver.DeleteNetwork", "/NetworkDriver.FreeNetwork", "/NetworkDriver.CreateEndpoint",
@@ -120,7 +120,7 @@ var trustRoutes = []string{
 	"/NetworkDriver.ProgramExternalConnectivity", "/NetworkDriver.RevokeExternalConnectivity",
 	"/IpamDriver.GetCapabilities", "/IpamDriver.GetDefaultAddressSpaces", "/IpamDriver.RequestPool",
 	"/IpamDriver.ReleasePool", "/IpamDriver.RequestAddress", "/IpamDriver.ReleaseAddress",
-	StatusPath, ForgetPath,
+	StatusPath, ForgetPath, DoctorPath,
 }
 
 // trustClient posts to the plugin socket the way dockerd does.

@@ -20,6 +20,7 @@
 #   harness.sh dockerd-restart RUN hN
 #   harness.sh status RUN hN [--json]   `grapevine status` of hN's plugin (run in hN's namespaces)
 #   harness.sh forget RUN hN NODE…  `grapevine forget NODE…` against hN's plugin (the same way)
+#   harness.sh doctor RUN hN [HOST] [--json]   `grapevine doctor` of hN's plugin (exit 1 when a check fails)
 #   harness.sh plugin-set RUN hN K=V…    disable -f, `docker plugin set`, enable on hN
 #   harness.sh partition RUN hA [hB…]    cut the listed hosts from all the others (iptables
 #                                   DROP in the hosts' raw tables, comment gvtest-partition)
@@ -705,21 +706,24 @@ cmd_plugin_set() { # RUN hN KEY=VALUE… — disable -f, set, enable
 }
 
 cmd_status() { # RUN hN [ARGS…] — `grapevine status` in hN's namespace against hN's plugin
-	local run=$1 h=$2 id bin
-	shift 2
+	cmd_tool "$1" "$2" status "${@:3}"
+}
+
+cmd_doctor() { # RUN hN [ARGS…] — `grapevine doctor` in hN's namespace against hN's plugin
+	cmd_tool "$1" "$2" doctor "${@:3}"
+}
+
+cmd_tool() { # RUN hN TOOL [ARGS…] — `grapevine TOOL` in hN's namespace against hN's plugin
+	local run=$1 h=$2 tool=$3 id bin
+	shift 3
 	id=$(plugin_id "$run" "$h") || die "no grapevine plugin on $h"
 	bin=${PLUGIN_DIR:-$REPO/build/plugin}/rootfs/grapevine
 	nsenter --net="/run/netns/$(host_ns "$run" "$h")" --uts="$(rundir "$run")/$h/uts" -- \
-		"$bin" status --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
+		"$bin" "$tool" --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
 }
 
 cmd_forget() { # RUN hN NODE… — `grapevine forget NODE…` in hN's namespace against hN's plugin
-	local run=$1 h=$2 id bin
-	shift 2
-	id=$(plugin_id "$run" "$h") || die "no grapevine plugin on $h"
-	bin=${PLUGIN_DIR:-$REPO/build/plugin}/rootfs/grapevine
-	nsenter --net="/run/netns/$(host_ns "$run" "$h")" --uts="$(rundir "$run")/$h/uts" -- \
-		"$bin" forget --socket "/run/docker/plugins/$id/grapevine.sock" "$@"
+	cmd_tool "$1" "$2" forget "${@:3}"
 }
 
 # ---------------------------------------------------------------------------
@@ -792,6 +796,7 @@ main() {
 	plugin-set) cmd_plugin_set "$run" "${1:?host}" "${@:2}" ;;
 	status) cmd_status "$run" "${1:?host}" "${@:2}" ;;
 	forget) cmd_forget "$run" "${1:?host}" "${@:2}" ;;
+	doctor) cmd_doctor "$run" "${1:?host}" "${@:2}" ;;
 	swarm) cmd_swarm "$run" "$@" ;;
 	leftovers) cmd_leftovers "$run" "$@" ;;
 	*) die "unknown command '$cmd'" ;;

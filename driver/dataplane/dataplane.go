@@ -12,6 +12,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // Sentinel errors returned (wrapped) by implementations. Callers use errors.Is.
@@ -300,4 +301,15 @@ type Dataplane interface {
 	DeleteTunnel(name string) error
 	// TunnelStatus reports the running tunnel (false: none runs).
 	TunnelStatus() (TunnelStatus, bool, error)
+	// EnsureProbe creates or repairs the doctor's probe device (a VXLAN
+	// device with its own VNI in a private namespace, kernel_probe.go) and
+	// makes it reach and answer exactly the peers named.
+	EnsureProbe(ProbeSpec) error
+	// RemoveProbe removes the probe device; missing is success.
+	RemoveProbe() error
+	// Probe sends one echo of size bytes (the IPv4 packet, Don't Fragment)
+	// through the probe device to peer's and waits up to timeout for the
+	// answer: the round trip, or an error wrapping ErrProbeLost (no answer)
+	// or ErrNoProbe (no probe device).
+	Probe(peer netip.Addr, size int, timeout time.Duration) (time.Duration, error)
 }

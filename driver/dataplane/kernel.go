@@ -53,6 +53,9 @@ type Kernel struct {
 	// remembers which one holds a link found there by name.
 	spaces map[string]*space
 	where  map[string]*space
+	// probe is the doctor's probe namespace and device (kernel_probe.go);
+	// nil when there is none.
+	probe  *probeSpace
 	closed bool
 
 	// tun is the host's encryption tunnel while it runs (kernel_tunnel.go).
@@ -91,7 +94,8 @@ func NewKernel(log *logrus.Entry) (*Kernel, error) {
 	}, nil
 }
 
-// Close releases the netlink handles; isolated namespaces stay pinned. The
+// Close releases the netlink handles and removes the probe device; isolated
+// namespaces stay pinned. The
 // Kernel must not be used afterwards.
 func (k *Kernel) Close() {
 	k.mu.Lock()
@@ -101,6 +105,7 @@ func (k *Kernel) Close() {
 	}
 	k.closed = true
 	k.closeTunnel()
+	k.dropProbe()
 	k.closeSpaces()
 	k.nl.Close()
 }

@@ -23,6 +23,15 @@ import (
 //	encryption tunnel   gvt-wireguard      one per host (tunnel.go)
 //
 // The driver chooses which links exist; this file alone spells their names.
+//
+// One more link is not named after a Docker id and never lives in the host
+// namespace: the probe device ProbeName, alone in the private namespace of
+// `grapevine doctor`'s VXLAN probe (kernel_probe.go). Its name is not a
+// managed one, so no orphan sweep of the host namespace can meet it.
+
+// ProbeName names the VXLAN device of the doctor's probe, in its own
+// namespace.
+const ProbeName = "gvprobe"
 
 // NameIDLen is how many characters of a Docker id a link name keeps.
 const NameIDLen = 11

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"grapevine/driver/dataplane"
 )
@@ -92,6 +93,9 @@ type Fake struct {
 	ourRoutes  map[fakeRouteKey]netip.Addr // SetRoute's routes → src
 	noVLAN     bool
 	tunnel     *dataplane.TunnelSpec // EnsureTunnel's last spec; nil: none
+	probe      *dataplane.ProbeSpec
+	// pathMTU: the largest probe each peer answers (absent: none).
+	pathMTU map[netip.Addr]int
 }
 
 var _ dataplane.Dataplane = (*Fake)(nil)
@@ -498,6 +502,64 @@ func (f *Fake) SetVXLANPeers(in dataplane.VXLANIngress) error {
 		f.firewall.VXLAN.Peers, f.firewall.VXLAN.Partial = slices.Clone(in.Peers), in.Partial
 	}
 	return nil
+}
+
+// EnsureProbe implements Dataplane: it records the probe device's spec.
+func (f *Fake) EnsureProbe(spec dataplane.ProbeSpec) error {
+	defer f.lock()()
+	if err := f.begin("EnsureProbe", ""); err != nil {
+		return err
+	}
+	spec.Peers = slices.Clone(spec.Peers)
+	f.probe = &spec
+	return nil
+}
+
+// RemoveProbe implements Dataplane.
+func (f *Fake) RemoveProbe() error {
+	defer f.lock()()
+	if err := f.begin("RemoveProbe", ""); err != nil {
+		return err
+	}
+	f.probe = nil
+	return nil
+}
+
+// ProbeSpec returns the probe device's spec; nil without one.
+func (f *Fake) ProbeSpec() *dataplane.ProbeSpec {
+	defer f.lock()()
+	if f.probe == nil {
+		return nil
+	}
+	c := *f.probe
+	c.Peers = slices.Clone(c.Peers)
+	return &c
+}
+
+// SetPathMTU makes probes to peer of up to mtu bytes answered (0: none),
+// once the probe device reaches it.
+func (f *Fake) SetPathMTU(peer netip.Addr, mtu int) {
+	defer f.lock()()
+	if f.pathMTU == nil {
+		f.pathMTU = map[netip.Addr]int{}
+	}
+	f.pathMTU[peer] = mtu
+}
+
+// Probe implements Dataplane: answered when the probe device reaches peer
+// and size is within the peer's path MTU (SetPathMTU).
+func (f *Fake) Probe(peer netip.Addr, size int, _ time.Duration) (time.Duration, error) {
+	defer f.lock()()
+	if err := f.begin("Probe", peer.String()); err != nil {
+		return 0, err
+	}
+	if f.probe == nil {
+		return 0, dataplane.ErrNoProbe
+	}
+	if !slices.Contains(f.probe.Peers, peer) || size > f.pathMTU[peer] {
+		return 0, fmt.Errorf("probe of %d bytes to %s: %w", size, peer, dataplane.ErrProbeLost)
+	}
+	return time.Millisecond, nil
 }
 
 // VXLANDrops implements Dataplane: the Fake drops nothing.
