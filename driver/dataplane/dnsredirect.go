@@ -87,6 +87,80 @@ func (k *Kernel) SyncNamesRedirect(r NamesRedirect) error {
 			return fmt.Errorf("names redirect: insert the jump into nat PREROUTING: %w", err)
 		}
 	}
+	// A restarted plugin's resolver listens on other ports: queries whose
+	// ports repeat an earlier query's within conntrack's timeout would
+	// follow the old entry to the dead port and be lost. Each subnet is
+	// cleaned once per pair of ports.
+	if k.names.UDPPort != r.UDPPort || k.names.TCPPort != r.TCPPort {
+		k.namesClean = map[netip.Prefix]bool{}
+	}
+	var dirty []netip.Prefix
+	for _, s := range r.Subnets {
+		if !k.namesClean[s] {
+			dirty = append(dirty, s)
+		}
+	}
+	if err := k.dropNamesFlows(namesFlows{subnets: dirty, keep: r}); err != nil {
+		return err
+	}
+	for _, s := range dirty {
+		k.namesClean[s] = true
+	}
+	k.names = r
+	return nil
+}
+
+// namesFlows matches conntrack entries of DNS queries from subnets that a
+// names redirect sent to a port other than keep's (all redirected ones when
+// keep is zero). Entries not redirected (the reply comes from port 53) never
+// match.
+type namesFlows struct {
+	subnets []netip.Prefix
+	keep    NamesRedirect
+}
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter.
+func (f namesFlows) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	if fl.Forward.DstPort != 53 || fl.Reverse.SrcPort == 53 {
+		return false
+	}
+	switch fl.Forward.Protocol {
+	case unix.IPPROTO_UDP:
+		if f.keep.UDPPort != 0 && fl.Reverse.SrcPort == f.keep.UDPPort {
+			return false
+		}
+	case unix.IPPROTO_TCP:
+		if f.keep.TCPPort != 0 && fl.Reverse.SrcPort == f.keep.TCPPort {
+			return false
+		}
+	default:
+		return false
+	}
+	src, ok := netip.AddrFromSlice(fl.Forward.SrcIP)
+	if !ok {
+		return false
+	}
+	src = src.Unmap()
+	for _, s := range f.subnets {
+		if s.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropNamesFlows deletes the conntrack entries f matches. Caller holds k.mu.
+func (k *Kernel) dropNamesFlows(f namesFlows) error {
+	if len(f.subnets) == 0 {
+		return nil
+	}
+	n, err := k.nl.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
+	if err != nil {
+		return fmt.Errorf("names redirect: delete stale conntrack entries of redirected queries: %w", err)
+	}
+	if n > 0 {
+		k.log.WithField("entries", n).Debug("names redirect: deleted conntrack entries pointing at an earlier resolver port")
+	}
 	return nil
 }
 
@@ -106,6 +180,12 @@ func (k *Kernel) RemoveNamesRedirect() error {
 	if err := k.ipt.ClearAndDeleteChain("nat", chainNames); err != nil && !isNoChain(err) {
 		return fmt.Errorf("names redirect: delete chain %s: %w", chainNames, err)
 	}
+	// Without the redirect, a query repeating a redirected one's ports
+	// would still follow its conntrack entry to a port nobody answers.
+	if err := k.dropNamesFlows(namesFlows{subnets: k.names.Subnets}); err != nil {
+		return err
+	}
+	k.names, k.namesClean = NamesRedirect{}, nil
 	return nil
 }
 

@@ -160,3 +160,41 @@ func recvUDP(t *testing.T, c *net.UDPConn, wait time.Duration) netip.AddrPort {
 	}
 	return netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 }
+
+// TestNamesFlowsMatch: only DNS flows from the redirect's subnets that a
+// redirect sent to a port other than the current resolver's are deleted;
+// flows answered by port 53 itself (not redirected), other ports, other
+// subnets and other protocols are left alone.
+func TestNamesFlowsMatch(t *testing.T) {
+	cur := NamesRedirect{UDPPort: 40001, TCPPort: 40002}
+	f := namesFlows{subnets: []netip.Prefix{netip.MustParsePrefix("198.19.61.0/24")}, keep: cur}
+	flow := func(proto uint8, src string, dport, replySport uint16) *netlink.ConntrackFlow {
+		return &netlink.ConntrackFlow{
+			Forward: netlink.IPTuple{Protocol: proto, SrcIP: net.ParseIP(src), DstPort: dport},
+			Reverse: netlink.IPTuple{Protocol: proto, SrcPort: replySport},
+		}
+	}
+	const udp, tcp, icmp = 17, 6, 1
+	for _, c := range []struct {
+		name string
+		fl   *netlink.ConntrackFlow
+		want bool
+	}{
+		{"udp to an old resolver port", flow(udp, "198.19.61.5", 53, 39000), true},
+		{"tcp to an old resolver port", flow(tcp, "198.19.61.5", 53, 39001), true},
+		{"udp to the current port", flow(udp, "198.19.61.5", 53, cur.UDPPort), false},
+		{"tcp to the current port", flow(tcp, "198.19.61.5", 53, cur.TCPPort), false},
+		{"not redirected", flow(udp, "198.19.61.5", 53, 53), false},
+		{"not dns", flow(udp, "198.19.61.5", 123, 39000), false},
+		{"another subnet", flow(udp, "198.19.62.5", 53, 39000), false},
+		{"another protocol", flow(icmp, "198.19.61.5", 53, 39000), false},
+	} {
+		if got := f.MatchConntrackFlow(c.fl); got != c.want {
+			t.Errorf("%s: match %v, want %v", c.name, got, c.want)
+		}
+	}
+	all := namesFlows{subnets: f.subnets}
+	if !all.MatchConntrackFlow(flow(udp, "198.19.61.5", 53, cur.UDPPort)) {
+		t.Error("with no ports to keep (the redirect removed), a flow to the last port must match")
+	}
+}

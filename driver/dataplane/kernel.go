@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -60,6 +61,12 @@ type Kernel struct {
 
 	// tun is the host's encryption tunnel while it runs (kernel_tunnel.go).
 	tun *tunnelState
+	// names is the names redirect last synced by this process
+	// (dnsredirect.go); zero before the first.
+	names NamesRedirect
+	// namesClean: the subnets whose stale redirected DNS flows were
+	// deleted for names' ports.
+	namesClean map[netip.Prefix]bool
 }
 
 var _ Dataplane = (*Kernel)(nil)
