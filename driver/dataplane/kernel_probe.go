@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -316,8 +318,12 @@ func (k *Kernel) Probe(peer netip.Addr, size int, timeout time.Duration) (time.D
 	}
 	defer unix.Close(sock)
 	id, seq := uint16(unix.Getpid()^int(time.Now().UnixNano())), uint16(time.Now().UnixNano()>>10)
+	req, err := echoRequest(id, seq, size-20)
+	if err != nil {
+		return 0, err
+	}
 	start := time.Now()
-	if err := unix.Sendto(sock, echoRequest(id, seq, size-20), 0, &unix.SockaddrInet4{Addr: peer.As4()}); err != nil {
+	if err := unix.Sendto(sock, req, 0, &unix.SockaddrInet4{Addr: peer.As4()}); err != nil {
 		return 0, fmt.Errorf("probe: send %d bytes to %s: %w", size, peer, err)
 	}
 	if err := awaitEcho(sock, peer, id, seq, start.Add(timeout), size); err != nil {
@@ -353,31 +359,19 @@ func (k *Kernel) probeSocket() (int, error) {
 	return sock, nil
 }
 
-// echoRequest is an ICMP echo request of n bytes (header included).
-func echoRequest(id, seq uint16, n int) []byte {
-	b := make([]byte, n)
-	b[0] = 8 // echo request
-	binary.BigEndian.PutUint16(b[4:], id)
-	binary.BigEndian.PutUint16(b[6:], seq)
-	for i := 8; i < n; i++ {
-		b[i] = byte(i)
+// echoRequest is an ICMP echo request of n bytes (header included),
+// checksummed by x/net's icmp package.
+func echoRequest(id, seq uint16, n int) ([]byte, error) {
+	data := make([]byte, n-8)
+	for i := range data {
+		data[i] = byte(i + 8)
 	}
-	binary.BigEndian.PutUint16(b[2:], icmpChecksum(b))
-	return b
-}
-
-func icmpChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: int(id), Seq: int(seq), Data: data}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return nil, fmt.Errorf("probe: echo request: %w", err)
 	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
+	return b, nil
 }
 
 // awaitEcho reads the socket until peer's echo reply to id/seq, of the
