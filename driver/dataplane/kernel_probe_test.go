@@ -18,15 +18,7 @@ import (
 // and port are free again in the host namespace.
 func TestProbeAcrossVXLAN(t *testing.T) {
 	tn1, k1 := newKernelNS(t)
-	_, ns2, nl2 := otherNS(t)
-	var k2 *Kernel
-	inNS(t, ns2, func() {
-		var err error
-		if k2, err = NewKernel(testLog(t).WithField("host", 2)); err != nil {
-			t.Fatalf("NewKernel in host 2: %v", err)
-		}
-	})
-	t.Cleanup(k2.Close)
+	ns2, nl2, k2 := secondKernel(t)
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = "u1"
 	if err := tn1.nl.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "u2"}); err != nil {

@@ -104,15 +104,7 @@ func isolate(t *testing.T, k *Kernel) []string {
 
 func overlayTraffic(t *testing.T, isolated bool) {
 	tn1, k1 := newKernelNS(t)
-	_, ns2, nl2 := otherNS(t)
-	var k2 *Kernel
-	inNS(t, ns2, func() {
-		var err error
-		if k2, err = NewKernel(testLog(t).WithField("host", 2)); err != nil {
-			t.Fatalf("NewKernel in host 2: %v", err)
-		}
-	})
-	t.Cleanup(k2.Close)
+	ns2, nl2, k2 := secondKernel(t)
 	var pins []string
 	if isolated {
 		pins = isolate(t, k1)

@@ -86,6 +86,22 @@ func otherNS(t *testing.T) (string, netns.NsHandle, *netlink.Handle) {
 }
 
 // inNS runs f with the calling (locked) thread switched into ns.
+// secondKernel is a Kernel in a namespace of its own (a second host), closed
+// when the test ends, with that namespace and a netlink handle in it.
+func secondKernel(t *testing.T) (netns.NsHandle, *netlink.Handle, *Kernel) {
+	t.Helper()
+	_, ns, h := otherNS(t)
+	var k *Kernel
+	inNS(t, ns, func() {
+		var err error
+		if k, err = NewKernel(testLog(t).WithField("host", 2)); err != nil {
+			t.Fatalf("NewKernel in host 2: %v", err)
+		}
+	})
+	t.Cleanup(k.Close)
+	return ns, h, k
+}
+
 func inNS(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
 	(&nstest.NS{Name: "of the test", Handle: ns}).Do(t, f)
