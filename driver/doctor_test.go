@@ -1,12 +1,15 @@
 package driver
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
+	"grapevine/driver/dataplane"
 	"grapevine/gossip"
 )
 
@@ -99,4 +102,27 @@ func TestProbeVNIRefused(t *testing.T) {
 	e := newEnv(t)
 	err := e.d.CreateNetwork(e.createReq(netReq{id: id("n"), subnet: sub20, opts: map[string]string{"vni": "8388607"}}))
 	wantErr(t, err, "reserved for grapevine's own probe")
+}
+
+// A probe device refused because its VNI is still held (the device of a
+// plugin process that just stopped) is retried within about a second, not
+// at the next repair pass, so a doctor run on another host soon after this
+// plugin's restart does not report the path as blocked.
+func TestProbeDeviceRetriedSoonWhenVNIHeld(t *testing.T) {
+	e, c := newClusterEnv(t, "h0", "198.18.0.1")
+	c.SetMember("h1", "198.18.0.2", gossip.StateAlive, gossip.EventJoin)
+	e.flush()
+	e.fake.SetFail("EnsureProbe", fmt.Errorf("probe: vni held by a stopping process: %w", dataplane.ErrVNIInUse))
+	e.mustCreateNetwork(netReq{id: id("n"), subnet: sub20})
+	if p := e.fake.ProbeSpec(); p != nil {
+		t.Fatalf("probe device %+v while its VNI is held", p)
+	}
+	e.fake.SetFail("EnsureProbe", nil)
+	deadline := time.Now().Add(3 * time.Second)
+	for e.fake.ProbeSpec() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no probe device 3s after its VNI was freed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -153,6 +153,7 @@ type Driver struct {
 	left      *leftPeers
 	peers     *peerState
 	wake      chan struct{}
+	probeKick chan struct{} // the probe device failed for a reason that passes: retry soon
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -271,6 +272,7 @@ func (d *Driver) startCluster(c gossip.Replicated, repair time.Duration) {
 	d.self = c.LocalName()
 	d.peers = newPeerState()
 	d.wake = make(chan struct{}, 1)
+	d.probeKick = make(chan struct{}, 1)
 	d.stop = make(chan struct{})
 	d.done = make(chan struct{})
 	if repair == 0 {

@@ -257,8 +257,9 @@ func (d *Driver) applyDirty(limit int) int {
 	return len(d.peers.dirty)
 }
 
-// peerLoop is the peer worker: it applies dirty keys as they come and runs
-// ReconcilePeers every repair interval, until Close.
+// peerLoop is the peer worker: it applies dirty keys as they come, retries
+// a refused probe device soon (kickProbe) and runs ReconcilePeers every
+// repair interval, until Close.
 func (d *Driver) peerLoop(repair time.Duration) {
 	defer close(d.done)
 	var tick <-chan time.Time
@@ -267,10 +268,21 @@ func (d *Driver) peerLoop(repair time.Duration) {
 		defer t.Stop()
 		tick = t.C
 	}
+	var probeRetry <-chan time.Time
+	probeLeft := 0
 	for {
 		select {
 		case <-d.stop:
 			return
+		case <-d.probeKick:
+			if probeRetry == nil {
+				probeRetry, probeLeft = time.After(probeRetryEvery), probeRetries
+			}
+		case <-probeRetry:
+			probeRetry = nil
+			if probeLeft--; d.retryProbe() && probeLeft > 0 {
+				probeRetry = time.After(probeRetryEvery)
+			}
 		case <-d.wake:
 			for d.applyDirty(peerBatch) > 0 {
 				select {

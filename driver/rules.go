@@ -1,9 +1,11 @@
 package driver
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"grapevine/driver/dataplane"
 )
@@ -48,11 +50,15 @@ func (d *Driver) syncFirewall() error {
 		return fmt.Errorf("program firewall rules: %w", err)
 	}
 	d.filterSynced = true
-	// the probe only serves the doctor: its failure (e.g. the VNI still
-	// held by a previous process's device) never fails a network call;
-	// the doctor reports it, the next sync retries
+	// the probe only serves the doctor: its failure never fails a network
+	// call; the doctor reports it, the next sync retries, and the peer
+	// worker retries soon when the VNI is still held (by the device of a
+	// plugin process that just stopped, gone within seconds)
 	if err := d.syncProbe(); err != nil {
-		d.log.WithError(err).Warn("could not set up the doctor's probe device; retrying at the next sync")
+		d.log.WithError(err).Warn("could not set up the doctor's probe device; retrying")
+		if errors.Is(err, dataplane.ErrVNIInUse) {
+			d.kickProbe()
+		}
 	}
 	return nil
 }
@@ -158,4 +164,37 @@ func (d *Driver) VXLANIngress() (VXLANIngressStatus, error) {
 	}
 	st.Dropped = n
 	return st, nil
+}
+
+// Probe retries: a probe device refused because its VNI is still held is
+// tried again every probeRetryEvery, at most probeRetries times, before the
+// peer repair's own interval takes over.
+const (
+	probeRetryEvery = 500 * time.Millisecond
+	probeRetries    = 30
+)
+
+// kickProbe asks the peer worker to retry the probe device soon (no worker
+// without a cluster: nothing to probe then). Caller holds mu.
+func (d *Driver) kickProbe() {
+	if d.probeKick == nil {
+		return
+	}
+	select {
+	case d.probeKick <- struct{}{}:
+	default:
+	}
+}
+
+// retryProbe is one retry of the peer worker: true when the device is
+// still refused for its VNI and another retry should follow. Takes mu.
+func (d *Driver) retryProbe() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.syncProbe()
+	if err == nil {
+		d.log.Info("the doctor's probe device is set up")
+		return false
+	}
+	return errors.Is(err, dataplane.ErrVNIInUse)
 }
