@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"grapevine/internal/ipv4pkt"
 )
 
 // The convergence probe. It owns one OS thread inside the prober
@@ -284,7 +286,10 @@ func (s *probeState) send() (time.Time, error) {
 		frame = t.arpRequest(s.d4)
 	} else {
 		t.counter++
-		frame = t.echoRequest(s.dstMAC, s.d4, t.counter)
+		var err error
+		if frame, err = t.echoRequest(s.dstMAC, s.d4, t.counter); err != nil {
+			return time.Time{}, err
+		}
 	}
 	if err := unix.Sendto(t.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: t.ifindex}); err != nil && !errors.Is(err, unix.ENOBUFS) {
 		return time.Time{}, fmt.Errorf("send probe: %w", err)
@@ -366,28 +371,22 @@ func arpReplyFrom(f []byte, dst [4]byte) (net.HardwareAddr, bool) {
 	return net.HardwareAddr(append([]byte(nil), f[22:28]...)), true
 }
 
-func (t *probeThread) echoRequest(dstMAC net.HardwareAddr, dst [4]byte, counter uint32) []byte {
-	const ipLen, icmpLen = 20, 16
-	f := make([]byte, 14+ipLen+icmpLen)
+// echoRequest is the Ethernet frame of an echo request to dst carrying
+// counter (the IPv4 identification and the echo's sequence number hold its
+// low 16 bits, the data its 32).
+func (t *probeThread) echoRequest(dstMAC net.HardwareAddr, dst [4]byte, counter uint32) ([]byte, error) {
+	data := make([]byte, 8)
+	binary.BigEndian.PutUint32(data, counter)
+	pkt, err := ipv4pkt.EchoRequest(ipv4pkt.Echo{Src: netip.AddrFrom4(t.src), Dst: netip.AddrFrom4(dst),
+		ID: t.id, Seq: uint16(counter), Data: data, IPID: int(uint16(counter)), DF: true})
+	if err != nil {
+		return nil, fmt.Errorf("echo request: %w", err)
+	}
+	f := make([]byte, 14, 14+len(pkt))
 	copy(f[0:6], dstMAC)
 	copy(f[6:12], t.mac)
 	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14 : 14+ipLen]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], ipLen+icmpLen)
-	binary.BigEndian.PutUint16(ip[4:], uint16(counter))
-	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
-	ip[8], ip[9] = 64, unix.IPPROTO_ICMP
-	copy(ip[12:16], t.src[:])
-	copy(ip[16:20], dst[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
-	ic := f[14+ipLen:]
-	ic[0] = 8 // echo request
-	binary.BigEndian.PutUint16(ic[4:], t.id)
-	binary.BigEndian.PutUint16(ic[6:], uint16(counter))
-	binary.BigEndian.PutUint32(ic[8:], counter)
-	binary.BigEndian.PutUint16(ic[2:], checksum(ic))
-	return f
+	return append(f, pkt...), nil
 }
 
 // echoReplyFrom returns the counter of an echo reply from dst to this prober.
@@ -400,19 +399,4 @@ func (t *probeThread) echoReplyFrom(f []byte, dst [4]byte) (uint32, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint32(ic[8:]), true
-}
-
-// checksum is the Internet checksum of b.
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }

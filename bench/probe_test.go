@@ -3,6 +3,8 @@ package main
 import (
 	"net"
 	"testing"
+
+	"grapevine/internal/ipv4pkt"
 )
 
 // TestProbeFrames checks the prober's frames against the answers a kernel
@@ -13,11 +15,14 @@ func TestProbeFrames(t *testing.T) {
 	pt := &probeThread{mac: net.HardwareAddr{2, 0, 0, 0, 0, 1}, src: [4]byte{198, 18, 9, 1}, id: 0x4242}
 	dst := [4]byte{198, 18, 9, 2}
 	dmac := net.HardwareAddr{2, 0, 0, 0, 0, 2}
-	req := pt.echoRequest(dmac, dst, 77)
-	if c := checksum(req[14:34]); c != 0 {
+	req, err := pt.echoRequest(dmac, dst, 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := ipv4pkt.Checksum(req[14:34]); c != 0 {
 		t.Errorf("IPv4 header checksum does not verify: %#x", c)
 	}
-	if c := checksum(req[34:]); c != 0 {
+	if c := ipv4pkt.Checksum(req[34:]); c != 0 {
 		t.Errorf("ICMP checksum does not verify: %#x", c)
 	}
 	reply := func(from [4]byte, id byte) []byte {

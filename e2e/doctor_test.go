@@ -304,7 +304,7 @@ func TestProbeBehindIngressFilter(t *testing.T) {
 	_, _, before := vxlanIngressOf(t, "h1")
 	dst := netip.AddrPortFrom(vtep, 4789)
 	for seq := range uint16(5) {
-		if err := sendUDPFromNetns(netnsPath("lan"), dst, vxlanFrame(8388607, probeMAC, lanMAC, netip.MustParseAddr(lanAddr), vtep, seq)); err != nil {
+		if err := sendUDPFromNetns(netnsPath("lan"), dst, vxlanFrame(t, 8388607, probeMAC, lanMAC, netip.MustParseAddr(lanAddr), vtep, seq)); err != nil {
 			t.Fatal(err)
 		}
 	}

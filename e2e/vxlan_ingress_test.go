@@ -14,47 +14,21 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"grapevine/internal/ipv4pkt"
 )
 
 // vxlanFrame builds a VXLAN datagram's payload: the VXLAN header with vni and
 // an Ethernet frame carrying an IPv4 ICMP echo request from src to dst.
-func vxlanFrame(vni uint32, dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, seq uint16) []byte {
-	icmp := make([]byte, 8+16)
-	icmp[0] = 8 // echo request
-	binary.BigEndian.PutUint16(icmp[4:], 0x6776)
-	binary.BigEndian.PutUint16(icmp[6:], seq)
-	copy(icmp[8:], "grapevine-inject")
-	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp))
-
-	ip := make([]byte, 20)
-	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_ICMP
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
-	s4, d4 := src.As4(), dst.As4()
-	copy(ip[12:], s4[:])
-	copy(ip[16:], d4[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
-
+func vxlanFrame(t *testing.T, vni uint32, dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, seq uint16) []byte {
+	t.Helper()
+	ip, err := ipv4pkt.EchoRequest(ipv4pkt.Echo{Src: src, Dst: dst, ID: 0x6776, Seq: seq, Data: []byte("grapevine-inject")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	vx := make([]byte, 8)
 	vx[0] = 0x08 // VNI present
 	binary.BigEndian.PutUint32(vx[4:], vni<<8)
-	frame := slices.Concat(vx, dstMAC, srcMAC, []byte{0x08, 0x00}, ip, icmp)
-	return frame
-}
-
-// checksum is the Internet checksum of b.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
+	return slices.Concat(vx, dstMAC, srcMAC, []byte{0x08, 0x00}, ip)
 }
 
 // echoesReceived reads the ICMP echo requests container c on host has
@@ -170,7 +144,7 @@ func TestVXLANIngressOnlyFromMembers(t *testing.T) {
 		t.Helper()
 		for range 3 {
 			seq++
-			if err := sendUDPFromNetns(nsPath, dst, vxlanFrame(vni, cmac, srcMAC, inner, cip, seq)); err != nil {
+			if err := sendUDPFromNetns(nsPath, dst, vxlanFrame(t, vni, cmac, srcMAC, inner, cip, seq)); err != nil {
 				t.Fatalf("send from %s: %v", from, err)
 			}
 		}
