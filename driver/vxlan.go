@@ -220,6 +220,9 @@ func (d *Driver) makeNetworkLinks(rec *networkRecord, u dataplane.Underlay) erro
 	if err := d.dp.EnsureBridge(d.bridgeSpec(rec)); err != nil {
 		return fmt.Errorf("create bridge %s: %w", bridgeName(rec.ID), err)
 	}
+	if rec.Mode == modeEncrypted {
+		return nil // routed through the tunnel: no VXLAN device
+	}
 	for try := 0; ; try++ {
 		err := d.dp.EnsureVXLAN(d.vxlanSpec(rec, u))
 		if err == nil {
@@ -255,6 +258,9 @@ func (d *Driver) bridgeSpec(rec *networkRecord) dataplane.BridgeSpec {
 		MTU:     rec.MTU,
 		MAC:     bridgeMAC(rec.ID),
 		Address: rec.Gateway,
+		// an encrypted network's remote endpoints are routed into the
+		// tunnel: the bridge answers ARP for them
+		ProxyARP: rec.Mode == modeEncrypted,
 	}
 }
 

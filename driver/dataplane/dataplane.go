@@ -38,6 +38,10 @@ type BridgeSpec struct {
 	MTU     int              // 0 = leave kernel default
 	MAC     net.HardwareAddr // stable address, nil = kernel chooses
 	Address netip.Prefix     // gateway address with the subnet's prefix length; invalid = none
+	// ProxyARP: the link holding the gateway answers ARP for addresses the
+	// host routes through another link (an encrypted network's remote
+	// endpoints, routed into the tunnel), at once (no proxy delay).
+	ProxyARP bool
 }
 
 // VXLANSpec describes a per-network VXLAN device enslaved to a bridge.
@@ -170,6 +174,10 @@ type NetworkRules struct {
 	// Masquerade egress traffic from Subnet leaving through any other interface.
 	// Never true together with Internal.
 	Masquerade bool
+	// Tunnel, when set, is the encryption tunnel's link: traffic from
+	// Subnet to Subnet is forwarded between it and the bridge (both ways,
+	// Internal or not) and never masqueraded.
+	Tunnel string
 }
 
 // PortRule is one published port: HostIP:HostPort (all host addresses when HostIP

@@ -76,7 +76,65 @@ func (k *Kernel) EnsureTunnel(spec TunnelSpec) error {
 	if err := k.nl.RouteReplace(tunnelRoute(l.Attrs().Index)); err != nil {
 		return fmt.Errorf("tunnel %s: route in table %d: %w", spec.Name, TunnelTable, err)
 	}
+	if err := k.ensureAddrRoutes(l.Attrs().Index, tunnelAddrs(spec)); err != nil {
+		return fmt.Errorf("tunnel %s: %w", spec.Name, err)
+	}
 	return k.ensureTunnelRules(spec.VXLANPort)
+}
+
+// addrRoute is the main table's /32 route of a peer's address into the
+// tunnel link.
+func addrRoute(link int, a netip.Addr) *netlink.Route {
+	return &netlink.Route{
+		LinkIndex: link,
+		Table:     unix.RT_TABLE_MAIN,
+		Dst:       &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)},
+		Scope:     netlink.SCOPE_LINK,
+	}
+}
+
+// ensureAddrRoutes makes the main table's routes through the tunnel link
+// exactly a /32 per address of want: missing ones are added, others on the
+// link deleted. Caller holds mu.
+func (k *Kernel) ensureAddrRoutes(link int, want []netip.Addr) error {
+	have, err := k.nl.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: link, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list the routes of the link: %w", err)
+	}
+	keep := map[netip.Addr]bool{}
+	var errs []error
+	for _, r := range have {
+		a, ok := routeHost(r)
+		if ok && !keep[a] && slices.Contains(want, a) {
+			keep[a] = true
+			continue
+		}
+		if err := k.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %v: %w", r.Dst, err))
+		}
+	}
+	for _, a := range want {
+		if keep[a] {
+			continue
+		}
+		if err := k.nl.RouteReplace(addrRoute(link, a)); err != nil {
+			errs = append(errs, fmt.Errorf("route %v/32 into the link: %w", a, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// routeHost returns the address of a /32 IPv4 route.
+func routeHost(r netlink.Route) (netip.Addr, bool) {
+	if r.Dst == nil {
+		return netip.Addr{}, false
+	}
+	if ones, bits := r.Dst.Mask.Size(); ones != 32 || bits != 32 {
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+	return a, ok
 }
 
 // tunnelLink returns the running tunnel's link, starting the device when
@@ -176,12 +234,16 @@ func peerConfigs(old, want []TunnelPeer) []wgtypes.PeerConfig {
 	}
 	ka := keepalive
 	for _, p := range want {
+		allowed := []net.IPNet{}
+		for _, a := range p.Addrs {
+			allowed = append(allowed, net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)})
+		}
 		out = append(out, wgtypes.PeerConfig{
 			PublicKey:                   wgtypes.Key(p.PublicKey),
 			Endpoint:                    net.UDPAddrFromAddrPort(p.Endpoint),
 			PersistentKeepaliveInterval: &ka,
 			ReplaceAllowedIPs:           true,
-			AllowedIPs:                  []net.IPNet{{IP: p.VTEP.AsSlice(), Mask: net.CIDRMask(32, 32)}},
+			AllowedIPs:                  allowed,
 		})
 	}
 	return out
@@ -324,9 +386,7 @@ func (k *Kernel) TunnelStatus() (TunnelStatus, bool, error) {
 			ps.Endpoint = p.Endpoint.AddrPort()
 			ps.Endpoint = netip.AddrPortFrom(ps.Endpoint.Addr().Unmap(), ps.Endpoint.Port())
 		}
-		if len(p.AllowedIPs) == 1 {
-			ps.VTEP, _ = netip.AddrFromSlice(p.AllowedIPs[0].IP.To4())
-		}
+		ps.VTEP = ps.Endpoint.Addr()
 		st.Peers = append(st.Peers, ps)
 	}
 	return st, true, nil

@@ -104,6 +104,69 @@ func TestTunnelLifecycle(t *testing.T) {
 	}
 }
 
+// TestTunnelAddrRoutes: each peer address gets a /32 route into the tunnel
+// link (a repeat changes nothing); an address dropped from the spec, or a
+// /32 on the link the spec does not hold, loses its route, so the address
+// falls back to the main table's other routes; a recreated link gets them
+// back.
+func TestTunnelAddrRoutes(t *testing.T) {
+	_, k := newKernelNS(t)
+	run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	run(t, "ip", "addr", "add", "198.18.0.1/24", "dev", "eth0")
+	run(t, "ip", "link", "set", "eth0", "up")
+	run(t, "ip", "link", "add", "br0", "type", "bridge")
+	run(t, "ip", "addr", "add", "198.19.31.1/24", "dev", "br0")
+	run(t, "ip", "link", "set", "br0", "up")
+	spec := func(addrs ...string) TunnelSpec {
+		s := tunnelSpec(4792)
+		for _, a := range addrs {
+			s.Peers[0].Addrs = append(s.Peers[0].Addrs, netip.MustParseAddr(a))
+		}
+		return s
+	}
+	via := func(dst string) string {
+		out, err := exec.Command("ip", "route", "get", dst).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip route get %s: %v %s", dst, err, out)
+		}
+		return string(out)
+	}
+	check := func(step string, into, not []string) {
+		t.Helper()
+		for _, a := range into {
+			if out := via(a); !strings.Contains(out, "dev "+TunnelName()) {
+				t.Errorf("%s: %s routed %s, want into %s", step, a, out, TunnelName())
+			}
+		}
+		for _, a := range not {
+			if out := via(a); !strings.Contains(out, "dev br0") {
+				t.Errorf("%s: %s routed %s, want through br0", step, a, out)
+			}
+		}
+	}
+	for range 2 {
+		if err := k.EnsureTunnel(spec("198.19.31.130", "198.19.31.131")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("two addresses", []string{"198.19.31.130", "198.19.31.131"}, []string{"198.19.31.132"})
+	run(t, "ip", "route", "add", "198.19.31.140/32", "dev", TunnelName())
+	if err := k.EnsureTunnel(spec("198.19.31.131", "198.19.31.132")); err != nil {
+		t.Fatal(err)
+	}
+	check("one replaced, a stray route", []string{"198.19.31.131", "198.19.31.132"}, []string{"198.19.31.130", "198.19.31.140"})
+	run(t, "ip", "link", "del", TunnelName())
+	check("link gone", nil, []string{"198.19.31.131", "198.19.31.132"})
+	if err := k.EnsureTunnel(spec("198.19.31.131", "198.19.31.132")); err != nil {
+		t.Fatal(err)
+	}
+	check("link recreated", []string{"198.19.31.131", "198.19.31.132"}, nil)
+	if err := k.EnsureTunnel(spec()); err != nil {
+		t.Fatal(err)
+	}
+	check("no addresses", nil, []string{"198.19.31.131", "198.19.31.132"})
+}
+
 // TestTunnelKernelMode: where the kernel has WireGuard, the tunnel uses it.
 func TestTunnelKernelMode(t *testing.T) {
 	tn, k := newKernelNS(t)
@@ -145,7 +208,8 @@ func TestParseUAPIPeers(t *testing.T) {
 }
 
 // TestUAPIText renders a configuration in wireguard-go's protocol: device
-// lines first, a removed peer, a set peer with its allowed IP replaced.
+// lines first, a removed peer, a set peer with its allowed IPs (its
+// addresses, not its VTEP) replaced.
 func TestUAPIText(t *testing.T) {
 	cfg := wgtypes.Config{ReplacePeers: true}
 	key := wgtypes.Key{1}
@@ -153,10 +217,11 @@ func TestUAPIText(t *testing.T) {
 	cfg.PrivateKey, cfg.ListenPort = &key, &port
 	cfg.Peers = peerConfigs(
 		[]TunnelPeer{{PublicKey: Key{7}, Endpoint: netip.MustParseAddrPort("198.18.0.7:51820"), VTEP: netip.MustParseAddr("198.18.0.7")}},
-		[]TunnelPeer{{PublicKey: Key{2}, Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), VTEP: netip.MustParseAddr("198.18.0.2")}})
+		[]TunnelPeer{{PublicKey: Key{2}, Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), VTEP: netip.MustParseAddr("198.18.0.2"),
+			Addrs: []netip.Addr{netip.MustParseAddr("198.19.31.130"), netip.MustParseAddr("198.19.31.131")}}})
 	want := "private_key=01" + strings.Repeat("00", 31) + "\nlisten_port=51820\nreplace_peers=true\n" +
 		"public_key=07" + strings.Repeat("00", 31) + "\nremove=true\n" +
-		"public_key=02" + strings.Repeat("00", 31) + "\nendpoint=198.18.0.2:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=198.18.0.2/32\n"
+		"public_key=02" + strings.Repeat("00", 31) + "\nendpoint=198.18.0.2:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=198.19.31.130/32\nallowed_ip=198.19.31.131/32\n"
 	if got := uapiText(cfg); got != want {
 		t.Errorf("uapiText:\n%s\nwant:\n%s", got, want)
 	}

@@ -58,9 +58,12 @@ type TunnelPeer struct {
 	PublicKey Key
 	// Endpoint is where its WireGuard listens (its VTEP and port).
 	Endpoint netip.AddrPort
-	// VTEP is the only inner source accepted from it and the only inner
-	// destination sent to it (its allowed IP, /32).
+	// VTEP is its underlay address (the endpoint's), which names it.
 	VTEP netip.Addr
+	// Addrs are its containers' addresses on the encrypted networks: its
+	// allowed IPs (each /32: the only inner sources accepted from it) and
+	// the destinations routed to it (a /32 route each via the link).
+	Addrs []netip.Addr
 }
 
 // TunnelStatus is the tunnel as the kernel (or wireguard-go) reports it.
@@ -100,6 +103,7 @@ func validateTunnel(s TunnelSpec) error {
 		return fmt.Errorf("tunnel %s: mtu %d outside 1280..%d", s.Name, s.MTU, maxMTU)
 	}
 	seen := map[Key]bool{}
+	owner := map[netip.Addr]netip.Addr{}
 	for _, p := range s.Peers {
 		switch {
 		case p.PublicKey.IsZero() || seen[p.PublicKey]:
@@ -108,6 +112,12 @@ func validateTunnel(s TunnelSpec) error {
 			return fmt.Errorf("tunnel %s: peer vtep %v or endpoint %v is not an IPv4 address (and port)", s.Name, p.VTEP, p.Endpoint)
 		}
 		seen[p.PublicKey] = true
+		for _, a := range p.Addrs {
+			if o, dup := owner[a]; dup || !a.Is4() {
+				return fmt.Errorf("tunnel %s: peer %v: address %v is not IPv4 or is also peer %v's", s.Name, p.VTEP, a, o)
+			}
+			owner[a] = p.VTEP
+		}
 	}
 	return nil
 }
@@ -115,15 +125,34 @@ func validateTunnel(s TunnelSpec) error {
 // maxMTU is the largest MTU a tunnel interface is given.
 const maxMTU = 65535
 
-// sortedPeers is s.Peers in VTEP order, for comparing specs.
+// sortedPeers is s.Peers in VTEP order, each peer's addresses sorted, for
+// comparing specs.
 func sortedPeers(peers []TunnelPeer) []TunnelPeer {
 	out := slices.Clone(peers)
+	for i := range out {
+		out[i].Addrs = slices.SortedFunc(slices.Values(out[i].Addrs), netip.Addr.Compare)
+	}
 	slices.SortFunc(out, func(a, b TunnelPeer) int { return a.VTEP.Compare(b.VTEP) })
 	return out
+}
+
+// samePeer reports whether two peers (addresses sorted) are configured alike.
+func samePeer(a, b TunnelPeer) bool {
+	return a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint && a.VTEP == b.VTEP && slices.Equal(a.Addrs, b.Addrs)
 }
 
 // sameTunnel reports whether two specs configure the same tunnel.
 func sameTunnel(a, b TunnelSpec) bool {
 	return a.Name == b.Name && a.PrivateKey == b.PrivateKey && a.ListenPort == b.ListenPort &&
-		a.MTU == b.MTU && a.VXLANPort == b.VXLANPort && slices.Equal(sortedPeers(a.Peers), sortedPeers(b.Peers))
+		a.MTU == b.MTU && a.VXLANPort == b.VXLANPort && slices.EqualFunc(sortedPeers(a.Peers), sortedPeers(b.Peers), samePeer)
+}
+
+// tunnelAddrs is every peer address of s: the /32 routes into the link.
+func tunnelAddrs(s TunnelSpec) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range s.Peers {
+		out = append(out, p.Addrs...)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
