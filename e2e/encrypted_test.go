@@ -138,10 +138,10 @@ func (c *capture) count(f []byte, watch []byte) {
 	}
 }
 
-// stopCapture ends the capture and returns its counts; clear is the number
+// stopCapture ends the capture and returns its counts; inClear is the number
 // of packets from or to the encrypted subnet, plus datagrams to the VXLAN
 // port of earlier versions.
-func (c *capture) stopCapture(t *testing.T) (markers map[byte]int, udp map[uint16]int, clear int) {
+func (c *capture) stopCapture(t *testing.T) (markers map[byte]int, udp map[uint16]int, inClear int) {
 	t.Helper()
 	close(c.stop)
 	if err := <-c.done; err != nil {
@@ -202,15 +202,15 @@ func TestEncryptedNetwork(t *testing.T) {
 		capt := startCapture(t, "h2", "eth0", encMark, plainMark)
 		encOK := pingPattern("h1", cs[0].id, cs[1].ip, encMark, 5)
 		plainOK := pingPattern("h1", p1.id, p2.ip, plainMark, 5)
-		markers, udp, clear := capt.stopCapture(t)
+		markers, udp, inClear := capt.stopCapture(t)
 		if !encOK || !plainOK {
 			t.Fatalf("pings during the capture: encrypted answered %v, plain answered %v; want both", encOK, plainOK)
 		}
 		if markers[plainMark] == 0 {
 			t.Errorf("the plain network's marker never crossed h2's underlay: the capture sees nothing (udp by port: %v)", udp)
 		}
-		if markers[encMark] != 0 || clear != 0 {
-			t.Errorf("clear text on the underlay: %d frames with the encrypted network's marker, %d packets from or to %s (or to port %d)", markers[encMark], clear, encPrefix, encVXLANPort)
+		if markers[encMark] != 0 || inClear != 0 {
+			t.Errorf("clear text on the underlay: %d frames with the encrypted network's marker, %d packets from or to %s (or to port %d)", markers[encMark], inClear, encPrefix, encVXLANPort)
 		}
 		if udp[wgPort] == 0 {
 			t.Errorf("no WireGuard datagram (port %d) on h2's underlay while the encrypted network carried pings: %v", wgPort, udp)
@@ -222,9 +222,9 @@ func TestEncryptedNetwork(t *testing.T) {
 		capt := startCapture(t, "h1", "eth0", mark)
 		mustInHost(t, "h1", "ip", "link", "del", "gvt-wireguard")
 		pingPattern("h1", cs[0].id, cs[1].ip, mark, 5)
-		markers, _, clear := capt.stopCapture(t)
-		if markers[mark] != 0 || clear != 0 {
-			t.Errorf("with the tunnel deleted, %d frames with the marker and %d packets from or to %s left h1", markers[mark], clear, encPrefix)
+		markers, _, inClear := capt.stopCapture(t)
+		if markers[mark] != 0 || inClear != 0 {
+			t.Errorf("with the tunnel deleted, %d frames with the marker and %d packets from or to %s left h1", markers[mark], inClear, encPrefix)
 		}
 		eventually(t, 60*time.Second, "the tunnel is repaired and the mesh answers again", func() error {
 			if !pingPattern("h1", cs[0].id, cs[1].ip, mark, 1) {
@@ -246,9 +246,9 @@ func TestEncryptedNetwork(t *testing.T) {
 			t.Fatalf("kill -9 %d: %v", pid, err)
 		}
 		pingPattern("h2", cs[1].id, cs[0].ip, mark, 5)
-		markers, _, clear := capt.stopCapture(t)
-		if markers[mark] != 0 || clear != 0 {
-			t.Errorf("with the plugin down, %d frames with the marker and %d packets from or to %s left h2", markers[mark], clear, encPrefix)
+		markers, _, inClear := capt.stopCapture(t)
+		if markers[mark] != 0 || inClear != 0 {
+			t.Errorf("with the plugin down, %d frames with the marker and %d packets from or to %s left h2", markers[mark], inClear, encPrefix)
 		}
 		eventually(t, 90*time.Second, "the restarted plugin's tunnel carries the mesh again", func() error {
 			if !pingPattern("h2", cs[1].id, cs[0].ip, mark, 1) {
