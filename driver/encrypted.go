@@ -41,9 +41,8 @@ type TunnelConfig struct {
 	// PrivateKey is this host's WireGuard key; zero refuses encrypted
 	// networks.
 	PrivateKey dataplane.Key
-	// Port is WireGuard's UDP port; VXLANPort the encrypted networks' VXLAN
-	// port (inside the tunnel only).
-	Port, VXLANPort int
+	// Port is WireGuard's UDP port.
+	Port int
 	// GossipKeyed: gossip is sealed with GOSSIP_KEY, so the public keys it
 	// carries are authenticated. Encrypted networks are refused without it.
 	GossipKeyed bool
@@ -152,7 +151,6 @@ func (d *Driver) ensureTunnel(u dataplane.Underlay) error {
 		PrivateKey: d.tunnel.PrivateKey,
 		ListenPort: d.tunnel.Port,
 		MTU:        mtu - wireguardOverhead,
-		VXLANPort:  d.tunnel.VXLANPort,
 		Peers:      d.tunnelPeers(),
 	}
 	if err := d.dp.EnsureTunnel(spec); err != nil {

@@ -13,7 +13,7 @@ import (
 
 // testTunnel is a host able to carry encrypted networks.
 func testTunnel() TunnelConfig {
-	return TunnelConfig{PrivateKey: dataplane.Key{1}, Port: 51820, VXLANPort: 4792, GossipKeyed: true}
+	return TunnelConfig{PrivateKey: dataplane.Key{1}, Port: 51820, GossipKeyed: true}
 }
 
 // withTunnel restarts e's driver with tc as its tunnel configuration.
@@ -80,11 +80,8 @@ func TestEncryptedNetworkLinks(t *testing.T) {
 		t.Errorf("firewall networks %+v: want one, forwarding to %s", fw, tunnelName)
 	}
 	tn := e.fake.Tunnel()
-	if tn == nil || tn.MTU != 1440 || tn.VXLANPort != 4792 || tn.ListenPort != 51820 || tn.Name != tunnelName {
-		t.Fatalf("tunnel %+v: want %s, mtu 1440, ports 51820/4792", tn, tunnelName)
-	}
-	if in := e.fake.Firewall().VXLAN.Tunnel; in.Port != 4792 || in.Link != tunnelName {
-		t.Errorf("vxlan ingress tunnel rule %+v: want port 4792 from %s", in, tunnelName)
+	if tn == nil || tn.MTU != 1440 || tn.ListenPort != 51820 || tn.Name != tunnelName {
+		t.Fatalf("tunnel %+v: want %s, mtu 1440, port 51820", tn, tunnelName)
 	}
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatal(err)

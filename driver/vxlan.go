@@ -232,7 +232,7 @@ func (d *Driver) makeNetworkLinks(rec *networkRecord, u dataplane.Underlay) erro
 			return fmt.Errorf("create vxlan device %s: %w", vxlanName(rec.ID), err)
 		}
 		if !rec.VNIAuto || try >= autoVNITries {
-			return fmt.Errorf("vni %d is already used by another VXLAN device on UDP port %d on this host (Docker's overlay allocates 4096 and up); pick another -o vni: %w", rec.VNI, d.vxlanPort(rec), err)
+			return fmt.Errorf("vni %d is already used by another VXLAN device on UDP port %d on this host (Docker's overlay allocates 4096 and up); pick another -o vni: %w", rec.VNI, d.port, err)
 		}
 		next := nextAutoVNI(rec.VNI)
 		for d.vniUsed(next) {
@@ -264,29 +264,17 @@ func (d *Driver) bridgeSpec(rec *networkRecord) dataplane.BridgeSpec {
 	}
 }
 
-// vxlanSpec is a network's VXLAN device. An encrypted network's is bound to
-// no link and uses the tunnel's port, which only the tunnel carries.
+// vxlanSpec is a network's VXLAN device.
 func (d *Driver) vxlanSpec(rec *networkRecord, u dataplane.Underlay) dataplane.VXLANSpec {
-	if rec.Mode == modeEncrypted {
-		u.Link = ""
-	}
 	return dataplane.VXLANSpec{
 		Name:     vxlanName(rec.ID),
 		VNI:      rec.VNI,
-		Port:     d.vxlanPort(rec),
+		Port:     d.port,
 		Local:    u.Addr,
 		Underlay: u.Link,
 		MTU:      rec.MTU,
 		Master:   bridgeName(rec.ID),
 	}
-}
-
-// vxlanPort is the UDP port of a network's VXLAN device.
-func (d *Driver) vxlanPort(rec *networkRecord) int {
-	if rec.Mode == modeEncrypted {
-		return d.tunnel.VXLANPort
-	}
-	return d.port
 }
 
 func (d *Driver) vethSpec(n *networkRecord, e *endpointRecord) dataplane.VethSpec {

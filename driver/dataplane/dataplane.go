@@ -301,11 +301,10 @@ type Dataplane interface {
 	// EnsureTunnel creates or repairs the host's WireGuard interface
 	// (tunnel.go): kernel WireGuard where the kernel has it, else
 	// wireguard-go over TUN (ErrNoTunnel when neither); its key, port and
-	// peers; and the policy routing that sends UDP to spec.VXLANPort into
-	// it or drops it.
+	// peers; and a /32 route into it per peer address, no other.
 	EnsureTunnel(spec TunnelSpec) error
-	// DeleteTunnel stops the tunnel and removes its link and rules; none is
-	// success.
+	// DeleteTunnel stops the tunnel and removes its link (and routes); none
+	// is success.
 	DeleteTunnel(name string) error
 	// TunnelStatus reports the running tunnel (false: none runs).
 	TunnelStatus() (TunnelStatus, bool, error)

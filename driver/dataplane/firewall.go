@@ -187,9 +187,6 @@ func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 	var raw []string
 	if fw.VXLAN.Port != 0 {
 		raw = append(raw, vxlanRule(fw.VXLAN))
-		if fw.VXLAN.Tunnel.Port != 0 {
-			raw = append(raw, tunnelRule(fw.VXLAN.Tunnel))
-		}
 	}
 	return fwRules{"filter": r.filter(slices.Concat(docker, fw.Shims)), "nat": r.nat(), "raw": raw}, nil
 }

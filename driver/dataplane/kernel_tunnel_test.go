@@ -14,15 +14,15 @@ import (
 	"grapevine/internal/testreq"
 )
 
-func tunnelSpec(vxlanPort int) TunnelSpec {
+func tunnelSpec() TunnelSpec {
 	return TunnelSpec{
-		Name: TunnelName(), PrivateKey: Key{1, 2, 3}, ListenPort: 51999, MTU: 1440, VXLANPort: vxlanPort,
+		Name: TunnelName(), PrivateKey: Key{1, 2, 3}, ListenPort: 51999, MTU: 1440,
 		Peers: []TunnelPeer{{PublicKey: Key{9}, Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), VTEP: netip.MustParseAddr("198.18.0.2")}},
 	}
 }
 
-// tunnelRulesIn lists the rules at the tunnel's priorities in h's namespace.
-func tunnelRulesIn(t *testing.T, h *netlink.Handle) []netlink.Rule {
+// rulesAt lists the IPv4 rules at prio in h's namespace.
+func rulesAt(t *testing.T, h *netlink.Handle, prio int) []netlink.Rule {
 	t.Helper()
 	rules, err := h.RuleList(unix.AF_INET)
 	if err != nil {
@@ -30,74 +30,62 @@ func tunnelRulesIn(t *testing.T, h *netlink.Handle) []netlink.Rule {
 	}
 	var out []netlink.Rule
 	for _, r := range rules {
-		if r.Priority == TunnelRulePriority || r.Priority == TunnelDropPriority {
+		if r.Priority == prio {
 			out = append(out, r)
 		}
 	}
 	return out
 }
 
-// routeGet is `ip route get` for UDP to dst:port in the current
-// namespace: the output, or the refusal.
-func routeGet(dst string, port int) (string, error) {
-	out, err := exec.Command("ip", "route", "get", dst, "ipproto", "udp", "dport", strconv.Itoa(port)).CombinedOutput()
-	return string(out), err
-}
-
-// TestTunnelLifecycle: the tunnel link, its peers and its three rules are
-// made once (a repeat changes nothing), follow a port change, send the
-// encrypted port into the link, drop it when the link is gone (never the
-// main table), come back, and DeleteTunnel removes them all.
+// TestTunnelLifecycle: the tunnel link and its peer are made once (a repeat
+// changes nothing) and repaired after the link is deleted; the policy
+// routing of earlier versions (UDP rules at their priorities, their table's
+// route) is removed, another rule at those priorities kept; DeleteTunnel
+// removes the link, twice without error.
 func TestTunnelLifecycle(t *testing.T) {
 	tn, k := newKernelNS(t)
 	run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
 	run(t, "ip", "addr", "add", "198.18.0.1/24", "dev", "eth0")
 	run(t, "ip", "link", "set", "eth0", "up")
-	if err := k.EnsureTunnel(tunnelSpec(4792)); err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if err := k.EnsureTunnel(tunnelSpec()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st, ok, err := k.TunnelStatus()
 	if err != nil || !ok || len(st.Peers) != 1 || st.Peers[0].VTEP != netip.MustParseAddr("198.18.0.2") {
 		t.Fatalf("TunnelStatus = %+v, %v, %v: want one peer at 198.18.0.2", st, ok, err)
 	}
 	t.Logf("tunnel mode %s", st.Mode)
-	for _, port := range []int{4792, 4792, 4793} {
-		if err := k.EnsureTunnel(tunnelSpec(port)); err != nil {
-			t.Fatal(err)
-		}
-		rules := tunnelRulesIn(t, tn.nl)
-		if len(rules) != 3 {
-			t.Fatalf("port %d: %d rules at the tunnel's priorities, want 3: %v", port, len(rules), rules)
-		}
-		for _, r := range rules {
-			if (r.Dport == nil || r.Dport.Start != uint16(port)) && (r.Sport == nil || r.Sport.Start != uint16(port)) {
-				t.Errorf("port %d: rule %v is for another port", port, r)
-			}
-		}
+	// what an earlier version left
+	run(t, "ip", "route", "add", "default", "dev", TunnelName(), "table", strconv.Itoa(legacyTable))
+	run(t, "ip", "rule", "add", "priority", "100", "ipproto", "udp", "dport", "4792", "lookup", strconv.Itoa(legacyTable))
+	run(t, "ip", "rule", "add", "priority", "100", "ipproto", "udp", "sport", "4792", "lookup", strconv.Itoa(legacyTable))
+	run(t, "ip", "rule", "add", "priority", "101", "ipproto", "udp", "dport", "4792", "blackhole")
+	run(t, "ip", "rule", "add", "priority", "100", "to", "198.19.99.0/24", "lookup", "main") // not ours
+	if err := k.EnsureTunnel(tunnelSpec()); err != nil {
+		t.Fatal(err)
 	}
-	if out, err := routeGet("198.18.0.2", 4793); err != nil || !strings.Contains(out, "dev "+TunnelName()) {
-		t.Fatalf("route for the encrypted port: %v %s, want through %s", err, out, TunnelName())
+	if r := rulesAt(t, tn.nl, legacyRulePriority); len(r) != 1 || r[0].IPProto != 0 {
+		t.Errorf("rules at priority %d after EnsureTunnel: %v, want only the one not grapevine's", legacyRulePriority, r)
 	}
-	if out, err := routeGet("198.18.0.2", 4789); err != nil || !strings.Contains(out, "dev eth0") {
-		t.Fatalf("route for another port: %v %s, want through eth0", err, out)
+	if r := rulesAt(t, tn.nl, legacyDropPriority); len(r) != 0 {
+		t.Errorf("rules at priority %d after EnsureTunnel: %v, want none", legacyDropPriority, r)
+	}
+	if out, err := exec.Command("ip", "route", "show", "table", strconv.Itoa(legacyTable)).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("table %d after EnsureTunnel: %v %s, want empty", legacyTable, err, out)
 	}
 	run(t, "ip", "link", "del", TunnelName())
-	if out, err := routeGet("198.18.0.2", 4793); err == nil {
-		t.Fatalf("with the tunnel link gone the encrypted port is routed: %s", out)
-	}
-	if err := k.EnsureTunnel(tunnelSpec(4793)); err != nil {
+	if err := k.EnsureTunnel(tunnelSpec()); err != nil {
 		t.Fatalf("repair after the link was deleted: %v", err)
 	}
-	if out, err := routeGet("198.18.0.2", 4793); err != nil || !strings.Contains(out, "dev "+TunnelName()) {
-		t.Fatalf("route after repair: %v %s", err, out)
+	if _, err := k.linkByName(TunnelName()); err != nil {
+		t.Fatalf("link after repair: %v", err)
 	}
 	for range 2 {
 		if err := k.DeleteTunnel(TunnelName()); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if rules := tunnelRulesIn(t, tn.nl); len(rules) != 0 {
-		t.Errorf("rules left after DeleteTunnel: %v", rules)
 	}
 	if _, err := k.linkByName(TunnelName()); err == nil {
 		t.Errorf("link %s left after DeleteTunnel", TunnelName())
@@ -118,7 +106,7 @@ func TestTunnelAddrRoutes(t *testing.T) {
 	run(t, "ip", "addr", "add", "198.19.31.1/24", "dev", "br0")
 	run(t, "ip", "link", "set", "br0", "up")
 	spec := func(addrs ...string) TunnelSpec {
-		s := tunnelSpec(4792)
+		s := tunnelSpec()
 		for _, a := range addrs {
 			s.Peers[0].Addrs = append(s.Peers[0].Addrs, netip.MustParseAddr(a))
 		}
@@ -176,7 +164,7 @@ func TestTunnelKernelMode(t *testing.T) {
 		testreq.Missing(t, testreq.WireGuard, "creating a wireguard link: "+err.Error())
 	}
 	_ = tn.nl.LinkDel(&netlink.Wireguard{LinkAttrs: attrs})
-	if err := k.EnsureTunnel(tunnelSpec(4792)); err != nil {
+	if err := k.EnsureTunnel(tunnelSpec()); err != nil {
 		t.Fatal(err)
 	}
 	st, _, err := k.TunnelStatus()
