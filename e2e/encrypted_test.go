@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,8 +37,8 @@ var encPrefix = netip.MustParsePrefix("198.19.70.0/24")
 
 // capture counts what crosses one link of a host's namespace: frames
 // holding a run of each watched payload byte, UDP datagrams by destination
-// port, and IPv4 packets from or to an address of encPrefix (key 0 of udp
-// would be ambiguous, so they are counted apart).
+// port, and IPv4 packets from or to an address of encPrefix, bare or inside
+// VXLAN.
 type capture struct {
 	mu      sync.Mutex
 	markers map[byte]int
@@ -122,12 +123,8 @@ func (c *capture) count(f []byte, watch []byte) {
 			c.markers[b]++
 		}
 	}
-	// IPv4 (no VLAN) from or to the encrypted subnet
-	if len(f) >= 14+20 && binary.BigEndian.Uint16(f[12:]) == 0x0800 {
-		src, dst := netip.AddrFrom4([4]byte(f[14+12:14+16])), netip.AddrFrom4([4]byte(f[14+16:14+20]))
-		if encPrefix.Contains(src) || encPrefix.Contains(dst) {
-			c.clear++
-		}
+	if carriesSubnet(f, encPrefix) {
+		c.clear++
 	}
 	// IPv4 (no VLAN) carrying UDP
 	if len(f) >= 14+20+8 && binary.BigEndian.Uint16(f[12:]) == 0x0800 && f[14+9] == unix.IPPROTO_UDP {
@@ -136,6 +133,31 @@ func (c *capture) count(f []byte, watch []byte) {
 			c.udp[binary.BigEndian.Uint16(f[14+ihl+2:])]++
 		}
 	}
+}
+
+// vxlanPorts are the UDP ports whose payload is a VXLAN frame here: the
+// plugin's VXLAN port in the harness and that of earlier encrypted networks.
+var vxlanPorts = []uint16{4789, encVXLANPort}
+
+// carriesSubnet reports whether Ethernet frame f carries IPv4 (no VLAN) from or to
+// an address of p, in its own header or in that of a VXLAN frame it carries.
+func carriesSubnet(f []byte, p netip.Prefix) bool {
+	if len(f) < 14+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+		return false
+	}
+	ip := f[14:]
+	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	if p.Contains(src) || p.Contains(dst) {
+		return true
+	}
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[9] != unix.IPPROTO_UDP || len(ip) < ihl+8+8 {
+		return false
+	}
+	if !slices.Contains(vxlanPorts, binary.BigEndian.Uint16(ip[ihl+2:])) {
+		return false
+	}
+	return carriesSubnet(ip[ihl+8+8:], p) // UDP and VXLAN headers, then the inner frame
 }
 
 // stopCapture ends the capture and returns its counts; inClear is the number
