@@ -14,13 +14,15 @@ import (
 	"grapevine/gossip"
 )
 
-// Encrypted mode is VXLAN mode whose frames between hosts travel only inside
-// WireGuard: the network's VXLAN device sends to the peers' VTEPs on the
-// tunnel's own UDP port, which the data plane routes into the host's one
-// WireGuard interface or drops (dataplane/tunnel.go), and accepts only from
-// that interface. Each host's public key travels in its gossip metadata
-// (authenticated by GOSSIP_KEY); a host that publishes none gets no
-// forwarding entry on an encrypted network. See docs/encryption.md.
+// Encrypted mode is an overlay routed through WireGuard: each network is a
+// bridge on every host that has it, as in VXLAN mode, but without a VXLAN
+// device. Each remote endpoint's address is an allowed IP of its host's
+// peer on the host's one WireGuard interface and has a /32 route into it
+// (dataplane/tunnel.go); the bridge answers ARP for those addresses (proxy
+// ARP), so containers keep one subnet, and the receiving host routes into
+// its bridge. Each host's public key travels in its gossip metadata
+// (authenticated by GOSSIP_KEY); a host that publishes none gets no route on
+// an encrypted network. See docs/encryption.md.
 
 const (
 	modeEncrypted = "encrypted"
@@ -29,9 +31,9 @@ const (
 	// wireguardOverhead is WireGuard's outer IPv4 + UDP + its own header
 	// and tag (20 + 8 + 32).
 	wireguardOverhead = 60
-	// encryptedOverhead is what a container frame grows by on the underlay:
-	// VXLAN (inner transport IPv4) inside WireGuard.
-	encryptedOverhead = vxlanOverhead + wireguardOverhead
+	// encryptedOverhead is what a container packet grows by on the
+	// underlay: WireGuard only (packets are routed, not bridged).
+	encryptedOverhead = wireguardOverhead
 )
 
 // TunnelConfig enables encrypted networks on this host.
@@ -39,17 +41,16 @@ type TunnelConfig struct {
 	// PrivateKey is this host's WireGuard key; zero refuses encrypted
 	// networks.
 	PrivateKey dataplane.Key
-	// Port is WireGuard's UDP port; VXLANPort the encrypted networks' VXLAN
-	// port (inside the tunnel only).
-	Port, VXLANPort int
+	// Port is WireGuard's UDP port.
+	Port int
 	// GossipKeyed: gossip is sealed with GOSSIP_KEY, so the public keys it
 	// carries are authenticated. Encrypted networks are refused without it.
 	GossipKeyed bool
 }
 
-// encryptedMode is the netMode of encrypted VXLAN networks: vxlanMode's
-// links, endpoints and firewall, with its own name, MTU, VXLAN port and the
-// host's tunnel.
+// encryptedMode is the netMode of encrypted networks: vxlanMode's bridge
+// and endpoints without its VXLAN device, with its own name, MTU, firewall
+// and the host's tunnel.
 type encryptedMode struct{ vxlanMode }
 
 func (encryptedMode) name() string { return modeEncrypted }
@@ -76,11 +77,38 @@ func (m encryptedMode) create(d *Driver, id string, spec networkSpec) (newNetwor
 }
 
 func (encryptedMode) status(n *networkRecord, s *NetworkStatus) {
-	s.Bridge, s.VXLAN, s.Tunnel = bridgeName(n.ID), vxlanName(n.ID), tunnelName
+	s.Bridge, s.Tunnel = bridgeName(n.ID), tunnelName
 }
 
-// deleted removes the tunnel with the host's last encrypted network.
-func (encryptedMode) deleted(d *Driver, _ *networkRecord) error { return d.syncTunnel() }
+func (encryptedMode) links(networkID string) []string {
+	return []string{bridgeName(networkID)}
+}
+
+// ensure repairs the bridge and the joined endpoints' veths; the remote
+// endpoints' routes are the tunnel's (ReconcilePeers).
+func (m encryptedMode) ensure(d *Driver, n *networkRecord, _ *dataplane.Underlay) error {
+	return m.vxlanMode.ensure(d, n, nil)
+}
+
+// firewall is vxlanMode's, plus forwarding between the bridge and the
+// tunnel within the subnet.
+func (m encryptedMode) firewall(d *Driver, n *networkRecord, fw *dataplane.Firewall) {
+	m.vxlanMode.firewall(d, n, fw)
+	fw.Networks[len(fw.Networks)-1].Tunnel = tunnelName
+}
+
+// deleted drops the network's remote endpoints from the tunnel, and
+// removes the tunnel with the host's last encrypted network.
+func (encryptedMode) deleted(d *Driver, n *networkRecord) error {
+	if d.peers != nil {
+		for k, e := range d.peers.prog {
+			if e.vx == tunnelName && n.Subnet.Contains(e.ip) {
+				d.peers.delProg(k)
+			}
+		}
+	}
+	return d.syncTunnel()
+}
 
 // tunnelName is the host's WireGuard interface.
 var tunnelName = dataplane.TunnelName()
@@ -123,7 +151,6 @@ func (d *Driver) ensureTunnel(u dataplane.Underlay) error {
 		PrivateKey: d.tunnel.PrivateKey,
 		ListenPort: d.tunnel.Port,
 		MTU:        mtu - wireguardOverhead,
-		VXLANPort:  d.tunnel.VXLANPort,
 		Peers:      d.tunnelPeers(),
 	}
 	if err := d.dp.EnsureTunnel(spec); err != nil {
@@ -134,11 +161,18 @@ func (d *Driver) ensureTunnel(u dataplane.Underlay) error {
 }
 
 // tunnelPeers lists a peer per reachable member that publishes a key, at
-// its own gossip address. A key or VTEP already taken by another member is
+// its own gossip address, with the addresses of its endpoints programmed
+// on encrypted networks. A key or VTEP already taken by another member is
 // skipped (logged): WireGuard routes by them. Caller holds mu.
 func (d *Driver) tunnelPeers() []dataplane.TunnelPeer {
 	if d.peers == nil {
 		return nil
+	}
+	addrs := map[netip.Addr][]netip.Addr{} // vtep → endpoint addresses
+	for _, k := range slices.Sorted(maps.Keys(d.peers.prog)) {
+		if e := d.peers.prog[k]; e.vx == tunnelName {
+			addrs[e.vtep] = append(addrs[e.vtep], e.ip)
+		}
 	}
 	var out []dataplane.TunnelPeer
 	keys := map[gossip.TunnelKey]string{}
@@ -162,6 +196,7 @@ func (d *Driver) tunnelPeers() []dataplane.TunnelPeer {
 			PublicKey: dataplane.Key(m.Meta.TunnelKey),
 			Endpoint:  netip.AddrPortFrom(vtep, uint16(m.Meta.TunnelPort)),
 			VTEP:      vtep,
+			Addrs:     addrs[vtep],
 		})
 	}
 	return out

@@ -13,7 +13,7 @@ import (
 
 // testTunnel is a host able to carry encrypted networks.
 func testTunnel() TunnelConfig {
-	return TunnelConfig{PrivateKey: dataplane.Key{1}, Port: 51820, VXLANPort: 4792, GossipKeyed: true}
+	return TunnelConfig{PrivateKey: dataplane.Key{1}, Port: 51820, GossipKeyed: true}
 }
 
 // withTunnel restarts e's driver with tc as its tunnel configuration.
@@ -46,7 +46,7 @@ func TestEncryptedRefusals(t *testing.T) {
 		{"macvlan", testTunnel(), map[string]string{userMode: modeMACVLAN}, "only allowed with -o mode=vxlan"},
 		{"not a boolean", testTunnel(), map[string]string{userEncrypted: "yes please"}, "is not a boolean"},
 		{"mode=encrypted", testTunnel(), map[string]string{userMode: modeEncrypted}, "-o encrypted=true"},
-		{"mtu above the underlay's less both headers", testTunnel(), map[string]string{optMTU: "1391"}, "from 68 to 1390"},
+		{"mtu above the underlay's less both headers", testTunnel(), map[string]string{optMTU: "1441"}, "from 68 to 1440"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,25 +60,28 @@ func TestEncryptedRefusals(t *testing.T) {
 	}
 }
 
-// TestEncryptedNetworkLinks: an encrypted network's VXLAN device uses the
-// tunnel's port, bound to no link, with the WireGuard overhead in its MTU;
-// the tunnel exists while the network does, and the ingress filter guards
-// its port.
+// TestEncryptedNetworkLinks: an encrypted network is a bridge answering ARP
+// for routed addresses (proxy ARP), with the WireGuard overhead in its MTU,
+// and no VXLAN device; its firewall forwards between the bridge and the
+// tunnel; the tunnel exists while the network does.
 func TestEncryptedNetworkLinks(t *testing.T) {
 	e := newEnv(t)
 	e.withTunnel(testTunnel())
 	nid := id("enc")
 	e.mustCreateNetwork(encReq("enc", "198.19.30.0/24", nil))
-	l, ok := e.fake.Link(vxlanName(nid))
-	if !ok || l.VXLAN.Port != 4792 || l.VXLAN.Underlay != "" || l.VXLAN.MTU != 1500-110 {
-		t.Fatalf("vxlan device %+v (found %v): want port 4792, no underlay link, mtu 1390", l.VXLAN, ok)
+	if l, ok := e.fake.Link(vxlanName(nid)); ok {
+		t.Fatalf("an encrypted network has a VXLAN device: %+v", l.VXLAN)
+	}
+	br, ok := e.fake.Link(bridgeName(nid))
+	if !ok || !br.Bridge.ProxyARP || br.Bridge.MTU != 1500-60 {
+		t.Fatalf("bridge %+v (found %v): want proxy ARP on, mtu 1440", br.Bridge, ok)
+	}
+	if fw := e.fake.Firewall().Networks; len(fw) != 1 || fw[0].Tunnel != tunnelName {
+		t.Errorf("firewall networks %+v: want one, forwarding to %s", fw, tunnelName)
 	}
 	tn := e.fake.Tunnel()
-	if tn == nil || tn.MTU != 1440 || tn.VXLANPort != 4792 || tn.ListenPort != 51820 || tn.Name != tunnelName {
-		t.Fatalf("tunnel %+v: want %s, mtu 1440, ports 51820/4792", tn, tunnelName)
-	}
-	if in := e.fake.Firewall().VXLAN.Tunnel; in.Port != 4792 || in.Link != tunnelName {
-		t.Errorf("vxlan ingress tunnel rule %+v: want port 4792 from %s", in, tunnelName)
+	if tn == nil || tn.MTU != 1440 || tn.ListenPort != 51820 || tn.Name != tunnelName {
+		t.Fatalf("tunnel %+v: want %s, mtu 1440, port 51820", tn, tunnelName)
 	}
 	if err := e.d.Reconcile(); err != nil {
 		t.Fatal(err)
@@ -94,9 +97,10 @@ func TestEncryptedNetworkLinks(t *testing.T) {
 	}
 }
 
-// TestEncryptedPeers: a member without a WireGuard key gets no forwarding
-// entry on an encrypted network and is no tunnel peer; a member repeating
-// another's key is no tunnel peer either.
+// TestEncryptedPeers: a remote endpoint on an encrypted network is one of
+// its host's tunnel addresses (no forwarding entry), until it is withdrawn;
+// a member without a WireGuard key gets no address and is no tunnel peer; a
+// member repeating another's key is no tunnel peer either.
 func TestEncryptedPeers(t *testing.T) {
 	e, c := newClusterEnv(t, "h1", "198.18.0.1")
 	e.withTunnel(testTunnel())
@@ -117,14 +121,23 @@ func TestEncryptedPeers(t *testing.T) {
 	if err := e.d.ReconcilePeers(); err != nil {
 		t.Fatal(err)
 	}
-	fdb := e.fake.FDB(vxlanName(nid))
-	if _, ok := fdb["02:42:c6:13:1f:82"]; !ok || len(fdb) != 1 {
-		t.Errorf("fdb %v: want only h2's endpoint (h3 publishes no key)", fdb)
+	if fdb := e.fake.FDB(vxlanName(nid)); len(fdb) != 0 {
+		t.Errorf("fdb %v: an encrypted network has no forwarding entries", fdb)
 	}
 	tn := e.fake.Tunnel()
 	if tn == nil || len(tn.Peers) != 1 || tn.Peers[0].VTEP != netip.MustParseAddr("198.18.0.2") ||
 		tn.Peers[0].Endpoint != netip.MustParseAddrPort("198.18.0.2:51820") || tn.Peers[0].PublicKey != dataplane.Key(key2) {
-		t.Errorf("tunnel peers %+v: want only h2 at 198.18.0.2:51820 (h3 has no key, h4 repeats h2's)", tn)
+		t.Fatalf("tunnel peers %+v: want only h2 at 198.18.0.2:51820 (h3 has no key, h4 repeats h2's)", tn)
+	}
+	if a := tn.Peers[0].Addrs; len(a) != 1 || a[0] != netip.MustParseAddr("198.19.31.130") {
+		t.Errorf("h2's tunnel addresses %v: want its endpoint 198.19.31.130 only", a)
+	}
+	c.RemoteDelete("h2", kindEndpoint, endpointKey(netip.MustParsePrefix(subnet), netip.MustParseAddr("198.19.31.130")))
+	if err := e.d.ReconcilePeers(); err != nil {
+		t.Fatal(err)
+	}
+	if tn := e.fake.Tunnel(); tn == nil || len(tn.Peers) != 1 || len(tn.Peers[0].Addrs) != 0 {
+		t.Errorf("tunnel %+v: want h2 a peer without addresses once its endpoint is withdrawn", tn)
 	}
 }
 

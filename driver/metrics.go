@@ -28,6 +28,14 @@ func (d *Driver) Programmed() map[string]Programmed {
 		byDev[vxlanName(id)] = id
 	}
 	for _, e := range d.peers.prog {
+		if e.vx == tunnelName { // an encrypted network's: by its subnet
+			if n := d.networkOfAddr(e.ip); n != nil {
+				p := out[n.ID]
+				p.Neigh++
+				out[n.ID] = p
+			}
+			continue
+		}
 		if id, ok := byDev[e.vx]; ok {
 			p := out[id]
 			p.Neigh++

@@ -143,6 +143,16 @@ func (d *Driver) networkOf(subnet netip.Prefix) *networkRecord {
 	return nil
 }
 
+// networkOfAddr returns the local network whose subnet holds ip.
+func (d *Driver) networkOfAddr(ip netip.Addr) *networkRecord {
+	for _, n := range d.networks {
+		if n.Subnet.Contains(ip) {
+			return n
+		}
+	}
+	return nil
+}
+
 // want is what must be programmed for an endpoint record key: nothing unless
 // the endpoint is remote and live, its network exists here, its host is
 // reachable, and no local endpoint holds the address. Caller holds mu.
@@ -169,6 +179,9 @@ func (d *Driver) want(k string) (progEntry, bool) {
 	if d.localAddr(n.ID, ep.ip) {
 		return progEntry{}, false
 	}
+	if n.Mode == modeEncrypted { // routed into the tunnel (encrypted.go)
+		return progEntry{vx: tunnelName, ip: ep.ip, mac: ep.mac, vtep: vtep}, true
+	}
 	return progEntry{vx: vxlanName(n.ID), ip: ep.ip, mac: ep.mac, vtep: vtep}, true
 }
 
@@ -187,6 +200,9 @@ func (d *Driver) applyKey(k string) error {
 	h, hok := d.peers.prog[k]
 	if wok && hok && w == h {
 		return nil
+	}
+	if (hok && h.vx == tunnelName) || (wok && w.vx == tunnelName) {
+		return d.applyTunnelKey(k, w, wok, h, hok)
 	}
 	var errs []error
 	if hok {
@@ -211,6 +227,28 @@ func (d *Driver) applyKey(k string) error {
 			d.peers.setProg(k, w)
 			d.noteProgrammed(k)
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyTunnelKey is applyKey for a key programmed (h) or wanted (w) on an
+// encrypted network: the entry becomes (or stops being) one of its host's
+// tunnel addresses, and the tunnel is reconfigured. Caller holds mu.
+func (d *Driver) applyTunnelKey(k string, w progEntry, wok bool, h progEntry, hok bool) error {
+	var errs []error
+	if hok && h.vx != tunnelName { // moved off a VXLAN device
+		d.peers.delProg(k)
+		errs = append(errs, d.dp.DelNeigh(h.vx, h.ip), d.releaseMAC(h.vx, h.mac))
+	}
+	d.peers.delProg(k)
+	if wok && w.vx == tunnelName {
+		d.peers.setProg(k, w)
+	}
+	if err := d.syncTunnel(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	if wok {
+		d.noteProgrammed(k)
 	}
 	return errors.Join(errs...)
 }
@@ -327,13 +365,7 @@ func (d *Driver) reconcilePeers() error {
 		}
 	}
 	d.expireLeft()
-	if d.hasEncrypted() {
-		errs := d.syncTunnel()
-		if errs != nil {
-			d.log.WithError(errs).Warn("could not repair the tunnel; retrying")
-		}
-	}
-	desired := map[string]map[string]progEntry{} // vxlan → key → entry
+	desired := map[string]map[string]progEntry{} // vxlan (or tunnel) → key → entry
 	for k := range d.peers.eps {
 		if w, ok := d.want(k); ok {
 			if desired[w.vx] == nil {
@@ -342,14 +374,17 @@ func (d *Driver) reconcilePeers() error {
 			desired[w.vx][k] = w
 		}
 	}
+	done := map[string]bool{}
+	if d.hasEncrypted() {
+		done[tunnelName] = d.repairTunnel(desired[tunnelName])
+	}
 	ids := make([]string, 0, len(d.networks))
 	for id, n := range d.networks {
-		if n.mode().overlay() {
+		if n.mode().overlay() && n.Mode != modeEncrypted {
 			ids = append(ids, id)
 		}
 	}
 	slices.Sort(ids)
-	done := map[string]bool{}
 	var errs []error
 	for _, id := range ids {
 		vx := vxlanName(id)
@@ -370,12 +405,12 @@ func (d *Driver) reconcilePeers() error {
 	// The model now matches the kernel for every repaired device; entries of
 	// devices that no longer belong to a network went with the device.
 	for k, e := range d.peers.prog {
-		if done[e.vx] || !d.hasDevice(e.vx) {
+		if e.vx != tunnelName && (done[e.vx] || !d.hasDevice(e.vx)) || e.vx == tunnelName && !d.hasEncrypted() {
 			d.peers.delProg(k)
 		}
 	}
 	for vx, entries := range desired {
-		if !done[vx] {
+		if !done[vx] || vx == tunnelName {
 			continue
 		}
 		for k, e := range entries {
@@ -391,6 +426,28 @@ func (d *Driver) reconcilePeers() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// repairTunnel makes the tunnel's addresses the wanted entries (key →
+// entry) and repairs the tunnel; it reports whether that worked. Caller
+// holds mu.
+func (d *Driver) repairTunnel(want map[string]progEntry) bool {
+	for k, e := range d.peers.prog {
+		if e.vx == tunnelName {
+			d.peers.delProg(k)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		d.peers.setProg(k, want[k])
+	}
+	if err := d.syncTunnel(); err != nil {
+		d.log.WithError(err).Warn("could not repair the tunnel; retrying")
+		return false
+	}
+	for k := range want {
+		d.noteProgrammed(k)
+	}
+	return true
 }
 
 func (d *Driver) hasDevice(vx string) bool {

@@ -94,11 +94,7 @@ func (d *Driver) vxlanIngress() dataplane.VXLANIngress {
 	if !d.hasVXLANNetworks() || d.port <= 0 || d.port > 65535 {
 		return dataplane.VXLANIngress{}
 	}
-	var tunnel dataplane.TunnelIngress
-	if d.hasEncrypted() {
-		tunnel = dataplane.TunnelIngress{Port: uint16(d.tunnel.VXLANPort), Link: tunnelName}
-	}
-	return dataplane.VXLANIngress{Port: uint16(d.port), Peers: d.memberVTEPs(), Tunnel: tunnel,
+	return dataplane.VXLANIngress{Port: uint16(d.port), Peers: d.memberVTEPs(),
 		// until the first contact after a start, members not heard of yet
 		// keep their place in the filter
 		Partial: d.cluster != nil && !d.cluster.Joined()}

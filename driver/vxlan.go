@@ -220,6 +220,9 @@ func (d *Driver) makeNetworkLinks(rec *networkRecord, u dataplane.Underlay) erro
 	if err := d.dp.EnsureBridge(d.bridgeSpec(rec)); err != nil {
 		return fmt.Errorf("create bridge %s: %w", bridgeName(rec.ID), err)
 	}
+	if rec.Mode == modeEncrypted {
+		return nil // routed through the tunnel: no VXLAN device
+	}
 	for try := 0; ; try++ {
 		err := d.dp.EnsureVXLAN(d.vxlanSpec(rec, u))
 		if err == nil {
@@ -229,7 +232,7 @@ func (d *Driver) makeNetworkLinks(rec *networkRecord, u dataplane.Underlay) erro
 			return fmt.Errorf("create vxlan device %s: %w", vxlanName(rec.ID), err)
 		}
 		if !rec.VNIAuto || try >= autoVNITries {
-			return fmt.Errorf("vni %d is already used by another VXLAN device on UDP port %d on this host (Docker's overlay allocates 4096 and up); pick another -o vni: %w", rec.VNI, d.vxlanPort(rec), err)
+			return fmt.Errorf("vni %d is already used by another VXLAN device on UDP port %d on this host (Docker's overlay allocates 4096 and up); pick another -o vni: %w", rec.VNI, d.port, err)
 		}
 		next := nextAutoVNI(rec.VNI)
 		for d.vniUsed(next) {
@@ -255,32 +258,23 @@ func (d *Driver) bridgeSpec(rec *networkRecord) dataplane.BridgeSpec {
 		MTU:     rec.MTU,
 		MAC:     bridgeMAC(rec.ID),
 		Address: rec.Gateway,
+		// an encrypted network's remote endpoints are routed into the
+		// tunnel: the bridge answers ARP for them
+		ProxyARP: rec.Mode == modeEncrypted,
 	}
 }
 
-// vxlanSpec is a network's VXLAN device. An encrypted network's is bound to
-// no link and uses the tunnel's port, which only the tunnel carries.
+// vxlanSpec is a network's VXLAN device.
 func (d *Driver) vxlanSpec(rec *networkRecord, u dataplane.Underlay) dataplane.VXLANSpec {
-	if rec.Mode == modeEncrypted {
-		u.Link = ""
-	}
 	return dataplane.VXLANSpec{
 		Name:     vxlanName(rec.ID),
 		VNI:      rec.VNI,
-		Port:     d.vxlanPort(rec),
+		Port:     d.port,
 		Local:    u.Addr,
 		Underlay: u.Link,
 		MTU:      rec.MTU,
 		Master:   bridgeName(rec.ID),
 	}
-}
-
-// vxlanPort is the UDP port of a network's VXLAN device.
-func (d *Driver) vxlanPort(rec *networkRecord) int {
-	if rec.Mode == modeEncrypted {
-		return d.tunnel.VXLANPort
-	}
-	return d.port
 }
 
 func (d *Driver) vethSpec(n *networkRecord, e *endpointRecord) dataplane.VethSpec {

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,19 +24,26 @@ import (
 )
 
 // Ports of encrypted networks (plugin/tunnelkey.go): WireGuard between
-// hosts, and the VXLAN port that must never appear on the underlay.
+// hosts, and the VXLAN port of earlier versions, which must never appear on
+// the underlay either.
 const (
 	wgPort       = 51820
 	encVXLANPort = 4792
 )
 
+// encPrefix is the encrypted network's subnet: no IPv4 packet from or to
+// one of its addresses may cross the underlay in clear.
+var encPrefix = netip.MustParsePrefix("198.19.70.0/24")
+
 // capture counts what crosses one link of a host's namespace: frames
-// holding a run of each watched payload byte, and UDP datagrams by
-// destination port.
+// holding a run of each watched payload byte, UDP datagrams by destination
+// port, and IPv4 packets from or to an address of encPrefix, bare or inside
+// VXLAN.
 type capture struct {
 	mu      sync.Mutex
 	markers map[byte]int
 	udp     map[uint16]int
+	clear   int
 	stop    chan struct{}
 	done    chan error
 }
@@ -114,6 +123,9 @@ func (c *capture) count(f []byte, watch []byte) {
 			c.markers[b]++
 		}
 	}
+	if carriesSubnet(f, encPrefix) {
+		c.clear++
+	}
 	// IPv4 (no VLAN) carrying UDP
 	if len(f) >= 14+20+8 && binary.BigEndian.Uint16(f[12:]) == 0x0800 && f[14+9] == unix.IPPROTO_UDP {
 		ihl := int(f[14]&0x0f) * 4
@@ -123,8 +135,35 @@ func (c *capture) count(f []byte, watch []byte) {
 	}
 }
 
-// stopCapture ends the capture and returns its counts.
-func (c *capture) stopCapture(t *testing.T) (markers map[byte]int, udp map[uint16]int) {
+// vxlanPorts are the UDP ports whose payload is a VXLAN frame here: the
+// plugin's VXLAN port in the harness and that of earlier encrypted networks.
+var vxlanPorts = []uint16{4789, encVXLANPort}
+
+// carriesSubnet reports whether Ethernet frame f carries IPv4 (no VLAN) from or to
+// an address of p, in its own header or in that of a VXLAN frame it carries.
+func carriesSubnet(f []byte, p netip.Prefix) bool {
+	if len(f) < 14+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+		return false
+	}
+	ip := f[14:]
+	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	if p.Contains(src) || p.Contains(dst) {
+		return true
+	}
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[9] != unix.IPPROTO_UDP || len(ip) < ihl+8+8 {
+		return false
+	}
+	if !slices.Contains(vxlanPorts, binary.BigEndian.Uint16(ip[ihl+2:])) {
+		return false
+	}
+	return carriesSubnet(ip[ihl+8+8:], p) // UDP and VXLAN headers, then the inner frame
+}
+
+// stopCapture ends the capture and returns its counts; inClear is the number
+// of packets from or to the encrypted subnet, plus datagrams to the VXLAN
+// port of earlier versions.
+func (c *capture) stopCapture(t *testing.T) (markers map[byte]int, udp map[uint16]int, inClear int) {
 	t.Helper()
 	close(c.stop)
 	if err := <-c.done; err != nil {
@@ -132,7 +171,7 @@ func (c *capture) stopCapture(t *testing.T) (markers map[byte]int, udp map[uint1
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.markers, c.udp
+	return c.markers, c.udp, c.clear + c.udp[encVXLANPort]
 }
 
 // pingPattern has container c on host ping addr n times with payload
@@ -145,7 +184,8 @@ func pingPattern(host, c, addr string, pattern byte, n int) bool {
 // TestEncryptedNetwork: an encrypted network joins three hosts (full mesh)
 // with the WireGuard overhead in its MTU; on the underlay, a payload marker
 // sent between its containers never appears while the same kind of marker on
-// a plain network does, and no datagram to the encrypted VXLAN port leaves;
+// a plain network does, and no packet from or to one of its addresses (nor
+// to the VXLAN port of earlier versions) leaves;
 // with the tunnel link deleted no clear text leaves either, and the tunnel
 // comes back; a definition that disagrees on the option is refused, naming
 // the host, and macvlan refuses it.
@@ -164,7 +204,7 @@ func TestEncryptedNetwork(t *testing.T) {
 		t.Cleanup(func() { _, _, _ = inHost(h, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter="+old) })
 	}
 	const enc, plain = "encnet", "plainnet"
-	const encSubnet, plainSubnet = "198.19.70.0/24", "198.19.71.0/24"
+	encSubnet, plainSubnet := encPrefix.String(), "198.19.71.0/24"
 	var cs []ctr
 	for _, h := range hosts {
 		createNetwork(t, h, enc, "--subnet", encSubnet, "-o", "encrypted=true")
@@ -174,8 +214,8 @@ func TestEncryptedNetwork(t *testing.T) {
 	createNetwork(t, "h2", plain, "--subnet", plainSubnet)
 	p1, p2 := startCtr(t, "h1", plain, "plain-h1"), startCtr(t, "h2", plain, "plain-h2")
 
-	if got := strings.TrimSpace(mustDocker(t, "h1", "exec", cs[0].id, "cat", "/sys/class/net/eth0/mtu")); got != "1390" {
-		t.Errorf("encrypted network's container MTU = %s, want 1390 (1500 - 50 VXLAN - 60 WireGuard)", got)
+	if got := strings.TrimSpace(mustDocker(t, "h1", "exec", cs[0].id, "cat", "/sys/class/net/eth0/mtu")); got != "1440" {
+		t.Errorf("encrypted network's container MTU = %s, want 1440 (1500 - 60 WireGuard)", got)
 	}
 	fullMesh(t, 60*time.Second, cs)
 
@@ -184,15 +224,15 @@ func TestEncryptedNetwork(t *testing.T) {
 		capt := startCapture(t, "h2", "eth0", encMark, plainMark)
 		encOK := pingPattern("h1", cs[0].id, cs[1].ip, encMark, 5)
 		plainOK := pingPattern("h1", p1.id, p2.ip, plainMark, 5)
-		markers, udp := capt.stopCapture(t)
+		markers, udp, inClear := capt.stopCapture(t)
 		if !encOK || !plainOK {
 			t.Fatalf("pings during the capture: encrypted answered %v, plain answered %v; want both", encOK, plainOK)
 		}
 		if markers[plainMark] == 0 {
 			t.Errorf("the plain network's marker never crossed h2's underlay: the capture sees nothing (udp by port: %v)", udp)
 		}
-		if markers[encMark] != 0 || udp[encVXLANPort] != 0 {
-			t.Errorf("clear text on the underlay: %d frames with the encrypted network's marker, %d datagrams to port %d", markers[encMark], udp[encVXLANPort], encVXLANPort)
+		if markers[encMark] != 0 || inClear != 0 {
+			t.Errorf("clear text on the underlay: %d frames with the encrypted network's marker, %d packets from or to %s (or to port %d)", markers[encMark], inClear, encPrefix, encVXLANPort)
 		}
 		if udp[wgPort] == 0 {
 			t.Errorf("no WireGuard datagram (port %d) on h2's underlay while the encrypted network carried pings: %v", wgPort, udp)
@@ -204,9 +244,9 @@ func TestEncryptedNetwork(t *testing.T) {
 		capt := startCapture(t, "h1", "eth0", mark)
 		mustInHost(t, "h1", "ip", "link", "del", "gvt-wireguard")
 		pingPattern("h1", cs[0].id, cs[1].ip, mark, 5)
-		markers, udp := capt.stopCapture(t)
-		if markers[mark] != 0 || udp[encVXLANPort] != 0 {
-			t.Errorf("with the tunnel deleted, %d frames with the marker and %d datagrams to port %d left h1", markers[mark], udp[encVXLANPort], encVXLANPort)
+		markers, _, inClear := capt.stopCapture(t)
+		if markers[mark] != 0 || inClear != 0 {
+			t.Errorf("with the tunnel deleted, %d frames with the marker and %d packets from or to %s left h1", markers[mark], inClear, encPrefix)
 		}
 		eventually(t, 60*time.Second, "the tunnel is repaired and the mesh answers again", func() error {
 			if !pingPattern("h1", cs[0].id, cs[1].ip, mark, 1) {
@@ -228,9 +268,9 @@ func TestEncryptedNetwork(t *testing.T) {
 			t.Fatalf("kill -9 %d: %v", pid, err)
 		}
 		pingPattern("h2", cs[1].id, cs[0].ip, mark, 5)
-		markers, udp := capt.stopCapture(t)
-		if markers[mark] != 0 || udp[encVXLANPort] != 0 {
-			t.Errorf("with the plugin down, %d frames with the marker and %d datagrams to port %d left h2", markers[mark], udp[encVXLANPort], encVXLANPort)
+		markers, _, inClear := capt.stopCapture(t)
+		if markers[mark] != 0 || inClear != 0 {
+			t.Errorf("with the plugin down, %d frames with the marker and %d packets from or to %s left h2", markers[mark], inClear, encPrefix)
 		}
 		eventually(t, 90*time.Second, "the restarted plugin's tunnel carries the mesh again", func() error {
 			if !pingPattern("h2", cs[1].id, cs[0].ip, mark, 1) {

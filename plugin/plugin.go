@@ -282,7 +282,7 @@ func (p *process) loadDrivers(m *metrics.Metrics) error {
 	driverCfg := driverConfig(s, p.db, p.dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
 	driverCfg.ObserveConvergence = m.ObserveConvergence
 	driverCfg.HostAddress = p.ipam.HostAddress
-	driverCfg.Tunnel = driver.TunnelConfig{PrivateKey: p.tunnelKey, Port: TunnelPort, VXLANPort: TunnelVXLANPort,
+	driverCfg.Tunnel = driver.TunnelConfig{PrivateKey: p.tunnelKey, Port: TunnelPort,
 		GossipKeyed: len(s.GossipKeys) > 0}
 	if p.driver, err = driver.New(driverCfg); err != nil {
 		return fmt.Errorf("loading network state: %w", err)

@@ -103,9 +103,9 @@ func ParseSettings(getenv func(string) string) (Settings, error) {
 			envGossipPort, envVXLANPort, s.GossipPort, envVXLANPort))
 	}
 	for _, port := range []int{s.GossipPort, s.VXLANPort} {
-		if port == TunnelPort || port == TunnelVXLANPort {
-			errs = append(errs, fmt.Errorf("settings %s and %s must not be %d or %d, the ports of encrypted networks (docs/encryption.md) (fix with `docker plugin set <plugin> NAME=…` while the plugin is disabled)",
-				envGossipPort, envVXLANPort, TunnelPort, TunnelVXLANPort))
+		if port == TunnelPort {
+			errs = append(errs, fmt.Errorf("settings %s and %s must not be %d, the port of encrypted networks (docs/encryption.md) (fix with `docker plugin set <plugin> NAME=…` while the plugin is disabled)",
+				envGossipPort, envVXLANPort, TunnelPort))
 		}
 	}
 	s.Peers = errs.peers(get(envPeers), s.GossipPort)

@@ -19,13 +19,9 @@ import (
 // one line), in the state directory, readable by root only.
 const tunnelKeyFile = "wireguard.key"
 
-// Ports of the encryption tunnel (docs/encryption.md): WireGuard's UDP port
-// between hosts, and the UDP port of the encrypted networks' VXLAN devices,
-// which only ever travels inside the tunnel.
-const (
-	TunnelPort      = 51820
-	TunnelVXLANPort = 4792
-)
+// TunnelPort is the encryption tunnel's UDP port between hosts
+// (WireGuard's; docs/encryption.md).
+const TunnelPort = 51820
 
 // loadTunnelKey reads this host's WireGuard private key, generating and
 // persisting one at the first start. A damaged file or one others can read

@@ -38,6 +38,10 @@ type BridgeSpec struct {
 	MTU     int              // 0 = leave kernel default
 	MAC     net.HardwareAddr // stable address, nil = kernel chooses
 	Address netip.Prefix     // gateway address with the subnet's prefix length; invalid = none
+	// ProxyARP: the link holding the gateway answers ARP for addresses the
+	// host routes through another link (an encrypted network's remote
+	// endpoints, routed into the tunnel), at once (no proxy delay).
+	ProxyARP bool
 }
 
 // VXLANSpec describes a per-network VXLAN device enslaved to a bridge.
@@ -170,6 +174,10 @@ type NetworkRules struct {
 	// Masquerade egress traffic from Subnet leaving through any other interface.
 	// Never true together with Internal.
 	Masquerade bool
+	// Tunnel, when set, is the encryption tunnel's link: traffic from
+	// Subnet to Subnet is forwarded between it and the bridge (both ways,
+	// Internal or not) and never masqueraded.
+	Tunnel string
 }
 
 // PortRule is one published port: HostIP:HostPort (all host addresses when HostIP
@@ -293,11 +301,10 @@ type Dataplane interface {
 	// EnsureTunnel creates or repairs the host's WireGuard interface
 	// (tunnel.go): kernel WireGuard where the kernel has it, else
 	// wireguard-go over TUN (ErrNoTunnel when neither); its key, port and
-	// peers; and the policy routing that sends UDP to spec.VXLANPort into
-	// it or drops it.
+	// peers; and a /32 route into it per peer address, no other.
 	EnsureTunnel(spec TunnelSpec) error
-	// DeleteTunnel stops the tunnel and removes its link and rules; none is
-	// success.
+	// DeleteTunnel stops the tunnel and removes its link (and routes); none
+	// is success.
 	DeleteTunnel(name string) error
 	// TunnelStatus reports the running tunnel (false: none runs).
 	TunnelStatus() (TunnelStatus, bool, error)

@@ -137,6 +137,8 @@ func validateFirewall(fw Firewall) error {
 			return fmt.Errorf("firewall network %s: masquerade and internal are both set; an internal network has no egress", shortID(n.NetworkID))
 		case n.Masquerade && (!n.Subnet.IsValid() || !n.Subnet.Addr().Is4()):
 			return fmt.Errorf("firewall network %s: masquerade needs an IPv4 subnet, got %v", shortID(n.NetworkID), n.Subnet)
+		case n.Tunnel != "" && (!ifaceName.MatchString(n.Tunnel) || !n.Subnet.IsValid() || !n.Subnet.Addr().Is4()):
+			return fmt.Errorf("firewall network %s: tunnel %q needs a valid link name and an IPv4 subnet, got %v", shortID(n.NetworkID), n.Tunnel, n.Subnet)
 		}
 		if _, dup := nets[n.NetworkID]; dup {
 			return fmt.Errorf("firewall network %s listed twice", shortID(n.NetworkID))
@@ -185,9 +187,6 @@ func renderFirewall(fw Firewall, docker []string) (fwRules, error) {
 	var raw []string
 	if fw.VXLAN.Port != 0 {
 		raw = append(raw, vxlanRule(fw.VXLAN))
-		if fw.VXLAN.Tunnel.Port != 0 {
-			raw = append(raw, tunnelRule(fw.VXLAN.Tunnel))
-		}
 	}
 	return fwRules{"filter": r.filter(slices.Concat(docker, fw.Shims)), "nat": r.nat(), "raw": raw}, nil
 }
@@ -213,6 +212,16 @@ func (r *renderer) add(dst *[]string, chain, format string, args ...any) {
 // networks' interfaces (Docker's bridges, macvlan shims).
 func (r *renderer) filter(foreign []string) []string {
 	var fwd, iso, isoIn, input []string
+	// An encrypted network's own traffic between the bridge and the tunnel
+	// (its remote endpoints are routed there): from the subnet to the
+	// subnet only, so it can reach no other network.
+	for _, n := range r.nets {
+		if n.Tunnel != "" {
+			s := n.Subnet.Masked()
+			r.add(&fwd, chainForward, "-s %s -d %s -i %s -o %s %s -j ACCEPT", s, s, n.Bridge, n.Tunnel, netComment(n.NetworkID))
+			r.add(&fwd, chainForward, "-s %s -d %s -i %s -o %s %s -j ACCEPT", s, s, n.Tunnel, n.Bridge, netComment(n.NetworkID))
+		}
+	}
 	// Isolation first, so no later accept can let one network reach another:
 	// not another grapevine network, not Docker's networks, not a macvlan
 	// network's host interface, in either direction.
@@ -268,6 +277,12 @@ func (r *renderer) networkForward(fwd *[]string, n NetworkRules) {
 // nat renders the nat table's chains.
 func (r *renderer) nat() []string {
 	var dnat, post []string
+	for _, n := range r.nets {
+		if n.Tunnel != "" { // to its remote endpoints: the addresses stay
+			s := n.Subnet.Masked()
+			r.add(&post, chainPostrouting, "-s %s -d %s -o %s %s -j RETURN", s, s, n.Tunnel, netComment(n.NetworkID))
+		}
+	}
 	for _, p := range r.ports {
 		dst := ""
 		if hostIPSet(p) {

@@ -95,6 +95,36 @@ func TestRenderFirewall(t *testing.T) {
 	}
 }
 
+// TestRenderFirewallTunnel: an encrypted network (here one internal, one
+// masquerading) forwards its own subnet between its bridge and the tunnel
+// before any isolation or drop, both ways, and never masquerades it there.
+func TestRenderFirewallTunnel(t *testing.T) {
+	fw := testFirewall()
+	fw.Networks[0].Tunnel = "gvt-wireguard"
+	fw.Networks[1].Tunnel = "gvt-wireguard"
+	got, err := renderFirewall(fw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFilter := []string{
+		`-A GRAPEVINE-FORWARD -s 198.19.1.0/24 -d 198.19.1.0/24 -i gvb-a -o gvt-wireguard -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
+		`-A GRAPEVINE-FORWARD -s 198.19.1.0/24 -d 198.19.1.0/24 -i gvt-wireguard -o gvb-a -m comment --comment "grapevine:aaaaaaaaaaaa" -j ACCEPT`,
+		`-A GRAPEVINE-FORWARD -s 198.19.2.0/24 -d 198.19.2.0/24 -i gvb-b -o gvt-wireguard -m comment --comment "grapevine:bbbbbbbbbbbb" -j ACCEPT`,
+		`-A GRAPEVINE-FORWARD -s 198.19.2.0/24 -d 198.19.2.0/24 -i gvt-wireguard -o gvb-b -m comment --comment "grapevine:bbbbbbbbbbbb" -j ACCEPT`,
+	}
+	if !slices.Equal(got["filter"], append(slices.Clone(wantFilter), wantFirewall["filter"]...)) {
+		t.Errorf("filter:\n got %s", strings.Join(got["filter"], "\n     "))
+	}
+	wantNAT := []string{
+		`-A GRAPEVINE-POSTROUTING -s 198.19.1.0/24 -d 198.19.1.0/24 -o gvt-wireguard -m comment --comment "grapevine:aaaaaaaaaaaa" -j RETURN`,
+		`-A GRAPEVINE-POSTROUTING -s 198.19.2.0/24 -d 198.19.2.0/24 -o gvt-wireguard -m comment --comment "grapevine:bbbbbbbbbbbb" -j RETURN`,
+	}
+	nat := wantFirewall["nat"]
+	if !slices.Equal(got["nat"], slices.Concat(nat[:2], wantNAT, nat[2:])) {
+		t.Errorf("nat:\n got %s", strings.Join(got["nat"], "\n     "))
+	}
+}
+
 func TestValidateFirewall(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -116,6 +146,8 @@ func TestValidateFirewall(t *testing.T) {
 		{"ipv6 host", func(f *Firewall) { f.Ports[0].HostIP = mustAddr("fd00::1") }, "host address"},
 		{"endpoint id with quote", func(f *Firewall) { f.Ports[0].EndpointID = `a"b` }, "endpoint id"},
 		{"shim name with a quote", func(f *Firewall) { f.Shims = []string{`gvh-"x`} }, "host interface"},
+		{"tunnel name with a space", func(f *Firewall) { f.Networks[1].Tunnel = "gvt wg" }, "tunnel"},
+		{"tunnel without subnet", func(f *Firewall) { f.Networks[0].Tunnel = "gvt-wireguard"; f.Networks[0].Subnet = netip.Prefix{} }, "tunnel"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,22 +30,6 @@ type VXLANIngress struct {
 	// contact with the cluster after a start): they are added, none is
 	// removed, so a restart does not cut off the members not yet heard of.
 	Partial bool
-	// Tunnel, when its Port is not zero, is the encrypted networks' VXLAN
-	// port: frames to it are dropped unless they came out of the tunnel.
-	Tunnel TunnelIngress
-}
-
-// TunnelIngress names the encrypted VXLAN port and the tunnel link that
-// alone may deliver frames to it.
-type TunnelIngress struct {
-	Port uint16
-	Link string
-}
-
-// tunnelRule renders the raw table's rule for the encrypted VXLAN port.
-func tunnelRule(in TunnelIngress) string {
-	return fmt.Sprintf(`-A %s ! -i %s -p udp -m udp --dport %d -m comment --comment "grapevine:tunnel" -j DROP`,
-		chainVXLAN, in.Link, in.Port)
 }
 
 // vxlanRule renders the raw table's rule for in.
@@ -55,9 +39,6 @@ func vxlanRule(in VXLANIngress) string {
 }
 
 func validateVXLAN(in VXLANIngress) error {
-	if in.Tunnel.Port != 0 && (in.Port == 0 || in.Tunnel.Port == in.Port || !ifaceName.MatchString(in.Tunnel.Link)) {
-		return fmt.Errorf("vxlan ingress: tunnel port %d needs a VXLAN port other than it (%d) and a valid link name (%q)", in.Tunnel.Port, in.Port, in.Tunnel.Link)
-	}
 	for _, p := range in.Peers {
 		if !p.Is4() {
 			return fmt.Errorf("vxlan ingress: peer VTEP %v is not an IPv4 address", p)

@@ -71,6 +71,9 @@ func (k *Kernel) ensureIsolatedBridge(spec BridgeSpec) (err error) {
 	if err := k.holdGateway(host, spec); err != nil {
 		return err
 	}
+	if err := setProxyARP(up, spec.ProxyARP); err != nil {
+		return err
+	}
 	if err := k.setMTU(s.nl, inner, spec.MTU); err != nil {
 		return err
 	}

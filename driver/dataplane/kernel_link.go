@@ -33,7 +33,26 @@ func (k *Kernel) EnsureBridge(spec BridgeSpec) (err error) {
 	if err != nil {
 		return err
 	}
-	return k.holdGateway(l, spec)
+	if err := k.holdGateway(l, spec); err != nil {
+		return err
+	}
+	return setProxyARP(spec.Name, spec.ProxyARP)
+}
+
+// setProxyARP switches proxy ARP on for the link (in the Kernel's
+// namespace) when on, answering without the kernel's random delay; off
+// leaves the link as it is (a new link has it off).
+func setProxyARP(link string, on bool) error {
+	if !on {
+		return nil
+	}
+	if err := writeSysctl("/proc/sys/net/ipv4/neigh/"+link+"/proxy_delay", "0"); err != nil {
+		return fmt.Errorf("link %s: proxy ARP delay 0: %w", link, err)
+	}
+	if err := writeSysctl("/proc/sys/net/ipv4/conf/"+link+"/proxy_arp", "1"); err != nil {
+		return fmt.Errorf("link %s: proxy_arp 1: %w", link, err)
+	}
+	return nil
 }
 
 // bridgeIn returns the bridge called name in h's namespace, creating it with

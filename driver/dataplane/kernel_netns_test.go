@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -122,4 +123,41 @@ func TestIsolationTakesOverHostBridges(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestBridgeProxyARP: a bridge spec with ProxyARP turns proxy ARP on,
+// without delay, on the link holding the gateway: the bridge itself, or its
+// uplink when networks are isolated; without it the link keeps the default.
+func TestBridgeProxyARP(t *testing.T) {
+	_, k := newKernelNS(t)
+	read := func(link string) string {
+		t.Helper()
+		arp, err1 := os.ReadFile("/proc/sys/net/ipv4/conf/" + link + "/proxy_arp")
+		delay, err2 := os.ReadFile("/proc/sys/net/ipv4/neigh/" + link + "/proxy_delay")
+		if err1 != nil || err2 != nil {
+			t.Fatalf("read %s: %v %v", link, err1, err2)
+		}
+		return strings.TrimSpace(string(arp)) + "/" + strings.TrimSpace(string(delay))
+	}
+	spec := func(name string, on bool) BridgeSpec {
+		return BridgeSpec{Name: name, MTU: 1440, Address: mustPrefix("198.19.0.1/24"), ProxyARP: on}
+	}
+	for _, s := range []BridgeSpec{spec("gvb-p", true), spec("gvb-q", false)} {
+		if err := k.EnsureBridge(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := read("gvb-p"); got != "1/0" {
+		t.Errorf("bridge with ProxyARP: proxy_arp/proxy_delay %s, want 1/0", got)
+	}
+	if got := read("gvb-q"); got == "1/0" {
+		t.Errorf("bridge without ProxyARP: proxy_arp/proxy_delay %s", got)
+	}
+	isolate(t, k)
+	if err := k.EnsureBridge(spec("gvb-r", true)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read("gvu-r"); got != "1/0" {
+		t.Errorf("isolated bridge's uplink with ProxyARP: proxy_arp/proxy_delay %s, want 1/0", got)
+	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -73,10 +72,65 @@ func (k *Kernel) EnsureTunnel(spec TunnelSpec) error {
 	if err := writeSysctl("/proc/sys/net/ipv4/conf/"+spec.Name+"/rp_filter", "0"); err != nil {
 		return fmt.Errorf("tunnel %s: reverse-path filter off: %w", spec.Name, err)
 	}
-	if err := k.nl.RouteReplace(tunnelRoute(l.Attrs().Index)); err != nil {
-		return fmt.Errorf("tunnel %s: route in table %d: %w", spec.Name, TunnelTable, err)
+	if err := k.ensureAddrRoutes(l.Attrs().Index, tunnelAddrs(spec)); err != nil {
+		return fmt.Errorf("tunnel %s: %w", spec.Name, err)
 	}
-	return k.ensureTunnelRules(spec.VXLANPort)
+	return k.removeLegacyRouting(l.Attrs().Index)
+}
+
+// addrRoute is the main table's /32 route of a peer's address into the
+// tunnel link.
+func addrRoute(link int, a netip.Addr) *netlink.Route {
+	return &netlink.Route{
+		LinkIndex: link,
+		Table:     unix.RT_TABLE_MAIN,
+		Dst:       &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)},
+		Scope:     netlink.SCOPE_LINK,
+	}
+}
+
+// ensureAddrRoutes makes the main table's routes through the tunnel link
+// exactly a /32 per address of want: missing ones are added, others on the
+// link deleted. Caller holds mu.
+func (k *Kernel) ensureAddrRoutes(link int, want []netip.Addr) error {
+	have, err := k.nl.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: link, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list the routes of the link: %w", err)
+	}
+	keep := map[netip.Addr]bool{}
+	var errs []error
+	for _, r := range have {
+		a, ok := routeHost(r)
+		if ok && !keep[a] && slices.Contains(want, a) {
+			keep[a] = true
+			continue
+		}
+		if err := k.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %v: %w", r.Dst, err))
+		}
+	}
+	for _, a := range want {
+		if keep[a] {
+			continue
+		}
+		if err := k.nl.RouteReplace(addrRoute(link, a)); err != nil {
+			errs = append(errs, fmt.Errorf("route %v/32 into the link: %w", a, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// routeHost returns the address of a /32 IPv4 route.
+func routeHost(r netlink.Route) (netip.Addr, bool) {
+	if r.Dst == nil {
+		return netip.Addr{}, false
+	}
+	if ones, bits := r.Dst.Mask.Size(); ones != 32 || bits != 32 {
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+	return a, ok
 }
 
 // tunnelLink returns the running tunnel's link, starting the device when
@@ -176,107 +230,56 @@ func peerConfigs(old, want []TunnelPeer) []wgtypes.PeerConfig {
 	}
 	ka := keepalive
 	for _, p := range want {
+		allowed := []net.IPNet{}
+		for _, a := range p.Addrs {
+			allowed = append(allowed, net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)})
+		}
 		out = append(out, wgtypes.PeerConfig{
 			PublicKey:                   wgtypes.Key(p.PublicKey),
 			Endpoint:                    net.UDPAddrFromAddrPort(p.Endpoint),
 			PersistentKeepaliveInterval: &ka,
 			ReplaceAllowedIPs:           true,
-			AllowedIPs:                  []net.IPNet{{IP: p.VTEP.AsSlice(), Mask: net.CIDRMask(32, 32)}},
+			AllowedIPs:                  allowed,
 		})
 	}
 	return out
 }
 
-// tunnelRoute is the tunnel table's only route: everything into the link.
-func tunnelRoute(link int) *netlink.Route {
+// legacyRoute is the route earlier versions put in their tunnel table.
+func legacyRoute(link int) *netlink.Route {
 	return &netlink.Route{
 		LinkIndex: link,
-		Table:     TunnelTable,
+		Table:     legacyTable,
 		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
 		Scope:     netlink.SCOPE_LINK,
 	}
 }
 
-// tunnelRules are the policy rules for the encrypted VXLAN port: UDP to it
-// looks up the tunnel table, and (no route there) is dropped. A third rule
-// routes UDP from that port (the reverse of a received frame, as the
-// reverse-path filter looks it up) through the tunnel too, so that strict
-// or loose filtering set for all links accepts decrypted frames.
-func tunnelRules(port int) []*netlink.Rule {
-	mk := func(prio int) *netlink.Rule {
-		r := netlink.NewRule()
-		r.Family = unix.AF_INET
-		r.Priority = prio
-		r.IPProto = unix.IPPROTO_UDP
-		r.Dport = netlink.NewRulePortRange(uint16(port), uint16(port))
-		return r
+// removeLegacyRouting deletes the policy rules of earlier versions (UDP
+// rules at their priorities) and, on the link (an invalid index: none),
+// their tunnel table's route. Missing is success. Caller holds mu.
+func (k *Kernel) removeLegacyRouting(link int) error {
+	var errs []error
+	if link > 0 {
+		if err := k.nl.RouteDel(legacyRoute(link)); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("tunnel: delete the route of table %d: %w", legacyTable, err))
+		}
 	}
-	lookup, reverse, drop := mk(TunnelRulePriority), mk(TunnelRulePriority), mk(TunnelDropPriority)
-	lookup.Table = TunnelTable
-	reverse.Table = TunnelTable
-	reverse.Sport, reverse.Dport = reverse.Dport, nil
-	drop.Type = nl.FR_ACT_BLACKHOLE
-	return []*netlink.Rule{lookup, reverse, drop}
-}
-
-// ensureTunnelRules adds the rules for port and removes every other rule
-// at their priorities (an earlier port, a duplicate). Caller holds mu.
-func (k *Kernel) ensureTunnelRules(port int) error {
-	have, err := k.tunnelRulesHeld()
+	rules, err := k.nl.RuleList(unix.AF_INET)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, fmt.Errorf("tunnel: list rules: %w", err))...)
 	}
-	kept := make([]bool, len(have))
-	for _, want := range tunnelRules(port) {
-		i := slices.IndexFunc(have, func(r netlink.Rule) bool { return sameRule(r, want) })
-		for i >= 0 && kept[i] {
-			j := slices.IndexFunc(have[i+1:], func(r netlink.Rule) bool { return sameRule(r, want) })
-			if j < 0 {
-				i = -1
-				break
-			}
-			i += 1 + j
-		}
-		if i >= 0 {
-			kept[i] = true
-			continue
-		}
-		if err := k.nl.RuleAdd(want); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("tunnel: add rule for udp port %d at priority %d: %w", port, want.Priority, err)
-		}
-	}
-	for i, r := range have {
-		if kept[i] {
+	for _, r := range rules {
+		legacy := (r.Priority == legacyRulePriority || r.Priority == legacyDropPriority) &&
+			r.IPProto == unix.IPPROTO_UDP && (r.Dport != nil || r.Sport != nil)
+		if !legacy {
 			continue
 		}
 		if err := k.nl.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("tunnel: delete stale rule %s: %w", r, err)
+			errs = append(errs, fmt.Errorf("tunnel: delete rule %s of an earlier version: %w", r, err))
 		}
 	}
-	return nil
-}
-
-// tunnelRulesHeld lists the IPv4 rules at the tunnel's priorities.
-func (k *Kernel) tunnelRulesHeld() ([]netlink.Rule, error) {
-	rules, err := k.nl.RuleList(unix.AF_INET)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: list rules: %w", err)
-	}
-	var out []netlink.Rule
-	for _, r := range rules {
-		if r.Priority == TunnelRulePriority || r.Priority == TunnelDropPriority {
-			out = append(out, r)
-		}
-	}
-	return out, nil
-}
-
-func sameRule(have netlink.Rule, want *netlink.Rule) bool {
-	samePorts := func(a, b *netlink.RulePortRange) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
-	// netlink's rule list leaves Type unset: the blackhole rule is the one
-	// without a table
-	return have.Priority == want.Priority && have.IPProto == want.IPProto && samePorts(have.Dport, want.Dport) &&
-		samePorts(have.Sport, want.Sport) && have.Table == want.Table
+	return errors.Join(errs...)
 }
 
 // DeleteTunnel implements Dataplane: it stops the device and removes the
@@ -292,15 +295,8 @@ func (k *Kernel) DeleteTunnel(name string) error {
 	if err := deleteIn(k.nl, name); err != nil {
 		errs = append(errs, fmt.Errorf("tunnel %s: delete link: %w", name, err))
 	}
-	// the route went with the link; the rules stay until here
-	rules, err := k.tunnelRulesHeld()
-	errs = append(errs, err)
-	for _, r := range rules {
-		if err := k.nl.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("tunnel: delete rule %s: %w", r, err))
-		}
-	}
-	return errors.Join(errs...)
+	// the routes went with the link
+	return errors.Join(append(errs, k.removeLegacyRouting(0))...)
 }
 
 // TunnelStatus implements Dataplane.
@@ -324,9 +320,7 @@ func (k *Kernel) TunnelStatus() (TunnelStatus, bool, error) {
 			ps.Endpoint = p.Endpoint.AddrPort()
 			ps.Endpoint = netip.AddrPortFrom(ps.Endpoint.Addr().Unmap(), ps.Endpoint.Port())
 		}
-		if len(p.AllowedIPs) == 1 {
-			ps.VTEP, _ = netip.AddrFromSlice(p.AllowedIPs[0].IP.To4())
-		}
+		ps.VTEP = ps.Endpoint.Addr()
 		st.Peers = append(st.Peers, ps)
 	}
 	return st, true, nil

@@ -8,14 +8,13 @@ import (
 	"time"
 )
 
-// The encryption tunnel: one WireGuard interface per host carries the VXLAN
-// frames of every encrypted network. Encrypted VXLAN devices send to the
-// peers' VTEPs on TunnelSpec.VXLANPort; two policy routing rules send every
-// UDP packet to that port into the tunnel's table, whose only route is the
-// WireGuard interface, and drop it when that route is missing (interface
-// down or gone), so an encrypted network's frame never leaves in clear text.
-// The raw table drops packets to that port that did not come out of the
-// tunnel (VXLANIngress.Tunnel), so clear text cannot be injected either.
+// The encryption tunnel: one WireGuard interface per host carries the
+// traffic of every encrypted network as routed IP packets. Each peer's
+// addresses (its containers on encrypted networks) are its allowed IPs and
+// have a /32 route each into the interface; the routes go with the
+// interface, so without it those addresses fall back to the bridges' own
+// subnet routes and nothing leaves in clear text. WireGuard accepts from a
+// peer only its allowed IPs, so clear text cannot be injected either.
 
 // Tunnel modes, as TunnelStatus reports them.
 const (
@@ -23,12 +22,13 @@ const (
 	TunnelUserspace = "userspace" // wireguard-go over TUN inside the plugin
 )
 
-// Policy routing of the tunnel: the rules' priorities (before the main
-// table's 32766) and the table holding the route into the tunnel.
+// Policy routing that earlier versions (VXLAN inside the tunnel) set up for
+// the encrypted VXLAN port: rules at these priorities, for UDP, and a table
+// routing into the tunnel. The tunnel removes what it finds of them.
 const (
-	TunnelRulePriority = 100 // udp to VXLANPort: look up TunnelTable
-	TunnelDropPriority = 101 // udp to VXLANPort not routed by it: dropped
-	TunnelTable        = 0x6776
+	legacyRulePriority = 100
+	legacyDropPriority = 101
+	legacyTable        = 0x6776
 )
 
 // KeyLen is the length of WireGuard keys.
@@ -46,11 +46,8 @@ type TunnelSpec struct {
 	PrivateKey Key
 	ListenPort int // WireGuard's UDP port
 	// MTU of the interface: the underlay's minus WireGuard's overhead.
-	MTU int
-	// VXLANPort is the UDP port of the encrypted networks' VXLAN devices:
-	// every packet to it is routed into the tunnel or dropped.
-	VXLANPort int
-	Peers     []TunnelPeer
+	MTU   int
+	Peers []TunnelPeer
 }
 
 // TunnelPeer is another host at the end of the tunnel.
@@ -58,9 +55,12 @@ type TunnelPeer struct {
 	PublicKey Key
 	// Endpoint is where its WireGuard listens (its VTEP and port).
 	Endpoint netip.AddrPort
-	// VTEP is the only inner source accepted from it and the only inner
-	// destination sent to it (its allowed IP, /32).
+	// VTEP is its underlay address (the endpoint's), which names it.
 	VTEP netip.Addr
+	// Addrs are its containers' addresses on the encrypted networks: its
+	// allowed IPs (each /32: the only inner sources accepted from it) and
+	// the destinations routed to it (a /32 route each via the link).
+	Addrs []netip.Addr
 }
 
 // TunnelStatus is the tunnel as the kernel (or wireguard-go) reports it.
@@ -94,12 +94,11 @@ func validateTunnel(s TunnelSpec) error {
 		return fmt.Errorf("tunnel %s: no private key", s.Name)
 	case s.ListenPort < 1 || s.ListenPort > 65535:
 		return fmt.Errorf("tunnel %s: listen port %d outside 1..65535", s.Name, s.ListenPort)
-	case s.VXLANPort < 1 || s.VXLANPort > 65535 || s.VXLANPort == s.ListenPort:
-		return fmt.Errorf("tunnel %s: vxlan port %d outside 1..65535 or equal to the listen port", s.Name, s.VXLANPort)
 	case s.MTU < 1280 || s.MTU > maxMTU:
 		return fmt.Errorf("tunnel %s: mtu %d outside 1280..%d", s.Name, s.MTU, maxMTU)
 	}
 	seen := map[Key]bool{}
+	owner := map[netip.Addr]netip.Addr{}
 	for _, p := range s.Peers {
 		switch {
 		case p.PublicKey.IsZero() || seen[p.PublicKey]:
@@ -108,6 +107,12 @@ func validateTunnel(s TunnelSpec) error {
 			return fmt.Errorf("tunnel %s: peer vtep %v or endpoint %v is not an IPv4 address (and port)", s.Name, p.VTEP, p.Endpoint)
 		}
 		seen[p.PublicKey] = true
+		for _, a := range p.Addrs {
+			if o, dup := owner[a]; dup || !a.Is4() {
+				return fmt.Errorf("tunnel %s: peer %v: address %v is not IPv4 or is also peer %v's", s.Name, p.VTEP, a, o)
+			}
+			owner[a] = p.VTEP
+		}
 	}
 	return nil
 }
@@ -115,15 +120,34 @@ func validateTunnel(s TunnelSpec) error {
 // maxMTU is the largest MTU a tunnel interface is given.
 const maxMTU = 65535
 
-// sortedPeers is s.Peers in VTEP order, for comparing specs.
+// sortedPeers is s.Peers in VTEP order, each peer's addresses sorted, for
+// comparing specs.
 func sortedPeers(peers []TunnelPeer) []TunnelPeer {
 	out := slices.Clone(peers)
+	for i := range out {
+		out[i].Addrs = slices.SortedFunc(slices.Values(out[i].Addrs), netip.Addr.Compare)
+	}
 	slices.SortFunc(out, func(a, b TunnelPeer) int { return a.VTEP.Compare(b.VTEP) })
 	return out
+}
+
+// samePeer reports whether two peers (addresses sorted) are configured alike.
+func samePeer(a, b TunnelPeer) bool {
+	return a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint && a.VTEP == b.VTEP && slices.Equal(a.Addrs, b.Addrs)
 }
 
 // sameTunnel reports whether two specs configure the same tunnel.
 func sameTunnel(a, b TunnelSpec) bool {
 	return a.Name == b.Name && a.PrivateKey == b.PrivateKey && a.ListenPort == b.ListenPort &&
-		a.MTU == b.MTU && a.VXLANPort == b.VXLANPort && slices.Equal(sortedPeers(a.Peers), sortedPeers(b.Peers))
+		a.MTU == b.MTU && slices.EqualFunc(sortedPeers(a.Peers), sortedPeers(b.Peers), samePeer)
+}
+
+// tunnelAddrs is every peer address of s: the /32 routes into the link.
+func tunnelAddrs(s TunnelSpec) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range s.Peers {
+		out = append(out, p.Addrs...)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

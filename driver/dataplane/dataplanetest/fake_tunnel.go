@@ -16,7 +16,7 @@ func (f *Fake) EnsureTunnel(spec dataplane.TunnelSpec) error {
 	if err := f.begin("EnsureTunnel", spec.Name); err != nil {
 		return err
 	}
-	spec.Peers = slices.Clone(spec.Peers)
+	spec.Peers = clonePeers(spec.Peers)
 	f.tunnel = &spec
 	f.links[spec.Name] = &FakeLink{Name: spec.Name, Kind: KindTunnel, MTU: spec.MTU}
 	return nil
@@ -57,6 +57,15 @@ func (f *Fake) Tunnel() *dataplane.TunnelSpec {
 		return nil
 	}
 	s := *f.tunnel
-	s.Peers = slices.Clone(s.Peers)
+	s.Peers = clonePeers(s.Peers)
 	return &s
+}
+
+// clonePeers copies peers and their addresses.
+func clonePeers(peers []dataplane.TunnelPeer) []dataplane.TunnelPeer {
+	out := slices.Clone(peers)
+	for i := range out {
+		out[i].Addrs = slices.Clone(out[i].Addrs)
+	}
+	return out
 }
