@@ -1,8 +1,11 @@
-// Package ipv4pkt builds the IPv4 ICMP echo requests that tests and
-// benchmarks write to the wire themselves (packet sockets, injected VXLAN
-// frames): the ICMP message comes from golang.org/x/net/icmp, the header
-// layout from golang.org/x/net/ipv4, and this package adds the one thing
-// neither does, the IPv4 header checksum.
+// Package ipv4pkt builds and parses the IPv4 packets grapevine writes or
+// reads whole: the ICMP echo requests that tests and benchmarks write to the
+// wire themselves (packet sockets, injected VXLAN frames) and the UDP
+// datagrams of the names tap (a container's DNS query as the kernel queued
+// it, the answer written back on a raw socket). The ICMP message comes from
+// golang.org/x/net/icmp, the header layout from golang.org/x/net/ipv4, and
+// this package adds what neither does: the IPv4 header and UDP checksums and
+// a strict parse of a UDP datagram.
 package ipv4pkt
 
 import (
