@@ -154,9 +154,11 @@ type Driver struct {
 	peers     *peerState
 	wake      chan struct{}
 	probeKick chan struct{} // the probe device failed for a reason that passes: retry soon
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	// sandboxKick signals SandboxChanges (buffered, one pending signal).
+	sandboxKick chan struct{}
+	stop        chan struct{}
+	done        chan struct{}
+	closeOnce   sync.Once
 
 	// For metrics, guarded by mu: drift fixed by the reconcile loops, and
 	// where the convergence lag goes.
@@ -198,18 +200,19 @@ func New(cfg Config) (*Driver, error) {
 		log = logrus.NewEntry(l)
 	}
 	d := &Driver{
-		dp:         cfg.Dataplane,
-		underlay:   cfg.Underlay,
-		store:      store{db: cfg.DB},
-		port:       cfg.VXLANPort,
-		tunnel:     cfg.Tunnel,
-		scope:      cfg.Scope,
-		spaces:     slices.Clone(cfg.AddressSpaces),
-		pluginName: cfg.PluginName,
-		log:        log,
-		hostAddr:   cfg.HostAddress,
-		observeLag: cfg.ObserveConvergence,
-		peerLog:    ratelog.New(peerLogInterval, peerLogKeys, nil),
+		dp:          cfg.Dataplane,
+		underlay:    cfg.Underlay,
+		store:       store{db: cfg.DB},
+		port:        cfg.VXLANPort,
+		tunnel:      cfg.Tunnel,
+		scope:       cfg.Scope,
+		spaces:      slices.Clone(cfg.AddressSpaces),
+		pluginName:  cfg.PluginName,
+		log:         log,
+		hostAddr:    cfg.HostAddress,
+		observeLag:  cfg.ObserveConvergence,
+		peerLog:     ratelog.New(peerLogInterval, peerLogKeys, nil),
+		sandboxKick: make(chan struct{}, 1),
 	}
 	if err := d.loadState(); err != nil {
 		return nil, err

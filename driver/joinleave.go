@@ -30,7 +30,16 @@ func (d *Driver) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
 	if !ok || e.NetworkID != r.NetworkID {
 		return nil, fmt.Errorf("endpoint %s does not belong to network %s", shortID(e.ID), shortID(r.NetworkID))
 	}
-	return n.mode().join(d, n, e)
+	if key := sandboxKey(r.SandboxKey); key != e.SandboxKey {
+		e = e.clone() // the mode's setJoined persists it with the endpoint
+		e.SandboxKey = key
+		d.endpoints[e.ID] = e
+	}
+	resp, err := n.mode().join(d, n, e)
+	if err == nil {
+		d.kickSandboxes()
+	}
+	return resp, err
 }
 
 // Leave has the network's mode remove the endpoint's links and records the
@@ -58,6 +67,7 @@ func (d *Driver) Leave(r *network.LeaveRequest) error {
 	if ok {
 		errs = append(errs, d.setJoined(e, false))
 	}
+	d.kickSandboxes()
 	d.epLog(r.NetworkID, r.EndpointID).Debug("endpoint left")
 	return errors.Join(errs...)
 }
@@ -69,6 +79,9 @@ func (d *Driver) setJoined(e *endpointRecord, joined bool) error {
 	}
 	ne := e.clone()
 	ne.Joined = joined
+	if !joined {
+		ne.SandboxKey = ""
+	}
 	if err := d.store.putEndpoint(ne); err != nil {
 		return err
 	}

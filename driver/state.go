@@ -116,7 +116,8 @@ type endpointRecord struct {
 	HostVeth      string          `json:"host_veth"`
 	ContainerVeth string          `json:"container_veth"`
 	Joined        bool            `json:"joined"`
-	Requested     []portBinding   `json:"requested,omitempty"` // portmap from CreateEndpoint
+	SandboxKey    string          `json:"sandbox_key,omitempty"` // Join's, while joined (names tap)
+	Requested     []portBinding   `json:"requested,omitempty"`   // portmap from CreateEndpoint
 	Exposed       []transportPort `json:"exposed,omitempty"`
 	Programmed    bool            `json:"programmed"`         // ProgramExternalConnectivity succeeded
 	Bindings      []portBinding   `json:"bindings,omitempty"` // programmed, host ports chosen

@@ -33,13 +33,22 @@ const (
 )
 
 // answer returns the reply to a query from client when it asks for a
-// grapevine name on client's network (A: every holder's address, AAAA:
-// no data), nil when the query must go to its original destination.
-func (s *Service) answer(query []byte, client netip.Addr) []byte {
+// grapevine name on client's network, nil when the query must go to its
+// original destination. udp bounds the reply (answerIn).
+func (s *Service) answer(query []byte, client netip.Addr, udp bool) []byte {
 	subnet, ok := s.subnetOf(client)
 	if !ok {
 		return nil
 	}
+	return s.answerIn(query, []netip.Prefix{subnet}, udp)
+}
+
+// answerIn returns the reply to a query for a grapevine name held on the
+// first of subnets that holds it (A: every holder's address, the order
+// rotating; AAAA: no data), nil for any other query. An answer over UDP
+// larger than the client takes (its EDNS0 buffer size, else 512 bytes) is
+// truncated with TC set, so that the client asks again over TCP.
+func (s *Service) answerIn(query []byte, subnets []netip.Prefix, udp bool) []byte {
 	var q dns.Msg
 	if err := q.Unpack(query); err != nil || q.Response || q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 {
 		return nil
@@ -52,7 +61,12 @@ func (s *Service) answer(query []byte, client netip.Addr) []byte {
 	if CheckName(name) != nil {
 		return nil
 	}
-	addrs := s.table.Lookup(subnet, name)
+	var addrs []netip.Addr
+	for _, subnet := range subnets {
+		if addrs = s.table.Lookup(subnet, name); len(addrs) > 0 {
+			break
+		}
+	}
 	if len(addrs) == 0 {
 		return nil
 	}
@@ -65,6 +79,13 @@ func (s *Service) answer(query []byte, client netip.Addr) []byte {
 				A:   a.AsSlice(),
 			})
 		}
+	}
+	if udp {
+		limit := dns.MinMsgSize
+		if o := q.IsEdns0(); o != nil && o.UDPSize() > dns.MinMsgSize {
+			limit = int(o.UDPSize())
+		}
+		reply.Truncate(limit)
 	}
 	b, err := reply.Pack()
 	if err != nil {
@@ -109,7 +130,7 @@ func (s *Service) handleUDP(pkt []byte, from, local netip.AddrPort) {
 	reply := func(b []byte) {
 		_, _ = s.pc.WriteTo(b, &ipv4.ControlMessage{Src: local.Addr().AsSlice()}, net.UDPAddrFromAddrPort(from))
 	}
-	if ans := s.answer(pkt, from.Addr()); ans != nil {
+	if ans := s.answer(pkt, from.Addr(), true); ans != nil {
 		reply(ans)
 		return
 	}
@@ -208,7 +229,7 @@ func (s *Service) handleTCP(c *net.TCPConn) {
 		if err != nil {
 			return
 		}
-		if ans := s.answer(msg, client); ans != nil {
+		if ans := s.answer(msg, client, false); ans != nil {
 			if _, err := c.Write(binary.BigEndian.AppendUint16(nil, uint16(len(ans)))); err != nil {
 				return
 			}

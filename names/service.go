@@ -40,6 +40,15 @@ type Config struct {
 	// Lease is how long the redirect holds without renewal (default 90 s);
 	// it is renewed every third of it.
 	Lease time.Duration
+	// Tapper, Sandboxes and SandboxChanges tap the joined containers'
+	// queries to Docker's resolver, so that grapevine names are answered
+	// before Docker forwards them (tap.go); a nil Tapper taps nothing and
+	// names reach grapevine through the redirect only. NetnsDir is where
+	// the plugin sees Docker's sandbox namespaces.
+	Tapper         Tapper
+	Sandboxes      Sandboxes
+	SandboxChanges <-chan struct{}
+	NetnsDir       string
 	// Resync is the period of the full comparison of the engine's
 	// containers with the published records (default 30 s).
 	Resync time.Duration
@@ -69,6 +78,7 @@ type Service struct {
 	// query without a lock; renewMu serialises the redirect's renewals
 	// (iptables-restore takes tens of ms, which no query may wait for).
 	subnets   atomic.Pointer[[]netip.Prefix]
+	taps      taps
 	renewMu   sync.Mutex
 	renewedAt time.Time // under renewMu
 
@@ -89,6 +99,7 @@ func Start(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: cfg.Log, table: NewTable(cfg.Cluster)}
 	s.bufs.New = func() any { b := make([]byte, maxUDPMessage); return &b }
 	s.relays = make(chan struct{}, maxRelays)
+	s.taps = taps{open: map[string]*openTap{}, failed: map[string]time.Time{}}
 	var err error
 	if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{}); err != nil {
 		return nil, fmt.Errorf("names resolver: listen udp: %w", err)
@@ -110,6 +121,10 @@ func Start(cfg Config) (*Service, error) {
 	go s.serveUDP()
 	go s.serveTCP()
 	go s.renewLoop(ctx)
+	if cfg.Tapper != nil && cfg.Sandboxes != nil {
+		s.wg.Add(1)
+		go s.tapLoop(ctx)
+	}
 	if cfg.Engine != nil {
 		s.pub = newPublisher(cfg.Cluster, cfg.Engine, cfg.Networks, cfg.Log)
 		s.wg.Add(1)

@@ -47,6 +47,10 @@ type Options struct {
 	// mount) from which containers' names are learnt; "" or absent
 	// publishes none (other hosts' names are still answered).
 	EngineSocket string
+	// SandboxDir is Docker's exec root's netns directory as the plugin sees
+	// it (the docker-exec-root mount): the containers' namespaces whose
+	// names queries are tapped. "" taps none.
+	SandboxDir string
 }
 
 // DefaultOptions are right for the managed plugin.
@@ -57,6 +61,7 @@ func DefaultOptions() Options {
 		NetNSDir:       "/run/grapevine/netns",
 		ReconcileEvery: 30 * time.Second,
 		EngineSocket:   "/var/run/docker.sock",
+		SandboxDir:     "/var/run/docker/netns",
 	}
 }
 
@@ -307,7 +312,7 @@ func (p *process) run(ctx context.Context, opts Options) error {
 	if err := p.cluster.Start(); err != nil {
 		return fmt.Errorf("starting gossip on port %d: %w", p.settings.GossipPort, err)
 	}
-	p.names = p.startNames(opts.EngineSocket)
+	p.names = p.startNames(opts.EngineSocket, opts.SandboxDir)
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	p.clone.start(rctx, &p.wg, p.cluster.LocalAddr().String())
@@ -318,7 +323,7 @@ func (p *process) run(ctx context.Context, opts Options) error {
 
 // startNames starts the names resolver; without it (logged) only names
 // across hosts are missing.
-func (p *process) startNames(engineSocket string) *names.Service {
+func (p *process) startNames(engineSocket, sandboxDir string) *names.Service {
 	log := p.log.WithField("component", "names")
 	var eng *names.Engine
 	if engineSocket != "" {
@@ -334,7 +339,7 @@ func (p *process) startNames(engineSocket string) *names.Service {
 	} else {
 		p.ct, origUDP = ct, ct.OriginalDstUDP
 	}
-	s, err := names.Start(names.Config{
+	cfg := names.Config{
 		Cluster:     p.cluster,
 		Networks:    p.driver.NameNetworks,
 		Redirect:    p.dp,
@@ -342,7 +347,11 @@ func (p *process) startNames(engineSocket string) *names.Service {
 		OriginalTCP: dataplane.OriginalDstTCP,
 		Engine:      eng,
 		Log:         log,
-	})
+	}
+	if sandboxDir != "" {
+		cfg.Tapper, cfg.Sandboxes, cfg.SandboxChanges, cfg.NetnsDir = p.dp, p.driver.TapSandboxes, p.driver.SandboxChanges(), sandboxDir
+	}
+	s, err := names.Start(cfg)
 	if err != nil {
 		log.WithError(err).Warn("names resolver not started: containers resolve only names on their own host")
 		return nil

@@ -162,6 +162,12 @@ write_host_config() { # RUN hN
 		mount --bind "$d/state" "$d/state"
 	fi
 	mount --make-shared "$d/state"
+	# dockerd's exec root shared too, as on a systemd host: the containers'
+	# namespace files dockerd mounts there appear in the plugin (names tap)
+	if ! mountpoint -q "$d/exec" 2>/dev/null; then
+		mount --bind "$d/exec" "$d/exec"
+	fi
+	mount --make-shared "$d/exec"
 	cat >"$d/containerd/config.toml" <<EOF
 version = 2
 root = "$d/containerd/root"
@@ -377,7 +383,7 @@ install_plugin() { # RUN hN
 	peers=$(peers_for "$run" "$h")
 	local own="PLUGIN_SETTINGS_$h"
 	# shellcheck disable=SC2086 # PLUGIN_SETTINGS* are lists of words on purpose
-	hdocker "$run" "$h" plugin set grapevine:latest "state.source=$d/state" "docker-sock.source=$d/docker.sock" \
+	hdocker "$run" "$h" plugin set grapevine:latest "state.source=$d/state" "docker-sock.source=$d/docker.sock" "docker-exec-root.source=$d/exec" \
 		"ADVERTISE=$(host_addr "$h")" "PEERS=$peers" "POOL=$GV_POOL" LOG_LEVEL=debug \
 		${PLUGIN_SETTINGS:-} ${!own:-}
 	if ! hdocker "$run" "$h" plugin enable --timeout 30 grapevine:latest >/dev/null; then

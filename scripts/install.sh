@@ -79,8 +79,16 @@ if ! findmnt -n -o PROPAGATION --target "$STATE_DIR" | grep -q shared; then
 	mount --make-shared "$STATE_DIR"
 	echo "install: made $STATE_DIR a shared mount" >&2
 fi
+# Docker's exec root holds the containers' namespaces, in which grapevine answers
+# cross-host names (docs/names.md); shared, so that new ones appear in the plugin.
+EXEC_ROOT=${EXEC_ROOT:-/var/run/docker}
+if ! findmnt -n -o PROPAGATION --target "$EXEC_ROOT" | grep -q shared; then
+	mountpoint -q "$EXEC_ROOT" || mount --bind "$EXEC_ROOT" "$EXEC_ROOT"
+	mount --make-shared "$EXEC_ROOT"
+	echo "install: made $EXEC_ROOT a shared mount" >&2
+fi
 # shellcheck disable=SC2086 # PLUGIN_SETTINGS is a list of words on purpose
-docker_ plugin set "$NAME" "state.source=$STATE_DIR" "docker-sock.source=$SOCK" ${PLUGIN_SETTINGS:-}
+docker_ plugin set "$NAME" "state.source=$STATE_DIR" "docker-sock.source=$SOCK" "docker-exec-root.source=$EXEC_ROOT" ${PLUGIN_SETTINGS:-}
 docker_ plugin enable --timeout 30 "$NAME" >/dev/null
 install -m 0755 build/plugin/rootfs/grapevine /usr/local/bin/grapevine
 echo "install: $NAME enabled; state in $STATE_DIR; binary at /usr/local/bin/grapevine" >&2
