@@ -79,10 +79,11 @@ func flushRedirect(t *testing.T, host string) {
 // with the container's last grapevine network while it runs on.
 func TestNamesTap(t *testing.T) {
 	needHosts(t, 2)
-	hosts := clusterHosts()[:2]
-	for _, h := range hosts {
+	all := clusterHosts()
+	hosts := all[:2]
+	for _, h := range all {
 		checkClean(t, h)
-		waitMembers(t, 30*time.Second, h, hosts)
+		waitMembers(t, 30*time.Second, h, all)
 	}
 	serveUpstream(t)
 	for _, h := range hosts {

@@ -99,7 +99,7 @@ func Start(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: cfg.Log, table: NewTable(cfg.Cluster)}
 	s.bufs.New = func() any { b := make([]byte, maxUDPMessage); return &b }
 	s.relays = make(chan struct{}, maxRelays)
-	s.taps = taps{open: map[string]*openTap{}, failed: map[string]time.Time{}}
+	s.taps = taps{open: map[string]*openTap{}, failed: map[string]retry{}}
 	var err error
 	if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{}); err != nil {
 		return nil, fmt.Errorf("names resolver: listen udp: %w", err)

@@ -26,12 +26,16 @@ type Tapper interface {
 // answers (driver.TapSandboxes).
 type Sandboxes func() map[string][]netip.Prefix
 
-// tapRetry is how long a sandbox whose tap could not be opened waits before
-// the next try; tapPeriod is the period of the comparison of the wanted taps
-// with the open ones (the driver's change signal makes it at once).
+// A sandbox whose tap could not be opened is tried again after
+// tapFirstRetry, doubling up to tapMaxRetry: Docker gives the sandbox key
+// at Join, but the namespace is bound there only when the container's
+// process starts, tens of ms later. tapPeriod is the period of the
+// comparison of the wanted taps with the open ones (the driver's change
+// signal makes it at once).
 const (
-	tapRetry  = 30 * time.Second
-	tapPeriod = 2 * time.Second
+	tapFirstRetry = 25 * time.Millisecond
+	tapMaxRetry   = 30 * time.Second
+	tapPeriod     = 2 * time.Second
 )
 
 // sandboxName is what a namespace file under Docker's netns directory may
@@ -56,21 +60,27 @@ type openTap struct {
 	nets   atomic.Pointer[[]netip.Prefix]
 }
 
+// retry is when a sandbox's tap is tried again and the wait after that.
+type retry struct {
+	next time.Time
+	wait time.Duration
+}
+
 // taps keeps one tap per joined sandbox. Only tapLoop touches it.
 type taps struct {
 	open   map[string]*openTap
-	failed map[string]time.Time // key → next try
-	count  atomic.Int64         // open taps, for status
+	failed map[string]retry
+	count  atomic.Int64 // open taps, for status
 }
 
 // tapLoop keeps the taps in line with the driver's joined sandboxes: at a
 // change the driver signals and every tapPeriod.
 func (s *Service) tapLoop(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(tapPeriod)
+	t := time.NewTimer(tapPeriod)
 	defer t.Stop()
 	for {
-		s.syncTaps()
+		t.Reset(s.syncTaps())
 		select {
 		case <-ctx.Done():
 			s.closeTaps()
@@ -82,8 +92,9 @@ func (s *Service) tapLoop(ctx context.Context) {
 }
 
 // syncTaps closes the taps of sandboxes that left, updates the subnets of
-// the others and opens the new ones.
-func (s *Service) syncTaps() {
+// the others and opens the new ones; it returns how long until the next
+// sync is due (a retry or the period).
+func (s *Service) syncTaps() time.Duration {
 	want := s.cfg.Sandboxes()
 	for key, ot := range s.taps.open {
 		if _, ok := want[key]; !ok {
@@ -102,12 +113,31 @@ func (s *Service) syncTaps() {
 			ot.nets.Store(&nets)
 			continue
 		}
-		if next, ok := s.taps.failed[key]; ok && now.Before(next) {
+		if r, ok := s.taps.failed[key]; ok && now.Before(r.next) {
 			continue
 		}
 		s.openTap(key, nets)
 	}
 	s.taps.count.Store(int64(len(s.taps.open)))
+	due := tapPeriod
+	for _, r := range s.taps.failed {
+		due = min(due, max(time.Until(r.next), time.Millisecond))
+	}
+	return due
+}
+
+// noteFailed schedules the next try of key's tap.
+func (s *Service) noteFailed(key string) retry {
+	r, ok := s.taps.failed[key]
+	switch {
+	case !ok:
+		r.wait = tapFirstRetry
+	case r.wait < tapMaxRetry:
+		r.wait = min(2*r.wait, tapMaxRetry)
+	}
+	r.next = time.Now().Add(r.wait)
+	s.taps.failed[key] = r
+	return r
 }
 
 func (s *Service) openTap(key string, nets []netip.Prefix) {
@@ -115,15 +145,17 @@ func (s *Service) openTap(key string, nets []netip.Prefix) {
 	path, err := SandboxPath(s.cfg.NetnsDir, key)
 	if err != nil {
 		log.WithError(err).Warn("sandbox not tapped: its names queries reach grapevine through the host's redirect only")
-		s.taps.failed[key] = time.Now().Add(24 * time.Hour)
+		s.taps.failed[key] = retry{next: time.Now().Add(24 * time.Hour), wait: tapMaxRetry}
 		return
 	}
 	ot := &openTap{}
 	ot.nets.Store(&nets)
 	c, err := s.cfg.Tapper.OpenTap(path, func(q []byte) []byte { return s.answerIn(q, *ot.nets.Load(), true) })
 	if err != nil {
-		log.WithError(err).Warn("sandbox not tapped (retried in 30 s): its names queries reach grapevine through the host's redirect only; is Docker's exec root mounted (docker-exec-root, docs/names.md)?")
-		s.taps.failed[key] = time.Now().Add(tapRetry)
+		// the first tries fail while the container's start binds the namespace
+		if r := s.noteFailed(key); r.wait >= time.Second {
+			log.WithError(err).WithField("retry_in", r.wait).Warn("sandbox not tapped: its names queries reach grapevine through the host's redirect only; is Docker's exec root mounted and shared (docker-exec-root, docs/names.md)?")
+		}
 		return
 	}
 	delete(s.taps.failed, key)
