@@ -20,8 +20,9 @@ func sandboxKey(key string) string {
 }
 
 // TapSandboxes lists the joined endpoints' sandboxes whose names queries the
-// names layer taps: each sandbox key with the subnets of its networks whose
-// names are answered across hosts (NameNetworks).
+// names layer taps: each sandbox key with its endpoints' addresses (address
+// and subnet length) on the networks whose names are answered across hosts
+// (NameNetworks).
 func (d *Driver) TapSandboxes() map[string][]netip.Prefix {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -34,7 +35,7 @@ func (d *Driver) TapSandboxes() map[string][]netip.Prefix {
 		if !ok || !n.mode().overlay() {
 			continue
 		}
-		out[e.SandboxKey] = append(out[e.SandboxKey], n.Subnet)
+		out[e.SandboxKey] = append(out[e.SandboxKey], netip.PrefixFrom(e.Address.Addr(), n.Subnet.Bits()))
 	}
 	return out
 }

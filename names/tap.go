@@ -15,15 +15,17 @@ import (
 	"grapevine/driver/dataplane"
 )
 
-// Tapper opens the names tap of a container's network namespace
-// (dataplane.Kernel.OpenTap).
+// Tapper opens the names tap of a container's network namespace, and
+// names the tapped containers' addresses, whose UDP queries then skip the
+// host's redirect (dataplane.Kernel).
 type Tapper interface {
 	OpenTap(nsPath string, answer dataplane.TapAnswer) (io.Closer, error)
+	SetNamesTapped(addrs []netip.Addr) error
 }
 
 // Sandboxes lists the namespaces to tap: each joined sandbox's key as Docker
-// gave it at Join, with the subnets of its networks whose names grapevine
-// answers (driver.TapSandboxes).
+// gave it at Join, with its endpoints' addresses (address/subnet length) on
+// the networks whose names grapevine answers (driver.TapSandboxes).
 type Sandboxes func() map[string][]netip.Prefix
 
 // A sandbox whose tap could not be opened is tried again after
@@ -54,10 +56,24 @@ func SandboxPath(netnsDir, key string) (string, error) {
 	return filepath.Join(netnsDir, base), nil
 }
 
-// openTap is one sandbox's tap and the subnets it answers for.
+// openTap is one sandbox's tap, the subnets it answers for and the
+// sandbox's addresses on them.
 type openTap struct {
 	closer io.Closer
 	nets   atomic.Pointer[[]netip.Prefix]
+	addrs  []netip.Addr
+}
+
+// setEndpoints stores the subnets and addresses of eps (address/length).
+func (ot *openTap) setEndpoints(eps []netip.Prefix) {
+	nets := make([]netip.Prefix, 0, len(eps))
+	ot.addrs = ot.addrs[:0]
+	for _, p := range eps {
+		nets = append(nets, p.Masked())
+		ot.addrs = append(ot.addrs, p.Addr())
+	}
+	slices.SortFunc(nets, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	ot.nets.Store(&nets)
 }
 
 // retry is when a sandbox's tap is tried again and the wait after that.
@@ -71,6 +87,8 @@ type taps struct {
 	open   map[string]*openTap
 	failed map[string]retry
 	count  atomic.Int64 // open taps, for status
+	// bypass is the address set last given to SetNamesTapped.
+	bypass []netip.Addr
 }
 
 // tapLoop keeps the taps in line with the driver's joined sandboxes: at a
@@ -96,8 +114,16 @@ func (s *Service) tapLoop(ctx context.Context) {
 // sync is due (a retry or the period).
 func (s *Service) syncTaps() time.Duration {
 	want := s.cfg.Sandboxes()
+	leaving := map[string]*openTap{}
 	for key, ot := range s.taps.open {
 		if _, ok := want[key]; !ok {
+			leaving[key] = ot
+			delete(s.taps.open, key)
+		}
+	}
+	if len(leaving) > 0 {
+		s.setBypass() // their addresses take the redirect again before their taps go
+		for key, ot := range leaving {
 			s.closeTap(key, ot)
 		}
 	}
@@ -107,17 +133,17 @@ func (s *Service) syncTaps() time.Duration {
 		}
 	}
 	now := time.Now()
-	for key, nets := range want {
-		slices.SortFunc(nets, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	for key, eps := range want {
 		if ot, ok := s.taps.open[key]; ok {
-			ot.nets.Store(&nets)
+			ot.setEndpoints(eps)
 			continue
 		}
 		if r, ok := s.taps.failed[key]; ok && now.Before(r.next) {
 			continue
 		}
-		s.openTap(key, nets)
+		s.openTap(key, eps)
 	}
+	s.setBypass()
 	s.taps.count.Store(int64(len(s.taps.open)))
 	due := tapPeriod
 	for _, r := range s.taps.failed {
@@ -140,7 +166,30 @@ func (s *Service) noteFailed(key string) retry {
 	return r
 }
 
-func (s *Service) openTap(key string, nets []netip.Prefix) {
+// setBypass gives the open taps' addresses to SetNamesTapped when they
+// changed.
+func (s *Service) setBypass() {
+	var addrs []netip.Addr
+	for _, ot := range s.taps.open {
+		addrs = append(addrs, ot.addrs...)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	if slices.Equal(addrs, s.taps.bypass) && s.taps.bypass != nil {
+		return
+	}
+	if err := s.cfg.Tapper.SetNamesTapped(addrs); err != nil {
+		s.log.WithError(err).Warn("tapped containers' addresses not set: their upstream queries pass through grapevine's relay")
+		s.taps.bypass = nil
+		return
+	}
+	if addrs == nil {
+		addrs = []netip.Addr{}
+	}
+	s.taps.bypass = addrs
+}
+
+func (s *Service) openTap(key string, eps []netip.Prefix) {
 	log := s.log.WithField("sandbox", key)
 	path, err := SandboxPath(s.cfg.NetnsDir, key)
 	if err != nil {
@@ -149,7 +198,7 @@ func (s *Service) openTap(key string, nets []netip.Prefix) {
 		return
 	}
 	ot := &openTap{}
-	ot.nets.Store(&nets)
+	ot.setEndpoints(eps)
 	c, err := s.cfg.Tapper.OpenTap(path, func(q []byte) []byte { return s.answerIn(q, *ot.nets.Load(), true) })
 	if err != nil {
 		// the first tries fail while the container's start binds the namespace
@@ -161,14 +210,14 @@ func (s *Service) openTap(key string, nets []netip.Prefix) {
 	delete(s.taps.failed, key)
 	ot.closer = c
 	s.taps.open[key] = ot
-	log.WithField("subnets", nets).Debug("sandbox tapped")
+	log.WithField("endpoints", eps).Debug("sandbox tapped")
 }
 
+// closeTap closes the tap of a sandbox already removed from the open ones.
 func (s *Service) closeTap(key string, ot *openTap) {
 	if err := ot.closer.Close(); err != nil {
 		s.log.WithError(err).WithField("sandbox", key).Debug("closing a tap")
 	}
-	delete(s.taps.open, key)
 }
 
 // closeTaps closes every tap (the plugin stops), four at a time: their

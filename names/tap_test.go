@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,12 +21,34 @@ import (
 // fakeTaps records the taps the service opens and closes; fails[path] is
 // how many opens of path fail before one succeeds.
 type fakeTaps struct {
-	mu      sync.Mutex
-	open    map[string]dataplane.TapAnswer
-	opens   map[string]int
-	closed  []string
-	fails   map[string]int
-	answers map[string]dataplane.TapAnswer
+	mu     sync.Mutex
+	open   map[string]dataplane.TapAnswer
+	opens  map[string]int
+	closed []string
+	fails  map[string]int
+	events []string // "set a,b" and "close PATH", in order
+}
+
+func (f *fakeTaps) SetNamesTapped(addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ss []string
+	for _, a := range addrs {
+		ss = append(ss, a.String())
+	}
+	f.events = append(f.events, "set "+strings.Join(ss, ","))
+	return nil
+}
+
+func (f *fakeTaps) lastSet() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.events) - 1; i >= 0; i-- {
+		if strings.HasPrefix(f.events[i], "set ") {
+			return f.events[i]
+		}
+	}
+	return ""
 }
 
 func (f *fakeTaps) OpenTap(path string, a dataplane.TapAnswer) (io.Closer, error) {
@@ -42,6 +65,7 @@ func (f *fakeTaps) OpenTap(path string, a dataplane.TapAnswer) (io.Closer, error
 		defer f.mu.Unlock()
 		delete(f.open, path)
 		f.closed = append(f.closed, path)
+		f.events = append(f.events, "close "+path)
 		return nil
 	}), nil
 }
@@ -98,7 +122,6 @@ func TestTaps(t *testing.T) {
 	obs := node(t, n, "a")
 	b := node(t, n, "b")
 	gossiptest.Eventually(t, 10*time.Second, "2 members", func() bool { return len(obs.Members()) == 2 })
-	nets := []netip.Prefix{netip.MustParsePrefix("198.19.7.0/24")}
 	publish(t, b, "198.19.7.5", "db")
 	for i := range 40 {
 		publishSubnet(t, b, "198.19.7.0/24", fmt.Sprintf("198.19.7.%d", 100+i), "many")
@@ -107,7 +130,8 @@ func TestTaps(t *testing.T) {
 	const dir = "/plugin/netns"
 	good, late, hostile := "/docker/exec/netns/0123456789ab", "/docker/exec/netns/ba9876543210", "/docker/exec/netns/../../../etc"
 	var mu sync.Mutex
-	want := map[string][]netip.Prefix{good: nets, late: nets, hostile: nets}
+	ep := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	want := map[string][]netip.Prefix{good: ep("198.19.7.50/24"), late: ep("198.19.7.51/24"), hostile: ep("198.19.7.52/24")}
 	kick := make(chan struct{}, 1)
 	ft := &fakeTaps{open: map[string]dataplane.TapAnswer{}, opens: map[string]int{}, fails: map[string]int{dir + "/ba9876543210": 3}}
 	s, err := names.Start(names.Config{
@@ -144,6 +168,9 @@ func TestTaps(t *testing.T) {
 	if s.Tapped() != 2 {
 		t.Errorf("Tapped() = %d, want 2", s.Tapped())
 	}
+	if got := ft.lastSet(); got != "set 198.19.7.50,198.19.7.51" {
+		t.Errorf("tapped addresses %q, want the two open taps' addresses", got)
+	}
 
 	answer := ft.answer(dir + "/0123456789ab")
 	gossiptest.Eventually(t, 10*time.Second, "db answered by the tap", func() bool {
@@ -166,7 +193,7 @@ func TestTaps(t *testing.T) {
 
 	// the sandbox's network changes: the open tap answers for the new one
 	mu.Lock()
-	want[good] = []netip.Prefix{netip.MustParsePrefix("198.19.8.0/24")}
+	want[good] = ep("198.19.8.50/24")
 	mu.Unlock()
 	kick <- struct{}{}
 	gossiptest.Eventually(t, 2*time.Second, "db no longer answered off its network", func() bool {
@@ -178,6 +205,11 @@ func TestTaps(t *testing.T) {
 	mu.Unlock()
 	kick <- struct{}{}
 	gossiptest.Eventually(t, time.Second, "the left sandbox untapped", func() bool { return slices.Equal(ft.paths(), wantOpen[1:]) })
+	ft.mu.Lock()
+	if i := slices.Index(ft.events, "close "+wantOpen[0]); i < 1 || ft.events[i-1] != "set 198.19.7.51" {
+		t.Errorf("events %q: the left sandbox's address must leave the tapped set before its tap closes", ft.events)
+	}
+	ft.mu.Unlock()
 	s.Close()
 	if p := ft.paths(); len(p) != 0 {
 		t.Errorf("taps left open after Close: %v", p)

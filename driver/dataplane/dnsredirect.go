@@ -22,6 +22,11 @@ import (
 // redirected to the resolver the plugin runs.
 const (
 	chainNames   = "GRAPEVINE-NAMES" // nat: REDIRECT of port 53 from the networks' subnets
+	// tappedSet is the ipset (hash:ip) of the addresses of containers whose
+	// queries to Docker's resolver the names tap sees first: grapevine
+	// names are answered there, so the UDP queries Docker forwards for
+	// them (upstream names) skip the redirect and leave unchanged.
+	tappedSet = "grapevine-tapped"
 	namesComment = "grapevine-names"
 	// namesLeaseLayout is the time match's --datestop form (UTC).
 	namesLeaseLayout = "2006-01-02T15:04:05"
@@ -45,7 +50,7 @@ func namesRules(r NamesRedirect) ([]string, error) {
 		return nil, fmt.Errorf("names redirect: UDPPort %d and TCPPort %d must both be set", r.UDPPort, r.TCPPort)
 	}
 	until := r.Until.UTC().Format(namesLeaseLayout)
-	var lines []string
+	lines := []string{fmt.Sprintf("-A %s -p udp -m set --match-set %s src -m comment --comment %s -j RETURN", chainNames, tappedSet, namesComment)}
 	for _, s := range r.Subnets {
 		if !s.IsValid() || !s.Addr().Is4() || s != s.Masked() {
 			return nil, fmt.Errorf("names redirect: subnet %s is not an IPv4 network address", s)
@@ -74,6 +79,9 @@ func (k *Kernel) SyncNamesRedirect(r NamesRedirect) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if _, err := k.ensureAddrSet(tappedSet); err != nil {
+		return fmt.Errorf("names redirect: %w", err)
+	}
 	input := "*nat\n:" + chainNames + " - [0:0]\n" + strings.Join(append(lines, "COMMIT"), "\n") + "\n"
 	if err := k.xt.restore(input); err != nil {
 		return fmt.Errorf("names redirect: %w", err)
@@ -164,7 +172,29 @@ func (k *Kernel) dropNamesFlows(f namesFlows) error {
 	return nil
 }
 
-// RemoveNamesRedirect deletes the jump and the chain; absent is success.
+// SetNamesTapped makes the set of tapped containers' addresses hold exactly
+// addrs: their UDP queries skip the redirect. Add an address only once its
+// tap is open, and delete it before the tap closes.
+func (k *Kernel) SetNamesTapped(addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if !a.Is4() {
+			return fmt.Errorf("names redirect: tapped address %v is not IPv4", a)
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	set, err := k.ensureAddrSet(tappedSet)
+	if err != nil {
+		return fmt.Errorf("names redirect: %w", err)
+	}
+	if _, _, err := k.fillAddrSet(set, addrs, false); err != nil {
+		return fmt.Errorf("names redirect: %w", err)
+	}
+	return nil
+}
+
+// RemoveNamesRedirect deletes the jump, the chain and the set of tapped
+// addresses; absent is success.
 func (k *Kernel) RemoveNamesRedirect() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -179,6 +209,9 @@ func (k *Kernel) RemoveNamesRedirect() error {
 	}
 	if err := k.ipt.ClearAndDeleteChain("nat", chainNames); err != nil && !isNoChain(err) {
 		return fmt.Errorf("names redirect: delete chain %s: %w", chainNames, err)
+	}
+	if err := k.destroyAddrSet(tappedSet); err != nil {
+		return fmt.Errorf("names redirect: %w", err)
 	}
 	// Without the redirect, a query repeating a redirected one's ports
 	// would still follow its conntrack entry to a port nobody answers.

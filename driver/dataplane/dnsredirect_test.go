@@ -103,6 +103,22 @@ func TestNamesRedirect(t *testing.T) {
 		t.Errorf("OriginalDstTCP = %v, %v; want %s", orig, err, upstream)
 	}
 
+	// a tapped container's UDP queries skip the redirect, until it leaves the set
+	if err := k.SetNamesTapped([]netip.Addr{client.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, cns, func() { sendUDP(t, upstream) })
+	if got := recvUDP(t, udp, 300*time.Millisecond); got.IsValid() {
+		t.Errorf("datagram from tapped %s redirected", got)
+	}
+	if err := k.SetNamesTapped(nil); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, cns, func() { sendUDP(t, upstream) })
+	if got := recvUDP(t, udp, time.Second); !got.IsValid() {
+		t.Error("datagram not redirected after its address left the tapped set")
+	}
+
 	redirect.Until = time.Now().Add(-time.Minute) // the lease ran out
 	if err := k.SyncNamesRedirect(redirect); err != nil {
 		t.Fatal(err)
@@ -120,6 +136,9 @@ func TestNamesRedirect(t *testing.T) {
 	}
 	if out := run(t, "iptables-save", "-t", "nat"); strings.Contains(out, chainNames) {
 		t.Errorf("after remove, nat still mentions %s:\n%s", chainNames, out)
+	}
+	if _, err := k.nl.IpsetList(tappedSet); !isNoSet(err) {
+		t.Errorf("after remove, ipset %s: %v; want it gone", tappedSet, err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -16,8 +15,7 @@ import (
 const (
 	chainVXLAN = "GRAPEVINE-VXLAN" // raw: drops VXLAN frames from non-members
 	// vtepSet is the ipset (hash:ip) of the members' VTEPs.
-	vtepSet     = "grapevine-vteps"
-	vtepSetType = "hash:ip"
+	vtepSet = "grapevine-vteps"
 )
 
 // VXLANIngress is who may send VXLAN frames to this host. A zero Port turns
@@ -69,20 +67,9 @@ func (k *Kernel) SetVXLANPeers(in VXLANIngress) error {
 
 // ensureVTEPSet creates the set if needed and fills it.
 func (k *Kernel) ensureVTEPSet(in VXLANIngress) error {
-	set, err := k.nl.IpsetList(vtepSet)
-	if isNoSet(err) {
-		if err := k.nl.IpsetCreate(vtepSet, vtepSetType, netlink.IpsetCreateOptions{Family: unix.NFPROTO_IPV4}); err != nil {
-			return fmt.Errorf("create ipset %s (%s): %w", vtepSet, vtepSetType, err)
-		}
-		k.log.WithField("set", vtepSet).Info("created the set of member VTEPs for the VXLAN ingress filter")
-		set, err = k.nl.IpsetList(vtepSet)
-	}
+	set, err := k.ensureAddrSet(vtepSet)
 	if err != nil {
-		return fmt.Errorf("read ipset %s: %w", vtepSet, err)
-	}
-	if set.TypeName != vtepSetType || set.Family != unix.NFPROTO_IPV4 {
-		return fmt.Errorf("ipset %s exists with type %s family %d, not %s inet: it is not grapevine's; destroy it (ipset destroy %s) and grapevine recreates it",
-			vtepSet, set.TypeName, set.Family, vtepSetType, vtepSet)
+		return err
 	}
 	return k.fillVTEPSet(set, in)
 }
@@ -90,53 +77,19 @@ func (k *Kernel) ensureVTEPSet(in VXLANIngress) error {
 // fillVTEPSet adds the missing peers to the set and deletes the others
 // (unless in.Partial).
 func (k *Kernel) fillVTEPSet(set *netlink.IPSetResult, in VXLANIngress) error {
-	have := map[netip.Addr]bool{}
-	for _, e := range set.Entries {
-		if a, ok := netip.AddrFromSlice(e.IP); ok {
-			have[a.Unmap()] = true
-		}
+	added, deleted, err := k.fillAddrSet(set, in.Peers, in.Partial)
+	for _, a := range added {
+		k.log.WithField("peer_vtep", a).Info("VXLAN frames from this VTEP are accepted")
 	}
-	var errs []error
-	for _, p := range in.Peers {
-		if have[p] {
-			delete(have, p)
-			continue
-		}
-		if err := k.nl.IpsetAdd(vtepSet, &netlink.IPSetEntry{IP: p.AsSlice(), Replace: true}); err != nil {
-			errs = append(errs, fmt.Errorf("add VTEP %s to ipset %s: %w", p, vtepSet, err))
-			continue
-		}
-		k.log.WithField("peer_vtep", p).Info("VXLAN frames from this VTEP are accepted")
-	}
-	stale := make([]netip.Addr, 0, len(have))
-	for a := range have {
-		if !in.Partial {
-			stale = append(stale, a)
-		}
-	}
-	slices.SortFunc(stale, netip.Addr.Compare)
-	for _, a := range stale {
-		if err := k.nl.IpsetDel(vtepSet, &netlink.IPSetEntry{IP: a.AsSlice()}); err != nil && !isNoSet(err) {
-			errs = append(errs, fmt.Errorf("delete VTEP %s from ipset %s: %w", a, vtepSet, err))
-			continue
-		}
+	for _, a := range deleted {
 		k.log.WithField("peer_vtep", a).Info("VXLAN frames from this VTEP are dropped: no longer a member")
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // destroyVTEPSet removes the set; a missing set is success. The rule that
 // refers to it must be gone first.
-func (k *Kernel) destroyVTEPSet() error {
-	err := k.nl.IpsetDestroy(vtepSet)
-	if err == nil {
-		k.log.WithField("set", vtepSet).Info("removed the set of member VTEPs")
-	}
-	if err == nil || isNoSet(err) {
-		return nil
-	}
-	return fmt.Errorf("destroy ipset %s (does a rule outside grapevine still use it?): %w", vtepSet, err)
-}
+func (k *Kernel) destroyVTEPSet() error { return k.destroyAddrSet(vtepSet) }
 
 // isNoSet reports the kernel's answer for a set or entry that does not exist.
 func isNoSet(err error) bool {
