@@ -32,7 +32,7 @@ func (d *Driver) TapSandboxes() map[string][]netip.Prefix {
 			continue
 		}
 		n, ok := d.networks[e.NetworkID]
-		if !ok || !n.mode().overlay() {
+		if !ok {
 			continue
 		}
 		out[e.SandboxKey] = append(out[e.SandboxKey], netip.PrefixFrom(e.Address.Addr(), n.Subnet.Bits()))

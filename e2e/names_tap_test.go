@@ -75,8 +75,9 @@ func flushRedirect(t *testing.T, host string) {
 // grapevine first, in the container's namespace: a cross-host name is
 // answered there (without the host's redirect; a container whose tap is
 // removed then gets the upstream's NXDOMAIN), a same-host name still by
-// Docker, also while the plugin is dead (the tap fails open); the tap goes
-// with the container's last grapevine network while it runs on.
+// Docker, also while the plugin is dead (the tap fails open); names work on
+// a macvlan network too; the tap goes with the container's last grapevine
+// network while it runs on.
 func TestNamesTap(t *testing.T) {
 	needHosts(t, 2)
 	all := clusterHosts()
@@ -149,6 +150,24 @@ func TestNamesTap(t *testing.T) {
 		}
 		eventually(t, 90*time.Second, "the restarted plugin answers tdb again", func() error { return wantA(pid, "tdb.", db.ip) })
 		wantTapJumps(t, "one jump after the takeover", pid, 1)
+	})
+
+	t.Run("macvlan network: names across hosts through the tap", func(t *testing.T) {
+		for _, h := range hosts {
+			createNetwork(t, h, "ntm", "-o", "mode=macvlan", "-o", "parent=eth0",
+				"--subnet", "198.18.0.0/24", "--ip-range", "198.18.0.160/28", "--gateway", "198.18.0.254")
+		}
+		mdb := startCtr(t, "h1", "ntm", "tmdb")
+		mcli := startCtr(t, "h2", "ntm", "tmcli")
+		mpid := containerPID(t, "h2", mcli.id)
+		wantTapJumps(t, "macvlan container tapped", mpid, 1)
+		eventually(t, 15*time.Second, "tmdb answers on h2's macvlan container", func() error { return wantA(mpid, "tmdb.", mdb.ip) })
+		if err := wantA(mpid, "up.example.", "198.18.5.5"); err != nil {
+			t.Errorf("upstream name from the macvlan container: %v", err)
+		}
+		if m, err := dnsIn(mpid, "udp", "tdb.", dns.TypeA); err != nil || m.Rcode != dns.RcodeNameError {
+			t.Errorf("tdb (network nt) from the macvlan network: %v, %v; want the upstream's NXDOMAIN", m, err)
+		}
 	})
 
 	t.Run("the tap goes with the last grapevine network, the container runs on", func(t *testing.T) {

@@ -27,7 +27,7 @@ type Redirector interface {
 // Config wires a Service.
 type Config struct {
 	Cluster gossip.Replicated
-	// Networks lists this host's VXLAN networks by id (driver.NameNetworks).
+	// Networks lists this host's networks by id (driver.NameNetworks).
 	Networks func() map[string]netip.Prefix
 	Redirect Redirector
 	// OriginalUDP and OriginalTCP recover a redirected query's destination
