@@ -129,7 +129,7 @@ func TestNamesTap(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("A lookups from h2, 50 each: cross-host name (tap) %s; same-host name (Docker, through the tap) %s", quantiles(cross), quantiles(local))
+		t.Logf("A lookups from h2, 50 each: cross-host name (tap) %s; same-host name (also answered by the tap) %s", quantiles(cross), quantiles(local))
 	})
 
 	t.Run("plugin killed: Docker still answers, the tap is taken over", func(t *testing.T) {
