@@ -92,7 +92,8 @@ FUZZTIME ?= 5s
 FUZZ_TARGETS := gossip:FuzzDecode gossip:FuzzApply \
 	driver:FuzzParseNetwork driver:FuzzEndpointRecord driver:FuzzNetworkRecord \
 	ipam:FuzzRequestAddress ipam:FuzzBlockRecord ipam:FuzzLedger ipam:FuzzAcceptorState \
-	plugin:FuzzHandlers plugin:FuzzParseSettings names:FuzzDecode
+	plugin:FuzzHandlers plugin:FuzzParseSettings names:FuzzDecode names:FuzzTapAnswer \
+	internal/ipv4pkt:FuzzParseUDP
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
