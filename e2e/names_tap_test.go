@@ -170,6 +170,20 @@ func TestNamesTap(t *testing.T) {
 		}
 	})
 
+	t.Run("internal network: names across hosts, nothing from outside", func(t *testing.T) {
+		for _, h := range hosts {
+			createNetwork(t, h, "nti", "--internal", "--subnet", "198.19.67.0/24")
+		}
+		idb := startCtr(t, "h1", "nti", "tidb")
+		icli := startCtr(t, "h2", "nti", "ticli")
+		ipid := containerPID(t, "h2", icli.id)
+		wantTapJumps(t, "internal-network container tapped", ipid, 1)
+		eventually(t, 15*time.Second, "tidb answers on h2's internal container", func() error { return wantA(ipid, "tidb.", idb.ip) })
+		if m, err := dnsIn(ipid, "udp", "up.example.", dns.TypeA); err == nil && len(m.Answer) > 0 {
+			t.Errorf("an upstream name resolved on an --internal network: %v", m.Answer)
+		}
+	})
+
 	t.Run("the tap goes with the last grapevine network, the container runs on", func(t *testing.T) {
 		both := startCtr(t, "h2", "nt", "tboth")
 		mustDocker(t, "h2", "network", "connect", "nt2", both.id)
