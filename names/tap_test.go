@@ -43,9 +43,9 @@ func (f *fakeTaps) SetNamesTapped(addrs []netip.Addr) error {
 func (f *fakeTaps) lastSet() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i := len(f.events) - 1; i >= 0; i-- {
-		if strings.HasPrefix(f.events[i], "set ") {
-			return f.events[i]
+	for _, ev := range slices.Backward(f.events) {
+		if strings.HasPrefix(ev, "set ") {
+			return ev
 		}
 	}
 	return ""

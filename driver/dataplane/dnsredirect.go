@@ -21,12 +21,12 @@ import (
 // the names it does not know from inside the container's namespace) are
 // redirected to the resolver the plugin runs.
 const (
-	chainNames   = "GRAPEVINE-NAMES" // nat: REDIRECT of port 53 from the networks' subnets
+	chainNames = "GRAPEVINE-NAMES" // nat: REDIRECT of port 53 from the networks' subnets
 	// tappedSet is the ipset (hash:ip) of the addresses of containers whose
 	// queries to Docker's resolver the names tap sees first: grapevine
 	// names are answered there, so the UDP queries Docker forwards for
 	// them (upstream names) skip the redirect and leave unchanged.
-	tappedSet = "grapevine-tapped"
+	tappedSet    = "grapevine-tapped"
 	namesComment = "grapevine-names"
 	// namesLeaseLayout is the time match's --datestop form (UTC).
 	namesLeaseLayout = "2006-01-02T15:04:05"
