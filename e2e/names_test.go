@@ -157,7 +157,7 @@ func TestNamesAcrossHosts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("A lookups from h2, 50 each: cross-host name %s; same-host name (Docker) %s; upstream name through grapevine %s",
+		t.Logf("A lookups from h2, 50 each: cross-host name %s; same-host name %s; upstream name (the tap passes it on, Docker forwards it) %s",
 			quantiles(cross), quantiles(local), quantiles(up))
 	})
 
