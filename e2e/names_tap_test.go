@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,9 @@ import (
 // tapChain is the raw-table chain the plugin puts in a tapped container's
 // namespace.
 const tapChain = "GRAPEVINE-TAP"
+
+// tappedRe finds a non-zero count of tapped containers in `grapevine status`.
+var tappedRe = regexp.MustCompile(`; [1-9][0-9]* containers tapped\)`)
 
 // tapJumps counts the jumps to the tap's chain in the raw table's OUTPUT
 // chain of process pid's namespace, under either iptables backend.
@@ -96,6 +100,9 @@ func TestNamesTap(t *testing.T) {
 	pid := containerPID(t, "h2", cli.id)
 	wantTapJumps(t, "cli tapped", pid, 1)
 	eventually(t, 15*time.Second, "tdb answers on h2", func() error { return wantA(pid, "tdb.", db.ip) })
+	if out, stderr, err := harnessCmd("status", "h2"); err != nil || !tappedRe.MatchString(out) {
+		t.Errorf("grapevine status on h2 does not count a tapped container (%v: %s):\n%s", err, stderr, out)
+	}
 
 	t.Run("answered in the container, not by the host's redirect", func(t *testing.T) {
 		ctl := startCtr(t, "h2", "nt", "tctl")

@@ -45,7 +45,9 @@ type Status struct {
 	Ports []driver.PublishedPort `json:"published_ports,omitempty"`
 	// Names are the names answered across hosts, per network and host.
 	Names []names.NetworkNames `json:"names,omitempty"`
-	Error string               `json:"error,omitempty"`
+	// NamesTapped counts the containers whose queries the names tap sees.
+	NamesTapped int    `json:"names_tapped,omitempty"`
+	Error       string `json:"error,omitempty"`
 	// IdentityConflict says that another live host uses this host's node
 	// identity (a cloned machine), and how to reset it.
 	IdentityConflict string `json:"identity_conflict,omitempty"`
@@ -114,7 +116,7 @@ func (p *process) status() any {
 		st.Tunnel = tn
 	}
 	if p.names != nil {
-		st.Names = p.names.Status()
+		st.Names, st.NamesTapped = p.names.Status(), p.names.Tapped()
 	}
 	if err := p.clone.conflictError(); err != nil {
 		st.IdentityConflict = err.Error()

@@ -44,6 +44,7 @@ func fullStatus() Status {
 		Ports: []driver.PublishedPort{{Network: "0123456789ab", Endpoint: "ba9876543210", Proto: "tcp", HostIP: "0.0.0.0",
 			HostPort: 8080, ContainerIP: "198.19.20.5", ContainerPort: 80}},
 		Names:            []names.NetworkNames{{Subnet: "198.19.20.0/24", Hosts: map[string][]string{"h2-def456": {"db=198.19.20.9"}}}},
+		NamesTapped:      3,
 		Error:            "resolving ADVERTISE",
 		IdentityConflict: "h1-abc123 is also used by 198.18.0.9",
 		Forgotten:        []string{"h4-0a0b0c"},

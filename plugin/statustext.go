@@ -213,7 +213,7 @@ func (st Status) writeNames(w io.Writer) error {
 	if len(st.Names) == 0 {
 		return nil
 	}
-	fmt.Fprintln(w, "\nNAMES (answered to the network's containers on this host)")
+	fmt.Fprintf(w, "\nNAMES (answered to the network's containers on this host; %d containers tapped)\n", st.NamesTapped)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SUBNET\tHOST\tNAME=ADDRESS")
 	for _, n := range st.Names {
