@@ -306,3 +306,61 @@ func TestRelayFloodBounded(t *testing.T) {
 		t.Errorf("db during the flood: %v, want its answer", a.Answer)
 	}
 }
+
+// orderedRedirects logs the redirect calls in order; the second sync
+// blocks until released.
+type orderedRedirects struct {
+	stallingRedirects
+	log []string
+}
+
+func (r *orderedRedirects) SyncNamesRedirect(nr dataplane.NamesRedirect) error {
+	err := r.stallingRedirects.SyncNamesRedirect(nr)
+	r.mu.Lock()
+	r.log = append(r.log, "sync")
+	r.mu.Unlock()
+	return err
+}
+
+func (r *orderedRedirects) RemoveNamesRedirect() error {
+	r.mu.Lock()
+	r.log = append(r.log, "remove")
+	r.mu.Unlock()
+	return nil
+}
+
+// TestCloseRemovesLast: a renewal under way when the plugin stops finishes
+// before Close removes the redirect, so nothing writes it back afterwards.
+func TestCloseRemovesLast(t *testing.T) {
+	n := gossiptest.NewNet()
+	obs := node(t, n, "a")
+	rd := &orderedRedirects{stallingRedirects: stallingRedirects{entered: make(chan struct{}), release: make(chan struct{})}}
+	s, err := names.Start(names.Config{
+		Cluster: obs,
+		Networks: func() map[string]netip.Prefix {
+			return map[string]netip.Prefix{"n1": netip.MustParsePrefix("127.0.0.0/8")}
+		},
+		Redirect: rd,
+		Lease:    3 * time.Millisecond, // every refresh renews
+		Log:      gossiptest.Log("a"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rd.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal within 10 s")
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	time.Sleep(100 * time.Millisecond) // Close waits for the renewal
+	close(rd.release)
+	<-closed
+	time.Sleep(100 * time.Millisecond) // a renewal Close did not wait for ends meanwhile
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if len(rd.log) == 0 || rd.log[len(rd.log)-1] != "remove" {
+		t.Errorf("redirect calls %v: the removal must come last", rd.log)
+	}
+}

@@ -83,7 +83,11 @@ type Service struct {
 	renewedAt time.Time // under renewMu
 
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the sockets' readers and their handlers
+	// loops are the goroutines that program the kernel (the redirect's
+	// renewal, the taps, the engine's events): Close waits for them before
+	// it removes the redirect, so none writes it (or the tapped set) back.
+	loops sync.WaitGroup
 }
 
 // Start opens the resolver's sockets (kernel-chosen ports on every local
@@ -117,17 +121,18 @@ func Start(cfg Config) (*Service, error) {
 	s.tcpPort = uint16(s.tcp.Addr().(*net.TCPAddr).Port)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(3)
+	s.wg.Add(2)
 	go s.serveUDP()
 	go s.serveTCP()
+	s.loops.Add(1)
 	go s.renewLoop(ctx)
 	if cfg.Tapper != nil && cfg.Sandboxes != nil {
-		s.wg.Add(1)
+		s.loops.Add(1)
 		go s.tapLoop(ctx)
 	}
 	if cfg.Engine != nil {
 		s.pub = newPublisher(cfg.Cluster, cfg.Engine, cfg.Networks, cfg.Log)
-		s.wg.Add(1)
+		s.loops.Add(1)
 		go s.learnLoop(ctx)
 	}
 	s.log.WithFields(logrus.Fields{"udp_port": s.udpPort, "tcp_port": s.tcpPort}).Info("names resolver listening")
@@ -139,6 +144,7 @@ func Start(cfg Config) (*Service, error) {
 // endpoints' records or its departure.
 func (s *Service) Close() {
 	s.cancel()
+	s.loops.Wait() // the taps are closed by now
 	if err := s.cfg.Redirect.RemoveNamesRedirect(); err != nil {
 		s.log.WithError(err).Warn("removing the names redirect")
 	}
@@ -184,7 +190,7 @@ func (s *Service) refresh() {
 }
 
 func (s *Service) renewLoop(ctx context.Context) {
-	defer s.wg.Done()
+	defer s.loops.Done()
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
@@ -201,8 +207,8 @@ func (s *Service) renewLoop(ctx context.Context) {
 // names when it connects and withdrawing them when it disconnects, with a
 // full comparison at every (re)connection of the stream and every Resync.
 func (s *Service) learnLoop(ctx context.Context) {
-	defer s.wg.Done()
-	s.wg.Add(1)
+	defer s.loops.Done()
+	s.loops.Add(1)
 	go s.resyncLoop(ctx)
 	for ctx.Err() == nil {
 		err := s.cfg.Engine.Events(ctx, func(ev Event) { s.onEvent(ctx, ev) })
@@ -240,7 +246,7 @@ func (s *Service) onEvent(ctx context.Context, ev Event) {
 }
 
 func (s *Service) resyncLoop(ctx context.Context) {
-	defer s.wg.Done()
+	defer s.loops.Done()
 	t := time.NewTicker(s.cfg.Resync)
 	defer t.Stop()
 	for {

@@ -94,7 +94,7 @@ type taps struct {
 // tapLoop keeps the taps in line with the driver's joined sandboxes: at a
 // change the driver signals and every tapPeriod.
 func (s *Service) tapLoop(ctx context.Context) {
-	defer s.wg.Done()
+	defer s.loops.Done()
 	t := time.NewTimer(tapPeriod)
 	defer t.Stop()
 	for {
