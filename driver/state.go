@@ -29,6 +29,22 @@ const (
 	vxlanOverhead = 50 // outer Ethernet + IPv4 + UDP + VXLAN headers
 )
 
+// VXLANOverhead is what VXLAN adds to a container's packet on the underlay.
+const VXLANOverhead = vxlanOverhead
+
+// UnderlayOverhead is what a network of the given mode (NetworkStatus.Mode)
+// adds to a container's packet on the underlay; false for a mode that
+// puts containers on the underlay itself (macvlan).
+func UnderlayOverhead(mode string) (int, bool) {
+	switch mode {
+	case modeVXLAN:
+		return vxlanOverhead, true
+	case modeEncrypted:
+		return encryptedOverhead, true
+	}
+	return 0, false
+}
+
 // ProbeVNI is the VNI of `grapevine doctor`'s probe device on every host:
 // below the automatic range, and refused as -o vni.
 const ProbeVNI = autoVNIBase - 1

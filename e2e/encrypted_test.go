@@ -219,6 +219,26 @@ func TestEncryptedNetwork(t *testing.T) {
 	}
 	fullMesh(t, 60*time.Second, cs)
 
+	t.Run("doctor reports the tunnel and every peer's handshake", func(t *testing.T) {
+		eventually(t, 30*time.Second, "doctor h1 to pass the tunnel checks", func() error {
+			checks, raw, _, err := doctorOf("h1")
+			if err != nil {
+				return err
+			}
+			for _, p := range []string{"h2", "h3"} {
+				if err := expectCheck(checks, "tunnel", p, "pass", "WireGuard handshake with "+p+"-", "s ago"); err != nil {
+					return fmt.Errorf("%v\n%s", err, raw)
+				}
+			}
+			for _, c := range find(checks, "tunnel", "") {
+				if c.Peer == "" && c.Result == "pass" && strings.Contains(c.Detail, "userspace WireGuard on gvt-wireguard") && strings.Contains(c.Detail, "2 peer(s)") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no passed tunnel check naming userspace WireGuard on gvt-wireguard with 2 peers:\n%s", raw)
+		})
+	})
+
 	t.Run("underlay shows no payload", func(t *testing.T) {
 		const encMark, plainMark = 0xa7, 0xb9
 		capt := startCapture(t, "h2", "eth0", encMark, plainMark)

@@ -103,6 +103,11 @@ func TestNamesTap(t *testing.T) {
 	if out, stderr, err := harnessCmd("status", "h2"); err != nil || !tappedRe.MatchString(out) {
 		t.Errorf("grapevine status on h2 does not count a tapped container (%v: %s):\n%s", err, stderr, out)
 	}
+	if checks, raw, _, err := doctorOf("h2"); err != nil {
+		t.Error(err)
+	} else if err := expectCheck(checks, "names", "", "pass", "container(s) tapped"); err != nil {
+		t.Errorf("grapevine doctor on h2: %v\n%s", err, raw)
+	}
 
 	t.Run("answered in the container, not by the host's redirect", func(t *testing.T) {
 		ctl := startCtr(t, "h2", "nt", "tctl")

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,17 +77,35 @@ func (ot *openTap) setEndpoints(eps []netip.Prefix) {
 	ot.nets.Store(&nets)
 }
 
-// retry is when a sandbox's tap is tried again and the wait after that.
+// retry is when a sandbox's tap is tried again and the wait after that,
+// since when it fails and why it failed last.
 type retry struct {
-	next time.Time
-	wait time.Duration
+	next  time.Time
+	wait  time.Duration
+	since time.Time
+	err   error
 }
+
+// TapFailure is a sandbox whose tap has failed for a while (its retries
+// are a second or more apart): the container's queries for other hosts'
+// names reach grapevine only through the host's redirect.
+type TapFailure struct {
+	Sandbox string    // the sandbox key Docker gave at Join
+	Since   time.Time // the first failed open
+	Error   string    // the last open's error
+}
+
+// tapFailureShown is the retry wait from which a failing tap is reported:
+// the first tries fail while Docker binds the namespace.
+const tapFailureShown = time.Second
 
 // taps keeps one tap per joined sandbox. Only tapLoop touches it.
 type taps struct {
 	open   map[string]*openTap
 	failed map[string]retry
 	count  atomic.Int64 // open taps, for status
+	// failures is the failed sandboxes as of the last sync, for the doctor.
+	failures atomic.Pointer[[]TapFailure]
 	// bypass is the address set last given to SetNamesTapped.
 	bypass []netip.Addr
 }
@@ -145,6 +164,7 @@ func (s *Service) syncTaps() time.Duration {
 	}
 	s.setBypass()
 	s.taps.count.Store(int64(len(s.taps.open)))
+	s.noteFailures()
 	due := tapPeriod
 	for _, r := range s.taps.failed {
 		due = min(due, max(time.Until(r.next), time.Millisecond))
@@ -152,18 +172,40 @@ func (s *Service) syncTaps() time.Duration {
 	return due
 }
 
-// noteFailed schedules the next try of key's tap.
-func (s *Service) noteFailed(key string) retry {
+// noteFailed schedules the next try of key's tap after err.
+func (s *Service) noteFailed(key string, err error) retry {
+	now := time.Now()
 	r, ok := s.taps.failed[key]
 	switch {
 	case !ok:
-		r.wait = tapFirstRetry
+		r.wait, r.since = tapFirstRetry, now
 	case r.wait < tapMaxRetry:
 		r.wait = min(2*r.wait, tapMaxRetry)
 	}
-	r.next = time.Now().Add(r.wait)
+	r.next, r.err = now.Add(r.wait), err
 	s.taps.failed[key] = r
 	return r
+}
+
+// noteFailures publishes the sandboxes whose taps have failed for a while.
+func (s *Service) noteFailures() {
+	out := []TapFailure{}
+	for key, r := range s.taps.failed {
+		if r.wait >= tapFailureShown {
+			out = append(out, TapFailure{Sandbox: key, Since: r.since, Error: r.err.Error()})
+		}
+	}
+	slices.SortFunc(out, func(a, b TapFailure) int { return strings.Compare(a.Sandbox, b.Sandbox) })
+	s.taps.failures.Store(&out)
+}
+
+// TapFailures lists the sandboxes whose taps have failed for a while, as
+// of the last comparison of the wanted taps with the open ones.
+func (s *Service) TapFailures() []TapFailure {
+	if f := s.taps.failures.Load(); f != nil {
+		return slices.Clone(*f)
+	}
+	return nil
 }
 
 // setBypass gives the open taps' addresses to SetNamesTapped when they
@@ -194,7 +236,7 @@ func (s *Service) openTap(key string, eps []netip.Prefix) {
 	path, err := SandboxPath(s.cfg.NetnsDir, key)
 	if err != nil {
 		log.WithError(err).Warn("sandbox not tapped: its names queries reach grapevine through the host's redirect only")
-		s.taps.failed[key] = retry{next: time.Now().Add(24 * time.Hour), wait: tapMaxRetry}
+		s.taps.failed[key] = retry{next: time.Now().Add(24 * time.Hour), wait: tapMaxRetry, since: time.Now(), err: err}
 		return
 	}
 	ot := &openTap{}
@@ -202,7 +244,7 @@ func (s *Service) openTap(key string, eps []netip.Prefix) {
 	c, err := s.cfg.Tapper.OpenTap(path, func(q []byte) []byte { return s.answerIn(q, *ot.nets.Load(), true) })
 	if err != nil {
 		// the first tries fail while the container's start binds the namespace
-		if r := s.noteFailed(key); r.wait >= time.Second {
+		if r := s.noteFailed(key, err); r.wait >= tapFailureShown {
 			log.WithError(err).WithField("retry_in", r.wait).Warn("sandbox not tapped: its names queries reach grapevine through the host's redirect only; is Docker's exec root mounted and shared (docker-exec-root, docs/names.md)?")
 		}
 		return

@@ -168,6 +168,9 @@ func TestTaps(t *testing.T) {
 	if s.Tapped() != 2 {
 		t.Errorf("Tapped() = %d, want 2", s.Tapped())
 	}
+	if f := s.TapFailures(); len(f) != 1 || f[0].Sandbox != hostile || !strings.Contains(f[0].Error, "sandbox id") || f[0].Since.IsZero() {
+		t.Errorf("TapFailures() = %+v, want only %s, refused as no sandbox id (the quick retries of %s are no failure)", f, hostile, late)
+	}
 	if got := ft.lastSet(); got != "set 198.19.7.50,198.19.7.51" {
 		t.Errorf("tapped addresses %q, want the two open taps' addresses", got)
 	}

@@ -93,6 +93,8 @@ func (p *process) doctor(req DoctorRequest) Report {
 	p.checkGossipKeys(r, members, peer)
 	p.checkMembers(r, members, peer)
 	p.checkPaths(r, peer)
+	p.checkTunnel(r, peer)
+	p.checkNames(r)
 	p.checkDrift(r)
 	return r.Report
 }
@@ -132,18 +134,19 @@ func (p *process) checkUnderlay(r *report) {
 	}
 	r.add("underlay", "", ResultPass, fmt.Sprintf("%s dev %s mtu %d", u.Addr, u.Link, mtu), "")
 	for _, n := range p.driver.Status() {
-		if n.Mode != "vxlan" || n.MTU+vxlanOverhead <= mtu {
+		overhead, tunnelled := driver.UnderlayOverhead(n.Mode)
+		if !tunnelled || n.MTU+overhead <= mtu {
 			continue
 		}
 		r.add("mtu", "", ResultFail,
-			fmt.Sprintf("network %s (%s) has MTU %d, which needs %d bytes on the underlay, but %s has MTU %d: packets of full size are dropped",
-				shortNet(n.ID), n.Subnet, n.MTU, n.MTU+vxlanOverhead, u.Link, mtu),
-			fmt.Sprintf("raise the MTU of %s to %d, or recreate the network with -o com.docker.network.driver.mtu=%d", u.Link, n.MTU+vxlanOverhead, mtu-vxlanOverhead))
+			fmt.Sprintf("%s network %s (%s) has MTU %d, which needs %d bytes on the underlay, but %s has MTU %d: packets of full size are dropped",
+				n.Mode, shortNet(n.ID), n.Subnet, n.MTU, n.MTU+overhead, u.Link, mtu),
+			fmt.Sprintf("raise the MTU of %s to %d, or recreate the network with -o com.docker.network.driver.mtu=%d", u.Link, n.MTU+overhead, mtu-overhead))
 	}
 }
 
 // vxlanOverhead is what VXLAN adds to a container's packet on the underlay.
-const vxlanOverhead = 50
+const vxlanOverhead = driver.VXLANOverhead
 
 func shortNet(id string) string {
 	if len(id) > 12 {
@@ -195,7 +198,7 @@ func usesOf(feature string) string {
 	case "802.1q":
 		return "macvlan networks on a VLAN (-o parent=IF.VLAN)"
 	}
-	return "WireGuard encryption (not yet a network mode)"
+	return "kernel-mode WireGuard for -o encrypted=true networks (without it they use wireguard-go in the plugin, several times slower: docs/encryption.md)"
 }
 
 func (p *process) checkBridgeNetfilter(r *report) {
