@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -423,5 +424,52 @@ func TestClusterNilKeepsSingleHost(t *testing.T) {
 	}
 	if st := e.d.Status(); st[0].RemoteEndpoints != 0 || st[0].RemoteHosts != nil || st[0].Conflict != "" {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestClusterForgottenHostFenced: a host the cluster forgot by agreement
+// that comes back is treated as dead: its endpoints are not programmed and
+// its VTEP is not accepted by the VXLAN ingress filter (its addresses may
+// have been handed out again), while another live host's are.
+func TestClusterForgottenHostFenced(t *testing.T) {
+	e, c := newClusterEnv(t, "h0", "198.18.0.1")
+	var mu sync.Mutex
+	forgotten := map[string]bool{}
+	e.forgotten = func(node string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return forgotten[node]
+	}
+	e.restart(e.fake)
+	nid := id("n")
+	vx := vxlanName(nid)
+	a := remote{"198.19.20.10", "02:00:00:00:00:0a", "198.18.0.2"}
+	x := remote{"198.19.20.12", "02:00:00:00:00:0c", "198.18.0.3"}
+	e.mustCreateNetwork(netReq{id: nid, subnet: sub20})
+	c.SetMember("h1", a.vtep, gossip.StateAlive, gossip.EventJoin)
+	c.SetMember("h2", x.vtep, gossip.StateAlive, gossip.EventJoin)
+	remoteEndpoint(t, c, "h1", sub20, a.ip, a.mac)
+	remoteEndpoint(t, c, "h2", sub20, x.ip, x.mac)
+	e.flush()
+	checkRemotes(t, e.fake, vx, a, x)
+
+	c.SetMember("h1", a.vtep, gossip.StateDead, gossip.EventDead)
+	e.flush()
+	mu.Lock()
+	forgotten["h1"] = true // forgotten while dead, as grapevine forget requires
+	mu.Unlock()
+	c.SetMember("h1", a.vtep, gossip.StateAlive, gossip.EventJoin) // back with its old state
+	remoteEndpoint(t, c, "h1", sub20, "198.19.20.11", "02:00:00:00:00:0b")
+	e.flush()
+	if err := e.d.ReconcilePeers(); err != nil {
+		t.Fatal(err)
+	}
+	checkRemotes(t, e.fake, vx, x)
+	in, err := e.d.VXLANIngress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(in.Peers, []string{x.vtep}) {
+		t.Errorf("VXLAN ingress accepts %v, want only the live host's VTEP %s (not the forgotten host's %s)", in.Peers, x.vtep, a.vtep)
 	}
 }

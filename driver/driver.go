@@ -107,6 +107,12 @@ type Config struct {
 	// answers repeats with the same address, and the address is freed with
 	// the pool. Nil: host_access needs an --aux-address.
 	HostAddress func(space string, subnet netip.Prefix) (netip.Addr, error)
+	// Forgotten, when set, reports whether the cluster forgot a node by
+	// agreement (IPAM's forget): such a member's endpoints are never
+	// programmed, its VTEP never accepted and it is no tunnel peer, as if
+	// it were dead. Called with the driver's lock held: it must not call
+	// back into the driver.
+	Forgotten func(node string) bool
 	// Tunnel enables encrypted networks (-o encrypted=true); its zero
 	// value refuses them.
 	Tunnel TunnelConfig
@@ -130,6 +136,8 @@ type Driver struct {
 	log        *logrus.Entry
 	// hostAddr allocates host shim addresses (Config.HostAddress).
 	hostAddr func(space string, subnet netip.Prefix) (netip.Addr, error)
+	// forgotten reports nodes the cluster forgot (Config.Forgotten).
+	forgotten func(node string) bool
 
 	// node and hostname name this host in --aux-address host-<name>=IP
 	// (host_access): the cluster's node name (node, "" without a cluster)
@@ -210,6 +218,7 @@ func New(cfg Config) (*Driver, error) {
 		pluginName:  cfg.PluginName,
 		log:         log,
 		hostAddr:    cfg.HostAddress,
+		forgotten:   cfg.Forgotten,
 		observeLag:  cfg.ObserveConvergence,
 		peerLog:     ratelog.New(peerLogInterval, peerLogKeys, nil),
 		sandboxKick: make(chan struct{}, 1),

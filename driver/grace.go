@@ -70,8 +70,13 @@ func (d *Driver) noteMember(m gossip.Member, reportedLeaving bool) {
 
 // reachable reports whether m's endpoints are programmed and its VTEP
 // accepted: it is alive (or suspect), or it left gracefully less than the
-// grace ago. Caller holds mu.
+// grace ago; and the cluster has not forgotten it (a forgotten host that
+// returns owns no addresses: its endpoints may hold addresses handed out
+// again since). Caller holds mu.
 func (d *Driver) reachable(m gossip.Member) bool {
+	if d.forgotten != nil && d.forgotten(m.Name) {
+		return false
+	}
 	switch m.State {
 	case gossip.StateAlive:
 		return true

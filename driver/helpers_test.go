@@ -38,6 +38,8 @@ type env struct {
 	hostAddress func(space string, subnet netip.Prefix) (netip.Addr, error)
 	// tunnel is passed as Config.Tunnel.
 	tunnel TunnelConfig
+	// forgotten, when set, is passed as Config.Forgotten.
+	forgotten func(node string) bool
 }
 
 func newEnv(t *testing.T) *env {
@@ -105,6 +107,7 @@ func (e *env) config() Config {
 		PluginName:    testPlugin,
 		HostAddress:   e.hostAddress,
 		Tunnel:        e.tunnel,
+		Forgotten:     e.forgotten,
 	}
 	if e.cluster != nil {
 		cfg.Cluster = e.cluster

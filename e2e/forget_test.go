@@ -82,6 +82,62 @@ func TestForgetDeadMajority(t *testing.T) {
 		id := h1.container(t, "--network", "fgold", image, "sleep", "600")
 		t.Logf("fgold container %d: %s", i+2, h1.ip(t, id, "fgold"))
 	}
+
+	t.Run("a forgotten host that comes back is fenced", func(t *testing.T) { forgottenReturns(t, run) })
+}
+
+// forgottenReturns: h2, forgotten, comes back with its old state. Both
+// doctors say so (h1 about h2, h2 about itself), h3 (forgotten, still
+// dead) is skipped, and h2 gives its containers no address, saying why.
+func forgottenReturns(t *testing.T, run string) {
+	if out, err := runHarness(run, "revive", "h2"); err != nil {
+		t.Fatalf("harness revive h2: %v\n%s", err, out)
+	}
+	eventually(t, 90*time.Second, "h1's doctor to fail h2 as forgotten and back", func() error {
+		checks, raw, err := runDoctor(run, "h1")
+		if err != nil {
+			return err
+		}
+		if err := expectCheck(checks, "gossip", "h2", "fail", "alive at", "the cluster forgot it by agreement"); err != nil {
+			return fmt.Errorf("%v\n%s", err, raw)
+		}
+		if err := expectCheck(checks, "gossip", "h3", "skip", "forgotten by agreement"); err != nil {
+			return fmt.Errorf("%v\n%s", err, raw)
+		}
+		return nil
+	})
+	eventually(t, 60*time.Second, "h2's doctor to say that the cluster forgot it", func() error {
+		checks, raw, err := runDoctor(run, "h2")
+		if err != nil {
+			return err
+		}
+		if err := expectCheck(checks, "identity", "", "fail", "the cluster forgot this host"); err != nil {
+			return fmt.Errorf("%v\n%s", err, raw)
+		}
+		return nil
+	})
+	h2 := vhost{run: run, host: "h2"}
+	h2.network(t, "fgold", "--subnet", "198.19.26.0/28")
+	out, stderr, err := h2.docker("run", "-d", "--network", "fgold", image, "sleep", "600")
+	if err == nil {
+		t.Fatalf("h2, forgotten, gave a container an address: %s", out)
+	}
+	if !strings.Contains(stderr, "the cluster forgot this host") || !strings.Contains(stderr, "move its state directory aside") {
+		t.Fatalf("h2's refusal does not say why and what to do: %s", stderr)
+	}
+	t.Logf("h2 refuses, as it should: %s", strings.TrimSpace(stderr))
+}
+
+// runDoctor runs `grapevine doctor --json` on host of run.
+func runDoctor(run, host string) ([]doctorCheck, string, error) {
+	out, stderr, _ := runCmd(cmdTimeout, s.harness, "doctor", run, host, "--json")
+	var r struct {
+		Checks []doctorCheck `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return nil, out, fmt.Errorf("grapevine doctor on %s of run %s: %v: %s%s", host, run, err, out, stderr)
+	}
+	return r.Checks, out, nil
 }
 
 // runHarness runs scripts/harness.sh CMD RUN args… for a run of the test's own.

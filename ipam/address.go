@@ -108,6 +108,9 @@ func (d *Driver) agreedPool(r addrRequest) (*pool, error) {
 		return nil, failf(ErrUnknownPool, "unknown ipam pool %q: it was released or never created by this plugin; recreate the network", r.poolID)
 	}
 	if p.clustered && r.kind == reqEndpoint {
+		if err := d.cl.errSelfForgotten(); err != nil {
+			return nil, err
+		}
 		if err := d.ensureAgreed(p); err != nil {
 			return nil, err
 		}

@@ -148,7 +148,10 @@
 // reclaimed, and the others accept those records as the beneficiary's of
 // a forget they learned (ledger.go); forgotten hosts count in no quorum,
 // are never leader and are never alive again; one that returns is logged
-// at error level and must rejoin under a new name (its state moved aside).
+// at error level, gives no address (errSelfForgotten), is treated as dead
+// by the network driver on the others (Driver.IsForgotten: its endpoints
+// may hold addresses handed out again) and must rejoin under a new name
+// (its state moved aside).
 //
 // Why every staying host, not a majority: a minority must be able to
 // forget the rest (the point of the feature), so a majority of the old set

@@ -105,6 +105,23 @@ func (d *Driver) Forgotten() []string {
 	return slices.Sorted(maps.Keys(d.cl.forgotten))
 }
 
+// IsForgotten reports whether node was forgotten by agreement, as far as
+// this host learned (false without a cluster). A forgotten host that
+// returns owns nothing and counts in no quorum; the network driver treats
+// it as unreachable.
+func (d *Driver) IsForgotten(node string) bool {
+	return d.cl != nil && d.cl.isForgotten(node)
+}
+
+// errSelfForgotten is why a host the cluster forgot gives no address.
+func (c *clusterState) errSelfForgotten() error {
+	if !c.isForgotten(c.self) {
+		return nil
+	}
+	return failf(ErrNotOwned, "the cluster forgot this host (%s) by agreement (grapevine forget): it owns no addresses and takes part in no agreement; "+
+		"stop the plugin, move its state directory aside and let it join again under a new name (docs/cluster.md)", c.self)
+}
+
 // isForgotten reports whether name was forgotten by agreement.
 func (c *clusterState) isForgotten(name string) bool {
 	c.mu.Lock()

@@ -79,6 +79,17 @@ func TestForgetMinorityContinues(t *testing.T) {
 	if _, err := a.addr(a.pool("198.19.54.0/24", ""), ""); err != nil {
 		t.Fatalf("new pool after a restart: %v", err)
 	}
+
+	// b comes back with its old state: it learns that it was forgotten and
+	// gives no address, saying so; a still counts it in nothing.
+	b.start()
+	gossiptest.Eventually(t, 20*time.Second, "b to learn that it was forgotten", func() bool { return b.d.IsForgotten("b") })
+	if !a.d.IsForgotten("b") || a.d.IsForgotten("a") {
+		t.Fatalf("a: IsForgotten(b) = %v, IsForgotten(a) = %v", a.d.IsForgotten("b"), a.d.IsForgotten("a"))
+	}
+	_, err = b.addr(b.pool("198.19.50.0/28", ""), "")
+	wantErr(t, err, ErrNotOwned, "the cluster forgot this host (b) by agreement")
+	wantErr(t, err, nil, "move its state directory aside")
 }
 
 // TestForgetRefusedWhileAlive: a live host, this host and unknown names

@@ -118,6 +118,11 @@ func (p *process) checkIdentity(r *report) {
 	if err := p.clone.conflictError(); err != nil {
 		r.add("identity", "", ResultFail, err.Error(), "see the message: reset the copied identity (docs/cluster.md)")
 	}
+	if p.ipam.IsForgotten(p.node) {
+		r.add("identity", "", ResultFail,
+			fmt.Sprintf("the cluster forgot this host (%s) by agreement (grapevine forget): it owns no addresses, gives containers none, counts in no quorum, and the other hosts program none of its endpoints", p.node),
+			"stop the plugin, move its state directory aside (the state mount) and enable it again: it joins under a new name (docs/cluster.md)")
+	}
 }
 
 // checkUnderlay compares the underlay link's MTU now with what the VXLAN
@@ -309,14 +314,21 @@ func (p *process) checkMembers(r *report, members []gossip.Member, peer string) 
 }
 
 func (p *process) checkMember(r *report, m gossip.Member, h gossip.Health) {
-	switch m.State {
-	case gossip.StateAlive:
+	forgotten := p.ipam.IsForgotten(m.Name)
+	switch {
+	case forgotten && m.State != gossip.StateAlive:
+		r.add("gossip", m.Name, ResultSkip, "forgotten by agreement (grapevine forget): not expected back", "")
+	case forgotten:
+		r.add("gossip", m.Name, ResultFail,
+			fmt.Sprintf("alive at %s, but the cluster forgot it by agreement: it counts in no quorum, owns no addresses, and none of its endpoints are programmed here", m.Addr),
+			"stop the plugin on that host, move its state directory aside and enable it again, so that it joins under a new name (docs/cluster.md)")
+	case m.State == gossip.StateAlive:
 		detail := fmt.Sprintf("alive at %s", m.Addr)
 		if c, ok := h.Contacts[m.Name]; ok {
 			detail += fmt.Sprintf(", last probe answered %s ago (rtt %s)", ago(c.At), c.RTT.Round(10*time.Microsecond))
 		}
 		r.add("gossip", m.Name, ResultPass, detail, "")
-	case gossip.StateLeft:
+	case m.State == gossip.StateLeft:
 		r.add("gossip", m.Name, ResultWarn, fmt.Sprintf("left the cluster %s ago (its plugin was disabled or stopped)", ago(h.Departed[m.Name])),
 			"enable the plugin on that host again, or ignore this if it was retired")
 	default:

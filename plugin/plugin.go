@@ -287,6 +287,7 @@ func (p *process) loadDrivers(m *metrics.Metrics) error {
 	driverCfg := driverConfig(s, p.db, p.dp, p.resolveUnderlay, p.cluster, log.WithField("component", "driver"))
 	driverCfg.ObserveConvergence = m.ObserveConvergence
 	driverCfg.HostAddress = p.ipam.HostAddress
+	driverCfg.Forgotten = p.ipam.IsForgotten
 	driverCfg.Tunnel = driver.TunnelConfig{PrivateKey: p.tunnelKey, Port: TunnelPort,
 		GossipKeyed: len(s.GossipKeys) > 0}
 	if p.driver, err = driver.New(driverCfg); err != nil {
