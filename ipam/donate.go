@@ -337,7 +337,7 @@ func (d *Driver) requestSpace(p *pool) (err error) {
 		d.mu.Unlock()
 		donor := pickDonor(cands, tried)
 		if donor == "" {
-			if d.refreshNow(p) {
+			if d.refreshNow(p) || len(tried) > 0 && d.awaitDonation(p, deadline) {
 				return nil
 			}
 			if !d.tryReclaim(p, deadline) {
@@ -354,10 +354,12 @@ func (d *Driver) requestSpace(p *pool) (err error) {
 		}
 		d.log.WithFields(logrus.Fields{"pool": p.id, "peer": donor}).Debug("asked for space")
 		// The donor answers by donating (this host gets space) or, when it
-		// has none, by publishing its definition again.
+		// has none, by publishing its definition again. The block records
+		// are read here too, not only when their delivery refreshes the
+		// pool.
 		answered := func() bool {
 			r, _ := c.r.Get(kindPool, defKey)
-			return hasFree() || r.Version != before.Version
+			return d.refreshNow(p) || r.Version != before.Version
 		}
 		if c.waitUntil(deadline, max(c.donateTimeout/3, 100*time.Millisecond), answered) && hasFree() {
 			return nil
@@ -367,6 +369,19 @@ func (d *Driver) requestSpace(p *pool) (err error) {
 		return nil
 	}
 	return d.noSpace(p, cands, tried)
+}
+
+// donationSettle is how long a host whose donors all say they have
+// nothing left waits for block records still on their way before it calls
+// the range full: a donor writes the records giving space before its new
+// definition, but gossip may deliver them in the other order.
+const donationSettle = 500 * time.Millisecond
+
+// awaitDonation waits up to donationSettle (not past deadline) for block
+// records giving this host space in p; it reports whether p has a free
+// address then. Called without d.mu.
+func (d *Driver) awaitDonation(p *pool, deadline time.Time) bool {
+	return d.cl.waitUntil(deadline, donationSettle, func() bool { return d.refreshNow(p) })
 }
 
 // pickDonor is the host to ask next: the best one with spare space not

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -244,4 +245,66 @@ func TestClusterPartitionDuringDonation(t *testing.T) {
 	}
 	noDuplicates(t, ids)
 	healedAgreement(t, nodes, ids)
+}
+
+// lateBlocks is a host's gossip on which other hosts' block records show
+// only a while after they first appear, as when a donor's definition
+// record (written after the block records) arrives before them.
+type lateBlocks struct {
+	gossip.Replicated
+	delay time.Duration
+
+	mu   sync.Mutex
+	seen map[string]time.Time // kind/key/version → first seen
+}
+
+func (l *lateBlocks) visible(r gossip.Record) bool {
+	if r.Kind != kindBlock || r.Owner == l.LocalName() {
+		return true
+	}
+	k := fmt.Sprintf("%s/%d", r.Key, r.Version)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.seen[k]
+	if !ok {
+		at = time.Now()
+		l.seen[k] = at
+	}
+	return time.Since(at) >= l.delay
+}
+
+func (l *lateBlocks) List(kind string) []gossip.Record {
+	var out []gossip.Record
+	for _, r := range l.Replicated.List(kind) {
+		if l.visible(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (l *lateBlocks) Get(kind, key string) (gossip.Record, bool) {
+	r, ok := l.Replicated.Get(kind, key)
+	if ok && !l.visible(r) {
+		return gossip.Record{}, false
+	}
+	return r, ok
+}
+
+// A donation whose block records reach the recipient after the donor's
+// new definition (which says it has nothing left) is still used: the
+// recipient does not call the range full while the records are in flight.
+func TestClusterDonationRecordsLate(t *testing.T) {
+	n := gossiptest.NewNet()
+	late := &lateBlocks{delay: 150 * time.Millisecond, seen: map[string]time.Time{}}
+	h1 := &cnode{t: t, name: "h1"}
+	h1.d = startWrapped(t, n, "h1", liveCfg(), func(r gossip.Replicated, _ *bbolt.DB) gossip.Replicated {
+		late.Replicated = r
+		return late
+	})
+	h2 := startNode(t, n, "h2", nil, liveCfg())
+	waitAlive(t, []*cnode{h1, h2}, 2)
+	const subnet = "198.19.75.0/29"
+	ids := map[*cnode]string{h1: h1.poolWithGateway(subnet, "", ""), h2: h2.poolWithGateway(subnet, "", "")}
+	allocRoundRobin(t, []*cnode{h1}, ids, 5) // h2 gives up all its space, block by block
 }
