@@ -325,6 +325,7 @@ func (d *Driver) requestSpace(p *pool) (err error) {
 		}
 	}()
 	tried := make(map[string]bool)
+	settled := false // waited once for block records on their way
 	var cands []donorCandidate
 	for time.Now().Before(deadline) {
 		if hasFree() {
@@ -337,8 +338,14 @@ func (d *Driver) requestSpace(p *pool) (err error) {
 		d.mu.Unlock()
 		donor := pickDonor(cands, tried)
 		if donor == "" {
-			if d.refreshNow(p) || len(tried) > 0 && d.awaitDonation(p, deadline) {
+			if d.refreshNow(p) {
 				return nil
+			}
+			if len(tried) > 0 && !settled {
+				settled = true
+				if d.awaitDonation(p, deadline) {
+					return nil
+				}
 			}
 			if !d.tryReclaim(p, deadline) {
 				break
@@ -354,12 +361,10 @@ func (d *Driver) requestSpace(p *pool) (err error) {
 		}
 		d.log.WithFields(logrus.Fields{"pool": p.id, "peer": donor}).Debug("asked for space")
 		// The donor answers by donating (this host gets space) or, when it
-		// has none, by publishing its definition again. The block records
-		// are read here too, not only when their delivery refreshes the
-		// pool.
+		// has none, by publishing its definition again.
 		answered := func() bool {
 			r, _ := c.r.Get(kindPool, defKey)
-			return d.refreshNow(p) || r.Version != before.Version
+			return hasFree() || r.Version != before.Version
 		}
 		if c.waitUntil(deadline, max(c.donateTimeout/3, 100*time.Millisecond), answered) && hasFree() {
 			return nil
@@ -379,7 +384,8 @@ const donationSettle = 500 * time.Millisecond
 
 // awaitDonation waits up to donationSettle (not past deadline) for block
 // records giving this host space in p; it reports whether p has a free
-// address then. Called without d.mu.
+// address then. requestSpace waits so once per request. Called without
+// d.mu.
 func (d *Driver) awaitDonation(p *pool, deadline time.Time) bool {
 	return d.cl.waitUntil(deadline, donationSettle, func() bool { return d.refreshNow(p) })
 }

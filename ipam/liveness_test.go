@@ -249,13 +249,15 @@ func TestClusterPartitionDuringDonation(t *testing.T) {
 
 // lateBlocks is a host's gossip on which other hosts' block records show
 // only a while after they first appear, as when a donor's definition
-// record (written after the block records) arrives before them.
+// record (written after the block records) arrives before them; their
+// delivery (onVisible) is replayed when they show.
 type lateBlocks struct {
 	gossip.Replicated
 	delay time.Duration
 
-	mu   sync.Mutex
-	seen map[string]time.Time // kind/key/version → first seen
+	mu        sync.Mutex
+	seen      map[string]time.Time // kind/key/version → first seen
+	onVisible func(gossip.Record)
 }
 
 func (l *lateBlocks) visible(r gossip.Record) bool {
@@ -269,6 +271,9 @@ func (l *lateBlocks) visible(r gossip.Record) bool {
 	if !ok {
 		at = time.Now()
 		l.seen[k] = at
+		if deliver := l.onVisible; deliver != nil {
+			time.AfterFunc(l.delay+time.Millisecond, func() { deliver(r) })
+		}
 	}
 	return time.Since(at) >= l.delay
 }
@@ -302,6 +307,9 @@ func TestClusterDonationRecordsLate(t *testing.T) {
 		late.Replicated = r
 		return late
 	})
+	late.mu.Lock()
+	late.onVisible = func(r gossip.Record) { h1.d.onBlock(nil, &r) }
+	late.mu.Unlock()
 	h2 := startNode(t, n, "h2", nil, liveCfg())
 	waitAlive(t, []*cnode{h1, h2}, 2)
 	const subnet = "198.19.75.0/29"
