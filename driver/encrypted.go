@@ -53,7 +53,8 @@ type TunnelConfig struct {
 // and the host's tunnel.
 type encryptedMode struct{ vxlanMode }
 
-func (encryptedMode) name() string { return modeEncrypted }
+func (encryptedMode) name() string  { return modeEncrypted }
+func (encryptedMode) overhead() int { return encryptedOverhead }
 
 // prepare refuses an encrypted network this host cannot carry, then
 // resolves the underlay as vxlanMode does, with WireGuard's overhead.
@@ -64,7 +65,7 @@ func (m encryptedMode) prepare(d *Driver, spec *networkSpec) error {
 	case d.tunnel.PrivateKey.IsZero():
 		return fmt.Errorf("-o %s=true is not available: this host has no WireGuard key", userEncrypted)
 	}
-	return m.prepareOverlay(d, spec, encryptedOverhead)
+	return m.prepareOverlay(d, spec, m.overhead())
 }
 
 // create makes the host's tunnel first (so nothing the network sends can
@@ -73,7 +74,7 @@ func (m encryptedMode) create(d *Driver, id string, spec networkSpec) (newNetwor
 	if err := d.ensureTunnel(spec.underlay); err != nil {
 		return newNetwork{}, fmt.Errorf("cannot create an encrypted network: %w", err)
 	}
-	return d.createOverlay(m, id, spec, encryptedOverhead)
+	return d.createOverlay(m, id, spec, m.overhead())
 }
 
 func (encryptedMode) status(n *networkRecord, s *NetworkStatus) {

@@ -64,6 +64,7 @@ type macvlanMode struct{}
 
 func (macvlanMode) name() string  { return modeMACVLAN }
 func (macvlanMode) overlay() bool { return false }
+func (macvlanMode) overhead() int { return 0 }
 
 // prepare chooses the host shim's address (host_access) before the driver's
 // lock is taken: allocating one may wait for the cluster's agreement.

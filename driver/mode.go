@@ -24,6 +24,9 @@ type netMode interface {
 	// other hosts' endpoints are programmed here, and the host routes,
 	// masquerades and publishes ports for it.
 	overlay() bool
+	// overhead is what the mode adds to a container's packet on the
+	// underlay: 0 when containers sit on the underlay itself.
+	overhead() int
 	// prepare finds the host facts a new network needs that take no lock
 	// (the underlay), and refuses what they rule out. Called before mu.
 	prepare(d *Driver, spec *networkSpec) error

@@ -33,16 +33,14 @@ const (
 const VXLANOverhead = vxlanOverhead
 
 // UnderlayOverhead is what a network of the given mode (NetworkStatus.Mode)
-// adds to a container's packet on the underlay; false for a mode that
-// puts containers on the underlay itself (macvlan).
+// adds to a container's packet on the underlay; false for an unknown mode
+// or one that puts containers on the underlay itself (macvlan).
 func UnderlayOverhead(mode string) (int, bool) {
-	switch mode {
-	case modeVXLAN:
-		return vxlanOverhead, true
-	case modeEncrypted:
-		return encryptedOverhead, true
+	m, ok := modeNamed(mode)
+	if !ok || m.overhead() == 0 {
+		return 0, false
 	}
-	return 0, false
+	return m.overhead(), true
 }
 
 // ProbeVNI is the VNI of `grapevine doctor`'s probe device on every host:

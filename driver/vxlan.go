@@ -26,10 +26,11 @@ type vxlanMode struct{}
 
 func (vxlanMode) name() string  { return modeVXLAN }
 func (vxlanMode) overlay() bool { return true }
+func (vxlanMode) overhead() int { return vxlanOverhead }
 
 // prepare resolves the underlay (ADVERTISE), whose MTU bounds the network's.
 func (m vxlanMode) prepare(d *Driver, spec *networkSpec) error {
-	return m.prepareOverlay(d, spec, vxlanOverhead)
+	return m.prepareOverlay(d, spec, m.overhead())
 }
 
 // prepareOverlay resolves the underlay, whose MTU less overhead bounds the
@@ -52,7 +53,7 @@ func (vxlanMode) prepareOverlay(d *Driver, spec *networkSpec, overhead int) erro
 // create chooses the VNI (the cluster's, the one asked for or an automatic
 // one) and the MTU, and makes the bridge and the VXLAN device.
 func (m vxlanMode) create(d *Driver, id string, spec networkSpec) (newNetwork, error) {
-	return d.createOverlay(m, id, spec, vxlanOverhead)
+	return d.createOverlay(m, id, spec, m.overhead())
 }
 
 // createOverlay creates a network of an overlay mode m whose frames grow by

@@ -150,9 +150,6 @@ func (p *process) checkUnderlay(r *report) {
 	}
 }
 
-// vxlanOverhead is what VXLAN adds to a container's packet on the underlay.
-const vxlanOverhead = driver.VXLANOverhead
-
 func shortNet(id string) string {
 	if len(id) > 12 {
 		return id[:12]
@@ -386,7 +383,7 @@ func pathCheck(r *report, pc driver.PathCheck, port int, local netip.Addr) {
 		r.add("vxlan-path", pc.Node, ResultPass, fmt.Sprintf("encapsulated probe to %s (VTEP %s) answered in %s", pc.Node, pc.VTEP, pc.RTT.Round(10*time.Microsecond)), "")
 		r.add("mtu", pc.Node, ResultFail,
 			fmt.Sprintf("VXLAN path to %s carries %d but not %d bytes: the networks' full-size packets are dropped", pc.Node, pc.Carries, pc.Size),
-			fmt.Sprintf("lower the network MTU (-o com.docker.network.driver.mtu=%d) or raise the underlay MTU to %d on every host and link between this host and %s", pc.Carries, pc.Size+vxlanOverhead, pc.Node))
+			fmt.Sprintf("lower the network MTU (-o com.docker.network.driver.mtu=%d) or raise the underlay MTU to %d on every host and link between this host and %s", pc.Carries, pc.Size+driver.VXLANOverhead, pc.Node))
 	default:
 		r.add("vxlan-path", pc.Node, ResultPass, fmt.Sprintf("encapsulated probe to %s (VTEP %s) answered in %s", pc.Node, pc.VTEP, pc.RTT.Round(10*time.Microsecond)), "")
 		r.add("mtu", pc.Node, ResultPass, fmt.Sprintf("VXLAN path to %s carries the networks' %d bytes", pc.Node, pc.Size), "")
